@@ -1,0 +1,353 @@
+//! The command line: `run` (the daemon), `check`, `list`, `history`, `show`, `trigger`,
+//! `prune` and `example-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{self, Config, LogFormat};
+use crate::daemon::{self, Shutdown};
+use crate::store::{HistoryFilter, RunRow, RunStatus, Store};
+
+/// hourglass: a job scheduler daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The main config file (job files live in its `jobs_dir`, default `jobs.d/` beside it).
+    #[arg(long, short, global = true, env = "HOURGLASS_CONFIG", default_value = config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (in the foreground; systemd runs it this way).
+    Run {
+        /// Log as JSON lines instead of plain text.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate the configuration: exit 0 if valid, 1 with every problem listed if not.
+    Check,
+    /// List jobs with their next fire time, in their own time zone.
+    List,
+    /// Show run history, newest first.
+    History {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<RunStatus>,
+        /// Only runs scheduled since: a duration ago ("1h", "7d") or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// JSON (an array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run, with its output.
+    Show {
+        /// The run id (first column of `history`).
+        run_id: i64,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job now (recorded as `manual`); the running daemon picks it up within a second.
+    Trigger {
+        /// The job name.
+        job: String,
+        /// Return without waiting for the daemon to pick the request up.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete finished runs older than a duration.
+    Prune {
+        /// E.g. "30d".
+        #[arg(long)]
+        older_than: String,
+    },
+    /// Print the documented example configuration (main file and job file).
+    ExampleConfig,
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    match cli.command {
+        Command::ExampleConfig => {
+            println!("# ---- hourglass.toml ----");
+            print!("{}", config::EXAMPLE_MAIN);
+            println!("\n# ---- jobs.d/examples.toml ----");
+            print!("{}", config::EXAMPLE_JOBS);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => match config::load(&path) {
+            Ok(cfg) => {
+                println!("{}: ok, {} jobs", path.display(), cfg.jobs.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run { json_logs } => {
+            let cfg = load(&path)?;
+            let format = if json_logs {
+                LogFormat::Json
+            } else {
+                cfg.settings.log_format
+            };
+            crate::logging::init(format, &cfg.settings.log_level);
+            let shutdown = Shutdown::default();
+            listen_for_signals(shutdown.clone())?;
+            if let Err(e) = daemon::run_with(cfg, shutdown).await {
+                tracing::error!(error = format!("{e:#}"), "hourglass failed");
+                return Err(e);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List => {
+            let cfg = load(&path)?;
+            list(&cfg);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            job,
+            status,
+            since,
+            limit,
+            json,
+        } => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let store = open_store(&path).await?;
+            let rows = store
+                .history(&HistoryFilter {
+                    job,
+                    status,
+                    since,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { run_id, json } => {
+            let store = open_store(&path).await?;
+            let Some(run) = store.run(run_id).await? else {
+                eprintln!("no run with id {run_id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                print_run(&run);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trigger { job, no_wait } => {
+            let cfg = load(&path)?;
+            if !cfg.jobs.iter().any(|j| j.name == job) {
+                eprintln!("no job named {job:?} in the configuration");
+                return Ok(ExitCode::FAILURE);
+            }
+            let store = Store::open(&cfg.settings.database).await?;
+            let req = store.request_trigger(&job).await?;
+            if no_wait {
+                println!("requested a manual run of {job:?}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline {
+                if store.trigger_claimed(req).await? {
+                    println!("{job:?} started (see `hourglass history --job {job}`)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            eprintln!(
+                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
+                cfg.settings.database.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Prune { older_than } => {
+            let age = config::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
+            let before =
+                Utc::now() - chrono::TimeDelta::from_std(age).context("duration too large")?;
+            let store = open_store(&path).await?;
+            let n = store.prune(before).await?;
+            println!(
+                "deleted {n} runs scheduled before {}",
+                crate::store::format_ts(before)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+}
+
+async fn open_store(path: &Path) -> anyhow::Result<Store> {
+    let cfg = load(path)?;
+    let db = &cfg.settings.database;
+    if !db.exists() {
+        anyhow::bail!(
+            "no history database at {} (has the daemon run yet?)",
+            db.display()
+        );
+    }
+    Ok(Store::open(db).await?)
+}
+
+/// First SIGTERM/SIGINT drains; a second one stops at once.
+fn listen_for_signals(shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("stop signal received (send another to stop at once)");
+                shutdown.drain.cancel();
+            } else {
+                shutdown.now.cancel();
+            }
+        }
+    });
+    Ok(())
+}
+
+fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let age = config::parse_duration(s).map_err(anyhow::Error::msg)?;
+    Ok(Utc::now() - chrono::TimeDelta::from_std(age).context("duration too large")?)
+}
+
+fn list(cfg: &Config) {
+    let now = Utc::now();
+    println!("{:<28} {:<8} {:<44} NEXT", "JOB", "KIND", "SCHEDULE");
+    for job in &cfg.jobs {
+        let next = job.next_fire_after(now).map_or_else(
+            || "never (one-shot time passed)".to_string(),
+            |t| {
+                t.with_timezone(&job.schedule.zone())
+                    .format("%Y-%m-%d %H:%M:%S%.3f %Z")
+                    .to_string()
+            },
+        );
+        println!(
+            "{:<28} {:<8} {:<44} {next}",
+            job.name,
+            job.kind.label(),
+            job.schedule.describe()
+        );
+    }
+}
+
+fn print_table(rows: &[RunRow]) {
+    println!(
+        "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  ERROR",
+        "ID", "JOB", "SCHEDULED (UTC)", "STATUS", "TRIGGER", "TRY", "LATE(ms)", "TOOK(ms)"
+    );
+    for r in rows {
+        let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let err = r
+            .error
+            .as_deref()
+            .map(|e| {
+                e.lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        println!(
+            "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  {err}",
+            r.id,
+            r.job,
+            r.scheduled_for,
+            r.status,
+            r.trigger,
+            r.attempt,
+            opt(r.lateness_ms),
+            opt(r.duration_ms),
+        );
+    }
+}
+
+fn print_run(r: &RunRow) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("run {} of job {:?}", r.id, r.job);
+    println!("  status:        {}", r.status);
+    println!("  trigger:       {} (attempt {})", r.trigger, r.attempt);
+    println!("  scheduled for: {}", r.scheduled_for);
+    println!("  started at:    {}", opt(&r.started_at));
+    println!("  finished at:   {}", opt(&r.finished_at));
+    if let Some(l) = r.lateness_ms {
+        println!("  lateness:      {l} ms");
+    }
+    if let Some(d) = r.duration_ms {
+        println!("  duration:      {d} ms");
+    }
+    if let Some(c) = r.exit_code {
+        println!("  exit code:     {c}");
+    }
+    println!("  node:          {}", r.node);
+    if let Some(e) = &r.error {
+        println!("  error:         {e}");
+    }
+    match &r.output {
+        Some(o) => println!("--- output ---\n{}", o.trim_end()),
+        None => println!("--- no output ---"),
+    }
+}

@@ -1,0 +1,824 @@
+//! Loading and validating configuration: the main file (`hourglass.toml`, through the `config`
+//! crate: defaults < file < `HOURGLASS__SECTION__KEY` environment variables) and the job files
+//! (`jobs.d/*.toml`). Everything is parsed once into typed values; every problem is reported
+//! with the file, the job and the field. This is the only module that reads files or the
+//! environment for configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::job::command::{CommandJob, CommandLine, RunAs};
+use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
+use crate::schedule::{CronCache, Schedule};
+
+/// The documented example configuration, printed by `hourglass example-config`.
+pub const EXAMPLE_MAIN: &str = include_str!("../config/hourglass.toml");
+/// The documented example job file.
+pub const EXAMPLE_JOBS: &str = include_str!("../config/jobs.d/examples.toml");
+
+/// Default path of the main file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hourglass/hourglass.toml";
+
+/// A configuration problem, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, as the user would write it (relative to the main file's folder when inside it).
+    pub file: String,
+    /// The job, when the problem is inside one.
+    pub job: Option<String>,
+    /// The field, when known.
+    pub field: Option<String>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(job) = &self.job {
+            write!(f, ": job {job:?}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// One or more problems; all are reported at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// The individual problems.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+        }
+    }
+}
+
+/// Output format of the daemon's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One line per event, suited to journald.
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated daemon settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The main file.
+    pub config_path: PathBuf,
+    /// Folder of job files.
+    pub jobs_dir: PathBuf,
+    /// SQLite history file.
+    pub database: PathBuf,
+    /// Runs older than this are deleted by the daemon (hourly); `None` keeps everything.
+    pub retention: Option<Duration>,
+    /// Default zone of jobs without `timezone`.
+    pub timezone: Tz,
+    /// Global limit on runs in progress.
+    pub max_concurrent_runs: usize,
+    /// How long SIGTERM waits for runs before stopping them.
+    pub shutdown_grace: Duration,
+    /// Name recorded in each run row.
+    pub node: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter (`RUST_LOG` wins when set).
+    pub log_level: String,
+    /// Output kept per run unless a job says otherwise.
+    pub output_limit: usize,
+}
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Daemon settings.
+    pub settings: Settings,
+    /// Jobs, sorted by name.
+    pub jobs: Vec<JobSpec>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMain {
+    daemon: RawDaemon,
+    database: RawDatabase,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDaemon {
+    jobs_dir: Option<String>,
+    timezone: Option<String>,
+    max_concurrent_runs: Option<usize>,
+    shutdown_grace: Option<String>,
+    node: Option<String>,
+    output_limit: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    path: Option<String>,
+    retention: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobFile {
+    #[serde(default)]
+    jobs: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    schedule: Option<String>,
+    every: Option<String>,
+    at: Option<String>,
+    timezone: Option<String>,
+    jitter: Option<String>,
+    catch_up: Option<CatchUp>,
+    catch_up_window: Option<String>,
+    overlap: Option<Overlap>,
+    timeout: Option<String>,
+    kill_grace: Option<String>,
+    retries: Option<u32>,
+    retry_backoff: Option<String>,
+    retry_backoff_max: Option<String>,
+    output_limit: Option<String>,
+    enabled: Option<bool>,
+    #[allow(dead_code)]
+    description: Option<String>,
+    command: Option<CommandLine>,
+    env: Option<BTreeMap<String, String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+}
+
+/// Collects problems while validating one file.
+struct Located<'a> {
+    file: &'a str,
+    job: Option<&'a str>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Located<'_> {
+    fn push(&mut self, field: Option<&str>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            job: self.job.map(str::to_string),
+            field: field.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+                self.push(Some(field), e);
+                default
+            }),
+        }
+    }
+
+    fn size(&mut self, field: &str, value: Option<&str>, default: usize) -> usize {
+        match value {
+            None => default,
+            Some(v) => parse_size(v).unwrap_or_else(|e| {
+                self.push(Some(field), e);
+                default
+            }),
+        }
+    }
+}
+
+/// Parses `"30s"`, `"1h 30m"`, `"7d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); expected e.g. \"30s\", \"5m\", \"1h 30m\", \"7d\"")
+    })
+}
+
+/// Parses `"64KiB"`, `"1MiB"`, `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => 0,
+    };
+    match num.parse::<usize>() {
+        Ok(n) if mult > 0 => n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large")),
+        _ => Err(format!(
+            "{s:?} is not a size; expected e.g. \"64KiB\", \"1MiB\" or a number of bytes"
+        )),
+    }
+}
+
+fn parse_tz(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>()
+        .map_err(|_| format!("{name:?} is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")"))
+}
+
+/// The system's zone: `TZ`, else `/etc/localtime`, else UTC.
+fn system_tz() -> Tz {
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// How a path is shown in messages: relative to `base` when inside it.
+fn display_path(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Loads and validates the main file and every job file.
+pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let base = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let main_name = config_path.file_name().map_or_else(
+        || config_path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let settings = load_settings(config_path, &base, &main_name, &mut problems);
+    let Some(settings) = settings else {
+        return Err(ConfigError::Invalid(problems));
+    };
+    let jobs = load_jobs(&settings, &base, &mut problems);
+    if problems.is_empty() {
+        Ok(Config { settings, jobs })
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn load_settings(
+    config_path: &Path,
+    base: &Path,
+    main_name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Settings> {
+    let mut at = Located {
+        file: main_name,
+        job: None,
+        problems,
+    };
+    if !config_path.is_file() {
+        at.push(
+            None,
+            "file not found (write one, or print the example with `hourglass example-config`)",
+        );
+        return None;
+    }
+    let built = config::Config::builder()
+        .add_source(config::File::from(config_path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("HOURGLASS")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build();
+    let raw: RawMain = match built.and_then(config::Config::try_deserialize) {
+        Ok(r) => r,
+        Err(e) => {
+            at.push(None, e.to_string());
+            return None;
+        }
+    };
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let jobs_dir = resolve(raw.daemon.jobs_dir.as_deref().unwrap_or("jobs.d"));
+    let database = match raw.database.path.as_deref() {
+        Some(p) => resolve(p),
+        None => std::env::var_os("STATE_DIRECTORY")
+            .and_then(|d| std::env::split_paths(&d).next())
+            .map_or_else(|| PathBuf::from("hourglass.db"), |d| d.join("hourglass.db")),
+    };
+    let timezone = match raw.daemon.timezone.as_deref() {
+        None => system_tz(),
+        Some(n) => parse_tz(n).unwrap_or_else(|e| {
+            at.push(Some("daemon.timezone"), e);
+            Tz::UTC
+        }),
+    };
+    let retention = match raw.database.retention.as_deref() {
+        None => Some(Duration::from_secs(90 * 86_400)),
+        Some("forever") => None,
+        Some(v) => Some(at.duration("database.retention", Some(v), Duration::ZERO)),
+    };
+    let max_concurrent_runs = raw.daemon.max_concurrent_runs.unwrap_or(256);
+    if max_concurrent_runs == 0 {
+        at.push(Some("daemon.max_concurrent_runs"), "must be at least 1");
+    }
+    let settings = Settings {
+        config_path: config_path.to_path_buf(),
+        jobs_dir,
+        database,
+        retention,
+        timezone,
+        max_concurrent_runs,
+        shutdown_grace: at.duration(
+            "daemon.shutdown_grace",
+            raw.daemon.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+        node: raw.daemon.node.unwrap_or_else(host_name),
+        log_format: raw.log.format.unwrap_or_default(),
+        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        output_limit: at.size(
+            "daemon.output_limit",
+            raw.daemon.output_limit.as_deref(),
+            64 * 1024,
+        ),
+    };
+    Some(settings)
+}
+
+fn load_jobs(settings: &Settings, base: &Path, problems: &mut Vec<Problem>) -> Vec<JobSpec> {
+    let dir = &settings.jobs_dir;
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            problems.push(Problem {
+                file: display_path(dir, base),
+                job: None,
+                field: None,
+                message: format!("cannot read the jobs folder: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    files.sort();
+    let mut cache = CronCache::default();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut jobs = Vec::new();
+    for path in files {
+        let file = display_path(&path, base);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem {
+                    file,
+                    job: None,
+                    field: None,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        for spec in parse_job_file(&text, &path, &file, settings, &mut cache, problems) {
+            if let Some(first) = seen.get(&spec.name) {
+                problems.push(Problem {
+                    file: file.clone(),
+                    job: Some(spec.name.clone()),
+                    field: None,
+                    message: format!("duplicate job name (already defined in {first})"),
+                });
+                continue;
+            }
+            seen.insert(spec.name.clone(), file.clone());
+            jobs.push(spec);
+        }
+    }
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    jobs
+}
+
+/// Parses one job file; disabled jobs are left out.
+fn parse_job_file(
+    text: &str,
+    path: &Path,
+    file: &str,
+    settings: &Settings,
+    cache: &mut CronCache,
+    problems: &mut Vec<Problem>,
+) -> Vec<JobSpec> {
+    let raw: RawJobFile = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(Problem {
+                file: file.to_string(),
+                job: None,
+                field: None,
+                message: e.to_string().trim_end().to_string(),
+            });
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (name, value) in raw.jobs {
+        let mut at = Located {
+            file,
+            job: Some(&name),
+            problems,
+        };
+        if !valid_name(&name) {
+            at.push(
+                None,
+                "job names may use letters, digits, '-', '_' and '.', up to 128 characters",
+            );
+            continue;
+        }
+        let raw_job: RawJob = match serde_path_to_error::deserialize(value) {
+            Ok(j) => j,
+            Err(e) => {
+                let field = e.path().to_string();
+                let field = (field != ".").then_some(field);
+                at.push(field.as_deref(), e.into_inner().to_string());
+                continue;
+            }
+        };
+        if raw_job.enabled == Some(false) {
+            continue;
+        }
+        if let Some(spec) = validate_job(&name, raw_job, path, settings, cache, &mut at) {
+            out.push(spec);
+        }
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn validate_job(
+    name: &str,
+    raw: RawJob,
+    path: &Path,
+    settings: &Settings,
+    cache: &mut CronCache,
+    at: &mut Located<'_>,
+) -> Option<JobSpec> {
+    let before = at.problems.len();
+    let tz = match raw.timezone.as_deref() {
+        None => settings.timezone,
+        Some(n) => parse_tz(n).unwrap_or_else(|e| {
+            at.push(Some("timezone"), e);
+            Tz::UTC
+        }),
+    };
+    let given = [
+        raw.schedule.is_some(),
+        raw.every.is_some(),
+        raw.at.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    let schedule = if given != 1 {
+        at.push(
+            None,
+            "set exactly one of `schedule` (cron), `every` (interval) or `at` (one-shot time)",
+        );
+        None
+    } else if let Some(expr) = &raw.schedule {
+        match cache.parse(expr) {
+            Ok(cron) => Some(Schedule::Cron {
+                expr: expr.trim().to_string(),
+                cron,
+                tz,
+            }),
+            Err(e) => {
+                at.push(Some("schedule"), format!("{expr:?}: {e}"));
+                None
+            }
+        }
+    } else if let Some(every) = &raw.every {
+        match parse_duration(every) {
+            Ok(d) if d >= Duration::from_secs(1) => Some(Schedule::Every(d)),
+            Ok(_) => {
+                at.push(Some("every"), format!("{every:?}: must be at least 1s"));
+                None
+            }
+            Err(e) => {
+                at.push(Some("every"), e);
+                None
+            }
+        }
+    } else if let Some(when) = &raw.at {
+        match DateTime::parse_from_rfc3339(when.trim()) {
+            Ok(t) => Some(Schedule::At(t.with_timezone(&Utc))),
+            Err(e) => {
+                at.push(
+                    Some("at"),
+                    format!("{when:?} is not an RFC 3339 time ({e}); expected e.g. \"2026-12-24T18:00:00+01:00\""),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let jitter = at.duration("jitter", raw.jitter.as_deref(), Duration::ZERO);
+    let timeout = raw
+        .timeout
+        .as_deref()
+        .map(|t| at.duration("timeout", Some(t), Duration::ZERO))
+        .filter(|d| !d.is_zero());
+    let backoff = at.duration(
+        "retry_backoff",
+        raw.retry_backoff.as_deref(),
+        Duration::from_secs(10),
+    );
+    let backoff_max = at.duration(
+        "retry_backoff_max",
+        raw.retry_backoff_max.as_deref(),
+        Duration::from_secs(600),
+    );
+    let kind = match raw.command {
+        None => {
+            at.push(
+                None,
+                "no work to do: set `command` (a shell line, or a list for argv)",
+            );
+            None
+        }
+        Some(line) => {
+            if matches!(&line, CommandLine::Argv(a) if a.is_empty()) {
+                at.push(Some("command"), "the argument list is empty");
+            }
+            if matches!(&line, CommandLine::Shell(s) if s.trim().is_empty()) {
+                at.push(Some("command"), "the command line is empty");
+            }
+            let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    at.push(Some("user"), e);
+                    None
+                }
+            });
+            let working_dir = raw.working_dir.map(PathBuf::from);
+            if let Some(d) = &working_dir
+                && !d.is_absolute()
+            {
+                at.push(
+                    Some("working_dir"),
+                    format!("{:?} must be an absolute path", d.display().to_string()),
+                );
+            }
+            Some(JobKind::Command(CommandJob {
+                line,
+                env: raw.env.unwrap_or_default(),
+                working_dir,
+                user,
+            }))
+        }
+    };
+    let spec = JobSpec {
+        name: name.to_string(),
+        source: path.to_path_buf(),
+        schedule: schedule?,
+        jitter: JobSpec::jitter_for(name, jitter),
+        catch_up: raw.catch_up.unwrap_or(CatchUp::Skip),
+        catch_up_window: at.duration(
+            "catch_up_window",
+            raw.catch_up_window.as_deref(),
+            Duration::from_secs(86_400),
+        ),
+        overlap: raw.overlap.unwrap_or(Overlap::Skip),
+        timeout,
+        kill_grace: at.duration(
+            "kill_grace",
+            raw.kill_grace.as_deref(),
+            Duration::from_secs(10),
+        ),
+        retry: RetryPolicy {
+            retries: raw.retries.unwrap_or(0),
+            backoff,
+            backoff_max: backoff_max.max(backoff),
+        },
+        output_limit: at.size(
+            "output_limit",
+            raw.output_limit.as_deref(),
+            settings.output_limit,
+        ),
+        kind: kind?,
+    };
+    (at.problems.len() == before).then_some(spec)
+}
+
+fn lookup_user(name: &str) -> Result<RunAs, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(RunAs {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        }),
+        Ok(None) => Err(format!("no such user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(main: &str, jobs: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let main_path = dir.path().join("hourglass.toml");
+        std::fs::write(&main_path, main).unwrap();
+        std::fs::create_dir(dir.path().join("jobs.d")).unwrap();
+        for (name, text) in jobs {
+            std::fs::write(dir.path().join("jobs.d").join(name), text).unwrap();
+        }
+        (dir, main_path)
+    }
+
+    fn errors(main: &str, jobs: &[(&str, &str)]) -> Vec<String> {
+        let (_d, p) = setup(main, jobs);
+        load(&p)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let (dir, p) = setup(EXAMPLE_MAIN, &[("examples.toml", EXAMPLE_JOBS)]);
+        let cfg = load(&p).unwrap();
+        assert!(cfg.jobs.len() >= 3);
+        assert_eq!(cfg.settings.jobs_dir, dir.path().join("jobs.d"));
+    }
+
+    #[test]
+    fn errors_name_file_job_and_field() {
+        let e = errors(
+            "",
+            &[(
+                "backup.toml",
+                "[jobs.nightly-backup]\nschedule = \"61 3 * * *\"\ncommand = \"true\"\n",
+            )],
+        );
+        assert_eq!(
+            e,
+            [
+                r#"jobs.d/backup.toml: job "nightly-backup": schedule: "61 3 * * *": minute 61 is out of range 0-59"#
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_all_reported() {
+        let e = errors(
+            "",
+            &[(
+                "a.toml",
+                "[jobs.a]\nshedule = \"* * * * *\"\ncommand = \"true\"\n\n[jobs.b]\nevery = \"soon\"\ncommand = \"true\"\n\n[jobs.c]\nevery = \"1m\"\ncommand = \"true\"\ntimezone = \"Mars/Olympus\"\novelap = 1\n\n[jobs.d]\nevery = \"1m\"\ncommand = \"true\"\noverlap = \"sometimes\"\n",
+            )],
+        );
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(
+            e[0].starts_with(r#"jobs.d/a.toml: job "a": shedule: unknown field `shedule`"#),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with(r#"jobs.d/a.toml: job "b": every: "soon" is not a duration"#),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].contains(r#"job "c": ovelap: unknown field"#),
+            "{}",
+            e[2]
+        );
+        assert!(
+            e[3].contains(r#"job "d": overlap: unknown variant `sometimes`"#),
+            "{}",
+            e[3]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_across_files() {
+        let job = "[jobs.same]\nevery = \"1m\"\ncommand = \"true\"\n";
+        let e = errors("", &[("a.toml", job), ("b.toml", job)]);
+        assert_eq!(
+            e,
+            [r#"jobs.d/b.toml: job "same": duplicate job name (already defined in jobs.d/a.toml)"#]
+        );
+    }
+
+    #[test]
+    fn schedule_kind_and_work_are_required() {
+        let e = errors(
+            "",
+            &[(
+                "a.toml",
+                "[jobs.a]\ncommand = \"true\"\n[jobs.b]\nevery = \"1m\"\nat = \"2026-01-01T00:00:00Z\"\ncommand = \"true\"\n[jobs.c]\nevery = \"1m\"\n",
+            )],
+        );
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].contains("exactly one of"));
+        assert!(e[1].contains("exactly one of"));
+        assert!(e[2].contains("no work to do"));
+    }
+
+    #[test]
+    fn main_file_errors_name_the_file() {
+        let e = errors("[daemon]\nmax_concurent_runs = 3\n", &[]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("hourglass.toml: "), "{}", e[0]);
+        assert!(e[0].contains("max_concurent_runs"), "{}", e[0]);
+        let e = errors("[daemon]\ntimezone = \"Nowhere\"\n", &[]);
+        assert_eq!(
+            e,
+            [
+                r#"hourglass.toml: daemon.timezone: "Nowhere" is not an IANA time zone (e.g. "Europe/Berlin", "UTC")"#
+            ]
+        );
+    }
+
+    #[test]
+    fn typed_values() {
+        let (_d, p) = setup(
+            "[daemon]\ntimezone = \"Europe/Berlin\"\n[database]\npath = \"/tmp/x.db\"\n",
+            &[(
+                "a.toml",
+                "[jobs.a]\nschedule = \"0 3 * * *\"\ncommand = [\"echo\", \"hi\"]\njitter = \"30s\"\ntimeout = \"1m\"\nretries = 2\noverlap = \"queue\"\ncatch_up = \"latest\"\n[jobs.off]\nevery = \"1m\"\ncommand = \"true\"\nenabled = false\n",
+            )],
+        );
+        let cfg = load(&p).unwrap();
+        assert_eq!(cfg.settings.database, PathBuf::from("/tmp/x.db"));
+        assert_eq!(cfg.jobs.len(), 1);
+        let j = &cfg.jobs[0];
+        assert_eq!(j.schedule.zone(), chrono_tz::Europe::Berlin);
+        assert_eq!(j.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(j.overlap, Overlap::Queue);
+        assert_eq!(j.catch_up, CatchUp::Latest);
+        assert_eq!(j.retry.retries, 2);
+        assert!(j.jitter < chrono::TimeDelta::seconds(30));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("30").is_err());
+    }
+}

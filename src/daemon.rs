@@ -1,0 +1,337 @@
+//! The daemon's life: open the history, mark crash leftovers abandoned, schedule every job,
+//! tell systemd it is ready, then serve reloads (SIGHUP, file changes), manual triggers and
+//! retention until the shutdown signal; then drain runs for the grace period, stop what is
+//! left, and write the last records.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{self, Config, Settings};
+use crate::recorder::Recorder;
+use crate::runner::Context;
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+use crate::systemd;
+
+/// How the daemon is asked to stop.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop firing, wait for runs up to the grace period, then stop them.
+    pub drain: CancellationToken,
+    /// Stop at once: kill every run's process group (a second signal).
+    pub now: CancellationToken,
+}
+
+/// How often manual trigger requests are polled.
+const TRIGGER_POLL: Duration = Duration::from_millis(250);
+/// Quiet time after a config file change before reloading (editors write in several steps).
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Longest wait for the last history writes at exit.
+const FINAL_WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the daemon on the config at `config_path` until `shutdown`.
+pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()> {
+    let config = config::load(&config_path)?;
+    run_with(config, shutdown).await
+}
+
+/// Runs the daemon on an already loaded config.
+pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Config { settings, jobs } = config;
+    let store = Store::open(&settings.database).await?;
+    let abandoned = store.mark_abandoned(Utc::now()).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            runs = abandoned,
+            "runs left running by a previous daemon marked abandoned"
+        );
+    }
+    let first_id = store.next_run_id().await?;
+    let last_fired = store.last_fired().await?;
+    let (recorder, writer) = Recorder::start(store.clone());
+    let clock = Arc::new(Clock::system());
+    let ctx = Arc::new(Context::new(
+        Arc::clone(&clock),
+        recorder,
+        settings.max_concurrent_runs,
+        first_id,
+        settings.node.clone(),
+    ));
+    let timers = CancellationToken::new();
+    let background = CancellationToken::new();
+    let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
+    scheduler.apply(jobs, &last_fired);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let clock = Arc::clone(&clock);
+        let cancel = background.clone();
+        tasks.spawn(async move { clock.watch(cancel).await });
+    }
+    let (trigger_tx, mut trigger_rx) = mpsc::channel(64);
+    tasks.spawn(poll_triggers(
+        store.clone(),
+        settings.node.clone(),
+        trigger_tx,
+        background.clone(),
+    ));
+    if let Some(retention) = settings.retention {
+        tasks.spawn(prune_loop(store.clone(), retention, background.clone()));
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        tasks.spawn(watchdog_loop(every, background.clone()));
+    }
+    let (change_tx, mut change_rx) = mpsc::unbounded_channel();
+    let _watcher = watch_files(&settings, change_tx);
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+
+    let status = |s: &Scheduler, ctx: &Context| {
+        format!(
+            "{} jobs scheduled, {} runs in progress",
+            s.len(),
+            ctx.running()
+        )
+    };
+    tracing::info!(
+        jobs = scheduler.len(),
+        database = %settings.database.display(),
+        node = %settings.node,
+        "hourglass started"
+    );
+    systemd::ready(&status(&scheduler, &ctx));
+
+    let mut current = settings.clone();
+    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.drain.cancelled() => break,
+            () = shutdown.now.cancelled() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                reload(&mut scheduler, &mut current);
+                systemd::ready(&status(&scheduler, &ctx));
+            }
+            Some(()) = change_rx.recv() => {
+                // Let the editor finish, and fold a burst of events into one reload.
+                tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                while change_rx.try_recv().is_ok() {}
+                tracing::info!("configuration files changed: reloading");
+                reload(&mut scheduler, &mut current);
+                systemd::ready(&status(&scheduler, &ctx));
+            }
+            Some(job) = trigger_rx.recv() => {
+                if scheduler.trigger(&job) {
+                    tracing::info!(job = %job, "manual trigger");
+                } else {
+                    tracing::warn!(job = %job, "manual trigger for a job that is not scheduled; ignored");
+                }
+            }
+            _ = status_tick.tick() => systemd::status(&status(&scheduler, &ctx)),
+        }
+    }
+
+    // Drain.
+    let running = ctx.running();
+    systemd::stopping(&format!("stopping: waiting for {running} runs"));
+    tracing::info!(
+        runs = running,
+        grace_s = settings.shutdown_grace.as_secs(),
+        "shutting down: no new firings; waiting for runs to finish"
+    );
+    timers.cancel();
+    ctx.draining.cancel();
+    ctx.tracker.close();
+    let drained = tokio::select! {
+        () = ctx.tracker.wait() => true,
+        () = tokio::time::sleep(settings.shutdown_grace) => false,
+        () = shutdown.now.cancelled() => false,
+    };
+    if !drained {
+        let left = ctx.running();
+        if shutdown.now.is_cancelled() {
+            tracing::warn!(runs = left, "second signal: killing runs now");
+            ctx.stop.hard.cancel();
+        } else {
+            tracing::warn!(
+                runs = left,
+                "grace period over: stopping the runs still going"
+            );
+        }
+        ctx.stop.soft.cancel();
+        tokio::select! {
+            () = ctx.tracker.wait() => {}
+            () = shutdown.now.cancelled() => {
+                ctx.stop.hard.cancel();
+                ctx.processes.signal_all(Signal::SIGKILL);
+                // Give the runs a moment to record their end; the next start marks any
+                // that could not as abandoned.
+                let _ = tokio::time::timeout(Duration::from_secs(1), ctx.tracker.wait()).await;
+            }
+        }
+    }
+    let killed = ctx.processes.signal_all(Signal::SIGKILL);
+    if killed > 0 {
+        tracing::warn!(groups = killed, "killed leftover process groups");
+    }
+    background.cancel();
+    while tasks.join_next().await.is_some() {}
+    drop(scheduler);
+    drop(ctx);
+    match tokio::time::timeout(FINAL_WRITE_WAIT, writer).await {
+        Ok(_) => {}
+        Err(_) => tracing::error!(
+            database = %store.path().display(),
+            "could not write the last run records before exiting"
+        ),
+    }
+    store.close().await;
+    tracing::info!("hourglass stopped");
+    Ok(())
+}
+
+/// Loads the config again and applies it; a bad config is rejected and the old one kept.
+fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
+    systemd::reloading();
+    match config::load(&current.config_path) {
+        Ok(new) => {
+            if new.settings != *current {
+                tracing::warn!(
+                    "daemon settings changed; they take effect at the next restart (job changes apply now)"
+                );
+            }
+            let c = scheduler.apply(new.jobs, &HashMap::new());
+            tracing::info!(
+                added = ?c.added,
+                removed = ?c.removed,
+                changed = ?c.changed,
+                jobs = scheduler.len(),
+                "configuration reloaded"
+            );
+        }
+        Err(e) => {
+            // The operator must fix the files: the daemon keeps the previous jobs meanwhile.
+            tracing::error!(error = %e, "configuration rejected; the previous configuration stays in effect");
+        }
+    }
+}
+
+async fn poll_triggers(
+    store: Store,
+    node: String,
+    tx: mpsc::Sender<String>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(TRIGGER_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        match store.claim_triggers(&node).await {
+            Ok(reqs) => {
+                for (_, job) in reqs {
+                    if tx.send(job).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read manual trigger requests"),
+        }
+    }
+}
+
+async fn prune_loop(store: Store, retention: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cancel.cancelled() => return,
+        }
+        let Some(before) = chrono::TimeDelta::from_std(retention)
+            .ok()
+            .and_then(|r| Utc::now().checked_sub_signed(r))
+        else {
+            continue;
+        };
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(runs = n, "pruned old run history"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune run history"),
+        }
+    }
+}
+
+async fn watchdog_loop(every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => systemd::watchdog(),
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Watches the main file and the jobs folder; sends `()` on a relevant change. Returns the
+/// watcher, which must be kept alive; `None` (logged) when watching is not possible.
+fn watch_files(
+    settings: &Settings,
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let main = settings.config_path.clone();
+    let main_dir = main
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let jobs_dir = settings.jobs_dir.clone();
+    let relevant = {
+        let main_name = main.file_name().map(ToOwned::to_owned);
+        let jobs_dir = jobs_dir.clone();
+        move |p: &Path| {
+            (p.file_name().map(ToOwned::to_owned) == main_name
+                && p.parent() == Some(main_dir_of(&main).as_path()))
+                || (p.parent() == Some(jobs_dir.as_path())
+                    && p.extension().is_some_and(|e| e == "toml"))
+        }
+    };
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| relevant(p))
+        {
+            let _ = tx.send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch configuration files; reload with SIGHUP");
+            return None;
+        }
+    };
+    for dir in [&main_dir, &jobs_dir] {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(path = %dir.display(), error = %e, "cannot watch folder; reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
+
+fn main_dir_of(main: &Path) -> PathBuf {
+    main.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

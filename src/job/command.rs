@@ -1,0 +1,306 @@
+//! The `command` kind: a program (argv) or a `/bin/sh -c` line, in its own process group, with
+//! its output (stdout and stderr interleaved, as on a terminal) captured up to a cap, tail kept.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::process::Command;
+use tokio::time::{Instant, sleep_until};
+
+use super::{AttemptContext, Outcome, StopSignal};
+
+/// How the program is given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CommandLine {
+    /// Run by `/bin/sh -c`.
+    Shell(String),
+    /// Executed directly, no shell.
+    Argv(Vec<String>),
+}
+
+/// A user to run as (only when the daemon is root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// Login name.
+    pub name: String,
+    /// Numeric user id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: PathBuf,
+}
+
+/// A validated command job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandJob {
+    /// What to run.
+    pub line: CommandLine,
+    /// Extra environment variables (on top of the daemon's).
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the daemon's when unset.
+    pub working_dir: Option<PathBuf>,
+    /// Run as this user.
+    pub user: Option<RunAs>,
+}
+
+/// Environment variables of the daemon that children must not inherit.
+const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];
+
+/// How long output is still read after the main process exited (a background process may hold
+/// the pipe open forever).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+impl CommandJob {
+    fn command(&self, ctx: &AttemptContext<'_>) -> Command {
+        let mut cmd = match &self.line {
+            CommandLine::Shell(line) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(line);
+                c
+            }
+            CommandLine::Argv(argv) => {
+                let mut c = Command::new(argv.first().map_or("", String::as_str));
+                c.args(argv.iter().skip(1));
+                c
+            }
+        };
+        for key in PRIVATE_ENV {
+            cmd.env_remove(key);
+        }
+        if let Some(user) = &self.user {
+            cmd.uid(user.uid).gid(user.gid);
+            cmd.env("USER", &user.name)
+                .env("LOGNAME", &user.name)
+                .env("HOME", &user.home);
+        }
+        cmd.env("HOURGLASS_JOB", &ctx.job.name)
+            .env("HOURGLASS_RUN_ID", ctx.run_id.to_string())
+            .env("HOURGLASS_ATTEMPT", ctx.attempt.to_string())
+            .env(
+                "HOURGLASS_SCHEDULED_FOR",
+                crate::store::format_ts(ctx.scheduled_for),
+            );
+        cmd.envs(&self.env);
+        if let Some(dir) = &self.working_dir {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        cmd
+    }
+
+    /// Runs the command once; see [`super::JobKind::execute`].
+    pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
+        let (writer, mut reader) = match output_pipe() {
+            Ok(p) => p,
+            Err(e) => return Outcome::failed(format!("cannot create output pipe: {e}"), true),
+        };
+        let mut cmd = self.command(ctx);
+        let (out, err) = writer;
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        let spawned = cmd.spawn();
+        // Our copies of the pipe's write end must go, or the reader never sees the end.
+        drop(cmd);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let what = match &self.line {
+                    CommandLine::Shell(_) => "/bin/sh".to_string(),
+                    CommandLine::Argv(a) => a.first().cloned().unwrap_or_default(),
+                };
+                let retryable = e.kind() != std::io::ErrorKind::NotFound
+                    && e.kind() != std::io::ErrorKind::PermissionDenied;
+                return Outcome::failed(format!("cannot start {what:?}: {e}"), retryable);
+            }
+        };
+        let pgid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .map(Pid::from_raw);
+        if let Some(p) = pgid {
+            ctx.processes.add(p);
+        }
+
+        let mut tail = Tail::new(ctx.job.output_limit);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut reading = true;
+        let mut stopping = false;
+        let mut killed = false;
+        let mut kill_at = Instant::now();
+        let status = loop {
+            tokio::select! {
+                r = reader.read(&mut buf), if reading => match r {
+                    Ok(0) | Err(_) => reading = false,
+                    Ok(n) => tail.push(&buf[..n]),
+                },
+                s = child.wait() => break s,
+                () = stop.soft.cancelled(), if !stopping => {
+                    stopping = true;
+                    kill_at = Instant::now() + ctx.job.kill_grace;
+                    signal_group(pgid, Signal::SIGTERM);
+                }
+                () = stop.hard.cancelled(), if !killed => {
+                    killed = true;
+                    signal_group(pgid, Signal::SIGKILL);
+                }
+                () = sleep_until(kill_at), if stopping && !killed => {
+                    killed = true;
+                    signal_group(pgid, Signal::SIGKILL);
+                }
+            }
+        };
+        // Whatever is left of the group (background children) goes with the main process.
+        signal_group(pgid, Signal::SIGKILL);
+        if let Some(p) = pgid {
+            ctx.processes.remove(p);
+        }
+        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+        while reading {
+            tokio::select! {
+                r = reader.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => reading = false,
+                    Ok(n) => tail.push(&buf[..n]),
+                },
+                () = sleep_until(drain_until) => reading = false,
+            }
+        }
+        let output = tail.finish();
+        match status {
+            Ok(st) => {
+                use std::os::unix::process::ExitStatusExt;
+                let success = st.success();
+                let error = if success {
+                    None
+                } else if let Some(code) = st.code() {
+                    Some(format!("exited with status {code}"))
+                } else if let Some(sig) = st.signal() {
+                    let name =
+                        Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+                    Some(format!("killed by signal {name}"))
+                } else {
+                    Some(format!("ended with {st}"))
+                };
+                Outcome {
+                    success,
+                    exit_code: st.code(),
+                    error,
+                    output,
+                    retryable: true,
+                }
+            }
+            Err(e) => Outcome {
+                success: false,
+                exit_code: None,
+                error: Some(format!("waiting for the process failed: {e}")),
+                output,
+                retryable: true,
+            },
+        }
+    }
+}
+
+fn output_pipe() -> std::io::Result<((OwnedFd, OwnedFd), pipe::Receiver)> {
+    let (tx, rx) = pipe::pipe()?;
+    let out = tx.into_blocking_fd()?;
+    let err = out.try_clone()?;
+    Ok(((out, err), rx))
+}
+
+fn signal_group(pgid: Option<Pid>, sig: Signal) {
+    if let Some(p) = pgid {
+        // ESRCH (group already gone) is the normal case after exit.
+        let _ = killpg(p, sig);
+    }
+}
+
+/// Asks the kernel to SIGKILL the child if the daemon dies (crash, SIGKILL), so no run outlives
+/// it unnoticed. The next start records such runs as abandoned.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only makes one async-signal-safe
+    // system call (prctl), allocating nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// The last `limit` bytes of a stream, and how many bytes came before them.
+#[derive(Debug)]
+pub struct Tail {
+    limit: usize,
+    buf: std::collections::VecDeque<u8>,
+    dropped: u64,
+}
+
+impl Tail {
+    /// A tail keeping at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            buf: std::collections::VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Appends bytes, dropping the oldest past the limit.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend(bytes);
+        let excess = self.buf.len().saturating_sub(self.limit);
+        if excess > 0 {
+            self.buf.drain(..excess);
+            self.dropped += excess as u64;
+        }
+    }
+
+    /// The kept text (lossy UTF-8), with a marker when the start was cut; `None` when empty.
+    pub fn finish(self) -> Option<String> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let (a, b) = self.buf.as_slices();
+        let mut bytes = Vec::with_capacity(a.len() + b.len());
+        bytes.extend_from_slice(a);
+        bytes.extend_from_slice(b);
+        let text = String::from_utf8_lossy(&bytes);
+        Some(if self.dropped > 0 {
+            format!("[... {} earlier bytes not kept ...]\n{text}", self.dropped)
+        } else {
+            text.into_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end() {
+        let mut t = Tail::new(5);
+        t.push(b"hello ");
+        t.push(b"world");
+        assert_eq!(
+            t.finish().unwrap(),
+            "[... 6 earlier bytes not kept ...]\nworld"
+        );
+        assert_eq!(Tail::new(5).finish(), None);
+    }
+}

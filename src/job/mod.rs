@@ -1,0 +1,218 @@
+//! What a job is once its config has been validated: schedule, policies and the kind of work.
+//! One file per kind of work; each kind turns one attempt into an [`Outcome`].
+
+pub mod command;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::schedule::{Schedule, jitter_offset};
+
+pub use command::CommandJob;
+
+/// A validated job definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Unique name across all job files.
+    pub name: String,
+    /// The file the job was defined in (for messages).
+    pub source: std::path::PathBuf,
+    /// When it fires.
+    pub schedule: Schedule,
+    /// Fixed offset added to every occurrence, derived from the name and `jitter`.
+    pub jitter: TimeDelta,
+    /// What happens to firings missed while the daemon was down or the machine asleep.
+    pub catch_up: CatchUp,
+    /// How far back missed firings are considered.
+    pub catch_up_window: Duration,
+    /// What happens when a firing is due while a previous run of the same job is active.
+    pub overlap: Overlap,
+    /// Limit on one attempt; `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Time between the polite stop (SIGTERM) and the forced one (SIGKILL).
+    pub kill_grace: Duration,
+    /// Retries after a failed attempt.
+    pub retry: RetryPolicy,
+    /// Bytes of output kept (the tail).
+    pub output_limit: usize,
+    /// The work.
+    pub kind: JobKind,
+}
+
+impl JobSpec {
+    /// The next firing strictly after `t` (jitter included).
+    pub fn next_fire_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .next_after(t - self.jitter)
+            .map(|o| o + self.jitter)
+    }
+
+    /// The latest firing at or before `t` (jitter included).
+    pub fn latest_fire_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedule
+            .latest_at_or_before(t - self.jitter)
+            .map(|o| o + self.jitter)
+    }
+
+    /// The jitter offset for a job name and configured jitter.
+    pub fn jitter_for(name: &str, jitter: Duration) -> TimeDelta {
+        jitter_offset(name, jitter)
+    }
+}
+
+/// The kinds of work a job can do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    /// Run a program or a shell command line.
+    Command(CommandJob),
+}
+
+impl JobKind {
+    /// Runs one attempt. When `stop` is cancelled the attempt must wind down promptly (for
+    /// commands: SIGTERM to the process group, `kill_grace`, SIGKILL) and return.
+    pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
+        match self {
+            JobKind::Command(c) => c.execute(ctx, stop).await,
+        }
+    }
+
+    /// Short label for listings.
+    pub fn label(&self) -> &'static str {
+        match self {
+            JobKind::Command(_) => "command",
+        }
+    }
+}
+
+/// What an attempt knows about itself.
+#[derive(Debug)]
+pub struct AttemptContext<'a> {
+    /// The job.
+    pub job: &'a JobSpec,
+    /// Run id (history row).
+    pub run_id: i64,
+    /// The intended time of the firing.
+    pub scheduled_for: DateTime<Utc>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Called with the child's process group id once it is spawned, and `None` once gone.
+    pub processes: &'a crate::runner::ProcessGroups,
+}
+
+/// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    /// Stop politely (timeout, shutdown after drain, replaced).
+    pub soft: CancellationToken,
+    /// Stop now (second signal).
+    pub hard: CancellationToken,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Succeeded or failed; the runner overrides with timed_out/interrupted/cancelled.
+    pub success: bool,
+    /// Process exit code, when there was one.
+    pub exit_code: Option<i32>,
+    /// The cause chain, when it failed.
+    pub error: Option<String>,
+    /// Tail of the output.
+    pub output: Option<String>,
+    /// Worth retrying (false for errors no retry can fix, such as a missing program).
+    pub retryable: bool,
+}
+
+impl Outcome {
+    /// A failure before anything ran.
+    pub fn failed(error: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            success: false,
+            exit_code: None,
+            error: Some(error.into()),
+            output: None,
+            retryable,
+        }
+    }
+}
+
+/// What to do with firings missed during downtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Forget them (cron's behaviour).
+    Skip,
+    /// Run once for all of them (systemd's `Persistent=true`).
+    Latest,
+    /// Run each of them, oldest first, within the window.
+    All,
+}
+
+/// What to do when a firing is due while a previous run is still active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Start another run alongside.
+    Allow,
+    /// Record the firing as skipped (systemd's behaviour).
+    Skip,
+    /// Run it after the active one finishes.
+    Queue,
+    /// Stop the active run, then start this one.
+    Replace,
+}
+
+/// Retries with exponential backoff and full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    /// Delay before the first retry; doubles each time.
+    pub backoff: Duration,
+    /// Upper bound on the delay.
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next_attempt` (2 for the first retry): a random value in
+    /// `[d/2, d]` where `d = backoff * 2^(next_attempt-2)`, capped at `backoff_max`.
+    pub fn delay(&self, next_attempt: u32) -> Duration {
+        let exp = next_attempt.saturating_sub(2).min(30);
+        let d = self
+            .backoff
+            .saturating_mul(1u32 << exp)
+            .min(self.backoff_max);
+        let half = d / 2;
+        let spread = u64::try_from((d - half).as_millis()).unwrap_or(0);
+        let extra = if spread == 0 {
+            0
+        } else {
+            rand::random_range(0..=spread)
+        };
+        half + Duration::from_millis(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_bounds() {
+        let p = RetryPolicy {
+            retries: 5,
+            backoff: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(10),
+        };
+        for _ in 0..50 {
+            let d2 = p.delay(2);
+            assert!(d2 >= Duration::from_secs(1) && d2 <= Duration::from_secs(2));
+            let d3 = p.delay(3);
+            assert!(d3 >= Duration::from_secs(2) && d3 <= Duration::from_secs(4));
+            let d9 = p.delay(9);
+            assert!(d9 >= Duration::from_secs(5) && d9 <= Duration::from_secs(10));
+        }
+    }
+}

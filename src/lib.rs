@@ -1,0 +1,38 @@
+//! hourglass: a job scheduler daemon: exact, observable, impossible to wedge with one slow job.
+//!
+//! # Architecture
+//!
+//! ```text
+//!   config ──► JobSpec (job/) ──► scheduler ──(one timer task per job)──► runner::fire
+//!     ▲            │                 ▲   ▲                                  │ one task per firing:
+//!     │         schedule             │   └── clock (wall time on tokio's    │ overlap, concurrency
+//!   daemon ─────── reload ───────────┘       monotonic clock)               │ limit, timeout, retries
+//!     │  (SIGHUP, file watch, triggers,                                     ▼
+//!     │   retention, systemd notify)                           job::JobKind::execute (command, ...)
+//!     │                                                                     │
+//!     └──────────── store (SQLite, all SQL) ◄── recorder (batched writer) ◄─┘
+//! ```
+//!
+//! - [`config`]: the only module that reads config files and the environment; parses everything
+//!   into typed values once, with errors naming file, job and field.
+//! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter.
+//! - [`job`]: validated job definitions and the kinds of work (one file per kind).
+//! - [`scheduler`]: per-job timers, catch-up after downtime, reload as a diff.
+//! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
+//! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
+//! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`.
+//! - [`daemon`]: lifecycle (start, reload, drain, stop); [`systemd`]: notify protocol;
+//!   [`logging`]: tracing setup; [`cli`]: the command line.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod job;
+pub mod logging;
+pub mod recorder;
+pub mod runner;
+pub mod schedule;
+pub mod scheduler;
+pub mod store;
+pub mod systemd;

@@ -1,0 +1,387 @@
+//! One firing, from due to recorded: the overlap policy, the global concurrency limit, each
+//! attempt under its timeout and the daemon's stop signals, retries with backoff, and the
+//! history records. Every firing is its own task, so nothing one job does can delay another.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, StopSignal};
+use crate::recorder::Recorder;
+use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
+
+/// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.
+pub const MAX_QUEUED: usize = 100;
+
+/// Process groups of running commands, so that every exit path can kill what is left.
+#[derive(Debug, Default)]
+pub struct ProcessGroups {
+    groups: Mutex<HashSet<Pid>>,
+}
+
+impl ProcessGroups {
+    /// Registers a group.
+    pub fn add(&self, pgid: Pid) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.insert(pgid);
+        }
+    }
+
+    /// Forgets a group.
+    pub fn remove(&self, pgid: Pid) {
+        if let Ok(mut g) = self.groups.lock() {
+            g.remove(&pgid);
+        }
+    }
+
+    /// Sends `sig` to every registered group; returns how many there were.
+    pub fn signal_all(&self, sig: Signal) -> usize {
+        let groups: Vec<Pid> = match self.groups.lock() {
+            Ok(g) => g.iter().copied().collect(),
+            Err(_) => Vec::new(),
+        };
+        for p in &groups {
+            let _ = killpg(*p, sig);
+        }
+        groups.len()
+    }
+}
+
+/// What every firing shares.
+#[derive(Debug)]
+pub struct Context {
+    /// The scheduler's clock.
+    pub clock: Arc<Clock>,
+    /// Where records go.
+    pub recorder: Recorder,
+    /// Global limit on runs in progress.
+    pub limit: Arc<Semaphore>,
+    /// Next run id.
+    ids: AtomicI64,
+    /// This daemon's node name.
+    pub node: String,
+    /// Tracks every firing task.
+    pub tracker: TaskTracker,
+    /// Cancelled when shutdown begins: no new retries, queued firings give up.
+    pub draining: CancellationToken,
+    /// `soft`: stop runs (drain grace over); `hard`: kill now (second signal).
+    pub stop: StopSignal,
+    /// Process groups of running commands.
+    pub processes: ProcessGroups,
+    /// Attempts in progress.
+    running: AtomicUsize,
+}
+
+impl Context {
+    /// A context allocating run ids from `first_id`.
+    pub fn new(
+        clock: Arc<Clock>,
+        recorder: Recorder,
+        max_concurrent_runs: usize,
+        first_id: i64,
+        node: String,
+    ) -> Self {
+        Self {
+            clock,
+            recorder,
+            limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
+            ids: AtomicI64::new(first_id),
+            node,
+            tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            stop: StopSignal::default(),
+            processes: ProcessGroups::default(),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    fn next_id(&self) -> i64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attempts in progress.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-job state that outlives reloads: who is running, who waits.
+#[derive(Debug)]
+pub struct JobSlot {
+    serial: Arc<Semaphore>,
+    current: Mutex<Option<CancellationToken>>,
+    queued: AtomicUsize,
+}
+
+impl Default for JobSlot {
+    fn default() -> Self {
+        Self {
+            serial: Arc::new(Semaphore::new(1)),
+            current: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Starts a firing of `job` for `scheduled_for`, applying its overlap policy. Returns at once.
+pub fn fire(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+    trigger: Trigger,
+) {
+    if matches!(trigger, Trigger::Schedule | Trigger::CatchUp) {
+        ctx.recorder.record(Record::Fired {
+            job: job.name.clone(),
+            scheduled_for,
+        });
+    }
+    let replaced = CancellationToken::new();
+    let firing = Firing {
+        ctx: Arc::clone(ctx),
+        job: Arc::clone(job),
+        scheduled_for,
+        trigger,
+        replaced: replaced.clone(),
+    };
+    match job.overlap {
+        Overlap::Allow => {
+            ctx.tracker.spawn(firing.run(None));
+        }
+        Overlap::Skip => match Arc::clone(&slot.serial).try_acquire_owned() {
+            Ok(permit) => {
+                ctx.tracker.spawn(firing.run(Some(permit)));
+            }
+            Err(_) => firing.skip("the previous run is still active (overlap = \"skip\")"),
+        },
+        Overlap::Queue => {
+            if slot.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+                slot.queued.fetch_sub(1, Ordering::AcqRel);
+                firing.skip("too many firings already queued (overlap = \"queue\")");
+                return;
+            }
+            let slot = Arc::clone(slot);
+            ctx.tracker.spawn(async move {
+                let permit = firing.wait_turn(&slot.serial).await;
+                slot.queued.fetch_sub(1, Ordering::AcqRel);
+                if let Some(p) = permit {
+                    firing.run(Some(p)).await;
+                }
+            });
+        }
+        Overlap::Replace => {
+            if let Ok(mut cur) = slot.current.lock()
+                && let Some(old) = cur.replace(replaced.clone())
+            {
+                old.cancel();
+            }
+            let slot = Arc::clone(slot);
+            ctx.tracker.spawn(async move {
+                if let Some(p) = firing.wait_turn(&slot.serial).await {
+                    firing.run(Some(p)).await;
+                }
+            });
+        }
+    }
+}
+
+struct Firing {
+    ctx: Arc<Context>,
+    job: Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+    trigger: Trigger,
+    replaced: CancellationToken,
+}
+
+impl Firing {
+    fn start_record(&self, id: i64, attempt: u32, started_at: Option<DateTime<Utc>>) -> RunStart {
+        RunStart {
+            id,
+            job: self.job.name.clone(),
+            scheduled_for: self.scheduled_for,
+            started_at,
+            attempt,
+            trigger: if attempt > 1 {
+                Trigger::Retry
+            } else {
+                self.trigger
+            },
+            node: self.ctx.node.clone(),
+        }
+    }
+
+    /// Records this firing as skipped.
+    fn skip(&self, reason: &str) {
+        let id = self.ctx.next_id();
+        tracing::info!(job = %self.job.name, run_id = id, scheduled_for = %self.scheduled_for, reason, "firing skipped");
+        self.ctx.recorder.record(Record::Complete(
+            self.start_record(id, 1, None),
+            RunEnd {
+                id,
+                finished_at: self.ctx.clock.now(),
+                status: RunStatus::Skipped,
+                exit_code: None,
+                error: Some(reason.to_string()),
+                output: None,
+            },
+        ));
+    }
+
+    /// Waits for the job's turn (queue/replace); `None` if the daemon shuts down first or a
+    /// newer firing replaced this one.
+    async fn wait_turn(&self, serial: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = Arc::clone(serial).acquire_owned() => p.ok(),
+            () = self.ctx.draining.cancelled() => {
+                self.skip("the daemon shut down before the previous run finished");
+                None
+            }
+            () = self.replaced.cancelled() => {
+                self.skip("replaced by a newer firing before it started (overlap = \"replace\")");
+                None
+            }
+        }
+    }
+
+    /// Runs every attempt of the firing. `_turn` holds the job's serial permit, if any.
+    async fn run(self, _turn: Option<OwnedSemaphorePermit>) {
+        let retries = self.job.retry.retries;
+        let mut attempt = 1;
+        loop {
+            let global = tokio::select! {
+                p = Arc::clone(&self.ctx.limit).acquire_owned() => p.ok(),
+                () = self.ctx.draining.cancelled() => None,
+            };
+            let Some(global) = global else {
+                self.skip("the daemon shut down before a run slot was free");
+                return;
+            };
+            let (status, outcome) = self.attempt(attempt).await;
+            drop(global);
+            let retry = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
+                && outcome.retryable
+                && attempt <= retries;
+            if !retry {
+                return;
+            }
+            attempt += 1;
+            let delay = self.job.retry.delay(attempt);
+            tracing::info!(job = %self.job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.ctx.draining.cancelled() => return,
+                () = self.replaced.cancelled() => return,
+            }
+        }
+    }
+
+    /// One attempt: start record, execution under timeout and stop signals, end record.
+    async fn attempt(&self, attempt: u32) -> (RunStatus, Outcome) {
+        let ctx = &self.ctx;
+        let job = &self.job;
+        let id = ctx.next_id();
+        let started_at = ctx.clock.now();
+        ctx.recorder.record(Record::Started(self.start_record(
+            id,
+            attempt,
+            Some(started_at),
+        )));
+        ctx.running.fetch_add(1, Ordering::Relaxed);
+        let trigger = self.start_record(id, attempt, None).trigger;
+        tracing::info!(
+            job = %job.name,
+            run_id = id,
+            attempt,
+            trigger = trigger.as_str(),
+            lateness_ms = (started_at - self.scheduled_for).num_milliseconds(),
+            "run started"
+        );
+        let actx = AttemptContext {
+            job,
+            run_id: id,
+            scheduled_for: self.scheduled_for,
+            attempt,
+            processes: &ctx.processes,
+        };
+        let stop = StopSignal {
+            soft: CancellationToken::new(),
+            hard: ctx.stop.hard.clone(),
+        };
+        let exec = job.kind.execute(&actx, &stop);
+        tokio::pin!(exec);
+        let deadline = job.timeout.map(|t| Instant::now() + t);
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let stopped: Result<Outcome, RunStatus> = tokio::select! {
+            out = &mut exec => Ok(out),
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Err(RunStatus::TimedOut),
+            () = ctx.stop.soft.cancelled() => Err(RunStatus::Interrupted),
+            () = self.replaced.cancelled() => Err(RunStatus::Cancelled),
+        };
+        let (status, outcome) = match stopped {
+            Ok(out) => {
+                let s = if out.success {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                };
+                (s, out)
+            }
+            Err(reason) => {
+                stop.soft.cancel();
+                let mut out = exec.await;
+                let why = match reason {
+                    RunStatus::TimedOut => format!(
+                        "timed out after {}",
+                        humantime::format_duration(job.timeout.unwrap_or_default())
+                    ),
+                    RunStatus::Interrupted => "interrupted: the daemon shut down".to_string(),
+                    _ => {
+                        "cancelled: replaced by a newer firing (overlap = \"replace\")".to_string()
+                    }
+                };
+                out.error = Some(match out.error.take() {
+                    Some(e) => format!("{why}: {e}"),
+                    None => why,
+                });
+                out.success = false;
+                (reason, out)
+            }
+        };
+        ctx.running.fetch_sub(1, Ordering::Relaxed);
+        let finished_at = ctx.clock.now();
+        let duration_ms = (finished_at - started_at).num_milliseconds();
+        if status == RunStatus::Succeeded {
+            tracing::info!(job = %job.name, run_id = id, status = status.as_str(), duration_ms, exit_code = outcome.exit_code, "run finished");
+        } else {
+            tracing::warn!(
+                job = %job.name,
+                run_id = id,
+                status = status.as_str(),
+                duration_ms,
+                exit_code = outcome.exit_code,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "run finished"
+            );
+        }
+        ctx.recorder.record(Record::Finished(RunEnd {
+            id,
+            finished_at,
+            status,
+            exit_code: outcome.exit_code,
+            error: outcome.error.clone(),
+            output: outcome.output.clone(),
+        }));
+        (status, outcome)
+    }
+}

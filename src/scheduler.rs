@@ -1,0 +1,245 @@
+//! The timing core: one tokio task per job sleeping until its next occurrence (`sleep_until`,
+//! millisecond resolution), firing each occurrence as its own task, catching up on missed
+//! firings per the job's policy, and applying reloads as a diff (added jobs start, removed jobs
+//! stop firing, changed jobs are rescheduled; runs in progress are left alone).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{CatchUp, JobSpec};
+use crate::runner::{Context, JobSlot, fire};
+use crate::store::Trigger;
+
+/// A firing at most this late still runs as a normal scheduled firing; older ones count as
+/// missed and follow the job's `catch_up` policy.
+pub const LATE_GRACE: TimeDelta = TimeDelta::seconds(60);
+
+/// Most missed firings one catch-up runs for a job (`catch_up = "all"`).
+pub const MAX_CATCH_UP: usize = 1000;
+
+struct Scheduled {
+    spec: Arc<JobSpec>,
+    cancel: CancellationToken,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// New jobs.
+    pub added: Vec<String>,
+    /// Jobs no longer defined.
+    pub removed: Vec<String>,
+    /// Jobs whose definition changed.
+    pub changed: Vec<String>,
+}
+
+/// All job timers.
+pub struct Scheduler {
+    ctx: Arc<Context>,
+    jobs: HashMap<String, Scheduled>,
+    slots: HashMap<String, Arc<JobSlot>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("jobs", &self.jobs.len())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler whose timers all stop when `shutdown` is cancelled.
+    pub fn new(ctx: Arc<Context>, shutdown: CancellationToken) -> Self {
+        Self {
+            ctx,
+            jobs: HashMap::new(),
+            slots: HashMap::new(),
+            shutdown,
+        }
+    }
+
+    /// Jobs scheduled.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Whether no job is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Makes the scheduled set equal to `specs`. `last_fired` (from the history database, at
+    /// start-up) lets jobs catch up on what they missed; jobs without an entry start from now.
+    pub fn apply(
+        &mut self,
+        specs: Vec<JobSpec>,
+        last_fired: &HashMap<String, DateTime<Utc>>,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        let mut wanted: HashMap<String, JobSpec> =
+            specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for name in names {
+            match wanted.remove(&name) {
+                None => {
+                    if let Some(old) = self.jobs.remove(&name) {
+                        old.cancel.cancel();
+                    }
+                    changes.removed.push(name);
+                }
+                Some(spec) => {
+                    let same = self.jobs.get(&name).is_some_and(|old| *old.spec == spec);
+                    if !same {
+                        if let Some(old) = self.jobs.remove(&name) {
+                            old.cancel.cancel();
+                        }
+                        self.start(spec, last_fired);
+                        changes.changed.push(name);
+                    }
+                }
+            }
+        }
+        for (name, spec) in wanted {
+            self.start(spec, last_fired);
+            changes.added.push(name);
+        }
+        changes.added.sort();
+        changes.removed.sort();
+        changes.changed.sort();
+        changes
+    }
+
+    fn start(&mut self, spec: JobSpec, last_fired: &HashMap<String, DateTime<Utc>>) {
+        let spec = Arc::new(spec);
+        let slot = Arc::clone(self.slots.entry(spec.name.clone()).or_default());
+        let cancel = self.shutdown.child_token();
+        let now = self.ctx.clock.now();
+        let last = last_fired
+            .get(&spec.name)
+            .copied()
+            .map_or(now, |t| t.min(now));
+        tokio::spawn(job_loop(
+            Arc::clone(&self.ctx),
+            slot,
+            Arc::clone(&spec),
+            last,
+            cancel.clone(),
+        ));
+        self.jobs
+            .insert(spec.name.clone(), Scheduled { spec, cancel });
+    }
+
+    /// Runs `job` now (trigger `manual`), under its overlap policy. False if no such job.
+    pub fn trigger(&self, job: &str) -> bool {
+        let (Some(s), Some(slot)) = (self.jobs.get(job), self.slots.get(job)) else {
+            return false;
+        };
+        fire(
+            &self.ctx,
+            slot,
+            &s.spec,
+            self.ctx.clock.now(),
+            Trigger::Manual,
+        );
+        true
+    }
+}
+
+/// The timer of one job.
+async fn job_loop(
+    ctx: Arc<Context>,
+    slot: Arc<JobSlot>,
+    spec: Arc<JobSpec>,
+    mut last: DateTime<Utc>,
+    cancel: CancellationToken,
+) {
+    let mut clock_changed = ctx.clock.subscribe();
+    loop {
+        let now = ctx.clock.now();
+        if let Some(latest) = spec.latest_fire_at_or_before(now)
+            && latest > last
+        {
+            due(&ctx, &slot, &spec, last, latest, now);
+            last = latest;
+            continue;
+        }
+        let Some(next) = spec.next_fire_after(now.max(last)) else {
+            tracing::debug!(job = %spec.name, "no further occurrence; timer ends");
+            return;
+        };
+        let wake = ctx.clock.instant_at(next);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            _ = clock_changed.changed() => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Fires what is due: `latest` is the newest occurrence at or before `now`, `last` the one
+/// fired before it.
+fn due(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    spec: &Arc<JobSpec>,
+    last: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    now: DateTime<Utc>,
+) {
+    let window_start = TimeDelta::from_std(spec.catch_up_window)
+        .ok()
+        .and_then(|w| now.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .max(last);
+    // Occurrences after `last` and before `latest` were missed.
+    let missed_before_latest = || {
+        let mut out = Vec::new();
+        let mut t = window_start;
+        while let Some(n) = spec.next_fire_after(t) {
+            if n >= latest || out.len() >= MAX_CATCH_UP {
+                break;
+            }
+            out.push(n);
+            t = n;
+        }
+        out
+    };
+    let on_time = now - latest <= LATE_GRACE;
+    match (on_time, spec.catch_up) {
+        (true, CatchUp::All) => {
+            for t in missed_before_latest() {
+                fire(ctx, slot, spec, t, Trigger::CatchUp);
+            }
+            fire(ctx, slot, spec, latest, Trigger::Schedule);
+        }
+        (true, _) => fire(ctx, slot, spec, latest, Trigger::Schedule),
+        (false, CatchUp::Skip) => {
+            tracing::info!(job = %spec.name, last_fired = %last, missed_latest = %latest, "missed firings skipped (catch_up = \"skip\")");
+            ctx.recorder.record(crate::store::Record::Fired {
+                job: spec.name.clone(),
+                scheduled_for: latest,
+            });
+        }
+        (false, CatchUp::Latest) => {
+            if latest >= window_start {
+                tracing::info!(job = %spec.name, scheduled_for = %latest, "catching up on the latest missed firing");
+                fire(ctx, slot, spec, latest, Trigger::CatchUp);
+            }
+        }
+        (false, CatchUp::All) => {
+            let missed = missed_before_latest();
+            tracing::info!(job = %spec.name, count = missed.len() + 1, "catching up on missed firings");
+            for t in missed {
+                fire(ctx, slot, spec, t, Trigger::CatchUp);
+            }
+            if latest >= window_start {
+                fire(ctx, slot, spec, latest, Trigger::CatchUp);
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The history database (SQLite through sqlx): all SQL lives here. WAL mode,
+//! `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations applied on
+//! open. Timestamps are UTC text (`2026-11-26T04:43:00.123Z`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+/// Errors from the history database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or opened.
+    #[error("cannot open history database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("history database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("history database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Formats a timestamp the way the database stores it.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a stored timestamp.
+pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The state of a run, as stored (`status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// In progress.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with failure.
+    Failed,
+    /// Stopped because it exceeded its timeout.
+    TimedOut,
+    /// Not started (overlap policy).
+    Skipped,
+    /// Left `running` by a daemon that died.
+    Abandoned,
+    /// Stopped by the daemon's shutdown.
+    Interrupted,
+    /// Stopped by a newer firing (`overlap = "replace"`).
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a run started (`trigger` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Its schedule came due.
+    Schedule,
+    /// `hourglass trigger`.
+    Manual,
+    /// A retry of a failed attempt.
+    Retry,
+    /// A firing missed during downtime.
+    CatchUp,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Retry => "retry",
+            Trigger::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// The start of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStart {
+    /// Run id, allocated by the daemon.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// The intended time.
+    pub scheduled_for: DateTime<Utc>,
+    /// When it really started (`None` for skipped firings).
+    pub started_at: Option<DateTime<Utc>>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// The daemon's node name.
+    pub node: String,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    /// Run id.
+    pub id: i64,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// Final status.
+    pub status: RunStatus,
+    /// Process exit code.
+    pub exit_code: Option<i32>,
+    /// Cause chain.
+    pub error: Option<String>,
+    /// Output tail.
+    pub output: Option<String>,
+}
+
+/// One write for the recorder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A run started (row inserted as `running`).
+    Started(RunStart),
+    /// A run ended (row updated).
+    Finished(RunEnd),
+    /// A run that is complete when first recorded (skipped firings).
+    Complete(RunStart, RunEnd),
+    /// A job fired for this intended time (per-job state).
+    Fired {
+        /// Job name.
+        job: String,
+        /// The intended time.
+        scheduled_for: DateTime<Utc>,
+    },
+}
+
+/// One row of history, as shown by the CLI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// Intended time.
+    pub scheduled_for: String,
+    /// Start.
+    pub started_at: Option<String>,
+    /// End.
+    pub finished_at: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Attempt number.
+    pub attempt: i64,
+    /// Why it ran.
+    pub trigger: String,
+    /// Exit code.
+    pub exit_code: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Output tail (only filled by [`Store::run`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Node that ran it.
+    pub node: String,
+    /// started_at − scheduled_for.
+    pub lateness_ms: Option<i64>,
+    /// finished_at − started_at.
+    pub duration_ms: Option<i64>,
+}
+
+/// Filters for [`Store::history`].
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only this job.
+    pub job: Option<String>,
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only runs scheduled at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many rows (newest first).
+    pub limit: u32,
+}
+
+/// A handle on the history database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// How long a writer waits for a lock held by another connection (e.g. a user's `sqlite3`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Marks runs left `running` by a previous daemon as `abandoned`; returns how many.
+    pub async fn mark_abandoned(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?1, \
+             error = 'the daemon stopped without recording the end of this run (crash, SIGKILL or power loss)' \
+             WHERE status = 'running'",
+        )
+        .bind(format_ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The first free run id.
+    pub async fn next_run_id(&self) -> Result<i64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM runs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(max.unwrap_or(0) + 1)
+    }
+
+    /// Writes a batch of records in one transaction.
+    pub async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            match r {
+                Record::Started(s) => {
+                    insert_run(&mut tx, s, None).await?;
+                }
+                Record::Complete(s, e) => {
+                    insert_run(&mut tx, s, Some(e)).await?;
+                }
+                Record::Finished(e) => {
+                    sqlx::query(
+                        "UPDATE runs SET finished_at = ?2, status = ?3, exit_code = ?4, \
+                         error = ?5, output = ?6 WHERE id = ?1",
+                    )
+                    .bind(e.id)
+                    .bind(format_ts(e.finished_at))
+                    .bind(e.status.as_str())
+                    .bind(e.exit_code)
+                    .bind(e.error.as_deref())
+                    .bind(e.output.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Record::Fired { job, scheduled_for } => {
+                    let at = format_ts(*scheduled_for);
+                    sqlx::query(
+                        "INSERT INTO job_state (job, last_fired_for, updated_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (job) DO UPDATE SET \
+                           last_fired_for = max(last_fired_for, excluded.last_fired_for), \
+                           updated_at = excluded.updated_at",
+                    )
+                    .bind(job)
+                    .bind(&at)
+                    .bind(format_ts(Utc::now()))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last intended firing time of each job.
+    pub async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows = sqlx::query("SELECT job, last_fired_for FROM job_state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let job: String = r.get(0);
+                let at: String = r.get(1);
+                parse_ts(&at).map(|t| (job, t))
+            })
+            .collect())
+    }
+
+    /// Queues a manual run of `job`; returns the request id.
+    pub async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO trigger_requests (job, requested_at) VALUES (?1, ?2) RETURNING id",
+        )
+        .bind(job)
+        .bind(format_ts(Utc::now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Claims pending manual trigger requests, oldest first.
+    pub async fn claim_triggers(&self, node: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+            "UPDATE trigger_requests SET claimed_at = ?1, claimed_by = ?2 \
+             WHERE claimed_at IS NULL RETURNING id, job",
+        )
+        .bind(format_ts(Utc::now()))
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    /// Whether a trigger request has been claimed by a daemon.
+    pub async fn trigger_claimed(&self, request: i64) -> Result<bool, StoreError> {
+        let claimed: Option<String> =
+            sqlx::query_scalar("SELECT claimed_at FROM trigger_requests WHERE id = ?1")
+                .bind(request)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        Ok(claimed.is_some())
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, NULL AS output, node, lateness_ms, duration_ms FROM runs_timed \
+             WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR scheduled_for >= ?3) \
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(filter.job.as_deref())
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.since.map(format_ts))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    /// One run, with its output.
+    pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, output, node, lateness_ms, duration_ms FROM runs_timed WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    /// Deletes finished runs scheduled before `before` and old trigger requests; returns how
+    /// many runs went.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cut = format_ts(before);
+        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < ?1 AND status <> 'running'")
+            .bind(&cut)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "DELETE FROM trigger_requests WHERE requested_at < ?1 AND claimed_at IS NOT NULL",
+        )
+        .bind(&cut)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+async fn insert_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    s: &RunStart,
+    end: Option<&RunEnd>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
+         trigger, exit_code, error, output, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .bind(s.id)
+    .bind(&s.job)
+    .bind(format_ts(s.scheduled_for))
+    .bind(s.started_at.map(format_ts))
+    .bind(end.map(|e| format_ts(e.finished_at)))
+    .bind(end.map_or(RunStatus::Running, |e| e.status).as_str())
+    .bind(s.attempt)
+    .bind(s.trigger.as_str())
+    .bind(end.and_then(|e| e.exit_code))
+    .bind(end.and_then(|e| e.error.as_deref()))
+    .bind(end.and_then(|e| e.output.as_deref()))
+    .bind(&s.node)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        job: r.get(1),
+        scheduled_for: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        status: r.get(5),
+        attempt: r.get(6),
+        trigger: r.get(7),
+        exit_code: r.get(8),
+        error: r.get(9),
+        output: r.get(10),
+        node: r.get(11),
+        lateness_ms: r.get(12),
+        duration_ms: r.get(13),
+    }
+}
+
+/// Creates the file with mode 0600 when it does not exist (SQLite gives its WAL and shared
+/// memory files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(id: i64, job: &str, at: &str) -> RunStart {
+        RunStart {
+            id,
+            job: job.into(),
+            scheduled_for: parse_ts(at).unwrap(),
+            started_at: Some(parse_ts(at).unwrap() + chrono::TimeDelta::milliseconds(3)),
+            attempt: 1,
+            trigger: Trigger::Schedule,
+            node: "n1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_and_crash_leftovers_are_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = Store::open(&path).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(store.next_run_id().await.unwrap(), 1);
+        store
+            .write_batch(&[
+                Record::Started(start(1, "a", "2026-01-01T00:00:00.000Z")),
+                Record::Started(start(2, "b", "2026-01-01T00:00:01.000Z")),
+                Record::Finished(RunEnd {
+                    id: 1,
+                    finished_at: parse_ts("2026-01-01T00:00:02.003Z").unwrap(),
+                    status: RunStatus::Succeeded,
+                    exit_code: Some(0),
+                    error: None,
+                    output: Some("hi\n".into()),
+                }),
+                Record::Fired {
+                    job: "a".into(),
+                    scheduled_for: parse_ts("2026-01-01T00:00:00Z").unwrap(),
+                },
+            ])
+            .await
+            .unwrap();
+        let one = store.run(1).await.unwrap().unwrap();
+        assert_eq!(one.status, "succeeded");
+        assert_eq!(one.lateness_ms, Some(3));
+        assert_eq!(one.duration_ms, Some(2000));
+        assert_eq!(one.output.as_deref(), Some("hi\n"));
+        assert_eq!(store.next_run_id().await.unwrap(), 3);
+        assert_eq!(store.mark_abandoned(Utc::now()).await.unwrap(), 1);
+        assert_eq!(store.run(2).await.unwrap().unwrap().status, "abandoned");
+        let fired = store.last_fired().await.unwrap();
+        assert_eq!(fired["a"], parse_ts("2026-01-01T00:00:00Z").unwrap());
+        let failed = store
+            .history(&HistoryFilter {
+                status: Some(RunStatus::Abandoned),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].job, "b");
+        let req = store.request_trigger("a").await.unwrap();
+        assert!(!store.trigger_claimed(req).await.unwrap());
+        assert_eq!(
+            store.claim_triggers("n1").await.unwrap(),
+            [(req, "a".into())]
+        );
+        assert!(store.claim_triggers("n1").await.unwrap().is_empty());
+        assert!(store.trigger_claimed(req).await.unwrap());
+        assert_eq!(
+            store
+                .prune(parse_ts("2026-01-01T00:00:00.500Z").unwrap())
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.run(1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn check_constraint_rejects_unknown_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db")).await.unwrap();
+        let r = sqlx::query(
+            "INSERT INTO runs (job, scheduled_for, status, trigger, node) VALUES ('a', 'x', 'bogus', 'schedule', 'n')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(r.is_err());
+    }
+}
