@@ -1,0 +1,257 @@
+//! Test harness: starts the real `hourglass` binary on a temp dir with a real SQLite file,
+//! listens on a real unix datagram socket for its systemd notifications, and reads the history.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use hourglass::store::{HistoryFilter, RunRow, Store};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hourglass");
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub notify: UnixDatagram,
+    pub notes: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub fn ts(s: &str) -> DateTime<Utc> {
+    hourglass::store::parse_ts(s).unwrap_or_else(|| panic!("bad timestamp {s}"))
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Daemon {
+    /// Writes `hourglass.toml` (database `history.db`, UTC, plus `main_extra`) and
+    /// `jobs.d/jobs.toml`, without starting.
+    pub fn prepare(main_extra: &str, jobs: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let main = format!("[database]\npath = \"history.db\"\n\n{main_extra}\n");
+        let main = if main_extra.contains("[daemon]") {
+            main
+        } else {
+            format!("{main}\n[daemon]\ntimezone = \"UTC\"\nshutdown_grace = \"5s\"\n")
+        };
+        std::fs::write(dir.path().join("hourglass.toml"), main).unwrap();
+        std::fs::create_dir(dir.path().join("jobs.d")).unwrap();
+        std::fs::write(dir.path().join("jobs.d/jobs.toml"), jobs).unwrap();
+        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Self {
+            dir,
+            child: None,
+            notify,
+            notes: Vec::new(),
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// Prepares and starts, waiting for READY=1.
+    pub fn start(main_extra: &str, jobs: &str) -> Self {
+        let mut d = Self::prepare(main_extra, jobs);
+        d.spawn();
+        d.wait_note("READY=1", Duration::from_secs(20));
+        d
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("hourglass.toml")
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.config())
+            .arg("run")
+            .current_dir(self.dir.path())
+            .env("NOTIFY_SOCKET", self.path("notify.sock"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Reads notifications until one line equals or starts with `needle`.
+    pub fn wait_note(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(pos) = self.notes.iter().position(|n| n.starts_with(needle)) {
+                self.notes.drain(..=pos);
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {needle:?} from the daemon within {timeout:?}; got {:?}; log:\n{}",
+                    self.notes,
+                    self.log()
+                );
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "daemon exited ({status}) before {needle:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                self.notes.extend(msg.lines().map(str::to_string));
+            }
+        }
+    }
+
+    /// Drains pending notifications into `notes` (non-blocking beyond 100 ms).
+    pub fn drain_notes(&mut self) -> Vec<String> {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.notify.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            self.notes.extend(msg.lines().map(str::to_string));
+        }
+        self.notes.clone()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        wait_for(timeout, "the daemon to exit", || child.try_wait().unwrap())
+    }
+
+    /// All runs, oldest first.
+    pub fn runs(&self) -> Vec<RunRow> {
+        let db = self.path("history.db");
+        if !db.exists() {
+            return Vec::new();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut rows = rt.block_on(async {
+            let store = Store::open(&db).await.unwrap();
+            let rows = store
+                .history(&HistoryFilter {
+                    limit: 1_000_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            store.close().await;
+            rows
+        });
+        rows.reverse();
+        rows
+    }
+
+    pub fn runs_of(&self, job: &str) -> Vec<RunRow> {
+        self.runs().into_iter().filter(|r| r.job == job).collect()
+    }
+
+    /// Waits until `pred` holds for the runs of `job`; returns them.
+    pub fn wait_runs(
+        &self,
+        job: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[RunRow]) -> bool,
+    ) -> Vec<RunRow> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let runs = self.runs_of(job);
+            if pred(&runs) {
+                return runs;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what} (job {job}); runs: {runs:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the CLI against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.config(), args)
+    }
+
+    pub fn write_jobs(&self, file: &str, text: &str) {
+        let tmp = self.path(&format!("jobs.d/.{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.path(&format!("jobs.d/{file}"))).unwrap();
+    }
+}
+
+pub fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn finished(r: &RunRow) -> bool {
+    r.status != "running"
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().unwrap_or("").trim().chars().next();
+            state != Some('Z') && state != Some('X')
+        }
+        Err(_) => false,
+    }
+}

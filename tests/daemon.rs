@@ -1,0 +1,453 @@
+//! End-to-end tests of the daemon binary: real processes, a real SQLite file, real signals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use common::{Daemon, alive, finished, ts, wait_for};
+use nix::sys::signal::Signal;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// An RFC 3339 instant `secs` seconds from now, on a whole second.
+fn at_in(secs: i64) -> String {
+    let t = Utc::now() + TimeDelta::seconds(secs);
+    let t = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap();
+    t.to_rfc3339()
+}
+
+#[test]
+fn three_slow_jobs_due_together_run_in_parallel() {
+    let at = at_in(2);
+    let jobs = (1..=3)
+        .map(|i| format!("[jobs.slow{i}]\nat = \"{at}\"\ncommand = \"sleep 2\"\n"))
+        .collect::<String>();
+    let d = Daemon::start("", &jobs);
+    let mut ends = Vec::new();
+    for i in 1..=3 {
+        let runs = d.wait_runs(&format!("slow{i}"), 20 * SEC, "the run to finish", |r| {
+            r.len() == 1 && finished(&r[0])
+        });
+        assert_eq!(runs[0].status, "succeeded");
+        assert_eq!(
+            runs[0].scheduled_for,
+            ts(&at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        ends.push(ts(runs[0].finished_at.as_deref().unwrap()));
+    }
+    let last = ends.iter().max().unwrap();
+    let took = (*last - ts(&at)).num_milliseconds();
+    // Serially they would take 6 s; in parallel about 2 s.
+    assert!(
+        (2000..4000).contains(&took),
+        "all three finished {took} ms after their time"
+    );
+}
+
+#[test]
+fn a_hung_job_does_not_delay_an_every_second_job() {
+    let jobs = "[jobs.hung]\nevery = \"1s\"\ncommand = \"sleep 30\"\n\n\
+                [jobs.cpu]\nevery = \"1s\"\ncommand = \"timeout 30 sh -c 'while :; do :; done'\"\n\n\
+                [jobs.tick]\nschedule = \"* * * * * *\"\ncommand = \"true\"\n";
+    let d = Daemon::start("", jobs);
+    let runs = d.wait_runs("tick", 30 * SEC, "six ticks", |r| {
+        r.iter().filter(|r| finished(r)).count() >= 6
+    });
+    let times: Vec<_> = runs.iter().map(|r| ts(&r.scheduled_for)).collect();
+    let distinct: HashSet<_> = times.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        times.len(),
+        "a firing was recorded twice: {times:?}"
+    );
+    for w in times.windows(2) {
+        assert_eq!(
+            w[1] - w[0],
+            TimeDelta::seconds(1),
+            "a firing is missing: {times:?}"
+        );
+    }
+    for r in &runs {
+        assert_eq!(r.trigger, "schedule");
+        let late = r.lateness_ms.unwrap();
+        assert!(
+            (0..500).contains(&late),
+            "tick {} started {late} ms late",
+            r.id
+        );
+    }
+    // The hung job fired once and then skipped (overlap = skip by default).
+    let hung = d.runs_of("hung");
+    assert_eq!(hung.iter().filter(|r| r.status == "running").count(), 1);
+    assert!(hung.iter().any(|r| r.status == "skipped"));
+}
+
+#[test]
+fn overlap_policies() {
+    let jobs = "[jobs.skip]\nevery = \"1s\"\noverlap = \"skip\"\ncommand = \"sleep 1.5\"\n\n\
+                [jobs.allow]\nevery = \"1s\"\noverlap = \"allow\"\ncommand = \"sleep 2.5\"\n\n\
+                [jobs.queue]\nevery = \"1s\"\noverlap = \"queue\"\ncommand = \"sleep 1.5\"\n\n\
+                [jobs.replace]\nevery = \"1s\"\noverlap = \"replace\"\ncommand = \"sleep 5\"\n";
+    let d = Daemon::start("", jobs);
+    std::thread::sleep(Duration::from_millis(100));
+    let enough = |r: &[hourglass::store::RunRow]| r.len() >= 4;
+    let skip = d.wait_runs("skip", 30 * SEC, "skip rows", |r| {
+        r.iter().any(|r| r.status == "skipped")
+            && r.iter().filter(|r| r.status == "succeeded").count() >= 1
+    });
+    for r in skip.iter().filter(|r| r.status == "skipped") {
+        assert!(r.started_at.is_none());
+        assert!(r.error.as_deref().unwrap().contains("still active"));
+    }
+    let allow = d.wait_runs("allow", 30 * SEC, "overlapping runs", |r| {
+        r.iter().filter(|r| r.status == "running").count() >= 2
+    });
+    assert!(allow.iter().all(|r| r.status != "skipped"));
+    let queue = d.wait_runs("queue", 30 * SEC, "three queued runs done", |r| {
+        r.iter().filter(|r| r.status == "succeeded").count() >= 3
+    });
+    let done: Vec<_> = queue.iter().filter(|r| r.status == "succeeded").collect();
+    for w in done.windows(2) {
+        let prev_end = ts(w[0].finished_at.as_deref().unwrap());
+        let next_start = ts(w[1].started_at.as_deref().unwrap());
+        assert!(next_start >= prev_end, "queued runs overlapped: {w:#?}");
+    }
+    assert!(queue.iter().all(|r| r.status != "skipped"));
+    let replace = d.wait_runs("replace", 30 * SEC, "a replaced run", |r| {
+        r.iter().any(|r| r.status == "cancelled")
+    });
+    let c = replace.iter().find(|r| r.status == "cancelled").unwrap();
+    assert!(c.error.as_deref().unwrap().contains("replaced"), "{c:?}");
+    assert!(enough(&replace));
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let at = at_in(1);
+    let jobs = format!(
+        "[jobs.slow]\nat = \"{at}\"\ntimeout = \"1s\"\nkill_grace = \"1s\"\n\
+         command = \"trap '' TERM; sleep 300 & echo $! > bg.pid; echo started; wait\"\n"
+    );
+    let d = Daemon::start("", &jobs);
+    // The job ignores SIGTERM, so this also covers the SIGKILL after kill_grace.
+    let runs = d.wait_runs("slow", 20 * SEC, "the timeout", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let r = &runs[0];
+    assert_eq!(r.status, "timed_out", "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .starts_with("timed out after 1s"),
+        "{r:?}"
+    );
+    let took = r.duration_ms.unwrap();
+    assert!((1900..5000).contains(&took), "took {took} ms");
+    let shown = d.cli(&["show", &r.id.to_string()]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("started"));
+    let pid: i32 = std::fs::read_to_string(d.path("bg.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(5 * SEC, "the background child to die", || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+#[test]
+fn retries_until_success_with_backoff() {
+    let at = at_in(1);
+    let jobs = format!(
+        "[jobs.flaky]\nat = \"{at}\"\nretries = 3\nretry_backoff = \"200ms\"\n\
+         command = \"n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; echo try $n; [ $n -ge 3 ]\"\n\
+         working_dir = \"WD\"\n"
+    );
+    let d = Daemon::prepare("", "");
+    let jobs = jobs.replace("WD", d.path("").to_str().unwrap());
+    std::fs::write(d.path("jobs.d/jobs.toml"), jobs).unwrap();
+    let mut d = d;
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let runs = d.wait_runs("flaky", 20 * SEC, "three attempts", |r| {
+        r.len() == 3 && r.iter().all(finished)
+    });
+    let summary: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.attempt,
+                r.trigger.as_str(),
+                r.status.as_str(),
+                r.exit_code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "schedule", "failed", Some(1)),
+            (2, "retry", "failed", Some(1)),
+            (3, "retry", "succeeded", Some(0)),
+        ]
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.scheduled_for == runs[0].scheduled_for)
+    );
+    // Backoff: at least half of 200 ms, then of 400 ms, between attempts.
+    let gap = |a: &hourglass::store::RunRow, b: &hourglass::store::RunRow| {
+        (ts(b.started_at.as_deref().unwrap()) - ts(a.finished_at.as_deref().unwrap()))
+            .num_milliseconds()
+    };
+    assert!(gap(&runs[0], &runs[1]) >= 100);
+    assert!(gap(&runs[1], &runs[2]) >= 200);
+    assert_eq!(
+        d.cli(&["show", &runs[2].id.to_string(), "--json"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn reload_adds_changes_removes_and_rejects_bad_config() {
+    let mut d = Daemon::start("", "[jobs.a]\nevery = \"1s\"\ncommand = \"echo v1\"\n");
+    d.wait_runs("a", 20 * SEC, "a v1", |r| {
+        r.iter().any(|r| r.status == "succeeded")
+    });
+
+    // Add b (SIGHUP).
+    d.write_jobs("b.toml", "[jobs.b]\nevery = \"1s\"\ncommand = \"echo b\"\n");
+    d.signal(Signal::SIGHUP);
+    d.wait_note("RELOADING=1", 10 * SEC);
+    d.wait_note("READY=1", 10 * SEC);
+    d.wait_runs("b", 20 * SEC, "b to run", |r| {
+        r.iter().any(|r| r.status == "succeeded")
+    });
+
+    // Change a, by editing the file only (the watcher reloads).
+    d.write_jobs(
+        "jobs.toml",
+        "[jobs.a]\nevery = \"1s\"\ncommand = \"echo v2\"\n",
+    );
+    let runs = d.wait_runs("a", 20 * SEC, "a v2", |r| {
+        r.iter().any(|r| {
+            r.status == "succeeded"
+                && d.cli(&["show", &r.id.to_string()])
+                    .stdout
+                    .windows(2)
+                    .any(|w| w == b"v2")
+        })
+    });
+    assert!(!runs.is_empty());
+
+    // Remove b: no new b firings afterwards.
+    std::fs::remove_file(d.path("jobs.d/b.toml")).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_note("RELOADING=1", 10 * SEC);
+    d.wait_note("READY=1", 10 * SEC);
+    let b_count = d.runs_of("b").len();
+    let a_count = d.runs_of("a").len();
+    d.wait_runs("a", 20 * SEC, "a to keep running", |r| {
+        r.len() >= a_count + 2
+    });
+    assert_eq!(d.runs_of("b").len(), b_count, "b fired after its removal");
+
+    // A bad config is rejected and a keeps running.
+    d.write_jobs(
+        "jobs.toml",
+        "[jobs.a]\nevery = \"1 fortnight\"\ncommand = \"echo v3\"\n",
+    );
+    d.signal(Signal::SIGHUP);
+    wait_for(10 * SEC, "the rejection in the log", || {
+        d.log().contains("configuration rejected").then_some(())
+    });
+    assert!(
+        d.log().contains(r#"jobs.d/jobs.toml: job \"a\": every"#)
+            || d.log().contains(r#"jobs.d/jobs.toml: job "a": every"#),
+        "{}",
+        d.log()
+    );
+    let a_count = d.runs_of("a").len();
+    d.wait_runs("a", 20 * SEC, "a to keep running on the old config", |r| {
+        r.len() >= a_count + 2
+    });
+}
+
+#[test]
+fn sigterm_drains_running_runs() {
+    let at = at_in(1);
+    let jobs = format!("[jobs.work]\nat = \"{at}\"\ncommand = \"sleep 1.5; echo done\"\n");
+    let mut d = Daemon::start("", &jobs);
+    d.wait_runs("work", 20 * SEC, "the run to start", |r| r.len() == 1);
+    d.signal(Signal::SIGTERM);
+    d.wait_note("STOPPING=1", 10 * SEC);
+    let status = d.wait_exit(20 * SEC);
+    assert!(status.success(), "{status}");
+    let runs = d.runs_of("work");
+    assert_eq!(runs[0].status, "succeeded", "{runs:?}");
+}
+
+#[test]
+fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
+    let jobs = "[jobs.long]\nevery = \"1s\"\ncommand = \"sleep 60\"\nkill_grace = \"30s\"\n\
+                [jobs.stubborn]\nevery = \"1s\"\ncommand = \"trap '' TERM; sleep 60 & echo $! > PID; wait\"\nkill_grace = \"30s\"\n";
+    let d = Daemon::prepare(
+        "[daemon]\ntimezone = \"UTC\"\nshutdown_grace = \"1s\"\n",
+        "",
+    );
+    let jobs = jobs.replace("PID", d.path("stubborn.pid").to_str().unwrap());
+    std::fs::write(d.path("jobs.d/jobs.toml"), jobs).unwrap();
+    let mut d = d;
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    d.wait_runs("stubborn", 20 * SEC, "the run to start", |r| r.len() == 1);
+    let pid: i32 = wait_for(10 * SEC, "the pid file", || {
+        std::fs::read_to_string(d.path("stubborn.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    d.signal(Signal::SIGTERM);
+    // After the 1 s grace, `long` gets SIGTERM and ends; `stubborn` ignores it (30 s grace).
+    d.wait_runs("long", 20 * SEC, "long interrupted", |r| {
+        r.iter().any(|r| r.status == "interrupted")
+    });
+    d.signal(Signal::SIGTERM);
+    let started = std::time::Instant::now();
+    d.wait_exit(10 * SEC);
+    assert!(started.elapsed() < 5 * SEC);
+    wait_for(5 * SEC, "the stubborn child to be killed", || {
+        (!alive(pid)).then_some(())
+    });
+}
+
+#[test]
+fn a_crash_leaves_runs_that_the_next_start_marks_abandoned() {
+    let at = at_in(1);
+    let jobs = format!("[jobs.work]\nat = \"{at}\"\ncommand = \"echo $$ > pid; exec sleep 60\"\n");
+    let mut d = Daemon::start("", &jobs);
+    let runs = d.wait_runs("work", 20 * SEC, "the run to start", |r| r.len() == 1);
+    assert_eq!(runs[0].status, "running");
+    let pid: i32 = wait_for(10 * SEC, "the pid file", || {
+        std::fs::read_to_string(d.path("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    d.signal(Signal::SIGKILL);
+    d.wait_exit(10 * SEC);
+    // The kernel kills the child with its parent (PR_SET_PDEATHSIG).
+    wait_for(5 * SEC, "the orphan to die", || (!alive(pid)).then_some(()));
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let runs = d.runs_of("work");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "abandoned");
+    assert!(runs[0].finished_at.is_some());
+}
+
+#[test]
+fn manual_trigger_and_history_json() {
+    let d = Daemon::start(
+        "",
+        "[jobs.yearly]\nschedule = \"@yearly\"\ncommand = \"echo manual\"\n",
+    );
+    let out = d.cli(&["trigger", "yearly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = d.wait_runs("yearly", 10 * SEC, "the manual run", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    assert_eq!(runs[0].trigger, "manual");
+    assert_eq!(runs[0].status, "succeeded");
+    let out = d.cli(&["history", "--json", "--job", "yearly"]);
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["job"], "yearly");
+    assert_eq!(row["trigger"], "manual");
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["exit_code"], 0);
+    assert!(row["lateness_ms"].as_i64().unwrap() < 1000);
+    let out = d.cli(&["history", "--status", "failed", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.as_array().unwrap().is_empty());
+    let out = d.cli(&["trigger", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn catch_up_after_downtime_follows_each_policy() {
+    let jobs = "[jobs.skip]\nevery = \"1h\"\ncatch_up = \"skip\"\ncommand = \"true\"\n\
+                [jobs.latest]\nevery = \"1h\"\ncatch_up = \"latest\"\ncommand = \"true\"\n\
+                [jobs.all]\nevery = \"1h\"\ncatch_up = \"all\"\ncommand = \"true\"\n";
+    let mut d = Daemon::prepare("", jobs);
+    // Pretend each job last fired 3 h 30 min ago, then the daemon was down.
+    let last = Utc::now() - TimeDelta::minutes(210);
+    let last = hourglass::store::format_ts(last);
+    let db = d.path("history.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = hourglass::store::Store::open(&db).await.unwrap();
+        for job in ["skip", "latest", "all"] {
+            store
+                .write_batch(&[hourglass::store::Record::Fired {
+                    job: job.into(),
+                    scheduled_for: ts(&last),
+                }])
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    });
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let latest = d.wait_runs("latest", 10 * SEC, "one catch-up run", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    assert_eq!(latest[0].trigger, "catch_up");
+    let hour = |s: &str| ts(s).timestamp() % 3600;
+    assert_eq!(hour(&latest[0].scheduled_for), 0);
+    let all = d.wait_runs("all", 10 * SEC, "three catch-up runs", |r| {
+        r.len() == 3 && r.iter().all(finished)
+    });
+    assert!(all.iter().all(|r| r.trigger == "catch_up"));
+    let mut times: Vec<_> = all.iter().map(|r| ts(&r.scheduled_for)).collect();
+    times.sort();
+    assert_eq!(times[2], ts(&latest[0].scheduled_for));
+    assert_eq!(times[2] - times[0], TimeDelta::hours(2));
+    // Let any stray skip firing show up before asserting there is none.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.runs_of("skip").is_empty());
+}
+
+#[test]
+fn watchdog_and_status_notifications() {
+    let mut d = Daemon::prepare("", "[jobs.a]\nschedule = \"@yearly\"\ncommand = \"true\"\n");
+    d.extra_env.push(("WATCHDOG_USEC".into(), "400000".into()));
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let notes = d.drain_notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n == "STATUS=1 jobs scheduled, 0 runs in progress"),
+        "{notes:?}"
+    );
+    d.wait_note("WATCHDOG=1", 5 * SEC);
+    d.wait_note("WATCHDOG=1", 5 * SEC);
+    d.signal(Signal::SIGTERM);
+    d.wait_note("STOPPING=1", 5 * SEC);
+    d.wait_exit(10 * SEC);
+}
