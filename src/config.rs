@@ -420,33 +420,38 @@ fn load_jobs(settings: &Settings, base: &Path, problems: &mut Vec<Problem>) -> V
                 continue;
             }
         };
-        for spec in parse_job_file(&text, &path, &file, settings, &mut cache, problems) {
-            if let Some(first) = seen.get(&spec.name) {
-                problems.push(Problem {
-                    file: file.clone(),
-                    job: Some(spec.name.clone()),
-                    field: None,
-                    message: format!("duplicate job name (already defined in {first})"),
-                });
-                continue;
-            }
-            seen.insert(spec.name.clone(), file.clone());
-            jobs.push(spec);
-        }
+        let ctx = FileContext {
+            path: &path,
+            file: &file,
+            settings,
+        };
+        jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, problems));
     }
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     jobs
 }
 
-/// Parses one job file; disabled jobs are left out.
+/// Where a job file is and what it inherits.
+struct FileContext<'a> {
+    path: &'a Path,
+    file: &'a str,
+    settings: &'a Settings,
+}
+
+/// Parses one job file; disabled jobs are left out. `seen` maps job names already defined
+/// (valid or not) to their file, to report duplicates.
 fn parse_job_file(
     text: &str,
-    path: &Path,
-    file: &str,
-    settings: &Settings,
+    fc: &FileContext<'_>,
+    seen: &mut HashMap<String, String>,
     cache: &mut CronCache,
     problems: &mut Vec<Problem>,
 ) -> Vec<JobSpec> {
+    let FileContext {
+        path,
+        file,
+        settings,
+    } = *fc;
     let raw: RawJobFile = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
@@ -466,6 +471,14 @@ fn parse_job_file(
             job: Some(&name),
             problems,
         };
+        if let Some(first) = seen.get(&name) {
+            at.push(
+                None,
+                format!("duplicate job name (already defined in {first})"),
+            );
+            continue;
+        }
+        seen.insert(name.clone(), file.to_string());
         if !valid_name(&name) {
             at.push(
                 None,

@@ -1,0 +1,196 @@
+//! The command line without a running daemon, the systemd unit, and the README's sqlite3 queries.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Daemon, cli};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_accepts_the_example_and_rejects_bad_configs_with_located_errors() {
+    let d = Daemon::prepare("", include_str!("../config/jobs.d/examples.toml"));
+    let ok = d.cli(&["check"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("ok, 3 jobs"));
+
+    let bad = Daemon::prepare(
+        "",
+        "[jobs.nightly-backup]\nschedule = \"61 3 * * *\"\ncommand = \"true\"\n\
+         [jobs.x]\nevery = \"1m\"\ncommand = \"true\"\ntimeout = \"soon\"\n",
+    );
+    std::fs::write(
+        bad.path("jobs.d/other.toml"),
+        "[jobs.x]\nevery = \"1m\"\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = bad.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(r#"jobs.d/jobs.toml: job "nightly-backup": schedule: "61 3 * * *": minute 61 is out of range 0-59"#), "{err}");
+    assert!(
+        err.contains(r#"jobs.d/jobs.toml: job "x": timeout: "soon" is not a duration"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"jobs.d/other.toml: job "x": duplicate job name"#)
+            || err.contains(r#"jobs.d/jobs.toml: job "x": duplicate job name"#),
+        "{err}"
+    );
+
+    let syntax = Daemon::prepare("", "[jobs.a\nevery = 1");
+    let out = syntax.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("jobs.d/jobs.toml: TOML parse error at line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let missing = cli(
+        std::path::Path::new("/nonexistent/hourglass.toml"),
+        &["check"],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("hourglass.toml: file not found"));
+}
+
+#[test]
+fn environment_overrides_the_main_file() {
+    let d = Daemon::prepare("", "");
+    let out = Command::new(BIN)
+        .args(["--config", d.config().to_str().unwrap(), "check"])
+        .env("HOURGLASS__DAEMON__MAX_CONCURRENT_RUNS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("daemon.max_concurrent_runs: must be at least 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn list_shows_next_fire_times_in_each_zone() {
+    let d = Daemon::prepare(
+        "",
+        "[jobs.berlin]\nschedule = \"30 3 * * *\"\ntimezone = \"Europe/Berlin\"\ncommand = \"true\"\n\
+         [jobs.gone]\nat = \"2001-01-01T00:00:00Z\"\ncommand = \"true\"\n",
+    );
+    let out = d.cli(&["list"]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    let berlin = s.lines().find(|l| l.starts_with("berlin")).unwrap();
+    assert!(berlin.contains("03:30:00.000 CE"), "{berlin}");
+    assert!(
+        s.lines()
+            .any(|l| l.starts_with("gone") && l.contains("never")),
+        "{s}"
+    );
+}
+
+#[test]
+fn example_config_prints_both_files() {
+    let out = Command::new(BIN).arg("example-config").output().unwrap();
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    assert!(s.contains("[daemon]") && s.contains("[jobs.heartbeat]"));
+}
+
+#[test]
+fn history_prune_and_readme_queries_work_with_the_stock_sqlite3() {
+    let mut d = Daemon::start(
+        "",
+        "[jobs.ok]\nevery = \"1s\"\ncommand = \"echo fine\"\n[jobs.bad]\nevery = \"1s\"\ncommand = \"exit 3\"\n",
+    );
+    d.wait_runs("bad", Duration::from_secs(20), "two failures", |r| {
+        r.iter().filter(|r| r.status == "failed").count() >= 2
+    });
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    let table = text(&d.cli(&["history", "--job", "bad", "--limit", "1"]).stdout);
+    assert!(table.contains("exited with status 3"), "{table}");
+    assert_eq!(table.lines().count(), 2);
+
+    let db = d.path("history.db");
+    let sql = |q: &str| {
+        let out = Command::new("sqlite3")
+            .arg(&db)
+            .arg(q)
+            .output()
+            .expect("sqlite3 is installed by scripts/test.sh");
+        assert!(out.status.success(), "{q}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // The three queries shown in the README.
+    let last = sql("SELECT job, status, exit_code FROM last_runs ORDER BY job;");
+    assert!(
+        last.contains("bad|failed|3") && last.contains("ok|succeeded|0"),
+        "{last}"
+    );
+    let failures = sql("SELECT job, count(*) FROM recent_failures GROUP BY job;");
+    assert!(failures.starts_with("bad|"), "{failures}");
+    let late = sql(
+        "SELECT job, max(lateness_ms) < 1000 FROM runs_timed WHERE trigger = 'schedule' AND status = 'succeeded' \
+         AND scheduled_for >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 hour') GROUP BY job;",
+    );
+    assert_eq!(late.trim(), "ok|1");
+    let mode = std::fs::metadata(&db).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+
+    let out = d.cli(&["prune", "--older-than", "0s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(d.runs().is_empty());
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit =
+        include_str!("../systemd/hourglass.service").replace("/usr/local/bin/hourglass", BIN);
+    for key in [
+        "Type=notify",
+        "ExecStartPre=",
+        "ExecReload=",
+        "WatchdogSec=",
+        "StateDirectory=",
+        "KillMode=mixed",
+    ] {
+        assert!(unit.contains(key), "unit lacks {key}");
+    }
+    let path = dir.path().join("hourglass.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--recursive-errors=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed by scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A typo must fail the same check.
+    std::fs::write(&path, unit.replace("Type=notify", "Tpye=notify")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--recursive-errors=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // TimeoutStopSec must exceed the default drain grace (30 s) plus kill grace (10 s).
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.trim_end_matches('s').parse().ok())
+        .unwrap();
+    assert!(stop > 40);
+}
