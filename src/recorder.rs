@@ -27,6 +27,13 @@ impl Recorder {
         (Self { tx }, task)
     }
 
+    /// A recorder whose records go to the returned receiver instead of a database (for tests
+    /// and benchmarks of the scheduling path).
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<Record>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     /// Queues a record; never blocks.
     pub fn record(&self, record: Record) {
         if self.tx.send(record).is_err() {

@@ -118,9 +118,18 @@ impl Context {
 /// Per-job state that outlives reloads: who is running, who waits.
 #[derive(Debug)]
 pub struct JobSlot {
+    /// Held by the active run of a job whose policy is not `allow`.
     serial: Arc<Semaphore>,
+    /// The newest firing's "replaced" token (`overlap = "replace"`).
     current: Mutex<Option<CancellationToken>>,
-    queued: AtomicUsize,
+    /// Firings waiting their turn (`overlap = "queue"`), oldest first.
+    queue: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    pending: std::collections::VecDeque<Firing>,
+    worker: bool,
 }
 
 impl Default for JobSlot {
@@ -128,18 +137,40 @@ impl Default for JobSlot {
         Self {
             serial: Arc::new(Semaphore::new(1)),
             current: Mutex::new(None),
-            queued: AtomicUsize::new(0),
+            queue: Mutex::new(QueueState::default()),
         }
     }
 }
 
-/// Starts a firing of `job` for `scheduled_for`, applying its overlap policy. Returns at once.
+/// Runs queued firings one after another, in the order they were queued.
+async fn queue_worker(slot: Arc<JobSlot>) {
+    loop {
+        let next = match slot.queue.lock() {
+            Ok(mut q) => {
+                let f = q.pending.pop_front();
+                if f.is_none() {
+                    q.worker = false;
+                }
+                f
+            }
+            Err(_) => None,
+        };
+        let Some(firing) = next else { return };
+        if let Some(p) = firing.wait_turn(&slot.serial).await {
+            firing.run(Some(p)).await;
+        }
+    }
+}
+
+/// Starts a firing of `job` for `scheduled_for` under the overlap policy `overlap` (the job's
+/// own, except for catch-up series, which queue). Returns at once.
 pub fn fire(
     ctx: &Arc<Context>,
     slot: &Arc<JobSlot>,
     job: &Arc<JobSpec>,
     scheduled_for: DateTime<Utc>,
     trigger: Trigger,
+    overlap: Overlap,
 ) {
     if matches!(trigger, Trigger::Schedule | Trigger::CatchUp) {
         ctx.recorder.record(Record::Fired {
@@ -155,7 +186,7 @@ pub fn fire(
         trigger,
         replaced: replaced.clone(),
     };
-    match job.overlap {
+    match overlap {
         Overlap::Allow => {
             ctx.tracker.spawn(firing.run(None));
         }
@@ -166,19 +197,19 @@ pub fn fire(
             Err(_) => firing.skip("the previous run is still active (overlap = \"skip\")"),
         },
         Overlap::Queue => {
-            if slot.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
-                slot.queued.fetch_sub(1, Ordering::AcqRel);
+            let Ok(mut q) = slot.queue.lock() else {
+                return;
+            };
+            if q.pending.len() >= MAX_QUEUED {
+                drop(q);
                 firing.skip("too many firings already queued (overlap = \"queue\")");
                 return;
             }
-            let slot = Arc::clone(slot);
-            ctx.tracker.spawn(async move {
-                let permit = firing.wait_turn(&slot.serial).await;
-                slot.queued.fetch_sub(1, Ordering::AcqRel);
-                if let Some(p) = permit {
-                    firing.run(Some(p)).await;
-                }
-            });
+            q.pending.push_back(firing);
+            if !q.worker {
+                q.worker = true;
+                ctx.tracker.spawn(queue_worker(Arc::clone(slot)));
+            }
         }
         Overlap::Replace => {
             if let Ok(mut cur) = slot.current.lock()
@@ -196,6 +227,7 @@ pub fn fire(
     }
 }
 
+#[derive(Debug)]
 struct Firing {
     ctx: Arc<Context>,
     job: Arc<JobSpec>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{CatchUp, JobSpec};
+use crate::job::{CatchUp, JobSpec, Overlap};
 use crate::runner::{Context, JobSlot, fire};
 use crate::store::Trigger;
 
@@ -145,6 +145,7 @@ impl Scheduler {
             &s.spec,
             self.ctx.clock.now(),
             Trigger::Manual,
+            s.spec.overlap,
         );
         true
     }
@@ -210,14 +211,22 @@ fn due(
         out
     };
     let on_time = now - latest <= LATE_GRACE;
+    let own = spec.overlap;
+    // A catch-up series runs its firings one after another, oldest first, whatever the job's
+    // own policy (skip would drop all but the first; replace would cancel them).
+    let series = if own == Overlap::Allow {
+        Overlap::Allow
+    } else {
+        Overlap::Queue
+    };
     match (on_time, spec.catch_up) {
         (true, CatchUp::All) => {
             for t in missed_before_latest() {
-                fire(ctx, slot, spec, t, Trigger::CatchUp);
+                fire(ctx, slot, spec, t, Trigger::CatchUp, series);
             }
-            fire(ctx, slot, spec, latest, Trigger::Schedule);
+            fire(ctx, slot, spec, latest, Trigger::Schedule, series);
         }
-        (true, _) => fire(ctx, slot, spec, latest, Trigger::Schedule),
+        (true, _) => fire(ctx, slot, spec, latest, Trigger::Schedule, own),
         (false, CatchUp::Skip) => {
             tracing::info!(job = %spec.name, last_fired = %last, missed_latest = %latest, "missed firings skipped (catch_up = \"skip\")");
             ctx.recorder.record(crate::store::Record::Fired {
@@ -228,18 +237,142 @@ fn due(
         (false, CatchUp::Latest) => {
             if latest >= window_start {
                 tracing::info!(job = %spec.name, scheduled_for = %latest, "catching up on the latest missed firing");
-                fire(ctx, slot, spec, latest, Trigger::CatchUp);
+                fire(ctx, slot, spec, latest, Trigger::CatchUp, series);
             }
         }
         (false, CatchUp::All) => {
             let missed = missed_before_latest();
             tracing::info!(job = %spec.name, count = missed.len() + 1, "catching up on missed firings");
             for t in missed {
-                fire(ctx, slot, spec, t, Trigger::CatchUp);
+                fire(ctx, slot, spec, t, Trigger::CatchUp, series);
             }
             if latest >= window_start {
-                fire(ctx, slot, spec, latest, Trigger::CatchUp);
+                fire(ctx, slot, spec, latest, Trigger::CatchUp, series);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::job::{CommandJob, JobKind, Overlap, RetryPolicy};
+    use crate::recorder::Recorder;
+    use crate::schedule::{CronCache, Schedule};
+    use crate::store::Record;
+    use std::time::Duration;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn job(name: &str, schedule: Schedule) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            source: "jobs.d/t.toml".into(),
+            schedule,
+            jitter: TimeDelta::zero(),
+            catch_up: CatchUp::Skip,
+            catch_up_window: Duration::from_secs(86_400),
+            overlap: Overlap::Allow,
+            timeout: None,
+            kill_grace: Duration::from_secs(1),
+            retry: RetryPolicy {
+                retries: 0,
+                backoff: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(1),
+            },
+            output_limit: 1024,
+            kind: JobKind::Command(CommandJob {
+                line: crate::job::command::CommandLine::Argv(vec!["true".into()]),
+                env: Default::default(),
+                working_dir: None,
+                user: None,
+            }),
+        }
+    }
+
+    /// Drives the real timers through New York's spring-forward night in virtual time: each
+    /// firing starts exactly at its intended instant (0 ms late), the missing 02:30 runs once
+    /// right after the jump, and nothing runs twice.
+    #[tokio::test(start_paused = true)]
+    async fn timers_fire_exactly_on_time_across_dst_in_virtual_time() {
+        let clock = Arc::new(Clock::manual(utc("2026-03-07T00:00:00Z")));
+        let (recorder, mut rx) = Recorder::channel();
+        let ctx = Arc::new(Context::new(clock, recorder, 8, 1, "test".into()));
+        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let mut cache = CronCache::default();
+        let ny = "America/New_York".parse().unwrap();
+        let spec = job(
+            "ny",
+            Schedule::Cron {
+                expr: "30 2 * * *".into(),
+                cron: cache.parse("30 2 * * *").unwrap(),
+                tz: ny,
+            },
+        );
+        let changes = sched.apply(vec![spec], &HashMap::new());
+        assert_eq!(changes.added, ["ny"]);
+        let mut started = Vec::new();
+        while started.len() < 3 {
+            if let Some(Record::Started(s)) = rx.recv().await {
+                assert_eq!(s.started_at, Some(s.scheduled_for), "late firing");
+                started.push(s.scheduled_for);
+            }
+        }
+        assert_eq!(
+            started,
+            [
+                utc("2026-03-07T07:30:00Z"),
+                utc("2026-03-08T07:00:00Z"),
+                utc("2026-03-09T06:30:00Z")
+            ]
+        );
+    }
+
+    /// A reload that changes one job and removes another: the changed job keeps firing on its
+    /// new schedule, the removed one stops.
+    #[tokio::test(start_paused = true)]
+    async fn reload_diff_reschedules_changed_and_stops_removed_jobs() {
+        let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00Z")));
+        let (recorder, mut rx) = Recorder::channel();
+        let ctx = Arc::new(Context::new(
+            Arc::clone(&clock),
+            recorder,
+            8,
+            1,
+            "test".into(),
+        ));
+        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let a = job("a", Schedule::Every(Duration::from_secs(10)));
+        let b = job("b", Schedule::Every(Duration::from_secs(10)));
+        sched.apply(vec![a.clone(), b], &HashMap::new());
+        let mut fired = Vec::new();
+        while fired.len() < 2 {
+            if let Some(Record::Fired { job, scheduled_for }) = rx.recv().await {
+                fired.push((job, scheduled_for));
+            }
+        }
+        fired.sort();
+        assert_eq!(fired[0], ("a".into(), utc("2026-01-01T00:00:10Z")));
+        assert_eq!(fired[1], ("b".into(), utc("2026-01-01T00:00:10Z")));
+        let a2 = JobSpec {
+            schedule: Schedule::Every(Duration::from_secs(7)),
+            ..a
+        };
+        let changes = sched.apply(vec![a2], &HashMap::new());
+        assert_eq!(changes.changed, ["a"]);
+        assert_eq!(changes.removed, ["b"]);
+        let mut fired = Vec::new();
+        while fired.len() < 3 {
+            if let Some(Record::Fired { job, scheduled_for }) = rx.recv().await {
+                fired.push((job, scheduled_for));
+            }
+        }
+        // Every 7 s on the epoch grid: ...:14, :21, :28 (1767225600 is a multiple of 7).
+        assert!(fired.iter().all(|(j, _)| j == "a"), "{fired:?}");
+        assert_eq!(fired[0].1, utc("2026-01-01T00:00:14Z"));
+        assert_eq!(fired[2].1, utc("2026-01-01T00:00:28Z"));
     }
 }

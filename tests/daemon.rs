@@ -389,13 +389,20 @@ fn manual_trigger_and_history_json() {
 
 #[test]
 fn catch_up_after_downtime_follows_each_policy() {
-    let jobs = "[jobs.skip]\nevery = \"1h\"\ncatch_up = \"skip\"\ncommand = \"true\"\n\
-                [jobs.latest]\nevery = \"1h\"\ncatch_up = \"latest\"\ncommand = \"true\"\n\
-                [jobs.all]\nevery = \"1h\"\ncatch_up = \"all\"\ncommand = \"true\"\n";
-    let mut d = Daemon::prepare("", jobs);
-    // Pretend each job last fired 3 h 30 min ago, then the daemon was down.
-    let last = Utc::now() - TimeDelta::minutes(210);
-    let last = hourglass::store::format_ts(last);
+    // Hourly at a minute half an hour away from now, so no firing is near "now" (a firing
+    // less than a minute late would run as a normal one).
+    let now = Utc::now().timestamp();
+    let minute = (now / 60 % 60 + 30) % 60;
+    let offset = minute * 60;
+    let latest_missed = (now - offset) / 3600 * 3600 + offset;
+    let first_missed = chrono::DateTime::from_timestamp(latest_missed - 7200, 0).unwrap();
+    let jobs = ["skip", "latest", "all"]
+        .map(|p| format!("[jobs.{p}]\nschedule = \"{minute} * * * *\"\ncatch_up = \"{p}\"\ncommand = \"true\"\n"))
+        .concat();
+    let mut d = Daemon::prepare("", &jobs);
+    // Pretend each job last fired an hour before the first missed firing, then the daemon was
+    // down for three firings.
+    let last = hourglass::store::format_ts(first_missed - TimeDelta::hours(1));
     let db = d.path("history.db");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -417,18 +424,32 @@ fn catch_up_after_downtime_follows_each_policy() {
         r.len() == 1 && finished(&r[0])
     });
     assert_eq!(latest[0].trigger, "catch_up");
-    let hour = |s: &str| ts(s).timestamp() % 3600;
-    assert_eq!(hour(&latest[0].scheduled_for), 0);
     let all = d.wait_runs("all", 10 * SEC, "three catch-up runs", |r| {
-        r.len() == 3 && r.iter().all(finished)
+        r.len() >= 3 && r.iter().all(finished)
     });
+    assert!(all.iter().all(|r| r.status == "succeeded"), "{all:#?}");
+    let times: Vec<_> = all.iter().map(|r| ts(&r.scheduled_for)).collect();
+    assert_eq!(times[0], first_missed);
+    for w in times.windows(2) {
+        assert_eq!(w[1] - w[0], TimeDelta::hours(1), "{times:?}");
+    }
+    // Oldest first, one after another.
+    for w in all.windows(2) {
+        assert!(w[1].started_at >= w[0].finished_at, "{w:#?}");
+    }
+    assert_eq!(all.len(), 3);
     assert!(all.iter().all(|r| r.trigger == "catch_up"));
-    let mut times: Vec<_> = all.iter().map(|r| ts(&r.scheduled_for)).collect();
-    times.sort();
-    assert_eq!(times[2], ts(&latest[0].scheduled_for));
-    assert_eq!(times[2] - times[0], TimeDelta::hours(2));
-    // Let any stray skip firing show up before asserting there is none.
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ts(&latest[0].scheduled_for), times[2]);
+    // `skip` moved its state past the missed firings without running them.
+    wait_for(10 * SEC, "skip's state to advance", || {
+        let fired = rt.block_on(async {
+            let store = hourglass::store::Store::open(&db).await.unwrap();
+            let f = store.last_fired().await.unwrap();
+            store.close().await;
+            f
+        });
+        (fired.get("skip") == Some(&times[2])).then_some(())
+    });
     assert!(d.runs_of("skip").is_empty());
 }
 
