@@ -298,11 +298,9 @@ fn watch_files(
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let jobs_dir = settings.jobs_dir.clone();
     let relevant = {
-        let main_name = main.file_name().map(ToOwned::to_owned);
         let jobs_dir = jobs_dir.clone();
         move |p: &Path| {
-            (p.file_name().map(ToOwned::to_owned) == main_name
-                && p.parent() == Some(main_dir_of(&main).as_path()))
+            p == main
                 || (p.parent() == Some(jobs_dir.as_path())
                     && p.extension().is_some_and(|e| e == "toml"))
         }
@@ -328,10 +326,4 @@ fn watch_files(
         }
     }
     Some(watcher)
-}
-
-fn main_dir_of(main: &Path) -> PathBuf {
-    main.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }

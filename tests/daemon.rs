@@ -472,3 +472,119 @@ fn watchdog_and_status_notifications() {
     d.wait_note("STOPPING=1", 5 * SEC);
     d.wait_exit(10 * SEC);
 }
+
+#[test]
+fn firings_waiting_for_a_slot_keep_their_intended_time() {
+    let at = at_in(2);
+    let jobs = (1..=3)
+        .map(|i| format!("[jobs.w{i}]\nat = \"{at}\"\ncommand = \"sleep 0.3\"\n"))
+        .collect::<String>();
+    let d = Daemon::start(
+        "[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 1\n",
+        &jobs,
+    );
+    let mut runs = Vec::new();
+    for i in 1..=3 {
+        runs.extend(d.wait_runs(&format!("w{i}"), 20 * SEC, "the run", |r| {
+            r.len() == 1 && finished(&r[0])
+        }));
+    }
+    runs.sort_by_key(|r| r.started_at.clone());
+    for r in &runs {
+        assert_eq!(ts(&r.scheduled_for), ts(&at));
+        assert_eq!(r.status, "succeeded");
+    }
+    // One at a time: each starts after the previous one finished.
+    for w in runs.windows(2) {
+        assert!(w[1].started_at >= w[0].finished_at, "{w:#?}");
+    }
+    assert!(runs[2].lateness_ms.unwrap() >= 600);
+}
+
+#[test]
+fn runs_as_another_user_with_json_logs() {
+    let at = at_in(1);
+    let jobs =
+        format!("[jobs.who]\nat = \"{at}\"\nuser = \"nobody\"\ncommand = \"id -un; echo $HOME\"\n");
+    let d = Daemon::start(
+        "[log]\nformat = \"json\"\n[daemon]\ntimezone = \"UTC\"\n",
+        &jobs,
+    );
+    let runs = d.wait_runs("who", 20 * SEC, "the run", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
+    let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert!(
+            run["output"].as_str().unwrap().starts_with("nobody\n"),
+            "{run}"
+        );
+    }
+    // Every log line is a JSON object; run lines carry their fields.
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "run started")
+        .expect("a run started line");
+    assert_eq!(started["job"], "who");
+    assert_eq!(started["run_id"], runs[0].id);
+    let ended = lines
+        .iter()
+        .find(|l| l["message"] == "run finished")
+        .unwrap();
+    assert!(ended["duration_ms"].is_i64());
+}
+
+#[test]
+fn a_locked_database_delays_records_but_loses_none() {
+    let d = Daemon::start(
+        "",
+        "[jobs.tick]\nschedule = \"* * * * * *\"\ncommand = \"true\"\n",
+    );
+    d.wait_runs("tick", 20 * SEC, "a first tick", |r| r.iter().any(finished));
+    // Another program holds the write lock for longer than the 5 s busy timeout.
+    let mut locker = std::process::Command::new("sqlite3")
+        .arg(d.path("history.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sqlite3 is installed by scripts/test.sh");
+    use std::io::Write;
+    let stdin = locker.stdin.as_mut().unwrap();
+    stdin.write_all(b"BEGIN EXCLUSIVE;\nSELECT 1;\n").unwrap();
+    stdin.flush().unwrap();
+    let locked_at = Utc::now();
+    wait_for(30 * SEC, "a write failure in the log", || {
+        d.log().contains("cannot write run history").then_some(())
+    });
+    stdin.write_all(b"COMMIT;\n.quit\n").unwrap();
+    drop(locker.stdin.take());
+    locker.wait().unwrap();
+    let unlocked_at = Utc::now();
+    // Every second while the lock was held is in the history, once.
+    let runs = d.wait_runs(
+        "tick",
+        30 * SEC,
+        "the records written during the lock",
+        |r| {
+            r.iter()
+                .any(|r| ts(&r.scheduled_for) > unlocked_at + TimeDelta::seconds(1))
+        },
+    );
+    let times: Vec<_> = runs.iter().map(|r| ts(&r.scheduled_for)).collect();
+    for w in times.windows(2) {
+        assert_eq!(
+            w[1] - w[0],
+            TimeDelta::seconds(1),
+            "gap or double in {times:?}"
+        );
+    }
+    assert!(times[0] < locked_at && *times.last().unwrap() > unlocked_at);
+    assert!(d.log().contains("run history written after retrying"));
+}
