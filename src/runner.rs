@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -227,6 +227,38 @@ pub fn fire(
     }
 }
 
+/// The moment an attempt really began; marking it records the run's start (row `running`)
+/// and logs "run started". Only the first call counts.
+#[derive(Debug)]
+pub struct StartMark {
+    at: OnceLock<DateTime<Utc>>,
+    run: RunStart,
+    ctx: Arc<Context>,
+}
+
+impl StartMark {
+    /// Marks the start (now) if not yet marked; returns the start time.
+    pub fn mark(&self) -> DateTime<Utc> {
+        *self.at.get_or_init(|| {
+            let now = self.ctx.clock.now();
+            let run = RunStart {
+                started_at: Some(now),
+                ..self.run.clone()
+            };
+            tracing::info!(
+                job = %run.job,
+                run_id = run.id,
+                attempt = run.attempt,
+                trigger = run.trigger.as_str(),
+                lateness_ms = (now - run.scheduled_for).num_milliseconds(),
+                "run started"
+            );
+            self.ctx.recorder.record(Record::Started(run));
+            now
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Firing {
     ctx: Arc<Context>,
@@ -323,28 +355,19 @@ impl Firing {
         let ctx = &self.ctx;
         let job = &self.job;
         let id = ctx.next_id();
-        let started_at = ctx.clock.now();
-        ctx.recorder.record(Record::Started(self.start_record(
-            id,
-            attempt,
-            Some(started_at),
-        )));
         ctx.running.fetch_add(1, Ordering::Relaxed);
-        let trigger = self.start_record(id, attempt, None).trigger;
-        tracing::info!(
-            job = %job.name,
-            run_id = id,
-            attempt,
-            trigger = trigger.as_str(),
-            lateness_ms = (started_at - self.scheduled_for).num_milliseconds(),
-            "run started"
-        );
+        let started = StartMark {
+            at: OnceLock::new(),
+            run: self.start_record(id, attempt, None),
+            ctx: Arc::clone(ctx),
+        };
         let actx = AttemptContext {
             job,
             run_id: id,
             scheduled_for: self.scheduled_for,
             attempt,
             processes: &ctx.processes,
+            started: &started,
         };
         let stop = StopSignal {
             soft: CancellationToken::new(),
@@ -391,6 +414,8 @@ impl Firing {
             }
         };
         ctx.running.fetch_sub(1, Ordering::Relaxed);
+        // Work that never began (a program that could not start) still gets its start row.
+        let started_at = started.mark();
         let finished_at = ctx.clock.now();
         let duration_ms = (finished_at - started_at).num_milliseconds();
         if status == RunStatus::Succeeded {

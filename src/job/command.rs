@@ -101,7 +101,9 @@ impl CommandJob {
             cmd.current_dir(dir);
         }
         cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
-        die_with_parent(&mut cmd);
+        if !under_systemd() {
+            die_with_parent(&mut cmd);
+        }
         cmd
     }
 
@@ -114,6 +116,8 @@ impl CommandJob {
         let mut cmd = self.command(ctx);
         let (out, err) = writer;
         cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        // Spawned right here: measured, moving fork/exec to `spawn_blocking` threads made a
+        // burst of 100 spawns 1.5-2.5x slower (parallel forks contend on the address space).
         let spawned = cmd.spawn();
         // Our copies of the pipe's write end must go, or the reader never sees the end.
         drop(cmd);
@@ -129,6 +133,7 @@ impl CommandJob {
                 return Outcome::failed(format!("cannot start {what:?}: {e}"), retryable);
             }
         };
+        ctx.started.mark();
         let pgid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -229,8 +234,17 @@ fn signal_group(pgid: Option<Pid>, sig: Signal) {
     }
 }
 
+/// Whether the daemon runs as a systemd service, whose cgroup is cleaned up when the daemon
+/// dies (systemd sets `INVOCATION_ID` for every service it starts).
+fn under_systemd() -> bool {
+    static UNDER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNDER.get_or_init(|| std::env::var_os("INVOCATION_ID").is_some())
+}
+
 /// Asks the kernel to SIGKILL the child if the daemon dies (crash, SIGKILL), so no run outlives
-/// it unnoticed. The next start records such runs as abandoned.
+/// it unnoticed; the next start records such runs as abandoned. Under systemd the service's
+/// cgroup does this instead, and the spawn can take the faster `posix_spawn` path, which a
+/// `pre_exec` hook rules out (measured: p50 lateness of 100 simultaneous spawns 60 → 25 ms).
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the closure runs between fork and exec and only makes one async-signal-safe

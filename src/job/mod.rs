@@ -97,8 +97,11 @@ pub struct AttemptContext<'a> {
     pub scheduled_for: DateTime<Utc>,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// Called with the child's process group id once it is spawned, and `None` once gone.
+    /// Process groups of running commands (register while alive).
     pub processes: &'a crate::runner::ProcessGroups,
+    /// Call [`crate::runner::StartMark::mark`] when the work really begins (a command: once
+    /// its child is spawned); that instant is the run's `started_at`.
+    pub started: &'a crate::runner::StartMark,
 }
 
 /// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.
