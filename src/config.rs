@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::job::command::{CommandJob, CommandLine, RunAs};
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
-use crate::schedule::{CronCache, Schedule};
+use crate::schedule::{CronCache, Schedule, jitter_offset};
 
 /// The documented example configuration, printed by `hourglass example-config`.
 pub const EXAMPLE_MAIN: &str = include_str!("../config/hourglass.toml");
@@ -640,7 +640,7 @@ fn validate_job(
         name: name.to_string(),
         source: path.to_path_buf(),
         schedule: schedule?,
-        jitter: JobSpec::jitter_for(name, jitter),
+        jitter: jitter_offset(name, jitter),
         catch_up: raw.catch_up.unwrap_or(CatchUp::Skip),
         catch_up_window: at.duration(
             "catch_up_window",

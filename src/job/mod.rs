@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::schedule::{Schedule, jitter_offset};
+use crate::schedule::Schedule;
 
 pub use command::CommandJob;
 
@@ -55,11 +55,7 @@ impl JobSpec {
             .latest_at_or_before(t - self.jitter)
             .map(|o| o + self.jitter)
     }
-
-    /// The jitter offset for a job name and configured jitter.
-    pub fn jitter_for(name: &str, jitter: Duration) -> TimeDelta {
-        jitter_offset(name, jitter)
-    }
+}
 }
 
 /// The kinds of work a job can do.
