@@ -56,7 +56,6 @@ impl JobSpec {
             .map(|o| o + self.jitter)
     }
 }
-}
 
 /// The kinds of work a job can do.
 #[derive(Debug, Clone, PartialEq)]
