@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::job::{CatchUp, JobSpec, Overlap};
 use crate::runner::{Context, JobSlot, fire};
+use crate::schedule::Schedule;
 use crate::store::Trigger;
 
 /// A firing at most this late still runs as a normal scheduled firing; older ones count as
@@ -119,10 +120,17 @@ impl Scheduler {
         let slot = Arc::clone(self.slots.entry(spec.name.clone()).or_default());
         let cancel = self.shutdown.child_token();
         let now = self.ctx.clock.now();
-        let last = last_fired
-            .get(&spec.name)
-            .copied()
-            .map_or(now, |t| t.min(now));
+        let last = match last_fired.get(&spec.name) {
+            Some(t) => (*t).min(now),
+            // A one-shot time that passed moments ago (the daemon was starting or reloading)
+            // still runs, as a late firing would.
+            None => match spec.schedule {
+                Schedule::At(at) if at <= now && now - at <= LATE_GRACE => {
+                    at - TimeDelta::milliseconds(1)
+                }
+                _ => now,
+            },
+        };
         tokio::spawn(job_loop(
             Arc::clone(&self.ctx),
             slot,
@@ -259,7 +267,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::job::{CommandJob, JobKind, Overlap, RetryPolicy};
     use crate::recorder::Recorder;
-    use crate::schedule::{CronCache, Schedule};
+    use crate::schedule::CronCache;
     use crate::store::Record;
     use std::time::Duration;
 
@@ -374,5 +382,33 @@ mod tests {
         assert!(fired.iter().all(|(j, _)| j == "a"), "{fired:?}");
         assert_eq!(fired[0].1, utc("2026-01-01T00:00:14Z"));
         assert_eq!(fired[2].1, utc("2026-01-01T00:00:28Z"));
+    }
+
+    /// A one-shot time that passed seconds before the job was scheduled still runs (late);
+    /// one that passed minutes before does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_just_missed_one_shot_still_runs() {
+        let start = utc("2026-01-01T12:00:00Z");
+        let clock = Arc::new(Clock::manual(start));
+        let (recorder, mut rx) = Recorder::channel();
+        let ctx = Arc::new(Context::new(clock, recorder, 8, 1, "test".into()));
+        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let recent = job("recent", Schedule::At(utc("2026-01-01T11:59:50Z")));
+        let old = job("old", Schedule::At(utc("2026-01-01T11:58:00Z")));
+        let later = job("later", Schedule::At(utc("2026-01-01T12:00:05Z")));
+        sched.apply(vec![recent, old, later], &HashMap::new());
+        let mut fired = Vec::new();
+        while fired.len() < 2 {
+            if let Some(Record::Fired { job, scheduled_for }) = rx.recv().await {
+                fired.push((job, scheduled_for));
+            }
+        }
+        assert_eq!(
+            fired,
+            [
+                ("recent".to_string(), utc("2026-01-01T11:59:50Z")),
+                ("later".to_string(), utc("2026-01-01T12:00:05Z"))
+            ]
+        );
     }
 }
