@@ -13,9 +13,18 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use lettre::message::Mailbox;
+use secrecy::SecretString;
+
 use crate::job::command::{CommandJob, CommandLine, RunAs};
+use crate::job::email::{EmailJob, check_template};
+use crate::job::http::HttpJob;
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
+use crate::notify::{EmailChannel, Event, NotifyPolicy, WebhookChannel};
 use crate::schedule::{CronCache, Schedule, jitter_offset};
+use crate::smtp::{SmtpServer, SmtpTls};
 
 /// The documented example configuration, printed by `hourglass example-config`.
 pub const EXAMPLE_MAIN: &str = include_str!("../config/hourglass.toml");
@@ -104,6 +113,10 @@ pub struct Settings {
     pub log_level: String,
     /// Output kept per run unless a job says otherwise.
     pub output_limit: usize,
+    /// SMTP servers by name.
+    pub smtp: BTreeMap<String, SmtpServer>,
+    /// Default notification policy of jobs without their own.
+    pub notify: Option<Arc<NotifyPolicy>>,
 }
 
 /// A complete, validated configuration.
@@ -121,6 +134,87 @@ struct RawMain {
     daemon: RawDaemon,
     database: RawDatabase,
     log: RawLog,
+    smtp: BTreeMap<String, RawSmtp>,
+    notify: Option<RawNotify>,
+}
+
+/// A secret given by reference: an environment variable or a file, never inline.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    tls: Option<SmtpTls>,
+    username: Option<String>,
+    password: Option<RawSecret>,
+    connect_timeout: Option<String>,
+    send_timeout: Option<String>,
+    ca_file: Option<String>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    on: Option<Vec<Event>>,
+    min_interval: Option<String>,
+    email: Option<RawNotifyEmail>,
+    webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawNotifyEmail {
+    smtp: Option<String>,
+    from: String,
+    to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    headers: Option<BTreeMap<String, String>>,
+    secret_headers: Option<BTreeMap<String, RawSecret>>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp: Option<String>,
+    from: String,
+    to: Vec<String>,
+    cc: Option<Vec<String>>,
+    bcc: Option<Vec<String>>,
+    reply_to: Option<String>,
+    subject: String,
+    body: Option<String>,
+    body_file: Option<String>,
+    html: Option<String>,
+    html_file: Option<String>,
+    attachments: Option<Vec<String>>,
+    max_attachments_size: Option<String>,
+    env: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    method: Option<String>,
+    url: String,
+    headers: Option<BTreeMap<String, String>>,
+    secret_headers: Option<BTreeMap<String, RawSecret>>,
+    body: Option<String>,
+    expect_status: Option<Vec<u16>>,
+    follow_redirects: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -179,6 +273,9 @@ struct RawJob {
     env: Option<BTreeMap<String, String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    email: Option<RawEmail>,
+    http: Option<RawHttp>,
+    notify: Option<RawNotify>,
 }
 
 /// Collects problems while validating one file.
@@ -379,7 +476,18 @@ fn load_settings(
             raw.daemon.output_limit.as_deref(),
             64 * 1024,
         ),
+        smtp: BTreeMap::new(),
+        notify: None,
     };
+    let mut settings = settings;
+    for (name, r) in raw.smtp {
+        if let Some(server) = smtp_server(&name, r, base, &mut at) {
+            settings.smtp.insert(name, server);
+        }
+    }
+    if let Some(n) = raw.notify {
+        settings.notify = notify_policy(n, "notify", &settings.smtp, &mut at).map(Arc::new);
+    }
     Some(settings)
 }
 
@@ -597,44 +705,66 @@ fn validate_job(
         raw.retry_backoff_max.as_deref(),
         Duration::from_secs(600),
     );
-    let kind = match raw.command {
-        None => {
+    let kinds = usize::from(raw.command.is_some())
+        + usize::from(raw.email.is_some())
+        + usize::from(raw.http.is_some());
+    if kinds != 1 {
+        at.push(
+            None,
+            if kinds == 0 {
+                "no work to do: set `command` (a shell line, or a list for argv), an `[jobs.<name>.email]` or an `[jobs.<name>.http]` table"
+            } else {
+                "set only one of `command`, `email` and `http`"
+            },
+        );
+    }
+    if raw.command.is_none()
+        && (raw.env.is_some() || raw.working_dir.is_some() || raw.user.is_some())
+    {
+        at.push(
+            None,
+            "`env`, `working_dir` and `user` apply to `command` jobs only",
+        );
+    }
+    let kind = if let Some(line) = raw.command {
+        if matches!(&line, CommandLine::Argv(a) if a.is_empty()) {
+            at.push(Some("command"), "the argument list is empty");
+        }
+        if matches!(&line, CommandLine::Shell(s) if s.trim().is_empty()) {
+            at.push(Some("command"), "the command line is empty");
+        }
+        let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                at.push(Some("user"), e);
+                None
+            }
+        });
+        let working_dir = raw.working_dir.map(PathBuf::from);
+        if let Some(d) = &working_dir
+            && !d.is_absolute()
+        {
             at.push(
-                None,
-                "no work to do: set `command` (a shell line, or a list for argv)",
+                Some("working_dir"),
+                format!("{:?} must be an absolute path", d.display().to_string()),
             );
-            None
         }
-        Some(line) => {
-            if matches!(&line, CommandLine::Argv(a) if a.is_empty()) {
-                at.push(Some("command"), "the argument list is empty");
-            }
-            if matches!(&line, CommandLine::Shell(s) if s.trim().is_empty()) {
-                at.push(Some("command"), "the command line is empty");
-            }
-            let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    at.push(Some("user"), e);
-                    None
-                }
-            });
-            let working_dir = raw.working_dir.map(PathBuf::from);
-            if let Some(d) = &working_dir
-                && !d.is_absolute()
-            {
-                at.push(
-                    Some("working_dir"),
-                    format!("{:?} must be an absolute path", d.display().to_string()),
-                );
-            }
-            Some(JobKind::Command(CommandJob {
-                line,
-                env: raw.env.unwrap_or_default(),
-                working_dir,
-                user,
-            }))
-        }
+        Some(JobKind::Command(CommandJob {
+            line,
+            env: raw.env.unwrap_or_default(),
+            working_dir,
+            user,
+        }))
+    } else if let Some(e) = raw.email {
+        email_job(e, settings, at).map(JobKind::Email)
+    } else if let Some(h) = raw.http {
+        http_job(h, at).map(JobKind::Http)
+    } else {
+        None
+    };
+    let notify = match raw.notify {
+        Some(n) => notify_policy(n, "notify", &settings.smtp, at).map(Arc::new),
+        None => settings.notify.clone(),
     };
     let spec = JobSpec {
         name: name.to_string(),
@@ -665,8 +795,389 @@ fn validate_job(
             settings.output_limit,
         ),
         kind: kind?,
+        notify,
     };
     (at.problems.len() == before).then_some(spec)
+}
+
+fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<SecretString> {
+    match (&raw.env, &raw.file) {
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) => Some(SecretString::from(v)),
+            Err(_) => {
+                at.push(
+                    Some(field),
+                    format!("environment variable {var} is not set"),
+                );
+                None
+            }
+        },
+        (None, Some(file)) => match std::fs::read_to_string(file) {
+            Ok(v) => Some(SecretString::from(
+                v.trim_end_matches(['\n', '\r']).to_string(),
+            )),
+            Err(e) => {
+                at.push(
+                    Some(field),
+                    format!("cannot read secret file {file:?}: {e}"),
+                );
+                None
+            }
+        },
+        _ => {
+            at.push(
+                Some(field),
+                "give exactly one of `env` (a variable name) or `file` (a path); secrets are never written inline",
+            );
+            None
+        }
+    }
+}
+
+fn mailbox(value: &str, field: &str, at: &mut Located<'_>) -> Option<Mailbox> {
+    match value.parse::<Mailbox>() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            at.push(
+                Some(field),
+                format!("{value:?} is not an email address ({e})"),
+            );
+            None
+        }
+    }
+}
+
+fn mailboxes(values: &[String], field: &str, at: &mut Located<'_>) -> Vec<Mailbox> {
+    values
+        .iter()
+        .filter_map(|v| mailbox(v, field, at))
+        .collect()
+}
+
+fn smtp_name(
+    given: Option<&str>,
+    field: &str,
+    servers: &BTreeMap<String, SmtpServer>,
+    at: &mut Located<'_>,
+) -> Option<String> {
+    match given {
+        Some(n) if servers.contains_key(n) => Some(n.to_string()),
+        Some(n) => {
+            at.push(
+                Some(field),
+                format!("no [smtp.{n}] server in the main file"),
+            );
+            None
+        }
+        None if servers.len() == 1 => servers.keys().next().cloned(),
+        None => {
+            at.push(
+                Some(field),
+                if servers.is_empty() {
+                    "no SMTP server is configured: add an [smtp.<name>] block to the main file"
+                } else {
+                    "several SMTP servers are configured: name one with `smtp = \"<name>\"`"
+                },
+            );
+            None
+        }
+    }
+}
+
+fn smtp_server(name: &str, r: RawSmtp, base: &Path, at: &mut Located<'_>) -> Option<SmtpServer> {
+    let f = |k: &str| format!("smtp.{name}.{k}");
+    let tls = r.tls.unwrap_or(SmtpTls::Starttls);
+    let password = r
+        .password
+        .as_ref()
+        .and_then(|p| secret(p, &f("password"), at));
+    if r.password.is_some() && r.username.is_none() {
+        at.push(Some(&f("username")), "a password needs a username");
+    }
+    let ca_pem = r.ca_file.as_deref().and_then(|c| {
+        let path = base.join(c);
+        match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                at.push(
+                    Some(&f("ca_file")),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
+    Some(SmtpServer {
+        name: name.to_string(),
+        port: r.port.unwrap_or(match tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }),
+        host: r.host,
+        tls,
+        username: r.username,
+        password,
+        connect_timeout: at.duration(
+            &f("connect_timeout"),
+            r.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        send_timeout: at.duration(
+            &f("send_timeout"),
+            r.send_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        ca_pem,
+        max_connections: r.max_connections.unwrap_or(4),
+    })
+}
+
+/// Plain headers and secret headers.
+type Headers = (Vec<(String, String)>, Vec<(String, SecretString)>);
+
+fn headers(
+    plain: Option<BTreeMap<String, String>>,
+    secrets: Option<BTreeMap<String, RawSecret>>,
+    field: &str,
+    at: &mut Located<'_>,
+) -> Headers {
+    let plain: Vec<_> = plain.unwrap_or_default().into_iter().collect();
+    let mut secret_list = Vec::new();
+    for (k, v) in secrets.unwrap_or_default() {
+        if let Some(s) = secret(&v, &format!("{field}.secret_headers.{k}"), at) {
+            secret_list.push((k, s));
+        }
+    }
+    for (k, _) in plain
+        .iter()
+        .map(|(k, v)| (k, v))
+        .chain(secret_list.iter().map(|(k, _)| (k, k)))
+    {
+        if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            at.push(Some(field), format!("{k:?} is not a valid header name"));
+        }
+    }
+    (plain, secret_list)
+}
+
+fn url(value: &str, field: &str, at: &mut Located<'_>) -> Option<reqwest::Url> {
+    match reqwest::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+        Ok(u) => {
+            at.push(
+                Some(field),
+                format!("scheme {:?} is not http or https", u.scheme()),
+            );
+            None
+        }
+        Err(e) => {
+            at.push(Some(field), format!("{value:?} is not a URL ({e})"));
+            None
+        }
+    }
+}
+
+fn notify_policy(
+    r: RawNotify,
+    field: &str,
+    servers: &BTreeMap<String, SmtpServer>,
+    at: &mut Located<'_>,
+) -> Option<NotifyPolicy> {
+    let email = r.email.and_then(|e| {
+        let smtp = smtp_name(
+            e.smtp.as_deref(),
+            &format!("{field}.email.smtp"),
+            servers,
+            at,
+        )?;
+        let from = mailbox(&e.from, &format!("{field}.email.from"), at)?;
+        let to = mailboxes(&e.to, &format!("{field}.email.to"), at);
+        if to.is_empty() {
+            at.push(
+                Some(&format!("{field}.email.to")),
+                "needs at least one recipient",
+            );
+        }
+        Some(EmailChannel { smtp, from, to })
+    });
+    let webhook = r.webhook.and_then(|w| {
+        let url = url(&w.url, &format!("{field}.webhook.url"), at)?;
+        let (headers, secret_headers) =
+            headers(w.headers, w.secret_headers, &format!("{field}.webhook"), at);
+        Some(WebhookChannel {
+            url,
+            headers,
+            secret_headers,
+            timeout: at.duration(
+                &format!("{field}.webhook.timeout"),
+                w.timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+        })
+    });
+    Some(NotifyPolicy {
+        on: r
+            .on
+            .unwrap_or_else(|| vec![Event::Failure, Event::Recovery]),
+        email,
+        webhook,
+        min_interval: at.duration(
+            &format!("{field}.min_interval"),
+            r.min_interval.as_deref(),
+            Duration::from_secs(3600),
+        ),
+    })
+}
+
+fn template(
+    inline: Option<String>,
+    file: Option<String>,
+    field: &str,
+    base: &Path,
+    at: &mut Located<'_>,
+) -> Option<String> {
+    let text = match (inline, file) {
+        (Some(t), None) => t,
+        (None, Some(f)) => {
+            let path = base.join(&f);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    at.push(
+                        Some(&format!("{field}_file")),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            at.push(
+                Some(field),
+                format!("set `{field}` or `{field}_file`, not both"),
+            );
+            return None;
+        }
+    };
+    if let Err(e) = check_template(&text) {
+        at.push(Some(field), format!("template error: {e}"));
+        return None;
+    }
+    Some(text)
+}
+
+fn email_job(r: RawEmail, settings: &Settings, at: &mut Located<'_>) -> Option<EmailJob> {
+    let base = settings.jobs_dir.clone();
+    let smtp = smtp_name(r.smtp.as_deref(), "email.smtp", &settings.smtp, at);
+    let from = mailbox(&r.from, "email.from", at);
+    let to = mailboxes(&r.to, "email.to", at);
+    if r.to.is_empty() {
+        at.push(Some("email.to"), "needs at least one recipient");
+    }
+    let cc = mailboxes(r.cc.as_deref().unwrap_or_default(), "email.cc", at);
+    let bcc = mailboxes(r.bcc.as_deref().unwrap_or_default(), "email.bcc", at);
+    let reply_to = r
+        .reply_to
+        .as_deref()
+        .and_then(|v| mailbox(v, "email.reply_to", at));
+    let subject = template(Some(r.subject), None, "email.subject", &base, at);
+    let body = template(r.body, r.body_file, "email.body", &base, at);
+    if body.is_none()
+        && !at.problems.iter().any(|p| {
+            p.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("email.body"))
+        })
+    {
+        at.push(Some("email.body"), "set `body` or `body_file`");
+    }
+    let html = template(r.html, r.html_file, "email.html", &base, at);
+    let mut env = BTreeMap::new();
+    for var in r.env.unwrap_or_default() {
+        match std::env::var(&var) {
+            Ok(v) => {
+                env.insert(var, v);
+            }
+            Err(_) => at.push(
+                Some("email.env"),
+                format!("environment variable {var} is not set"),
+            ),
+        }
+    }
+    let attachments: Vec<String> = r
+        .attachments
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            let p = Path::new(&a);
+            if p.is_absolute() {
+                a
+            } else {
+                base.join(p).to_string_lossy().into_owned()
+            }
+        })
+        .collect();
+    for a in &attachments {
+        if let Err(e) = glob::Pattern::new(a) {
+            at.push(Some("email.attachments"), format!("{a:?}: {e}"));
+        }
+    }
+    let max_attachments_size = at.size(
+        "email.max_attachments_size",
+        r.max_attachments_size.as_deref(),
+        25 << 20,
+    ) as u64;
+    Some(EmailJob {
+        smtp: smtp?,
+        from: from?,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        subject: subject?,
+        body: body?,
+        html,
+        attachments,
+        max_attachments_size,
+        env,
+    })
+}
+
+fn http_job(r: RawHttp, at: &mut Located<'_>) -> Option<HttpJob> {
+    let method = match r
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase()
+        .parse::<reqwest::Method>()
+    {
+        Ok(m) => Some(m),
+        Err(_) => {
+            at.push(Some("http.method"), "not an HTTP method");
+            None
+        }
+    };
+    let url = url(&r.url, "http.url", at);
+    let (headers, secret_headers) = headers(r.headers, r.secret_headers, "http", at);
+    for s in r.expect_status.iter().flatten() {
+        if !(100..=599).contains(s) {
+            at.push(
+                Some("http.expect_status"),
+                format!("{s} is not an HTTP status"),
+            );
+        }
+    }
+    Some(HttpJob {
+        method: method?,
+        url: url?,
+        headers,
+        secret_headers,
+        body: r.body,
+        expect_status: r.expect_status.unwrap_or_default(),
+        follow_redirects: r.follow_redirects.unwrap_or(true),
+    })
 }
 
 fn lookup_user(name: &str) -> Result<RunAs, String> {

@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{self, Config, Settings};
+use crate::job::Services;
+use crate::job::http::HttpClients;
 use crate::recorder::Recorder;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
+use crate::smtp::Mailers;
 use crate::store::Store;
 use crate::systemd;
 
@@ -62,12 +65,17 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let last_fired = store.last_fired().await?;
     let (recorder, writer) = Recorder::start(store.clone());
     let clock = Arc::new(Clock::system());
+    let services = Services {
+        mailers: Mailers::new(settings.smtp.values())?,
+        http: HttpClients::new().context("cannot set up the HTTP client")?,
+    };
     let ctx = Arc::new(Context::new(
         Arc::clone(&clock),
         recorder,
         settings.max_concurrent_runs,
         first_id,
         settings.node.clone(),
+        services,
     ));
     let timers = CancellationToken::new();
     let background = CancellationToken::new();

@@ -21,6 +21,8 @@
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
 //! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
 //! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`.
+//! - [`smtp`]: configured SMTP servers (lettre transports, send caps and timeouts);
+//!   [`notify`]: failure/recovery notifications by email and webhook.
 //! - [`daemon`]: lifecycle (start, reload, drain, stop); [`systemd`]: notify protocol;
 //!   [`logging`]: tracing setup; [`cli`]: the command line.
 
@@ -30,9 +32,11 @@ pub mod config;
 pub mod daemon;
 pub mod job;
 pub mod logging;
+pub mod notify;
 pub mod recorder;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod smtp;
 pub mod store;
 pub mod systemd;

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, StopSignal};
+use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, Services, StopSignal};
+use crate::notify::{FiringEnd, Notifier, NotifyState};
 use crate::recorder::Recorder;
 use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
 
@@ -80,6 +81,10 @@ pub struct Context {
     pub processes: ProcessGroups,
     /// Attempts in progress.
     running: AtomicUsize,
+    /// SMTP transports and HTTP clients.
+    pub services: Services,
+    /// Sends failure/recovery notifications.
+    pub notifier: Notifier,
 }
 
 impl Context {
@@ -90,8 +95,17 @@ impl Context {
         max_concurrent_runs: usize,
         first_id: i64,
         node: String,
+        services: Services,
     ) -> Self {
+        let notifier = Notifier::new(
+            services.mailers.clone(),
+            services.http.clone(),
+            recorder.clone(),
+            node.clone(),
+        );
         Self {
+            services,
+            notifier,
             clock,
             recorder,
             limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
@@ -124,6 +138,8 @@ pub struct JobSlot {
     current: Mutex<Option<CancellationToken>>,
     /// Firings waiting their turn (`overlap = "queue"`), oldest first.
     queue: Mutex<QueueState>,
+    /// What the last firing's end was, for recovery notices and rate limits.
+    notify: NotifyState,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +154,7 @@ impl Default for JobSlot {
             serial: Arc::new(Semaphore::new(1)),
             current: Mutex::new(None),
             queue: Mutex::new(QueueState::default()),
+            notify: NotifyState::default(),
         }
     }
 }
@@ -181,6 +198,7 @@ pub fn fire(
     let replaced = CancellationToken::new();
     let firing = Firing {
         ctx: Arc::clone(ctx),
+        slot: Arc::clone(slot),
         job: Arc::clone(job),
         scheduled_for,
         trigger,
@@ -262,6 +280,7 @@ impl StartMark {
 #[derive(Debug)]
 struct Firing {
     ctx: Arc<Context>,
+    slot: Arc<JobSlot>,
     job: Arc<JobSpec>,
     scheduled_for: DateTime<Utc>,
     trigger: Trigger,
@@ -298,6 +317,7 @@ impl Firing {
                 exit_code: None,
                 error: Some(reason.to_string()),
                 output: None,
+                details: None,
             },
         ));
     }
@@ -331,12 +351,27 @@ impl Firing {
                 self.skip("the daemon shut down before a run slot was free");
                 return;
             };
-            let (status, outcome) = self.attempt(attempt).await;
+            let (run_id, status, outcome) = self.attempt(attempt).await;
             drop(global);
             let retry = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
                 && outcome.retryable
                 && attempt <= retries;
             if !retry {
+                let end = FiringEnd {
+                    run_id,
+                    scheduled_for: self.scheduled_for,
+                    status,
+                    attempt,
+                    error: outcome.error,
+                    output: outcome.output,
+                };
+                if let Some(send) =
+                    self.ctx
+                        .notifier
+                        .after_firing(&self.job, &self.slot.notify, &end)
+                {
+                    self.ctx.tracker.spawn(send);
+                }
                 return;
             }
             attempt += 1;
@@ -351,7 +386,7 @@ impl Firing {
     }
 
     /// One attempt: start record, execution under timeout and stop signals, end record.
-    async fn attempt(&self, attempt: u32) -> (RunStatus, Outcome) {
+    async fn attempt(&self, attempt: u32) -> (i64, RunStatus, Outcome) {
         let ctx = &self.ctx;
         let job = &self.job;
         let id = ctx.next_id();
@@ -368,6 +403,7 @@ impl Firing {
             attempt,
             processes: &ctx.processes,
             started: &started,
+            services: &ctx.services,
         };
         let stop = StopSignal {
             soft: CancellationToken::new(),
@@ -438,7 +474,8 @@ impl Firing {
             exit_code: outcome.exit_code,
             error: outcome.error.clone(),
             output: outcome.output.clone(),
+            details: outcome.details.as_ref().map(ToString::to_string),
         }));
-        (status, outcome)
+        (id, status, outcome)
     }
 }

@@ -271,6 +271,13 @@ mod tests {
     use crate::store::Record;
     use std::time::Duration;
 
+    fn services() -> crate::job::Services {
+        crate::job::Services {
+            mailers: crate::smtp::Mailers::default(),
+            http: crate::job::http::HttpClients::new().unwrap(),
+        }
+    }
+
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
@@ -298,6 +305,7 @@ mod tests {
                 working_dir: None,
                 user: None,
             }),
+            notify: None,
         }
     }
 
@@ -308,7 +316,14 @@ mod tests {
     async fn timers_fire_exactly_on_time_across_dst_in_virtual_time() {
         let clock = Arc::new(Clock::manual(utc("2026-03-07T00:00:00Z")));
         let (recorder, mut rx) = Recorder::channel();
-        let ctx = Arc::new(Context::new(clock, recorder, 8, 1, "test".into()));
+        let ctx = Arc::new(Context::new(
+            clock,
+            recorder,
+            8,
+            1,
+            "test".into(),
+            services(),
+        ));
         let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
         let mut cache = CronCache::default();
         let ny = "America/New_York".parse().unwrap();
@@ -351,6 +366,7 @@ mod tests {
             8,
             1,
             "test".into(),
+            services(),
         ));
         let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
         let a = job("a", Schedule::Every(Duration::from_secs(10)));
@@ -391,7 +407,14 @@ mod tests {
         let start = utc("2026-01-01T12:00:00Z");
         let clock = Arc::new(Clock::manual(start));
         let (recorder, mut rx) = Recorder::channel();
-        let ctx = Arc::new(Context::new(clock, recorder, 8, 1, "test".into()));
+        let ctx = Arc::new(Context::new(
+            clock,
+            recorder,
+            8,
+            1,
+            "test".into(),
+            services(),
+        ));
         let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
         let recent = job("recent", Schedule::At(utc("2026-01-01T11:59:50Z")));
         let old = job("old", Schedule::At(utc("2026-01-01T11:58:00Z")));

@@ -142,6 +142,25 @@ pub struct RunEnd {
     pub error: Option<String>,
     /// Output tail.
     pub output: Option<String>,
+    /// Kind-specific facts (JSON).
+    pub details: Option<String>,
+}
+
+/// A notification attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRecord {
+    /// Run id of the firing's last attempt.
+    pub run_id: i64,
+    /// Job name.
+    pub job: String,
+    /// `failure`, `recovery` or `success`.
+    pub event: &'static str,
+    /// `email` or `webhook`.
+    pub channel: &'static str,
+    /// When it was attempted.
+    pub sent_at: DateTime<Utc>,
+    /// Why it failed; `None` when sent.
+    pub error: Option<String>,
 }
 
 /// One write for the recorder.
@@ -153,6 +172,8 @@ pub enum Record {
     Finished(RunEnd),
     /// A run that is complete when first recorded (skipped firings).
     Complete(RunStart, RunEnd),
+    /// A notification was attempted.
+    Notification(NotificationRecord),
     /// A job fired for this intended time (per-job state).
     Fired {
         /// Job name.
@@ -190,6 +211,8 @@ pub struct RunRow {
     pub output: Option<String>,
     /// Node that ran it.
     pub node: String,
+    /// Kind-specific facts (JSON), e.g. an email's message id.
+    pub details: Option<serde_json::Value>,
     /// started_at − scheduled_for.
     pub lateness_ms: Option<i64>,
     /// finished_at − started_at.
@@ -289,7 +312,7 @@ impl Store {
                 Record::Finished(e) => {
                     sqlx::query(
                         "UPDATE runs SET finished_at = ?2, status = ?3, exit_code = ?4, \
-                         error = ?5, output = ?6 WHERE id = ?1",
+                         error = ?5, output = ?6, details = ?7 WHERE id = ?1",
                     )
                     .bind(e.id)
                     .bind(format_ts(e.finished_at))
@@ -297,6 +320,21 @@ impl Store {
                     .bind(e.exit_code)
                     .bind(e.error.as_deref())
                     .bind(e.output.as_deref())
+                    .bind(e.details.as_deref())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Record::Notification(n) => {
+                    sqlx::query(
+                        "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .bind(n.run_id)
+                    .bind(&n.job)
+                    .bind(n.event)
+                    .bind(n.channel)
+                    .bind(format_ts(n.sent_at))
+                    .bind(n.error.as_deref())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -376,7 +414,7 @@ impl Store {
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, NULL AS output, node, lateness_ms, duration_ms FROM runs_timed \
+             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM runs_timed \
              WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
              AND (?3 IS NULL OR scheduled_for >= ?3) \
              ORDER BY id DESC LIMIT ?4",
@@ -394,7 +432,7 @@ impl Store {
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, output, node, lateness_ms, duration_ms FROM runs_timed WHERE id = ?1",
+             exit_code, error, output, node, lateness_ms, duration_ms, details FROM runs_timed WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -427,7 +465,8 @@ async fn insert_run(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         trigger, exit_code, error, output, node, details) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .bind(s.id)
     .bind(&s.job)
@@ -441,6 +480,7 @@ async fn insert_run(
     .bind(end.and_then(|e| e.error.as_deref()))
     .bind(end.and_then(|e| e.output.as_deref()))
     .bind(&s.node)
+    .bind(end.and_then(|e| e.details.as_deref()))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -462,6 +502,9 @@ fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
         node: r.get(11),
         lateness_ms: r.get(12),
         duration_ms: r.get(13),
+        details: r
+            .get::<Option<String>, _>(14)
+            .and_then(|d| serde_json::from_str(&d).ok()),
     }
 }
 
@@ -529,6 +572,7 @@ mod tests {
                     exit_code: Some(0),
                     error: None,
                     output: Some("hi\n".into()),
+                    details: Some(r#"{"k":1}"#.into()),
                 }),
                 Record::Fired {
                     job: "a".into(),
@@ -542,6 +586,7 @@ mod tests {
         assert_eq!(one.lateness_ms, Some(3));
         assert_eq!(one.duration_ms, Some(2000));
         assert_eq!(one.output.as_deref(), Some("hi\n"));
+        assert_eq!(one.details, Some(serde_json::json!({"k": 1})));
         assert_eq!(store.next_run_id().await.unwrap(), 3);
         assert_eq!(store.mark_abandoned(Utc::now()).await.unwrap(), 1);
         assert_eq!(store.run(2).await.unwrap().unwrap().status, "abandoned");

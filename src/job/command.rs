@@ -207,6 +207,7 @@ impl CommandJob {
                     error,
                     output,
                     retryable: true,
+                    details: None,
                 }
             }
             Err(e) => Outcome {
@@ -215,6 +216,7 @@ impl CommandJob {
                 error: Some(format!("waiting for the process failed: {e}")),
                 output,
                 retryable: true,
+                details: None,
             },
         }
     }

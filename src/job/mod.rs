@@ -2,6 +2,8 @@
 //! One file per kind of work; each kind turns one attempt into an [`Outcome`].
 
 pub mod command;
+pub mod email;
+pub mod http;
 
 use std::time::Duration;
 
@@ -11,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::schedule::Schedule;
 
 pub use command::CommandJob;
+pub use email::EmailJob;
+pub use http::HttpJob;
 
 /// A validated job definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +43,8 @@ pub struct JobSpec {
     pub output_limit: usize,
     /// The work.
     pub kind: JobKind,
+    /// Who hears about failures (and recoveries); `None` for nobody.
+    pub notify: Option<std::sync::Arc<crate::notify::NotifyPolicy>>,
 }
 
 impl JobSpec {
@@ -62,6 +68,10 @@ impl JobSpec {
 pub enum JobKind {
     /// Run a program or a shell command line.
     Command(CommandJob),
+    /// Send an email.
+    Email(EmailJob),
+    /// Make an HTTP request.
+    Http(HttpJob),
 }
 
 impl JobKind {
@@ -70,6 +80,8 @@ impl JobKind {
     pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
         match self {
             JobKind::Command(c) => c.execute(ctx, stop).await,
+            JobKind::Email(e) => e.execute(ctx, stop).await,
+            JobKind::Http(h) => h.execute(ctx, stop).await,
         }
     }
 
@@ -77,6 +89,8 @@ impl JobKind {
     pub fn label(&self) -> &'static str {
         match self {
             JobKind::Command(_) => "command",
+            JobKind::Email(_) => "email",
+            JobKind::Http(_) => "http",
         }
     }
 }
@@ -97,6 +111,17 @@ pub struct AttemptContext<'a> {
     /// Call [`crate::runner::StartMark::mark`] when the work really begins (a command: once
     /// its child is spawned); that instant is the run's `started_at`.
     pub started: &'a crate::runner::StartMark,
+    /// Connections shared by all runs.
+    pub services: &'a Services,
+}
+
+/// What job kinds share: SMTP transports and HTTP clients.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// Configured SMTP servers.
+    pub mailers: crate::smtp::Mailers,
+    /// HTTP clients.
+    pub http: http::HttpClients,
 }
 
 /// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.
@@ -121,6 +146,8 @@ pub struct Outcome {
     pub output: Option<String>,
     /// Worth retrying (false for errors no retry can fix, such as a missing program).
     pub retryable: bool,
+    /// Kind-specific facts for the history (`details` column, JSON).
+    pub details: Option<serde_json::Value>,
 }
 
 impl Outcome {
@@ -132,6 +159,7 @@ impl Outcome {
             error: Some(error.into()),
             output: None,
             retryable,
+            details: None,
         }
     }
 }

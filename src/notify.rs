@@ -1,0 +1,337 @@
+//! Notifications after a firing's last attempt: on `failure`, on `recovery` (the first success
+//! after failures) and optionally on `success`, by email and/or webhook. At most one failure
+//! notice per job per `min_interval`. A notification failure is logged and recorded and never
+//! changes the run's status.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::Message;
+use lettre::message::Mailbox;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::job::JobSpec;
+use crate::job::http::{HttpClients, chain, redacted};
+use crate::recorder::Recorder;
+use crate::smtp::Mailers;
+use crate::store::{NotificationRecord, Record, RunStatus};
+
+/// What happened to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The firing failed (failed or timed out, after its retries).
+    Failure,
+    /// The first success after a failure.
+    Recovery,
+    /// Any other success.
+    Success,
+}
+
+impl Event {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Failure => "failure",
+            Event::Recovery => "recovery",
+            Event::Success => "success",
+        }
+    }
+}
+
+/// Email channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailChannel {
+    /// SMTP server name.
+    pub smtp: String,
+    /// Sender.
+    pub from: Mailbox,
+    /// Recipients.
+    pub to: Vec<Mailbox>,
+}
+
+/// Webhook channel: an HTTP POST of a [`Notice`] as JSON.
+#[derive(Debug, Clone)]
+pub struct WebhookChannel {
+    /// Where to POST.
+    pub url: reqwest::Url,
+    /// Plain headers.
+    pub headers: Vec<(String, String)>,
+    /// Secret headers.
+    pub secret_headers: Vec<(String, SecretString)>,
+    /// Limit on the request.
+    pub timeout: Duration,
+}
+
+impl PartialEq for WebhookChannel {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+            && self.headers == other.headers
+            && self.timeout == other.timeout
+            && self.secret_headers.len() == other.secret_headers.len()
+            && self
+                .secret_headers
+                .iter()
+                .zip(&other.secret_headers)
+                .all(|(a, b)| a.0 == b.0 && a.1.expose_secret() == b.1.expose_secret())
+    }
+}
+
+/// A job's notification policy (its own `[jobs.x.notify]`, else the main file's `[notify]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyPolicy {
+    /// Events that notify.
+    pub on: Vec<Event>,
+    /// Email, if configured.
+    pub email: Option<EmailChannel>,
+    /// Webhook, if configured.
+    pub webhook: Option<WebhookChannel>,
+    /// At most one failure notice per this interval.
+    pub min_interval: Duration,
+}
+
+/// Per-job memory between firings (lives in the job's slot, across reloads).
+#[derive(Debug, Default)]
+pub struct NotifyState {
+    inner: Mutex<StateInner>,
+}
+
+#[derive(Debug, Default)]
+struct StateInner {
+    last_ok: Option<bool>,
+    last_failure_notice: Option<Instant>,
+}
+
+/// The document a webhook receives (and the facts an email carries).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Notice {
+    /// `failure`, `recovery` or `success`.
+    pub event: Event,
+    /// Job name.
+    pub job: String,
+    /// Run id of the last attempt.
+    pub run_id: i64,
+    /// Intended time (UTC, RFC 3339).
+    pub scheduled_for: String,
+    /// Final status.
+    pub status: String,
+    /// Attempts made.
+    pub attempt: u32,
+    /// Error of the last attempt.
+    pub error: Option<String>,
+    /// Tail of the output (at most 2 KiB).
+    pub output_tail: Option<String>,
+    /// Node that ran it.
+    pub node: String,
+    /// How to see the whole run.
+    pub hint: String,
+}
+
+/// The end of a firing, as the notifier needs it.
+#[derive(Debug, Clone)]
+pub struct FiringEnd {
+    /// Run id of the last attempt.
+    pub run_id: i64,
+    /// Intended time.
+    pub scheduled_for: DateTime<Utc>,
+    /// Final status.
+    pub status: RunStatus,
+    /// Attempts made.
+    pub attempt: u32,
+    /// Error of the last attempt.
+    pub error: Option<String>,
+    /// Output of the last attempt.
+    pub output: Option<String>,
+}
+
+/// Sends notifications.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    mailers: Mailers,
+    http: HttpClients,
+    recorder: Recorder,
+    node: String,
+}
+
+const OUTPUT_TAIL: usize = 2048;
+
+impl Notifier {
+    /// A notifier sending through these mailers and clients.
+    pub fn new(mailers: Mailers, http: HttpClients, recorder: Recorder, node: String) -> Self {
+        Self {
+            mailers,
+            http,
+            recorder,
+            node,
+        }
+    }
+
+    /// Decides whether this firing's end notifies; if so, returns the sending work, to be
+    /// spawned by the caller (so that sending never delays the job).
+    pub fn after_firing(
+        &self,
+        job: &JobSpec,
+        state: &NotifyState,
+        end: &FiringEnd,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let ok = match end.status {
+            RunStatus::Succeeded => true,
+            RunStatus::Failed | RunStatus::TimedOut => false,
+            // Skipped, stopped by shutdown or replaced: says nothing about the job's health.
+            _ => return None,
+        };
+        let policy = job.notify.as_ref()?;
+        let event = {
+            let Ok(mut s) = state.inner.lock() else {
+                return None;
+            };
+            let prev = s.last_ok.replace(ok);
+            let event = match (ok, prev) {
+                (true, Some(false)) => Event::Recovery,
+                (true, _) => Event::Success,
+                (false, _) => Event::Failure,
+            };
+            if !policy.on.contains(&event) {
+                if event == Event::Recovery {
+                    s.last_failure_notice = None;
+                }
+                return None;
+            }
+            match event {
+                Event::Failure => {
+                    if let Some(t) = s.last_failure_notice
+                        && t.elapsed() < policy.min_interval
+                    {
+                        tracing::info!(job = %job.name, run_id = end.run_id, "failure notice suppressed (min_interval)");
+                        return None;
+                    }
+                    s.last_failure_notice = Some(Instant::now());
+                }
+                Event::Recovery => s.last_failure_notice = None,
+                Event::Success => {}
+            }
+            event
+        };
+        let output_tail = end.output.as_ref().map(|o| {
+            let start = o.len().saturating_sub(OUTPUT_TAIL);
+            let start = (start..o.len())
+                .find(|i| o.is_char_boundary(*i))
+                .unwrap_or(o.len());
+            o[start..].to_string()
+        });
+        let notice = Notice {
+            event,
+            job: job.name.clone(),
+            run_id: end.run_id,
+            scheduled_for: crate::store::format_ts(end.scheduled_for),
+            status: end.status.as_str().to_string(),
+            attempt: end.attempt,
+            error: end.error.clone(),
+            output_tail,
+            node: self.node.clone(),
+            hint: format!("hourglass show {}", end.run_id),
+        };
+        let policy = policy.clone();
+        let this = self.clone();
+        Some(async move { this.send(&policy, &notice).await })
+    }
+
+    async fn send(&self, policy: &NotifyPolicy, notice: &Notice) {
+        if let Some(email) = &policy.email {
+            let result = self.send_email(email, notice).await;
+            self.record(notice, "email", result);
+        }
+        if let Some(hook) = &policy.webhook {
+            let result = self.send_webhook(hook, notice).await;
+            self.record(notice, "webhook", result);
+        }
+    }
+
+    fn record(&self, notice: &Notice, channel: &'static str, result: Result<(), String>) {
+        match &result {
+            Ok(()) => {
+                tracing::info!(job = %notice.job, run_id = notice.run_id, channel, event = notice.event.as_str(), "notification sent")
+            }
+            Err(e) => {
+                tracing::warn!(job = %notice.job, run_id = notice.run_id, channel, event = notice.event.as_str(), error = %e, "notification failed")
+            }
+        }
+        self.recorder
+            .record(Record::Notification(NotificationRecord {
+                run_id: notice.run_id,
+                job: notice.job.clone(),
+                event: notice.event.as_str(),
+                channel,
+                sent_at: Utc::now(),
+                error: result.err(),
+            }));
+    }
+
+    async fn send_email(&self, ch: &EmailChannel, n: &Notice) -> Result<(), String> {
+        let verb = match n.event {
+            Event::Failure => "failed",
+            Event::Recovery => "recovered",
+            Event::Success => "succeeded",
+        };
+        let subject = format!("[hourglass] {} {verb} on {}", n.job, n.node);
+        let mut body = format!(
+            "Job:           {}\nEvent:         {}\nStatus:        {}\nRun:           {} (attempt {})\nScheduled for: {}\nNode:          {}\n",
+            n.job,
+            n.event.as_str(),
+            n.status,
+            n.run_id,
+            n.attempt,
+            n.scheduled_for,
+            n.node
+        );
+        if let Some(e) = &n.error {
+            body.push_str(&format!("Error:         {e}\n"));
+        }
+        if let Some(o) = &n.output_tail {
+            body.push_str(&format!("\nOutput (tail):\n{o}\n"));
+        }
+        body.push_str(&format!("\nSee the whole run: {}\n", n.hint));
+        let mut b = Message::builder().from(ch.from.clone()).subject(subject);
+        for to in &ch.to {
+            b = b.to(to.clone());
+        }
+        let msg = b
+            .body(body)
+            .map_err(|e| format!("building the message: {e}"))?;
+        self.mailers
+            .send(&ch.smtp, msg)
+            .await
+            .map_err(|e| chain(&e))
+    }
+
+    async fn send_webhook(&self, ch: &WebhookChannel, n: &Notice) -> Result<(), String> {
+        let mut req = self
+            .http
+            .get(false)
+            .post(ch.url.clone())
+            .json(n)
+            .timeout(ch.timeout);
+        for (k, v) in &ch.headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in &ch.secret_headers {
+            let mut value = reqwest::header::HeaderValue::from_str(v.expose_secret())
+                .map_err(|_| format!("header {k}: invalid value"))?;
+            value.set_sensitive(true);
+            req = req.header(k, value);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {}", redacted(&ch.url), chain(&e.without_url())))?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {}: HTTP status {status}", redacted(&ch.url)))
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! SMTP servers (`[smtp.<name>]`): one lettre async transport each (rustls, pooled), a cap on
+//! concurrent sends (lettre's pool only caps idle connections), and a send timeout around every
+//! message (lettre's own timeout covers only the connection).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (required), usually port 587.
+    Starttls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+    /// No encryption (loopback relays only).
+    None,
+}
+
+/// A validated `[smtp.<name>]` block.
+#[derive(Debug, Clone)]
+pub struct SmtpServer {
+    /// Its name in the config.
+    pub name: String,
+    /// Host name (also the TLS name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: SmtpTls,
+    /// Login, if the server wants one.
+    pub username: Option<String>,
+    /// Password (from an environment variable or a file).
+    pub password: Option<SecretString>,
+    /// Limit on connecting.
+    pub connect_timeout: Duration,
+    /// Limit on one whole send.
+    pub send_timeout: Duration,
+    /// Extra trusted CA certificate (PEM), for private servers.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Most sends in progress to this server at once (also the pool size).
+    pub max_connections: u32,
+}
+
+impl PartialEq for SmtpServer {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.host == other.host
+            && self.port == other.port
+            && self.tls == other.tls
+            && self.username == other.username
+            && self.password.as_ref().map(ExposeSecret::expose_secret)
+                == other.password.as_ref().map(ExposeSecret::expose_secret)
+            && self.connect_timeout == other.connect_timeout
+            && self.send_timeout == other.send_timeout
+            && self.ca_pem == other.ca_pem
+            && self.max_connections == other.max_connections
+    }
+}
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No such server in the config.
+    #[error("no SMTP server named {0:?}")]
+    UnknownServer(String),
+    /// TLS or transport set-up failed.
+    #[error("SMTP server {server:?}: {message}")]
+    Setup {
+        /// Server name.
+        server: String,
+        /// What failed.
+        message: String,
+    },
+    /// The whole send took longer than `send_timeout`.
+    #[error("SMTP server {server:?}: no answer within {timeout:?} (send_timeout)")]
+    Timeout {
+        /// Server name.
+        server: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The server refused, or the connection failed.
+    #[error("SMTP server {server:?}: {source}")]
+    Smtp {
+        /// Server name.
+        server: String,
+        /// lettre's error (carries the server's reply).
+        source: lettre::transport::smtp::Error,
+    },
+}
+
+impl SendError {
+    /// Whether a retry may succeed (4xx, timeouts, connection trouble; not 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendError::UnknownServer(_) | SendError::Setup { .. } => false,
+            SendError::Timeout { .. } => true,
+            SendError::Smtp { source, .. } => !source.is_permanent(),
+        }
+    }
+}
+
+struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    slots: Semaphore,
+    send_timeout: Duration,
+}
+
+/// All configured SMTP servers, ready to send.
+#[derive(Clone, Default)]
+pub struct Mailers {
+    by_name: Arc<BTreeMap<String, Arc<Mailer>>>,
+}
+
+impl std::fmt::Debug for Mailers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}
+
+impl Mailers {
+    /// Builds a transport per server. Nothing connects until the first send.
+    pub fn new<'a>(servers: impl IntoIterator<Item = &'a SmtpServer>) -> Result<Self, SendError> {
+        let mut by_name = BTreeMap::new();
+        for s in servers {
+            by_name.insert(s.name.clone(), Arc::new(build(s)?));
+        }
+        Ok(Self {
+            by_name: Arc::new(by_name),
+        })
+    }
+
+    /// Sends `message`, waiting for a free connection slot; bounded by the server's
+    /// `send_timeout` (slot wait included).
+    pub async fn send(&self, server: &str, message: Message) -> Result<(), SendError> {
+        let mailer = self
+            .by_name
+            .get(server)
+            .ok_or_else(|| SendError::UnknownServer(server.to_string()))?;
+        let work = async {
+            let _slot = mailer.slots.acquire().await;
+            mailer.transport.send(message).await
+        };
+        match tokio::time::timeout(mailer.send_timeout, work).await {
+            Err(_) => Err(SendError::Timeout {
+                server: server.to_string(),
+                timeout: mailer.send_timeout,
+            }),
+            Ok(Err(source)) => Err(SendError::Smtp {
+                server: server.to_string(),
+                source,
+            }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}
+
+fn build(s: &SmtpServer) -> Result<Mailer, SendError> {
+    let setup = |message: String| SendError::Setup {
+        server: s.name.clone(),
+        message,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        .port(s.port)
+        .timeout(Some(s.connect_timeout))
+        .pool_config(PoolConfig::new().max_size(s.max_connections.max(1)));
+    if s.tls != SmtpTls::None {
+        let mut params = TlsParameters::builder(s.host.clone());
+        if let Some(pem) = &s.ca_pem {
+            let cert = Certificate::from_pem(pem).map_err(|e| setup(format!("ca_file: {e}")))?;
+            params = params.add_root_certificate(cert);
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| setup(format!("TLS set-up: {e}")))?;
+        builder = builder.tls(match s.tls {
+            SmtpTls::Tls => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        });
+    }
+    if let (Some(user), Some(pass)) = (&s.username, &s.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            pass.expose_secret().to_string(),
+        ));
+    }
+    Ok(Mailer {
+        transport: builder.build(),
+        slots: Semaphore::new(s.max_connections.max(1) as usize),
+        send_timeout: s.send_timeout,
+    })
+}
