@@ -278,7 +278,7 @@ fn list(cfg: &Config) {
         let next = job.next_fire_after(now).map_or_else(
             || "never (one-shot time passed)".to_string(),
             |t| {
-                t.with_timezone(&job.schedule.zone())
+                t.with_timezone(&job.tz)
                     .format("%Y-%m-%d %H:%M:%S%.3f %Z")
                     .to_string()
             },

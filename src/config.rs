@@ -603,10 +603,11 @@ fn parse_job_file(
                 continue;
             }
         };
-        if raw_job.enabled == Some(false) {
-            continue;
-        }
-        if let Some(spec) = validate_job(&name, raw_job, path, settings, cache, &mut at) {
+        // Disabled jobs are still validated, so that enabling one later cannot surprise.
+        let enabled = raw_job.enabled != Some(false);
+        if let Some(spec) = validate_job(&name, raw_job, path, settings, cache, &mut at)
+            && enabled
+        {
             out.push(spec);
         }
     }
@@ -770,6 +771,7 @@ fn validate_job(
         name: name.to_string(),
         source: path.to_path_buf(),
         schedule: schedule?,
+        tz,
         jitter: jitter_offset(name, jitter),
         catch_up: raw.catch_up.unwrap_or(CatchUp::Skip),
         catch_up_window: at.duration(
@@ -1328,7 +1330,7 @@ mod tests {
         assert_eq!(cfg.settings.database, PathBuf::from("/tmp/x.db"));
         assert_eq!(cfg.jobs.len(), 1);
         let j = &cfg.jobs[0];
-        assert_eq!(j.schedule.zone(), chrono_tz::Europe::Berlin);
+        assert_eq!(j.tz, chrono_tz::Europe::Berlin);
         assert_eq!(j.timeout, Some(Duration::from_secs(60)));
         assert_eq!(j.overlap, Overlap::Queue);
         assert_eq!(j.catch_up, CatchUp::Latest);

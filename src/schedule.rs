@@ -174,14 +174,6 @@ impl Schedule {
         }
     }
 
-    /// The zone this schedule is written in (UTC for intervals and one-shot times).
-    pub fn zone(&self) -> Tz {
-        match self {
-            Schedule::Cron { tz, .. } => *tz,
-            _ => Tz::UTC,
-        }
-    }
-
     /// A short human description, e.g. `cron "0 3 * * *" (Europe/Berlin)`.
     pub fn describe(&self) -> String {
         match self {

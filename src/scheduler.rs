@@ -287,6 +287,7 @@ mod tests {
             name: name.into(),
             source: "jobs.d/t.toml".into(),
             schedule,
+            tz: chrono_tz::Tz::UTC,
             jitter: TimeDelta::zero(),
             catch_up: CatchUp::Skip,
             catch_up_window: Duration::from_secs(86_400),

@@ -46,7 +46,7 @@ pub fn render(
     ctx: &AttemptContext<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<String, String> {
-    let zone = ctx.job.schedule.zone();
+    let zone = ctx.job.tz;
     let local = ctx.scheduled_for.with_timezone(&zone);
     let host = nix::unistd::gethostname()
         .ok()

@@ -25,6 +25,8 @@ pub struct JobSpec {
     pub source: std::path::PathBuf,
     /// When it fires.
     pub schedule: Schedule,
+    /// The job's zone (cron fields, and times shown to people: templates, `list`).
+    pub tz: chrono_tz::Tz,
     /// Fixed offset added to every occurrence, derived from the name and `jitter`.
     pub jitter: TimeDelta,
     /// What happens to firings missed while the daemon was down or the machine asleep.
