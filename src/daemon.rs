@@ -68,6 +68,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let services = Services {
         mailers: Mailers::new(settings.smtp.values())?,
         http: HttpClients::new().context("cannot set up the HTTP client")?,
+        store: Some(store.clone()),
     };
     let ctx = Arc::new(Context::new(
         Arc::clone(&clock),

@@ -275,6 +275,7 @@ mod tests {
         crate::job::Services {
             mailers: crate::smtp::Mailers::default(),
             http: crate::job::http::HttpClients::new().unwrap(),
+            store: None,
         }
     }
 

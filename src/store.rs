@@ -163,6 +163,23 @@ pub struct NotificationRecord {
     pub error: Option<String>,
 }
 
+/// A file an upload job has uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadMark {
+    /// Job name.
+    pub job: String,
+    /// Destination (rendered, without secrets).
+    pub destination: String,
+    /// Key below the destination.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: i64,
+    /// The firing that uploaded it.
+    pub scheduled_for: DateTime<Utc>,
+}
+
 /// One write for the recorder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -371,6 +388,47 @@ impl Store {
                 parse_ts(&at).map(|t| (job, t))
             })
             .collect())
+    }
+
+    /// The last upload of `mark`'s file (same job, destination and key), if any.
+    pub async fn upload_mark(&self, mark: &UploadMark) -> Result<Option<UploadMark>, StoreError> {
+        let row: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT size, mtime_ns, scheduled_for FROM uploads \
+             WHERE job = ?1 AND destination = ?2 AND key = ?3",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(size, mtime_ns, at)| {
+            Some(UploadMark {
+                size: u64::try_from(size).ok()?,
+                mtime_ns,
+                scheduled_for: parse_ts(&at)?,
+                ..mark.clone()
+            })
+        }))
+    }
+
+    /// Remembers an upload.
+    pub async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, destination, key) DO UPDATE SET \
+             size = excluded.size, mtime_ns = excluded.mtime_ns, \
+             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
+        .bind(mark.mtime_ns)
+        .bind(format_ts(mark.scheduled_for))
+        .bind(format_ts(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Queues a manual run of `job`; returns the request id.

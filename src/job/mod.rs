@@ -4,6 +4,7 @@
 pub mod command;
 pub mod email;
 pub mod http;
+pub mod upload;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::schedule::Schedule;
 pub use command::CommandJob;
 pub use email::EmailJob;
 pub use http::HttpJob;
+pub use upload::UploadJob;
 
 /// A validated job definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,8 @@ pub enum JobKind {
     Email(EmailJob),
     /// Make an HTTP request.
     Http(HttpJob),
+    /// Upload files.
+    Upload(UploadJob),
 }
 
 impl JobKind {
@@ -84,6 +88,7 @@ impl JobKind {
             JobKind::Command(c) => c.execute(ctx, stop).await,
             JobKind::Email(e) => e.execute(ctx, stop).await,
             JobKind::Http(h) => h.execute(ctx, stop).await,
+            JobKind::Upload(u) => u.execute(ctx, stop).await,
         }
     }
 
@@ -93,6 +98,7 @@ impl JobKind {
             JobKind::Command(_) => "command",
             JobKind::Email(_) => "email",
             JobKind::Http(_) => "http",
+            JobKind::Upload(_) => "upload",
         }
     }
 }
@@ -124,6 +130,8 @@ pub struct Services {
     pub mailers: crate::smtp::Mailers,
     /// HTTP clients.
     pub http: http::HttpClients,
+    /// The history database (upload marks); `None` in tests without one.
+    pub store: Option<crate::store::Store>,
 }
 
 /// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.

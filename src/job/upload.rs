@@ -1,0 +1,381 @@
+//! The `upload` kind: files from a path, a glob or a folder, streamed (multipart, bounded
+//! memory) to S3-compatible object storage or a local folder through OpenDAL, each verified by
+//! size after writing. Optionally skips files already uploaded unchanged (path + size + mtime,
+//! remembered in the database); a retry uploads only what is missing; `after` keeps, deletes or
+//! moves what was uploaded.
+
+use std::path::{Path, PathBuf};
+
+use opendal::Operator;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncReadExt;
+
+use super::{AttemptContext, Outcome, StopSignal};
+use crate::store::UploadMark;
+
+/// Where files go.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// S3-compatible storage.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key prefix template (may use the run's context, e.g. `{{ date }}`).
+        prefix: String,
+        /// Endpoint URL (for non-AWS servers).
+        endpoint: Option<String>,
+        /// Region.
+        region: String,
+        /// Access key id.
+        access_key_id: SecretString,
+        /// Secret access key.
+        secret_access_key: SecretString,
+    },
+    /// A local folder (template).
+    Folder(String),
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Destination::S3 {
+                    bucket: b1,
+                    prefix: p1,
+                    endpoint: e1,
+                    region: r1,
+                    access_key_id: a1,
+                    secret_access_key: s1,
+                },
+                Destination::S3 {
+                    bucket: b2,
+                    prefix: p2,
+                    endpoint: e2,
+                    region: r2,
+                    access_key_id: a2,
+                    secret_access_key: s2,
+                },
+            ) => {
+                b1 == b2
+                    && p1 == p2
+                    && e1 == e2
+                    && r1 == r2
+                    && a1.expose_secret() == a2.expose_secret()
+                    && s1.expose_secret() == s2.expose_secret()
+            }
+            (Destination::Folder(a), Destination::Folder(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Destination {
+    /// A display form without secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+            Destination::Folder(f) => f.clone(),
+        }
+    }
+}
+
+/// Bytes read from a source file at a time (the writer gathers them into parts).
+const READ_BLOCK: usize = 256 * 1024;
+
+/// What happens to a source file once it is uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// Leave it.
+    Keep,
+    /// Delete it.
+    Delete,
+    /// Move it into this folder.
+    Move(PathBuf),
+}
+
+/// A validated upload job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadJob {
+    /// A path, a glob or a folder.
+    pub source: String,
+    /// Where to.
+    pub destination: Destination,
+    /// After a successful upload.
+    pub after: After,
+    /// Skip files uploaded before with the same size and mtime.
+    pub skip_unchanged: bool,
+    /// Multipart chunk size (memory per upload is about chunk × 2).
+    pub part_size: usize,
+}
+
+/// A file to upload and its key below the destination prefix.
+#[derive(Debug)]
+struct SourceFile {
+    path: PathBuf,
+    rel: String,
+    size: u64,
+    mtime_ns: i64,
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
+}
+
+/// Files the source names now: a folder (recursively), a glob, or one path.
+fn source_files(source: &str) -> Result<Vec<SourceFile>, String> {
+    let p = Path::new(source);
+    let mut out = Vec::new();
+    if p.is_dir() {
+        let mut stack = vec![p.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in rd.filter_map(Result::ok) {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(meta) = std::fs::metadata(&path)
+                    && meta.is_file()
+                {
+                    let rel = path
+                        .strip_prefix(p)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push(SourceFile {
+                        size: meta.len(),
+                        mtime_ns: mtime_ns(&meta),
+                        path,
+                        rel,
+                    });
+                }
+            }
+        }
+    } else {
+        let matches = glob::glob(source).map_err(|e| format!("source {source:?}: {e}"))?;
+        for m in matches {
+            let path = m.map_err(|e| format!("source {source:?}: {e}"))?;
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.is_file()
+            {
+                let rel = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.push(SourceFile {
+                    size: meta.len(),
+                    mtime_ns: mtime_ns(&meta),
+                    path,
+                    rel,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+impl UploadJob {
+    fn operator(&self, prefix: &str) -> Result<Operator, String> {
+        let op = match &self.destination {
+            Destination::S3 {
+                bucket,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                ..
+            } => {
+                let mut b = opendal::services::S3::default()
+                    .bucket(bucket)
+                    .region(region)
+                    .root(&format!("/{prefix}"))
+                    .access_key_id(access_key_id.expose_secret())
+                    .secret_access_key(secret_access_key.expose_secret())
+                    .disable_config_load();
+                if let Some(e) = endpoint {
+                    b = b.endpoint(e);
+                }
+                Operator::new(b).map(|o| o.finish())
+            }
+            Destination::Folder(_) => {
+                Operator::new(opendal::services::Fs::default().root(prefix)).map(|o| o.finish())
+            }
+        };
+        op.map_err(|e| format!("destination {}: {e}", self.destination.describe()))
+    }
+
+    async fn upload_one(
+        &self,
+        op: &Operator,
+        f: &SourceFile,
+        stop: &StopSignal,
+    ) -> Result<(), String> {
+        let mut file = tokio::fs::File::open(&f.path)
+            .await
+            .map_err(|e| format!("{}: {e}", f.path.display()))?;
+        let mut writer = op
+            .writer_with(&f.rel)
+            .chunk(self.part_size)
+            .concurrent(2)
+            .await
+            .map_err(|e| format!("{}: {e}", f.rel))?;
+        let mut sent: u64 = 0;
+        loop {
+            if stop.soft.is_cancelled() {
+                let _ = writer.abort().await;
+                return Err(format!("{}: stopped", f.rel));
+            }
+            let mut buf = vec![0u8; READ_BLOCK];
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("{}: {e}", f.path.display()))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            sent += n as u64;
+            if let Err(e) = writer.write(buf).await {
+                let _ = writer.abort().await;
+                return Err(format!("{}: {e}", f.rel));
+            }
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| format!("{}: {e}", f.rel))?;
+        let meta = op
+            .stat(&f.rel)
+            .await
+            .map_err(|e| format!("{}: verifying: {e}", f.rel))?;
+        if meta.content_length() != sent || sent != f.size {
+            return Err(format!(
+                "{}: size check failed: local {} bytes, read {sent}, stored {}",
+                f.rel,
+                f.size,
+                meta.content_length()
+            ));
+        }
+        Ok(())
+    }
+
+    fn after_upload(&self, f: &SourceFile) -> Result<(), String> {
+        match &self.after {
+            After::Keep => Ok(()),
+            After::Delete => std::fs::remove_file(&f.path)
+                .map_err(|e| format!("deleting {}: {e}", f.path.display())),
+            After::Move(dir) => {
+                let target = dir.join(&f.rel);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                std::fs::rename(&f.path, &target).map_err(|e| {
+                    format!("moving {} to {}: {e}", f.path.display(), target.display())
+                })
+            }
+        }
+    }
+
+    /// Uploads once; see [`super::JobKind::execute`].
+    pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
+        ctx.started.mark();
+        let template = match &self.destination {
+            Destination::S3 { prefix, .. } => prefix,
+            Destination::Folder(f) => f,
+        };
+        let prefix = match super::email::render(template, ctx, &Default::default()) {
+            Ok(p) => p,
+            Err(e) => return Outcome::failed(format!("destination: {e}"), false),
+        };
+        let op = match self.operator(&prefix) {
+            Ok(op) => op,
+            Err(e) => return Outcome::failed(e, false),
+        };
+        let files = match source_files(&self.source) {
+            Ok(f) => f,
+            Err(e) => return Outcome::failed(e, true),
+        };
+        let dest = format!("{}|{prefix}", self.destination.describe());
+        let store = ctx.services.store.as_ref();
+        let (mut uploaded, mut skipped, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+        let mut failed = Vec::new();
+        for f in &files {
+            let mark = UploadMark {
+                job: ctx.job.name.clone(),
+                destination: dest.clone(),
+                key: f.rel.clone(),
+                size: f.size,
+                mtime_ns: f.mtime_ns,
+                scheduled_for: ctx.scheduled_for,
+            };
+            if let Some(store) = store {
+                match store.upload_mark(&mark).await {
+                    Ok(Some(prev))
+                        if prev.size == f.size
+                            && prev.mtime_ns == f.mtime_ns
+                            && (self.skip_unchanged || prev.scheduled_for == ctx.scheduled_for) =>
+                    {
+                        skipped.push(f.rel.clone());
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(job = %ctx.job.name, error = %e, "cannot read upload marks")
+                    }
+                }
+            }
+            match self.upload_one(&op, f, stop).await {
+                Ok(()) => {
+                    if let Some(store) = store
+                        && let Err(e) = store.set_upload_mark(&mark).await
+                    {
+                        tracing::warn!(job = %ctx.job.name, error = %e, "cannot record an upload mark");
+                    }
+                    bytes += f.size;
+                    uploaded.push(f.rel.clone());
+                    if let Err(e) = self.after_upload(f) {
+                        failed.push(e);
+                    }
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        let details = serde_json::json!({
+            "destination": format!("{}", redact_dest(&self.destination, &prefix)),
+            "files_uploaded": uploaded.len(),
+            "bytes_uploaded": bytes,
+            "files_skipped": skipped.len(),
+            "files_failed": failed.len(),
+            "uploaded": uploaded,
+        });
+        let summary = format!(
+            "{} uploaded ({bytes} bytes), {} skipped, {} failed",
+            uploaded.len(),
+            skipped.len(),
+            failed.len()
+        );
+        if files.is_empty() {
+            return Outcome {
+                details: Some(details),
+                ..Outcome::failed(format!("source {:?} matches no file", self.source), true)
+            };
+        }
+        Outcome {
+            success: failed.is_empty(),
+            exit_code: None,
+            error: (!failed.is_empty()).then(|| format!("{summary}: {}", failed.join("; "))),
+            output: Some(summary),
+            retryable: true,
+            details: Some(details),
+        }
+    }
+}
+
+fn redact_dest(d: &Destination, prefix: &str) -> String {
+    match d {
+        Destination::S3 { bucket, .. } => format!("s3://{bucket}/{prefix}"),
+        Destination::Folder(_) => prefix.to_string(),
+    }
+}
