@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v procps >/dev/null 2>&1 || command -v ps >/dev/null || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then

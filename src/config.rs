@@ -292,6 +292,8 @@ struct RawUpload {
     region: Option<String>,
     access_key_id: Option<RawSecret>,
     secret_access_key: Option<RawSecret>,
+    key_file: Option<String>,
+    known_hosts: Option<String>,
 }
 
 /// Collects problems while validating one file.
@@ -375,7 +377,8 @@ fn system_tz() -> Tz {
         .unwrap_or(Tz::UTC)
 }
 
-fn host_name() -> String {
+/// This machine's name (the default node name, and `{{ host }}` in templates).
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -1295,11 +1298,7 @@ fn upload_job(r: RawUpload, at: &mut Located<'_>) -> Option<UploadJob> {
             _ => None,
         }
     } else if d.starts_with("sftp://") {
-        at.push(
-            Some("upload.destination"),
-            "sftp:// destinations are not supported yet; use s3:// or a local folder",
-        );
-        None
+        sftp_destination(d, &r, at)
     } else {
         let folder = d.strip_prefix("file://").unwrap_or(d);
         if !Path::new(folder).is_absolute() {
@@ -1329,6 +1328,89 @@ fn upload_job(r: RawUpload, at: &mut Located<'_>) -> Option<UploadJob> {
         skip_unchanged: r.skip_unchanged.unwrap_or(false),
         part_size,
     })
+}
+
+fn sftp_destination(
+    d: &str,
+    r: &RawUpload,
+    at: &mut Located<'_>,
+) -> Option<crate::job::upload::Destination> {
+    let parsed = match reqwest::Url::parse(d) {
+        Ok(u) => u,
+        Err(e) => {
+            at.push(
+                Some("upload.destination"),
+                format!("{d:?} is not a URL ({e})"),
+            );
+            return None;
+        }
+    };
+    let user = parsed.username().to_string();
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    if user.is_empty() || host.is_empty() {
+        at.push(
+            Some("upload.destination"),
+            format!("{d:?}: expected sftp://user@host:port/path"),
+        );
+    }
+    if parsed.password().is_some() {
+        at.push(
+            Some("upload.destination"),
+            "no password in the URL: SFTP uses `key_file`",
+        );
+    }
+    let path = percent_decode(parsed.path());
+    if let Err(e) = check_template(&path) {
+        at.push(Some("upload.destination"), format!("template error: {e}"));
+    }
+    let mut file = |field: &str, v: &Option<String>, what: &str| match v {
+        Some(p) if Path::new(p).is_absolute() => Some(PathBuf::from(p)),
+        Some(p) => {
+            at.push(Some(field), format!("{p:?} must be an absolute path"));
+            None
+        }
+        None => {
+            at.push(Some(field), format!("SFTP needs {what}"));
+            None
+        }
+    };
+    let key_file = file("upload.key_file", &r.key_file, "a private key file");
+    let known_hosts = file(
+        "upload.known_hosts",
+        &r.known_hosts,
+        "a known_hosts file with the server's pinned host key",
+    );
+    Some(crate::job::upload::Destination::Sftp {
+        user,
+        host,
+        port: parsed.port().unwrap_or(22),
+        path,
+        key_file: key_file?,
+        known_hosts: known_hosts?,
+    })
+}
+
+/// Decodes %XX escapes (a URL path keeps `{{ }}` templates escaped).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = s
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn lookup_user(name: &str) -> Result<RunAs, String> {

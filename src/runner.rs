@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -245,6 +246,20 @@ pub fn fire(
     }
 }
 
+/// The outcome of an attempt whose job kind panicked.
+fn panicked(kind: &str, payload: &(dyn std::any::Any + Send)) -> Outcome {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!(kind, panic = %msg, "internal error: a job kind panicked (please report this)");
+    Outcome::failed(
+        format!("internal error in the {kind} job kind: {msg}"),
+        false,
+    )
+}
+
 /// The moment an attempt really began; marking it records the run's start (row `running`)
 /// and logs "run started". Only the first call counts.
 #[derive(Debug)]
@@ -409,7 +424,11 @@ impl Firing {
             soft: CancellationToken::new(),
             hard: ctx.stop.hard.clone(),
         };
-        let exec = job.kind.execute(&actx, &stop);
+        // A bug in a job kind must not leave its run `running` forever: a panic becomes a
+        // failed run with the panic's message.
+        let exec = std::panic::AssertUnwindSafe(job.kind.execute(&actx, &stop))
+            .catch_unwind()
+            .map(|r| r.unwrap_or_else(|p| panicked(job.kind.label(), p.as_ref())));
         tokio::pin!(exec);
         let deadline = job.timeout.map(|t| Instant::now() + t);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);

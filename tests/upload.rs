@@ -215,3 +215,62 @@ fn a_512_mib_upload_keeps_memory_bounded() {
     let meta = rt.block_on(async { s3(&format!("/{prefix}/")).stat("big.bin").await.unwrap() });
     assert_eq!(meta.content_length(), 512 << 20);
 }
+
+#[test]
+fn sftp_upload_with_a_pinned_host_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sshd = common::servers::Sshd::start(tmp.path());
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("nested")).unwrap();
+    let big = pattern(3 << 20, 9);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("nested/small.txt"), b"small").unwrap();
+    let out = tmp.path().join("remote");
+    // A known_hosts file with some other key: the connection must be refused.
+    let other = tmp.path().join("other_key");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let wrong_hosts = tmp.path().join("wrong_known_hosts");
+    let other_pub: Vec<_> = other_pub.split_whitespace().take(2).collect();
+    std::fs::write(
+        &wrong_hosts,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, other_pub.join(" ")),
+    )
+    .unwrap();
+    let job = |name: &str, known_hosts: &std::path::Path| {
+        format!(
+            "[jobs.{name}]\nat = \"{}\"\n[jobs.{name}.upload]\nsource = \"{}\"\n\
+             destination = \"sftp://{}@127.0.0.1:{}{}/{name}/\"\nkey_file = \"{}\"\nknown_hosts = \"{}\"\n",
+            at_in(2),
+            src.display(),
+            sshd.user,
+            sshd.port,
+            out.display(),
+            sshd.key.display(),
+            known_hosts.display()
+        )
+    };
+    let jobs = job("pinned", &sshd.known_hosts) + &job("impostor", &wrong_hosts);
+    let d = start(&jobs);
+    let runs = d.wait_runs("pinned", 60 * SEC, "the upload", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    assert_eq!(runs[0].status, "succeeded", "{runs:#?}\n{}", d.log());
+    assert_eq!(std::fs::read(out.join("pinned/big.bin")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(out.join("pinned/nested/small.txt")).unwrap(),
+        b"small"
+    );
+    assert_eq!(runs[0].details.as_ref().unwrap()["files_uploaded"], 2);
+    let runs = d.wait_runs("impostor", 60 * SEC, "the refusal", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    assert_eq!(runs[0].status, "failed");
+    assert!(!out.join("impostor").exists());
+    let err = runs[0].error.as_deref().unwrap();
+    assert!(err.contains("sftp://"), "{err}");
+}

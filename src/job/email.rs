@@ -48,10 +48,7 @@ pub fn render(
 ) -> Result<String, String> {
     let zone = ctx.job.tz;
     let local = ctx.scheduled_for.with_timezone(&zone);
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let host = crate::config::host_name();
     let jinja = minijinja::Environment::new();
     jinja
         .render_str(
@@ -136,10 +133,7 @@ impl EmailJob {
                 ContentType::parse("application/octet-stream").unwrap_or(ContentType::TEXT_PLAIN),
             ));
         }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into());
+        let host = crate::config::host_name();
         let message_id = format!(
             "<hourglass.{}.{}.{:016x}@{host}>",
             ctx.job.name,

@@ -33,6 +33,21 @@ pub enum Destination {
     },
     /// A local folder (template).
     Folder(String),
+    /// An SFTP server (OpenSSH's `ssh` client underneath, key login, pinned host key).
+    Sftp {
+        /// Login.
+        user: String,
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Remote folder (template).
+        path: String,
+        /// Private key file.
+        key_file: PathBuf,
+        /// known_hosts file holding the server's pinned key.
+        known_hosts: PathBuf,
+    },
 }
 
 impl PartialEq for Destination {
@@ -64,6 +79,9 @@ impl PartialEq for Destination {
                     && s1.expose_secret() == s2.expose_secret()
             }
             (Destination::Folder(a), Destination::Folder(b)) => a == b,
+            (a @ Destination::Sftp { .. }, b @ Destination::Sftp { .. }) => {
+                format!("{a:?}") == format!("{b:?}")
+            }
             _ => false,
         }
     }
@@ -75,6 +93,16 @@ impl Destination {
         match self {
             Destination::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
             Destination::Folder(f) => f.clone(),
+            Destination::Sftp {
+                user,
+                host,
+                port,
+                path,
+                ..
+            } => format!(
+                "sftp://{user}@{host}:{port}/{}",
+                path.trim_start_matches('/')
+            ),
         }
     }
 }
@@ -198,7 +226,7 @@ impl UploadJob {
                 }
                 Operator::new(b).map(|o| o.finish())
             }
-            Destination::Folder(_) => {
+            Destination::Folder(_) | Destination::Sftp { .. } => {
                 Operator::new(opendal::services::Fs::default().root(prefix)).map(|o| o.finish())
             }
         };
@@ -284,14 +312,21 @@ impl UploadJob {
         let template = match &self.destination {
             Destination::S3 { prefix, .. } => prefix,
             Destination::Folder(f) => f,
+            Destination::Sftp { path, .. } => path,
         };
         let prefix = match super::email::render(template, ctx, &Default::default()) {
             Ok(p) => p,
             Err(e) => return Outcome::failed(format!("destination: {e}"), false),
         };
-        let op = match self.operator(&prefix) {
-            Ok(op) => op,
-            Err(e) => return Outcome::failed(e, false),
+        let target = match &self.destination {
+            Destination::Sftp { .. } => match self.sftp_connect().await {
+                Ok(sftp) => Target::Sftp(sftp, PathBuf::from(&prefix)),
+                Err(e) => return Outcome::failed(e, true),
+            },
+            _ => match self.operator(&prefix) {
+                Ok(op) => Target::Dal(op),
+                Err(e) => return Outcome::failed(e, false),
+            },
         };
         let files = match source_files(&self.source) {
             Ok(f) => f,
@@ -326,7 +361,11 @@ impl UploadJob {
                     }
                 }
             }
-            match self.upload_one(&op, f, stop).await {
+            let result = match &target {
+                Target::Dal(op) => self.upload_one(op, f, stop).await,
+                Target::Sftp(sftp, dir) => sftp_upload_one(sftp, dir, f, stop).await,
+            };
+            match result {
                 Ok(()) => {
                     if let Some(store) = store
                         && let Err(e) = store.set_upload_mark(&mark).await
@@ -377,5 +416,96 @@ fn redact_dest(d: &Destination, prefix: &str) -> String {
     match d {
         Destination::S3 { bucket, .. } => format!("s3://{bucket}/{prefix}"),
         Destination::Folder(_) => prefix.to_string(),
+        Destination::Sftp {
+            user, host, port, ..
+        } => format!(
+            "sftp://{user}@{host}:{port}/{}",
+            prefix.trim_start_matches('/')
+        ),
     }
+}
+
+/// Where this attempt writes.
+enum Target {
+    Dal(Operator),
+    Sftp(openssh_sftp_client::Sftp, PathBuf),
+}
+
+impl UploadJob {
+    async fn sftp_connect(&self) -> Result<openssh_sftp_client::Sftp, String> {
+        let Destination::Sftp {
+            user,
+            host,
+            port,
+            key_file,
+            known_hosts,
+            ..
+        } = &self.destination
+        else {
+            return Err("not an SFTP destination".into());
+        };
+        let mut b = openssh::SessionBuilder::default();
+        b.user(user.clone())
+            .port(*port)
+            .keyfile(key_file)
+            .known_hosts_check(openssh::KnownHosts::Strict)
+            .user_known_hosts_file(known_hosts)
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .control_directory(std::env::temp_dir());
+        let session = b
+            .connect(host)
+            .await
+            .map_err(|e| format!("sftp://{user}@{host}:{port}: {}", super::http::chain(&e)))?;
+        openssh_sftp_client::Sftp::from_session(session, Default::default())
+            .await
+            .map_err(|e| format!("sftp://{user}@{host}:{port}: {}", super::http::chain(&e)))
+    }
+}
+
+async fn sftp_upload_one(
+    sftp: &openssh_sftp_client::Sftp,
+    dir: &Path,
+    f: &SourceFile,
+    stop: &StopSignal,
+) -> Result<(), String> {
+    let remote = dir.join(&f.rel);
+    let err = |e: openssh_sftp_client::Error| format!("{}: {}", f.rel, super::http::chain(&e));
+    // mkdir -p of the parents (errors for folders that exist are expected).
+    let mut fs = sftp.fs();
+    let mut cur = PathBuf::new();
+    if let Some(parent) = remote.parent() {
+        for c in parent.components() {
+            cur.push(c);
+            let _ = fs.create_dir(&cur).await;
+        }
+    }
+    let mut file = tokio::fs::File::open(&f.path)
+        .await
+        .map_err(|e| format!("{}: {e}", f.path.display()))?;
+    let mut out = sftp.create(&remote).await.map_err(err)?;
+    let mut buf = vec![0u8; READ_BLOCK];
+    let mut sent = 0u64;
+    loop {
+        if stop.soft.is_cancelled() {
+            return Err(format!("{}: stopped", f.rel));
+        }
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("{}: {e}", f.path.display()))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await.map_err(err)?;
+        sent += n as u64;
+    }
+    out.close().await.map_err(err)?;
+    let stored = fs.metadata(&remote).await.map_err(err)?.len().unwrap_or(0);
+    if stored != sent || sent != f.size {
+        return Err(format!(
+            "{}: size check failed: local {} bytes, sent {sent}, stored {stored}",
+            f.rel, f.size
+        ));
+    }
+    Ok(())
 }

@@ -193,3 +193,89 @@ impl Drop for Http {
         let _ = self.child.wait();
     }
 }
+
+/// OpenSSH's sshd on a fresh port, SFTP only, key login for the current user.
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    pub user: String,
+    /// The client's private key.
+    pub key: PathBuf,
+    /// A known_hosts file pinning this server's host key.
+    pub known_hosts: PathBuf,
+    /// The server's host public key line (`ssh-ed25519 AAAA...`).
+    pub host_key: String,
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (openssh-client, installed by scripts/test.sh)");
+    assert!(st.success());
+}
+
+impl Sshd {
+    pub fn start(dir: &Path) -> Self {
+        let dir = dir.join("sshd");
+        std::fs::create_dir_all(dir.join("authorized")).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("client_key"));
+        let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .name;
+        std::fs::copy(
+            dir.join("client_key.pub"),
+            dir.join("authorized").join(&user),
+        )
+        .unwrap();
+        let port = free_port();
+        let conf = dir.join("sshd_config");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {auth}/%u\n\
+                 StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 PermitRootLogin prohibit-password\nPidFile none\nSubsystem sftp internal-sftp\nForceCommand internal-sftp\n",
+                hk = dir.join("host_key").display(),
+                auth = dir.join("authorized").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("/usr/sbin/sshd (openssh-server, installed by scripts/test.sh)");
+        wait_for(Duration::from_secs(10), "sshd to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let host_key: String = host_key
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {host_key}\n")).unwrap();
+        Self {
+            child,
+            port,
+            user,
+            key: dir.join("client_key"),
+            known_hosts,
+            host_key,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
