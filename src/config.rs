@@ -16,7 +16,6 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 use lettre::message::Mailbox;
-use secrecy::SecretString;
 
 use crate::job::command::{CommandJob, CommandLine, RunAs};
 use crate::job::email::{EmailJob, check_template};
@@ -25,6 +24,7 @@ use crate::job::upload::UploadJob;
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
 use crate::notify::{EmailChannel, Event, NotifyPolicy, WebhookChannel};
 use crate::schedule::{CronCache, Schedule, jitter_offset};
+use crate::secret::Secret;
 use crate::smtp::{SmtpServer, SmtpTls};
 
 /// The documented example configuration, printed by `hourglass example-config`.
@@ -848,13 +848,13 @@ fn validate_job(
     (at.problems.len() == before).then_some(spec)
 }
 
-fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<SecretString> {
+fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<Secret> {
     if !at.secrets && (raw.env.is_some() != raw.file.is_some()) {
-        return Some(SecretString::from(String::new()));
+        return Some(Secret::new(String::new()));
     }
     match (&raw.env, &raw.file) {
         (Some(var), None) => match std::env::var(var) {
-            Ok(v) => Some(SecretString::from(v)),
+            Ok(v) => Some(Secret::new(v)),
             Err(_) => {
                 at.push(
                     Some(field),
@@ -864,9 +864,7 @@ fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<SecretSt
             }
         },
         (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(v) => Some(SecretString::from(
-                v.trim_end_matches(['\n', '\r']).to_string(),
-            )),
+            Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']).to_string())),
             Err(e) => {
                 at.push(
                     Some(field),
@@ -985,7 +983,7 @@ fn smtp_server(name: &str, r: RawSmtp, base: &Path, at: &mut Located<'_>) -> Opt
 }
 
 /// Plain headers and secret headers.
-type Headers = (Vec<(String, String)>, Vec<(String, SecretString)>);
+type Headers = (Vec<(String, String)>, Vec<(String, Secret)>);
 
 fn headers(
     plain: Option<BTreeMap<String, String>>,
@@ -1147,6 +1145,10 @@ fn email_job(r: RawEmail, settings: &Settings, at: &mut Located<'_>) -> Option<E
     let html = template(r.html, r.html_file, "email.html", &base, at);
     let mut env = BTreeMap::new();
     for var in r.env.unwrap_or_default() {
+        if !at.secrets {
+            // Like secrets, these come from the daemon's environment only.
+            continue;
+        }
         match std::env::var(&var) {
             Ok(v) => {
                 env.insert(var, v);

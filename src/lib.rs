@@ -37,6 +37,7 @@ pub mod recorder;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod secret;
 pub mod smtp;
 pub mod store;
 pub mod systemd;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lettre::Message;
 use lettre::message::Mailbox;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::job::JobSpec;
 use crate::job::http::{HttpClients, chain, redacted};
 use crate::recorder::Recorder;
+use crate::secret::Secret;
 use crate::smtp::Mailers;
 use crate::store::{NotificationRecord, Record, RunStatus};
 
@@ -54,30 +54,16 @@ pub struct EmailChannel {
 }
 
 /// Webhook channel: an HTTP POST of a [`Notice`] as JSON.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookChannel {
     /// Where to POST.
     pub url: reqwest::Url,
     /// Plain headers.
     pub headers: Vec<(String, String)>,
     /// Secret headers.
-    pub secret_headers: Vec<(String, SecretString)>,
+    pub secret_headers: Vec<(String, Secret)>,
     /// Limit on the request.
     pub timeout: Duration,
-}
-
-impl PartialEq for WebhookChannel {
-    fn eq(&self, other: &Self) -> bool {
-        self.url == other.url
-            && self.headers == other.headers
-            && self.timeout == other.timeout
-            && self.secret_headers.len() == other.secret_headers.len()
-            && self
-                .secret_headers
-                .iter()
-                .zip(&other.secret_headers)
-                .all(|(a, b)| a.0 == b.0 && a.1.expose_secret() == b.1.expose_secret())
-    }
 }
 
 /// A job's notification policy (its own `[jobs.x.notify]`, else the main file's `[notify]`).
@@ -318,7 +304,7 @@ impl Notifier {
             req = req.header(k, v);
         }
         for (k, v) in &ch.secret_headers {
-            let mut value = reqwest::header::HeaderValue::from_str(v.expose_secret())
+            let mut value = reqwest::header::HeaderValue::from_str(v.expose())
                 .map_err(|_| format!("header {k}: invalid value"))?;
             value.set_sensitive(true);
             req = req.header(k, value);

@@ -10,8 +10,9 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
+
+use crate::secret::Secret;
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -26,7 +27,7 @@ pub enum SmtpTls {
 }
 
 /// A validated `[smtp.<name>]` block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SmtpServer {
     /// Its name in the config.
     pub name: String,
@@ -39,7 +40,7 @@ pub struct SmtpServer {
     /// Login, if the server wants one.
     pub username: Option<String>,
     /// Password (from an environment variable or a file).
-    pub password: Option<SecretString>,
+    pub password: Option<Secret>,
     /// Limit on connecting.
     pub connect_timeout: Duration,
     /// Limit on one whole send.
@@ -48,22 +49,6 @@ pub struct SmtpServer {
     pub ca_pem: Option<Vec<u8>>,
     /// Most sends in progress to this server at once (also the pool size).
     pub max_connections: u32,
-}
-
-impl PartialEq for SmtpServer {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name
-            && self.host == other.host
-            && self.port == other.port
-            && self.tls == other.tls
-            && self.username == other.username
-            && self.password.as_ref().map(ExposeSecret::expose_secret)
-                == other.password.as_ref().map(ExposeSecret::expose_secret)
-            && self.connect_timeout == other.connect_timeout
-            && self.send_timeout == other.send_timeout
-            && self.ca_pem == other.ca_pem
-            && self.max_connections == other.max_connections
-    }
 }
 
 /// Why a message was not sent.
@@ -188,10 +173,7 @@ fn build(s: &SmtpServer) -> Result<Mailer, SendError> {
         });
     }
     if let (Some(user), Some(pass)) = (&s.username, &s.password) {
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            pass.expose_secret().to_string(),
-        ));
+        builder = builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
     }
     Ok(Mailer {
         transport: builder.build(),

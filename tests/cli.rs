@@ -194,3 +194,26 @@ fn the_systemd_unit_verifies() {
         .unwrap();
     assert!(stop > 40);
 }
+
+#[test]
+fn commands_that_need_no_secret_work_without_the_daemons_environment() {
+    let d = Daemon::prepare(
+        "[smtp.main]\nhost = \"localhost\"\nusername = \"u\"\npassword = { env = \"HG_TEST_UNSET_PW\" }\n",
+        "[jobs.m]\nevery = \"1h\"\n[jobs.m.email]\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n\
+         subject = \"s\"\nbody = \"{{ env.HG_TEST_UNSET_URL }}\"\nenv = [\"HG_TEST_UNSET_URL\"]\n",
+    );
+    let check = d.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let err = text(&check.stderr);
+    assert!(
+        err.contains("HG_TEST_UNSET_PW") && err.contains("HG_TEST_UNSET_URL"),
+        "{err}"
+    );
+    let list = d.cli(&["list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stdout)
+            .lines()
+            .any(|l| l.starts_with("m ") && l.contains("email"))
+    );
+}

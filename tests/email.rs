@@ -417,3 +417,26 @@ fn config_errors_for_email_and_http_name_the_field() {
         "{err}"
     );
 }
+
+#[test]
+fn a_rejected_recipient_fails_with_the_servers_words_and_no_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), PASSWORD);
+    let jobs = format!(
+        "[jobs.mail]\nat = \"{}\"\nretries = 2\nretry_backoff = \"100ms\"\n[jobs.mail.email]\n\
+         from = \"a@example.com\"\nto = [\"gone@reject.invalid\"]\nsubject = \"s\"\nbody = \"b\"\n",
+        at_in(2)
+    );
+    let d = start_with(&smtp.config("main", "SMTP_PASSWORD", ""), &jobs, PASSWORD);
+    let runs = d.wait_runs("mail", 30 * SEC, "the failure", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    assert_eq!(runs[0].status, "failed");
+    assert_eq!(runs[0].attempt, 1, "a 5xx is not retried");
+    let err = runs[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("550") && err.contains("mailbox unavailable"),
+        "{err}"
+    );
+    assert!(smtp.messages().is_empty());
+}

@@ -2,12 +2,11 @@
 //! checked against the expected status codes; the status and a capped response body go to
 //! the history.
 
-use secrecy::{ExposeSecret, SecretString};
-
 use super::{AttemptContext, Outcome, StopSignal};
+use crate::secret::Secret;
 
 /// A validated HTTP job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpJob {
     /// Method.
     pub method: reqwest::Method,
@@ -16,30 +15,13 @@ pub struct HttpJob {
     /// Plain headers.
     pub headers: Vec<(String, String)>,
     /// Headers whose values are secrets (never logged or recorded).
-    pub secret_headers: Vec<(String, SecretString)>,
+    pub secret_headers: Vec<(String, Secret)>,
     /// Request body.
     pub body: Option<String>,
     /// Statuses that count as success (empty: any 2xx).
     pub expect_status: Vec<u16>,
     /// Follow redirects (up to 10).
     pub follow_redirects: bool,
-}
-
-impl PartialEq for HttpJob {
-    fn eq(&self, other: &Self) -> bool {
-        self.method == other.method
-            && self.url == other.url
-            && self.headers == other.headers
-            && self.secret_headers.len() == other.secret_headers.len()
-            && self
-                .secret_headers
-                .iter()
-                .zip(&other.secret_headers)
-                .all(|(a, b)| a.0 == b.0 && a.1.expose_secret() == b.1.expose_secret())
-            && self.body == other.body
-            && self.expect_status == other.expect_status
-            && self.follow_redirects == other.follow_redirects
-    }
 }
 
 /// Shared HTTP clients (one per redirect policy), built once.
@@ -112,7 +94,7 @@ impl HttpJob {
             req = req.header(k, v);
         }
         for (k, v) in &self.secret_headers {
-            let mut value = match reqwest::header::HeaderValue::from_str(v.expose_secret()) {
+            let mut value = match reqwest::header::HeaderValue::from_str(v.expose()) {
                 Ok(v) => v,
                 Err(_) => return Outcome::failed(format!("header {k}: invalid value"), false),
             };

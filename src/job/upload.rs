@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 
 use opendal::Operator;
-use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncReadExt;
 
 use super::{AttemptContext, Outcome, StopSignal};
+use crate::secret::Secret;
 use crate::store::UploadMark;
 
 /// Where files go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Destination {
     /// S3-compatible storage.
     S3 {
@@ -27,9 +27,9 @@ pub enum Destination {
         /// Region.
         region: String,
         /// Access key id.
-        access_key_id: SecretString,
+        access_key_id: Secret,
         /// Secret access key.
-        secret_access_key: SecretString,
+        secret_access_key: Secret,
     },
     /// A local folder (template).
     Folder(String),
@@ -48,43 +48,6 @@ pub enum Destination {
         /// known_hosts file holding the server's pinned key.
         known_hosts: PathBuf,
     },
-}
-
-impl PartialEq for Destination {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (
-                Destination::S3 {
-                    bucket: b1,
-                    prefix: p1,
-                    endpoint: e1,
-                    region: r1,
-                    access_key_id: a1,
-                    secret_access_key: s1,
-                },
-                Destination::S3 {
-                    bucket: b2,
-                    prefix: p2,
-                    endpoint: e2,
-                    region: r2,
-                    access_key_id: a2,
-                    secret_access_key: s2,
-                },
-            ) => {
-                b1 == b2
-                    && p1 == p2
-                    && e1 == e2
-                    && r1 == r2
-                    && a1.expose_secret() == a2.expose_secret()
-                    && s1.expose_secret() == s2.expose_secret()
-            }
-            (Destination::Folder(a), Destination::Folder(b)) => a == b,
-            (a @ Destination::Sftp { .. }, b @ Destination::Sftp { .. }) => {
-                format!("{a:?}") == format!("{b:?}")
-            }
-            _ => false,
-        }
-    }
 }
 
 impl Destination {
@@ -218,8 +181,8 @@ impl UploadJob {
                     .bucket(bucket)
                     .region(region)
                     .root(&format!("/{prefix}"))
-                    .access_key_id(access_key_id.expose_secret())
-                    .secret_access_key(secret_access_key.expose_secret())
+                    .access_key_id(access_key_id.expose())
+                    .secret_access_key(secret_access_key.expose())
                     .disable_config_load();
                 if let Some(e) = endpoint {
                     b = b.endpoint(e);
