@@ -279,6 +279,21 @@ mod tests {
         }
     }
 
+    /// A scheduler on a manual clock starting at `start`, its records going to the receiver.
+    fn scheduler_at(start: &str) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
+        let clock = Arc::new(Clock::manual(utc(start)));
+        let (recorder, rx) = Recorder::channel();
+        let ctx = Arc::new(Context::new(
+            clock,
+            recorder,
+            8,
+            1,
+            "test".into(),
+            services(),
+        ));
+        (Scheduler::new(ctx, CancellationToken::new()), rx)
+    }
+
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
@@ -316,17 +331,7 @@ mod tests {
     /// right after the jump, and nothing runs twice.
     #[tokio::test(start_paused = true)]
     async fn timers_fire_exactly_on_time_across_dst_in_virtual_time() {
-        let clock = Arc::new(Clock::manual(utc("2026-03-07T00:00:00Z")));
-        let (recorder, mut rx) = Recorder::channel();
-        let ctx = Arc::new(Context::new(
-            clock,
-            recorder,
-            8,
-            1,
-            "test".into(),
-            services(),
-        ));
-        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let (mut sched, mut rx) = scheduler_at("2026-03-07T00:00:00Z");
         let mut cache = CronCache::default();
         let ny = "America/New_York".parse().unwrap();
         let spec = job(
@@ -360,17 +365,7 @@ mod tests {
     /// new schedule, the removed one stops.
     #[tokio::test(start_paused = true)]
     async fn reload_diff_reschedules_changed_and_stops_removed_jobs() {
-        let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00Z")));
-        let (recorder, mut rx) = Recorder::channel();
-        let ctx = Arc::new(Context::new(
-            Arc::clone(&clock),
-            recorder,
-            8,
-            1,
-            "test".into(),
-            services(),
-        ));
-        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
         let a = job("a", Schedule::Every(Duration::from_secs(10)));
         let b = job("b", Schedule::Every(Duration::from_secs(10)));
         sched.apply(vec![a.clone(), b], &HashMap::new());
@@ -406,18 +401,7 @@ mod tests {
     /// one that passed minutes before does not.
     #[tokio::test(start_paused = true)]
     async fn a_just_missed_one_shot_still_runs() {
-        let start = utc("2026-01-01T12:00:00Z");
-        let clock = Arc::new(Clock::manual(start));
-        let (recorder, mut rx) = Recorder::channel();
-        let ctx = Arc::new(Context::new(
-            clock,
-            recorder,
-            8,
-            1,
-            "test".into(),
-            services(),
-        ));
-        let mut sched = Scheduler::new(Arc::clone(&ctx), CancellationToken::new());
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T12:00:00Z");
         let recent = job("recent", Schedule::At(utc("2026-01-01T11:59:50Z")));
         let old = job("old", Schedule::At(utc("2026-01-01T11:58:00Z")));
         let later = job("later", Schedule::At(utc("2026-01-01T12:00:05Z")));

@@ -200,6 +200,18 @@ fn lateness(runs: &[RunRow], job_prefix: &str) -> Vec<i64> {
     v
 }
 
+/// When the last of `runs` finished.
+fn last_finished(runs: &[RunRow]) -> Result<chrono::DateTime<chrono::Utc>> {
+    runs.iter()
+        .filter_map(|r| {
+            r.finished_at
+                .as_deref()
+                .and_then(hourglass::store::parse_ts)
+        })
+        .max()
+        .context("no run finished")
+}
+
 /// An RFC 3339 instant `secs` from now, on a whole second.
 fn at_in(secs: i64) -> String {
     let t = chrono::Utc::now() + chrono::TimeDelta::seconds(secs);
@@ -240,15 +252,7 @@ fn seed(bin: &Path, out: &mut Vec<Row>) -> Result<()> {
     })?;
     let runs = d.runs()?;
     let due = hourglass::store::parse_ts(&runs[0].scheduled_for).context("timestamp")?;
-    let last = runs
-        .iter()
-        .filter_map(|r| {
-            r.finished_at
-                .as_deref()
-                .and_then(hourglass::store::parse_ts)
-        })
-        .max()
-        .context("no end")?;
+    let last = last_finished(&runs)?;
     row(
         out,
         "seed",
@@ -348,15 +352,7 @@ fn burst(bin: &Path, out: &mut Vec<Row>, n: usize, limit: Option<usize>) -> Resu
     d.stop()?;
     let late = lateness(&runs, "b");
     let due = chrono::DateTime::parse_from_rfc3339(&at)?.with_timezone(&chrono::Utc);
-    let last = runs
-        .iter()
-        .filter_map(|r| {
-            r.finished_at
-                .as_deref()
-                .and_then(hourglass::store::parse_ts)
-        })
-        .max()
-        .context("no end")?;
+    let last = last_finished(&runs)?;
     let label = match limit {
         Some(l) => format!("burst {n} (max_concurrent_runs = {l})"),
         None => format!("burst {n}"),
