@@ -28,6 +28,15 @@ fn start_with(main: &str, jobs: &str, password: &str) -> Daemon {
     d
 }
 
+/// A one-shot email job `mail` due in 2 s, to `to`, with extra job keys.
+fn mail_job(to: &str, extra: &str) -> String {
+    format!(
+        "[jobs.mail]\nat = \"{}\"\n{extra}[jobs.mail.email]\n\
+         from = \"a@example.com\"\nto = [\"{to}\"]\nsubject = \"s\"\nbody = \"b\"\n",
+        at_in(2)
+    )
+}
+
 /// The header's value in a raw message (first occurrence, unfolded).
 fn header(msg: &str, name: &str) -> Option<String> {
     let head = msg.split("\n\n").next().unwrap_or("");
@@ -156,11 +165,7 @@ fn a_wrong_password_fails_clearly_and_is_never_written_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
     let smtp = Smtp::start(tmp.path(), PASSWORD);
     let wrong = "Wr0ng-Pa55word-xyz";
-    let jobs = format!(
-        "[jobs.mail]\nat = \"{}\"\nretries = 2\nretry_backoff = \"100ms\"\n[jobs.mail.email]\n\
-         from = \"a@example.com\"\nto = [\"b@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n",
-        at_in(2)
-    );
+    let jobs = mail_job("b@example.com", "retries = 2\nretry_backoff = \"100ms\"\n");
     let d = start_with(&smtp.config("main", "SMTP_PASSWORD", ""), &jobs, wrong);
     let runs = d.wait_runs("mail", 30 * SEC, "the failure", |r| {
         r.len() == 1 && finished(&r[0])
@@ -191,11 +196,7 @@ fn a_server_that_is_down_is_retried_then_fails() {
     let main = format!(
         "[smtp.down]\nhost = \"localhost\"\nport = {port}\ntls = \"none\"\nconnect_timeout = \"2s\"\n"
     );
-    let jobs = format!(
-        "[jobs.mail]\nat = \"{}\"\nretries = 2\nretry_backoff = \"100ms\"\n[jobs.mail.email]\n\
-         from = \"a@example.com\"\nto = [\"b@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n",
-        at_in(2)
-    );
+    let jobs = mail_job("b@example.com", "retries = 2\nretry_backoff = \"100ms\"\n");
     let _keep = tmp;
     let d = start_with(&main, &jobs, "unused");
     let runs = d.wait_runs("mail", 30 * SEC, "three attempts", |r| {
@@ -422,10 +423,9 @@ fn config_errors_for_email_and_http_name_the_field() {
 fn a_rejected_recipient_fails_with_the_servers_words_and_no_retry() {
     let tmp = tempfile::tempdir().unwrap();
     let smtp = Smtp::start(tmp.path(), PASSWORD);
-    let jobs = format!(
-        "[jobs.mail]\nat = \"{}\"\nretries = 2\nretry_backoff = \"100ms\"\n[jobs.mail.email]\n\
-         from = \"a@example.com\"\nto = [\"gone@reject.invalid\"]\nsubject = \"s\"\nbody = \"b\"\n",
-        at_in(2)
+    let jobs = mail_job(
+        "gone@reject.invalid",
+        "retries = 2\nretry_backoff = \"100ms\"\n",
     );
     let d = start_with(&smtp.config("main", "SMTP_PASSWORD", ""), &jobs, PASSWORD);
     let runs = d.wait_runs("mail", 30 * SEC, "the failure", |r| {

@@ -128,6 +128,13 @@ impl Daemon {
         get(11) + get(12)
     }
 
+    /// The daemon's CPU use over the next `span`, in percent of one core (100 ticks/s).
+    fn cpu_percent_over(&self, span: Duration) -> f64 {
+        let (ticks, t0) = (self.cpu_ticks(), Instant::now());
+        std::thread::sleep(span);
+        (self.cpu_ticks() - ticks) as f64 / t0.elapsed().as_secs_f64()
+    }
+
     fn runs(&self) -> Result<Vec<RunRow>> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -384,9 +391,7 @@ fn scale(bin: &Path, out: &mut Vec<Row>, n: usize, idle_secs: u64) -> Result<()>
     }
     let d = Daemon::start(bin, "", &jobs)?;
     let ready = d.ready_after;
-    let (cpu0, t0) = (d.cpu_ticks(), Instant::now());
-    std::thread::sleep(Duration::from_secs(idle_secs));
-    let cpu = (d.cpu_ticks() - cpu0) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = d.cpu_percent_over(Duration::from_secs(idle_secs));
     let rss = d.rss_kib();
     d.stop()?;
     row(
@@ -409,9 +414,7 @@ fn idle(bin: &Path, out: &mut Vec<Row>, secs: u64) -> Result<()> {
         "",
         "[jobs.one]\nschedule = \"0 3 * * *\"\ncommand = [\"true\"]\n",
     )?;
-    let (cpu0, t0) = (d.cpu_ticks(), Instant::now());
-    std::thread::sleep(Duration::from_secs(secs));
-    let cpu = (d.cpu_ticks() - cpu0) as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = d.cpu_percent_over(Duration::from_secs(secs));
     let rss = d.rss_kib();
     d.stop()?;
     row(
