@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{self, Config, Settings};
 use crate::job::Services;
+use crate::job::command::stop_leftovers;
 use crate::job::http::HttpClients;
 use crate::recorder::Recorder;
 use crate::runner::Context;
@@ -54,6 +55,18 @@ pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()>
 pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let Config { settings, jobs } = config;
     let store = Store::open(&settings.database).await?;
+    let leftovers = store.running_processes().await?;
+    if !leftovers.is_empty() {
+        let killed = tokio::task::spawn_blocking(move || stop_leftovers(&leftovers))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            tracing::warn!(
+                groups = killed,
+                "process groups left by runs of a previous daemon killed"
+            );
+        }
+    }
     let abandoned = store.mark_abandoned(Utc::now()).await?;
     if abandoned > 0 {
         tracing::warn!(

@@ -272,10 +272,16 @@ pub struct StartMark {
 impl StartMark {
     /// Marks the start (now) if not yet marked; returns the start time.
     pub fn mark(&self) -> DateTime<Utc> {
+        self.mark_process(None)
+    }
+
+    /// Marks the start (now) of a run whose main process is `pid`, if not yet marked.
+    pub fn mark_process(&self, pid: Option<u32>) -> DateTime<Utc> {
         *self.at.get_or_init(|| {
             let now = self.ctx.clock.now();
             let run = RunStart {
                 started_at: Some(now),
+                pid,
                 ..self.run.clone()
             };
             tracing::info!(
@@ -316,6 +322,7 @@ impl Firing {
                 self.trigger
             },
             node: self.ctx.node.clone(),
+            pid: None,
         }
     }
 

@@ -125,6 +125,8 @@ pub struct RunStart {
     pub trigger: Trigger,
     /// The daemon's node name.
     pub node: String,
+    /// A command's process (and process group) id.
+    pub pid: Option<u32>,
 }
 
 /// The end of a run.
@@ -292,6 +294,18 @@ impl Store {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Runs left `running` by a previous daemon that had a process: (run id, pid).
+    pub async fn running_processes(&self) -> Result<Vec<(i64, u32)>, StoreError> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, pid)| Some((id, u32::try_from(pid).ok()?)))
+            .collect())
     }
 
     /// Marks runs left `running` by a previous daemon as `abandoned`; returns how many.
@@ -523,8 +537,8 @@ async fn insert_run(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         trigger, exit_code, error, output, node, details, pid) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .bind(s.id)
     .bind(&s.job)
@@ -539,6 +553,7 @@ async fn insert_run(
     .bind(end.and_then(|e| e.output.as_deref()))
     .bind(&s.node)
     .bind(end.and_then(|e| e.details.as_deref()))
+    .bind(s.pid)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -607,6 +622,7 @@ mod tests {
             attempt: 1,
             trigger: Trigger::Schedule,
             node: "n1".into(),
+            pid: None,
         }
     }
 

@@ -23,6 +23,10 @@ struct Args {
     /// The daemon binary (default: target/release/hourglass beside this binary).
     #[arg(long)]
     bin: Option<PathBuf>,
+    /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
+    /// scale, idle, ...).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -380,6 +384,50 @@ fn burst(bin: &Path, out: &mut Vec<Row>, n: usize, limit: Option<usize>) -> Resu
     Ok(())
 }
 
+/// The machine's floor for the burst scenarios: N `true` processes spawned at once from a
+/// 2-worker tokio runtime (each in its own process group, `posix_spawn`, as the daemon does),
+/// with no scheduling or recording around them.
+fn spawn_floor(out: &mut Vec<Row>, n: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (spawned, done) = rt.block_on(async move {
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut child = tokio::process::Command::new("true")
+                        .process_group(0)
+                        .stdin(Stdio::null())
+                        .spawn()?;
+                    let at = t0.elapsed();
+                    child.wait().await?;
+                    anyhow::Ok(at)
+                })
+            })
+            .collect();
+        let mut spawned = Vec::with_capacity(n);
+        for t in tasks {
+            spawned.push(t.await??);
+        }
+        anyhow::Ok((spawned, t0.elapsed()))
+    })?;
+    let last = spawned.iter().max().copied().unwrap_or_default();
+    row(
+        out,
+        &format!("spawn floor ({n} × true, no daemon)"),
+        "all spawned after; rate; all exited after",
+        format!(
+            "{} ms; {:.0} spawns/s; {} ms",
+            last.as_millis(),
+            n as f64 / last.as_secs_f64(),
+            done.as_millis()
+        ),
+    );
+    Ok(())
+}
+
 /// N schedules, mostly far apart: time to READY, RSS, idle CPU.
 fn scale(bin: &Path, out: &mut Vec<Row>, n: usize, idle_secs: u64) -> Result<()> {
     let mut jobs = String::with_capacity(n * 64);
@@ -446,20 +494,45 @@ fn main() -> Result<()> {
     }
     let mut out = Vec::new();
     let smoke = args.suite == Suite::Smoke;
-    seed(&bin, &mut out)?;
+    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o));
+    if want("seed") {
+        seed(&bin, &mut out)?;
+    }
     if smoke {
-        isolation(&bin, &mut out, 5, 3, false)?;
-        burst(&bin, &mut out, 50, None)?;
-        scale(&bin, &mut out, 1000, 2)?;
-        idle(&bin, &mut out, 2)?;
+        if want("isolation") {
+            isolation(&bin, &mut out, 5, 3, false)?;
+        }
+        if want("spawn") {
+            spawn_floor(&mut out, 50)?;
+        }
+        if want("burst") {
+            burst(&bin, &mut out, 50, None)?;
+        }
+        if want("scale") {
+            scale(&bin, &mut out, 1000, 2)?;
+        }
+        if want("idle") {
+            idle(&bin, &mut out, 2)?;
+        }
     } else {
-        isolation(&bin, &mut out, 100, 60, false)?;
-        isolation(&bin, &mut out, 100, 60, true)?;
-        burst(&bin, &mut out, 1000, None)?;
-        burst(&bin, &mut out, 10_000, None)?;
-        burst(&bin, &mut out, 10_000, Some(64))?;
-        scale(&bin, &mut out, 100_000, 30)?;
-        idle(&bin, &mut out, 60)?;
+        if want("isolation") {
+            isolation(&bin, &mut out, 100, 60, false)?;
+            isolation(&bin, &mut out, 100, 60, true)?;
+        }
+        if want("spawn") {
+            spawn_floor(&mut out, 10_000)?;
+        }
+        if want("burst") {
+            burst(&bin, &mut out, 1000, None)?;
+            burst(&bin, &mut out, 10_000, None)?;
+            burst(&bin, &mut out, 10_000, Some(64))?;
+        }
+        if want("scale") {
+            scale(&bin, &mut out, 100_000, 30)?;
+        }
+        if want("idle") {
+            idle(&bin, &mut out, 60)?;
+        }
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(
