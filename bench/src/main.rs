@@ -1,55 +1,96 @@
 //! hourglass benchmark suite: starts the real release binary on generated configs in a temp
-//! dir, measures from its history database and from `/proc`, and prints one markdown table.
+//! dir, measures from its history database and from `/proc`, runs the same jobs on
+//! tokio-cron-scheduler (the peer, [`peer`]) interleaved round by round, and prints one markdown
+//! table.
 //!
-//! `cargo run --release -p bench -- all` (full, by hand) or `-- smoke` (seconds, in CI).
-//! Scenarios implemented so far: seed, isolation, burst, scale, idle. The tokio-cron-scheduler
-//! peer, the reload and history-writer scenarios are still to come (issue 4).
+//! `cargo run --release -p bench -- all` (full, by hand) or `-- smoke` (seconds, in CI);
+//! `--only burst,scale` picks scenarios. The history writer's own harness is
+//! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
-use std::io::Write;
+mod peer;
+mod proc;
+
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand};
 use hourglass::store::{HistoryFilter, RunRow, Store};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Which scenarios.
-    #[arg(value_enum, default_value = "all")]
+    #[command(subcommand)]
     suite: Suite,
     /// The daemon binary (default: target/release/hourglass beside this binary).
-    #[arg(long)]
+    #[arg(long, global = true)]
     bin: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
-    /// scale, idle, ...).
-    #[arg(long, value_delimiter = ',')]
+    /// http, scale, reload, history, idle).
+    #[arg(long, global = true, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds per compared scenario (medians are over rounds).
+    #[arg(long, global = true)]
+    rounds: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Subcommand)]
 enum Suite {
-    /// Every scenario at full size (minutes).
+    /// Every scenario at full size (about 15 minutes on 2 cores).
     All,
     /// Every scenario, tiny (seconds): proves the bench still runs.
     Smoke,
+    /// Internal: the tokio-cron-scheduler peer process.
+    #[command(hide = true)]
+    Peer(peer::PeerArgs),
 }
 
-/// One row of the result table.
+/// One row of the result table: a metric for hourglass and, where compared, for the peer.
 #[derive(Debug)]
 struct Row {
     scenario: String,
     metric: String,
-    value: String,
+    hourglass: String,
+    peer: String,
+    ratio: String,
 }
 
+/// Everything a scenario needs.
+#[derive(Debug)]
+struct Bench {
+    bin: PathBuf,
+    me: PathBuf,
+    rounds: usize,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn row(&mut self, scenario: &str, metric: &str, hourglass: String) {
+        self.compare(scenario, metric, hourglass, "—".into(), "—".into());
+    }
+
+    fn compare(&mut self, scenario: &str, metric: &str, hg: String, peer: String, ratio: String) {
+        println!("  {scenario}: {metric}: hourglass {hg} | peer {peer} | {ratio}");
+        self.rows.push(Row {
+            scenario: scenario.into(),
+            metric: metric.into(),
+            hourglass: hg,
+            peer,
+            ratio,
+        });
+    }
+}
+
+/// A running daemon on a generated config.
 struct Daemon {
     _dir: tempfile::TempDir,
     dir: PathBuf,
     child: Child,
     bin: PathBuf,
+    notify: UnixDatagram,
     ready_after: Duration,
 }
 
@@ -71,8 +112,8 @@ impl Daemon {
             ),
         )?;
         std::fs::write(path.join("jobs.d/jobs.toml"), jobs)?;
-        let sock = UnixDatagram::bind(path.join("notify.sock"))?;
-        sock.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let notify = UnixDatagram::bind(path.join("notify.sock"))?;
+        notify.set_read_timeout(Some(Duration::from_secs(120)))?;
         let started = Instant::now();
         let child = Command::new(bin)
             .arg("--config")
@@ -85,58 +126,38 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = sock.recv(&mut buf).context("waiting for READY=1")?;
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                break;
-            }
-        }
-        Ok(Self {
+        let mut d = Self {
             _dir: dir,
             dir: path,
             child,
             bin: bin.to_path_buf(),
-            ready_after: started.elapsed(),
-        })
+            notify,
+            ready_after: Duration::ZERO,
+        };
+        d.wait_note("READY=1")?;
+        d.ready_after = started.elapsed();
+        Ok(d)
+    }
+
+    /// Waits for a line of the daemon's sd_notify messages.
+    fn wait_note(&self, line: &str) -> Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .notify
+                .recv(&mut buf)
+                .with_context(|| format!("waiting for {line}"))?;
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == line)
+            {
+                return Ok(());
+            }
+        }
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        proc_status(self.pid(), "VmRSS:")
-    }
-
-    /// CPU time (user + system) in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let get = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // After the command name: state is field 0; utime 11, stime 12.
-        get(11) + get(12)
-    }
-
-    /// The daemon's CPU use over the next `span`, in percent of one core (100 ticks/s).
-    fn cpu_percent_over(&self, span: Duration) -> f64 {
-        let (ticks, t0) = (self.cpu_ticks(), Instant::now());
-        std::thread::sleep(span);
-        (self.cpu_ticks() - ticks) as f64 / t0.elapsed().as_secs_f64()
     }
 
     fn runs(&self) -> Result<Vec<RunRow>> {
@@ -158,8 +179,21 @@ impl Daemon {
         Ok(rows)
     }
 
+    fn trigger(&self, job: &str) -> Result<()> {
+        let st = Command::new(&self.bin)
+            .arg("--config")
+            .arg(self.dir.join("hourglass.toml"))
+            .args(["trigger", job])
+            .stdout(Stdio::null())
+            .status();
+        match st {
+            Ok(s) if s.success() => Ok(()),
+            _ => bail!("trigger {job} failed"),
+        }
+    }
+
     fn stop(mut self) -> Result<()> {
-        nix_kill(self.pid(), "TERM")?;
+        proc::signal(self.pid(), "TERM")?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {
@@ -172,25 +206,100 @@ impl Daemon {
     }
 }
 
-fn nix_kill(pid: u32, sig: &str) -> Result<()> {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()?;
-    if !st.success() {
-        bail!("kill -{sig} {pid} failed");
-    }
-    Ok(())
+/// A running peer process (see [`peer`]).
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    ready_after: Duration,
 }
 
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+impl Peer {
+    fn start(me: &Path, args: &[String]) -> Result<Self> {
+        let started = Instant::now();
+        let mut child = Command::new(me)
+            .arg("peer")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the peer")?;
+        let stdout = child.stdout.take().context("peer stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(300))
+            .context("waiting for the peer's READY")?;
+        if !first.starts_with("READY") {
+            bail!("peer said {first:?}");
+        }
+        Ok(Self {
+            child,
+            lines,
+            ready_after: started.elapsed(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the peer to end; its firings.
+    fn finish(mut self) -> Result<Vec<Fire>> {
+        let mut fires = Vec::new();
+        for line in self.lines.iter() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let ["F", job, intended, started] = f[..] {
+                fires.push(Fire {
+                    job: format!("j{job}"),
+                    intended: intended.parse()?,
+                    started: started.parse()?,
+                });
+            }
+        }
+        self.child.wait()?;
+        Ok(fires)
+    }
+}
+
+/// One firing, in ms since the epoch.
+#[derive(Debug, Clone)]
+struct Fire {
+    job: String,
+    intended: i64,
+    started: i64,
+}
+
+fn fires_of(runs: &[RunRow], prefix: &str) -> Vec<Fire> {
+    runs.iter()
+        .filter(|r| r.job.starts_with(prefix) && r.trigger == "schedule")
+        .filter_map(|r| {
+            let intended = hourglass::store::parse_ts(&r.scheduled_for)?;
+            let started = hourglass::store::parse_ts(r.started_at.as_deref()?)?;
+            Some(Fire {
+                job: r.job.clone(),
+                intended: intended.timestamp_millis(),
+                started: started.timestamp_millis(),
+            })
+        })
+        .collect()
+}
+
+/// Lateness percentiles and firing counts of one round.
+#[derive(Debug, Clone, Copy, Default)]
+struct Summary {
+    p50: i64,
+    p99: i64,
+    max: i64,
+    count: usize,
+    missed: usize,
+    doubled: usize,
 }
 
 fn percentile(sorted: &[i64], q: f64) -> i64 {
@@ -201,14 +310,132 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn lateness(runs: &[RunRow], job_prefix: &str) -> Vec<i64> {
-    let mut v: Vec<i64> = runs
-        .iter()
-        .filter(|r| r.job.starts_with(job_prefix) && r.trigger == "schedule")
-        .filter_map(|r| r.lateness_ms)
-        .collect();
-    v.sort_unstable();
-    v
+/// Every-second jobs: missed and doubled firings are counted per job over the whole seconds
+/// strictly inside the observed span (its edges may be cut by the start and the stop).
+fn summarize_periodic(fires: &[Fire], jobs: usize) -> Summary {
+    let mut s = summarize_once(fires, jobs);
+    let (Some(first), Some(last)) = (
+        fires.iter().map(|f| f.intended / 1000).min(),
+        fires.iter().map(|f| f.intended / 1000).max(),
+    ) else {
+        return s;
+    };
+    let mut per_job: std::collections::HashMap<&str, Vec<i64>> = Default::default();
+    for f in fires {
+        let sec = f.intended / 1000;
+        if sec > first && sec < last {
+            per_job.entry(&f.job).or_default().push(sec);
+        }
+    }
+    let inside = usize::try_from(last - first - 1).unwrap_or(0);
+    s.missed = jobs.saturating_sub(per_job.len()) * inside;
+    s.doubled = 0;
+    for secs in per_job.values_mut() {
+        secs.sort_unstable();
+        let n = secs.len();
+        secs.dedup();
+        s.doubled += n - secs.len();
+        s.missed += inside.saturating_sub(secs.len());
+    }
+    s
+}
+
+/// One-shot jobs: each of `jobs` should fire once.
+fn summarize_once(fires: &[Fire], jobs: usize) -> Summary {
+    let mut late: Vec<i64> = fires.iter().map(|f| f.started - f.intended).collect();
+    late.sort_unstable();
+    let mut names: Vec<&str> = fires.iter().map(|f| f.job.as_str()).collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    Summary {
+        p50: percentile(&late, 0.5),
+        p99: percentile(&late, 0.99),
+        max: late.last().copied().unwrap_or(-1),
+        count: fires.len(),
+        missed: jobs.saturating_sub(names.len()),
+        doubled: n - names.len(),
+    }
+}
+
+/// The median of each figure over rounds; counts are summed.
+fn median(rounds: &[Summary]) -> Summary {
+    let med = |f: fn(&Summary) -> i64| {
+        let mut v: Vec<i64> = rounds.iter().map(f).collect();
+        v.sort_unstable();
+        percentile(&v, 0.5)
+    };
+    Summary {
+        p50: med(|s| s.p50),
+        p99: med(|s| s.p99),
+        max: med(|s| s.max),
+        count: rounds.iter().map(|s| s.count).sum(),
+        missed: rounds.iter().map(|s| s.missed).sum(),
+        doubled: rounds.iter().map(|s| s.doubled).sum(),
+    }
+}
+
+fn show(s: &Summary) -> String {
+    format!("{} / {} / {} ms", s.p50, s.p99, s.max)
+}
+
+fn ratio(peer: i64, hg: i64) -> String {
+    if hg <= 0 {
+        format!("peer {peer} ms vs ≤ 1 ms")
+    } else {
+        format!("{:.1}×", peer as f64 / hg as f64)
+    }
+}
+
+/// Rows comparing hourglass's and the peer's medians (and the peer at its default channel).
+fn compare_rows(
+    b: &mut Bench,
+    scenario: &str,
+    hg: &[Summary],
+    peer: &[Summary],
+    default: Option<&Summary>,
+) {
+    let (h, p) = (median(hg), median(peer));
+    b.compare(
+        scenario,
+        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
+        show(&h),
+        show(&p),
+        format!("p99 {}", ratio(p.p99, h.p99)),
+    );
+    b.compare(
+        scenario,
+        "firings started; missed; doubled (all rounds)",
+        format!("{}; {}; {}", h.count, h.missed, h.doubled),
+        format!("{}; {}; {}", p.count, p.missed, p.doubled),
+        "—".into(),
+    );
+    if let Some(d) = default {
+        b.compare(
+            scenario,
+            "peer at its default channel size (200), one round",
+            "—".into(),
+            format!("{}; {} started, {} missed", show(d), d.count, d.missed),
+            "—".into(),
+        );
+    }
+}
+
+/// An RFC 3339 instant `secs` from now, on a whole second.
+fn at_in(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::Utc::now() + chrono::TimeDelta::seconds(secs);
+    chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f()? {
+        if Instant::now() > deadline {
+            bail!("timed out");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// When the last of `runs` finished.
@@ -223,171 +450,162 @@ fn last_finished(runs: &[RunRow]) -> Result<chrono::DateTime<chrono::Utc>> {
         .context("no run finished")
 }
 
-/// An RFC 3339 instant `secs` from now, on a whole second.
-fn at_in(secs: i64) -> String {
-    let t = chrono::Utc::now() + chrono::TimeDelta::seconds(secs);
-    chrono::DateTime::from_timestamp(t.timestamp(), 0)
-        .unwrap_or(t)
-        .to_rfc3339()
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !f()? {
-        if Instant::now() > deadline {
-            bail!("timed out");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-fn row(out: &mut Vec<Row>, scenario: &str, metric: &str, value: String) {
-    println!("  {scenario}: {metric} = {value}");
-    out.push(Row {
-        scenario: scenario.into(),
-        metric: metric.into(),
-        value,
-    });
-}
-
 /// Three `sleep 2` jobs due at the same instant: time until all finished.
-fn seed(bin: &Path, out: &mut Vec<Row>) -> Result<()> {
-    let at = at_in(3);
+fn seed(b: &mut Bench) -> Result<()> {
+    let at = at_in(3).to_rfc3339();
     let jobs: String = (1..=3)
         .map(|i| format!("[jobs.seed{i}]\nat = \"{at}\"\ncommand = \"sleep 2\"\n"))
         .collect();
-    let d = Daemon::start(bin, "", &jobs)?;
+    let d = Daemon::start(&b.bin, "", &jobs)?;
     wait_until(Duration::from_secs(30), || {
         Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() == 3)
     })?;
     let runs = d.runs()?;
     let due = hourglass::store::parse_ts(&runs[0].scheduled_for).context("timestamp")?;
     let last = last_finished(&runs)?;
-    row(
-        out,
+    d.stop()?;
+    b.row(
         "seed",
         "3 × sleep 2 due together: all done after",
         format!("{} ms", (last - due).num_milliseconds()),
     );
-    d.stop()
+    Ok(())
 }
 
-/// A slow job (sleep, or burning CPU) beside N every-second jobs.
-fn isolation(bin: &Path, out: &mut Vec<Row>, fast: usize, secs: u64, cpu: bool) -> Result<()> {
-    let slow = if cpu {
-        "[jobs.slow]\nevery = \"1h\"\ncommand = \"timeout 300 sh -c 'while :; do :; done'\"\n"
+/// A slow job (sleep, or burning CPU) beside N every-second jobs, on both schedulers.
+fn isolation(b: &mut Bench, fast: usize, secs: u64, cpu: bool) -> Result<()> {
+    let slow_line = if cpu {
+        // --foreground: otherwise timeout moves to a process group of its own, out of reach of
+        // the group kill at stop.
+        "timeout --foreground 300 sh -c 'while :; do :; done'"
     } else {
-        "[jobs.slow]\nevery = \"1h\"\ncommand = \"sleep 300\"\n"
+        "sleep 300"
     };
-    let mut jobs = slow.to_string();
+    let mut jobs = format!("[jobs.slow]\nevery = \"1h\"\ncommand = \"{slow_line}\"\n");
     for i in 0..fast {
         jobs.push_str(&format!(
             "[jobs.fast{i}]\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\n"
         ));
     }
-    let d = Daemon::start(bin, "", &jobs)?;
-    d.trigger("slow")?;
-    std::thread::sleep(Duration::from_secs(secs));
-    let runs = d.runs()?;
-    d.stop()?;
-    let late = lateness(&runs, "fast");
-    let mut missed = 0i64;
-    let mut doubled = 0usize;
-    for i in 0..fast {
-        let mut t: Vec<i64> = runs
-            .iter()
-            .filter(|r| r.job == format!("fast{i}") && r.trigger == "schedule")
-            .filter_map(|r| hourglass::store::parse_ts(&r.scheduled_for))
-            .map(|t| t.timestamp())
-            .collect();
-        t.sort_unstable();
-        let before = t.len();
-        t.dedup();
-        doubled += before - t.len();
-        missed += t.windows(2).map(|w| w[1] - w[0] - 1).sum::<i64>();
+    let peer_args = |channel: usize| -> Vec<String> {
+        vec![
+            format!("--jobs={fast}"),
+            "--schedule=* * * * * *".into(),
+            format!("--slow={slow_line}"),
+            format!("--channel={channel}"),
+            format!("--secs={secs}"),
+        ]
+    };
+    let (mut hg, mut pe) = (Vec::new(), Vec::new());
+    for _ in 0..b.rounds {
+        let d = Daemon::start(&b.bin, "", &jobs)?;
+        d.trigger("slow")?;
+        std::thread::sleep(Duration::from_secs(secs));
+        let runs = d.runs()?;
+        d.stop()?;
+        hg.push(summarize_periodic(&fires_of(&runs, "fast"), fast));
+        let p = Peer::start(&b.me, &peer_args(fast * 100))?;
+        pe.push(summarize_periodic(&p.finish()?, fast));
     }
     let name = if cpu {
-        "isolation (CPU-burning slow job)"
+        format!("isolation: {fast} every-second jobs + a CPU-burning job, {secs} s")
     } else {
-        "isolation (sleeping slow job)"
+        format!("isolation: {fast} every-second jobs + a sleeping job, {secs} s")
     };
-    row(
-        out,
-        name,
-        &format!("{fast} every-second jobs, {secs} s: lateness p50/p99/max"),
-        format!(
-            "{} / {} / {} ms ({} runs)",
-            percentile(&late, 0.5),
-            percentile(&late, 0.99),
-            late.last().copied().unwrap_or(-1),
-            late.len()
-        ),
-    );
-    row(
-        out,
-        name,
-        "missed / doubled firings",
-        format!("{missed} / {doubled}"),
-    );
+    compare_rows(b, &name, &hg, &pe, None);
     Ok(())
 }
 
-impl Daemon {
-    fn trigger(&self, job: &str) -> Result<()> {
-        let st = Command::new(&self.bin)
-            .arg("--config")
-            .arg(self.dir.join("hourglass.toml"))
-            .args(["trigger", job])
-            .stdout(Stdio::null())
-            .status();
-        match st {
-            Ok(s) if s.success() => Ok(()),
-            _ => bail!("trigger {job} failed"),
+/// N command jobs due in the same second, on both schedulers.
+fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
+    let lead = if n > 2000 { 8 } else { 3 };
+    let extra = limit.map_or(String::new(), |l| format!("max_concurrent_runs = {l}\n"));
+    let mut hg = Vec::new();
+    let mut last_done = Vec::new();
+    let mut pe = Vec::new();
+    let mut default = None;
+    let peer_rounds = if limit.is_some() { 0 } else { b.rounds };
+    for round in 0..b.rounds.max(1) {
+        let at = at_in(lead);
+        let jobs: String = (0..n)
+            .map(|i| {
+                format!(
+                    "[jobs.b{i}]\nat = \"{}\"\ncommand = [\"true\"]\n",
+                    at.to_rfc3339()
+                )
+            })
+            .collect();
+        let d = Daemon::start(&b.bin, &extra, &jobs)?;
+        wait_until(Duration::from_secs(300), || {
+            Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
+        })?;
+        let runs = d.runs()?;
+        d.stop()?;
+        hg.push(summarize_once(&fires_of(&runs, "b"), n));
+        last_done.push((last_finished(&runs)? - at).num_milliseconds());
+        if round < peer_rounds {
+            pe.push(burst_peer(b, n, n * 2, lead)?);
+            if round == 0 {
+                default = Some(burst_peer(b, n, 200, lead)?);
+            }
         }
     }
-}
-
-/// N command jobs due in the same second.
-fn burst(bin: &Path, out: &mut Vec<Row>, n: usize, limit: Option<usize>) -> Result<()> {
-    let at = at_in(if n > 2000 { 8 } else { 3 });
-    let jobs: String = (0..n)
-        .map(|i| format!("[jobs.b{i}]\nat = \"{at}\"\ncommand = [\"true\"]\n"))
-        .collect();
-    let extra = limit.map_or(String::new(), |l| format!("max_concurrent_runs = {l}\n"));
-    let d = Daemon::start(bin, &extra, &jobs)?;
-    wait_until(Duration::from_secs(300), || {
-        Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
-    })?;
-    let runs = d.runs()?;
-    d.stop()?;
-    let late = lateness(&runs, "b");
-    let due = chrono::DateTime::parse_from_rfc3339(&at)?.with_timezone(&chrono::Utc);
-    let last = last_finished(&runs)?;
+    last_done.sort_unstable();
     let label = match limit {
-        Some(l) => format!("burst {n} (max_concurrent_runs = {l})"),
-        None => format!("burst {n}"),
+        Some(l) => format!("burst: {n} commands due in one second, max_concurrent_runs = {l}"),
+        None => format!("burst: {n} commands due in one second"),
     };
-    row(
-        out,
+    if pe.is_empty() {
+        let h = median(&hg);
+        b.row(
+            &label,
+            &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
+            show(&h),
+        );
+        b.row(
+            &label,
+            "started; missed (all rounds)",
+            format!("{}; {}", h.count, h.missed),
+        );
+    } else {
+        compare_rows(b, &label, &hg, &pe, default.as_ref());
+    }
+    b.row(
         &label,
-        "lateness p50/p99/max; all recorded; last finished after",
-        format!(
-            "{} / {} / {} ms; {}/{n}; {} ms",
-            percentile(&late, 0.5),
-            percentile(&late, 0.99),
-            late.last().copied().unwrap_or(-1),
-            runs.len(),
-            (last - due).num_milliseconds()
-        ),
+        "last run finished after its time (median)",
+        format!("{} ms", percentile(&last_done, 0.5)),
     );
     Ok(())
+}
+
+fn burst_peer(b: &Bench, n: usize, channel: usize, lead: i64) -> Result<Summary> {
+    // The peer needs the due instant in its cron line; it is given time to add every job.
+    let at = at_in(lead + if n > 2000 { 12 } else { 2 });
+    let cron = at.format("%S %M %H %d %m *").to_string();
+    let p = Peer::start(
+        &b.me,
+        &[
+            format!("--jobs={n}"),
+            format!("--schedule={cron}"),
+            format!("--channel={channel}"),
+            format!("--due={}", at.timestamp_millis()),
+            format!("--until={n}"),
+            format!(
+                "--secs={}",
+                (at - chrono::Utc::now()).num_seconds().max(0) + 120
+            ),
+        ],
+    )?;
+    if chrono::Utc::now() > at {
+        bail!("the peer took longer than {lead} s to add {n} jobs");
+    }
+    Ok(summarize_once(&p.finish()?, n))
 }
 
 /// The machine's floor for the burst scenarios: N `true` processes spawned at once from a
 /// 2-worker tokio runtime (each in its own process group, `posix_spawn`, as the daemon does),
 /// with no scheduling or recording around them.
-fn spawn_floor(out: &mut Vec<Row>, n: usize) -> Result<()> {
+fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -414,9 +632,8 @@ fn spawn_floor(out: &mut Vec<Row>, n: usize) -> Result<()> {
         anyhow::Ok((spawned, t0.elapsed()))
     })?;
     let last = spawned.iter().max().copied().unwrap_or_default();
-    row(
-        out,
-        &format!("spawn floor ({n} × true, no daemon)"),
+    b.row(
+        &format!("spawn floor: {n} × `true` from a bare 2-worker tokio runtime"),
         "all spawned after; rate; all exited after",
         format!(
             "{} ms; {:.0} spawns/s; {} ms",
@@ -428,8 +645,8 @@ fn spawn_floor(out: &mut Vec<Row>, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// N schedules, mostly far apart: time to READY, RSS, idle CPU.
-fn scale(bin: &Path, out: &mut Vec<Row>, n: usize, idle_secs: u64) -> Result<()> {
+/// N schedules, mostly far apart: time to READY, RSS, idle CPU; the peer beside.
+fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
     let mut jobs = String::with_capacity(n * 64);
     for i in 0..n {
         let (m, h) = (i % 60, (i / 60) % 24);
@@ -437,39 +654,89 @@ fn scale(bin: &Path, out: &mut Vec<Row>, n: usize, idle_secs: u64) -> Result<()>
             "[jobs.s{i}]\nschedule = \"{m} {h} 1 1 *\"\ncommand = [\"true\"]\n"
         ));
     }
-    let d = Daemon::start(bin, "", &jobs)?;
+    let d = Daemon::start(&b.bin, "", &jobs)?;
     let ready = d.ready_after;
-    let cpu = d.cpu_percent_over(Duration::from_secs(idle_secs));
-    let rss = d.rss_kib();
+    let cpu = proc::cpu_percent_over(d.pid(), Duration::from_secs(idle_secs));
+    let rss = proc::rss_mib(d.pid());
     d.stop()?;
-    row(
-        out,
-        &format!("scale {n} schedules"),
-        &format!("READY after; RSS; idle CPU over {idle_secs} s"),
-        format!(
-            "{} ms; {:.1} MiB; {cpu:.2} % of a core",
-            ready.as_millis(),
-            rss as f64 / 1024.0
-        ),
+    // The peer: one cron line per job too (its parser wants seconds first).
+    let p = Peer::start(
+        &b.me,
+        &[
+            format!("--jobs={n}"),
+            "--schedule=0 0 0 1 1 *".into(),
+            format!("--channel={}", n.max(200)),
+            format!("--secs={}", idle_secs + 2),
+        ],
     );
+    let label = format!("scale: {n} schedules, mostly far apart");
+    match p {
+        Ok(p) => {
+            let p_ready = p.ready_after;
+            let p_cpu = proc::cpu_percent_over(p.pid(), Duration::from_secs(idle_secs));
+            let p_rss = proc::rss_mib(p.pid());
+            p.finish()?;
+            b.compare(
+                &label,
+                "READY (all jobs scheduled) after",
+                format!("{} ms", ready.as_millis()),
+                format!("{} ms", p_ready.as_millis()),
+                ratio(p_ready.as_millis() as i64, ready.as_millis() as i64),
+            );
+            b.compare(
+                &label,
+                "RSS",
+                format!("{rss:.1} MiB"),
+                format!("{p_rss:.1} MiB"),
+                format!("{:.1}×", p_rss / rss),
+            );
+            b.compare(
+                &label,
+                &format!("idle CPU over {idle_secs} s"),
+                format!("{cpu:.2} % of a core"),
+                format!("{p_cpu:.2} % of a core"),
+                "—".into(),
+            );
+        }
+        Err(e) => {
+            b.row(&label, "READY after", format!("{} ms", ready.as_millis()));
+            b.row(&label, "RSS", format!("{rss:.1} MiB"));
+            b.row(&label, "idle CPU", format!("{cpu:.2} % of a core"));
+            b.row(&label, "peer", format!("failed: {e:#}"));
+        }
+    }
     Ok(())
 }
 
-/// One job: RSS and CPU.
-fn idle(bin: &Path, out: &mut Vec<Row>, secs: u64) -> Result<()> {
+/// One job: RSS and CPU of both, side by side over the same span.
+fn idle(b: &mut Bench, secs: u64) -> Result<()> {
     let d = Daemon::start(
-        bin,
+        &b.bin,
         "",
         "[jobs.one]\nschedule = \"0 3 * * *\"\ncommand = [\"true\"]\n",
     )?;
-    let cpu = d.cpu_percent_over(Duration::from_secs(secs));
-    let rss = d.rss_kib();
+    let p = Peer::start(
+        &b.me,
+        &[
+            "--jobs=1".into(),
+            "--schedule=0 0 3 * * *".into(),
+            format!("--secs={}", secs + 2),
+        ],
+    )?;
+    let (hg_pid, peer_pid) = (d.pid(), p.pid());
+    let peer_cpu =
+        std::thread::spawn(move || proc::cpu_percent_over(peer_pid, Duration::from_secs(secs)));
+    let cpu = proc::cpu_percent_over(hg_pid, Duration::from_secs(secs));
+    let p_cpu = peer_cpu.join().unwrap_or(-1.0);
+    let (rss, p_rss) = (proc::rss_mib(hg_pid), proc::rss_mib(peer_pid));
     d.stop()?;
-    row(
-        out,
-        "idle (1 job)",
+    p.finish()?;
+    b.compare(
+        "idle: 1 job",
         &format!("RSS; CPU over {secs} s"),
-        format!("{:.1} MiB; {cpu:.2} % of a core", rss as f64 / 1024.0),
+        format!("{rss:.1} MiB; {cpu:.2} % of a core"),
+        format!("{p_rss:.1} MiB; {p_cpu:.2} % of a core"),
+        "—".into(),
     );
     Ok(())
 }
@@ -482,9 +749,15 @@ fn machine() -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let smoke = match &args.suite {
+        Suite::Peer(p) => return peer::run(p),
+        Suite::Smoke => true,
+        Suite::All => false,
+    };
+    let me = std::env::current_exe()?;
     let bin = match args.bin {
         Some(b) => b,
-        None => std::env::current_exe()?.with_file_name("hourglass"),
+        None => me.with_file_name("hourglass"),
     };
     if !bin.exists() {
         bail!(
@@ -492,59 +765,63 @@ fn main() -> Result<()> {
             bin.display()
         );
     }
-    let mut out = Vec::new();
-    let smoke = args.suite == Suite::Smoke;
+    let mut b = Bench {
+        bin,
+        me,
+        rounds: args.rounds.unwrap_or(if smoke { 1 } else { 3 }),
+        rows: Vec::new(),
+    };
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o));
+    let started = Instant::now();
     if want("seed") {
-        seed(&bin, &mut out)?;
+        seed(&mut b)?;
     }
-    if smoke {
-        if want("isolation") {
-            isolation(&bin, &mut out, 5, 3, false)?;
+    if want("isolation") {
+        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
+        isolation(&mut b, fast, secs, false)?;
+        isolation(&mut b, fast, secs, true)?;
+    }
+    if want("spawn") {
+        spawn_floor(&mut b, if smoke { 50 } else { 10_000 })?;
+    }
+    if want("burst") {
+        if smoke {
+            burst(&mut b, 50, None)?;
+        } else {
+            burst(&mut b, 1000, None)?;
+            burst(&mut b, 10_000, None)?;
+            burst(&mut b, 10_000, Some(64))?;
         }
-        if want("spawn") {
-            spawn_floor(&mut out, 50)?;
+    }
+    if want("scale") {
+        if smoke {
+            scale(&mut b, 1000, 2)?;
+        } else {
+            scale(&mut b, 100_000, 30)?;
         }
-        if want("burst") {
-            burst(&bin, &mut out, 50, None)?;
-        }
-        if want("scale") {
-            scale(&bin, &mut out, 1000, 2)?;
-        }
-        if want("idle") {
-            idle(&bin, &mut out, 2)?;
-        }
-    } else {
-        if want("isolation") {
-            isolation(&bin, &mut out, 100, 60, false)?;
-            isolation(&bin, &mut out, 100, 60, true)?;
-        }
-        if want("spawn") {
-            spawn_floor(&mut out, 10_000)?;
-        }
-        if want("burst") {
-            burst(&bin, &mut out, 1000, None)?;
-            burst(&bin, &mut out, 10_000, None)?;
-            burst(&bin, &mut out, 10_000, Some(64))?;
-        }
-        if want("scale") {
-            scale(&bin, &mut out, 100_000, 30)?;
-        }
-        if want("idle") {
-            idle(&bin, &mut out, 60)?;
-        }
+    }
+    if want("idle") {
+        idle(&mut b, if smoke { 2 } else { 60 })?;
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "\n## hourglass bench ({:?}), {}, {}\n",
-        args.suite,
+        "\n## hourglass bench ({}), {}, {}, {} s\n",
+        if smoke { "smoke" } else { "all" },
         machine(),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        started.elapsed().as_secs()
     )?;
-    writeln!(stdout, "| scenario | metric | value |\n| --- | --- | --- |")?;
-    for r in &out {
-        writeln!(stdout, "| {} | {} | {} |", r.scenario, r.metric, r.value)?;
+    writeln!(
+        stdout,
+        "| scenario | metric | hourglass | tokio-cron-scheduler | peer / hourglass |\n| --- | --- | --- | --- | --- |"
+    )?;
+    for r in &b.rows {
+        writeln!(
+            stdout,
+            "| {} | {} | {} | {} | {} |",
+            r.scenario, r.metric, r.hourglass, r.peer, r.ratio
+        )?;
     }
     Ok(())
 }
