@@ -80,7 +80,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let clock = Arc::new(Clock::system());
     let services = Services {
         mailers: Mailers::new(settings.smtp.values())?,
-        http: HttpClients::new().context("cannot set up the HTTP client")?,
+        http: HttpClients::default(),
         store: Some(store.clone()),
     };
     let ctx = Arc::new(Context::new(

@@ -297,6 +297,7 @@ impl Notifier {
         let mut req = self
             .http
             .get(false)
+            .await?
             .post(ch.url.clone())
             .json(n)
             .timeout(ch.timeout);

@@ -274,7 +274,7 @@ mod tests {
     fn services() -> crate::job::Services {
         crate::job::Services {
             mailers: crate::smtp::Mailers::default(),
-            http: crate::job::http::HttpClients::new().unwrap(),
+            http: crate::job::http::HttpClients::default(),
             store: None,
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 /// Errors from the history database.
 #[derive(Debug, thiserror::Error)]
@@ -329,61 +329,49 @@ impl Store {
         Ok(max.unwrap_or(0) + 1)
     }
 
-    /// Writes a batch of records in one transaction.
+    /// Writes a batch of records in one transaction, in few statements: a run started and
+    /// ended within the batch becomes one complete row, rows go in multi-row `INSERT`s and
+    /// `UPDATE ... FROM (VALUES ...)`s, and per-job firing times keep only their latest.
     pub async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let plan = BatchPlan::of(records);
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            match r {
-                Record::Started(s) => {
-                    insert_run(&mut tx, s, None).await?;
-                }
-                Record::Complete(s, e) => {
-                    insert_run(&mut tx, s, Some(e)).await?;
-                }
-                Record::Finished(e) => {
-                    sqlx::query(
-                        "UPDATE runs SET finished_at = ?2, status = ?3, exit_code = ?4, \
-                         error = ?5, output = ?6, details = ?7 WHERE id = ?1",
-                    )
-                    .bind(e.id)
-                    .bind(format_ts(e.finished_at))
-                    .bind(e.status.as_str())
-                    .bind(e.exit_code)
-                    .bind(e.error.as_deref())
-                    .bind(e.output.as_deref())
-                    .bind(e.details.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Record::Notification(n) => {
-                    sqlx::query(
-                        "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .bind(n.run_id)
-                    .bind(&n.job)
-                    .bind(n.event)
-                    .bind(n.channel)
-                    .bind(format_ts(n.sent_at))
-                    .bind(n.error.as_deref())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Record::Fired { job, scheduled_for } => {
-                    let at = format_ts(*scheduled_for);
-                    sqlx::query(
-                        "INSERT INTO job_state (job, last_fired_for, updated_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (job) DO UPDATE SET \
-                           last_fired_for = max(last_fired_for, excluded.last_fired_for), \
-                           updated_at = excluded.updated_at",
-                    )
-                    .bind(job)
-                    .bind(&at)
-                    .bind(format_ts(Utc::now()))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        for rows in plan.inserts.chunks(ROWS_PER_STATEMENT) {
+            insert_runs(&mut tx, rows).await?;
+        }
+        for ends in plan.updates.chunks(ROWS_PER_STATEMENT) {
+            update_runs(&mut tx, ends).await?;
+        }
+        let fired: Vec<(&str, DateTime<Utc>)> = plan.fired.into_iter().collect();
+        for chunk in fired.chunks(ROWS_PER_STATEMENT) {
+            let now = format_ts(Utc::now());
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO job_state (job, last_fired_for, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (job, at)| {
+                row.push_bind(job.to_string())
+                    .push_bind(format_ts(*at))
+                    .push_bind(now.clone());
+            });
+            q.push(
+                " ON CONFLICT (job) DO UPDATE SET \
+                 last_fired_for = max(last_fired_for, excluded.last_fired_for), \
+                 updated_at = excluded.updated_at",
+            );
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for n in plan.notifications {
+            sqlx::query(
+                "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(n.run_id)
+            .bind(&n.job)
+            .bind(n.event)
+            .bind(n.channel)
+            .bind(format_ts(n.sent_at))
+            .bind(n.error.as_deref())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -530,32 +518,98 @@ impl Store {
     }
 }
 
-async fn insert_run(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    s: &RunStart,
-    end: Option<&RunEnd>,
+/// Rows per multi-row statement (at most 14 values a row: far below SQLite's variable limit).
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// A batch of records grouped into what few statements write it.
+#[derive(Debug, Default)]
+struct BatchPlan<'a> {
+    /// New rows, complete when their end is known.
+    inserts: Vec<(&'a RunStart, Option<&'a RunEnd>)>,
+    /// Ends of runs whose row was written by an earlier batch.
+    updates: Vec<&'a RunEnd>,
+    /// The latest intended firing per job.
+    fired: HashMap<&'a str, DateTime<Utc>>,
+    notifications: Vec<&'a NotificationRecord>,
+}
+
+impl<'a> BatchPlan<'a> {
+    fn of(records: &'a [Record]) -> Self {
+        let mut plan = Self::default();
+        let mut pending: HashMap<i64, usize> = HashMap::new();
+        for r in records {
+            match r {
+                Record::Started(s) => {
+                    pending.insert(s.id, plan.inserts.len());
+                    plan.inserts.push((s, None));
+                }
+                Record::Complete(s, e) => plan.inserts.push((s, Some(e))),
+                Record::Finished(e) => match pending.remove(&e.id) {
+                    Some(i) => {
+                        if let Some(row) = plan.inserts.get_mut(i) {
+                            row.1 = Some(e);
+                        }
+                    }
+                    None => plan.updates.push(e),
+                },
+                Record::Notification(n) => plan.notifications.push(n),
+                Record::Fired { job, scheduled_for } => {
+                    let latest = plan.fired.entry(job).or_insert(*scheduled_for);
+                    *latest = (*latest).max(*scheduled_for);
+                }
+            }
+        }
+        plan
+    }
+}
+
+async fn insert_runs(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    rows: &[(&RunStart, Option<&RunEnd>)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let mut q = QueryBuilder::<Sqlite>::new(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details, pid) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )
-    .bind(s.id)
-    .bind(&s.job)
-    .bind(format_ts(s.scheduled_for))
-    .bind(s.started_at.map(format_ts))
-    .bind(end.map(|e| format_ts(e.finished_at)))
-    .bind(end.map_or(RunStatus::Running, |e| e.status).as_str())
-    .bind(s.attempt)
-    .bind(s.trigger.as_str())
-    .bind(end.and_then(|e| e.exit_code))
-    .bind(end.and_then(|e| e.error.as_deref()))
-    .bind(end.and_then(|e| e.output.as_deref()))
-    .bind(&s.node)
-    .bind(end.and_then(|e| e.details.as_deref()))
-    .bind(s.pid)
-    .execute(&mut **tx)
-    .await?;
+         trigger, exit_code, error, output, node, details, pid) ",
+    );
+    q.push_values(rows, |mut row, (s, end)| {
+        row.push_bind(s.id)
+            .push_bind(s.job.clone())
+            .push_bind(format_ts(s.scheduled_for))
+            .push_bind(s.started_at.map(format_ts))
+            .push_bind(end.map(|e| format_ts(e.finished_at)))
+            .push_bind(end.map_or(RunStatus::Running, |e| e.status).as_str())
+            .push_bind(s.attempt)
+            .push_bind(s.trigger.as_str())
+            .push_bind(end.and_then(|e| e.exit_code))
+            .push_bind(end.and_then(|e| e.error.clone()))
+            .push_bind(end.and_then(|e| e.output.clone()))
+            .push_bind(s.node.clone())
+            .push_bind(end.and_then(|e| e.details.clone()))
+            .push_bind(s.pid);
+    });
+    q.build().persistent(false).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn update_runs(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    ends: &[&RunEnd],
+) -> Result<(), sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "UPDATE runs SET finished_at = v.column2, status = v.column3, exit_code = v.column4, \
+         error = v.column5, output = v.column6, details = v.column7 FROM (",
+    );
+    q.push_values(ends, |mut row, e| {
+        row.push_bind(e.id)
+            .push_bind(format_ts(e.finished_at))
+            .push_bind(e.status.as_str())
+            .push_bind(e.exit_code)
+            .push_bind(e.error.clone())
+            .push_bind(e.output.clone())
+            .push_bind(e.details.clone());
+    });
+    q.push(") AS v WHERE runs.id = v.column1");
+    q.build().persistent(false).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -624,6 +678,88 @@ mod tests {
             node: "n1".into(),
             pid: None,
         }
+    }
+
+    fn end(id: i64, status: RunStatus, output: &str) -> RunEnd {
+        RunEnd {
+            id,
+            finished_at: parse_ts("2026-01-01T00:01:00.000Z").unwrap(),
+            status,
+            exit_code: Some(i32::from(status != RunStatus::Succeeded)),
+            error: None,
+            output: Some(output.into()),
+            details: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_merge_starts_and_ends_and_update_earlier_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("h.db")).await.unwrap();
+        let at = |s: &str| parse_ts(s).unwrap();
+        let fired = |t: &str| Record::Fired {
+            job: "a".into(),
+            scheduled_for: at(t),
+        };
+        // 600 runs (more than one multi-row statement); the even ones end in this batch.
+        let mut first = vec![fired("2026-01-01T00:00:05Z"), fired("2026-01-01T00:00:03Z")];
+        for id in 1..=600 {
+            let mut s = start(id, "a", "2026-01-01T00:00:00.000Z");
+            s.pid = Some(1000);
+            first.push(Record::Started(s));
+            if id % 2 == 0 {
+                first.push(Record::Finished(end(id, RunStatus::Succeeded, "even")));
+            }
+        }
+        store.write_batch(&first).await.unwrap();
+        assert_eq!(store.run(2).await.unwrap().unwrap().status, "succeeded");
+        assert_eq!(store.run(3).await.unwrap().unwrap().status, "running");
+        assert_eq!(
+            store.last_fired().await.unwrap()["a"],
+            at("2026-01-01T00:00:05Z")
+        );
+        // The odd ones end in the next batch, beside a notification and an older firing.
+        let mut second: Vec<Record> = (1..=600)
+            .filter(|id| id % 2 == 1)
+            .map(|id| Record::Finished(end(id, RunStatus::Failed, "odd")))
+            .collect();
+        second.push(Record::Notification(NotificationRecord {
+            run_id: 3,
+            job: "a".into(),
+            event: "failure",
+            channel: "webhook",
+            sent_at: at("2026-01-01T00:01:01Z"),
+            error: None,
+        }));
+        second.push(fired("2026-01-01T00:00:04Z"));
+        store.write_batch(&second).await.unwrap();
+        let rows = store
+            .history(&HistoryFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 600);
+        for r in &rows {
+            let r = store.run(r.id).await.unwrap().unwrap();
+            let (status, output) = if r.id % 2 == 0 {
+                ("succeeded", "even")
+            } else {
+                ("failed", "odd")
+            };
+            assert_eq!(
+                (r.status.as_str(), r.output.as_deref()),
+                (status, Some(output))
+            );
+            assert_eq!(r.finished_at.as_deref(), Some("2026-01-01T00:01:00.000Z"));
+        }
+        assert_eq!(
+            store.last_fired().await.unwrap()["a"],
+            at("2026-01-01T00:00:05Z")
+        );
+        let pids: Vec<(i64, u32)> = store.running_processes().await.unwrap();
+        assert!(pids.is_empty());
     }
 
     #[tokio::test]

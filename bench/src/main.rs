@@ -7,6 +7,7 @@
 //! `--only burst,scale` picks scenarios. The history writer's own harness is
 //! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
+mod http_server;
 mod peer;
 mod proc;
 
@@ -137,6 +138,15 @@ impl Daemon {
         d.wait_note("READY=1")?;
         d.ready_after = started.elapsed();
         Ok(d)
+    }
+
+    /// Forgets sd_notify messages already sent.
+    fn drain_notes(&self) -> Result<()> {
+        self.notify.set_nonblocking(true)?;
+        let mut buf = [0u8; 4096];
+        while self.notify.recv(&mut buf).is_ok() {}
+        self.notify.set_nonblocking(false)?;
+        Ok(())
     }
 
     /// Waits for a line of the daemon's sd_notify messages.
@@ -602,6 +612,142 @@ fn burst_peer(b: &Bench, n: usize, channel: usize, lead: i64) -> Result<Summary>
     Ok(summarize_once(&p.finish()?, n))
 }
 
+/// N HTTP jobs due in the same second against a local server: scheduling cost without fork.
+fn http_burst(b: &mut Bench, n: usize) -> Result<()> {
+    let port = http_server::start()?;
+    let mut hg = Vec::new();
+    let mut last_done = Vec::new();
+    for _ in 0..b.rounds {
+        let at = at_in(if n > 2000 { 8 } else { 3 });
+        let jobs: String = (0..n)
+            .map(|i| {
+                format!(
+                    "[jobs.h{i}]\nat = \"{}\"\nhttp = {{ url = \"http://127.0.0.1:{port}/\" }}\n",
+                    at.to_rfc3339()
+                )
+            })
+            .collect();
+        let d = Daemon::start(&b.bin, "", &jobs)?;
+        wait_until(Duration::from_secs(300), || {
+            Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
+        })?;
+        let runs = d.runs()?;
+        d.stop()?;
+        let failed = runs.iter().filter(|r| r.status != "succeeded").count();
+        if failed > 0 {
+            bail!("{failed} of {n} HTTP runs did not succeed");
+        }
+        hg.push(summarize_once(&fires_of(&runs, "h"), n));
+        last_done.push((last_finished(&runs)? - at).num_milliseconds());
+    }
+    last_done.sort_unstable();
+    let h = median(&hg);
+    let label = format!("burst: {n} HTTP jobs due in one second (local server)");
+    b.row(
+        &label,
+        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
+        show(&h),
+    );
+    b.row(
+        &label,
+        "started; missed; last response after its time (median)",
+        format!(
+            "{}; {}; {} ms",
+            h.count,
+            h.missed,
+            percentile(&last_done, 0.5)
+        ),
+    );
+    Ok(())
+}
+
+/// `total` jobs, `fast` of them every second; a reload that changes one of the others,
+/// `reloads` times: SIGHUP to READY=1, and the fast jobs' firings across it all.
+fn reload(b: &mut Bench, total: usize, fast: usize, reloads: usize) -> Result<()> {
+    let jobs = |version: usize| {
+        let mut s = String::with_capacity(total * 64);
+        for i in 0..fast {
+            s.push_str(&format!(
+                "[jobs.f{i}]\nschedule = \"* * * * * *\"\ncommand = [\"true\"]\n"
+            ));
+        }
+        for i in fast..total.saturating_sub(1) {
+            let (m, h) = (i % 60, (i / 60) % 24);
+            s.push_str(&format!(
+                "[jobs.s{i}]\nschedule = \"{m} {h} 1 1 *\"\ncommand = [\"true\"]\n"
+            ));
+        }
+        s.push_str(&format!(
+            "[jobs.changing]\nschedule = \"{} 3 1 1 *\"\ncommand = [\"true\"]\n",
+            version % 60
+        ));
+        s
+    };
+    let d = Daemon::start(&b.bin, "", &jobs(0))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let mut took = Vec::new();
+    for k in 1..=reloads {
+        let tmp = d.dir.join("jobs.next");
+        std::fs::write(&tmp, jobs(k))?;
+        std::fs::rename(&tmp, d.dir.join("jobs.d/jobs.toml"))?;
+        d.drain_notes()?;
+        let t0 = Instant::now();
+        proc::signal(d.pid(), "HUP")?;
+        d.wait_note("READY=1")?;
+        took.push(i64::try_from(t0.elapsed().as_millis()).unwrap_or(i64::MAX));
+        // The file watcher reloads once more (same content): let it pass.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let runs = d.runs()?;
+    d.stop()?;
+    took.sort_unstable();
+    let s = summarize_periodic(&fires_of(&runs, "f"), fast);
+    let label = format!("reload: 1 of {total} jobs changed, {reloads} times");
+    b.row(
+        &label,
+        "SIGHUP to READY=1 p50 / max",
+        format!(
+            "{} / {} ms",
+            percentile(&took, 0.5),
+            took.last().copied().unwrap_or(-1)
+        ),
+    );
+    b.row(
+        &label,
+        &format!("{fast} every-second jobs meanwhile: lateness; missed; doubled"),
+        format!("{}; {}; {}", show(&s), s.missed, s.doubled),
+    );
+    Ok(())
+}
+
+/// The recorder's sustained throughput into SQLite, median over rounds, for quick runs (start
+/// and end in one batch) and long runs (ends in later batches).
+fn history(b: &mut Bench, runs: usize) -> Result<()> {
+    use bench::history::Shape;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for (shape, name) in [(Shape::Quick, "quick"), (Shape::Long, "long")] {
+        let mut rates = Vec::new();
+        for _ in 0..b.rounds {
+            let dir = tempfile::tempdir()?;
+            let store = rt.block_on(bench::history::store_in(dir.path()))?;
+            let records = bench::history::records(runs, shape);
+            let took = rt.block_on(bench::history::through_recorder(store, records));
+            rates.push((runs as f64 / took.as_secs_f64()) as i64);
+        }
+        rates.sort_unstable();
+        b.row(
+            &format!("history: {runs} {name} runs (firing, start, end) through the recorder"),
+            &format!("runs written per second, median of {} rounds", rates.len()),
+            format!("{}", percentile(&rates, 0.5)),
+        );
+    }
+    Ok(())
+}
+
 /// The machine's floor for the burst scenarios: N `true` processes spawned at once from a
 /// 2-worker tokio runtime (each in its own process group, `posix_spawn`, as the daemon does),
 /// with no scheduling or recording around them.
@@ -792,6 +938,19 @@ fn main() -> Result<()> {
             burst(&mut b, 10_000, None)?;
             burst(&mut b, 10_000, Some(64))?;
         }
+    }
+    if want("http") {
+        http_burst(&mut b, if smoke { 50 } else { 10_000 })?;
+    }
+    if want("reload") {
+        if smoke {
+            reload(&mut b, 500, 5, 2)?;
+        } else {
+            reload(&mut b, 10_000, 100, 5)?;
+        }
+    }
+    if want("history") {
+        history(&mut b, if smoke { 2_000 } else { 100_000 })?;
     }
     if want("scale") {
         if smoke {

@@ -42,6 +42,9 @@ pub struct PeerArgs {
     pub due: Option<i64>,
 }
 
+/// With `--until`: how long without a firing ends the wait (a peer that dropped firings).
+const QUIET: Duration = Duration::from_secs(5);
+
 /// One firing: job index, intended and spawn time in ms since the epoch.
 type Firing = (usize, i64, i64);
 
@@ -106,10 +109,18 @@ async fn drive(args: &PeerArgs) -> Result<()> {
     let deadline = tokio::time::sleep(Duration::from_secs(args.secs));
     match args.until {
         Some(n) => {
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
-            tokio::select! {
-                _ = exited.acquire_many(n) => {}
-                () = deadline => {}
+            // Until n firings exited, or (it drops firings) nothing exited for QUIET.
+            tokio::pin!(deadline);
+            let mut seen = 0;
+            while seen < n {
+                tokio::select! {
+                    Ok(p) = exited.acquire() => {
+                        p.forget();
+                        seen += 1;
+                    }
+                    () = tokio::time::sleep(QUIET), if seen > 0 => break,
+                    () = &mut deadline => break,
+                }
             }
         }
         None => deadline.await,

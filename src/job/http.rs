@@ -24,16 +24,22 @@ pub struct HttpJob {
     pub follow_redirects: bool,
 }
 
-/// Shared HTTP clients (one per redirect policy), built once.
-#[derive(Debug, Clone)]
+/// Shared HTTP clients (one per redirect policy), built on first use: loading the platform's
+/// root certificates costs memory that a daemon without HTTP jobs or webhooks should not pay
+/// (measured in the bench's idle scenario, see the README).
+#[derive(Debug, Clone, Default)]
 pub struct HttpClients {
+    cell: std::sync::Arc<tokio::sync::OnceCell<Pair>>,
+}
+
+#[derive(Debug)]
+struct Pair {
     follow: reqwest::Client,
     no_follow: reqwest::Client,
 }
 
-impl HttpClients {
-    /// Builds the clients (rustls with the platform's roots).
-    pub fn new() -> Result<Self, reqwest::Error> {
+impl Pair {
+    fn build() -> Result<Self, reqwest::Error> {
         // reqwest is built without a default crypto provider; use ring, as lettre does. A
         // second call finds it installed, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -49,14 +55,27 @@ impl HttpClients {
                 .build()?,
         })
     }
+}
 
-    /// The client for a redirect policy.
-    pub fn get(&self, follow_redirects: bool) -> &reqwest::Client {
-        if follow_redirects {
-            &self.follow
+impl HttpClients {
+    /// The client for a redirect policy, built (on a blocking thread: it reads the system's
+    /// certificates) at the first call. A failed build is tried again at the next call.
+    pub async fn get(&self, follow_redirects: bool) -> Result<reqwest::Client, String> {
+        let pair = self
+            .cell
+            .get_or_try_init(|| async {
+                match tokio::task::spawn_blocking(Pair::build).await {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(e)) => Err(format!("cannot set up the HTTP client: {}", chain(&e))),
+                    Err(e) => Err(format!("cannot set up the HTTP client: {e}")),
+                }
+            })
+            .await?;
+        Ok(if follow_redirects {
+            pair.follow.clone()
         } else {
-            &self.no_follow
-        }
+            pair.no_follow.clone()
+        })
     }
 }
 
@@ -88,7 +107,10 @@ impl HttpJob {
     /// Sends the request once; see [`super::JobKind::execute`].
     pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
         ctx.started.mark();
-        let client = ctx.services.http.get(self.follow_redirects);
+        let client = match ctx.services.http.get(self.follow_redirects).await {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(e, true),
+        };
         let mut req = client.request(self.method.clone(), self.url.clone());
         for (k, v) in &self.headers {
             req = req.header(k, v);
