@@ -135,6 +135,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     systemd::ready(&status(&scheduler, &ctx));
 
     let mut current = settings.clone();
+    let mut reload_at: Option<tokio::time::Instant> = None;
     let mut status_tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tokio::select! {
@@ -142,15 +143,21 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
             () = shutdown.now.cancelled() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
-                reload(&mut scheduler, &mut current);
+                // This reload reads the files as they are: a pending file-change reload is
+                // folded into it.
+                reload_at = None;
+                reload(&mut scheduler, &mut current).await;
                 systemd::ready(&status(&scheduler, &ctx));
             }
             Some(()) = change_rx.recv() => {
-                // Let the editor finish, and fold a burst of events into one reload.
-                tokio::time::sleep(RELOAD_DEBOUNCE).await;
-                while change_rx.try_recv().is_ok() {}
+                // Let the editor finish, and fold a burst of events into one reload; the loop
+                // goes on meanwhile (triggers, signals).
+                reload_at = Some(tokio::time::Instant::now() + RELOAD_DEBOUNCE);
+            }
+            () = sleep_until_some(reload_at) => {
+                reload_at = None;
                 tracing::info!("configuration files changed: reloading");
-                reload(&mut scheduler, &mut current);
+                reload(&mut scheduler, &mut current).await;
                 systemd::ready(&status(&scheduler, &ctx));
             }
             Some(job) = trigger_rx.recv() => {
@@ -223,10 +230,24 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Loads the config again and applies it; a bad config is rejected and the old one kept.
-fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Loads the config again (reading and parsing on a blocking thread) and applies it; a bad
+/// config is rejected and the old one kept.
+async fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
     systemd::reloading();
-    match config::load(&current.config_path) {
+    let path = current.config_path.clone();
+    let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the configuration loader failed: {e}")),
+    };
+    match loaded {
         Ok(new) => {
             if new.settings != *current {
                 tracing::warn!(
