@@ -170,17 +170,20 @@ async fn job_loop(
     let mut clock_changed = ctx.clock.subscribe();
     loop {
         let now = ctx.clock.now();
-        if let Some(latest) = spec.latest_fire_at_or_before(now)
-            && latest > last
-        {
-            due(&ctx, &slot, &spec, last, latest, now);
-            last = latest;
-            continue;
-        }
-        let Some(next) = spec.next_fire_after(now.max(last)) else {
+        // One forward search answers both questions: is anything due in (last, now], and if
+        // not, when is the next firing. (The backward search for the latest due occurrence
+        // only runs when something is due: for a yearly cron it walks back up to a year, and
+        // at start-up with 100,000 jobs it was a quarter of the time to READY.)
+        let Some(next) = spec.next_fire_after(last) else {
             tracing::debug!(job = %spec.name, "no further occurrence; timer ends");
             return;
         };
+        if next <= now {
+            let latest = spec.latest_fire_at_or_before(now).unwrap_or(next);
+            due(&ctx, &slot, &spec, last, latest.max(next), now);
+            last = latest.max(next);
+            continue;
+        }
         let wake = ctx.clock.instant_at(next);
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
