@@ -804,6 +804,7 @@ fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
     let ready = d.ready_after;
     let cpu = proc::cpu_percent_over(d.pid(), Duration::from_secs(idle_secs));
     let rss = proc::rss_mib(d.pid());
+    let mem = proc::memory(d.pid());
     d.stop()?;
     // The peer: one cron line per job too (its parser wants seconds first).
     let p = Peer::start(
@@ -821,6 +822,7 @@ fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
             let p_ready = p.ready_after;
             let p_cpu = proc::cpu_percent_over(p.pid(), Duration::from_secs(idle_secs));
             let p_rss = proc::rss_mib(p.pid());
+            let p_mem = proc::memory(p.pid());
             p.finish()?;
             b.compare(
                 &label,
@@ -832,8 +834,8 @@ fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
             b.compare(
                 &label,
                 "RSS",
-                format!("{rss:.1} MiB"),
-                format!("{p_rss:.1} MiB"),
+                mem,
+                p_mem,
                 format!("{:.1}×", p_rss / rss),
             );
             b.compare(
@@ -846,7 +848,7 @@ fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
         }
         Err(e) => {
             b.row(&label, "READY after", format!("{} ms", ready.as_millis()));
-            b.row(&label, "RSS", format!("{rss:.1} MiB"));
+            b.row(&label, "RSS", mem);
             b.row(&label, "idle CPU", format!("{cpu:.2} % of a core"));
             b.row(&label, "peer", format!("failed: {e:#}"));
         }
@@ -874,14 +876,14 @@ fn idle(b: &mut Bench, secs: u64) -> Result<()> {
         std::thread::spawn(move || proc::cpu_percent_over(peer_pid, Duration::from_secs(secs)));
     let cpu = proc::cpu_percent_over(hg_pid, Duration::from_secs(secs));
     let p_cpu = peer_cpu.join().unwrap_or(-1.0);
-    let (rss, p_rss) = (proc::rss_mib(hg_pid), proc::rss_mib(peer_pid));
+    let (mem, p_mem) = (proc::memory(hg_pid), proc::memory(peer_pid));
     d.stop()?;
     p.finish()?;
     b.compare(
         "idle: 1 job",
         &format!("RSS; CPU over {secs} s"),
-        format!("{rss:.1} MiB; {cpu:.2} % of a core"),
-        format!("{p_rss:.1} MiB; {p_cpu:.2} % of a core"),
+        format!("{mem}; {cpu:.2} % of a core"),
+        format!("{p_mem}; {p_cpu:.2} % of a core"),
         "—".into(),
     );
     Ok(())

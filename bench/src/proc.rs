@@ -33,6 +33,16 @@ pub fn rss_mib(pid: u32) -> f64 {
     status_kib(pid, "VmRSS:") as f64 / 1024.0
 }
 
+/// Anonymous resident memory (heap, stacks: what is not the executable's own pages) in MiB.
+pub fn anon_mib(pid: u32) -> f64 {
+    status_kib(pid, "RssAnon:") as f64 / 1024.0
+}
+
+/// Resident memory and its anonymous part, as shown in the table.
+pub fn memory(pid: u32) -> String {
+    format!("{:.1} MiB ({:.1} MiB anonymous)", rss_mib(pid), anon_mib(pid))
+}
+
 /// CPU time (user + system) in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
