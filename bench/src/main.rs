@@ -526,6 +526,42 @@ fn isolation(b: &mut Bench, fast: usize, secs: u64, cpu: bool) -> Result<()> {
     Ok(())
 }
 
+/// The isolation scenario with in-process jobs: N every-second HTTP jobs (local server) beside
+/// a CPU-burning command, so that the timers are measured rather than the machine's spawn rate.
+fn isolation_http(b: &mut Bench, fast: usize, secs: u64) -> Result<()> {
+    let port = http_server::start()?;
+    let mut jobs = String::from(
+        "[jobs.slow]\nevery = \"1h\"\ncommand = \"timeout --foreground 300 sh -c 'while :; do :; done'\"\n",
+    );
+    for i in 0..fast {
+        jobs.push_str(&format!(
+            "[jobs.fast{i}]\nschedule = \"* * * * * *\"\nhttp = {{ url = \"http://127.0.0.1:{port}/\" }}\n"
+        ));
+    }
+    let mut hg = Vec::new();
+    for _ in 0..b.rounds {
+        let d = Daemon::start(&b.bin, "", &jobs)?;
+        d.trigger("slow")?;
+        std::thread::sleep(Duration::from_secs(secs));
+        let runs = d.runs()?;
+        d.stop()?;
+        hg.push(summarize_periodic(&fires_of(&runs, "fast"), fast));
+    }
+    let h = median(&hg);
+    let label = format!("isolation: {fast} every-second HTTP jobs + a CPU-burning job, {secs} s");
+    b.row(
+        &label,
+        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
+        show(&h),
+    );
+    b.row(
+        &label,
+        "firings started; missed; doubled (all rounds)",
+        format!("{}; {}; {}", h.count, h.missed, h.doubled),
+    );
+    Ok(())
+}
+
 /// N command jobs due in the same second, on both schedulers.
 fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
     let lead = if n > 2000 { 8 } else { 3 };
@@ -831,13 +867,7 @@ fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
                 format!("{} ms", p_ready.as_millis()),
                 ratio(p_ready.as_millis() as i64, ready.as_millis() as i64),
             );
-            b.compare(
-                &label,
-                "RSS",
-                mem,
-                p_mem,
-                format!("{:.1}×", p_rss / rss),
-            );
+            b.compare(&label, "RSS", mem, p_mem, format!("{:.1}×", p_rss / rss));
             b.compare(
                 &label,
                 &format!("idle CPU over {idle_secs} s"),
@@ -928,6 +958,10 @@ fn main() -> Result<()> {
         let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
         isolation(&mut b, fast, secs, false)?;
         isolation(&mut b, fast, secs, true)?;
+    }
+    if want("isolation-http") {
+        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
+        isolation_http(&mut b, fast, secs)?;
     }
     if want("spawn") {
         spawn_floor(&mut b, if smoke { 50 } else { 10_000 })?;

@@ -40,7 +40,11 @@ pub fn anon_mib(pid: u32) -> f64 {
 
 /// Resident memory and its anonymous part, as shown in the table.
 pub fn memory(pid: u32) -> String {
-    format!("{:.1} MiB ({:.1} MiB anonymous)", rss_mib(pid), anon_mib(pid))
+    format!(
+        "{:.1} MiB ({:.1} MiB anonymous)",
+        rss_mib(pid),
+        anon_mib(pid)
+    )
 }
 
 /// CPU time (user + system) in clock ticks.

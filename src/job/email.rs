@@ -179,6 +179,9 @@ impl EmailJob {
     /// Sends the message once; see [`super::JobKind::execute`].
     pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
         ctx.started.mark();
+        // Let the other firings due now start before this one's network work (connect, TLS)
+        // takes the thread: in a burst, every due job is dispatched first.
+        tokio::task::yield_now().await;
         let (msg, message_id) = match self.message(ctx).await {
             Ok(m) => m,
             Err(o) => return o,

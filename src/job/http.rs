@@ -107,6 +107,9 @@ impl HttpJob {
     /// Sends the request once; see [`super::JobKind::execute`].
     pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
         ctx.started.mark();
+        // Let the other firings due now start before this one's network work (connect, TLS)
+        // takes the thread: in a burst, every due job is dispatched first.
+        tokio::task::yield_now().await;
         let client = match ctx.services.http.get(self.follow_redirects).await {
             Ok(c) => c,
             Err(e) => return Outcome::failed(e, true),
