@@ -54,6 +54,7 @@ pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()>
 /// Runs the daemon on an already loaded config.
 pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let Config { settings, jobs } = config;
+    crate::job::http::install_crypto_provider();
     let store = Store::open(&settings.database).await?;
     let leftovers = store.running_processes().await?;
     if !leftovers.is_empty() {

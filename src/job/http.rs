@@ -24,6 +24,13 @@ pub struct HttpJob {
     pub follow_redirects: bool,
 }
 
+/// Installs ring as the process's rustls crypto provider. reqwest is built without a default
+/// one, and not only our clients build reqwest clients: OpenDAL (uploads) builds its own, so
+/// the daemon installs it at start. A second call finds it installed, which is fine.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Shared HTTP clients (one per redirect policy), built on first use: loading the platform's
 /// root certificates costs memory that a daemon without HTTP jobs or webhooks should not pay
 /// (measured in the bench's idle scenario, see the README).
@@ -40,9 +47,7 @@ struct Pair {
 
 impl Pair {
     fn build() -> Result<Self, reqwest::Error> {
-        // reqwest is built without a default crypto provider; use ring, as lettre does. A
-        // second call finds it installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let ua = concat!("hourglass/", env!("CARGO_PKG_VERSION"));
         Ok(Self {
             follow: reqwest::Client::builder()
