@@ -11,11 +11,7 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    bench::runtime().expect("runtime")
 }
 
 /// The daemon's path: records queued on the recorder, written by its batching writer; quick

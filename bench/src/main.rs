@@ -508,12 +508,7 @@ fn isolation(b: &mut Bench, fast: usize, secs: u64, cpu: bool) -> Result<()> {
     };
     let (mut hg, mut pe) = (Vec::new(), Vec::new());
     for _ in 0..b.rounds {
-        let d = Daemon::start(&b.bin, "", &jobs)?;
-        d.trigger("slow")?;
-        std::thread::sleep(Duration::from_secs(secs));
-        let runs = d.runs()?;
-        d.stop()?;
-        hg.push(summarize_periodic(&fires_of(&runs, "fast"), fast));
+        hg.push(isolation_round(b, &jobs, fast, secs)?);
         let p = Peer::start(&b.me, &peer_args(fast * 100))?;
         pe.push(summarize_periodic(&p.finish()?, fast));
     }
@@ -524,6 +519,27 @@ fn isolation(b: &mut Bench, fast: usize, secs: u64, cpu: bool) -> Result<()> {
     };
     compare_rows(b, &name, &hg, &pe, None);
     Ok(())
+}
+
+/// One hourglass round of an isolation scenario: start, trigger the slow job, wait, read.
+fn isolation_round(b: &Bench, jobs: &str, fast: usize, secs: u64) -> Result<Summary> {
+    let d = Daemon::start(&b.bin, "", jobs)?;
+    d.trigger("slow")?;
+    std::thread::sleep(Duration::from_secs(secs));
+    let runs = d.runs()?;
+    d.stop()?;
+    Ok(summarize_periodic(&fires_of(&runs, "fast"), fast))
+}
+
+/// Runs a daemon on `jobs` until `n` runs finished; their history.
+fn until_finished(b: &Bench, extra: &str, jobs: &str, n: usize) -> Result<Vec<RunRow>> {
+    let d = Daemon::start(&b.bin, extra, jobs)?;
+    wait_until(Duration::from_secs(300), || {
+        Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
+    })?;
+    let runs = d.runs()?;
+    d.stop()?;
+    Ok(runs)
 }
 
 /// The isolation scenario with in-process jobs: N every-second HTTP jobs (local server) beside
@@ -538,15 +554,9 @@ fn isolation_http(b: &mut Bench, fast: usize, secs: u64) -> Result<()> {
             "[jobs.fast{i}]\nschedule = \"* * * * * *\"\nhttp = {{ url = \"http://127.0.0.1:{port}/\" }}\n"
         ));
     }
-    let mut hg = Vec::new();
-    for _ in 0..b.rounds {
-        let d = Daemon::start(&b.bin, "", &jobs)?;
-        d.trigger("slow")?;
-        std::thread::sleep(Duration::from_secs(secs));
-        let runs = d.runs()?;
-        d.stop()?;
-        hg.push(summarize_periodic(&fires_of(&runs, "fast"), fast));
-    }
+    let hg = (0..b.rounds)
+        .map(|_| isolation_round(b, &jobs, fast, secs))
+        .collect::<Result<Vec<_>>>()?;
     let h = median(&hg);
     let label = format!("isolation: {fast} every-second HTTP jobs + a CPU-burning job, {secs} s");
     b.row(
@@ -581,12 +591,7 @@ fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
                 )
             })
             .collect();
-        let d = Daemon::start(&b.bin, &extra, &jobs)?;
-        wait_until(Duration::from_secs(300), || {
-            Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
-        })?;
-        let runs = d.runs()?;
-        d.stop()?;
+        let runs = until_finished(b, &extra, &jobs, n)?;
         hg.push(summarize_once(&fires_of(&runs, "b"), n));
         last_done.push((last_finished(&runs)? - at).num_milliseconds());
         if round < peer_rounds {
@@ -663,12 +668,7 @@ fn http_burst(b: &mut Bench, n: usize) -> Result<()> {
                 )
             })
             .collect();
-        let d = Daemon::start(&b.bin, "", &jobs)?;
-        wait_until(Duration::from_secs(300), || {
-            Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
-        })?;
-        let runs = d.runs()?;
-        d.stop()?;
+        let runs = until_finished(b, "", &jobs, n)?;
         let failed = runs.iter().filter(|r| r.status != "succeeded").count();
         if failed > 0 {
             bail!("{failed} of {n} HTTP runs did not succeed");
@@ -761,10 +761,7 @@ fn reload(b: &mut Bench, total: usize, fast: usize, reloads: usize) -> Result<()
 /// and end in one batch) and long runs (ends in later batches).
 fn history(b: &mut Bench, runs: usize) -> Result<()> {
     use bench::history::Shape;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::runtime()?;
     for (shape, name) in [(Shape::Quick, "quick"), (Shape::Long, "long")] {
         let mut rates = Vec::new();
         for _ in 0..b.rounds {
@@ -788,10 +785,7 @@ fn history(b: &mut Bench, runs: usize) -> Result<()> {
 /// 2-worker tokio runtime (each in its own process group, `posix_spawn`, as the daemon does),
 /// with no scheduling or recording around them.
 fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::runtime()?;
     let (spawned, done) = rt.block_on(async move {
         let t0 = Instant::now();
         let tasks: Vec<_> = (0..n)

@@ -50,10 +50,7 @@ type Firing = (usize, i64, i64);
 
 /// Runs the peer (the `peer` subcommand); prints to stdout.
 pub fn run(args: &PeerArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = bench::runtime()?;
     rt.block_on(drive(args))
 }
 
