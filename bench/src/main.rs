@@ -397,6 +397,17 @@ fn ratio(peer: i64, hg: i64) -> String {
     }
 }
 
+/// The row of hourglass's median lateness over rounds (scenarios without the peer); the medians.
+fn lateness_row(b: &mut Bench, scenario: &str, hg: &[Summary]) -> Summary {
+    let h = median(hg);
+    b.row(
+        scenario,
+        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
+        show(&h),
+    );
+    h
+}
+
 /// Rows comparing hourglass's and the peer's medians (and the peer at its default channel).
 fn compare_rows(
     b: &mut Bench,
@@ -482,15 +493,13 @@ fn seed(b: &mut Bench) -> Result<()> {
     Ok(())
 }
 
+/// The CPU-burning slow job. `--foreground`: otherwise timeout moves to a process group of its
+/// own, out of reach of the group kill at stop.
+const CPU_BURNER: &str = "timeout --foreground 300 sh -c 'while :; do :; done'";
+
 /// A slow job (sleep, or burning CPU) beside N every-second jobs, on both schedulers.
 fn isolation(b: &mut Bench, fast: usize, secs: u64, cpu: bool) -> Result<()> {
-    let slow_line = if cpu {
-        // --foreground: otherwise timeout moves to a process group of its own, out of reach of
-        // the group kill at stop.
-        "timeout --foreground 300 sh -c 'while :; do :; done'"
-    } else {
-        "sleep 300"
-    };
+    let slow_line = if cpu { CPU_BURNER } else { "sleep 300" };
     let mut jobs = format!("[jobs.slow]\nevery = \"1h\"\ncommand = \"{slow_line}\"\n");
     for i in 0..fast {
         jobs.push_str(&format!(
@@ -546,9 +555,7 @@ fn until_finished(b: &Bench, extra: &str, jobs: &str, n: usize) -> Result<Vec<Ru
 /// a CPU-burning command, so that the timers are measured rather than the machine's spawn rate.
 fn isolation_http(b: &mut Bench, fast: usize, secs: u64) -> Result<()> {
     let port = http_server::start()?;
-    let mut jobs = String::from(
-        "[jobs.slow]\nevery = \"1h\"\ncommand = \"timeout --foreground 300 sh -c 'while :; do :; done'\"\n",
-    );
+    let mut jobs = format!("[jobs.slow]\nevery = \"1h\"\ncommand = \"{CPU_BURNER}\"\n");
     for i in 0..fast {
         jobs.push_str(&format!(
             "[jobs.fast{i}]\nschedule = \"* * * * * *\"\nhttp = {{ url = \"http://127.0.0.1:{port}/\" }}\n"
@@ -557,13 +564,8 @@ fn isolation_http(b: &mut Bench, fast: usize, secs: u64) -> Result<()> {
     let hg = (0..b.rounds)
         .map(|_| isolation_round(b, &jobs, fast, secs))
         .collect::<Result<Vec<_>>>()?;
-    let h = median(&hg);
     let label = format!("isolation: {fast} every-second HTTP jobs + a CPU-burning job, {secs} s");
-    b.row(
-        &label,
-        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
-        show(&h),
-    );
+    let h = lateness_row(b, &label, &hg);
     b.row(
         &label,
         "firings started; missed; doubled (all rounds)",
@@ -607,12 +609,7 @@ fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
         None => format!("burst: {n} commands due in one second"),
     };
     if pe.is_empty() {
-        let h = median(&hg);
-        b.row(
-            &label,
-            &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
-            show(&h),
-        );
+        let h = lateness_row(b, &label, &hg);
         b.row(
             &label,
             "started; missed (all rounds)",
@@ -677,13 +674,8 @@ fn http_burst(b: &mut Bench, n: usize) -> Result<()> {
         last_done.push((last_finished(&runs)? - at).num_milliseconds());
     }
     last_done.sort_unstable();
-    let h = median(&hg);
     let label = format!("burst: {n} HTTP jobs due in one second (local server)");
-    b.row(
-        &label,
-        &format!("lateness p50 / p99 / max, median of {} rounds", hg.len()),
-        show(&h),
-    );
+    let h = lateness_row(b, &label, &hg);
     b.row(
         &label,
         "started; missed; last response after its time (median)",
