@@ -1,12 +1,16 @@
-//! The timing core: one tokio task per job sleeping until its next occurrence (`sleep_until`,
-//! millisecond resolution), firing each occurrence as its own task, catching up on missed
-//! firings per the job's policy, and applying reloads as a diff (added jobs start, removed jobs
-//! stop firing, changed jobs are rescheduled; runs in progress are left alone).
+//! The timing core: one timer task over a heap of every job's next occurrence, sleeping until
+//! the earliest (`sleep_until`, millisecond resolution), firing each due occurrence as its own
+//! task, catching up on missed firings per the job's policy, and applying reloads as a diff
+//! (added jobs start, removed jobs stop firing, changed jobs are rescheduled; runs in progress
+//! are left alone). One task and one heap entry per job instead of a task per job: 100,000
+//! schedules cost a few hundred bytes each.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{CatchUp, JobSpec, Overlap};
@@ -21,9 +25,158 @@ pub const LATE_GRACE: TimeDelta = TimeDelta::seconds(60);
 /// Most missed firings one catch-up runs for a job (`catch_up = "all"`).
 pub const MAX_CATCH_UP: usize = 1000;
 
-struct Scheduled {
+/// Stale heap entries (of jobs changed or removed since) tolerated before the heap is rebuilt.
+const STALE_SLACK: usize = 1024;
+
+/// One scheduled job.
+struct Entry {
     spec: Arc<JobSpec>,
-    cancel: CancellationToken,
+    /// Who runs and who waits; made at the first firing, kept across reloads.
+    slot: Option<Arc<JobSlot>>,
+    /// The occurrence fired last (or the instant the job was scheduled from).
+    last: DateTime<Utc>,
+    /// The next occurrence; `None` when there is none (a one-shot that ran).
+    next: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    fn slot(&mut self) -> Arc<JobSlot> {
+        Arc::clone(self.slot.get_or_insert_with(Arc::default))
+    }
+}
+
+/// A heap entry: `spec` is due at `at`. Stale once the job changed (another `spec`) or moved on.
+struct Wake {
+    at: DateTime<Utc>,
+    spec: Arc<JobSpec>,
+}
+
+impl PartialEq for Wake {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Wake {}
+impl PartialOrd for Wake {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Wake {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+/// Every job's timer state, shared by the scheduler handle and the timer task.
+#[derive(Default)]
+struct Timers {
+    jobs: HashMap<String, Entry>,
+    heap: BinaryHeap<Reverse<Wake>>,
+    /// Heap entries known to be stale.
+    stale: usize,
+    /// Slots of removed jobs whose runs are still going (a job added back waits for them).
+    retired: HashMap<String, Arc<JobSlot>>,
+}
+
+impl Timers {
+    /// Schedules `entry`'s next occurrence.
+    fn push(&mut self, entry: &Entry) {
+        if let Some(at) = entry.next {
+            self.heap.push(Reverse(Wake {
+                at,
+                spec: Arc::clone(&entry.spec),
+            }));
+        }
+    }
+
+    /// Forgets a job; its slot is kept aside while a run of it holds it.
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let old = self.jobs.remove(name)?;
+        if old.next.is_some() {
+            self.stale += 1;
+        }
+        if let Some(slot) = &old.slot
+            && Arc::strong_count(slot) > 1
+        {
+            self.retired.insert(name.to_string(), Arc::clone(slot));
+        }
+        Some(old)
+    }
+
+    /// Rebuilds the heap when stale entries outnumber live ones (many reloads of far-apart
+    /// jobs would otherwise keep them until their old times).
+    fn compact(&mut self) {
+        if self.stale > STALE_SLACK && self.stale > self.jobs.len() {
+            let heap: BinaryHeap<Reverse<Wake>> = self
+                .jobs
+                .values()
+                .filter_map(|e| {
+                    e.next.map(|at| {
+                        Reverse(Wake {
+                            at,
+                            spec: Arc::clone(&e.spec),
+                        })
+                    })
+                })
+                .collect();
+            self.heap = heap;
+            self.stale = 0;
+        }
+        self.retired.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+
+    /// Fires every occurrence due at `now`; returns the earliest one still ahead.
+    fn fire_due(&mut self, ctx: &Arc<Context>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.at > now {
+                return Some(top.at);
+            }
+            let Some(Reverse(wake)) = self.heap.pop() else {
+                break;
+            };
+            let Some(entry) = self
+                .jobs
+                .get_mut(&wake.spec.name)
+                .filter(|e| e.next == Some(wake.at) && Arc::ptr_eq(&e.spec, &wake.spec))
+            else {
+                self.stale = self.stale.saturating_sub(1);
+                continue;
+            };
+            let spec = Arc::clone(&entry.spec);
+            let latest = spec
+                .latest_fire_at_or_before(now)
+                .unwrap_or(wake.at)
+                .max(wake.at);
+            let slot = entry.slot();
+            due(ctx, &slot, &spec, entry.last, latest, now);
+            entry.last = latest;
+            entry.next = spec.next_fire_after(latest);
+            if entry.next.is_none() {
+                tracing::debug!(job = %spec.name, "no further occurrence; timer ends");
+            }
+            if let Some(at) = entry.next {
+                self.heap.push(Reverse(Wake { at, spec }));
+            }
+        }
+        None
+    }
+}
+
+struct Shared {
+    timers: Mutex<Timers>,
+    /// Wakes the timer task when the set of jobs changed.
+    changed: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Timers> {
+        // A panic while holding the lock cannot leave the timers half-changed in a way that
+        // matters more than stopping all firing would: keep going with what is there.
+        self.timers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What a reload changed.
@@ -40,38 +193,36 @@ pub struct Changes {
 /// All job timers.
 pub struct Scheduler {
     ctx: Arc<Context>,
-    jobs: HashMap<String, Scheduled>,
-    slots: HashMap<String, Arc<JobSlot>>,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scheduler")
-            .field("jobs", &self.jobs.len())
+            .field("jobs", &self.len())
             .finish()
     }
 }
 
 impl Scheduler {
-    /// A scheduler whose timers all stop when `shutdown` is cancelled.
+    /// A scheduler whose timer task stops when `shutdown` is cancelled.
     pub fn new(ctx: Arc<Context>, shutdown: CancellationToken) -> Self {
-        Self {
-            ctx,
-            jobs: HashMap::new(),
-            slots: HashMap::new(),
-            shutdown,
-        }
+        let shared = Arc::new(Shared {
+            timers: Mutex::new(Timers::default()),
+            changed: Notify::new(),
+        });
+        tokio::spawn(timer(Arc::clone(&ctx), Arc::clone(&shared), shutdown));
+        Self { ctx, shared }
     }
 
     /// Jobs scheduled.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.shared.lock().jobs.len()
     }
 
     /// Whether no job is scheduled.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.len() == 0
     }
 
     /// Makes the scheduled set equal to `specs`. `last_fired` (from the history database, at
@@ -81,114 +232,118 @@ impl Scheduler {
         specs: Vec<JobSpec>,
         last_fired: &HashMap<String, DateTime<Utc>>,
     ) -> Changes {
+        let now = self.ctx.clock.now();
         let mut changes = Changes::default();
         let mut wanted: HashMap<String, JobSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
-        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        let mut t = self.shared.lock();
+        let names: Vec<String> = t.jobs.keys().cloned().collect();
         for name in names {
             match wanted.remove(&name) {
                 None => {
-                    if let Some(old) = self.jobs.remove(&name) {
-                        old.cancel.cancel();
-                    }
+                    t.remove(&name);
                     changes.removed.push(name);
                 }
                 Some(spec) => {
-                    let same = self.jobs.get(&name).is_some_and(|old| *old.spec == spec);
-                    if !same {
-                        if let Some(old) = self.jobs.remove(&name) {
-                            old.cancel.cancel();
-                        }
-                        self.start(spec, last_fired);
-                        changes.changed.push(name);
+                    if t.jobs.get(&name).is_some_and(|old| *old.spec == spec) {
+                        continue;
                     }
+                    let slot = t.remove(&name).and_then(|old| old.slot);
+                    schedule(&mut t, spec, slot, last_fired, now);
+                    changes.changed.push(name);
                 }
             }
         }
+        t.jobs.reserve(wanted.len());
         for (name, spec) in wanted {
-            self.start(spec, last_fired);
+            let slot = t.retired.remove(&name);
+            schedule(&mut t, spec, slot, last_fired, now);
             changes.added.push(name);
         }
+        t.compact();
+        drop(t);
+        self.shared.changed.notify_one();
         changes.added.sort();
         changes.removed.sort();
         changes.changed.sort();
         changes
     }
 
-    fn start(&mut self, spec: JobSpec, last_fired: &HashMap<String, DateTime<Utc>>) {
-        let spec = Arc::new(spec);
-        let slot = Arc::clone(self.slots.entry(spec.name.clone()).or_default());
-        let cancel = self.shutdown.child_token();
-        let now = self.ctx.clock.now();
-        let last = match last_fired.get(&spec.name) {
-            Some(t) => (*t).min(now),
-            // A one-shot time that passed moments ago (the daemon was starting or reloading)
-            // still runs, as a late firing would.
-            None => match spec.schedule {
-                Schedule::At(at) if at <= now && now - at <= LATE_GRACE => {
-                    at - TimeDelta::milliseconds(1)
-                }
-                _ => now,
-            },
-        };
-        tokio::spawn(job_loop(
-            Arc::clone(&self.ctx),
-            slot,
-            Arc::clone(&spec),
-            last,
-            cancel.clone(),
-        ));
-        self.jobs
-            .insert(spec.name.clone(), Scheduled { spec, cancel });
-    }
-
     /// Runs `job` now (trigger `manual`), under its overlap policy. False if no such job.
     pub fn trigger(&self, job: &str) -> bool {
-        let (Some(s), Some(slot)) = (self.jobs.get(job), self.slots.get(job)) else {
+        let mut t = self.shared.lock();
+        let Some(entry) = t.jobs.get_mut(job) else {
             return false;
         };
+        let slot = entry.slot();
+        let spec = Arc::clone(&entry.spec);
+        drop(t);
         fire(
             &self.ctx,
-            slot,
-            &s.spec,
+            &slot,
+            &spec,
             self.ctx.clock.now(),
             Trigger::Manual,
-            s.spec.overlap,
+            spec.overlap,
         );
         true
     }
 }
 
-/// The timer of one job.
-async fn job_loop(
-    ctx: Arc<Context>,
-    slot: Arc<JobSlot>,
-    spec: Arc<JobSpec>,
-    mut last: DateTime<Utc>,
-    cancel: CancellationToken,
+/// Adds `spec` to the timers, its first occurrence the one after what it fired last.
+fn schedule(
+    t: &mut Timers,
+    spec: JobSpec,
+    slot: Option<Arc<JobSlot>>,
+    last_fired: &HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
 ) {
+    let last = match last_fired.get(&spec.name) {
+        Some(t) => (*t).min(now),
+        // A one-shot time that passed moments ago (the daemon was starting or reloading)
+        // still runs, as a late firing would.
+        None => match spec.schedule {
+            Schedule::At(at) if at <= now && now - at <= LATE_GRACE => {
+                at - TimeDelta::milliseconds(1)
+            }
+            _ => now,
+        },
+    };
+    // One forward search answers both questions: is anything due in (last, now], and if not,
+    // when is the next firing. (The backward search for the latest due occurrence only runs
+    // when something is due: for a yearly cron it walks back up to a year.)
+    let next = spec.next_fire_after(last);
+    if next.is_none() {
+        tracing::debug!(job = %spec.name, "no further occurrence");
+    }
+    let entry = Entry {
+        spec: Arc::new(spec),
+        slot,
+        last,
+        next,
+    };
+    t.push(&entry);
+    t.jobs.insert(entry.spec.name.clone(), entry);
+}
+
+/// The timer task: fires what is due, then sleeps until the earliest next occurrence, a
+/// change of the job set, or a step of the clock.
+async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut clock_changed = ctx.clock.subscribe();
     loop {
         let now = ctx.clock.now();
-        // One forward search answers both questions: is anything due in (last, now], and if
-        // not, when is the next firing. (The backward search for the latest due occurrence
-        // only runs when something is due: for a yearly cron it walks back up to a year, and
-        // at start-up with 100,000 jobs it was a quarter of the time to READY.)
-        let Some(next) = spec.next_fire_after(last) else {
-            tracing::debug!(job = %spec.name, "no further occurrence; timer ends");
-            return;
+        let next = shared.lock().fire_due(&ctx, now);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(ctx.clock.instant_at(at)).await,
+                None => std::future::pending().await,
+            }
         };
-        if next <= now {
-            let latest = spec.latest_fire_at_or_before(now).unwrap_or(next);
-            due(&ctx, &slot, &spec, last, latest.max(next), now);
-            last = latest.max(next);
-            continue;
-        }
-        let wake = ctx.clock.instant_at(next);
         tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
+            () = sleep => {}
+            () = shared.changed.notified() => {}
             _ = clock_changed.changed() => {}
-            () = cancel.cancelled() => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -304,7 +459,7 @@ mod tests {
     fn job(name: &str, schedule: Schedule) -> JobSpec {
         JobSpec {
             name: name.into(),
-            source: "jobs.d/t.toml".into(),
+            source: std::path::Path::new("jobs.d/t.toml").into(),
             schedule,
             tz: chrono_tz::Tz::UTC,
             jitter: TimeDelta::zero(),
@@ -398,6 +553,32 @@ mod tests {
         assert!(fired.iter().all(|(j, _)| j == "a"), "{fired:?}");
         assert_eq!(fired[0].1, utc("2026-01-01T00:00:14Z"));
         assert_eq!(fired[2].1, utc("2026-01-01T00:00:28Z"));
+    }
+
+    /// Reloads that keep changing a far-apart job leave stale heap entries behind; the heap is
+    /// rebuilt before they pile up, and the job still fires once, at its latest schedule.
+    #[tokio::test(start_paused = true)]
+    async fn many_reloads_do_not_grow_the_heap() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        for i in 0..3 * STALE_SLACK as u64 {
+            let every = Schedule::Every(Duration::from_secs(86_400 + i % 2));
+            sched.apply(vec![job("far", every)], &HashMap::new());
+            let heap = sched.shared.lock().heap.len();
+            assert!(
+                heap <= STALE_SLACK + 2,
+                "{heap} heap entries after {i} reloads"
+            );
+        }
+        let only = job("near", Schedule::Every(Duration::from_secs(5)));
+        sched.apply(vec![only], &HashMap::new());
+        assert_eq!(sched.len(), 1);
+        let mut fired = Vec::new();
+        while fired.len() < 2 {
+            if let Some(Record::Fired { job, .. }) = rx.recv().await {
+                fired.push(job);
+            }
+        }
+        assert_eq!(fired, ["near", "near"]);
     }
 
     /// A one-shot time that passed seconds before the job was scheduled still runs (late);
