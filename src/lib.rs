@@ -3,7 +3,7 @@
 //! # Architecture
 //!
 //! ```text
-//!   config ──► JobSpec (job/) ──► scheduler ──(one timer task per job)──► runner::fire
+//!   config ──► JobSpec (job/) ──► scheduler ──(one timer task, a heap)──► runner::fire
 //!     ▲            │                 ▲   ▲                                  │ one task per firing:
 //!     │         schedule             │   └── clock (wall time on tokio's    │ overlap, concurrency
 //!   daemon ─────── reload ───────────┘       monotonic clock)               │ limit, timeout, retries
@@ -17,7 +17,8 @@
 //!   into typed values once, with errors naming file, job and field.
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter.
 //! - [`job`]: validated job definitions and the kinds of work (one file per kind).
-//! - [`scheduler`]: per-job timers, catch-up after downtime, reload as a diff.
+//! - [`scheduler`]: one timer over a heap of next firings, catch-up after downtime, reload as
+//!   a diff.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
 //! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
 //! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`.
