@@ -813,6 +813,49 @@ fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The floor for the HTTP burst: N GETs to the local server started at once from a bare
+/// 2-worker tokio runtime with one reqwest client, each task noting its first poll and
+/// yielding once before its request, as the daemon's HTTP runs do; no timers, no history.
+fn http_floor(b: &mut Bench, n: usize) -> Result<()> {
+    let port = http_server::start()?;
+    let rt = bench::runtime()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    hourglass::job::http::install_crypto_provider();
+    let (mut first, done) = rt.block_on(async move {
+        let client = reqwest::Client::new();
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    let at = t0.elapsed();
+                    tokio::task::yield_now().await;
+                    client.get(&url).send().await?.bytes().await?;
+                    anyhow::Ok(at.as_millis() as i64)
+                })
+            })
+            .collect();
+        let mut first = Vec::with_capacity(n);
+        for t in tasks {
+            first.push(t.await??);
+        }
+        anyhow::Ok((first, t0.elapsed()))
+    })?;
+    first.sort_unstable();
+    b.row(
+        &format!("HTTP floor: {n} GETs to the local server from a bare 2-worker tokio runtime"),
+        "task first polled p50 / p99 / max; all responses after",
+        format!(
+            "{} / {} / {} ms; {} ms",
+            percentile(&first, 0.5),
+            percentile(&first, 0.99),
+            first.last().copied().unwrap_or_default(),
+            done.as_millis()
+        ),
+    );
+    Ok(())
+}
+
 /// N schedules, mostly far apart: time to READY, RSS, idle CPU; the peer beside.
 fn scale(b: &mut Bench, n: usize, idle_secs: u64) -> Result<()> {
     let mut jobs = String::with_capacity(n * 64);
@@ -962,6 +1005,7 @@ fn main() -> Result<()> {
         }
     }
     if want("http") {
+        http_floor(&mut b, if smoke { 50 } else { 10_000 })?;
         http_burst(&mut b, if smoke { 50 } else { 10_000 })?;
     }
     if want("reload") {
