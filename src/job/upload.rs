@@ -211,27 +211,13 @@ impl UploadJob {
             .concurrent(2)
             .await
             .map_err(|e| format!("{}: {e}", f.rel))?;
-        let mut sent: u64 = 0;
-        loop {
-            if stop.soft.is_cancelled() {
+        let sent = match copy_file(&mut file, f, &mut writer, stop).await {
+            Ok(sent) => sent,
+            Err(e) => {
                 let _ = writer.abort().await;
-                return Err(format!("{}: stopped", f.rel));
+                return Err(e);
             }
-            let mut buf = vec![0u8; READ_BLOCK];
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| format!("{}: {e}", f.path.display()))?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            sent += n as u64;
-            if let Err(e) = writer.write(buf).await {
-                let _ = writer.abort().await;
-                return Err(format!("{}: {e}", f.rel));
-            }
-        }
+        };
         writer
             .close()
             .await
@@ -425,6 +411,55 @@ impl UploadJob {
     }
 }
 
+/// Where an upload's blocks go: an OpenDAL writer or an SFTP file. Errors are the cause
+/// alone; [`copy_file`] names the file.
+trait BlockSink {
+    fn put(&mut self, block: Vec<u8>) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl BlockSink for opendal::Writer {
+    async fn put(&mut self, block: Vec<u8>) -> Result<(), String> {
+        self.write(block).await.map_err(|e| e.to_string())
+    }
+}
+
+impl BlockSink for openssh_sftp_client::file::File {
+    async fn put(&mut self, block: Vec<u8>) -> Result<(), String> {
+        self.write_all(&block)
+            .await
+            .map_err(|e| super::http::chain(&e))
+    }
+}
+
+/// Copies `file` (the source `f`) into `sink` block by block, giving up at the soft stop;
+/// returns the bytes sent. Memory stays at a block or two whatever the file's size.
+async fn copy_file(
+    file: &mut tokio::fs::File,
+    f: &SourceFile,
+    sink: &mut impl BlockSink,
+    stop: &StopSignal,
+) -> Result<u64, String> {
+    let mut sent = 0u64;
+    loop {
+        if stop.soft.is_cancelled() {
+            return Err(format!("{}: stopped", f.rel));
+        }
+        let mut block = vec![0u8; READ_BLOCK];
+        let n = file
+            .read(&mut block)
+            .await
+            .map_err(|e| format!("{}: {e}", f.path.display()))?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        block.truncate(n);
+        sent += n as u64;
+        sink.put(block)
+            .await
+            .map_err(|e| format!("{}: {e}", f.rel))?;
+    }
+}
+
 async fn sftp_upload_one(
     sftp: &openssh_sftp_client::Sftp,
     dir: &Path,
@@ -446,22 +481,7 @@ async fn sftp_upload_one(
         .await
         .map_err(|e| format!("{}: {e}", f.path.display()))?;
     let mut out = sftp.create(&remote).await.map_err(err)?;
-    let mut buf = vec![0u8; READ_BLOCK];
-    let mut sent = 0u64;
-    loop {
-        if stop.soft.is_cancelled() {
-            return Err(format!("{}: stopped", f.rel));
-        }
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("{}: {e}", f.path.display()))?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n]).await.map_err(err)?;
-        sent += n as u64;
-    }
+    let sent = copy_file(&mut file, f, &mut out, stop).await?;
     out.close().await.map_err(err)?;
     let stored = fs.metadata(&remote).await.map_err(err)?.len().unwrap_or(0);
     if stored != sent || sent != f.size {
