@@ -90,18 +90,22 @@ impl Timers {
         }
     }
 
-    /// Forgets a job; its slot is kept aside while a run of it holds it.
+    /// Takes a job out of the timers (its heap entry goes stale).
     fn remove(&mut self, name: &str) -> Option<Entry> {
         let old = self.jobs.remove(name)?;
         if old.next.is_some() {
             self.stale += 1;
         }
-        if let Some(slot) = &old.slot
-            && Arc::strong_count(slot) > 1
-        {
-            self.retired.insert(name.to_string(), Arc::clone(slot));
-        }
         Some(old)
+    }
+
+    /// Forgets a removed job; its slot is kept aside while a run of it holds it.
+    fn retire(&mut self, name: &str) {
+        if let Some(slot) = self.remove(name).and_then(|old| old.slot)
+            && Arc::strong_count(&slot) > 1
+        {
+            self.retired.insert(name.to_string(), slot);
+        }
     }
 
     /// Rebuilds the heap when stale entries outnumber live ones (many reloads of far-apart
@@ -241,7 +245,7 @@ impl Scheduler {
         for name in names {
             match wanted.remove(&name) {
                 None => {
-                    t.remove(&name);
+                    t.retire(&name);
                     changes.removed.push(name);
                 }
                 Some(spec) => {
@@ -579,6 +583,39 @@ mod tests {
             }
         }
         assert_eq!(fired, ["near", "near"]);
+    }
+
+    /// A job removed while its run goes on and added back does not start a second run beside
+    /// it: its slot (who runs) outlives the removal while the run holds it.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_added_back_while_its_run_goes_on_keeps_its_overlap() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let mut spec = job("s", Schedule::Every(Duration::from_secs(10)));
+        spec.overlap = Overlap::Skip;
+        spec.kind = JobKind::Command(CommandJob {
+            line: crate::job::command::CommandLine::Argv(vec!["sleep".into(), "30".into()]),
+            env: Default::default(),
+            working_dir: None,
+            user: None,
+        });
+        sched.apply(vec![spec.clone()], &HashMap::new());
+        loop {
+            if let Some(Record::Started(_)) = rx.recv().await {
+                break;
+            }
+        }
+        assert_eq!(sched.apply(Vec::new(), &HashMap::new()).removed, ["s"]);
+        assert_eq!(sched.apply(vec![spec], &HashMap::new()).added, ["s"]);
+        let next = loop {
+            match rx.recv().await {
+                Some(Record::Started(s)) => break format!("started run {}", s.id),
+                Some(Record::Complete(s, end)) => {
+                    break format!("{} {:?}", s.job, end.status);
+                }
+                _ => {}
+            }
+        };
+        assert_eq!(next, "s Skipped");
     }
 
     /// A one-shot time that passed seconds before the job was scheduled still runs (late);
