@@ -156,11 +156,9 @@ impl Timers {
             due(ctx, &slot, &spec, entry.last, latest, now);
             entry.last = latest;
             entry.next = spec.next_fire_after(latest);
-            if entry.next.is_none() {
-                tracing::debug!(job = %spec.name, "no further occurrence; timer ends");
-            }
-            if let Some(at) = entry.next {
-                self.heap.push(Reverse(Wake { at, spec }));
+            match entry.next {
+                Some(at) => self.heap.push(Reverse(Wake { at, spec })),
+                None => tracing::debug!(job = %spec.name, "no further occurrence; timer ends"),
             }
         }
         None
