@@ -773,31 +773,36 @@ fn history(b: &mut Bench, runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Spawns `n` tasks at once on a bare 2-worker runtime (each made by `task` from the common
+/// start instant) and waits for all: their results, and the time until the last one ended.
+fn all_at_once<T, F>(n: usize, task: impl Fn(Instant) -> F) -> Result<(Vec<T>, Duration)>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T>> + Send + 'static,
+{
+    bench::runtime()?.block_on(async {
+        let t0 = Instant::now();
+        let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(task(t0))).collect();
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            out.push(t.await??);
+        }
+        Ok((out, t0.elapsed()))
+    })
+}
+
 /// The machine's floor for the burst scenarios: N `true` processes spawned at once from a
 /// 2-worker tokio runtime (each in its own process group, `posix_spawn`, as the daemon does),
 /// with no scheduling or recording around them.
 fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
-    let rt = bench::runtime()?;
-    let (spawned, done) = rt.block_on(async move {
-        let t0 = Instant::now();
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                tokio::spawn(async move {
-                    let mut child = tokio::process::Command::new("true")
-                        .process_group(0)
-                        .stdin(Stdio::null())
-                        .spawn()?;
-                    let at = t0.elapsed();
-                    child.wait().await?;
-                    anyhow::Ok(at)
-                })
-            })
-            .collect();
-        let mut spawned = Vec::with_capacity(n);
-        for t in tasks {
-            spawned.push(t.await??);
-        }
-        anyhow::Ok((spawned, t0.elapsed()))
+    let (spawned, done) = all_at_once(n, |t0| async move {
+        let mut child = tokio::process::Command::new("true")
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()?;
+        let at = t0.elapsed();
+        child.wait().await?;
+        Ok(at)
     })?;
     let last = spawned.iter().max().copied().unwrap_or_default();
     b.row(
@@ -818,28 +823,17 @@ fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
 /// yielding once before its request, as the daemon's HTTP runs do; no timers, no history.
 fn http_floor(b: &mut Bench, n: usize) -> Result<()> {
     let port = http_server::start()?;
-    let rt = bench::runtime()?;
     let url = format!("http://127.0.0.1:{port}/");
     hourglass::job::http::install_crypto_provider();
-    let (mut first, done) = rt.block_on(async move {
-        let client = reqwest::Client::new();
-        let t0 = Instant::now();
-        let tasks: Vec<_> = (0..n)
-            .map(|_| {
-                let (client, url) = (client.clone(), url.clone());
-                tokio::spawn(async move {
-                    let at = t0.elapsed();
-                    tokio::task::yield_now().await;
-                    client.get(&url).send().await?.bytes().await?;
-                    anyhow::Ok(at.as_millis() as i64)
-                })
-            })
-            .collect();
-        let mut first = Vec::with_capacity(n);
-        for t in tasks {
-            first.push(t.await??);
+    let client = reqwest::Client::new();
+    let (mut first, done) = all_at_once(n, |t0| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let at = t0.elapsed();
+            tokio::task::yield_now().await;
+            client.get(&url).send().await?.bytes().await?;
+            Ok(at.as_millis() as i64)
         }
-        anyhow::Ok((first, t0.elapsed()))
     })?;
     first.sort_unstable();
     b.row(
