@@ -274,9 +274,9 @@ async fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
 }
 
 /// Gives the memory a config load freed back to the system. glibc returns freed memory inside
-/// its heaps only when asked: parsing 100,000 jobs frees ~150 MB of temporaries between the
-/// jobs' own allocations, and without this call ~30 MB of it stays in the daemon's RSS for
-/// good. Takes a few milliseconds.
+/// its heaps only when asked: parsing 100,000 jobs frees ~250 MB of temporaries (in the
+/// parser's own arena, see `config::load`), and without this call the daemon stayed at
+/// 230 MiB RSS instead of 82 MiB. Takes a few milliseconds.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn release_freed_memory() {

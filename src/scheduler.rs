@@ -43,6 +43,16 @@ impl Entry {
     fn slot(&mut self) -> Arc<JobSlot> {
         Arc::clone(self.slot.get_or_insert_with(Arc::default))
     }
+
+    /// The heap entry of its next occurrence, if it has one.
+    fn wake(&self) -> Option<Reverse<Wake>> {
+        self.next.map(|at| {
+            Reverse(Wake {
+                at,
+                spec: Arc::clone(&self.spec),
+            })
+        })
+    }
 }
 
 /// A heap entry: `spec` is due at `at`. Stale once the job changed (another `spec`) or moved on.
@@ -80,16 +90,6 @@ struct Timers {
 }
 
 impl Timers {
-    /// Schedules `entry`'s next occurrence.
-    fn push(&mut self, entry: &Entry) {
-        if let Some(at) = entry.next {
-            self.heap.push(Reverse(Wake {
-                at,
-                spec: Arc::clone(&entry.spec),
-            }));
-        }
-    }
-
     /// Takes a job out of the timers (its heap entry goes stale).
     fn remove(&mut self, name: &str) -> Option<Entry> {
         let old = self.jobs.remove(name)?;
@@ -112,19 +112,7 @@ impl Timers {
     /// jobs would otherwise keep them until their old times).
     fn compact(&mut self) {
         if self.stale > STALE_SLACK && self.stale > self.jobs.len() {
-            let heap: BinaryHeap<Reverse<Wake>> = self
-                .jobs
-                .values()
-                .filter_map(|e| {
-                    e.next.map(|at| {
-                        Reverse(Wake {
-                            at,
-                            spec: Arc::clone(&e.spec),
-                        })
-                    })
-                })
-                .collect();
-            self.heap = heap;
+            self.heap = self.jobs.values().filter_map(Entry::wake).collect();
             self.stale = 0;
         }
         self.retired.retain(|_, slot| Arc::strong_count(slot) > 1);
@@ -156,8 +144,8 @@ impl Timers {
             due(ctx, &slot, &spec, entry.last, latest, now);
             entry.last = latest;
             entry.next = spec.next_fire_after(latest);
-            match entry.next {
-                Some(at) => self.heap.push(Reverse(Wake { at, spec })),
+            match entry.wake() {
+                Some(w) => self.heap.push(w),
                 None => tracing::debug!(job = %spec.name, "no further occurrence; timer ends"),
             }
         }
@@ -324,7 +312,7 @@ fn schedule(
         last,
         next,
     };
-    t.push(&entry);
+    t.heap.extend(entry.wake());
     t.jobs.insert(entry.spec.name.clone(), entry);
 }
 
