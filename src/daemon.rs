@@ -42,8 +42,11 @@ const TRIGGER_POLL: Duration = Duration::from_millis(250);
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 /// How often old history is pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// Longest wait for the last history writes at exit.
-const FINAL_WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Longest wait for the last history writes at exit: one try of the database (its busy
+/// timeout is 5 s), then the spill file.
+const FINAL_WRITE_WAIT: Duration = Duration::from_secs(15);
+/// How often the systemd status line is refreshed (sent only when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs the daemon on the config at `config_path` until `shutdown`.
 pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -56,6 +59,16 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let Config { settings, jobs } = config;
     crate::job::http::install_crypto_provider();
     let store = Store::open(&settings.database).await?;
+    let _instance = crate::instance::acquire(&settings.database)?;
+    let replayed = crate::recorder::replay_spill(&store)
+        .await
+        .context("cannot replay the spill file into the history database")?;
+    if replayed > 0 {
+        tracing::info!(
+            records = replayed,
+            "run records kept in the spill file by the previous daemon written to the history database"
+        );
+    }
     let leftovers = store.running_processes().await?;
     if !leftovers.is_empty() {
         let killed = tokio::task::spawn_blocking(move || stop_leftovers(&leftovers))
@@ -77,7 +90,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     }
     let first_id = store.next_run_id().await?;
     let last_fired = store.last_fired().await?;
-    let (recorder, writer) = Recorder::start(store.clone());
+    let (recorder, writer) = Recorder::start(&store);
     let clock = Arc::new(Clock::system());
     let services = Services {
         mailers: Mailers::new(settings.smtp.values())?,
@@ -122,11 +135,17 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
 
     let status = |s: &Scheduler, ctx: &Context| {
-        format!(
+        let mut line = format!(
             "{} jobs scheduled, {} runs in progress",
             s.len(),
             ctx.running()
-        )
+        );
+        if let Some(n) = ctx.recorder.health().pending() {
+            line.push_str(&format!(
+                "; history database failing: {n} run records waiting"
+            ));
+        }
+        line
     };
     tracing::info!(
         jobs = scheduler.len(),
@@ -138,7 +157,8 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
 
     let mut current = settings.clone();
     let mut reload_at: Option<tokio::time::Instant> = None;
-    let mut status_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    let mut last_status = String::new();
     loop {
         tokio::select! {
             () = shutdown.drain.cancelled() => break,
@@ -169,7 +189,13 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
                     tracing::warn!(job = %job, "manual trigger for a job that is not scheduled; ignored");
                 }
             }
-            _ = status_tick.tick() => systemd::status(&status(&scheduler, &ctx)),
+            _ = status_tick.tick() => {
+                let line = status(&scheduler, &ctx);
+                if line != last_status {
+                    systemd::status(&line);
+                    last_status = line;
+                }
+            }
         }
     }
 
@@ -220,14 +246,33 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     while tasks.join_next().await.is_some() {}
     drop(scheduler);
     drop(ctx);
-    match tokio::time::timeout(FINAL_WRITE_WAIT, writer).await {
-        Ok(_) => {}
-        Err(_) => tracing::error!(
-            database = %store.path().display(),
-            "could not write the last run records before exiting"
-        ),
-    }
+    let lost = match tokio::time::timeout(FINAL_WRITE_WAIT, writer).await {
+        Ok(Ok(report)) => {
+            if report.spilled > 0 {
+                tracing::warn!(
+                    records = report.spilled,
+                    path = %crate::spill::Spill::beside(store.path()).path().display(),
+                    "run records kept in the spill file; the next start writes them to the history database"
+                );
+            }
+            report.lost
+        }
+        Ok(Err(_)) | Err(_) => usize::MAX,
+    };
     store.close().await;
+    if lost > 0 {
+        let records = if lost == usize::MAX {
+            "some".to_string()
+        } else {
+            lost.to_string()
+        };
+        tracing::error!(
+            database = %store.path().display(),
+            records = %records,
+            "run records could be saved neither in the history database nor in its spill file"
+        );
+        anyhow::bail!("{records} run records were lost");
+    }
     tracing::info!("hourglass stopped");
     Ok(())
 }

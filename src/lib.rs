@@ -21,16 +21,19 @@
 //!   a diff.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
 //! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
-//! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`.
+//! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`; [`spill`]:
+//!   the file that keeps run records while the database cannot take them.
 //! - [`smtp`]: configured SMTP servers (lettre transports, send caps and timeouts);
 //!   [`notify`]: failure/recovery notifications by email and webhook.
-//! - [`daemon`]: lifecycle (start, reload, drain, stop); [`systemd`]: notify protocol;
+//! - [`daemon`]: lifecycle (start, reload, drain, stop); [`instance`]: one daemon per
+//!   database; [`systemd`]: notify protocol;
 //!   [`logging`]: tracing setup; [`cli`]: the command line.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod instance;
 pub mod job;
 pub mod logging;
 pub mod notify;
@@ -40,5 +43,6 @@ pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod smtp;
+pub mod spill;
 pub mod store;
 pub mod systemd;

@@ -249,8 +249,8 @@ impl Notifier {
             .record(Record::Notification(NotificationRecord {
                 run_id: notice.run_id,
                 job: notice.job.clone(),
-                event: notice.event.as_str(),
-                channel,
+                event: notice.event.as_str().into(),
+                channel: channel.into(),
                 sent_at: Utc::now(),
                 error: result.err(),
             }));

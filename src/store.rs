@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection as _, QueryBuilder, Row, Sqlite, SqlitePool};
 
 /// Errors from the history database.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,10 @@ pub enum StoreError {
     /// A migration failed.
     #[error("history database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The file at the database's path is gone or is another file than the one opened: what
+    /// was written may have gone into a deleted file.
+    #[error("the history database file {0} was removed or replaced")]
+    Replaced(PathBuf),
 }
 
 /// Formats a timestamp the way the database stores it.
@@ -83,7 +89,7 @@ impl RunStatus {
 }
 
 /// Why a run started (`trigger` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// Its schedule came due.
@@ -109,7 +115,7 @@ impl Trigger {
 }
 
 /// The start of a run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunStart {
     /// Run id, allocated by the daemon.
     pub id: i64,
@@ -130,7 +136,7 @@ pub struct RunStart {
 }
 
 /// The end of a run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunEnd {
     /// Run id.
     pub id: i64,
@@ -149,16 +155,16 @@ pub struct RunEnd {
 }
 
 /// A notification attempt.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct NotificationRecord {
     /// Run id of the firing's last attempt.
     pub run_id: i64,
     /// Job name.
     pub job: String,
     /// `failure`, `recovery` or `success`.
-    pub event: &'static str,
+    pub event: std::borrow::Cow<'static, str>,
     /// `email` or `webhook`.
-    pub channel: &'static str,
+    pub channel: std::borrow::Cow<'static, str>,
     /// When it was attempted.
     pub sent_at: DateTime<Utc>,
     /// Why it failed; `None` when sent.
@@ -182,8 +188,8 @@ pub struct UploadMark {
     pub scheduled_for: DateTime<Utc>,
 }
 
-/// One write for the recorder.
-#[derive(Debug, Clone, PartialEq)]
+/// One write for the recorder (serialized as one line of the spill file).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub enum Record {
     /// A run started (row inserted as `running`).
     Started(RunStart),
@@ -200,6 +206,26 @@ pub enum Record {
         /// The intended time.
         scheduled_for: DateTime<Utc>,
     },
+}
+
+impl Record {
+    /// The run this record is about, if any.
+    pub fn run_id(&self) -> Option<i64> {
+        match self {
+            Record::Started(s) | Record::Complete(s, _) => Some(s.id),
+            Record::Finished(e) => Some(e.id),
+            Record::Notification(n) => Some(n.run_id),
+            Record::Fired { .. } => None,
+        }
+    }
+
+    /// The run's output tail, if this record carries one.
+    pub fn output_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            Record::Finished(e) | Record::Complete(_, e) => Some(&mut e.output),
+            _ => None,
+        }
+    }
 }
 
 /// One row of history, as shown by the CLI.
@@ -256,6 +282,7 @@ pub struct HistoryFilter {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    options: SqliteConnectOptions,
 }
 
 /// How long a writer waits for a lock held by another connection (e.g. a user's `sqlite3`).
@@ -277,13 +304,23 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
             path: path.to_path_buf(),
+            options: options.create_if_missing(false),
         })
+    }
+
+    /// A connection of its own for the run recorder: see [`HistoryWriter`].
+    pub fn writer(&self) -> HistoryWriter {
+        HistoryWriter {
+            options: self.options.clone(),
+            path: self.path.clone(),
+            conn: None,
+        }
     }
 
     /// The database file.
@@ -329,52 +366,17 @@ impl Store {
         Ok(max.unwrap_or(0) + 1)
     }
 
-    /// Writes a batch of records in one transaction, in few statements: a run started and
-    /// ended within the batch becomes one complete row, rows go in multi-row `INSERT`s and
-    /// `UPDATE ... FROM (VALUES ...)`s, and per-job firing times keep only their latest.
+    /// Writes a batch of records in one transaction (see [`HistoryWriter::write_batch`]);
+    /// a connection whose write failed is closed, never handed back holding a lock.
     pub async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let plan = BatchPlan::of(records);
-        let mut tx = self.pool.begin().await?;
-        for rows in plan.inserts.chunks(ROWS_PER_STATEMENT) {
-            insert_runs(&mut tx, rows).await?;
+        let mut conn = self.pool.acquire().await?;
+        match write_records(&mut conn, records).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = conn.detach().close_hard().await;
+                Err(e.into())
+            }
         }
-        for ends in plan.updates.chunks(ROWS_PER_STATEMENT) {
-            update_runs(&mut tx, ends).await?;
-        }
-        let fired: Vec<(&str, DateTime<Utc>)> = plan.fired.into_iter().collect();
-        for chunk in fired.chunks(ROWS_PER_STATEMENT) {
-            let now = format_ts(Utc::now());
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO job_state (job, last_fired_for, updated_at) ",
-            );
-            q.push_values(chunk, |mut row, (job, at)| {
-                row.push_bind(job.to_string())
-                    .push_bind(format_ts(*at))
-                    .push_bind(now.clone());
-            });
-            q.push(
-                " ON CONFLICT (job) DO UPDATE SET \
-                 last_fired_for = max(last_fired_for, excluded.last_fired_for), \
-                 updated_at = excluded.updated_at",
-            );
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
-        for n in plan.notifications {
-            sqlx::query(
-                "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .bind(n.run_id)
-            .bind(&n.job)
-            .bind(n.event)
-            .bind(n.channel)
-            .bind(format_ts(n.sent_at))
-            .bind(n.error.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// The last intended firing time of each job.
@@ -518,6 +520,87 @@ impl Store {
     }
 }
 
+/// The recorder's own connection to the history database. A write that fails is rolled back
+/// and the connection closed, so no lock outlives a fault (another process can write as soon
+/// as it clears); the next write connects again. After each commit the file at the path must
+/// still be the one written to: a database deleted or replaced under the daemon is a fault,
+/// not a silent loss.
+#[derive(Debug)]
+pub struct HistoryWriter {
+    options: SqliteConnectOptions,
+    path: PathBuf,
+    conn: Option<(SqliteConnection, FileId)>,
+}
+
+/// Which file a path named when it was opened (device and inode).
+type FileId = (u64, u64);
+
+impl HistoryWriter {
+    /// Writes `records` in one transaction, in few statements: a run started and ended within
+    /// the batch becomes one complete row, rows go in multi-row upserts and
+    /// `UPDATE ... FROM (VALUES ...)`s, and per-job firing times keep only their latest.
+    /// Writing the same records again changes nothing (replays of the spill file rely on it).
+    pub async fn write_batch(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        let (mut conn, id) = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let written = write_records(&mut conn, records)
+            .await
+            .map_err(StoreError::from);
+        let same_file = file_id(&self.path).await.ok() == Some(id);
+        match written {
+            Ok(()) if same_file => {
+                self.conn = Some((conn, id));
+                Ok(())
+            }
+            Ok(()) => {
+                let _ = conn.close_hard().await;
+                Err(StoreError::Replaced(self.path.clone()))
+            }
+            Err(e) => {
+                let _ = conn.close_hard().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&mut self) {
+        if let Some((conn, _)) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    async fn connect(&self) -> Result<(SqliteConnection, FileId), StoreError> {
+        let id = file_id(&self.path)
+            .await
+            .map_err(|_| StoreError::Replaced(self.path.clone()))?;
+        let conn = SqliteConnection::connect_with(&self.options).await?;
+        Ok((conn, id))
+    }
+}
+
+async fn file_id(path: &Path) -> std::io::Result<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    let m = tokio::fs::metadata(path).await?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// One transaction (`BEGIN IMMEDIATE`: the write lock is taken, or waited for, up front);
+/// rolled back on any error.
+async fn write_records(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), sqlx::Error> {
+    let plan = BatchPlan::of(records);
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    match plan.write(&mut tx).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Rows per multi-row statement (at most 14 values a row: far below SQLite's variable limit).
 const ROWS_PER_STATEMENT: usize = 256;
 
@@ -561,6 +644,50 @@ impl<'a> BatchPlan<'a> {
         }
         plan
     }
+
+    async fn write(self, tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        for rows in self.inserts.chunks(ROWS_PER_STATEMENT) {
+            insert_runs(tx, rows).await?;
+        }
+        for ends in self.updates.chunks(ROWS_PER_STATEMENT) {
+            update_runs(tx, ends).await?;
+        }
+        let fired: Vec<(&str, DateTime<Utc>)> = self.fired.into_iter().collect();
+        for chunk in fired.chunks(ROWS_PER_STATEMENT) {
+            let now = format_ts(Utc::now());
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO job_state (job, last_fired_for, updated_at) ",
+            );
+            q.push_values(chunk, |mut row, (job, at)| {
+                row.push_bind(job.to_string())
+                    .push_bind(format_ts(*at))
+                    .push_bind(now.clone());
+            });
+            q.push(
+                " ON CONFLICT (job) DO UPDATE SET \
+                 last_fired_for = max(last_fired_for, excluded.last_fired_for), \
+                 updated_at = excluded.updated_at",
+            );
+            q.build().persistent(false).execute(&mut **tx).await?;
+        }
+        for n in self.notifications {
+            // Once per (run, event, channel, time): a replayed record is not a second attempt.
+            sqlx::query(
+                "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM notifications \
+                 WHERE run_id = ?1 AND event = ?3 AND channel = ?4 AND sent_at = ?5)",
+            )
+            .bind(n.run_id)
+            .bind(&n.job)
+            .bind(n.event.as_ref())
+            .bind(n.channel.as_ref())
+            .bind(format_ts(n.sent_at))
+            .bind(n.error.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 async fn insert_runs(
@@ -587,6 +714,13 @@ async fn insert_runs(
             .push_bind(end.and_then(|e| e.details.clone()))
             .push_bind(s.pid);
     });
+    // A row written before (a replayed record) only takes an end it did not have.
+    q.push(
+        " ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
+         status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
+         output = excluded.output, details = excluded.details \
+         WHERE excluded.status <> 'running'",
+    );
     q.build().persistent(false).execute(&mut **tx).await?;
     Ok(())
 }
@@ -726,8 +860,8 @@ mod tests {
         second.push(Record::Notification(NotificationRecord {
             run_id: 3,
             job: "a".into(),
-            event: "failure",
-            channel: "webhook",
+            event: "failure".into(),
+            channel: "webhook".into(),
             sent_at: at("2026-01-01T00:01:01Z"),
             error: None,
         }));

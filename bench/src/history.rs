@@ -69,7 +69,7 @@ pub async fn store_in(dir: &Path) -> Result<Store, StoreError> {
 /// written them all; returns the time taken.
 pub async fn through_recorder(store: Store, records: Vec<Record>) -> Duration {
     let t0 = Instant::now();
-    let (recorder, writer) = Recorder::start(store);
+    let (recorder, writer) = Recorder::start(&store);
     for r in records {
         recorder.record(r);
     }
