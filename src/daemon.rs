@@ -246,7 +246,8 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     while tasks.join_next().await.is_some() {}
     drop(scheduler);
     drop(ctx);
-    let lost = match tokio::time::timeout(FINAL_WRITE_WAIT, writer).await {
+    let report = tokio::time::timeout(FINAL_WRITE_WAIT, writer).await;
+    let lost = match report {
         Ok(Ok(report)) => {
             if report.spilled > 0 {
                 tracing::warn!(
@@ -259,7 +260,16 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
         }
         Ok(Err(_)) | Err(_) => usize::MAX,
     };
-    store.close().await;
+    let path = store.path().to_path_buf();
+    if matches!(report, Ok(Ok(r)) if r == crate::recorder::WriterReport::default()) {
+        store.close().await;
+    } else {
+        // The database is failing: its connections are left open to the exit. Closing the last
+        // one checkpoints, which with files made immutable wrote to SQLite's shared-memory
+        // mapping and killed the daemon with SIGBUS after the records were safe in the spill
+        // file.
+        std::mem::forget(store);
+    }
     if lost > 0 {
         let records = if lost == usize::MAX {
             "some".to_string()
@@ -267,7 +277,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
             lost.to_string()
         };
         tracing::error!(
-            database = %store.path().display(),
+            database = %path.display(),
             records = %records,
             "run records could be saved neither in the history database nor in its spill file"
         );

@@ -302,8 +302,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // One connection stays open: the recorder's own connection, closed after a failed
+        // write, is then never the last one, whose close would checkpoint a failing database.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .min_connections(1)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;

@@ -20,6 +20,8 @@ pub struct Daemon {
     pub notify: UnixDatagram,
     pub notes: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// The history database, relative to `dir`.
+    pub db: String,
 }
 
 pub fn ts(s: &str) -> DateTime<Utc> {
@@ -42,8 +44,13 @@ impl Daemon {
     /// Writes `hourglass.toml` (database `history.db`, UTC, plus `main_extra`) and
     /// `jobs.d/jobs.toml`, without starting.
     pub fn prepare(main_extra: &str, jobs: &str) -> Self {
+        Self::prepare_with_db("history.db", main_extra, jobs)
+    }
+
+    /// Like [`Daemon::prepare`], with the database at `db` (relative to the temp dir).
+    pub fn prepare_with_db(db: &str, main_extra: &str, jobs: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let main = format!("[database]\npath = \"history.db\"\n\n{main_extra}\n");
+        let main = format!("[database]\npath = \"{db}\"\n\n{main_extra}\n");
         let main = if main_extra.contains("[daemon]") {
             main
         } else {
@@ -62,6 +69,7 @@ impl Daemon {
             notify,
             notes: Vec::new(),
             extra_env: Vec::new(),
+            db: db.to_string(),
         }
     }
 
@@ -140,6 +148,22 @@ impl Daemon {
         }
     }
 
+    /// Reads notifications until one line contains `needle`; returns it.
+    pub fn wait_note_containing(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain_notes();
+            if let Some(n) = self.notes.iter().find(|n| n.contains(needle)) {
+                return n.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no note with {needle:?} within {timeout:?}; got {:?}",
+                self.notes
+            );
+        }
+    }
+
     /// Drains pending notifications into `notes` (non-blocking beyond 100 ms).
     pub fn drain_notes(&mut self) -> Vec<String> {
         let mut buf = [0u8; 4096];
@@ -161,7 +185,7 @@ impl Daemon {
 
     /// All runs, oldest first.
     pub fn runs(&self) -> Vec<RunRow> {
-        let db = self.path("history.db");
+        let db = self.path(&self.db);
         if !db.exists() {
             return Vec::new();
         }

@@ -1,0 +1,386 @@
+//! The history under real faults of its database: a full disk (tmpfs), immutable files, a
+//! write lock held by another program, the database's folder gone; and a daemon stopped
+//! during a fault. Five every-second jobs append their run id to their own log: after the
+//! fault clears, every logged run has its row. Needs root (mount, chattr), as CI runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, wait_for};
+use hourglass::store::RunRow;
+use nix::sys::signal::Signal;
+
+const SEC: Duration = Duration::from_secs(1);
+/// How long each fault lasts.
+const FAULT: Duration = Duration::from_secs(15);
+
+/// Five every-second jobs, each appending `$HOURGLASS_RUN_ID` to `logs/jN`.
+fn loggers(dir: &Path) -> String {
+    (1..=5)
+        .map(|i| {
+            format!(
+                "[jobs.j{i}]\nevery = \"1s\"\ncommand = \"echo $HOURGLASS_RUN_ID >> {}/logs/j{i}\"\n",
+                dir.display()
+            )
+        })
+        .collect()
+}
+
+/// Starts the daemon on the five loggers with its database at `db` (relative).
+fn start_loggers(db: &str, before_start: impl FnOnce(&Daemon)) -> Daemon {
+    let mut d = Daemon::prepare_with_db(db, "", "");
+    std::fs::create_dir(d.path("logs")).unwrap();
+    d.write_jobs("jobs.toml", &loggers(d.dir.path()));
+    before_start(&d);
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    d
+}
+
+/// Every run id the jobs logged, with its job.
+fn logged(d: &Daemon) -> HashMap<i64, String> {
+    let mut ids = HashMap::new();
+    for i in 1..=5 {
+        let text = std::fs::read_to_string(d.path(&format!("logs/j{i}"))).unwrap_or_default();
+        for line in text.lines() {
+            ids.insert(line.trim().parse().unwrap(), format!("j{i}"));
+        }
+    }
+    ids
+}
+
+/// Waits until every run logged so far has a finished, succeeded row of its job; returns
+/// how many runs that was.
+fn every_logged_run_has_its_row(d: &Daemon, timeout: Duration) -> usize {
+    let ids = logged(d);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rows: HashMap<i64, RunRow> = d.runs().into_iter().map(|r| (r.id, r)).collect();
+        let missing: Vec<_> = ids
+            .iter()
+            .filter(|(id, job)| {
+                rows.get(id)
+                    .is_none_or(|r| r.job != **job || r.status != "succeeded")
+            })
+            .collect();
+        if missing.is_empty() {
+            return ids.len();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} logged runs have no finished row: {:?}\nlog:\n{}",
+            missing.len(),
+            ids.len(),
+            missing.iter().take(10).collect::<Vec<_>>(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for the daemon to report the fault (log and STATUS=).
+fn fault_is_reported(d: &mut Daemon) {
+    wait_for(30 * SEC, "the write failure in the log", || {
+        d.log().contains("cannot write run history").then_some(())
+    });
+    d.wait_note_containing("history database failing", 10 * SEC);
+}
+
+/// After the fault cleared: one ERROR for the streak, one recovery line, every run has its
+/// row, and another program can take the write lock within a second.
+fn recovered_completely(d: &Daemon, db: &Path) -> usize {
+    let runs = every_logged_run_has_its_row(d, 60 * SEC);
+    let log = d.log();
+    assert_eq!(
+        log.matches("cannot write run history").count(),
+        1,
+        "one ERROR per failure streak:\n{log}"
+    );
+    wait_for(30 * SEC, "the recovery line", || {
+        d.log().contains("run history written again").then_some(())
+    });
+    take_write_lock(db);
+    runs
+}
+
+/// Takes and releases the database's write lock from another process, waiting at most 1 s.
+fn take_write_lock(db: &Path) {
+    let out = Command::new("sqlite3")
+        .arg("-cmd")
+        .arg(".timeout 1000")
+        .arg(db)
+        .arg("BEGIN IMMEDIATE; ROLLBACK;")
+        .output()
+        .expect("sqlite3 is installed by scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "another process cannot take the write lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tmpfs mounted on a folder, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root");
+        Self(at)
+    }
+
+    /// Fills it to the last byte.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", self.0.join("fill").display()))
+            .args(["bs=64k"])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("fill")).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn chattr(flag: &str, files: &[PathBuf]) {
+    let ok = Command::new("chattr")
+        .arg(flag)
+        .args(files)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chattr {flag} needs root and ext4");
+}
+
+fn db_files(d: &Daemon) -> Vec<PathBuf> {
+    ["history.db", "history.db-wal", "history.db-shm"]
+        .iter()
+        .map(|f| d.path(f))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Makes the database files immutable until dropped.
+struct Immutable(Vec<PathBuf>);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        chattr("-i", &self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_loses_no_record() {
+    let mut tmpfs = None;
+    let mut d = start_loggers("db/history.db", |d| {
+        tmpfs = Some(Tmpfs::mount(d.path("db"), "8m"));
+    });
+    let tmpfs = tmpfs.unwrap();
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    tmpfs.fill();
+    fault_is_reported(&mut d);
+    std::thread::sleep(FAULT);
+    tmpfs.free();
+    let runs = recovered_completely(&d, &d.path("db/history.db"));
+    assert!(runs >= 75, "only {runs} runs");
+}
+
+#[test]
+fn immutable_database_files_lose_no_record() {
+    let mut d = start_loggers("history.db", |_| {});
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    let files = Immutable(db_files(&d));
+    chattr("+i", &files.0);
+    fault_is_reported(&mut d);
+    std::thread::sleep(FAULT);
+    // Records went to the spill file meanwhile (its folder is writable).
+    assert!(d.path("history.db-spill").exists());
+    drop(files);
+    let runs = recovered_completely(&d, &d.path("history.db"));
+    assert!(runs >= 75, "only {runs} runs");
+    wait_for(10 * SEC, "the replayed spill file to go", || {
+        (!d.path("history.db-spill").exists()).then_some(())
+    });
+}
+
+/// Another program holding the write lock, through the sqlite3 shell.
+struct HeldLock(Child);
+
+impl HeldLock {
+    fn take(db: &Path) -> Self {
+        let mut child = Command::new("sqlite3")
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sqlite3 is installed by scripts/test.sh");
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b".timeout 5000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+            .unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Self(child)
+    }
+
+    fn release(mut self) {
+        let stdin = self.0.stdin.as_mut().unwrap();
+        stdin.write_all(b"COMMIT;\n.quit\n").unwrap();
+        drop(self.0.stdin.take());
+        self.0.wait().unwrap();
+    }
+}
+
+#[test]
+fn a_lock_held_by_another_writer_loses_no_record() {
+    let mut d = start_loggers("history.db", |_| {});
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    let lock = HeldLock::take(&d.path("history.db"));
+    fault_is_reported(&mut d);
+    std::thread::sleep(FAULT);
+    lock.release();
+    let runs = recovered_completely(&d, &d.path("history.db"));
+    assert!(runs >= 75, "only {runs} runs");
+    // Every second is in the history once per job: no gap, no double.
+    for i in 1..=5 {
+        let times: Vec<_> = d
+            .runs_of(&format!("j{i}"))
+            .iter()
+            .map(|r| common::ts(&r.scheduled_for))
+            .collect();
+        let distinct: HashSet<_> = times.iter().collect();
+        assert_eq!(distinct.len(), times.len(), "a firing recorded twice");
+        for w in times.windows(2) {
+            assert_eq!((w[1] - w[0]).num_seconds(), 1, "a gap in {times:?}");
+        }
+    }
+}
+
+#[test]
+fn a_database_whose_folder_disappears_loses_no_record() {
+    let mut d = start_loggers("db/history.db", |d| {
+        std::fs::create_dir(d.path("db")).unwrap();
+    });
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    // The folder goes away (an unmounted volume), then comes back.
+    std::fs::rename(d.path("db"), d.path("db.away")).unwrap();
+    fault_is_reported(&mut d);
+    std::thread::sleep(FAULT);
+    std::fs::rename(d.path("db.away"), d.path("db")).unwrap();
+    let runs = recovered_completely(&d, &d.path("db/history.db"));
+    assert!(runs >= 75, "only {runs} runs");
+}
+
+#[test]
+fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
+    let mut d = start_loggers("history.db", |_| {});
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    let files = Immutable(db_files(&d));
+    chattr("+i", &files.0);
+    fault_is_reported(&mut d);
+    std::thread::sleep(Duration::from_secs(5));
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(30 * SEC);
+    assert!(
+        status.success(),
+        "exit {status}: every record was spilled\n{}",
+        d.log()
+    );
+    let log = d.log();
+    assert!(log.contains("run records kept in the spill file"), "{log}");
+    assert!(d.path("history.db-spill").exists());
+    drop(files);
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    assert!(!d.path("history.db-spill").exists(), "replayed and removed");
+    assert!(
+        d.log()
+            .contains("run records kept in the spill file by the previous daemon written")
+    );
+    let runs = every_logged_run_has_its_row(&d, 30 * SEC);
+    assert!(runs >= 25, "only {runs} runs");
+    // No run of the first daemon is left `running`, and none was marked abandoned: their
+    // ends were in the spill file.
+    let first: Vec<RunRow> = d
+        .runs()
+        .into_iter()
+        .filter(|r| r.status == "abandoned")
+        .collect();
+    assert!(first.is_empty(), "{first:#?}");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_refuses_to_start() {
+    let d = Daemon::start("", "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n");
+    let out = Command::new(common::BIN)
+        .arg("--config")
+        .arg(d.config())
+        .arg("run")
+        .current_dir(d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", d.pid())) && err.contains("history.db"),
+        "{err}"
+    );
+    // A lock left by a daemon killed with SIGKILL does not block the next start.
+    let mut d = d;
+    d.signal(Signal::SIGKILL);
+    d.wait_exit(10 * SEC);
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+}
+
+#[test]
+fn a_stop_when_no_record_can_be_saved_anywhere_exits_non_zero() {
+    let mut tmpfs = None;
+    let mut d = start_loggers("db/history.db", |d| {
+        tmpfs = Some(Tmpfs::mount(d.path("db"), "8m"));
+    });
+    let tmpfs = tmpfs.unwrap();
+    every_logged_run_has_its_row(&d, 20 * SEC);
+    // The spill file sits beside the database, on the same full disk.
+    tmpfs.fill();
+    fault_is_reported(&mut d);
+    wait_for(20 * SEC, "the spill failure in the log", || {
+        d.log()
+            .contains("cannot write the spill file either")
+            .then_some(())
+    });
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(30 * SEC);
+    let log = d.log();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("could be saved neither in the history database nor in its spill file"),
+        "{log}"
+    );
+    assert!(!log.contains("run records kept in the spill file"), "{log}");
+}
