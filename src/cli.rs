@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
+use nix::sys::signal::Signal;
 
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, Shutdown};
@@ -245,28 +245,42 @@ async fn open_store(path: &Path) -> anyhow::Result<Store> {
     Ok(Store::open(db).await?)
 }
 
-/// First SIGTERM/SIGINT drains; a second one stops at once.
+/// First SIGTERM/SIGINT drains; a second one stops at once. Signals are taken on a thread of
+/// their own, not on the runtime, so that nothing a run does (a busy worker thread, a stuck
+/// task) can keep the second signal from acting: if the daemon has not exited
+/// [`HARD_STOP_WAIT`] after it, this thread kills every run's process group and exits.
 fn listen_for_signals(shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::spawn(async move {
-        let mut seen = 0;
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            seen += 1;
-            if seen == 1 {
-                tracing::info!("stop signal received (send another to stop at once)");
-                shutdown.drain.cancel();
-            } else {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot listen for SIGTERM and SIGINT")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for _ in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!("stop signal received (send another to stop at once)");
+                    shutdown.drain.cancel();
+                    continue;
+                }
                 shutdown.now.cancel();
+                std::thread::sleep(HARD_STOP_WAIT);
+                let groups = shutdown.processes.signal_all(Signal::SIGKILL);
+                tracing::error!(
+                    groups,
+                    "the daemon did not stop after the second signal; run process groups killed, exiting now (the next start marks unfinished runs abandoned)"
+                );
+                std::process::exit(1);
             }
-        }
-    });
+        })
+        .context("cannot start the signal thread")?;
     Ok(())
 }
+
+/// How long the runtime has to stop cleanly after a second stop signal before the signal
+/// thread ends the process.
+const HARD_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(700);
 
 fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use lettre::message::Mailbox;
 
 use crate::job::command::{CommandJob, CommandLine, RunAs};
-use crate::job::email::{EmailJob, check_template};
+use crate::job::email::EmailJob;
+use crate::job::template::check_template;
 use crate::job::http::HttpJob;
 use crate::job::upload::UploadJob;
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};

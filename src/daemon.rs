@@ -21,7 +21,7 @@ use crate::job::Services;
 use crate::job::command::stop_leftovers;
 use crate::job::http::HttpClients;
 use crate::recorder::Recorder;
-use crate::runner::Context;
+use crate::runner::{Context, ProcessGroups};
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
 use crate::store::Store;
@@ -34,6 +34,8 @@ pub struct Shutdown {
     pub drain: CancellationToken,
     /// Stop at once: kill every run's process group (a second signal).
     pub now: CancellationToken,
+    /// Process groups of running commands, for a stop that cannot wait for the runtime.
+    pub processes: Arc<ProcessGroups>,
 }
 
 /// How often manual trigger requests are polled.
@@ -97,14 +99,16 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
         http: HttpClients::default(),
         store: Some(store.clone()),
     };
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         Arc::clone(&clock),
         recorder,
         settings.max_concurrent_runs,
         first_id,
         settings.node.clone(),
         services,
-    ));
+    );
+    ctx.processes = Arc::clone(&shutdown.processes);
+    let ctx = Arc::new(ctx);
     let timers = CancellationToken::new();
     let background = CancellationToken::new();
     let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());

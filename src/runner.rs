@@ -78,8 +78,8 @@ pub struct Context {
     pub draining: CancellationToken,
     /// `soft`: stop runs (drain grace over); `hard`: kill now (second signal).
     pub stop: StopSignal,
-    /// Process groups of running commands.
-    pub processes: ProcessGroups,
+    /// Process groups of running commands (shared with the daemon's signal thread).
+    pub processes: Arc<ProcessGroups>,
     /// Attempts in progress.
     running: AtomicUsize,
     /// SMTP transports and HTTP clients.
@@ -115,7 +115,7 @@ impl Context {
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
             stop: StopSignal::default(),
-            processes: ProcessGroups::default(),
+            processes: Arc::default(),
             running: AtomicUsize::new(0),
         }
     }

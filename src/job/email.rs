@@ -9,7 +9,7 @@ use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
-use super::{AttemptContext, Outcome, StopSignal};
+use super::{AttemptContext, Outcome, StopSignal, template};
 
 /// A validated email job.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,42 +40,6 @@ pub struct EmailJob {
     pub env: BTreeMap<String, String>,
 }
 
-/// Renders a template with the run's context. Templates were checked at config load.
-pub fn render(
-    template: &str,
-    ctx: &AttemptContext<'_>,
-    env: &BTreeMap<String, String>,
-) -> Result<String, String> {
-    let zone = ctx.job.tz;
-    let local = ctx.scheduled_for.with_timezone(&zone);
-    let host = crate::config::host_name();
-    let jinja = minijinja::Environment::new();
-    jinja
-        .render_str(
-            template,
-            minijinja::context! {
-                job => &ctx.job.name,
-                run_id => ctx.run_id,
-                attempt => ctx.attempt,
-                scheduled_for => local.format("%Y-%m-%d %H:%M:%S %Z").to_string(),
-                date => local.format("%Y-%m-%d").to_string(),
-                time => local.format("%H:%M").to_string(),
-                timezone => zone.name(),
-                host => host,
-                env => env,
-            },
-        )
-        .map_err(|e| format!("template: {e}"))
-}
-
-/// Checks a template's syntax (at config load).
-pub fn check_template(template: &str) -> Result<(), String> {
-    minijinja::Environment::new()
-        .template_from_str(template)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 impl EmailJob {
     /// Files the attachment patterns match now, sorted, each once.
     fn attachment_files(&self) -> Result<Vec<PathBuf>, String> {
@@ -101,10 +65,19 @@ impl EmailJob {
 
     async fn message(&self, ctx: &AttemptContext<'_>) -> Result<(Message, String), Outcome> {
         let fail = |e: String| Outcome::failed(e, false);
-        let subject = render(&self.subject, ctx, &self.env).map_err(fail)?;
-        let text = render(&self.body, ctx, &self.env).map_err(fail)?;
+        let values = template::values(ctx, &self.env);
+        let subject = template::render(&self.subject, &values)
+            .await
+            .map_err(|e| fail(format!("subject: {e}")))?;
+        let text = template::render(&self.body, &values)
+            .await
+            .map_err(|e| fail(format!("body: {e}")))?;
         let html = match &self.html {
-            Some(h) => Some(render(h, ctx, &self.env).map_err(fail)?),
+            Some(h) => Some(
+                template::render(h, &values)
+                    .await
+                    .map_err(|e| fail(format!("html: {e}")))?,
+            ),
             None => None,
         };
         let mut attachments = Vec::new();

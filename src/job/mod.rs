@@ -4,6 +4,7 @@
 pub mod command;
 pub mod email;
 pub mod http;
+pub mod template;
 pub mod upload;
 
 use std::time::Duration;

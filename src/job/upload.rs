@@ -263,7 +263,8 @@ impl UploadJob {
             Destination::Folder(f) => f,
             Destination::Sftp { path, .. } => path,
         };
-        let prefix = match super::email::render(template, ctx, &Default::default()) {
+        let values = super::template::values(ctx, &Default::default());
+        let prefix = match super::template::render(template, &values).await {
             Ok(p) => p,
             Err(e) => return Outcome::failed(format!("destination: {e}"), false),
         };
