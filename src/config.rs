@@ -19,8 +19,8 @@ use lettre::message::Mailbox;
 
 use crate::job::command::{CommandJob, CommandLine, RunAs};
 use crate::job::email::EmailJob;
-use crate::job::template::check_template;
 use crate::job::http::HttpJob;
+use crate::job::template::check_template;
 use crate::job::upload::UploadJob;
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
 use crate::notify::{EmailChannel, Event, NotifyPolicy, WebhookChannel};

@@ -319,10 +319,9 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     d.wait_runs("long", 20 * SEC, "long interrupted", |r| {
         r.iter().any(|r| r.status == "interrupted")
     });
+    // The second signal: gone within 1 s, although `stubborn` ignores SIGTERM.
     d.signal(Signal::SIGTERM);
-    let started = std::time::Instant::now();
-    d.wait_exit(10 * SEC);
-    assert!(started.elapsed() < 5 * SEC);
+    d.wait_exit(SEC);
     wait_for(5 * SEC, "the stubborn child to be killed", || {
         (!alive(pid)).then_some(())
     });

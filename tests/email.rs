@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use common::servers::{Http, Smtp, free_port};
 use common::{Daemon, finished, wait_for};
+use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -439,4 +440,35 @@ fn a_rejected_recipient_fails_with_the_servers_words_and_no_retry() {
         "{err}"
     );
     assert!(smtp.messages().is_empty());
+}
+
+#[test]
+fn a_runaway_template_fails_its_run_within_its_timeout_and_never_wedges_the_daemon() {
+    let port = free_port();
+    let main = format!("[smtp.unused]\nhost = \"localhost\"\nport = {port}\ntls = \"none\"\n");
+    let loops = "{% for a in range(10000) %}{% for b in range(10000) %}\
+                 {% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}";
+    let jobs = mail_job("b@example.com", "timeout = \"5s\"\n")
+        .replace("subject = \"s\"", &format!("subject = \"{loops}\""))
+        + "[jobs.tick]\nschedule = \"* * * * * *\"\ncommand = \"true\"\n";
+    let mut d = start_with(&main, &jobs, "unused");
+    let runs = d.wait_runs("mail", 30 * SEC, "the run to end", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let run = &runs[0];
+    assert_eq!(run.status, "failed", "{run:?}");
+    let error = run.error.as_deref().unwrap();
+    assert!(
+        error.contains("subject: template: stopped after"),
+        "{error}"
+    );
+    assert!(run.duration_ms.unwrap() < 6000, "{run:?}");
+    // Meanwhile every-second work went on, and the daemon stops on one signal.
+    let ticks = d.runs_of("tick");
+    assert!(
+        ticks.iter().all(|r| r.lateness_ms.unwrap_or(0) < 1000),
+        "{ticks:?}"
+    );
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(10 * SEC).success());
 }

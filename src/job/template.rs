@@ -103,8 +103,11 @@ mod tests {
         let loops = "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}x{% endfor %}{% endfor %}{% endfor %}";
         let err = render_bounded(loops, &v).unwrap_err();
         assert!(err.contains("stopped after"), "{err}");
-        let err = render_bounded("{% for a in range(100000) %}{{ 'y' * 100 }}{% endfor %}", &v)
-            .unwrap_err();
+        let err = render_bounded(
+            "{% for a in range(100000) %}{{ 'y' * 100 }}{% endfor %}",
+            &v,
+        )
+        .unwrap_err();
         assert!(err.contains("exceeds 1024 KiB"), "{err}");
     }
 }
