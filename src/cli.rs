@@ -211,8 +211,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Prune { older_than } => {
             let age = config::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
-            let before =
-                Utc::now() - chrono::TimeDelta::from_std(age).context("duration too large")?;
+            let before = ago(age)?;
             let store = open_store(&path).await?;
             let n = store.prune(before).await?;
             println!(
@@ -287,7 +286,15 @@ fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
         return Ok(t.with_timezone(&Utc));
     }
     let age = config::parse_duration(s).map_err(anyhow::Error::msg)?;
-    Ok(Utc::now() - chrono::TimeDelta::from_std(age).context("duration too large")?)
+    ago(age)
+}
+
+/// The instant `age` before now.
+fn ago(age: std::time::Duration) -> anyhow::Result<DateTime<Utc>> {
+    chrono::TimeDelta::from_std(age)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .context("the duration reaches before the earliest date")
 }
 
 fn list(cfg: &Config) {

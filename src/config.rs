@@ -332,10 +332,26 @@ impl Located<'_> {
 
 /// Parses `"30s"`, `"1h 30m"`, `"7d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
         format!("{s:?} is not a duration ({e}); expected e.g. \"30s\", \"5m\", \"1h 30m\", \"7d\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{s:?} is longer than the longest duration allowed, \"3650d\" (10 years)"
+        ));
+    }
+    Ok(d)
 }
+
+/// The longest duration any setting or command-line argument takes (10 years): every time
+/// computed from one stays far inside what dates and timers can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+/// The largest size any setting takes (1 GiB).
+pub const MAX_SIZE: usize = 1 << 30;
+/// The most retries a job may have.
+pub const MAX_RETRIES: u32 = 1000;
+/// The highest `daemon.max_concurrent_runs`.
+pub const MAX_CONCURRENT_RUNS: usize = 100_000;
 
 /// Parses `"64KiB"`, `"1MiB"`, `"1000"` (bytes).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -351,7 +367,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     match num.parse::<usize>() {
         Ok(n) if mult > 0 => n
             .checked_mul(mult)
-            .ok_or_else(|| format!("{s:?} is too large")),
+            .filter(|&b| b <= MAX_SIZE)
+            .ok_or_else(|| format!("{s:?} is larger than the largest size allowed, \"1GiB\"")),
         _ => Err(format!(
             "{s:?} is not a size; expected e.g. \"64KiB\", \"1MiB\" or a number of bytes"
         )),
@@ -507,8 +524,11 @@ fn load_settings(
         Some(v) => Some(at.duration("database.retention", Some(v), Duration::ZERO)),
     };
     let max_concurrent_runs = raw.daemon.max_concurrent_runs.unwrap_or(256);
-    if max_concurrent_runs == 0 {
-        at.push(Some("daemon.max_concurrent_runs"), "must be at least 1");
+    if !(1..=MAX_CONCURRENT_RUNS).contains(&max_concurrent_runs) {
+        at.push(
+            Some("daemon.max_concurrent_runs"),
+            format!("{max_concurrent_runs} is out of range; expected 1 to {MAX_CONCURRENT_RUNS}"),
+        );
     }
     let settings = Settings {
         config_path: config_path.to_path_buf(),
@@ -781,11 +801,27 @@ fn validate_job(
         None
     };
     let jitter = at.duration("jitter", raw.jitter.as_deref(), Duration::ZERO);
-    let timeout = raw
-        .timeout
-        .as_deref()
-        .map(|t| at.duration("timeout", Some(t), Duration::ZERO))
-        .filter(|d| !d.is_zero());
+    let timeout = match raw.timeout.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) if d.is_zero() => {
+            at.push(
+                Some("timeout"),
+                "a zero timeout would stop every run at once; leave timeout out for no limit",
+            );
+            None
+        }
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            at.push(Some("timeout"), e);
+            None
+        }
+    };
+    if raw.retries.is_some_and(|r| r > MAX_RETRIES) {
+        at.push(
+            Some("retries"),
+            format!("at most {MAX_RETRIES} retries are allowed"),
+        );
+    }
     let backoff = at.duration(
         "retry_backoff",
         raw.retry_backoff.as_deref(),
@@ -1649,5 +1685,15 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("30").is_err());
+        // Every duration and size has a ceiling, so no time computed from one can overflow.
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
+        let e = parse_duration("99999999999d").unwrap_err();
+        assert!(
+            e.contains("longer than the longest duration allowed"),
+            "{e}"
+        );
+        assert_eq!(parse_size("1024MiB"), Ok(MAX_SIZE));
+        let e = parse_size("99999999999MiB").unwrap_err();
+        assert!(e.contains("larger than the largest size allowed"), "{e}");
     }
 }

@@ -46,14 +46,15 @@ pub struct CronCache {
     parsed: HashMap<String, Arc<Cron>>,
 }
 
-const MACROS: &[&str] = &[
-    "@yearly",
-    "@annually",
-    "@monthly",
-    "@weekly",
-    "@daily",
-    "@midnight",
-    "@hourly",
+/// The macros of Vixie cron, and what each stands for.
+const MACROS: &[(&str, &str)] = &[
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
 ];
 
 impl CronCache {
@@ -64,31 +65,38 @@ impl CronCache {
         if let Some(cron) = self.parsed.get(&key) {
             return Ok(Arc::clone(cron));
         }
-        precheck(&key)?;
+        let expanded = expand_macro(&key)?;
+        precheck(expanded)?;
         let parser = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
-        let cron = parser.parse(&key).map_err(|e| e.to_string())?;
+        let cron = parser.parse(expanded).map_err(|e| e.to_string())?;
         let cron = Arc::new(cron);
         self.parsed.insert(key, Arc::clone(&cron));
         Ok(cron)
     }
 }
 
+/// The expression a macro (`@daily`) stands for; other expressions as they are.
+fn expand_macro(expr: &str) -> Result<&str, String> {
+    if !expr.starts_with('@') {
+        return Ok(expr);
+    }
+    let lower = expr.to_ascii_lowercase();
+    MACROS
+        .iter()
+        .find(|(name, _)| *name == lower)
+        .map(|(_, e)| *e)
+        .ok_or_else(|| {
+            let names: Vec<&str> = MACROS.iter().map(|(n, _)| *n).collect();
+            format!("unknown macro (expected one of {})", names.join(", "))
+        })
+}
+
 /// Checks the shape and numeric ranges of an expression, to give errors that say which field
 /// is wrong. `croner` parses it afterwards and has the last word.
 fn precheck(expr: &str) -> Result<(), String> {
-    if expr.starts_with('@') {
-        let lower = expr.to_ascii_lowercase();
-        if MACROS.contains(&lower.as_str()) {
-            return Ok(());
-        }
-        return Err(format!(
-            "unknown macro (expected one of {})",
-            MACROS.join(", ")
-        ));
-    }
     let fields: Vec<&str> = expr.split_whitespace().collect();
     let names: &[(&str, u32, u32)] = match fields.len() {
         5 => &FIELDS[1..],
@@ -267,6 +275,19 @@ mod tests {
         assert!(c.parse("0 0 * * 8").unwrap_err().contains("day-of-week 8"));
         assert!(c.parse("x * * * *").is_err());
         assert!(c.parse("@daily").is_ok());
+        // Every macro the error names is accepted, and means what Vixie cron means.
+        let t = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (name, expr) in MACROS {
+            let by_macro = c.parse(name).unwrap();
+            let by_expr = c.parse(expr).unwrap();
+            assert_eq!(
+                by_macro.find_next_occurrence(&t, false).unwrap(),
+                by_expr.find_next_occurrence(&t, false).unwrap(),
+                "{name}"
+            );
+        }
         assert!(c.parse("0 3 * JAN MON-FRI").is_ok());
     }
 

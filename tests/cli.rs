@@ -217,3 +217,44 @@ fn commands_that_need_no_secret_work_without_the_daemons_environment() {
             .any(|l| l.starts_with("m ") && l.contains("email"))
     );
 }
+
+#[test]
+fn out_of_range_durations_and_counts_are_errors_not_panics() {
+    let d = Daemon::prepare(
+        "",
+        "[jobs.far]\nevery = \"1m\"\ncommand = \"true\"\njitter = \"99999999999d\"\n\
+         [jobs.zero]\nevery = \"1m\"\ncommand = \"true\"\ntimeout = \"0s\"\n\
+         [jobs.many]\nevery = \"1m\"\ncommand = \"true\"\nretries = 4000000000\n\
+         [jobs.midnight]\nschedule = \"@midnight\"\ncommand = \"true\"\n",
+    );
+    let out = d.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for expected in [
+        r#"job "far": jitter: "99999999999d" is longer than the longest duration allowed, "3650d" (10 years)"#,
+        r#"job "zero": timeout: a zero timeout would stop every run at once; leave timeout out for no limit"#,
+        r#"job "many": retries: at most 1000 retries are allowed"#,
+    ] {
+        assert!(err.contains(expected), "{expected}\nin:\n{err}");
+    }
+    assert!(!err.contains("midnight"), "@midnight is accepted:\n{err}");
+    // The same limits on the command line: an error, never a panic (exit 101).
+    let ok = Daemon::prepare("", "[jobs.a]\nevery = \"1m\"\ncommand = \"true\"\n");
+    for args in [
+        &["history", "--since", "99999999999d"][..],
+        &["prune", "--older-than", "99999999999d"][..],
+    ] {
+        let out = ok.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("longer than the longest duration allowed"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

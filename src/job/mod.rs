@@ -56,15 +56,15 @@ impl JobSpec {
     /// The next firing strictly after `t` (jitter included).
     pub fn next_fire_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule
-            .next_after(t - self.jitter)
-            .map(|o| o + self.jitter)
+            .next_after(t.checked_sub_signed(self.jitter)?)?
+            .checked_add_signed(self.jitter)
     }
 
     /// The latest firing at or before `t` (jitter included).
     pub fn latest_fire_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule
-            .latest_at_or_before(t - self.jitter)
-            .map(|o| o + self.jitter)
+            .latest_at_or_before(t.checked_sub_signed(self.jitter)?)?
+            .checked_add_signed(self.jitter)
     }
 }
 
