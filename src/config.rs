@@ -932,6 +932,9 @@ fn validate_job(
 }
 
 fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<Secret> {
+    if let Some(var) = &raw.env {
+        crate::secret::hide_env(var);
+    }
     if !at.secrets && (raw.env.is_some() != raw.file.is_some()) {
         return Some(Secret::new(String::new()));
     }

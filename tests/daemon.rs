@@ -541,3 +541,62 @@ fn runs_as_another_user_with_json_logs() {
         .unwrap();
     assert!(ended["duration_ms"].is_i64());
 }
+
+#[test]
+fn secrets_named_by_the_config_reach_no_job() {
+    let at = at_in(1);
+    let jobs = format!(
+        "[jobs.plain]\nat = \"{at}\"\ncommand = \"env\"\n\
+         [jobs.other-user]\nat = \"{at}\"\nuser = \"nobody\"\ncommand = \"env\"\n\
+         [jobs.api]\nevery = \"1h\"\n[jobs.api.http]\nurl = \"http://127.0.0.1:9/\"\n\
+         secret_headers = {{ Authorization = {{ env = \"API_TOKEN\" }} }}\n"
+    );
+    let mut d = Daemon::prepare(
+        "[smtp.main]\nhost = \"localhost\"\nusername = \"u\"\npassword = { env = \"SMTP_PASSWORD\" }\n",
+        &jobs,
+    );
+    for (k, v) in [
+        ("SMTP_PASSWORD", "hunter2-smtp"),
+        ("API_TOKEN", "hunter2-api"),
+        ("PLAIN_SETTING", "visible"),
+    ] {
+        d.extra_env.push((k.into(), v.into()));
+    }
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let output = |job: &str| {
+        let runs = d.wait_runs(job, 20 * SEC, "the run", |r| {
+            r.len() == 1 && finished(&r[0])
+        });
+        let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
+        let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        assert_eq!(run["status"], "succeeded", "{run}");
+        run["output"].as_str().unwrap().to_string()
+    };
+    let plain = output("plain");
+    assert!(plain.contains("PLAIN_SETTING=visible"), "{plain}");
+    let other = output("other-user");
+    // Another user's job gets the documented minimal environment.
+    let names: Vec<&str> = other
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !k.starts_with("HOURGLASS_"))
+        .collect();
+    for n in &names {
+        assert!(
+            [
+                "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "PWD"
+            ]
+            .contains(n),
+            "{n} in {other}"
+        );
+    }
+    assert!(other.contains("USER=nobody"), "{other}");
+    for out in [&plain, &other] {
+        assert!(!out.contains("hunter2"), "a secret reached a job: {out}");
+        assert!(
+            !out.contains("SMTP_PASSWORD") && !out.contains("API_TOKEN"),
+            "{out}"
+        );
+    }
+}

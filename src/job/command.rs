@@ -62,6 +62,9 @@ const PRIVATE_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
 ];
 
+/// `PATH` for jobs run as another user when the daemon has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// How long output is still read after the main process exited (a background process may hold
 /// the pipe open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
@@ -80,14 +83,30 @@ impl CommandJob {
                 c
             }
         };
-        for key in PRIVATE_ENV {
-            cmd.env_remove(key);
-        }
         if let Some(user) = &self.user {
+            // Another user's job starts from a minimal environment, not the daemon's.
+            cmd.env_clear();
+            for key in ["LANG", "TZ"] {
+                if let Some(v) = std::env::var_os(key) {
+                    cmd.env(key, v);
+                }
+            }
+            cmd.env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+            );
             cmd.uid(user.uid).gid(user.gid);
             cmd.env("USER", &user.name)
                 .env("LOGNAME", &user.name)
-                .env("HOME", &user.home);
+                .env("HOME", &user.home)
+                .env("SHELL", "/bin/sh");
+        } else {
+            for key in PRIVATE_ENV {
+                cmd.env_remove(key);
+            }
+        }
+        for key in crate::secret::hidden_env() {
+            cmd.env_remove(key);
         }
         cmd.env("HOURGLASS_JOB", &ctx.job.name)
             .env("HOURGLASS_RUN_ID", ctx.run_id.to_string())
