@@ -38,6 +38,8 @@ pub struct Shutdown {
     pub processes: Arc<ProcessGroups>,
 }
 
+/// The umask jobs run with.
+pub const JOB_UMASK: nix::libc::mode_t = 0o022;
 /// How often manual trigger requests are polled.
 const TRIGGER_POLL: Duration = Duration::from_millis(250);
 /// Quiet time after a config file change before reloading (editors write in several steps).
@@ -59,6 +61,9 @@ pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()>
 /// Runs the daemon on an already loaded config.
 pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let Config { settings, jobs } = config;
+    // Jobs inherit the daemon's umask: 022, as under cron, whatever the service manager set
+    // (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
     crate::job::http::install_crypto_provider();
     let store = Store::open(&settings.database).await?;
     let _instance = crate::instance::acquire(&settings.database)?;

@@ -600,3 +600,22 @@ fn secrets_named_by_the_config_reach_no_job() {
         );
     }
 }
+
+#[test]
+fn jobs_create_files_with_umask_022_under_a_strict_service_umask() {
+    let at = at_in(1);
+    let jobs = format!("[jobs.backup]\nat = \"{at}\"\ncommand = \"echo data > backup.out\"\n");
+    let mut d = Daemon::prepare("", &jobs);
+    d.umask = Some("077");
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    d.wait_runs("backup", 20 * SEC, "the run", |r| {
+        r.len() == 1 && r[0].status == "succeeded"
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(d.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("backup.out"), 0o644);
+    // The daemon's own files stay private.
+    assert_eq!(mode("history.db"), 0o600);
+    assert_eq!(mode("history.db-lock"), 0o600);
+}

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub extra_env: Vec<(String, String)>,
     /// The history database, relative to `dir`.
     pub db: String,
+    /// The umask the daemon is started with (as under the unit's `UMask=0077`), if any.
+    pub umask: Option<&'static str>,
 }
 
 pub fn ts(s: &str) -> DateTime<Utc> {
@@ -70,6 +72,7 @@ impl Daemon {
             notes: Vec::new(),
             extra_env: Vec::new(),
             db: db.to_string(),
+            umask: None,
         }
     }
 
@@ -95,7 +98,16 @@ impl Daemon {
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.umask {
+            Some(mask) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--config")
             .arg(self.config())
             .arg("run")
