@@ -33,11 +33,13 @@ fn loggers(dir: &Path) -> String {
 }
 
 /// Starts the daemon on the five loggers with its database at `db` (relative).
-fn start_loggers(db: &str, before_start: impl FnOnce(&Daemon)) -> Daemon {
+fn start_loggers(db: &str) -> Daemon {
     let mut d = Daemon::prepare_with_db(db, "", "");
+    if let Some(dir) = d.path(db).parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     std::fs::create_dir(d.path("logs")).unwrap();
     d.write_jobs("jobs.toml", &loggers(d.dir.path()));
-    before_start(&d);
     d.spawn();
     d.wait_note("READY=1", 20 * SEC);
     d
@@ -189,35 +191,43 @@ impl Drop for Immutable {
     }
 }
 
-#[test]
-fn a_full_disk_loses_no_record() {
-    let mut tmpfs = None;
-    let mut d = start_loggers("db/history.db", |d| {
-        tmpfs = Some(Tmpfs::mount(d.path("db"), "8m"));
-    });
-    let tmpfs = tmpfs.unwrap();
+/// Runs the five loggers on the database at `db`, makes `fault` for [`FAULT`], then clears
+/// it: the fault is reported, and every logged run ends up with its row. Returns the daemon.
+fn survives<F>(db: &str, fault: impl FnOnce(&Daemon) -> F, clear: impl FnOnce(F)) -> Daemon {
+    let mut d = start_loggers(db);
     every_logged_run_has_its_row(&d, 20 * SEC);
-    tmpfs.fill();
+    let made = fault(&d);
     fault_is_reported(&mut d);
     std::thread::sleep(FAULT);
-    tmpfs.free();
-    let runs = recovered_completely(&d, &d.path("db/history.db"));
+    clear(made);
+    let runs = recovered_completely(&d, &d.path(db));
     assert!(runs >= 75, "only {runs} runs");
+    d
+}
+
+#[test]
+fn a_full_disk_loses_no_record() {
+    let mnt = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(mnt.path().to_path_buf(), "8m");
+    let db = mnt.path().join("history.db");
+    survives(db.to_str().unwrap(), |_| tmpfs.fill(), |()| tmpfs.free());
 }
 
 #[test]
 fn immutable_database_files_lose_no_record() {
-    let mut d = start_loggers("history.db", |_| {});
-    every_logged_run_has_its_row(&d, 20 * SEC);
-    let files = Immutable(db_files(&d));
-    chattr("+i", &files.0);
-    fault_is_reported(&mut d);
-    std::thread::sleep(FAULT);
-    // Records went to the spill file meanwhile (its folder is writable).
-    assert!(d.path("history.db-spill").exists());
-    drop(files);
-    let runs = recovered_completely(&d, &d.path("history.db"));
-    assert!(runs >= 75, "only {runs} runs");
+    let d = survives(
+        "history.db",
+        |d| {
+            let files = Immutable(db_files(d));
+            chattr("+i", &files.0);
+            files
+        },
+        |files| {
+            // Records went to the spill file meanwhile (its folder is writable).
+            assert!(files.0[0].with_file_name("history.db-spill").exists());
+            drop(files);
+        },
+    );
     wait_for(10 * SEC, "the replayed spill file to go", || {
         (!d.path("history.db-spill").exists()).then_some(())
     });
@@ -257,14 +267,11 @@ impl HeldLock {
 
 #[test]
 fn a_lock_held_by_another_writer_loses_no_record() {
-    let mut d = start_loggers("history.db", |_| {});
-    every_logged_run_has_its_row(&d, 20 * SEC);
-    let lock = HeldLock::take(&d.path("history.db"));
-    fault_is_reported(&mut d);
-    std::thread::sleep(FAULT);
-    lock.release();
-    let runs = recovered_completely(&d, &d.path("history.db"));
-    assert!(runs >= 75, "only {runs} runs");
+    let d = survives(
+        "history.db",
+        |d| HeldLock::take(&d.path("history.db")),
+        HeldLock::release,
+    );
     // Every second is in the history once per job: no gap, no double.
     for i in 1..=5 {
         let times: Vec<_> = d
@@ -282,22 +289,21 @@ fn a_lock_held_by_another_writer_loses_no_record() {
 
 #[test]
 fn a_database_whose_folder_disappears_loses_no_record() {
-    let mut d = start_loggers("db/history.db", |d| {
-        std::fs::create_dir(d.path("db")).unwrap();
-    });
-    every_logged_run_has_its_row(&d, 20 * SEC);
     // The folder goes away (an unmounted volume), then comes back.
-    std::fs::rename(d.path("db"), d.path("db.away")).unwrap();
-    fault_is_reported(&mut d);
-    std::thread::sleep(FAULT);
-    std::fs::rename(d.path("db.away"), d.path("db")).unwrap();
-    let runs = recovered_completely(&d, &d.path("db/history.db"));
-    assert!(runs >= 75, "only {runs} runs");
+    survives(
+        "db/history.db",
+        |d| {
+            let (from, to) = (d.path("db"), d.path("db.away"));
+            std::fs::rename(&from, &to).unwrap();
+            (from, to)
+        },
+        |(from, to)| std::fs::rename(to, from).unwrap(),
+    );
 }
 
 #[test]
 fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
-    let mut d = start_loggers("history.db", |_| {});
+    let mut d = start_loggers("history.db");
     every_logged_run_has_its_row(&d, 20 * SEC);
     let files = Immutable(db_files(&d));
     chattr("+i", &files.0);
@@ -360,11 +366,9 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
 
 #[test]
 fn a_stop_when_no_record_can_be_saved_anywhere_exits_non_zero() {
-    let mut tmpfs = None;
-    let mut d = start_loggers("db/history.db", |d| {
-        tmpfs = Some(Tmpfs::mount(d.path("db"), "8m"));
-    });
-    let tmpfs = tmpfs.unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(mnt.path().to_path_buf(), "8m");
+    let mut d = start_loggers(mnt.path().join("history.db").to_str().unwrap());
     every_logged_run_has_its_row(&d, 20 * SEC);
     // The spill file sits beside the database, on the same full disk.
     tmpfs.fill();
