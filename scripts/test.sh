@@ -14,6 +14,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    # The tests start their own sshd on loopback: the package's service must not stay enabled.
+    if printf '%s\n' "${need_apt[@]}" | grep -qx openssh-server; then
+        systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
 fi
 
 # Python servers for the email/HTTP tests (aiosmtpd: a real SMTP server with STARTTLS + AUTH).
