@@ -70,7 +70,8 @@ fn environment_overrides_the_main_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("daemon.max_concurrent_runs: must be at least 1"),
+        text(&out.stderr)
+            .contains("daemon.max_concurrent_runs: 0 is out of range; expected 1 to 100000"),
         "{}",
         text(&out.stderr)
     );
