@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{self, Config, Settings};
 use crate::job::Services;
-use crate::job::command::stop_leftovers;
 use crate::job::http::HttpClients;
+use crate::processes::{Orphan, Processes};
 use crate::recorder::Recorder;
-use crate::runner::{Context, ProcessGroups};
+use crate::run_ids::RunIds;
+use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
 use crate::store::Store;
@@ -35,7 +36,7 @@ pub struct Shutdown {
     /// Stop at once: kill every run's process group (a second signal).
     pub now: CancellationToken,
     /// Process groups of running commands, for a stop that cannot wait for the runtime.
-    pub processes: Arc<ProcessGroups>,
+    pub processes: Arc<Processes>,
 }
 
 /// The umask jobs run with.
@@ -76,26 +77,8 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
             "run records kept in the spill file by the previous daemon written to the history database"
         );
     }
-    let leftovers = store.running_processes().await?;
-    if !leftovers.is_empty() {
-        let killed = tokio::task::spawn_blocking(move || stop_leftovers(&leftovers))
-            .await
-            .unwrap_or(0);
-        if killed > 0 {
-            tracing::warn!(
-                groups = killed,
-                "process groups left by runs of a previous daemon killed"
-            );
-        }
-    }
-    let abandoned = store.mark_abandoned(Utc::now()).await?;
-    if abandoned > 0 {
-        tracing::warn!(
-            runs = abandoned,
-            "runs left running by a previous daemon marked abandoned"
-        );
-    }
-    let first_id = store.next_run_id().await?;
+    let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
+    let ids = Arc::new(RunIds::reserve(&store, above).await?);
     let last_fired = store.last_fired().await?;
     let (recorder, writer) = Recorder::start(&store);
     let clock = Arc::new(Clock::system());
@@ -108,10 +91,11 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
         Arc::clone(&clock),
         recorder,
         settings.max_concurrent_runs,
-        first_id,
+        RunIds::new(0, 0),
         settings.node.clone(),
         services,
     );
+    ctx.ids = Arc::clone(&ids);
     ctx.processes = Arc::clone(&shutdown.processes);
     let ctx = Arc::new(ctx);
     let timers = CancellationToken::new();
@@ -126,6 +110,11 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
         let cancel = background.clone();
         tasks.spawn(async move { clock.watch(cancel).await });
     }
+    {
+        let (ids, store, cancel) = (Arc::clone(&ids), store.clone(), background.clone());
+        tasks.spawn(async move { ids.keep_reserved(store, cancel).await });
+    }
+    tasks.spawn(sweep_loop(Arc::clone(&ctx.processes), background.clone()));
     let (trigger_tx, mut trigger_rx) = mpsc::channel(64);
     tasks.spawn(poll_triggers(
         store.clone(),
@@ -251,6 +240,13 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     if killed > 0 {
         tracing::warn!(groups = killed, "killed leftover process groups");
     }
+    let escaped = final_sweep(Arc::clone(&ctx.processes)).await;
+    if escaped > 0 {
+        tracing::warn!(
+            processes = escaped,
+            "killed processes that had left their run's process group"
+        );
+    }
     background.cancel();
     while tasks.join_next().await.is_some() {}
     drop(scheduler);
@@ -271,6 +267,10 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     };
     let path = store.path().to_path_buf();
     if matches!(report, Ok(Ok(r)) if r == crate::recorder::WriterReport::default()) {
+        // Every id handed out is in a row: the next daemon goes on from the last one.
+        if let Err(e) = store.release_run_ids(ids.last()).await {
+            tracing::warn!(error = %e, "cannot give back the unused run ids; the next ids skip them");
+        }
         store.close().await;
     } else {
         // The database is failing: its connections are left open to the exit. Closing the last
@@ -294,6 +294,123 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     }
     tracing::info!("hourglass stopped");
     Ok(())
+}
+
+/// What the error of a run found only by its processes says.
+const ORPHAN_ERROR: &str = "the daemon was killed before it recorded this run; the next start \
+     found its processes still running and stopped them";
+/// How often the daemon looks for processes that outlived their run, at the least.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two sweeps (a burst of runs ending asks for one each).
+const SWEEP_GAP: Duration = Duration::from_millis(250);
+
+/// Stops what the runs of a daemon that died on this database left (crash, `kill -9`), before
+/// anything fires: kills every process carrying the database's id, gives a row to each run
+/// found only that way, and marks the runs still `running` abandoned. Becomes the subreaper of
+/// the runs to come and marks them with the database's id. Returns the highest run id found.
+async fn stop_previous_runs(
+    store: &Store,
+    processes: &Processes,
+    node: &str,
+) -> anyhow::Result<i64> {
+    if let Err(e) = Processes::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become the subreaper of jobs' processes: processes that leave their run's process group will outlive it");
+    }
+    let database_id = store.database_id().await?;
+    processes.set_marker(&database_id);
+    let orphans = tokio::task::spawn_blocking(move || crate::processes::stop_orphans(&database_id))
+        .await
+        .unwrap_or_default();
+    if !orphans.is_empty() {
+        tracing::warn!(
+            processes = orphans.len(),
+            "processes left by the runs of a daemon that died killed"
+        );
+    }
+    let abandoned = store.mark_abandoned(Utc::now()).await?;
+    let found = orphan_runs(&orphans, node);
+    let unknown = store
+        .insert_abandoned(&found, Utc::now(), ORPHAN_ERROR)
+        .await?;
+    if abandoned + unknown > 0 {
+        tracing::warn!(
+            runs = abandoned + unknown,
+            unrecorded = unknown,
+            "runs left running by a daemon that died marked abandoned"
+        );
+    }
+    Ok(found.iter().map(|r| r.id).max().unwrap_or(0))
+}
+
+/// One start record per run id found in orphans' environments.
+fn orphan_runs(orphans: &[Orphan], node: &str) -> Vec<crate::store::RunStart> {
+    use crate::store::{RunStart, Trigger};
+    let mut runs: std::collections::BTreeMap<i64, RunStart> = std::collections::BTreeMap::new();
+    for o in orphans {
+        let Some(id) = o.run_id else { continue };
+        runs.entry(id).or_insert_with(|| RunStart {
+            id,
+            job: o.job.clone().unwrap_or_else(|| "(unknown)".to_string()),
+            scheduled_for: o
+                .scheduled_for
+                .as_deref()
+                .and_then(crate::store::parse_ts)
+                .unwrap_or_else(Utc::now),
+            started_at: None,
+            attempt: o.attempt.unwrap_or(1).max(1),
+            trigger: o
+                .trigger
+                .as_deref()
+                .and_then(Trigger::from_name)
+                .unwrap_or(Trigger::Schedule),
+            node: node.to_string(),
+            pid: None,
+        });
+    }
+    runs.into_values().collect()
+}
+
+/// Sweeps for processes that outlived their run (see [`Processes::sweep`]): soon after a run
+/// ends, and every [`SWEEP_EVERY`].
+async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = processes.run_ended() => {}
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+            () = cancel.cancelled() => return,
+        }
+        // Lets the run's group die and its escaped processes be re-parented, and folds a burst
+        // of ends into one sweep.
+        tokio::time::sleep(SWEEP_GAP).await;
+        let p = Arc::clone(&processes);
+        if let Ok(swept) = tokio::task::spawn_blocking(move || p.sweep(false)).await
+            && swept.killed > 0
+        {
+            tracing::warn!(
+                processes = swept.killed,
+                "killed processes that outlived their run (they had left its process group)"
+            );
+        }
+    }
+}
+
+/// At stop, after every run ended: kills every process re-parented to the daemon until none
+/// is left (each killed one may leave children of its own), for at most a second. Returns how
+/// many were killed.
+async fn final_sweep(processes: Arc<Processes>) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut killed = 0;
+    loop {
+        let p = Arc::clone(&processes);
+        let Ok(swept) = tokio::task::spawn_blocking(move || p.sweep(true)).await else {
+            return killed;
+        };
+        killed += swept.killed;
+        if swept == crate::processes::Swept::default() || tokio::time::Instant::now() > deadline {
+            return killed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

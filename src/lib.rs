@@ -19,8 +19,11 @@
 //! - [`job`]: validated job definitions and the kinds of work (one file per kind).
 //! - [`scheduler`]: one timer over a heap of next firings, catch-up after downtime, reload as
 //!   a diff.
+//! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
 //! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
+//! - [`processes`]: the commands' processes: groups, the marker they carry, the daemon as
+//!   their subreaper, sweeps for what outlives a run or a daemon.
 //! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`; [`spill`]:
 //!   the file that keeps run records while the database cannot take them.
 //! - [`smtp`]: configured SMTP servers (lettre transports, send caps and timeouts);
@@ -37,7 +40,9 @@ pub mod instance;
 pub mod job;
 pub mod logging;
 pub mod notify;
+pub mod processes;
 pub mod recorder;
+pub mod run_ids;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;

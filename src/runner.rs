@@ -2,15 +2,12 @@
 //! attempt under its timeout and the daemon's stop signals, retries with backoff, and the
 //! history records. Every firing is its own task, so nothing one job does can delay another.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,45 +16,13 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, Services, StopSignal};
 use crate::notify::{FiringEnd, Notifier, NotifyState};
+use crate::processes::Processes;
 use crate::recorder::Recorder;
+use crate::run_ids::RunIds;
 use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
 
 /// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.
 pub const MAX_QUEUED: usize = 100;
-
-/// Process groups of running commands, so that every exit path can kill what is left.
-#[derive(Debug, Default)]
-pub struct ProcessGroups {
-    groups: Mutex<HashSet<Pid>>,
-}
-
-impl ProcessGroups {
-    /// Registers a group.
-    pub fn add(&self, pgid: Pid) {
-        if let Ok(mut g) = self.groups.lock() {
-            g.insert(pgid);
-        }
-    }
-
-    /// Forgets a group.
-    pub fn remove(&self, pgid: Pid) {
-        if let Ok(mut g) = self.groups.lock() {
-            g.remove(&pgid);
-        }
-    }
-
-    /// Sends `sig` to every registered group; returns how many there were.
-    pub fn signal_all(&self, sig: Signal) -> usize {
-        let groups: Vec<Pid> = match self.groups.lock() {
-            Ok(g) => g.iter().copied().collect(),
-            Err(_) => Vec::new(),
-        };
-        for p in &groups {
-            let _ = killpg(*p, sig);
-        }
-        groups.len()
-    }
-}
 
 /// What every firing shares.
 #[derive(Debug)]
@@ -68,8 +33,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Global limit on runs in progress.
     pub limit: Arc<Semaphore>,
-    /// Next run id.
-    ids: AtomicI64,
+    /// Run ids.
+    pub ids: Arc<RunIds>,
     /// This daemon's node name.
     pub node: String,
     /// Tracks every firing task.
@@ -78,8 +43,8 @@ pub struct Context {
     pub draining: CancellationToken,
     /// `soft`: stop runs (drain grace over); `hard`: kill now (second signal).
     pub stop: StopSignal,
-    /// Process groups of running commands (shared with the daemon's signal thread).
-    pub processes: Arc<ProcessGroups>,
+    /// The commands' processes (shared with the daemon's signal thread).
+    pub processes: Arc<Processes>,
     /// Attempts in progress.
     running: AtomicUsize,
     /// SMTP transports and HTTP clients.
@@ -89,12 +54,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context allocating run ids from `first_id`.
+    /// A context allocating run ids from `ids`.
     pub fn new(
         clock: Arc<Clock>,
         recorder: Recorder,
         max_concurrent_runs: usize,
-        first_id: i64,
+        ids: RunIds,
         node: String,
         services: Services,
     ) -> Self {
@@ -110,7 +75,7 @@ impl Context {
             clock,
             recorder,
             limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
-            ids: AtomicI64::new(first_id),
+            ids: Arc::new(ids),
             node,
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -121,7 +86,7 @@ impl Context {
     }
 
     fn next_id(&self) -> i64 {
-        self.ids.fetch_add(1, Ordering::Relaxed)
+        self.ids.next()
     }
 
     /// Attempts in progress.
@@ -423,6 +388,11 @@ impl Firing {
             run_id: id,
             scheduled_for: self.scheduled_for,
             attempt,
+            trigger: if attempt > 1 {
+                Trigger::Retry
+            } else {
+                self.trigger
+            },
             processes: &ctx.processes,
             started: &started,
             services: &ctx.services,

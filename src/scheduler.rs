@@ -435,7 +435,7 @@ mod tests {
             clock,
             recorder,
             8,
-            1,
+            crate::run_ids::RunIds::unreserved(1),
             "test".into(),
             services(),
         ));

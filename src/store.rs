@@ -112,6 +112,18 @@ impl Trigger {
             Trigger::CatchUp => "catch_up",
         }
     }
+
+    /// The trigger with this stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Trigger::Schedule,
+            Trigger::Manual,
+            Trigger::Retry,
+            Trigger::CatchUp,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
 }
 
 /// The start of a run.
@@ -336,18 +348,6 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Runs left `running` by a previous daemon that had a process: (run id, pid).
-    pub async fn running_processes(&self) -> Result<Vec<(i64, u32)>, StoreError> {
-        let rows: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, pid FROM runs WHERE status = 'running' AND pid IS NOT NULL")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, pid)| Some((id, u32::try_from(pid).ok()?)))
-            .collect())
-    }
-
     /// Marks runs left `running` by a previous daemon as `abandoned`; returns how many.
     pub async fn mark_abandoned(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let r = sqlx::query(
@@ -361,12 +361,80 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// The first free run id.
+    /// The first run id never handed out: above every row and every id a previous daemon
+    /// reserved (it may be in a job's environment without a row).
     pub async fn next_run_id(&self) -> Result<i64, StoreError> {
-        let max: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM runs")
-            .fetch_one(&self.pool)
-            .await?;
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT max(coalesce((SELECT max(id) FROM runs), 0), \
+             coalesce((SELECT run_ids_reserved_through FROM daemon_state), 0))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(max.unwrap_or(0) + 1)
+    }
+
+    /// Reserves run ids up to `through` (never lowers the reservation).
+    pub async fn reserve_run_ids(&self, through: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE daemon_state SET run_ids_reserved_through = \
+             max(run_ids_reserved_through, ?1)",
+        )
+        .bind(through)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back the reserved ids above `last_used`, at a clean stop (every id handed out is
+    /// then in a row or the spill file), so that ids go on without a gap.
+    pub async fn release_run_ids(&self, last_used: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE daemon_state SET run_ids_reserved_through = ?1")
+            .bind(last_used)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// This database's own id, which every job carries in `HOURGLASS_DATABASE_ID`.
+    pub async fn database_id(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Gives rows to runs of a dead daemon found only by their processes (their start was
+    /// never written): `abandoned`, finished `now`. Runs that have a row are left alone.
+    pub async fn insert_abandoned(
+        &self,
+        runs: &[RunStart],
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        let mut tx = self.pool.begin().await?;
+        for run in runs {
+            let r = sqlx::query(
+                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
+                 attempt, trigger, error, node, pid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'abandoned', ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .bind(run.id)
+            .bind(&run.job)
+            .bind(format_ts(run.scheduled_for))
+            .bind(run.started_at.map(format_ts))
+            .bind(format_ts(now))
+            .bind(run.attempt)
+            .bind(run.trigger.as_str())
+            .bind(error)
+            .bind(&run.node)
+            .bind(run.pid)
+            .execute(&mut *tx)
+            .await?;
+            written += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     /// Writes a batch of records in one transaction (see [`HistoryWriter::write_batch`]);
@@ -895,8 +963,8 @@ mod tests {
             store.last_fired().await.unwrap()["a"],
             at("2026-01-01T00:00:05Z")
         );
-        let pids: Vec<(i64, u32)> = store.running_processes().await.unwrap();
-        assert!(pids.is_empty());
+        // No run is left `running`.
+        assert_eq!(store.mark_abandoned(Utc::now()).await.unwrap(), 0);
     }
 
     #[tokio::test]

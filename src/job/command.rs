@@ -108,8 +108,12 @@ impl CommandJob {
         for key in crate::secret::hidden_env() {
             cmd.env_remove(key);
         }
+        if let Some(id) = ctx.processes.marker() {
+            cmd.env(crate::processes::DATABASE_ID_VAR, id);
+        }
         cmd.env("HOURGLASS_JOB", &ctx.job.name)
-            .env("HOURGLASS_RUN_ID", ctx.run_id.to_string())
+            .env(crate::processes::RUN_ID_VAR, ctx.run_id.to_string())
+            .env("HOURGLASS_TRIGGER", ctx.trigger.as_str())
             .env("HOURGLASS_ATTEMPT", ctx.attempt.to_string())
             .env(
                 "HOURGLASS_SCHEDULED_FOR",
@@ -122,7 +126,7 @@ impl CommandJob {
         // No `pre_exec` hook: it would force fork+exec, whose cost grows with the daemon's
         // memory (measured: 10,000 spawns 4.4 s with posix_spawn, 9.1 s with fork, 90 s with
         // fork beside 200 MB of heap). Crash leftovers are stopped by the next start instead
-        // ([`stop_leftovers`]).
+        // ([`crate::processes::stop_orphans`]).
         cmd.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
         cmd
     }
@@ -138,10 +142,12 @@ impl CommandJob {
         cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         // Spawned right here: measured, moving fork/exec to `spawn_blocking` threads made a
         // burst of 100 spawns 1.5-2.5x slower (parallel forks contend on the address space).
-        let spawned = cmd.spawn();
+        let spawned = ctx
+            .processes
+            .spawn(ctx.run_id, || cmd.spawn(), tokio::process::Child::id);
         // Our copies of the pipe's write end must go, or the reader never sees the end.
         drop(cmd);
-        let mut child = match spawned {
+        let (mut child, leader) = match spawned {
             Ok(c) => c,
             Err(e) => {
                 let what = match &self.line {
@@ -158,9 +164,6 @@ impl CommandJob {
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .map(Pid::from_raw);
-        if let Some(p) = pgid {
-            ctx.processes.add(p);
-        }
 
         let mut tail = Tail::new(ctx.job.output_limit);
         let mut buf = vec![0u8; 16 * 1024];
@@ -192,9 +195,8 @@ impl CommandJob {
         };
         // Whatever is left of the group (background children) goes with the main process.
         signal_group(pgid, Signal::SIGKILL);
-        if let Some(p) = pgid {
-            ctx.processes.remove(p);
-        }
+        // Processes that left the group are the sweep's (see `crate::processes`).
+        drop(leader);
         let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
         while reading {
             tokio::select! {
@@ -256,59 +258,6 @@ fn signal_group(pgid: Option<Pid>, sig: Signal) {
     }
 }
 
-/// Stops what runs of a previous daemon left behind (it crashed or was SIGKILLed while they
-/// ran; under systemd their cgroup went with it and nothing is left). Each `(run id, pid)` names
-/// a run's main process, which led its process group: the group is killed only if one of its
-/// members still carries that run's `HOURGLASS_RUN_ID` in its environment, so a pid reused
-/// since is never hit. Reads `/proc`: call it on a blocking thread. Returns the groups killed.
-pub fn stop_leftovers(runs: &[(i64, u32)]) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut killed = std::collections::HashSet::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(group) = process_group_of(pid) else {
-            continue;
-        };
-        let Some(&(run_id, _)) = runs.iter().find(|(_, p)| *p == group) else {
-            continue;
-        };
-        if killed.contains(&group) {
-            continue;
-        }
-        let marker = format!("HOURGLASS_RUN_ID={run_id}");
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
-            && let Ok(g) = i32::try_from(group)
-            && killpg(Pid::from_raw(g), Signal::SIGKILL).is_ok()
-        {
-            killed.insert(group);
-        }
-    }
-    killed.len()
-}
-
-/// The process group of a live process, from `/proc/<pid>/stat`.
-fn process_group_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After "(comm)": state, ppid, pgrp, ...
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
-}
-
 /// The last `limit` bytes of a stream, and how many bytes came before them.
 #[derive(Debug)]
 pub struct Tail {
@@ -358,25 +307,6 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn leftovers_are_killed_only_when_they_carry_the_run_id() {
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .env("HOURGLASS_RUN_ID", "7")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        // Another run's id on the same pid: a reused pid, left alone.
-        assert_eq!(stop_leftovers(&[(8, pid)]), 0);
-        assert!(child.try_wait().unwrap().is_none());
-        assert_eq!(stop_leftovers(&[(7, pid)]), 1);
-        let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9));
-    }
 
     #[test]
     fn tail_keeps_the_end() {

@@ -119,8 +119,10 @@ pub struct AttemptContext<'a> {
     pub scheduled_for: DateTime<Utc>,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// Process groups of running commands (register while alive).
-    pub processes: &'a crate::runner::ProcessGroups,
+    /// What fired it (schedule, manual, retry, catch-up).
+    pub trigger: crate::store::Trigger,
+    /// The daemon's command processes (register while alive).
+    pub processes: &'a crate::processes::Processes,
     /// Call [`crate::runner::StartMark::mark`] when the work really begins (a command: once
     /// its child is spawned); that instant is the run's `started_at`.
     pub started: &'a crate::runner::StartMark,

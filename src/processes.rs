@@ -1,0 +1,351 @@
+//! The processes of command runs: their process groups (so that every exit path can kill what
+//! is left), the marker each carries in its environment, the daemon as their child subreaper,
+//! and the sweeps that end what outlived its run (`setsid`, a double fork) or its daemon
+//! (`kill -9`).
+//!
+//! Every command gets `HOURGLASS_DATABASE_ID` (the history database's own id) and
+//! `HOURGLASS_RUN_ID`. The daemon is a child subreaper: a process that leaves its run's group
+//! and loses its parent is re-parented to the daemon instead of init, where the sweep finds it;
+//! once its run has ended, it is killed. At start, every process carrying the database's id
+//! was left by a daemon that died without stopping its runs: it is killed, and its run id
+//! reported so that the run gets a row.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, RwLock};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+/// The variable naming the history database a job's daemon writes to.
+pub const DATABASE_ID_VAR: &str = "HOURGLASS_DATABASE_ID";
+/// The variable naming a job's run.
+pub const RUN_ID_VAR: &str = "HOURGLASS_RUN_ID";
+
+/// The command processes of one daemon.
+#[derive(Debug, Default)]
+pub struct Processes {
+    /// Each running command's main process (which leads its process group) → its run id.
+    leaders: Mutex<HashMap<Pid, i64>>,
+    /// Held for reading from a spawn until its leader is registered; for writing while a sweep
+    /// acts, so that it never takes a leader not yet registered for an escaped process.
+    spawning: RwLock<()>,
+    /// The history database's id, which every job carries in [`DATABASE_ID_VAR`].
+    marker: OnceLock<String>,
+    /// Told when a run's process ends, so that a sweep comes soon.
+    ended: tokio::sync::Notify,
+}
+
+/// A registered leader; dropping it forgets the leader and asks for a sweep.
+#[derive(Debug)]
+pub struct Leader<'a> {
+    processes: &'a Processes,
+    pid: Pid,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.processes.leaders.lock() {
+            l.remove(&self.pid);
+        }
+        self.processes.ended.notify_one();
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Processes killed (their run had ended, or the daemon is stopping).
+    pub killed: usize,
+    /// Exited re-parented processes reaped.
+    pub reaped: usize,
+    /// Re-parented processes still alive after the sweep (their run goes on).
+    pub left: usize,
+}
+
+/// A process of a dead daemon's run, found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// Its pid (killed).
+    pub pid: u32,
+    /// `HOURGLASS_RUN_ID`, when it still had it.
+    pub run_id: Option<i64>,
+    /// `HOURGLASS_JOB`.
+    pub job: Option<String>,
+    /// `HOURGLASS_SCHEDULED_FOR`.
+    pub scheduled_for: Option<String>,
+    /// `HOURGLASS_ATTEMPT`.
+    pub attempt: Option<u32>,
+    /// `HOURGLASS_TRIGGER`.
+    pub trigger: Option<String>,
+}
+
+impl Processes {
+    /// Makes this daemon the child subreaper of its runs' processes. Call once, at start.
+    ///
+    /// # Errors
+    /// When the kernel refuses (not Linux).
+    pub fn become_subreaper() -> nix::Result<()> {
+        nix::sys::prctl::set_child_subreaper(true)
+    }
+
+    /// Sets the history database's id, which every job started afterwards carries.
+    pub fn set_marker(&self, database_id: &str) {
+        let _ = self.marker.set(database_id.to_string());
+    }
+
+    /// The history database's id, once set.
+    pub fn marker(&self) -> Option<&str> {
+        self.marker.get().map(String::as_str)
+    }
+
+    /// Spawns with `spawn` and registers the leader it returns (its pid) for `run_id`; a sweep
+    /// waits for both to be done.
+    pub fn spawn<T>(
+        &self,
+        run_id: i64,
+        spawn: impl FnOnce() -> std::io::Result<T>,
+        pid_of: impl Fn(&T) -> Option<u32>,
+    ) -> std::io::Result<(T, Option<Leader<'_>>)> {
+        let _guard = self.spawning.read();
+        let spawned = spawn()?;
+        let leader = pid_of(&spawned)
+            .and_then(|p| i32::try_from(p).ok())
+            .map(|p| {
+                let pid = Pid::from_raw(p);
+                if let Ok(mut l) = self.leaders.lock() {
+                    l.insert(pid, run_id);
+                }
+                Leader {
+                    processes: self,
+                    pid,
+                }
+            });
+        Ok((spawned, leader))
+    }
+
+    /// Sends `sig` to every running command's process group; returns how many there were.
+    pub fn signal_all(&self, sig: Signal) -> usize {
+        let groups: Vec<Pid> = match self.leaders.lock() {
+            Ok(l) => l.keys().copied().collect(),
+            Err(_) => Vec::new(),
+        };
+        for p in &groups {
+            let _ = killpg(*p, sig);
+        }
+        groups.len()
+    }
+
+    /// Waits until a run's process ended (then a sweep is due).
+    pub async fn run_ended(&self) {
+        self.ended.notified().await;
+    }
+
+    /// Reaps the daemon's exited re-parented children and kills those whose run has ended
+    /// (all of them when `stopping`). Reads `/proc`: call it on a blocking thread.
+    pub fn sweep(&self, stopping: bool) -> Swept {
+        let me = nix::unistd::getpid();
+        // Read without the lock (it can take milliseconds), act under it after a fresh look:
+        // a process seen here may have been a leader whose spawn was not yet registered.
+        let candidates: Vec<Pid> = {
+            let leaders = self.leaders.lock().map(|l| l.clone()).unwrap_or_default();
+            children_of(me)
+                .into_iter()
+                .filter(|p| !leaders.contains_key(p))
+                .collect()
+        };
+        let mut swept = Swept::default();
+        if candidates.is_empty() {
+            return swept;
+        }
+        let _guard = self.spawning.write();
+        let leaders = self.leaders.lock().map(|l| l.clone()).unwrap_or_default();
+        let live_runs: HashSet<i64> = leaders.values().copied().collect();
+        let my_group = nix::unistd::getpgrp();
+        for pid in candidates {
+            if leaders.contains_key(&pid) {
+                continue;
+            }
+            let Some(stat) = Stat::read(pid) else {
+                continue;
+            };
+            if stat.ppid != me {
+                continue;
+            }
+            if stat.state == 'Z' {
+                if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
+                    swept.reaped += 1;
+                }
+                continue;
+            }
+            let run = environ(pid).and_then(|env| var(&env, RUN_ID_VAR)?.parse::<i64>().ok());
+            let run_live = run.is_some_and(|r| live_runs.contains(&r));
+            if stopping || !run_live {
+                let _ = kill(pid, Signal::SIGKILL);
+                if stat.pgrp != my_group && !leaders.contains_key(&stat.pgrp) {
+                    let _ = killpg(stat.pgrp, Signal::SIGKILL);
+                }
+                swept.killed += 1;
+            } else {
+                swept.left += 1;
+            }
+        }
+        swept
+    }
+}
+
+/// Kills every process carrying `database_id` in its environment (but this process and its
+/// ancestors): what the runs of a daemon on the same database left when it died. Their
+/// process groups go too. Reads all of `/proc`: call it on a blocking thread.
+pub fn stop_orphans(database_id: &str) -> Vec<Orphan> {
+    let me = nix::unistd::getpid();
+    let mut spared: HashSet<Pid> = HashSet::new();
+    let mut p = me;
+    while p.as_raw() > 1 && spared.insert(p) {
+        match Stat::read(p) {
+            Some(s) => p = s.ppid,
+            None => break,
+        }
+    }
+    let my_group = nix::unistd::getpgrp();
+    let mut found = Vec::new();
+    for pid in all_pids() {
+        if spared.contains(&pid) {
+            continue;
+        }
+        let Some(env) = environ(pid) else {
+            continue;
+        };
+        if var(&env, DATABASE_ID_VAR) != Some(database_id) {
+            continue;
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        if let Some(stat) = Stat::read(pid)
+            && stat.pgrp != my_group
+            && !spared.contains(&stat.pgrp)
+        {
+            let _ = killpg(stat.pgrp, Signal::SIGKILL);
+        }
+        found.push(Orphan {
+            pid: pid.as_raw().unsigned_abs(),
+            run_id: var(&env, RUN_ID_VAR).and_then(|v| v.parse().ok()),
+            job: var(&env, "HOURGLASS_JOB").map(str::to_string),
+            scheduled_for: var(&env, "HOURGLASS_SCHEDULED_FOR").map(str::to_string),
+            attempt: var(&env, "HOURGLASS_ATTEMPT").and_then(|v| v.parse().ok()),
+            trigger: var(&env, "HOURGLASS_TRIGGER").map(str::to_string),
+        });
+    }
+    found
+}
+
+/// The fields of `/proc/<pid>/stat` a sweep needs.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    state: char,
+    ppid: Pid,
+    pgrp: Pid,
+}
+
+impl Stat {
+    fn read(pid: Pid) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After "(comm)", which may hold spaces and parentheses: state, ppid, pgrp, ...
+        let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = Pid::from_raw(fields.next()?.parse().ok()?);
+        let pgrp = Pid::from_raw(fields.next()?.parse().ok()?);
+        Some(Self { state, ppid, pgrp })
+    }
+}
+
+fn all_pids() -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// The children of `parent`: from `/proc/<pid>/task/*/children` where the kernel has it,
+/// else from every process's parent.
+fn children_of(parent: Pid) -> Vec<Pid> {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        let mut found = Vec::new();
+        let mut supported = false;
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                supported = true;
+                found.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .map(Pid::from_raw),
+                );
+            }
+        }
+        if supported {
+            return found;
+        }
+    }
+    all_pids()
+        .into_iter()
+        .filter(|p| Stat::read(*p).is_some_and(|s| s.ppid == parent))
+        .collect()
+}
+
+fn environ(pid: Pid) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// The value of `name` in a NUL-separated environment block.
+fn var<'a>(env: &'a [u8], name: &str) -> Option<&'a str> {
+    env.split(|b| *b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        std::str::from_utf8(value).ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn var_finds_the_exact_name() {
+        let env = b"HOURGLASS_RUN_ID_X=1\0HOURGLASS_RUN_ID=42\0A=b";
+        assert_eq!(var(env, RUN_ID_VAR), Some("42"));
+        assert_eq!(var(env, "A"), Some("b"));
+        assert_eq!(var(env, "B"), None);
+    }
+
+    #[test]
+    fn orphans_carrying_the_database_id_are_killed_and_others_spared() {
+        use std::os::unix::process::CommandExt;
+        let marker = format!("test-{}", std::process::id());
+        let mut ours = std::process::Command::new("sleep")
+            .arg("30")
+            .env(DATABASE_ID_VAR, &marker)
+            .env(RUN_ID_VAR, "7")
+            .env("HOURGLASS_JOB", "backup")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .env(DATABASE_ID_VAR, "another-database")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let found = stop_orphans(&marker);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, ours.id());
+        assert_eq!(found[0].run_id, Some(7));
+        assert_eq!(found[0].job.as_deref(), Some("backup"));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(ours.wait().unwrap().signal(), Some(9));
+        assert!(other.try_wait().unwrap().is_none());
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+}

@@ -1,0 +1,303 @@
+//! The processes of runs, through `kill -9` of the daemon and through escapes from a run's
+//! process group. A daemon killed at 20 instants of a 1,000-job burst and of steady state,
+//! restarted each time on the same database: within 2 s of READY no process of the dead
+//! daemon's runs is alive, every run id found in those processes has an `abandoned` row of
+//! the same job and firing (so no id was given twice), and no `overlap = "skip"` job ever has
+//! two runs at once. Processes that leave their run's group (`setsid`, a double fork) end with
+//! the run, and with the daemon.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{Daemon, alive, wait_for};
+use nix::sys::signal::Signal;
+
+const SEC: Duration = Duration::from_secs(1);
+/// Jobs due together.
+const JOBS: usize = 1000;
+/// They are due every this many seconds.
+const PERIOD_S: i64 = 4;
+
+/// A process of a run, read from `/proc`.
+#[derive(Debug, Clone)]
+struct RunProcess {
+    pid: i32,
+    run_id: i64,
+    job: String,
+    scheduled_for: String,
+}
+
+/// Every live process carrying `database_id`.
+fn run_processes(database_id: &str) -> Vec<RunProcess> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: HashMap<&[u8], &[u8]> = env
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let eq = kv.iter().position(|b| *b == b'=')?;
+                Some((&kv[..eq], &kv[eq + 1..]))
+            })
+            .collect();
+        let get = |k: &str| {
+            vars.get(k.as_bytes())
+                .map(|v| String::from_utf8_lossy(v).to_string())
+        };
+        if get("HOURGLASS_DATABASE_ID").as_deref() != Some(database_id) || !alive(pid) {
+            continue;
+        }
+        found.push(RunProcess {
+            pid,
+            run_id: get("HOURGLASS_RUN_ID").unwrap().parse().unwrap(),
+            job: get("HOURGLASS_JOB").unwrap(),
+            scheduled_for: get("HOURGLASS_SCHEDULED_FOR").unwrap(),
+        });
+    }
+    found
+}
+
+fn database_id(d: &Daemon) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = hourglass::store::Store::open(&d.path(&d.db)).await.unwrap();
+        let id = store.database_id().await.unwrap();
+        store.close().await;
+        id
+    })
+}
+
+/// The next multiple of [`PERIOD_S`] seconds at least 300 ms away.
+fn next_burst() -> chrono::DateTime<Utc> {
+    let soon = Utc::now() + chrono::TimeDelta::milliseconds(300);
+    let s = soon.timestamp();
+    let next = (s / PERIOD_S + 1) * PERIOD_S;
+    chrono::DateTime::from_timestamp(next, 0).unwrap()
+}
+
+fn sleep_until(at: chrono::DateTime<Utc>) {
+    if let Ok(d) = (at - Utc::now()).to_std() {
+        std::thread::sleep(d);
+    }
+}
+
+fn start(d: &mut Daemon) {
+    d.spawn();
+    d.wait_note("READY=1", 60 * SEC);
+}
+
+#[test]
+fn kill_9_at_twenty_instants_leaves_nothing_unknown_nothing_twice_no_id_reused() {
+    let jobs: String = (0..JOBS)
+        .map(|i| {
+            format!(
+                "[jobs.s{i:04}]\nschedule = \"*/{PERIOD_S} * * * * *\"\ncommand = [\"sleep\", \"30\"]\noverlap = \"skip\"\n"
+            )
+        })
+        .collect();
+    let mut d = Daemon::prepare(
+        "[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 2000\nshutdown_grace = \"1s\"\n",
+        &jobs,
+    );
+    start(&mut d);
+    let marker = database_id(&d);
+    // Milliseconds after a burst's second: 14 instants inside the burst, 6 in steady state
+    // (every run spawned and recorded).
+    let instants: Vec<i64> = vec![
+        0, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 450, 650, 900, 2500, 2600, 2700, 2800, 2900,
+        3000,
+    ];
+    // Every run id ever seen in a process → (job, firing).
+    let mut seen: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for (round, after_ms) in instants.iter().enumerate() {
+        let burst = next_burst();
+        sleep_until(burst + chrono::TimeDelta::milliseconds(*after_ms));
+        d.signal(Signal::SIGKILL);
+        d.wait_exit(10 * SEC);
+        let left = run_processes(&marker);
+        let mut per_job: HashMap<&str, Vec<i64>> = HashMap::new();
+        for p in &left {
+            let ids = per_job.entry(p.job.as_str()).or_default();
+            if !ids.contains(&p.run_id) {
+                ids.push(p.run_id);
+            }
+            let firing = (p.job.clone(), p.scheduled_for.clone());
+            let before = seen.entry(p.run_id).or_insert_with(|| firing.clone());
+            assert_eq!(
+                *before, firing,
+                "round {round}: run id {} given to two firings",
+                p.run_id
+            );
+        }
+        let twice: Vec<_> = per_job.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "round {round} ({after_ms} ms): overlap = \"skip\" jobs with two runs at once: {twice:?}"
+        );
+
+        start(&mut d);
+        let ready = Instant::now();
+        let still: Vec<i32> = wait_for(2 * SEC, "the dead daemon's processes to be gone", || {
+            let now: Vec<i32> = run_processes(&marker)
+                .into_iter()
+                .filter(|p| left.iter().any(|l| l.pid == p.pid && l.run_id == p.run_id))
+                .map(|p| p.pid)
+                .collect();
+            now.is_empty().then_some(now)
+        });
+        assert!(still.is_empty());
+        assert!(ready.elapsed() < 2 * SEC);
+        let rows: HashMap<i64, hourglass::store::RunRow> =
+            d.runs().into_iter().map(|r| (r.id, r)).collect();
+        for p in &left {
+            let row = rows.get(&p.run_id).unwrap_or_else(|| {
+                panic!(
+                    "round {round} ({after_ms} ms): run {} of {} (pid {}) has no row",
+                    p.run_id, p.job, p.pid
+                )
+            });
+            assert_eq!(
+                (row.job.as_str(), row.status.as_str()),
+                (p.job.as_str(), "abandoned"),
+                "round {round}: run {}",
+                p.run_id
+            );
+            assert_eq!(
+                hourglass::store::format_ts(common::ts(&row.scheduled_for)),
+                p.scheduled_for,
+                "round {round}: run {} is another firing's id",
+                p.run_id
+            );
+        }
+        let unrecorded = left
+            .iter()
+            .filter(|p| {
+                rows[&p.run_id]
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("the daemon was killed before it recorded"))
+            })
+            .count();
+        eprintln!(
+            "round {round}: killed {after_ms} ms after the burst: {} processes of {} runs left \
+             ({unrecorded} of them without a row before the restart), all stopped and recorded",
+            left.len(),
+            per_job.len()
+        );
+    }
+    // No two runs of a job overlap in the history either.
+    let mut by_job: BTreeMap<String, Vec<hourglass::store::RunRow>> = BTreeMap::new();
+    for r in d.runs() {
+        if r.started_at.is_some() && r.status != "skipped" {
+            by_job.entry(r.job.clone()).or_default().push(r);
+        }
+    }
+    for (job, runs) in &by_job {
+        for pair in runs.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let ended = a.finished_at.as_deref().unwrap_or("9999");
+            assert!(
+                b.started_at.as_deref().unwrap_or("") >= ended,
+                "{job}: run {} started before run {} ended",
+                b.id,
+                a.id
+            );
+        }
+    }
+    d.signal(Signal::SIGTERM);
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(10 * SEC);
+    wait_for(5 * SEC, "the last daemon's runs to be stopped", || {
+        run_processes(&marker).is_empty().then_some(())
+    });
+}
+
+/// An `at` two seconds from now.
+fn soon() -> String {
+    let t = Utc::now() + chrono::TimeDelta::seconds(2);
+    chrono::DateTime::from_timestamp(t.timestamp(), 0)
+        .unwrap()
+        .to_rfc3339()
+}
+
+fn read_pid(d: &Daemon, file: &str) -> i32 {
+    wait_for(10 * SEC, file, || {
+        std::fs::read_to_string(d.path(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+fn processes_that_leave_the_run_group_end_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().display();
+    let at = soon();
+    let jobs = format!(
+        r#"
+[jobs.setsid]
+at = "{at}"
+command = "setsid sleep 1000 & echo $! > {p}/setsid.pid"
+
+[jobs.double]
+at = "{at}"
+command = "( setsid sh -c 'sleep 1000 & echo $! > {p}/double.pid; wait' & ); sleep 0.2"
+"#
+    );
+    let mut d = Daemon::prepare("", &jobs);
+    start(&mut d);
+    for (job, file) in [("setsid", "setsid.pid"), ("double", "double.pid")] {
+        d.wait_runs(job, 10 * SEC, "the run's end", |r| {
+            r.len() == 1 && common::finished(&r[0])
+        });
+        let pid = wait_for(10 * SEC, file, || {
+            std::fs::read_to_string(dir.path().join(file))
+                .ok()?
+                .trim()
+                .parse::<i32>()
+                .ok()
+        });
+        wait_for(
+            5 * SEC,
+            &format!("the {job} job's escaped process to end"),
+            || (!alive(pid)).then_some(()),
+        );
+    }
+    assert!(
+        d.log().contains("killed processes that outlived their run"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn processes_that_left_the_run_group_end_with_the_daemon() {
+    let jobs = format!(
+        "[jobs.long]\nat = \"{}\"\ncommand = \"setsid sleep 1000 & echo $! > escaped.pid; sleep 1000\"\n",
+        soon()
+    );
+    let mut d = Daemon::prepare(
+        "[daemon]\ntimezone = \"UTC\"\nshutdown_grace = \"1s\"\n",
+        &jobs,
+    );
+    start(&mut d);
+    let pid = read_pid(&d, "escaped.pid");
+    assert!(alive(pid));
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(10 * SEC);
+    assert!(status.success(), "{status}\n{}", d.log());
+    assert!(!alive(pid), "the escaped process outlived the daemon");
+}
