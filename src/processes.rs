@@ -25,8 +25,8 @@ pub const RUN_ID_VAR: &str = "HOURGLASS_RUN_ID";
 /// The command processes of one daemon.
 #[derive(Debug, Default)]
 pub struct Processes {
-    /// Each running command's main process (which leads its process group) → its run id.
-    leaders: Mutex<HashMap<Pid, i64>>,
+    /// Each running command's main process (which leads its process group) → its run.
+    leaders: Mutex<HashMap<Pid, Run>>,
     /// Held for reading from a spawn until its leader is registered; for writing while a sweep
     /// acts, so that it never takes a leader not yet registered for an escaped process.
     spawning: RwLock<()>,
@@ -34,6 +34,15 @@ pub struct Processes {
     marker: OnceLock<String>,
     /// Told when a run's process ends, so that a sweep comes soon.
     ended: tokio::sync::Notify,
+}
+
+/// A running command's run id and the user it runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// The run id.
+    pub id: i64,
+    /// The user id its processes run as.
+    pub uid: u32,
 }
 
 /// A registered leader; dropping it forgets the leader and asks for a sweep.
@@ -99,11 +108,11 @@ impl Processes {
         self.marker.get().map(String::as_str)
     }
 
-    /// Spawns with `spawn` and registers the leader it returns (its pid) for `run_id`; a sweep
+    /// Spawns with `spawn` and registers the leader it returns (its pid) for `run`; a sweep
     /// waits for both to be done.
     pub fn spawn<T>(
         &self,
-        run_id: i64,
+        run: Run,
         spawn: impl FnOnce() -> std::io::Result<T>,
         pid_of: impl Fn(&T) -> Option<u32>,
     ) -> std::io::Result<(T, Option<Leader<'_>>)> {
@@ -114,7 +123,7 @@ impl Processes {
             .map(|p| {
                 let pid = Pid::from_raw(p);
                 if let Ok(mut l) = self.leaders.lock() {
-                    l.insert(pid, run_id);
+                    l.insert(pid, run);
                 }
                 Leader {
                     processes: self,
@@ -142,7 +151,9 @@ impl Processes {
     }
 
     /// Reaps the daemon's exited re-parented children and kills those whose run has ended
-    /// (all of them when `stopping`). Reads `/proc`: call it on a blocking thread.
+    /// (all of them when `stopping`). A process whose run id cannot be read (another user's,
+    /// without `CAP_SYS_PTRACE`, or one that cleared its environment) is killed once no run of
+    /// its user is going on. Reads `/proc`: call it on a blocking thread.
     pub fn sweep(&self, stopping: bool) -> Swept {
         let me = nix::unistd::getpid();
         // Read without the lock (it can take milliseconds), act under it after a fresh look:
@@ -160,7 +171,8 @@ impl Processes {
         }
         let _guard = self.spawning.write();
         let leaders = self.leaders.lock().map(|l| l.clone()).unwrap_or_default();
-        let live_runs: HashSet<i64> = leaders.values().copied().collect();
+        let live_runs: HashSet<i64> = leaders.values().map(|r| r.id).collect();
+        let live_users: HashSet<u32> = leaders.values().map(|r| r.uid).collect();
         let my_group = nix::unistd::getpgrp();
         for pid in candidates {
             if leaders.contains_key(&pid) {
@@ -179,8 +191,11 @@ impl Processes {
                 continue;
             }
             let run = environ(pid).and_then(|env| var(&env, RUN_ID_VAR)?.parse::<i64>().ok());
-            let run_live = run.is_some_and(|r| live_runs.contains(&r));
-            if stopping || !run_live {
+            let over = match run {
+                Some(id) => !live_runs.contains(&id),
+                None => uid_of(pid).is_some_and(|uid| !live_users.contains(&uid)),
+            };
+            if stopping || over {
                 let _ = kill(pid, Signal::SIGKILL);
                 if stat.pgrp != my_group && !leaders.contains_key(&stat.pgrp) {
                     let _ = killpg(stat.pgrp, Signal::SIGKILL);
@@ -293,6 +308,18 @@ fn children_of(parent: Pid) -> Vec<Pid> {
         .into_iter()
         .filter(|p| Stat::read(*p).is_some_and(|s| s.ppid == parent))
         .collect()
+}
+
+/// The real user id of a process, from `/proc/<pid>/status` (readable without privileges).
+fn uid_of(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn environ(pid: Pid) -> Option<Vec<u8>> {

@@ -187,6 +187,23 @@ fn the_systemd_unit_verifies() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // The sandbox: `systemd-analyze security` rates the unit's exposure at most 3.5 (of 10).
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = text(&out.stdout);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for hourglass.service: ")
+                .nth(1)
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{report}{}", text(&out.stderr)));
+    assert!(exposure <= 3.5, "exposure {exposure}:\n{report}");
     // TimeoutStopSec must exceed the default drain grace (30 s) plus kill grace (10 s).
     let stop: u64 = unit
         .lines()

@@ -301,3 +301,66 @@ fn processes_that_left_the_run_group_end_with_the_daemon() {
     assert!(status.success(), "{status}\n{}", d.log());
     assert!(!alive(pid), "the escaped process outlived the daemon");
 }
+
+/// The capabilities the shipped unit keeps (`CapabilityBoundingSet=`), as `setpriv` takes them.
+fn unit_bounding_set() -> String {
+    let unit = include_str!("../systemd/hourglass.service");
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit sets CapabilityBoundingSet=");
+    let mut set = "-all".to_string();
+    for cap in caps.split_whitespace() {
+        set.push_str(",+");
+        set.push_str(&cap.trim_start_matches("CAP_").to_lowercase());
+    }
+    set
+}
+
+/// Under the unit's capability bounding set and no-new-privileges, a `user =` job runs as its
+/// user, and what it leaves behind is stopped at its end although its environment cannot be
+/// read without CAP_SYS_PTRACE.
+#[test]
+fn user_jobs_work_under_the_units_capabilities() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let jobs = format!(
+        "[jobs.who]\nat = \"{}\"\nuser = \"nobody\"\n\
+         command = \"id -un; setsid sleep 1000 > /dev/null 2>&1 & echo $!\"\n",
+        soon()
+    );
+    let mut d = Daemon::prepare("", &jobs);
+    d.wrap = vec![
+        "setpriv".into(),
+        format!("--bounding-set={}", unit_bounding_set()),
+        "--no-new-privs".into(),
+    ];
+    start(&mut d);
+    let runs = d.wait_runs("who", 20 * SEC, "the run", |r| {
+        r.len() == 1 && common::finished(&r[0])
+    });
+    let run = &runs[0];
+    assert_eq!(run.status, "succeeded", "{run:?}\n{}", d.log());
+    let shown = d.cli(&["show", &run.id.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let output = shown["output"].as_str().unwrap_or_default().to_string();
+    let mut lines = output.lines();
+    assert_eq!(lines.next(), Some("nobody"), "{run:?}\n{}", d.log());
+    let pid: i32 = lines.next().unwrap().trim().parse().unwrap();
+    wait_for(5 * SEC, "the user job's escaped process to end", || {
+        (!alive(pid)).then_some(())
+    });
+    let caps = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let bounding = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_ne!(
+        bounding, "000001ffffffffff",
+        "setpriv did not bound the daemon"
+    );
+}

@@ -142,9 +142,16 @@ impl CommandJob {
         cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         // Spawned right here: measured, moving fork/exec to `spawn_blocking` threads made a
         // burst of 100 spawns 1.5-2.5x slower (parallel forks contend on the address space).
+        let run = crate::processes::Run {
+            id: ctx.run_id,
+            uid: self
+                .user
+                .as_ref()
+                .map_or_else(|| nix::unistd::getuid().as_raw(), |u| u.uid),
+        };
         let spawned = ctx
             .processes
-            .spawn(ctx.run_id, || cmd.spawn(), tokio::process::Child::id);
+            .spawn(run, || cmd.spawn(), tokio::process::Child::id);
         // Our copies of the pipe's write end must go, or the reader never sees the end.
         drop(cmd);
         let (mut child, leader) = match spawned {

@@ -24,6 +24,8 @@ pub struct Daemon {
     pub db: String,
     /// The umask the daemon is started with (as under the unit's `UMask=0077`), if any.
     pub umask: Option<&'static str>,
+    /// A command the daemon is started under (`setpriv ...`), if any.
+    pub wrap: Vec<String>,
 }
 
 pub fn ts(s: &str) -> DateTime<Utc> {
@@ -73,6 +75,7 @@ impl Daemon {
             extra_env: Vec::new(),
             db: db.to_string(),
             umask: None,
+            wrap: Vec::new(),
         }
     }
 
@@ -104,6 +107,11 @@ impl Daemon {
                 c.arg("-c")
                     .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
                     .arg(BIN);
+                c
+            }
+            None if !self.wrap.is_empty() => {
+                let mut c = Command::new(&self.wrap[0]);
+                c.args(&self.wrap[1..]).arg(BIN);
                 c
             }
             None => Command::new(BIN),
