@@ -117,6 +117,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => match config::load(&path) {
             Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("{w}");
+                }
                 println!("{}: ok, {} jobs", path.display(), cfg.jobs.len());
                 Ok(ExitCode::SUCCESS)
             }

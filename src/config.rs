@@ -47,10 +47,15 @@ pub struct Problem {
     pub field: Option<String>,
     /// What is wrong and what was expected.
     pub message: String,
+    /// A warning (the config is accepted) rather than an error.
+    pub warning: bool,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.warning {
+            write!(f, "warning: ")?;
+        }
         write!(f, "{}", self.file)?;
         if let Some(job) = &self.job {
             write!(f, ": job {job:?}")?;
@@ -128,6 +133,8 @@ pub struct Config {
     pub settings: Settings,
     /// Jobs, sorted by name.
     pub jobs: Vec<JobSpec>,
+    /// What `check` warns about and the daemon logs at load: accepted, but likely not meant.
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -141,11 +148,46 @@ struct RawMain {
 }
 
 /// A secret given by reference: an environment variable or a file, never inline.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 struct RawSecret {
     env: Option<String>,
     file: Option<String>,
+}
+
+/// What an inline secret gets told (the value itself is never echoed).
+const SECRET_INLINE: &str =
+    "write { env = \"VAR\" } or { file = \"/path\" }, not the secret itself";
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Reference {
+            env: Option<String>,
+            file: Option<String>,
+        }
+        struct SecretRef;
+        impl<'de> serde::de::Visitor<'de> for SecretRef {
+            type Value = RawSecret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SECRET_INLINE)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<RawSecret, E> {
+                Err(E::custom(SECRET_INLINE))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawSecret, A::Error> {
+                let r = Reference::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawSecret {
+                    env: r.env,
+                    file: r.file,
+                })
+            }
+        }
+        d.deserialize_any(SecretRef)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +202,7 @@ struct RawSmtp {
     send_timeout: Option<String>,
     ca_file: Option<String>,
     max_connections: Option<u32>,
+    allow_plaintext_auth: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -306,6 +349,22 @@ impl Located<'_> {
             job: self.job.map(str::to_string),
             field: field.map(str::to_string),
             message: message.into(),
+            warning: false,
+        });
+    }
+
+    /// Errors (not warnings) so far.
+    fn errors(&self) -> usize {
+        self.problems.iter().filter(|p| !p.warning).count()
+    }
+
+    fn warn(&mut self, field: Option<&str>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.to_string(),
+            job: self.job.map(str::to_string),
+            field: field.map(str::to_string),
+            message: message.into(),
+            warning: true,
         });
     }
 
@@ -433,12 +492,14 @@ fn load_with(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
                     message:
                         "internal error: the configuration parser panicked (please report this)"
                             .into(),
+                    warning: false,
                 }]))
             })
     })?;
     Ok(Config {
         settings: parsed.settings.clone(),
         jobs: parsed.jobs.clone(),
+        warnings: parsed.warnings.clone(),
     })
 }
 
@@ -457,9 +518,15 @@ fn parse_config(config_path: &Path, secrets: bool) -> Result<Config, ConfigError
         return Err(ConfigError::Invalid(problems));
     };
     let jobs = load_jobs(&settings, &base, secrets, &mut problems);
-    if problems.is_empty() {
-        Ok(Config { settings, jobs })
+    if problems.iter().all(|p| p.warning) {
+        Ok(Config {
+            settings,
+            jobs,
+            warnings: problems,
+        })
     } else {
+        // Errors first, then warnings.
+        problems.sort_by_key(|p| p.warning);
         Err(ConfigError::Invalid(problems))
     }
 }
@@ -477,6 +544,13 @@ fn load_settings(
         problems,
         secrets,
     };
+    if config_path.is_dir() {
+        at.push(
+            None,
+            "is a folder; expected the main file (e.g. /etc/hourglass/hourglass.toml)",
+        );
+        return None;
+    }
     if !config_path.is_file() {
         at.push(
             None,
@@ -493,13 +567,20 @@ fn load_settings(
                 .try_parsing(true),
         )
         .build();
-    let raw: RawMain = match built.and_then(config::Config::try_deserialize) {
+    let tree: serde_json::Value = match built.and_then(config::Config::try_deserialize) {
         Ok(r) => r,
         Err(e) => {
+            // Job files are still checked, against the default settings.
             at.push(None, e.to_string());
-            return None;
+            serde_json::Value::Object(serde_json::Map::new())
         }
     };
+    let raw = raw_main(tree, &mut at);
+    if let Some(level) = raw.log.level.as_deref()
+        && let Err(e) = check_log_level(level)
+    {
+        at.push(Some("log.level"), e);
+    }
     let resolve = |p: &str| {
         let p = PathBuf::from(p);
         if p.is_absolute() { p } else { base.join(p) }
@@ -565,6 +646,93 @@ fn load_settings(
     Some(settings)
 }
 
+/// Checks a `log.level` filter: comma-separated directives, each a level or `target=level`.
+fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let level_ok = |l: &str| LEVELS.contains(&l.to_ascii_lowercase().as_str());
+    let target_ok = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-'))
+    };
+    let ok = !filter.trim().is_empty()
+        && filter.split(',').all(|d| match d.trim().split_once('=') {
+            Some((target, level)) => target_ok(target) && level_ok(level),
+            None => level_ok(d.trim()) || target_ok(d.trim()),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{filter:?} is not a log filter; expected a level (error, warn, info, debug, trace, off) or directives like \"info,hourglass=debug\""
+        ))
+    }
+}
+
+/// The main file's sections, each read on its own so that a problem in one (reported) leaves
+/// the others, and the job files, still checked.
+fn raw_main(tree: serde_json::Value, at: &mut Located<'_>) -> RawMain {
+    let serde_json::Value::Object(mut top) = tree else {
+        at.push(None, "expected tables such as [daemon] and [database]");
+        return RawMain::default();
+    };
+    let mut raw = RawMain {
+        daemon: section(&mut top, "daemon", at).unwrap_or_default(),
+        database: section(&mut top, "database", at).unwrap_or_default(),
+        log: section(&mut top, "log", at).unwrap_or_default(),
+        smtp: BTreeMap::new(),
+        notify: section(&mut top, "notify", at),
+    };
+    match top.remove("smtp") {
+        None => {}
+        Some(serde_json::Value::Object(servers)) => {
+            for (name, value) in servers {
+                let key = format!("smtp.{name}");
+                let mut one = serde_json::Map::new();
+                one.insert(key.clone(), value);
+                if let Some(server) = section(&mut one, &key, at) {
+                    raw.smtp.insert(name, server);
+                }
+            }
+        }
+        Some(_) => at.push(Some("smtp"), "expected tables [smtp.<name>]"),
+    }
+    for key in top.keys() {
+        at.push(
+            None,
+            format!(
+                "unknown table [{key}]; expected [daemon], [database], [log], [smtp.<name>] or [notify] (jobs go in the jobs folder)"
+            ),
+        );
+    }
+    raw
+}
+
+/// Reads `[key]` of the main file; a problem is reported with the key's path.
+fn section<T: serde::de::DeserializeOwned>(
+    top: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    at: &mut Located<'_>,
+) -> Option<T> {
+    let value = top.remove(key)?;
+    match serde_path_to_error::deserialize(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let field = if inner == "." {
+                key.to_string()
+            } else {
+                format!("{key}.{inner}")
+            };
+            at.push(
+                Some(&field),
+                crate::messages::humanize(e.into_inner().to_string().as_str()),
+            );
+            None
+        }
+    }
+}
+
 fn load_jobs(
     settings: &Settings,
     base: &Path,
@@ -572,23 +740,7 @@ fn load_jobs(
     problems: &mut Vec<Problem>,
 ) -> Vec<JobSpec> {
     let dir = &settings.jobs_dir;
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            problems.push(Problem {
-                file: display_path(dir, base),
-                job: None,
-                field: None,
-                message: format!("cannot read the jobs folder: {e}"),
-            });
-            Vec::new()
-        }
-    };
+    let mut files = job_files(dir, base, problems);
     files.sort();
     let mut cache = CronCache::default();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -603,6 +755,7 @@ fn load_jobs(
                     job: None,
                     field: None,
                     message: format!("cannot read: {e}"),
+                    warning: false,
                 });
                 continue;
             }
@@ -618,6 +771,61 @@ fn load_jobs(
     }
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
     jobs
+}
+
+/// The `*.toml` files of the jobs folder. A missing folder, and entries named `*.toml` that are
+/// not readable files (a folder, a broken or looping symbolic link), are problems: they would
+/// otherwise pass as "0 jobs".
+fn job_files(dir: &Path, base: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
+    let problem = |path: &Path, message: String| Problem {
+        file: display_path(path, base),
+        job: None,
+        field: None,
+        message,
+        warning: false,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            let message = match e.kind() {
+                std::io::ErrorKind::NotFound => "the jobs folder does not exist; create it (jobs go in *.toml files there) or set daemon.jobs_dir".to_string(),
+                std::io::ErrorKind::NotADirectory => "the jobs folder is not a folder; set daemon.jobs_dir to the folder of job files".to_string(),
+                _ => format!("cannot read the jobs folder: {e}"),
+            };
+            problems.push(problem(dir, message));
+            return Vec::new();
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_dir() => problems.push(problem(
+                &path,
+                "is a folder, not a job file (job files are *.toml files in the jobs folder)"
+                    .into(),
+            )),
+            Ok(_) => problems.push(problem(&path, "is not a regular file".into())),
+            Err(e) => {
+                let message = match std::fs::read_link(&path) {
+                    Ok(target) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                        format!("is a symbolic link in a loop (to {})", target.display())
+                    }
+                    Ok(target) => format!(
+                        "is a broken symbolic link (to {}, which does not exist)",
+                        target.display()
+                    ),
+                    Err(_) => format!("cannot be read: {e}"),
+                };
+                problems.push(problem(&path, message));
+            }
+        }
+    }
+    files
 }
 
 /// Where a job file is and what it inherits.
@@ -650,6 +858,7 @@ fn parse_job_file(
         job: None,
         field: None,
         message,
+        warning: false,
     };
     let root = match toml::de::DeTable::parse(text) {
         Ok(r) => r.into_inner(),
@@ -664,7 +873,7 @@ fn parse_job_file(
             jobs = Some(value);
         } else {
             problems.push(file_problem(format!(
-                "unknown key `{}`: a job file holds only [jobs.<name>] tables",
+                "unknown key \"{}\": a job file holds only [jobs.<name>] tables",
                 key.get_ref()
             )));
         }
@@ -699,7 +908,7 @@ fn parse_job_file(
         if !valid_name(&name) {
             at.push(
                 None,
-                "job names may use letters, digits, '-', '_' and '.', up to 128 characters",
+                "job names start with a letter or digit and use letters, digits, '-', '_' and '.', up to 128 characters",
             );
             continue;
         }
@@ -709,7 +918,10 @@ fn parse_job_file(
             Err(e) => {
                 let field = e.path().to_string();
                 let field = (field != ".").then_some(field);
-                at.push(field.as_deref(), e.into_inner().message().to_string());
+                at.push(
+                    field.as_deref(),
+                    crate::messages::humanize(e.into_inner().message()),
+                );
                 continue;
             }
         };
@@ -725,8 +937,8 @@ fn parse_job_file(
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
+    name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -740,7 +952,7 @@ fn validate_job(
     cache: &mut CronCache,
     at: &mut Located<'_>,
 ) -> Option<JobSpec> {
-    let before = at.problems.len();
+    let before = at.errors();
     let tz = match raw.timezone.as_deref() {
         None => settings.timezone,
         Some(n) => parse_tz(n).unwrap_or_else(|e| {
@@ -855,12 +1067,7 @@ fn validate_job(
         );
     }
     let kind = if let Some(line) = raw.command {
-        if matches!(&line, CommandLine::Argv(a) if a.is_empty()) {
-            at.push(Some("command"), "the argument list is empty");
-        }
-        if matches!(&line, CommandLine::Shell(s) if s.trim().is_empty()) {
-            at.push(Some("command"), "the command line is empty");
-        }
+        check_command(&line, raw.env.as_ref(), at);
         let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -869,13 +1076,8 @@ fn validate_job(
             }
         });
         let working_dir = raw.working_dir.map(PathBuf::from);
-        if let Some(d) = &working_dir
-            && !d.is_absolute()
-        {
-            at.push(
-                Some("working_dir"),
-                format!("{:?} must be an absolute path", d.display().to_string()),
-            );
+        if let Some(d) = &working_dir {
+            check_working_dir(d, at);
         }
         Some(JobKind::Command(CommandJob {
             line,
@@ -896,18 +1098,32 @@ fn validate_job(
         Some(n) => notify_policy(n, "notify", &settings.smtp, at).map(Arc::new),
         None => settings.notify.clone(),
     };
+    let catch_up = raw.catch_up.unwrap_or(CatchUp::Skip);
+    let catch_up_window = at.duration(
+        "catch_up_window",
+        raw.catch_up_window.as_deref(),
+        Duration::from_secs(86_400),
+    );
+    if catch_up != CatchUp::Skip
+        && raw.catch_up_window.is_some()
+        && catch_up_window <= crate::schedule::LATE_GRACE.to_std().unwrap_or_default()
+    {
+        at.warn(
+            Some("catch_up_window"),
+            format!(
+                "{:?} cannot catch anything: firings up to 60s late run anyway, older ones are outside the window; set it above 1m",
+                raw.catch_up_window.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     let spec = JobSpec {
         name: name.to_string(),
         source: Arc::clone(path),
         schedule: schedule?,
         tz,
         jitter: jitter_offset(name, jitter),
-        catch_up: raw.catch_up.unwrap_or(CatchUp::Skip),
-        catch_up_window: at.duration(
-            "catch_up_window",
-            raw.catch_up_window.as_deref(),
-            Duration::from_secs(86_400),
-        ),
+        catch_up,
+        catch_up_window,
         overlap: raw.overlap.unwrap_or(Overlap::Skip),
         timeout,
         kill_grace: at.duration(
@@ -928,7 +1144,69 @@ fn validate_job(
         kind: kind?,
         notify,
     };
-    (at.problems.len() == before).then_some(spec)
+    (at.errors() == before).then_some(spec)
+}
+
+/// What no program can be given: an empty program, a NUL byte, a malformed variable name.
+fn check_command(line: &CommandLine, env: Option<&BTreeMap<String, String>>, at: &mut Located<'_>) {
+    const NUL: &str = "contains a NUL byte, which no program can be given";
+    match line {
+        CommandLine::Argv(a) if a.is_empty() => at.push(Some("command"), "the list is empty; expected the program and its arguments, e.g. [\"tar\", \"czf\", ...]"),
+        CommandLine::Argv(a) if a[0].trim().is_empty() => {
+            at.push(Some("command"), "the program (the list's first item) is empty");
+        }
+        CommandLine::Shell(s) if s.trim().is_empty() => {
+            at.push(Some("command"), "the command line is empty");
+        }
+        _ => {}
+    }
+    let nul = match line {
+        CommandLine::Shell(s) => s.contains('\0'),
+        CommandLine::Argv(a) => a.iter().any(|x| x.contains('\0')),
+    };
+    if nul {
+        at.push(Some("command"), NUL);
+    }
+    for (key, value) in env.into_iter().flatten() {
+        let field = format!("env.{key}");
+        if key.is_empty() || key.contains(['=', '\0']) {
+            at.push(
+                Some(&field),
+                "a variable name must not be empty or contain '=' or a NUL byte",
+            );
+        } else if value.contains('\0') {
+            at.push(Some(&field), NUL);
+        }
+    }
+}
+
+/// `working_dir` must be absolute; one that does not exist (yet) is a warning: every run
+/// fails until it does.
+fn check_working_dir(dir: &Path, at: &mut Located<'_>) {
+    let shown = dir.display().to_string();
+    if !dir.is_absolute() {
+        at.push(
+            Some("working_dir"),
+            format!("{shown:?} must be an absolute path"),
+        );
+    } else if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        at.push(Some("working_dir"), "contains a NUL byte");
+    } else {
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                at.push(Some("working_dir"), format!("{shown:?} is not a folder"))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => at.warn(
+                Some("working_dir"),
+                format!("{shown:?} does not exist: every run fails until it does"),
+            ),
+            Err(e) => at.warn(
+                Some("working_dir"),
+                format!("{shown:?} cannot be checked: {e}"),
+            ),
+        }
+    }
 }
 
 fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<Secret> {
@@ -1028,6 +1306,12 @@ fn smtp_server(name: &str, r: RawSmtp, base: &Path, at: &mut Located<'_>) -> Opt
         .and_then(|p| secret(p, &f("password"), at));
     if r.password.is_some() && r.username.is_none() {
         at.push(Some(&f("username")), "a password needs a username");
+    }
+    if tls == SmtpTls::None && r.password.is_some() && r.allow_plaintext_auth != Some(true) {
+        at.push(
+            Some(&f("tls")),
+            "\"none\" would send the password in clear; use \"starttls\" or \"tls\", or set allow_plaintext_auth = true (a relay on loopback)",
+        );
     }
     let ca_pem = r.ca_file.as_deref().and_then(|c| {
         let path = base.join(c);
@@ -1576,8 +1860,8 @@ mod tests {
         assert_eq!(
             e,
             [
-                "jobs.d/a.toml: unknown key `job`: a job file holds only [jobs.<name>] tables",
-                r#"jobs.d/a.toml: job "a": every: invalid type: integer `5`, expected a string"#,
+                r#"jobs.d/a.toml: unknown key "job": a job file holds only [jobs.<name>] tables"#,
+                r#"jobs.d/a.toml: job "a": every: expected a string in quotes, found the number 5"#,
             ]
         );
         let e = errors("", &[("b.toml", "jobs = 3\n")]);
@@ -1598,7 +1882,9 @@ mod tests {
         );
         assert_eq!(e.len(), 4, "{e:#?}");
         assert!(
-            e[0].starts_with(r#"jobs.d/a.toml: job "a": shedule: unknown field `shedule`"#),
+            e[0].starts_with(
+                r#"jobs.d/a.toml: job "a": shedule: unknown key "shedule" (did you mean "schedule"?)"#
+            ),
             "{}",
             e[0]
         );
@@ -1608,12 +1894,14 @@ mod tests {
             e[1]
         );
         assert!(
-            e[2].contains(r#"job "c": ovelap: unknown field"#),
+            e[2].contains(r#"job "c": ovelap: unknown key "ovelap" (did you mean "overlap"?)"#),
             "{}",
             e[2]
         );
         assert!(
-            e[3].contains(r#"job "d": overlap: unknown variant `sometimes`"#),
+            e[3].contains(
+                r#"job "d": overlap: "sometimes" is not one of "allow", "skip", "queue", "replace""#
+            ),
             "{}",
             e[3]
         );

@@ -61,7 +61,14 @@ pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()>
 
 /// Runs the daemon on an already loaded config.
 pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    let Config { settings, jobs } = config;
+    let Config {
+        settings,
+        jobs,
+        warnings,
+    } = config;
+    for w in &warnings {
+        tracing::warn!(problem = %w, "configuration warning");
+    }
     // Jobs inherit the daemon's umask: 022, as under cron, whatever the service manager set
     // (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
@@ -432,6 +439,9 @@ async fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
     };
     match loaded {
         Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!(problem = %w, "configuration warning");
+            }
             if new.settings != *current {
                 tracing::warn!(
                     "daemon settings changed; they take effect at the next restart (job changes apply now)"

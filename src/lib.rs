@@ -14,7 +14,8 @@
 //! ```
 //!
 //! - [`config`]: the only module that reads config files and the environment; parses everything
-//!   into typed values once, with errors naming file, job and field.
+//!   into typed values once, with errors naming file, job and field ([`messages`]: serde's
+//!   errors in the user's words).
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter.
 //! - [`job`]: validated job definitions and the kinds of work (one file per kind).
 //! - [`scheduler`]: one timer over a heap of next firings, catch-up after downtime, reload as
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod instance;
 pub mod job;
 pub mod logging;
+pub mod messages;
 pub mod notify;
 pub mod processes;
 pub mod recorder;

@@ -21,6 +21,10 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
+/// A firing at most this late still runs as a normal scheduled firing; older ones count as
+/// missed and follow the job's `catch_up` policy.
+pub const LATE_GRACE: TimeDelta = TimeDelta::seconds(60);
+
 /// A parsed schedule. Cron patterns are shared (`Arc`) between jobs with the same expression,
 /// since each parsed pattern holds a few KB of bitfields.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,9 +132,80 @@ fn precheck(expr: &str) -> Result<(), String> {
                     }
                 }
             }
+            if let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) = (lo.parse::<u32>(), hi.parse::<u32>())
+                && lo > hi
+            {
+                let plural = plural(name);
+                return Err(format!(
+                    "{plural} {lo}-{hi}: a range must go upwards (write {hi}-{lo}, or a list such as {lo}-{max},{min}-{hi})"
+                ));
+            }
         }
     }
-    Ok(())
+    never_fires(&fields)
+}
+
+fn plural(name: &str) -> &'static str {
+    match name {
+        "second" => "seconds",
+        "minute" => "minutes",
+        "hour" => "hours",
+        "day-of-month" => "days of month",
+        "month" => "months",
+        _ => "days of week",
+    }
+}
+
+/// A pattern whose days of month exist in none of its months (`0 0 30 2 *`) never fires; said
+/// here rather than found by a search through the years. Only numeric fields are judged, and
+/// only when the day of week is unrestricted (a restricted one fires on its weekdays).
+fn never_fires(fields: &[&str]) -> Result<(), String> {
+    let [.., dom, month, dow] = fields else {
+        return Ok(());
+    };
+    if !matches!(*dow, "*" | "?") {
+        return Ok(());
+    }
+    let (Some(days), Some(months)) = (numbers(dom, 1, 31), numbers(month, 1, 12)) else {
+        return Ok(());
+    };
+    const LONGEST: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let possible = months.iter().any(|m| {
+        let longest = LONGEST[usize::try_from(*m).unwrap_or(1).saturating_sub(1).min(11)];
+        days.iter().any(|d| *d <= longest)
+    });
+    if possible {
+        Ok(())
+    } else {
+        Err(format!(
+            "never fires: day {dom} of month {month} does not exist in any year"
+        ))
+    }
+}
+
+/// The values of a numeric field (`*`, `a`, `a-b`, `*/n`, `a-b/n`, lists); `None` when it uses
+/// names or special characters.
+fn numbers(field: &str, min: u32, max: u32) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (r, s.parse::<u32>().ok()?.max(1)),
+            None => (part, 1),
+        };
+        let (lo, hi) = match range {
+            "*" => (min, max),
+            r => match r.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                None => {
+                    let v = r.parse().ok()?;
+                    (v, if part.contains('/') { max } else { v })
+                }
+            },
+        };
+        out.extend((lo..=hi.min(max)).step_by(usize::try_from(step).ok()?));
+    }
+    Some(out)
 }
 
 const FIELDS: [(&str, u32, u32); 6] = [
@@ -246,6 +321,31 @@ mod tests {
             t = n;
         }
         out
+    }
+
+    #[test]
+    fn backward_ranges_and_impossible_days_are_errors() {
+        let mut cache = CronCache::default();
+        assert_eq!(
+            cache.parse("0 5-2 * * *").unwrap_err(),
+            "hours 5-2: a range must go upwards (write 2-5, or a list such as 5-23,0-2)"
+        );
+        assert!(
+            cache
+                .parse("0 0 30 2 *")
+                .unwrap_err()
+                .starts_with("never fires")
+        );
+        assert!(
+            cache
+                .parse("0 0 31 4,6,9,11 *")
+                .unwrap_err()
+                .starts_with("never fires")
+        );
+        // Possible once every four years, or on a weekday: accepted.
+        assert!(cache.parse("0 0 29 2 *").is_ok());
+        assert!(cache.parse("0 0 30 2 MON").is_ok());
+        assert!(cache.parse("0 0 30 1-2 *").is_ok());
     }
 
     #[test]

@@ -18,9 +18,7 @@ use crate::runner::{Context, JobSlot, fire};
 use crate::schedule::Schedule;
 use crate::store::Trigger;
 
-/// A firing at most this late still runs as a normal scheduled firing; older ones count as
-/// missed and follow the job's `catch_up` policy.
-pub const LATE_GRACE: TimeDelta = TimeDelta::seconds(60);
+pub use crate::schedule::LATE_GRACE;
 
 /// Most missed firings one catch-up runs for a job (`catch_up = "all"`).
 pub const MAX_CATCH_UP: usize = 1000;
@@ -381,6 +379,22 @@ fn due(
                 fire(ctx, slot, spec, t, Trigger::CatchUp, series);
             }
             fire(ctx, slot, spec, latest, Trigger::Schedule, series);
+        }
+        (true, CatchUp::Latest) => {
+            // The newest occurrence is on time, yet firings before it were missed: the newest
+            // of those runs once, whatever the late grace, then the on-time one.
+            let newest_missed = latest
+                .checked_sub_signed(TimeDelta::milliseconds(1))
+                .and_then(|t| spec.latest_fire_at_or_before(t))
+                .filter(|t| *t > last && *t >= window_start);
+            match newest_missed {
+                Some(t) => {
+                    tracing::info!(job = %spec.name, scheduled_for = %t, "catching up on the latest missed firing");
+                    fire(ctx, slot, spec, t, Trigger::CatchUp, series);
+                    fire(ctx, slot, spec, latest, Trigger::Schedule, series);
+                }
+                None => fire(ctx, slot, spec, latest, Trigger::Schedule, own),
+            }
         }
         (true, _) => fire(ctx, slot, spec, latest, Trigger::Schedule, own),
         (false, CatchUp::Skip) => {

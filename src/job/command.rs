@@ -17,13 +17,41 @@ use tokio::time::{Instant, sleep_until};
 use super::{AttemptContext, Outcome, StopSignal};
 
 /// How the program is given.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {
     /// Run by `/bin/sh -c`.
     Shell(String),
     /// Executed directly, no shell.
     Argv(Vec<String>),
+}
+
+impl<'de> serde::Deserialize<'de> for CommandLine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Line;
+        impl<'de> serde::de::Visitor<'de> for Line {
+            type Value = CommandLine;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a shell line (\"tar czf ...\") or a list of the program and its arguments \
+                     ([\"tar\", \"czf\", ...])",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandLine, E> {
+                Ok(CommandLine::Shell(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandLine, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(CommandLine::Argv(argv))
+            }
+        }
+        d.deserialize_any(Line)
+    }
 }
 
 /// A user to run as (only when the daemon is root).
