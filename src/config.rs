@@ -392,7 +392,10 @@ impl Located<'_> {
 /// Parses `"30s"`, `"1h 30m"`, `"7d"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{s:?} is not a duration ({e}); expected e.g. \"30s\", \"5m\", \"1h 30m\", \"7d\"")
+        let why = duration_problem(s.trim(), &e);
+        format!(
+            "{s:?} is not a duration ({why}); expected e.g. \"30s\", \"5m\", \"1h 30m\", \"7d\""
+        )
     })?;
     if d > MAX_DURATION {
         return Err(format!(
@@ -400,6 +403,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// What is wrong with a duration, in words (humantime's own errors give byte offsets).
+fn duration_problem(s: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    let at = |pos: usize| s.get(pos..).and_then(|r| r.chars().next());
+    match e {
+        E::Empty => "it is empty".into(),
+        E::NumberExpected(pos) if at(*pos) == Some('-') => "it cannot be negative".into(),
+        E::NumberExpected(pos) => match at(*pos) {
+            Some(c) => format!("a number must come before {c:?}"),
+            None => "a number is missing".into(),
+        },
+        E::InvalidCharacter(pos) => match at(*pos) {
+            Some(c) => format!("{c:?} does not belong in a duration"),
+            None => "it ends too early".into(),
+        },
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            "a unit is needed after the number: ms, s, m, h, d or w".into()
+        }
+        E::UnknownUnit { unit, .. } => {
+            format!("{unit:?} is not a unit; use ms, s, m, h, d or w")
+        }
+        E::NumberOverflow => "the number is too large".into(),
+    }
 }
 
 /// The longest duration any setting or command-line argument takes (10 years): every time
@@ -421,6 +449,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
         _ => 0,
     };
     match num.parse::<usize>() {
@@ -1168,7 +1197,11 @@ fn check_command(line: &CommandLine, env: Option<&BTreeMap<String, String>>, at:
         at.push(Some("command"), NUL);
     }
     for (key, value) in env.into_iter().flatten() {
-        let field = format!("env.{key}");
+        let field = if key.is_empty() {
+            "env".to_string()
+        } else {
+            format!("env.{key}")
+        };
         if key.is_empty() || key.contains(['=', '\0']) {
             at.push(
                 Some(&field),
@@ -1253,7 +1286,10 @@ fn mailbox(value: &str, field: &str, at: &mut Located<'_>) -> Option<Mailbox> {
         Err(e) => {
             at.push(
                 Some(field),
-                format!("{value:?} is not an email address ({e})"),
+                format!(
+                    "{value:?} is not an email address ({}); expected e.g. \"backup@example.com\" or \"Backup <backup@example.com>\"",
+                    e.to_string().to_lowercase()
+                ),
             );
             None
         }
@@ -1374,7 +1410,12 @@ fn headers(
         .chain(secret_list.iter().map(|(k, _)| (k, k)))
     {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-            at.push(Some(field), format!("{k:?} is not a valid header name"));
+            at.push(
+                Some(&format!("{field}.headers")),
+                format!(
+                    "{k:?} is not a header name (letters, digits and '-', e.g. \"X-Request-Id\")"
+                ),
+            );
         }
     }
     (plain, secret_list)
@@ -1578,7 +1619,13 @@ fn http_job(r: RawHttp, at: &mut Located<'_>) -> Option<HttpJob> {
     {
         Ok(m) => Some(m),
         Err(_) => {
-            at.push(Some("http.method"), "not an HTTP method");
+            at.push(
+                Some("http.method"),
+                format!(
+                    "{:?} is not an HTTP method (e.g. \"GET\", \"POST\", \"PUT\")",
+                    r.method.as_deref().unwrap_or_default()
+                ),
+            );
             None
         }
     };

@@ -28,6 +28,9 @@ pub fn humanize(message: &str) -> String {
             ),
         };
     }
+    if message == "wanted string or table" {
+        return "expected a value in quotes".into();
+    }
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("missing key \"{}\"", unquote(rest));
     }
@@ -100,7 +103,9 @@ fn nearest<'a>(value: &str, names: &[&'a str]) -> Option<&'a str> {
 fn expected_words(expected: &str) -> String {
     let e = expected.trim();
     let words = match e {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "u16" => "a whole number from 0 to 65535",
+        "u8" | "u32" | "u64" | "usize" => "a whole number (0 or more)",
+        "string or map" | "string or table" => "a value in quotes",
         "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         "a boolean" | "bool" => "true or false",

@@ -124,6 +124,7 @@ fn precheck(expr: &str) -> Result<(), String> {
                     Err(_) => return Err(format!("{name} step {step:?} is not a number")),
                 }
             }
+            check_names(name, range)?;
             for value in range.split('-') {
                 if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
                     let n: u64 = value.parse().unwrap_or(u64::MAX);
@@ -137,13 +138,56 @@ fn precheck(expr: &str) -> Result<(), String> {
                 && lo > hi
             {
                 let plural = plural(name);
+                let span = |a: u32, b: u32| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                };
                 return Err(format!(
-                    "{plural} {lo}-{hi}: a range must go upwards (write {hi}-{lo}, or a list such as {lo}-{max},{min}-{hi})"
+                    "{plural} {lo}-{hi}: a range must go upwards (write {hi}-{lo}, or a list such as {},{} to wrap around)",
+                    span(lo, max),
+                    span(min, hi)
                 ));
             }
         }
     }
     never_fires(&fields)
+}
+
+/// Words in a field: only month names (JAN-DEC) in months, day names (SUN-SAT) in days of
+/// week, and `L`/`W`/`#` forms in days.
+fn check_names(name: &str, range: &str) -> Result<(), String> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    for value in range.split('-') {
+        if !value.bytes().any(|b| b.is_ascii_alphabetic()) {
+            continue;
+        }
+        let upper = value.to_ascii_uppercase();
+        let ok = match name {
+            "month" => MONTHS.contains(&upper.as_str()),
+            "day-of-week" => {
+                DAYS.contains(&upper.trim_end_matches('L').split('#').next().unwrap_or(""))
+                    || upper == "L"
+            }
+            "day-of-month" => upper == "L" || upper == "LW" || upper.ends_with('W'),
+            _ => false,
+        };
+        if !ok {
+            let expected = match name {
+                "month" => "a number 1-12 or a name JAN-DEC",
+                "day-of-week" => "a number 0-7 or a name SUN-SAT",
+                "day-of-month" => "a number 1-31, L or W",
+                _ => "a number",
+            };
+            return Err(format!("{name} {value:?} is not {expected}"));
+        }
+    }
+    Ok(())
 }
 
 fn plural(name: &str) -> &'static str {
@@ -328,7 +372,7 @@ mod tests {
         let mut cache = CronCache::default();
         assert_eq!(
             cache.parse("0 5-2 * * *").unwrap_err(),
-            "hours 5-2: a range must go upwards (write 2-5, or a list such as 5-23,0-2)"
+            "hours 5-2: a range must go upwards (write 2-5, or a list such as 5-23,0-2 to wrap around)"
         );
         assert!(
             cache

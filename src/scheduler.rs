@@ -523,6 +523,34 @@ mod tests {
         );
     }
 
+    /// `catch_up = "latest"` after ten missed minutes, the newest occurrence on time: the
+    /// newest missed firing runs once as a catch-up (whatever the late grace), then the on-time
+    /// one; nothing older.
+    #[tokio::test(start_paused = true)]
+    async fn catch_up_latest_runs_the_newest_missed_firing_even_when_the_last_is_on_time() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:10:30Z");
+        let spec = JobSpec {
+            catch_up: CatchUp::Latest,
+            ..job("minutely", Schedule::Every(Duration::from_secs(60)))
+        };
+        let last = HashMap::from([("minutely".to_string(), utc("2026-01-01T00:00:00Z"))]);
+        sched.apply(vec![spec], &last);
+        let mut started = Vec::new();
+        while started.len() < 3 {
+            if let Some(Record::Started(s)) = rx.recv().await {
+                started.push((s.scheduled_for, s.trigger));
+            }
+        }
+        assert_eq!(
+            started,
+            [
+                (utc("2026-01-01T00:09:00Z"), Trigger::CatchUp),
+                (utc("2026-01-01T00:10:00Z"), Trigger::Schedule),
+                (utc("2026-01-01T00:11:00Z"), Trigger::Schedule),
+            ]
+        );
+    }
+
     /// A reload that changes one job and removes another: the changed job keeps firing on its
     /// new schedule, the removed one stops.
     #[tokio::test(start_paused = true)]

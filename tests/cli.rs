@@ -276,3 +276,83 @@ fn out_of_range_durations_and_counts_are_errors_not_panics() {
         );
     }
 }
+
+#[test]
+fn job_folder_entries_that_are_not_job_files_are_named() {
+    let d = Daemon::prepare("", "[jobs.ok]\nevery = \"1m\"\ncommand = \"true\"\n");
+    let jobs = d.path("jobs.d");
+    std::os::unix::fs::symlink("/nonexistent/hg.toml", jobs.join("dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-b.toml", jobs.join("loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-a.toml", jobs.join("loop-b.toml")).unwrap();
+    std::fs::create_dir(jobs.join("x.toml")).unwrap();
+    let out = d.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for line in [
+        "jobs.d/dangling.toml: is a broken symbolic link (to /nonexistent/hg.toml, which does not exist)",
+        "jobs.d/loop-a.toml: is a symbolic link in a loop (to loop-b.toml)",
+        "jobs.d/x.toml: is a folder, not a job file",
+    ] {
+        assert!(err.contains(line), "{line:?} not in:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_jobs_folder_or_a_main_file_that_is_a_folder_is_an_error() {
+    let d = Daemon::prepare("", "");
+    std::fs::remove_dir_all(d.path("jobs.d")).unwrap();
+    let out = d.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("jobs.d: the jobs folder does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(d.dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a folder; expected the main file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn main_file_and_job_file_problems_are_listed_together() {
+    let d = Daemon::prepare(
+        "[log]\nformat = \"xml\"\n[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 0\nshutdwon_grace = \"1s\"\n",
+        "[jobs.a]\nschedule = \"0 5-2 * * *\"\ncommand = \"true\"\n",
+    );
+    let out = d.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for line in [
+        r#"hourglass.toml: log.format: "xml" is not one of "plain", "json""#,
+        r#"hourglass.toml: daemon.shutdwon_grace: unknown key "shutdwon_grace" (did you mean "shutdown_grace"?)"#,
+        r#"jobs.d/jobs.toml: job "a": schedule: "0 5-2 * * *": hours 5-2: a range must go upwards"#,
+    ] {
+        assert!(err.contains(line), "{line:?} not in:\n{err}");
+    }
+}
+
+#[test]
+fn check_warns_about_what_a_user_may_mean_but_accepts_it() {
+    let d = Daemon::prepare(
+        "",
+        "[jobs.a]\nschedule = \"0 3 * * *\"\ncommand = \"true\"\ncatch_up = \"latest\"\ncatch_up_window = \"1m\"\n\
+         [jobs.b]\nevery = \"1h\"\ncommand = \"true\"\nworking_dir = \"/nonexistent/hg-data\"\n",
+    );
+    let out = d.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            r#"warning: jobs.d/jobs.toml: job "a": catch_up_window: "1m" cannot catch anything"#
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"warning: jobs.d/jobs.toml: job "b": working_dir: "/nonexistent/hg-data" does not exist"#),
+        "{err}"
+    );
+}
