@@ -79,8 +79,13 @@ pub enum Command {
         #[arg(long)]
         older_than: String,
     },
-    /// Print the documented example configuration (main file and job file).
-    ExampleConfig,
+    /// Print the documented example main file (`> hourglass.toml`), or with `--jobs` the
+    /// example job file (`> jobs.d/examples.toml`).
+    ExampleConfig {
+        /// The example job file instead of the main file.
+        #[arg(long)]
+        jobs: bool,
+    },
 }
 
 /// Parses the arguments and runs the command.
@@ -108,11 +113,15 @@ pub fn main() -> ExitCode {
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
     match cli.command {
-        Command::ExampleConfig => {
-            println!("# ---- hourglass.toml ----");
-            print!("{}", config::EXAMPLE_MAIN);
-            println!("\n# ---- jobs.d/examples.toml ----");
-            print!("{}", config::EXAMPLE_JOBS);
+        Command::ExampleConfig { jobs } => {
+            print!(
+                "{}",
+                if jobs {
+                    config::EXAMPLE_JOBS
+                } else {
+                    config::EXAMPLE_MAIN
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => match config::load(&path) {
@@ -120,7 +129,16 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 for w in &cfg.warnings {
                     eprintln!("{w}");
                 }
-                println!("{}: ok, {} jobs", path.display(), cfg.jobs.len());
+                let disabled = cfg.jobs.iter().filter(|j| !j.enabled).count();
+                let scheduled = cfg.jobs.len() - disabled;
+                if disabled > 0 {
+                    println!(
+                        "{}: ok, {scheduled} jobs ({disabled} disabled)",
+                        path.display()
+                    );
+                } else {
+                    println!("{}: ok, {scheduled} jobs", path.display());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -145,9 +163,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List => {
-            let cfg = load_public(&path)?;
+            let (cfg, problems) = load_lenient(&path)?;
             list(&cfg);
-            Ok(ExitCode::SUCCESS)
+            Ok(report_problems(&problems))
         }
         Command::History {
             job,
@@ -186,32 +204,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trigger { job, no_wait } => {
-            let cfg = load_public(&path)?;
-            if !cfg.jobs.iter().any(|j| j.name == job) {
-                eprintln!("no job named {job:?} in the configuration");
-                return Ok(ExitCode::FAILURE);
-            }
-            let store = Store::open(&cfg.settings.database).await?;
-            let req = store.request_trigger(&job).await?;
-            if no_wait {
-                println!("requested a manual run of {job:?}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while tokio::time::Instant::now() < deadline {
-                if store.trigger_claimed(req).await? {
-                    println!("{job:?} started (see `hourglass history --job {job}`)");
-                    return Ok(ExitCode::SUCCESS);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            eprintln!(
-                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
-                cfg.settings.database.display()
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        Command::Trigger { job, no_wait } => trigger(&path, &job, no_wait).await,
         Command::Prune { older_than } => {
             let age = config::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
             let before = ago(age)?;
@@ -230,13 +223,35 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
-/// For commands that need no secret (they may run without the daemon's environment).
-fn load_public(path: &Path) -> anyhow::Result<Config> {
-    config::load_without_secrets(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+/// The settings and every job without a mistake, with the problems of the others: reading
+/// commands work while a job file has a typo.
+fn load_lenient(path: &Path) -> anyhow::Result<(Config, Vec<config::Problem>)> {
+    config::load_lenient(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
+/// Prints the problems after a listing; exit status 1 if any is an error.
+fn report_problems(problems: &[config::Problem]) -> ExitCode {
+    let errors = problems.iter().filter(|p| !p.warning).count();
+    if errors > 0 {
+        eprintln!("\n{errors} problems in the configuration (jobs with one are not listed):");
+    }
+    for p in problems {
+        eprintln!("{p}");
+    }
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Opens the history database the daemon on this config writes, without creating one.
 async fn open_store(path: &Path) -> anyhow::Result<Store> {
-    let cfg = load_public(path)?;
+    let (cfg, problems) = load_lenient(path)?;
+    let errors = problems.iter().filter(|p| !p.warning).count();
+    if errors > 0 {
+        eprintln!("note: the configuration has {errors} problems; `hourglass check` lists them");
+    }
     let db = &cfg.settings.database;
     if !db.exists() {
         anyhow::bail!(
@@ -245,6 +260,48 @@ async fn open_store(path: &Path) -> anyhow::Result<Store> {
         );
     }
     Ok(Store::open(db).await?)
+}
+
+/// `hourglass trigger`: asks the daemon to run `job` now and says which run it became.
+async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCode> {
+    let (cfg, problems) = load_lenient(path)?;
+    if !cfg.jobs.iter().any(|j| j.name == job) {
+        let broken = problems.iter().any(|p| p.job.as_deref() == Some(job));
+        if broken {
+            eprintln!("job {job:?} has a mistake and cannot run; `hourglass check` says what");
+        } else {
+            eprintln!("no job named {job:?} in the configuration");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let store = open_store(path).await?;
+    let req = store.request_trigger(job).await?;
+    if no_wait {
+        println!("requested a manual run of {job:?}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut claimed = false;
+    while tokio::time::Instant::now() < deadline {
+        let (c, run) = store.trigger_state(req).await?;
+        claimed = c;
+        if let Some(id) = run {
+            println!("run {id} of {job:?} started (`hourglass show {id}` for its result)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if claimed {
+        println!(
+            "{job:?} was picked up by the daemon; its run is waiting for a free slot (see `hourglass history --job {job}`)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
+        cfg.settings.database.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// First SIGTERM/SIGINT drains; a second one stops at once. Signals are taken on a thread of
@@ -304,8 +361,18 @@ fn list(cfg: &Config) {
     let now = Utc::now();
     println!("{:<28} {:<8} {:<44} NEXT", "JOB", "KIND", "SCHEDULE");
     for job in &cfg.jobs {
-        let next = job.next_fire_after(now).map_or_else(
-            || "never (one-shot time passed)".to_string(),
+        let next = if job.enabled {
+            job.next_fire_after(now)
+        } else {
+            None
+        };
+        let never = if job.enabled {
+            "never (one-shot time passed)"
+        } else {
+            "disabled (runs only by `hourglass trigger`)"
+        };
+        let next = next.map_or_else(
+            || never.to_string(),
             |t| {
                 t.with_timezone(&job.tz)
                     .format("%Y-%m-%d %H:%M:%S%.3f %Z")

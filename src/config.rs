@@ -497,13 +497,6 @@ pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
     load_with(config_path, true)
 }
 
-/// Loads and validates everything except secrets, which are left empty: for CLI commands that
-/// only need names, schedules and the database path, run by people without the daemon's
-/// environment.
-pub fn load_without_secrets(config_path: &Path) -> Result<Config, ConfigError> {
-    load_with(config_path, false)
-}
-
 /// Parses in a thread of its own and returns a copy made on the caller's thread. Parsing
 /// 100,000 jobs allocates ~250 MB of temporaries (the TOML tree) between the jobs' own small
 /// allocations; freed, they would leave the daemon's heap fragmented for good (measured:
@@ -533,6 +526,31 @@ fn load_with(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
 }
 
 fn parse_config(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
+    let (config, mut problems) = parse_lenient(config_path, secrets)?;
+    if problems.iter().all(|p| p.warning) {
+        Ok(Config {
+            warnings: problems,
+            ..config
+        })
+    } else {
+        // Errors first, then warnings.
+        problems.sort_by_key(|p| p.warning);
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Loads what can be loaded, without secrets: the settings and every job without a problem,
+/// plus every problem (errors and warnings). For the CLI's reading commands, which must work
+/// while a job file has a mistake. Fails only when there are no settings to use (the main
+/// file is missing or a folder).
+///
+/// # Errors
+/// The problems, when the main file cannot be read at all.
+pub fn load_lenient(config_path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
+    parse_lenient(config_path, false)
+}
+
+fn parse_lenient(config_path: &Path, secrets: bool) -> Result<(Config, Vec<Problem>), ConfigError> {
     let mut problems = Vec::new();
     let base = config_path
         .parent()
@@ -547,17 +565,14 @@ fn parse_config(config_path: &Path, secrets: bool) -> Result<Config, ConfigError
         return Err(ConfigError::Invalid(problems));
     };
     let jobs = load_jobs(&settings, &base, secrets, &mut problems);
-    if problems.iter().all(|p| p.warning) {
-        Ok(Config {
+    Ok((
+        Config {
             settings,
             jobs,
-            warnings: problems,
-        })
-    } else {
-        // Errors first, then warnings.
-        problems.sort_by_key(|p| p.warning);
-        Err(ConfigError::Invalid(problems))
-    }
+            warnings: Vec::new(),
+        },
+        problems,
+    ))
 }
 
 fn load_settings(
@@ -617,9 +632,7 @@ fn load_settings(
     let jobs_dir = resolve(raw.daemon.jobs_dir.as_deref().unwrap_or("jobs.d"));
     let database = match raw.database.path.as_deref() {
         Some(p) => resolve(p),
-        None => std::env::var_os("STATE_DIRECTORY")
-            .and_then(|d| std::env::split_paths(&d).next())
-            .map_or_else(|| PathBuf::from("hourglass.db"), |d| d.join("hourglass.db")),
+        None => default_database(base),
     };
     let timezone = match raw.daemon.timezone.as_deref() {
         None => system_tz(),
@@ -673,6 +686,18 @@ fn load_settings(
         settings.notify = notify_policy(n, "notify", &settings.smtp, &mut at).map(Arc::new);
     }
     Some(settings)
+}
+
+/// Where the history is when `database.path` is not set: the same for the daemon and the CLI,
+/// whoever runs them and from wherever. A main file under `/etc` is a system install, whose
+/// history is in `/var/lib/hourglass` (the unit's `StateDirectory=`); any other main file keeps
+/// it beside itself.
+fn default_database(main_folder: &Path) -> PathBuf {
+    if main_folder.starts_with("/etc") {
+        PathBuf::from("/var/lib/hourglass/hourglass.db")
+    } else {
+        main_folder.join("hourglass.db")
+    }
 }
 
 /// Checks a `log.level` filter: comma-separated directives, each a level or `target=level`.
@@ -954,11 +979,9 @@ fn parse_job_file(
                 continue;
             }
         };
-        // Disabled jobs are still validated, so that enabling one later cannot surprise.
-        let enabled = raw_job.enabled != Some(false);
-        if let Some(spec) = validate_job(&name, raw_job, path, settings, cache, &mut at)
-            && enabled
-        {
+        // Disabled jobs are validated and kept: they never fire on their schedule, but can be
+        // triggered by hand.
+        if let Some(spec) = validate_job(&name, raw_job, path, settings, cache, &mut at) {
             out.push(spec);
         }
     }
@@ -1172,6 +1195,7 @@ fn validate_job(
         ),
         kind: kind?,
         notify,
+        enabled: raw.enabled != Some(false),
     };
     (at.errors() == before).then_some(spec)
 }
@@ -2005,7 +2029,9 @@ mod tests {
         );
         let cfg = load(&p).unwrap();
         assert_eq!(cfg.settings.database, PathBuf::from("/tmp/x.db"));
-        assert_eq!(cfg.jobs.len(), 1);
+        // The disabled job is kept (it can be triggered by hand), not scheduled.
+        assert_eq!(cfg.jobs.len(), 2);
+        assert!(!cfg.jobs[1].enabled);
         let j = &cfg.jobs[0];
         assert_eq!(j.tz, chrono_tz::Europe::Berlin);
         assert_eq!(j.timeout, Some(Duration::from_secs(60)));

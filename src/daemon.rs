@@ -187,11 +187,19 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
                 reload(&mut scheduler, &mut current).await;
                 systemd::ready(&status(&scheduler, &ctx));
             }
-            Some(job) = trigger_rx.recv() => {
-                if scheduler.trigger(&job) {
+            Some((request, job)) = trigger_rx.recv() => {
+                if let Some(run) = scheduler.trigger(&job) {
                     tracing::info!(job = %job, "manual trigger");
+                    let store = store.clone();
+                    tasks.spawn(async move {
+                        if let Ok(id) = run.await
+                            && let Err(e) = store.set_trigger_run(request, id).await
+                        {
+                            tracing::warn!(run_id = id, error = %e, "cannot record which run a manual trigger started");
+                        }
+                    });
                 } else {
-                    tracing::warn!(job = %job, "manual trigger for a job that is not scheduled; ignored");
+                    tracing::warn!(job = %job, "manual trigger for a job that is not in the configuration; ignored");
                 }
             }
             _ = status_tick.tick() => {
@@ -482,7 +490,7 @@ fn release_freed_memory() {}
 async fn poll_triggers(
     store: Store,
     node: String,
-    tx: mpsc::Sender<String>,
+    tx: mpsc::Sender<(i64, String)>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(TRIGGER_POLL);
@@ -494,8 +502,8 @@ async fn poll_triggers(
         }
         match store.claim_triggers(&node).await {
             Ok(reqs) => {
-                for (_, job) in reqs {
-                    if tx.send(job).await.is_err() {
+                for req in reqs {
+                    if tx.send(req).await.is_err() {
                         return;
                     }
                 }

@@ -155,6 +155,38 @@ pub fn fire(
     trigger: Trigger,
     overlap: Overlap,
 ) {
+    fire_with(ctx, slot, job, scheduled_for, trigger, overlap, None);
+}
+
+/// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` gets
+/// the id of the run it started or skipped.
+pub fn fire_manual(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    reply: tokio::sync::oneshot::Sender<i64>,
+) {
+    let now = ctx.clock.now();
+    fire_with(
+        ctx,
+        slot,
+        job,
+        now,
+        Trigger::Manual,
+        job.overlap,
+        Some(reply),
+    );
+}
+
+fn fire_with(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+    trigger: Trigger,
+    overlap: Overlap,
+    reply: Option<tokio::sync::oneshot::Sender<i64>>,
+) {
     if matches!(trigger, Trigger::Schedule | Trigger::CatchUp) {
         ctx.recorder.record(Record::Fired {
             job: job.name.clone(),
@@ -169,6 +201,7 @@ pub fn fire(
         scheduled_for,
         trigger,
         replaced: replaced.clone(),
+        reply: Mutex::new(reply),
     };
     match overlap {
         Overlap::Allow => {
@@ -271,6 +304,8 @@ struct Firing {
     scheduled_for: DateTime<Utc>,
     trigger: Trigger,
     replaced: CancellationToken,
+    /// Told the id of the firing's first run (or skip), for `hourglass trigger`.
+    reply: Mutex<Option<tokio::sync::oneshot::Sender<i64>>>,
 }
 
 impl Firing {
@@ -291,9 +326,17 @@ impl Firing {
         }
     }
 
+    /// Tells who fired this by hand which run it became.
+    fn announce(&self, id: i64) {
+        if let Some(reply) = self.reply.lock().ok().and_then(|mut r| r.take()) {
+            let _ = reply.send(id);
+        }
+    }
+
     /// Records this firing as skipped.
     fn skip(&self, reason: &str) {
         let id = self.ctx.next_id();
+        self.announce(id);
         tracing::info!(job = %self.job.name, run_id = id, scheduled_for = %self.scheduled_for, reason, "firing skipped");
         self.ctx.recorder.record(Record::Complete(
             self.start_record(id, 1, None),
@@ -377,6 +420,7 @@ impl Firing {
         let ctx = &self.ctx;
         let job = &self.job;
         let id = ctx.next_id();
+        self.announce(id);
         ctx.running.fetch_add(1, Ordering::Relaxed);
         let started = StartMark {
             at: OnceLock::new(),

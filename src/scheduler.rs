@@ -205,7 +205,12 @@ impl Scheduler {
 
     /// Jobs scheduled.
     pub fn len(&self) -> usize {
-        self.shared.lock().jobs.len()
+        self.shared
+            .lock()
+            .jobs
+            .values()
+            .filter(|e| e.spec.enabled)
+            .count()
     }
 
     /// Whether no job is scheduled.
@@ -257,24 +262,17 @@ impl Scheduler {
         changes
     }
 
-    /// Runs `job` now (trigger `manual`), under its overlap policy. False if no such job.
-    pub fn trigger(&self, job: &str) -> bool {
+    /// Runs `job` now (trigger `manual`), under its overlap policy, disabled or not; the
+    /// receiver gets the id of the run it became. `None` if there is no such job.
+    pub fn trigger(&self, job: &str) -> Option<tokio::sync::oneshot::Receiver<i64>> {
         let mut t = self.shared.lock();
-        let Some(entry) = t.jobs.get_mut(job) else {
-            return false;
-        };
+        let entry = t.jobs.get_mut(job)?;
         let slot = entry.slot();
         let spec = Arc::clone(&entry.spec);
         drop(t);
-        fire(
-            &self.ctx,
-            &slot,
-            &spec,
-            self.ctx.clock.now(),
-            Trigger::Manual,
-            spec.overlap,
-        );
-        true
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::runner::fire_manual(&self.ctx, &slot, &spec, tx);
+        Some(rx)
     }
 }
 
@@ -300,7 +298,11 @@ fn schedule(
     // One forward search answers both questions: is anything due in (last, now], and if not,
     // when is the next firing. (The backward search for the latest due occurrence only runs
     // when something is due: for a yearly cron it walks back up to a year.)
-    let next = spec.next_fire_after(last);
+    let next = if spec.enabled {
+        spec.next_fire_after(last)
+    } else {
+        None
+    };
     if next.is_none() {
         tracing::debug!(job = %spec.name, "no further occurrence");
     }
@@ -485,6 +487,7 @@ mod tests {
                 user: None,
             }),
             notify: None,
+            enabled: true,
         }
     }
 

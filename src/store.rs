@@ -532,15 +532,25 @@ impl Store {
         Ok(rows)
     }
 
-    /// Whether a trigger request has been claimed by a daemon.
-    pub async fn trigger_claimed(&self, request: i64) -> Result<bool, StoreError> {
-        let claimed: Option<String> =
-            sqlx::query_scalar("SELECT claimed_at FROM trigger_requests WHERE id = ?1")
+    /// Whether a trigger request has been claimed by a daemon, and the run it started once
+    /// known.
+    pub async fn trigger_state(&self, request: i64) -> Result<(bool, Option<i64>), StoreError> {
+        let row: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT claimed_at, run_id FROM trigger_requests WHERE id = ?1")
                 .bind(request)
                 .fetch_optional(&self.pool)
-                .await?
-                .flatten();
-        Ok(claimed.is_some())
+                .await?;
+        Ok(row.map_or((false, None), |(c, r)| (c.is_some(), r)))
+    }
+
+    /// Records the run a trigger request started.
+    pub async fn set_trigger_run(&self, request: i64, run_id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE trigger_requests SET run_id = ?2 WHERE id = ?1")
+            .bind(request)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Runs matching `filter`, newest first.
@@ -1024,7 +1034,9 @@ mod tests {
             [(req, "a".into())]
         );
         assert!(store.claim_triggers("n1").await.unwrap().is_empty());
-        assert!(store.trigger_claimed(req).await.unwrap());
+        assert_eq!(store.trigger_state(req).await.unwrap(), (true, None));
+        store.set_trigger_run(req, 7).await.unwrap();
+        assert_eq!(store.trigger_state(req).await.unwrap(), (true, Some(7)));
         assert_eq!(
             store
                 .prune(parse_ts("2026-01-01T00:00:00.500Z").unwrap())

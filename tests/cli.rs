@@ -97,11 +97,21 @@ fn list_shows_next_fire_times_in_each_zone() {
 }
 
 #[test]
-fn example_config_prints_both_files() {
-    let out = Command::new(BIN).arg("example-config").output().unwrap();
-    assert!(out.status.success());
-    let s = text(&out.stdout);
-    assert!(s.contains("[daemon]") && s.contains("[jobs.heartbeat]"));
+fn example_config_prints_files_the_daemon_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = Command::new(BIN).arg("example-config").output().unwrap();
+    assert!(main.status.success());
+    std::fs::write(dir.path().join("hourglass.toml"), &main.stdout).unwrap();
+    std::fs::create_dir(dir.path().join("jobs.d")).unwrap();
+    let jobs = Command::new(BIN)
+        .args(["example-config", "--jobs"])
+        .output()
+        .unwrap();
+    assert!(text(&jobs.stdout).contains("[jobs.heartbeat]"));
+    std::fs::write(dir.path().join("jobs.d/examples.toml"), &jobs.stdout).unwrap();
+    let out = cli(&dir.path().join("hourglass.toml"), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 3 jobs (1 disabled)"));
 }
 
 #[test]
@@ -355,4 +365,104 @@ fn check_warns_about_what_a_user_may_mean_but_accepts_it() {
         err.contains(r#"warning: jobs.d/jobs.toml: job "b": working_dir: "/nonexistent/hg-data" does not exist"#),
         "{err}"
     );
+}
+
+/// The daemon and every CLI command on the same main file reach the same database, wherever
+/// each is started from (default: beside the main file); reading and trigger commands never
+/// create one.
+#[test]
+fn daemon_and_cli_share_the_database_and_reading_creates_none() {
+    let mut d = Daemon::prepare(
+        "",
+        "[jobs.manual]\nevery = \"1h\"\ncommand = \"echo hi\"\nenabled = false\n",
+    );
+    std::fs::write(d.config(), "[daemon]\ntimezone = \"UTC\"\n").unwrap();
+    d.db = "hourglass.db".into();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = d.config();
+    let in_elsewhere = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap()
+    };
+    // Before any daemon ran: reading and triggering fail and create nothing.
+    for args in [
+        &["history"][..],
+        &["show", "1"],
+        &["trigger", "manual", "--no-wait"],
+    ] {
+        let out = in_elsewhere(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("no history database at"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!d.path("hourglass.db").exists());
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    d.spawn();
+    d.wait_note("READY=1", Duration::from_secs(20));
+    assert!(d.path("hourglass.db").exists());
+    // A disabled job runs by hand, and trigger says which run it became.
+    let out = in_elsewhere(&["trigger", "manual"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let id: i64 = said
+        .strip_prefix("run ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no run id in {said:?}"));
+    let runs = d.wait_runs("manual", Duration::from_secs(10), "the manual run", |r| {
+        r.len() == 1 && common::finished(&r[0])
+    });
+    assert_eq!((runs[0].id, runs[0].trigger.as_str()), (id, "manual"));
+    let history = in_elsewhere(&["history", "--job", "manual"]);
+    assert!(
+        text(&history.stdout).contains("manual"),
+        "{}",
+        text(&history.stdout)
+    );
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+}
+
+/// A typo in one job file blinds no command: `list` shows the other jobs and names the
+/// problem (exit 1), `history` and `trigger` work.
+#[test]
+fn a_job_file_with_a_typo_leaves_the_cli_working() {
+    let mut d = Daemon::prepare("", "[jobs.good]\nevery = \"1h\"\ncommand = \"true\"\n");
+    d.spawn();
+    d.wait_note("READY=1", Duration::from_secs(20));
+    d.write_jobs(
+        "broken.toml",
+        "[jobs.bad]\nevery = \"1h\"\ncomand = \"true\"\n",
+    );
+    let list = d.cli(&["list"]);
+    assert_eq!(list.status.code(), Some(1));
+    assert!(
+        text(&list.stdout).contains("good"),
+        "{}",
+        text(&list.stdout)
+    );
+    assert!(
+        text(&list.stderr).contains(r#"jobs.d/broken.toml: job "bad": comand: unknown key "comand" (did you mean "command"?)"#),
+        "{}",
+        text(&list.stderr)
+    );
+    let trigger = d.cli(&["trigger", "good"]);
+    assert!(trigger.status.success(), "{}", text(&trigger.stderr));
+    let bad = d.cli(&["trigger", "bad"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("has a mistake"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let history = d.cli(&["history"]);
+    assert!(history.status.success(), "{}", text(&history.stderr));
+    assert!(text(&history.stdout).contains("good"));
 }

@@ -50,6 +50,8 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// Who hears about failures (and recoveries); `None` for nobody.
     pub notify: Option<std::sync::Arc<crate::notify::NotifyPolicy>>,
+    /// `enabled = false`: never fires on its schedule, but `hourglass trigger` runs it.
+    pub enabled: bool,
 }
 
 impl JobSpec {
