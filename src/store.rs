@@ -1028,7 +1028,7 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].job, "b");
         let req = store.request_trigger("a").await.unwrap();
-        assert!(!store.trigger_claimed(req).await.unwrap());
+        assert_eq!(store.trigger_state(req).await.unwrap(), (false, None));
         assert_eq!(
             store.claim_triggers("n1").await.unwrap(),
             [(req, "a".into())]
