@@ -267,8 +267,12 @@ impl Schedule {
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron { cron, tz, .. } => {
-                // croner works in whole seconds: start from the second `t` falls in.
-                let start = truncate_to_second(t).with_timezone(tz);
+                if t >= cron_horizon_end() {
+                    return None;
+                }
+                // croner works in whole seconds: start from the second `t` falls in. Before
+                // the horizon, the first occurrence after its start is the answer.
+                let start = truncate_to_second(t.max(cron_horizon_start())).with_timezone(tz);
                 cron.find_next_occurrence(&start, false)
                     .ok()
                     .map(|d| d.with_timezone(&Utc))
@@ -287,7 +291,10 @@ impl Schedule {
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Schedule::Cron { cron, tz, .. } => {
-                let start = truncate_to_second(t).with_timezone(tz);
+                if t < cron_horizon_start() {
+                    return None;
+                }
+                let start = truncate_to_second(t.min(cron_horizon_end())).with_timezone(tz);
                 cron.find_previous_occurrence(&start, true)
                     .ok()
                     .map(|d| d.with_timezone(&Utc))
@@ -309,6 +316,17 @@ impl Schedule {
             Schedule::At(at) => format!("at {}", at.to_rfc3339()),
         }
     }
+}
+
+/// Cron patterns are evaluated between 1970 and 9000: at the edges of what dates can hold,
+/// converting an instant to a zone's local time overflows (a timestamp in the year 262143
+/// would panic), and no job means a time that far.
+fn cron_horizon_start() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+fn cron_horizon_end() -> DateTime<Utc> {
+    DateTime::from_timestamp(221_845_392_000, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn period_ms(period: Duration) -> i64 {
