@@ -485,6 +485,8 @@ mod tests {
                 env: Default::default(),
                 working_dir: None,
                 user: None,
+                umask: None,
+                clean_env: false,
             }),
             notify: None,
             enabled: true,
