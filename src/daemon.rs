@@ -146,9 +146,8 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
             ctx.running()
         );
         if let Some(n) = ctx.recorder.health().pending() {
-            line.push_str(&format!(
-                "; history database failing: {n} run records waiting"
-            ));
+            use std::fmt::Write as _;
+            let _ = write!(line, "; history database failing: {n} run records waiting");
         }
         line
     };

@@ -384,7 +384,8 @@ impl Writer {
 
     /// Moves the records in memory to the spill file; keeps them in memory when it fails.
     async fn spill_memory(&mut self) {
-        if self.memory.is_empty() {
+        // Only during a fault: otherwise the records go to the database.
+        if self.memory.is_empty() || self.fault.is_none() {
             return;
         }
         let records: Vec<Record> = self.memory.iter().cloned().collect();
