@@ -345,29 +345,29 @@ struct Located<'a> {
 }
 
 impl Located<'_> {
+    /// An error: the config is rejected.
     fn push(&mut self, field: Option<&str>, message: impl Into<String>) {
+        self.note(field, message.into(), false);
+    }
+
+    /// A warning: accepted, but likely not meant.
+    fn warn(&mut self, field: Option<&str>, message: impl Into<String>) {
+        self.note(field, message.into(), true);
+    }
+
+    fn note(&mut self, field: Option<&str>, message: String, warning: bool) {
         self.problems.push(Problem {
             file: self.file.to_string(),
             job: self.job.map(str::to_string),
             field: field.map(str::to_string),
-            message: message.into(),
-            warning: false,
+            message,
+            warning,
         });
     }
 
     /// Errors (not warnings) so far.
     fn errors(&self) -> usize {
         self.problems.iter().filter(|p| !p.warning).count()
-    }
-
-    fn warn(&mut self, field: Option<&str>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            file: self.file.to_string(),
-            job: self.job.map(str::to_string),
-            field: field.map(str::to_string),
-            message: message.into(),
-            warning: true,
-        });
     }
 
     fn duration(&mut self, field: &str, value: Option<&str>, default: Duration) -> Duration {
