@@ -316,7 +316,7 @@ const ORPHAN_ERROR: &str = "the daemon was killed before it recorded this run; t
 /// How often the daemon looks for processes that outlived their run, at the least.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Least time between two sweeps (a burst of runs ending asks for one each).
-const SWEEP_GAP: Duration = Duration::from_millis(250);
+const SWEEP_GAP: Duration = Duration::from_secs(1);
 
 /// Stops what the runs of a daemon that died on this database left (crash, `kill -9`), before
 /// anything fires: kills every process carrying the database's id, gives a row to each run
