@@ -394,8 +394,9 @@ async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
         }
         // Lets the run's group die and its escaped processes be re-parented, and folds a burst
-        // of ends into one sweep.
-        tokio::time::sleep(SWEEP_GAP).await;
+        // of ends into one sweep; the sweep comes in the middle of a wall-clock second, away
+        // from the whole seconds where most schedules fire (it reads all of /proc).
+        tokio::time::sleep(SWEEP_GAP + until_mid_second()).await;
         let p = Arc::clone(&processes);
         if let Ok(swept) = tokio::task::spawn_blocking(move || p.sweep(false)).await
             && swept.killed > 0
@@ -406,6 +407,12 @@ async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
             );
         }
     }
+}
+
+/// The time from now to the next half second of the wall clock.
+fn until_mid_second() -> Duration {
+    let ms = u64::from(Utc::now().timestamp_subsec_millis());
+    Duration::from_millis((1500 - ms) % 1000)
 }
 
 /// At stop, after every run ended: kills every process re-parented to the daemon until none
