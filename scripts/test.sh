@@ -52,4 +52,4 @@ done
 export HOURGLASS_TEST_S3_ENDPOINT=http://127.0.0.1:8333
 
 cargo build --locked --bins
-cargo test --locked --all-targets -- --test-threads="${HOURGLASS_TEST_THREADS:-8}"
+cargo test --locked --all-targets --no-fail-fast -- --test-threads="${HOURGLASS_TEST_THREADS:-8}"
