@@ -193,8 +193,17 @@ impl Drop for Immutable {
 
 /// Runs the five loggers on the database at `db`, makes `fault` for [`FAULT`], then clears
 /// it: the fault is reported, and every logged run ends up with its row. Returns the daemon.
-fn survives<F>(db: &str, fault: impl FnOnce(&Daemon) -> F, clear: impl FnOnce(F)) -> Daemon {
+fn survives<F>(
+    name: &str,
+    db: &str,
+    fault: impl FnOnce(&Daemon) -> F,
+    clear: impl FnOnce(F),
+) -> Daemon {
     let mut d = start_loggers(db);
+    // Some runs first, each with its row.
+    wait_for(20 * SEC, "the first runs", || {
+        (logged(&d).len() >= 10).then_some(())
+    });
     let before = every_logged_run_has_its_row(&d, 20 * SEC);
     let made = fault(&d);
     fault_is_reported(&mut d);
@@ -205,7 +214,7 @@ fn survives<F>(db: &str, fault: impl FnOnce(&Daemon) -> F, clear: impl FnOnce(F)
     assert!(runs >= 75, "only {runs} runs");
     // For the record (the assertions above already hold every logged run to its row).
     eprintln!(
-        "{db}: {before} runs before the fault, {during} logged during its {} s, {runs} logged in all, each with its row after recovery: 0 lost",
+        "{name}: {before} runs before the fault, {during} logged during its {} s, {runs} logged in all, each with its row after recovery: 0 lost",
         FAULT.as_secs()
     );
     d
@@ -216,12 +225,18 @@ fn a_full_disk_loses_no_record() {
     let mnt = tempfile::tempdir().unwrap();
     let tmpfs = Tmpfs::mount(mnt.path().to_path_buf(), "8m");
     let db = mnt.path().join("history.db");
-    survives(db.to_str().unwrap(), |_| tmpfs.fill(), |()| tmpfs.free());
+    survives(
+        "disk full (tmpfs)",
+        db.to_str().unwrap(),
+        |_| tmpfs.fill(),
+        |()| tmpfs.free(),
+    );
 }
 
 #[test]
 fn immutable_database_files_lose_no_record() {
     let d = survives(
+        "files immutable (chattr +i)",
         "history.db",
         |d| {
             let files = Immutable(db_files(d));
@@ -274,6 +289,7 @@ impl HeldLock {
 #[test]
 fn a_lock_held_by_another_writer_loses_no_record() {
     let d = survives(
+        "write lock held by sqlite3",
         "history.db",
         |d| HeldLock::take(&d.path("history.db")),
         HeldLock::release,
@@ -297,6 +313,7 @@ fn a_lock_held_by_another_writer_loses_no_record() {
 fn a_database_whose_folder_disappears_loses_no_record() {
     // The folder goes away (an unmounted volume), then comes back.
     survives(
+        "database folder gone",
         "db/history.db",
         |d| {
             let (from, to) = (d.path("db"), d.path("db.away"));
