@@ -313,8 +313,8 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
 /// What the error of a run found only by its processes says.
 const ORPHAN_ERROR: &str = "the daemon was killed before it recorded this run; the next start \
      found its processes still running and stopped them";
-/// How often the daemon looks for processes that outlived their run, at the least.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often the daemon looks for processes that left their run's group and outlived it.
+const SWEEP_EVERY: Duration = Duration::from_secs(3);
 /// Least time between two sweeps (a burst of runs ending asks for one each).
 const SWEEP_GAP: Duration = Duration::from_secs(1);
 
@@ -385,18 +385,20 @@ fn orphan_runs(orphans: &[Orphan], node: &str) -> Vec<crate::store::RunStart> {
 }
 
 /// Sweeps for processes that outlived their run (see [`Processes::sweep`]): soon after a run
-/// ends, and every [`SWEEP_EVERY`].
+/// ended with processes left in its group, and every [`SWEEP_EVERY`] (a sweep reads all of
+/// /proc, so it is not done after every run).
 async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
     loop {
-        tokio::select! {
-            () = processes.run_ended() => {}
-            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        let asked = tokio::select! {
+            () = processes.sweep_asked() => true,
+            () = tokio::time::sleep(SWEEP_EVERY) => false,
             () = cancel.cancelled() => return,
-        }
-        // Lets the run's group die and its escaped processes be re-parented, and folds a burst
-        // of ends into one sweep; the sweep comes in the middle of a wall-clock second, away
-        // from the whole seconds where most schedules fire (it reads all of /proc).
-        tokio::time::sleep(SWEEP_GAP + until_mid_second()).await;
+        };
+        // When asked: lets the run's group die and be re-parented, and folds a burst of ends
+        // into one sweep. Either way the sweep comes in the middle of a wall-clock second,
+        // away from the whole seconds where most schedules fire.
+        let gap = if asked { SWEEP_GAP } else { Duration::ZERO };
+        tokio::time::sleep(gap + until_mid_second()).await;
         let p = Arc::clone(&processes);
         if let Ok(swept) = tokio::task::spawn_blocking(move || p.sweep(false)).await
             && swept.killed > 0

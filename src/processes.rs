@@ -32,7 +32,7 @@ pub struct Processes {
     spawning: RwLock<()>,
     /// The history database's id, which every job carries in [`DATABASE_ID_VAR`].
     marker: OnceLock<String>,
-    /// Told when a run's process ends, so that a sweep comes soon.
+    /// Told when a run ended with processes left in its group, so that a sweep comes soon.
     ended: tokio::sync::Notify,
 }
 
@@ -57,7 +57,6 @@ impl Drop for Leader<'_> {
         if let Ok(mut l) = self.processes.leaders.lock() {
             l.remove(&self.pid);
         }
-        self.processes.ended.notify_one();
     }
 }
 
@@ -145,8 +144,15 @@ impl Processes {
         groups.len()
     }
 
-    /// Waits until a run's process ended (then a sweep is due).
-    pub async fn run_ended(&self) {
+    /// Asks for a sweep soon: a run ended leaving processes behind in its group, which come
+    /// back to the daemon as it kills them. (Processes that left the group are found by the
+    /// periodic sweep.)
+    pub fn sweep_soon(&self) {
+        self.ended.notify_one();
+    }
+
+    /// Waits until a sweep is asked for.
+    pub async fn sweep_asked(&self) {
         self.ended.notified().await;
     }
 

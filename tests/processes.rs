@@ -271,7 +271,7 @@ command = "( setsid sh -c 'sleep 1000 & echo $! > {p}/double.pid; wait' & ); sle
                 .ok()
         });
         wait_for(
-            5 * SEC,
+            10 * SEC,
             &format!("the {job} job's escaped process to end"),
             || (!alive(pid)).then_some(()),
         );
@@ -349,7 +349,7 @@ fn user_jobs_work_under_the_units_capabilities() {
     let mut lines = output.lines();
     assert_eq!(lines.next(), Some("nobody"), "{run:?}\n{}", d.log());
     let pid: i32 = lines.next().unwrap().trim().parse().unwrap();
-    wait_for(5 * SEC, "the user job's escaped process to end", || {
+    wait_for(10 * SEC, "the user job's escaped process to end", || {
         (!alive(pid)).then_some(())
     });
     let caps = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();

@@ -244,10 +244,13 @@ impl CommandJob {
                 }
             }
         };
-        // Whatever is left of the group (background children) goes with the main process.
-        signal_group(pgid, Signal::SIGKILL);
-        // Processes that left the group are the sweep's (see `crate::processes`).
+        // Whatever is left of the group (background children) goes with the main process;
+        // they come back to the daemon (its subreaper) to be reaped by a sweep. Processes that
+        // left the group are the periodic sweep's (see `crate::processes`).
         drop(leader);
+        if signal_group(pgid, Signal::SIGKILL) {
+            ctx.processes.sweep_soon();
+        }
         let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
         while reading {
             tokio::select! {
@@ -316,11 +319,10 @@ fn output_pipe() -> std::io::Result<((OwnedFd, OwnedFd), pipe::Receiver)> {
     Ok(((out, err), rx))
 }
 
-fn signal_group(pgid: Option<Pid>, sig: Signal) {
-    if let Some(p) = pgid {
-        // ESRCH (group already gone) is the normal case after exit.
-        let _ = killpg(p, sig);
-    }
+/// Signals a process group; whether any process was left in it.
+fn signal_group(pgid: Option<Pid>, sig: Signal) -> bool {
+    // ESRCH (group already gone) is the normal case after exit.
+    pgid.is_some_and(|p| killpg(p, sig).is_ok())
 }
 
 /// The last `limit` bytes of a stream, and how many bytes came before them.
