@@ -248,11 +248,20 @@ fn report_problems(problems: &[config::Problem]) -> ExitCode {
 /// Opens the history database the daemon on this config writes, without creating one.
 async fn open_store(path: &Path) -> anyhow::Result<Store> {
     let (cfg, problems) = load_lenient(path)?;
+    note_problems(&problems);
+    open_existing(&cfg.settings.database).await
+}
+
+/// One line saying the configuration has errors (the reading commands go on regardless).
+fn note_problems(problems: &[config::Problem]) {
     let errors = problems.iter().filter(|p| !p.warning).count();
     if errors > 0 {
         eprintln!("note: the configuration has {errors} problems; `hourglass check` lists them");
     }
-    let db = &cfg.settings.database;
+}
+
+/// Opens the history database at `db`, which the daemon must have created.
+async fn open_existing(db: &Path) -> anyhow::Result<Store> {
     if !db.exists() {
         anyhow::bail!(
             "no history database at {} (has the daemon run yet?)",
@@ -274,7 +283,8 @@ async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCo
         }
         return Ok(ExitCode::FAILURE);
     }
-    let store = open_store(path).await?;
+    note_problems(&problems);
+    let store = open_existing(&cfg.settings.database).await?;
     let req = store.request_trigger(job).await?;
     if no_wait {
         println!("requested a manual run of {job:?}");

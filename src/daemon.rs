@@ -98,11 +98,10 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
         Arc::clone(&clock),
         recorder,
         settings.max_concurrent_runs,
-        RunIds::new(0, 0),
+        Arc::clone(&ids),
         settings.node.clone(),
         services,
     );
-    ctx.ids = Arc::clone(&ids);
     ctx.processes = Arc::clone(&shutdown.processes);
     let ctx = Arc::new(ctx);
     let timers = CancellationToken::new();

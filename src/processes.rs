@@ -240,12 +240,14 @@ pub fn stop_orphans(database_id: &str) -> Vec<Orphan> {
         if var(&env, DATABASE_ID_VAR) != Some(database_id) {
             continue;
         }
+        // Its group is read before the kill: once killed and reaped, /proc forgets it.
+        let group = Stat::read(pid).map(|s| s.pgrp);
         let _ = kill(pid, Signal::SIGKILL);
-        if let Some(stat) = Stat::read(pid)
-            && stat.pgrp != my_group
-            && !spared.contains(&stat.pgrp)
+        if let Some(group) = group
+            && group != my_group
+            && !spared.contains(&group)
         {
-            let _ = killpg(stat.pgrp, Signal::SIGKILL);
+            let _ = killpg(group, Signal::SIGKILL);
         }
         found.push(Orphan {
             pid: pid.as_raw().unsigned_abs(),

@@ -59,7 +59,7 @@ impl Context {
         clock: Arc<Clock>,
         recorder: Recorder,
         max_concurrent_runs: usize,
-        ids: RunIds,
+        ids: Arc<RunIds>,
         node: String,
         services: Services,
     ) -> Self {
@@ -75,7 +75,7 @@ impl Context {
             clock,
             recorder,
             limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
-            ids: Arc::new(ids),
+            ids,
             node,
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),

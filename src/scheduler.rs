@@ -451,7 +451,7 @@ mod tests {
             clock,
             recorder,
             8,
-            crate::run_ids::RunIds::unreserved(1),
+            Arc::new(crate::run_ids::RunIds::unreserved(1)),
             "test".into(),
             services(),
         ));

@@ -217,7 +217,7 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
             clock,
             recorder,
             8,
-            hourglass::run_ids::RunIds::unreserved(1),
+            Arc::new(hourglass::run_ids::RunIds::unreserved(1)),
             "p".into(),
             hourglass::job::Services {
                 mailers: hourglass::smtp::Mailers::default(),
