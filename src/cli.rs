@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, Shutdown};
-use crate::store::{HistoryFilter, RunRow, RunStatus, Store};
+use crate::store::{HistoryFilter, RunRow, RunStatus, Store, TriggerOutcome, TriggerState};
 
 /// hourglass: a job scheduler daemon.
 #[derive(Debug, Parser)]
@@ -66,6 +66,11 @@ pub enum Command {
         json: bool,
     },
     /// Run a job now (recorded as `manual`); the running daemon picks it up within a second.
+    ///
+    /// The job's overlap policy applies. Exit status: 0 a run started (its id is printed);
+    /// 3 queued (behind the job's active run, or waiting for a free run slot); 4 not run
+    /// (skipped by `overlap = "skip"`, or the daemon stopping; the reason is printed); 1 an
+    /// error, or no daemon picked the request up within 5 s.
     Trigger {
         /// The job name.
         job: String,
@@ -291,27 +296,56 @@ async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut claimed = false;
+    let mut state = TriggerState::default();
     while tokio::time::Instant::now() < deadline {
-        let (c, run) = store.trigger_state(req).await?;
-        claimed = c;
-        if let Some(id) = run {
-            println!("run {id} of {job:?} started (`hourglass show {id}` for its result)");
-            return Ok(ExitCode::SUCCESS);
+        state = store.trigger_state(req).await?;
+        if state.outcome.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if claimed {
-        println!(
-            "{job:?} was picked up by the daemon; its run is waiting for a free slot (see `hourglass history --job {job}`)"
-        );
-        return Ok(ExitCode::SUCCESS);
+    Ok(report_trigger(job, &state, &cfg.settings.database))
+}
+
+/// Exit status of `trigger` when the firing waits (behind the job's active run, or for a free
+/// run slot).
+pub const TRIGGER_QUEUED: u8 = 3;
+/// Exit status of `trigger` when the firing was not run.
+pub const TRIGGER_SKIPPED: u8 = 4;
+
+/// Says what became of a trigger request; returns the exit status.
+fn report_trigger(job: &str, state: &TriggerState, database: &Path) -> ExitCode {
+    let detail = state.detail.as_deref().unwrap_or("");
+    match (state.outcome, state.run_id) {
+        (Some(TriggerOutcome::Started), Some(id)) => {
+            println!("run {id} of {job:?} started (`hourglass show {id}` for its result)");
+            ExitCode::SUCCESS
+        }
+        (Some(TriggerOutcome::Skipped), id) => {
+            let row = id.map(|i| format!(" (run {i})")).unwrap_or_default();
+            println!("{job:?} was not run{row}: {detail}");
+            ExitCode::from(TRIGGER_SKIPPED)
+        }
+        (Some(_), _) => {
+            println!(
+                "{job:?} is queued: {detail}; it runs when its turn comes (`hourglass history --job {job}`)"
+            );
+            ExitCode::from(TRIGGER_QUEUED)
+        }
+        (None, _) if state.claimed => {
+            println!(
+                "{job:?} was picked up by the daemon and waits for its turn (`hourglass history --job {job}`)"
+            );
+            ExitCode::from(TRIGGER_QUEUED)
+        }
+        (None, _) => {
+            eprintln!(
+                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
+                database.display()
+            );
+            ExitCode::FAILURE
+        }
     }
-    eprintln!(
-        "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
-        cfg.settings.database.display()
-    );
-    Ok(ExitCode::FAILURE)
 }
 
 /// First SIGTERM/SIGINT drains; a second one stops at once. Signals are taken on a thread of

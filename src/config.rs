@@ -470,8 +470,22 @@ fn parse_tz(name: &str) -> Result<Tz, String> {
         .map_err(|_| format!("{name:?} is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")"))
 }
 
-/// The system's zone: `TZ`, else `/etc/localtime`, else UTC.
-fn system_tz() -> Tz {
+/// The system's zone: `TZ` (`Area/City`, `:Area/City`, or a path into a zoneinfo folder),
+/// else `/etc/localtime`, else UTC. A `TZ` that names no IANA zone is an error (the caller
+/// warns and uses `/etc/localtime`).
+fn system_tz(tz_var: Option<&str>) -> Result<Tz, String> {
+    if let Some(v) = tz_var.map(str::trim).filter(|v| !v.is_empty()) {
+        let name = v.strip_prefix(':').unwrap_or(v);
+        let name = name.rsplit_once("/zoneinfo/").map_or(name, |(_, n)| n);
+        return name.parse::<Tz>().map_err(|_| {
+            format!("TZ={v:?} is not an IANA time zone (e.g. \"Europe/Berlin\" or \":Europe/Berlin\"); using /etc/localtime; set daemon.timezone to choose")
+        });
+    }
+    Ok(local_tz())
+}
+
+/// The zone of `/etc/localtime`, else UTC.
+fn local_tz() -> Tz {
     iana_time_zone::get_timezone()
         .ok()
         .and_then(|n| n.parse().ok())
@@ -637,7 +651,10 @@ fn load_settings(
         None => default_database(base),
     };
     let timezone = match raw.daemon.timezone.as_deref() {
-        None => system_tz(),
+        None => system_tz(std::env::var("TZ").ok().as_deref()).unwrap_or_else(|e| {
+            at.warn(Some("daemon.timezone"), e);
+            local_tz()
+        }),
         Some(n) => parse_tz(n).unwrap_or_else(|e| {
             at.push(Some("daemon.timezone"), e);
             Tz::UTC
@@ -2085,5 +2102,19 @@ mod tests {
         assert_eq!(parse_size("1024MiB"), Ok(MAX_SIZE));
         let e = parse_size("99999999999MiB").unwrap_err();
         assert!(e.contains("larger than the largest size allowed"), "{e}");
+    }
+
+    #[test]
+    fn tz_is_honoured_in_each_form_before_localtime() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        assert_eq!(system_tz(Some("America/New_York")), Ok(ny));
+        assert_eq!(system_tz(Some(":America/New_York")), Ok(ny));
+        assert_eq!(
+            system_tz(Some(":/usr/share/zoneinfo/America/New_York")),
+            Ok(ny)
+        );
+        let e = system_tz(Some("Mars/Olympus")).unwrap_err();
+        assert!(e.starts_with("TZ=\"Mars/Olympus\" is not an IANA time zone"), "{e}");
+        assert!(system_tz(Some("")).is_ok());
     }
 }

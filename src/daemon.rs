@@ -22,7 +22,7 @@ use crate::job::http::HttpClients;
 use crate::processes::{Orphan, Processes};
 use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
-use crate::runner::Context;
+use crate::runner::{Context, Dispatched};
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
 use crate::store::Store;
@@ -186,16 +186,9 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
                 systemd::ready(&status(&scheduler, &ctx));
             }
             Some((request, job)) = trigger_rx.recv() => {
-                if let Some(run) = scheduler.trigger(&job) {
+                if let Some(news) = scheduler.trigger(&job) {
                     tracing::info!(job = %job, "manual trigger");
-                    let store = store.clone();
-                    tasks.spawn(async move {
-                        if let Ok(id) = run.await
-                            && let Err(e) = store.set_trigger_run(request, id).await
-                        {
-                            tracing::warn!(run_id = id, error = %e, "cannot record which run a manual trigger started");
-                        }
-                    });
+                    tasks.spawn(record_trigger_outcome(store.clone(), request, news));
                 } else {
                     tracing::warn!(job = %job, "manual trigger for a job that is not in the configuration; ignored");
                 }
@@ -432,6 +425,36 @@ async fn final_sweep(processes: Arc<Processes>) -> usize {
             return killed;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes what became of a manual trigger request once the firing knows.
+async fn record_trigger_outcome(
+    store: Store,
+    request: i64,
+    news: tokio::sync::oneshot::Receiver<Dispatched>,
+) {
+    use crate::store::TriggerOutcome;
+    let Ok(news) = news.await else { return };
+    let (outcome, run_id, detail) = match news {
+        Dispatched::Started(id) => (TriggerOutcome::Started, Some(id), None),
+        Dispatched::Queued { behind, ahead } => {
+            let detail = match behind {
+                Some(id) => format!("behind run {id}, with {ahead} firing(s) queued before it"),
+                None if ahead > 0 => format!("behind {ahead} queued firing(s)"),
+                None => "waiting for a free run slot (max_concurrent_runs)".to_string(),
+            };
+            (TriggerOutcome::Queued, None, Some(detail))
+        }
+        Dispatched::Skipped { run_id, reason } => {
+            (TriggerOutcome::Skipped, Some(run_id), Some(reason))
+        }
+    };
+    if let Err(e) = store
+        .set_trigger_outcome(request, outcome, run_id, detail.as_deref())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record what became of a manual trigger");
     }
 }
 

@@ -18,8 +18,8 @@
 //!   errors in the user's words).
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter.
 //! - [`job`]: validated job definitions and the kinds of work (one file per kind).
-//! - [`scheduler`]: one timer over a heap of next firings, catch-up after downtime, reload as
-//!   a diff.
+//! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff;
+//!   [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
 //! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
@@ -37,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod due;
 pub mod instance;
 pub mod job;
 pub mod logging;

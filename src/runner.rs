@@ -2,7 +2,7 @@
 //! attempt under its timeout and the daemon's stop signals, retries with backoff, and the
 //! history records. Every firing is its own task, so nothing one job does can delay another.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -95,15 +95,70 @@ impl Context {
     }
 }
 
+/// What became of a manual firing (`hourglass trigger`), as soon as it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// A run started: its id.
+    Started(i64),
+    /// It waits for its turn: behind the active run (`behind`), with `ahead` firings queued
+    /// before it; or, with `behind = None`, for a free run slot (`max_concurrent_runs`).
+    Queued {
+        /// The active run it waits for.
+        behind: Option<i64>,
+        /// Firings queued before it.
+        ahead: usize,
+    },
+    /// It was not run: the skipped row's id and why.
+    Skipped {
+        /// The history row recording the skip.
+        run_id: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a firing that has not started (or a retry not yet begun) gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// The daemon is stopping.
+    Stopping,
+    /// The job was removed (or disabled) by a reload.
+    Removed,
+    /// A newer firing replaced it (`overlap = "replace"`).
+    Replaced,
+}
+
+impl Halt {
+    /// The history row's reason, for a firing that was waiting for `what`.
+    fn reason(self, what: &str) -> String {
+        match self {
+            Halt::Stopping => format!("daemon stopping: not started ({what})"),
+            Halt::Removed => {
+                format!("job removed or disabled by a reload: not started ({what})")
+            }
+            Halt::Replaced => {
+                format!("replaced by a newer firing (overlap = \"replace\"): not started ({what})")
+            }
+        }
+    }
+}
+
 /// Per-job state that outlives reloads: who is running, who waits.
 #[derive(Debug)]
 pub struct JobSlot {
     /// Held by the active run of a job whose policy is not `allow`.
     serial: Arc<Semaphore>,
+    /// The id of the run holding `serial` (0: none).
+    active: AtomicI64,
     /// The newest firing's "replaced" token (`overlap = "replace"`).
     current: Mutex<Option<CancellationToken>>,
     /// Firings waiting their turn (`overlap = "queue"`), oldest first.
     queue: Mutex<QueueState>,
+    /// The job's definition now: a firing that waited runs with the definition in force when
+    /// each attempt starts.
+    spec: Mutex<Option<Arc<JobSpec>>>,
+    /// Cancelled when the job is removed or disabled: firings made before give up.
+    removed: Mutex<CancellationToken>,
     /// What the last firing's end was, for recovery notices and rate limits.
     notify: NotifyState,
 }
@@ -118,9 +173,47 @@ impl Default for JobSlot {
     fn default() -> Self {
         Self {
             serial: Arc::new(Semaphore::new(1)),
+            active: AtomicI64::new(0),
             current: Mutex::new(None),
             queue: Mutex::new(QueueState::default()),
+            spec: Mutex::new(None),
+            removed: Mutex::new(CancellationToken::new()),
             notify: NotifyState::default(),
+        }
+    }
+}
+
+impl JobSlot {
+    /// Sets the job's definition in force (at scheduling and at each reload that changes it).
+    pub fn set_spec(&self, spec: &Arc<JobSpec>) {
+        if let Ok(mut s) = self.spec.lock() {
+            *s = Some(Arc::clone(spec));
+        }
+    }
+
+    fn spec(&self) -> Option<Arc<JobSpec>> {
+        self.spec.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn removed_token(&self) -> CancellationToken {
+        self.removed
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|_| CancellationToken::new())
+    }
+
+    /// The job was removed or disabled: every firing made so far that has not started gives
+    /// up (each recorded `skipped`); firings made from now on are not affected.
+    pub fn drop_waiting(&self) {
+        if let Ok(mut t) = self.removed.lock() {
+            std::mem::replace(&mut *t, CancellationToken::new()).cancel();
+        }
+    }
+
+    fn active_run(&self) -> Option<i64> {
+        match self.active.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
         }
     }
 }
@@ -139,70 +232,72 @@ async fn queue_worker(slot: Arc<JobSlot>) {
             Err(_) => None,
         };
         let Some(firing) = next else { return };
-        if let Some(p) = firing.wait_turn(&slot.serial).await {
+        if let Some(p) = firing.wait_turn("waiting in the queue (overlap = \"queue\")").await {
             firing.run(Some(p)).await;
         }
     }
 }
 
-/// Starts a firing of `job` for `scheduled_for` under the overlap policy `overlap` (the job's
-/// own, except for catch-up series, which queue). Returns at once.
-pub fn fire(
-    ctx: &Arc<Context>,
-    slot: &Arc<JobSlot>,
-    job: &Arc<JobSpec>,
-    scheduled_for: DateTime<Utc>,
-    trigger: Trigger,
-    overlap: Overlap,
-) {
-    fire_with(ctx, slot, job, scheduled_for, trigger, overlap, None);
+/// Starts a firing of `job` for `scheduled_for` under the job's overlap policy. Returns at once.
+pub fn fire(ctx: &Arc<Context>, slot: &Arc<JobSlot>, job: &Arc<JobSpec>, scheduled_for: DateTime<Utc>) {
+    let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
+    dispatch(firing, job.overlap);
 }
 
-/// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` gets
-/// the id of the run it started or skipped.
+/// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` hears
+/// what became of it.
 pub fn fire_manual(
     ctx: &Arc<Context>,
     slot: &Arc<JobSlot>,
     job: &Arc<JobSpec>,
-    reply: tokio::sync::oneshot::Sender<i64>,
+    reply: tokio::sync::oneshot::Sender<Dispatched>,
 ) {
     let now = ctx.clock.now();
-    fire_with(
-        ctx,
-        slot,
-        job,
-        now,
-        Trigger::Manual,
-        job.overlap,
-        Some(reply),
-    );
+    let firing = Firing::new(ctx, slot, job, now, Trigger::Manual);
+    if let Ok(mut r) = firing.reply.lock() {
+        *r = Some(reply);
+    }
+    dispatch(firing, job.overlap);
 }
 
-fn fire_with(
+/// Runs `firings` (oldest first) one after another in a task of their own: each waits for
+/// the previous one, and for the job's active run unless its policy is `allow`; the overlap
+/// policy skips or replaces none of them, and the queue's bound does not apply. Used for
+/// catch-up, and for the late firings due at the same moment as a catch-up.
+pub fn fire_series(
     ctx: &Arc<Context>,
     slot: &Arc<JobSlot>,
     job: &Arc<JobSpec>,
-    scheduled_for: DateTime<Utc>,
-    trigger: Trigger,
-    overlap: Overlap,
-    reply: Option<tokio::sync::oneshot::Sender<i64>>,
+    firings: Vec<(DateTime<Utc>, Trigger)>,
 ) {
-    if matches!(trigger, Trigger::Schedule | Trigger::CatchUp) {
-        ctx.recorder.record(Record::Fired {
-            job: job.name.clone(),
-            scheduled_for,
-        });
+    if firings.is_empty() {
+        return;
     }
-    let replaced = CancellationToken::new();
-    let firing = Firing {
-        ctx: Arc::clone(ctx),
-        slot: Arc::clone(slot),
-        job: Arc::clone(job),
-        scheduled_for,
-        trigger,
-        replaced: replaced.clone(),
-        reply: Mutex::new(reply),
-    };
+    let series: Vec<Firing> = firings
+        .into_iter()
+        .map(|(at, trigger)| Firing::new(ctx, slot, job, at, trigger))
+        .collect();
+    let slot = Arc::clone(slot);
+    ctx.tracker.spawn(async move {
+        for firing in series {
+            let spec = firing.job();
+            if spec.overlap == Overlap::Allow {
+                if let Some(h) = firing.halted_now() {
+                    firing.skip(1, &h.reason("waiting in a catch-up series"));
+                } else {
+                    firing.run(None).await;
+                }
+            } else if let Some(p) = firing.wait_turn("waiting in a catch-up series").await {
+                firing.run(Some(p)).await;
+            }
+        }
+        drop(slot);
+    });
+}
+
+fn dispatch(firing: Firing, overlap: Overlap) {
+    let ctx = Arc::clone(&firing.ctx);
+    let slot = Arc::clone(&firing.slot);
     match overlap {
         Overlap::Allow => {
             ctx.tracker.spawn(firing.run(None));
@@ -211,7 +306,13 @@ fn fire_with(
             Ok(permit) => {
                 ctx.tracker.spawn(firing.run(Some(permit)));
             }
-            Err(_) => firing.skip("the previous run is still active (overlap = \"skip\")"),
+            Err(_) => {
+                let reason = match slot.active_run() {
+                    Some(id) => format!("run {id} is still active (overlap = \"skip\")"),
+                    None => "the previous run is still active (overlap = \"skip\")".into(),
+                };
+                firing.skip(1, &reason);
+            }
         },
         Overlap::Queue => {
             let Ok(mut q) = slot.queue.lock() else {
@@ -219,24 +320,41 @@ fn fire_with(
             };
             if q.pending.len() >= MAX_QUEUED {
                 drop(q);
-                firing.skip("too many firings already queued (overlap = \"queue\")");
+                firing.skip(
+                    1,
+                    &format!("{MAX_QUEUED} firings already queued (overlap = \"queue\")"),
+                );
                 return;
+            }
+            if !q.pending.is_empty() || slot.serial.available_permits() == 0 {
+                firing.tell(Dispatched::Queued {
+                    behind: slot.active_run(),
+                    ahead: q.pending.len(),
+                });
             }
             q.pending.push_back(firing);
             if !q.worker {
                 q.worker = true;
-                ctx.tracker.spawn(queue_worker(Arc::clone(slot)));
+                ctx.tracker.spawn(queue_worker(Arc::clone(&slot)));
             }
         }
         Overlap::Replace => {
             if let Ok(mut cur) = slot.current.lock()
-                && let Some(old) = cur.replace(replaced.clone())
+                && let Some(old) = cur.replace(firing.replaced.clone())
             {
                 old.cancel();
             }
-            let slot = Arc::clone(slot);
+            if slot.serial.available_permits() == 0 {
+                firing.tell(Dispatched::Queued {
+                    behind: slot.active_run(),
+                    ahead: 0,
+                });
+            }
             ctx.tracker.spawn(async move {
-                if let Some(p) = firing.wait_turn(&slot.serial).await {
+                if let Some(p) = firing
+                    .wait_turn("waiting for the run it replaces to stop")
+                    .await
+                {
                     firing.run(Some(p)).await;
                 }
             });
@@ -300,15 +418,45 @@ impl StartMark {
 struct Firing {
     ctx: Arc<Context>,
     slot: Arc<JobSlot>,
+    /// The definition when it fired (each attempt runs with the one in force then).
     job: Arc<JobSpec>,
     scheduled_for: DateTime<Utc>,
     trigger: Trigger,
     replaced: CancellationToken,
-    /// Told the id of the firing's first run (or skip), for `hourglass trigger`.
-    reply: Mutex<Option<tokio::sync::oneshot::Sender<i64>>>,
+    /// Cancelled when the job is removed or disabled.
+    removed: CancellationToken,
+    /// Told what became of the firing, for `hourglass trigger`.
+    reply: Mutex<Option<tokio::sync::oneshot::Sender<Dispatched>>>,
 }
 
 impl Firing {
+    fn new(
+        ctx: &Arc<Context>,
+        slot: &Arc<JobSlot>,
+        job: &Arc<JobSpec>,
+        scheduled_for: DateTime<Utc>,
+        trigger: Trigger,
+    ) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            slot: Arc::clone(slot),
+            job: Arc::clone(job),
+            scheduled_for,
+            trigger,
+            replaced: CancellationToken::new(),
+            removed: slot.removed_token(),
+            reply: Mutex::new(None),
+        }
+    }
+
+    /// The job's definition in force now.
+    fn job(&self) -> Arc<JobSpec> {
+        self.slot
+            .spec()
+            .filter(|s| s.name == self.job.name)
+            .unwrap_or_else(|| Arc::clone(&self.job))
+    }
+
     fn start_record(&self, id: i64, attempt: u32, started_at: Option<DateTime<Utc>>) -> RunStart {
         RunStart {
             id,
@@ -326,20 +474,46 @@ impl Firing {
         }
     }
 
-    /// Tells who fired this by hand which run it became.
-    fn announce(&self, id: i64) {
+    /// Tells who fired this by hand what became of it (the first news only).
+    fn tell(&self, news: Dispatched) {
         if let Some(reply) = self.reply.lock().ok().and_then(|mut r| r.take()) {
-            let _ = reply.send(id);
+            let _ = reply.send(news);
         }
     }
 
-    /// Records this firing as skipped.
-    fn skip(&self, reason: &str) {
+    /// Whether the firing must give up now, and why.
+    fn halted_now(&self) -> Option<Halt> {
+        if self.ctx.draining.is_cancelled() {
+            Some(Halt::Stopping)
+        } else if self.removed.is_cancelled() {
+            Some(Halt::Removed)
+        } else if self.replaced.is_cancelled() {
+            Some(Halt::Replaced)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the firing must give up; returns why.
+    async fn halted(&self) -> Halt {
+        tokio::select! {
+            biased;
+            () = self.ctx.draining.cancelled() => Halt::Stopping,
+            () = self.removed.cancelled() => Halt::Removed,
+            () = self.replaced.cancelled() => Halt::Replaced,
+        }
+    }
+
+    /// Records attempt `attempt` of this firing as skipped (not run) because of `reason`.
+    fn skip(&self, attempt: u32, reason: &str) {
         let id = self.ctx.next_id();
-        self.announce(id);
-        tracing::info!(job = %self.job.name, run_id = id, scheduled_for = %self.scheduled_for, reason, "firing skipped");
+        self.tell(Dispatched::Skipped {
+            run_id: id,
+            reason: reason.to_string(),
+        });
+        tracing::info!(job = %self.job.name, run_id = id, scheduled_for = %self.scheduled_for, attempt, reason, "firing skipped");
         self.ctx.recorder.record(Record::Complete(
-            self.start_record(id, 1, None),
+            self.start_record(id, attempt, None),
             RunEnd {
                 id,
                 finished_at: self.ctx.clock.now(),
@@ -352,75 +526,109 @@ impl Firing {
         ));
     }
 
-    /// Waits for the job's turn (queue/replace); `None` if the daemon shuts down first or a
-    /// newer firing replaced this one.
-    async fn wait_turn(&self, serial: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    /// Waits for the job's turn (`what` says what it waits in); `None`, recorded `skipped`, if
+    /// the daemon stops, the job is removed or a newer firing replaces this one first.
+    async fn wait_turn(&self, what: &str) -> Option<OwnedSemaphorePermit> {
+        if let Some(h) = self.halted_now() {
+            self.skip(1, &h.reason(what));
+            return None;
+        }
         tokio::select! {
-            p = Arc::clone(serial).acquire_owned() => p.ok(),
-            () = self.ctx.draining.cancelled() => {
-                self.skip("the daemon shut down before the previous run finished");
+            biased;
+            h = self.halted() => {
+                self.skip(1, &h.reason(what));
                 None
             }
-            () = self.replaced.cancelled() => {
-                self.skip("replaced by a newer firing before it started (overlap = \"replace\")");
-                None
-            }
+            p = Arc::clone(&self.slot.serial).acquire_owned() => p.ok(),
         }
     }
 
-    /// Runs every attempt of the firing. `_turn` holds the job's serial permit, if any.
-    async fn run(self, _turn: Option<OwnedSemaphorePermit>) {
-        let retries = self.job.retry.retries;
+    /// Waits for a free run slot (`max_concurrent_runs`); `None`, recorded, if the firing
+    /// must give up first.
+    async fn wait_run_slot(&self, attempt: u32) -> Option<OwnedSemaphorePermit> {
+        let what = "waiting for a free run slot (max_concurrent_runs)";
+        if let Some(h) = self.halted_now() {
+            self.skip(attempt, &h.reason(what));
+            return None;
+        }
+        if let Ok(p) = Arc::clone(&self.ctx.limit).try_acquire_owned() {
+            return Some(p);
+        }
+        self.tell(Dispatched::Queued {
+            behind: None,
+            ahead: 0,
+        });
+        tokio::select! {
+            biased;
+            h = self.halted() => {
+                self.skip(attempt, &h.reason(what));
+                None
+            }
+            p = Arc::clone(&self.ctx.limit).acquire_owned() => p.ok(),
+        }
+    }
+
+    /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any.
+    async fn run(self, turn: Option<OwnedSemaphorePermit>) {
         let mut attempt = 1;
         loop {
-            let global = tokio::select! {
-                p = Arc::clone(&self.ctx.limit).acquire_owned() => p.ok(),
-                () = self.ctx.draining.cancelled() => None,
-            };
-            let Some(global) = global else {
-                self.skip("the daemon shut down before a run slot was free");
+            let Some(global) = self.wait_run_slot(attempt).await else {
                 return;
             };
-            let (run_id, status, outcome) = self.attempt(attempt).await;
+            let job = self.job();
+            let id = self.ctx.next_id();
+            if turn.is_some() {
+                self.slot.active.store(id, Ordering::Relaxed);
+            }
+            let (status, outcome) = self.attempt(&job, id, attempt).await;
+            if turn.is_some() {
+                self.slot.active.store(0, Ordering::Relaxed);
+            }
             drop(global);
             let retry = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
                 && outcome.retryable
-                && attempt <= retries;
+                && attempt <= job.retry.retries;
             if !retry {
                 let end = FiringEnd {
-                    run_id,
+                    run_id: id,
                     scheduled_for: self.scheduled_for,
                     status,
                     attempt,
                     error: outcome.error,
                     output: outcome.output,
                 };
-                if let Some(send) =
-                    self.ctx
-                        .notifier
-                        .after_firing(&self.job, &self.slot.notify, &end)
+                if let Some(send) = self
+                    .ctx
+                    .notifier
+                    .after_firing(&job, &self.slot.notify, &end)
                 {
                     self.ctx.tracker.spawn(send);
                 }
                 return;
             }
             attempt += 1;
-            let delay = self.job.retry.delay(attempt);
-            tracing::info!(job = %self.job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            let delay = job.retry.delay(attempt);
+            tracing::info!(job = %job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            let what = "a retry waiting for its backoff";
+            if let Some(h) = self.halted_now() {
+                self.skip(attempt, &h.reason(what));
+                return;
+            }
             tokio::select! {
+                biased;
+                h = self.halted() => {
+                    self.skip(attempt, &h.reason(what));
+                    return;
+                }
                 () = tokio::time::sleep(delay) => {}
-                () = self.ctx.draining.cancelled() => return,
-                () = self.replaced.cancelled() => return,
             }
         }
     }
 
     /// One attempt: start record, execution under timeout and stop signals, end record.
-    async fn attempt(&self, attempt: u32) -> (i64, RunStatus, Outcome) {
+    async fn attempt(&self, job: &Arc<JobSpec>, id: i64, attempt: u32) -> (RunStatus, Outcome) {
         let ctx = &self.ctx;
-        let job = &self.job;
-        let id = ctx.next_id();
-        self.announce(id);
+        self.tell(Dispatched::Started(id));
         ctx.running.fetch_add(1, Ordering::Relaxed);
         let started = StartMark {
             at: OnceLock::new(),
@@ -516,6 +724,6 @@ impl Firing {
             output: outcome.output.clone(),
             details: outcome.details.as_ref().map(ToString::to_string),
         }));
-        (id, status, outcome)
+        (status, outcome)
     }
 }

@@ -308,6 +308,44 @@ impl Schedule {
         }
     }
 
+    /// How many occurrences lie in `[first, last]`; `None` when more than `limit` (cron
+    /// patterns are counted one by one; intervals by arithmetic).
+    pub fn count_between(
+        &self,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        limit: u64,
+    ) -> Option<u64> {
+        if last < first {
+            return Some(0);
+        }
+        let n = match self {
+            Schedule::Every(period) => {
+                let p = period_ms(*period);
+                let span = (last - first).num_milliseconds();
+                // `first` is an occurrence or before one: count the grid points in the span.
+                let below = |t: i64| t.div_euclid(p);
+                let first_ms = first.timestamp_millis();
+                let n = below(first_ms + span) - below(first_ms - 1);
+                u64::try_from(n).unwrap_or(0)
+            }
+            Schedule::At(at) => u64::from(*at >= first && *at <= last),
+            Schedule::Cron { .. } => {
+                let mut n = 0;
+                let mut t = first - TimeDelta::milliseconds(1);
+                while let Some(next) = self.next_after(t).filter(|x| *x <= last) {
+                    n += 1;
+                    if n > limit {
+                        return None;
+                    }
+                    t = next;
+                }
+                n
+            }
+        };
+        (n <= limit).then_some(n)
+    }
+
     /// A short human description, e.g. `cron "0 3 * * *" (Europe/Berlin)`.
     pub fn describe(&self) -> String {
         match self {

@@ -1,8 +1,9 @@
 //! The timing core: one timer task over a heap of every job's next occurrence, sleeping until
 //! the earliest (`sleep_until`, millisecond resolution), firing each due occurrence as its own
-//! task, catching up on missed firings per the job's policy, and applying reloads as a diff
-//! (added jobs start, removed jobs stop firing, changed jobs are rescheduled; runs in progress
-//! are left alone). One task and one heap entry per job instead of a task per job: 100,000
+//! task, catching up on missed firings per the job's policy (see [`crate::due`]), following the
+//! clock when it steps back, and applying reloads as a diff (added jobs start, removed jobs stop
+//! firing and drop their waiting firings, changed jobs are rescheduled; runs in progress are
+//! left alone). One task and one heap entry per job instead of a task per job: 100,000
 //! schedules cost a few hundred bytes each.
 
 use std::cmp::{Ordering, Reverse};
@@ -13,15 +14,23 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{CatchUp, JobSpec, Overlap};
-use crate::runner::{Context, JobSlot, fire};
+use crate::due::{Missed, Plan, plan};
+use crate::job::JobSpec;
+use crate::runner::{Context, Dispatched, JobSlot, fire, fire_series};
 use crate::schedule::Schedule;
-use crate::store::Trigger;
+use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
 
+pub use crate::due::MAX_CATCH_UP;
 pub use crate::schedule::LATE_GRACE;
 
-/// Most missed firings one catch-up runs for a job (`catch_up = "all"`).
-pub const MAX_CATCH_UP: usize = 1000;
+/// A backward clock step up to this long keeps what each job already ran (those occurrences
+/// are not run again when the clock reaches them a second time); a longer one rebuilds every
+/// schedule from the new time.
+pub const STEP_BACK_BOUND: TimeDelta = TimeDelta::hours(3);
+
+/// Most occurrences counted one by one for a row of missed firings (a cron pattern firing
+/// every second, missed for a year, would take seconds to count).
+const MAX_COUNTED: u64 = 10_000_000;
 
 /// Stale heap entries (of jobs changed or removed since) tolerated before the heap is rebuilt.
 const STALE_SLACK: usize = 1024;
@@ -35,11 +44,80 @@ struct Entry {
     last: DateTime<Utc>,
     /// The next occurrence; `None` when there is none (a one-shot that ran).
     next: Option<DateTime<Utc>>,
+    /// Where the stretch of occurrences this timer handled began: `(since, last]` were run or
+    /// recorded.
+    since: DateTime<Utc>,
+    /// Stretches `(from, to]` already handled, ahead of the clock after it stepped back: their
+    /// occurrences are not run again.
+    done: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Entry {
     fn slot(&mut self) -> Arc<JobSlot> {
-        Arc::clone(self.slot.get_or_insert_with(Arc::default))
+        let spec = &self.spec;
+        Arc::clone(self.slot.get_or_insert_with(|| {
+            let slot = Arc::new(JobSlot::default());
+            slot.set_spec(spec);
+            slot
+        }))
+    }
+
+    /// The first occurrence after `t` that was not handled already.
+    fn next_after(&mut self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut n = self.spec.next_fire_after(t)?;
+        while let Some(&(from, to)) = self.done.first() {
+            if n <= from {
+                break;
+            }
+            if n <= to {
+                n = self.spec.next_fire_after(to)?;
+            }
+            self.done.remove(0);
+        }
+        Some(n)
+    }
+
+    /// Handles every occurrence in `(last, now]` that was not handled already.
+    fn due(&mut self, ctx: &Arc<Context>, now: DateTime<Utc>) {
+        loop {
+            let hole = self.done.first().copied().filter(|(from, _)| *from < now);
+            let upto = hole.map_or(now, |(from, _)| from);
+            if upto > self.last {
+                let p = plan(&self.spec, self.last, upto, now);
+                if let Some(newest) = p.newest {
+                    let slot = self.slot();
+                    apply_plan(ctx, &slot, &self.spec, p);
+                    self.last = newest;
+                }
+            }
+            match hole {
+                Some((_, to)) => {
+                    self.last = self.last.max(to);
+                    self.done.remove(0);
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// The clock stepped back to `now`, before this job's last occurrence: what was handled
+    /// ahead of `now` is kept aside (not run again), or, after a step longer than
+    /// [`STEP_BACK_BOUND`], forgotten.
+    fn step_back(&mut self, now: DateTime<Utc>, rebuild: bool) {
+        if rebuild {
+            self.done.clear();
+        } else if self.last > now {
+            let from = self.since.max(now);
+            self.done.push((from, self.last));
+            self.done.sort();
+        }
+        self.since = now;
+        self.last = now;
+        self.next = if self.spec.enabled {
+            self.next_after(now)
+        } else {
+            None
+        };
     }
 
     /// The heap entry of its next occurrence, if it has one.
@@ -77,7 +155,6 @@ impl Ord for Wake {
 }
 
 /// Every job's timer state, shared by the scheduler handle and the timer task.
-#[derive(Default)]
 struct Timers {
     jobs: HashMap<String, Entry>,
     heap: BinaryHeap<Reverse<Wake>>,
@@ -85,6 +162,20 @@ struct Timers {
     stale: usize,
     /// Slots of removed jobs whose runs are still going (a job added back waits for them).
     retired: HashMap<String, Arc<JobSlot>>,
+    /// The newest time the timer has seen (the clock stepped back when `now` is below it).
+    seen: DateTime<Utc>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            jobs: HashMap::new(),
+            heap: BinaryHeap::new(),
+            stale: 0,
+            retired: HashMap::new(),
+            seen: DateTime::<Utc>::MIN_UTC,
+        }
+    }
 }
 
 impl Timers {
@@ -99,10 +190,11 @@ impl Timers {
 
     /// Forgets a removed job; its slot is kept aside while a run of it holds it.
     fn retire(&mut self, name: &str) {
-        if let Some(slot) = self.remove(name).and_then(|old| old.slot)
-            && Arc::strong_count(&slot) > 1
-        {
-            self.retired.insert(name.to_string(), slot);
+        if let Some(slot) = self.remove(name).and_then(|old| old.slot) {
+            slot.drop_waiting();
+            if Arc::strong_count(&slot) > 1 {
+                self.retired.insert(name.to_string(), slot);
+            }
         }
     }
 
@@ -118,6 +210,10 @@ impl Timers {
 
     /// Fires every occurrence due at `now`; returns the earliest one still ahead.
     fn fire_due(&mut self, ctx: &Arc<Context>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if now < self.seen {
+            self.step_back(now);
+        }
+        self.seen = now;
         while let Some(Reverse(top)) = self.heap.peek() {
             if top.at > now {
                 return Some(top.at);
@@ -133,22 +229,111 @@ impl Timers {
                 self.stale = self.stale.saturating_sub(1);
                 continue;
             };
-            let spec = Arc::clone(&entry.spec);
-            let latest = spec
-                .latest_fire_at_or_before(now)
-                .unwrap_or(wake.at)
-                .max(wake.at);
-            let slot = entry.slot();
-            due(ctx, &slot, &spec, entry.last, latest, now);
-            entry.last = latest;
-            entry.next = spec.next_fire_after(latest);
+            entry.due(ctx, now);
+            entry.next = entry.next_after(entry.last);
             match entry.wake() {
                 Some(w) => self.heap.push(w),
-                None => tracing::debug!(job = %spec.name, "no further occurrence; timer ends"),
+                None => tracing::debug!(job = %entry.spec.name, "no further occurrence; timer ends"),
             }
         }
         None
     }
+
+    /// The clock went back from `self.seen` to `now`: every job whose schedule had gone past
+    /// `now` goes on from `now` (see [`Entry::step_back`]); the heap is rebuilt.
+    fn step_back(&mut self, now: DateTime<Utc>) {
+        let step = self.seen - now;
+        let rebuild = step > STEP_BACK_BOUND;
+        if rebuild {
+            tracing::warn!(
+                step_s = step.num_seconds(),
+                "the clock stepped back by more than 3 hours: every schedule is rebuilt from the new time (occurrences already run may run again)"
+            );
+        } else {
+            tracing::info!(
+                step_ms = step.num_milliseconds(),
+                "the clock stepped back: jobs go on at the new times; occurrences already run are not run again"
+            );
+        }
+        for e in self.jobs.values_mut().filter(|e| rebuild || e.last > now) {
+            e.step_back(now, rebuild);
+        }
+        self.heap = self.jobs.values().filter_map(Entry::wake).collect();
+        self.stale = 0;
+    }
+}
+
+/// Starts what a plan runs and records what it does not.
+fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<JobSpec>, p: Plan) {
+    for m in &p.not_run {
+        record_missed(ctx, spec, *m);
+    }
+    if let Some(newest) = p.newest {
+        ctx.recorder.record(Record::Fired {
+            job: spec.name.clone(),
+            scheduled_for: newest,
+        });
+    }
+    if p.catch_up.is_empty() {
+        for at in p.late {
+            fire(ctx, slot, spec, at);
+        }
+        return;
+    }
+    tracing::info!(job = %spec.name, count = p.catch_up.len(), first = %p.catch_up[0], "catching up on missed firings");
+    let series = p
+        .catch_up
+        .into_iter()
+        .map(|at| (at, Trigger::CatchUp))
+        .chain(p.late.into_iter().map(|at| (at, Trigger::Schedule)))
+        .collect();
+    fire_series(ctx, slot, spec, series);
+}
+
+/// Records missed occurrences not run as one `skipped` row: scheduled for the first, with
+/// their count and range in `details` and the reason in `error`. Counting a cron pattern's
+/// occurrences walks them, so it happens on a blocking thread.
+fn record_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
+    let id = ctx.ids.next();
+    let (ctx2, spec) = (Arc::clone(ctx), Arc::clone(spec));
+    ctx.tracker.spawn_blocking(move || {
+        let count = spec.count_fires(m.first, m.last, MAX_COUNTED);
+        let n = count.map_or_else(|| format!("more than {MAX_COUNTED}"), |n| n.to_string());
+        let error = format!(
+            "{}: {n} firing(s) from {} to {}",
+            m.why.reason(&spec),
+            crate::store::format_ts(m.first),
+            crate::store::format_ts(m.last)
+        );
+        tracing::info!(job = %spec.name, run_id = id, firings = %n, first = %m.first, last = %m.last, reason = %m.why.reason(&spec), "missed firings not run");
+        let details = serde_json::json!({
+            "missed_firings": count,
+            "first": crate::store::format_ts(m.first),
+            "last": crate::store::format_ts(m.last),
+        });
+        let now = ctx2.clock.now();
+        ctx2.recorder.record(Record::Complete(
+            RunStart {
+                id,
+                job: spec.name.clone(),
+                scheduled_for: m.first,
+                started_at: None,
+                attempt: 1,
+                trigger: Trigger::CatchUp,
+                node: ctx2.node.clone(),
+                pid: None,
+            },
+            RunEnd {
+                id,
+                finished_at: now,
+                status: RunStatus::Skipped,
+                exit_code: None,
+                error: Some(error),
+                output: None,
+                details: Some(details.to_string()),
+            },
+        ));
+    });
 }
 
 struct Shared {
@@ -263,8 +448,8 @@ impl Scheduler {
     }
 
     /// Runs `job` now (trigger `manual`), under its overlap policy, disabled or not; the
-    /// receiver gets the id of the run it became. `None` if there is no such job.
-    pub fn trigger(&self, job: &str) -> Option<tokio::sync::oneshot::Receiver<i64>> {
+    /// receiver hears what became of it. `None` if there is no such job.
+    pub fn trigger(&self, job: &str) -> Option<tokio::sync::oneshot::Receiver<Dispatched>> {
         let mut t = self.shared.lock();
         let entry = t.jobs.get_mut(job)?;
         let slot = entry.slot();
@@ -306,11 +491,20 @@ fn schedule(
     if next.is_none() {
         tracing::debug!(job = %spec.name, "no further occurrence");
     }
+    let spec = Arc::new(spec);
+    if let Some(slot) = &slot {
+        slot.set_spec(&spec);
+        if !spec.enabled {
+            slot.drop_waiting();
+        }
+    }
     let entry = Entry {
-        spec: Arc::new(spec),
+        spec,
         slot,
         last,
         next,
+        since: last,
+        done: Vec::new(),
     };
     t.heap.extend(entry.wake());
     t.jobs.insert(entry.spec.name.clone(), entry);
@@ -321,6 +515,12 @@ fn schedule(
 async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut clock_changed = ctx.clock.subscribe();
     loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // A step of the system clock is seen here before anything fires, not up to a second
+        // later by the clock's watcher: no firing gets an intended time from the old clock.
+        ctx.clock.resync();
         let now = ctx.clock.now();
         let next = shared.lock().fire_due(&ctx, now);
         let sleep = async {
@@ -330,97 +530,11 @@ async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationTok
             }
         };
         tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
             () = sleep => {}
             () = shared.changed.notified() => {}
             _ = clock_changed.changed() => {}
-            () = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Fires what is due: `latest` is the newest occurrence at or before `now`, `last` the one
-/// fired before it.
-fn due(
-    ctx: &Arc<Context>,
-    slot: &Arc<JobSlot>,
-    spec: &Arc<JobSpec>,
-    last: DateTime<Utc>,
-    latest: DateTime<Utc>,
-    now: DateTime<Utc>,
-) {
-    let window_start = TimeDelta::from_std(spec.catch_up_window)
-        .ok()
-        .and_then(|w| now.checked_sub_signed(w))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        .max(last);
-    // Occurrences after `last` and before `latest` were missed.
-    let missed_before_latest = || {
-        let mut out = Vec::new();
-        let mut t = window_start;
-        while let Some(n) = spec.next_fire_after(t) {
-            if n >= latest || out.len() >= MAX_CATCH_UP {
-                break;
-            }
-            out.push(n);
-            t = n;
-        }
-        out
-    };
-    let on_time = now - latest <= LATE_GRACE;
-    let own = spec.overlap;
-    // A catch-up series runs its firings one after another, oldest first, whatever the job's
-    // own policy (skip would drop all but the first; replace would cancel them).
-    let series = if own == Overlap::Allow {
-        Overlap::Allow
-    } else {
-        Overlap::Queue
-    };
-    match (on_time, spec.catch_up) {
-        (true, CatchUp::All) => {
-            for t in missed_before_latest() {
-                fire(ctx, slot, spec, t, Trigger::CatchUp, series);
-            }
-            fire(ctx, slot, spec, latest, Trigger::Schedule, series);
-        }
-        (true, CatchUp::Latest) => {
-            // The newest occurrence is on time, yet firings before it were missed: the newest
-            // of those runs once, whatever the late grace, then the on-time one.
-            let newest_missed = latest
-                .checked_sub_signed(TimeDelta::milliseconds(1))
-                .and_then(|t| spec.latest_fire_at_or_before(t))
-                .filter(|t| *t > last && *t >= window_start);
-            match newest_missed {
-                Some(t) => {
-                    tracing::info!(job = %spec.name, scheduled_for = %t, "catching up on the latest missed firing");
-                    fire(ctx, slot, spec, t, Trigger::CatchUp, series);
-                    fire(ctx, slot, spec, latest, Trigger::Schedule, series);
-                }
-                None => fire(ctx, slot, spec, latest, Trigger::Schedule, own),
-            }
-        }
-        (true, _) => fire(ctx, slot, spec, latest, Trigger::Schedule, own),
-        (false, CatchUp::Skip) => {
-            tracing::info!(job = %spec.name, last_fired = %last, missed_latest = %latest, "missed firings skipped (catch_up = \"skip\")");
-            ctx.recorder.record(crate::store::Record::Fired {
-                job: spec.name.clone(),
-                scheduled_for: latest,
-            });
-        }
-        (false, CatchUp::Latest) => {
-            if latest >= window_start {
-                tracing::info!(job = %spec.name, scheduled_for = %latest, "catching up on the latest missed firing");
-                fire(ctx, slot, spec, latest, Trigger::CatchUp, series);
-            }
-        }
-        (false, CatchUp::All) => {
-            let missed = missed_before_latest();
-            tracing::info!(job = %spec.name, count = missed.len() + 1, "catching up on missed firings");
-            for t in missed {
-                fire(ctx, slot, spec, t, Trigger::CatchUp, series);
-            }
-            if latest >= window_start {
-                fire(ctx, slot, spec, latest, Trigger::CatchUp, series);
-            }
         }
     }
 }
@@ -429,7 +543,7 @@ fn due(
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::job::{CommandJob, JobKind, Overlap, RetryPolicy};
+    use crate::job::{CatchUp, CommandJob, JobKind, Overlap, RetryPolicy};
     use crate::recorder::Recorder;
     use crate::schedule::CronCache;
     use crate::store::Record;

@@ -532,22 +532,36 @@ impl Store {
         Ok(rows)
     }
 
-    /// Whether a trigger request has been claimed by a daemon, and the run it started once
-    /// known.
-    pub async fn trigger_state(&self, request: i64) -> Result<(bool, Option<i64>), StoreError> {
-        let row: Option<(Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT claimed_at, run_id FROM trigger_requests WHERE id = ?1")
-                .bind(request)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map_or((false, None), |(c, r)| (c.is_some(), r)))
+    /// Where a trigger request stands.
+    pub async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
+        type Row = (Option<String>, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT claimed_at, outcome, run_id, detail FROM trigger_requests WHERE id = ?1",
+        )
+        .bind(request)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
+            claimed: c.is_some(),
+            outcome: o.as_deref().and_then(TriggerOutcome::from_name),
+            run_id: r,
+            detail: d,
+        }))
     }
 
-    /// Records the run a trigger request started.
-    pub async fn set_trigger_run(&self, request: i64, run_id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE trigger_requests SET run_id = ?2 WHERE id = ?1")
+    /// Records what became of a trigger request.
+    pub async fn set_trigger_outcome(
+        &self,
+        request: i64,
+        outcome: TriggerOutcome,
+        run_id: Option<i64>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1")
             .bind(request)
+            .bind(outcome.as_str())
             .bind(run_id)
+            .bind(detail)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -878,6 +892,48 @@ impl FromStr for RunStatus {
     }
 }
 
+/// What became of a manual trigger request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerOutcome {
+    /// A run started.
+    Started,
+    /// It waits behind an active run, or for a free run slot.
+    Queued,
+    /// It was not run.
+    Skipped,
+}
+
+impl TriggerOutcome {
+    /// The name stored in `trigger_requests.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerOutcome::Started => "started",
+            TriggerOutcome::Queued => "queued",
+            TriggerOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// The outcome of a stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Started, Self::Queued, Self::Skipped]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
+/// Where a manual trigger request stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriggerState {
+    /// A daemon took it.
+    pub claimed: bool,
+    /// What became of it, once known.
+    pub outcome: Option<TriggerOutcome>,
+    /// The run it started, or the row of its skip.
+    pub run_id: Option<i64>,
+    /// Behind what it waits, or why it was skipped.
+    pub detail: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1028,15 +1084,29 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].job, "b");
         let req = store.request_trigger("a").await.unwrap();
-        assert_eq!(store.trigger_state(req).await.unwrap(), (false, None));
+        assert_eq!(
+            store.trigger_state(req).await.unwrap(),
+            TriggerState::default()
+        );
         assert_eq!(
             store.claim_triggers("n1").await.unwrap(),
             [(req, "a".into())]
         );
         assert!(store.claim_triggers("n1").await.unwrap().is_empty());
-        assert_eq!(store.trigger_state(req).await.unwrap(), (true, None));
-        store.set_trigger_run(req, 7).await.unwrap();
-        assert_eq!(store.trigger_state(req).await.unwrap(), (true, Some(7)));
+        assert!(store.trigger_state(req).await.unwrap().claimed);
+        store
+            .set_trigger_outcome(req, TriggerOutcome::Skipped, Some(7), Some("why"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.trigger_state(req).await.unwrap(),
+            TriggerState {
+                claimed: true,
+                outcome: Some(TriggerOutcome::Skipped),
+                run_id: Some(7),
+                detail: Some("why".into())
+            }
+        );
         assert_eq!(
             store
                 .prune(parse_ts("2026-01-01T00:00:00.500Z").unwrap())

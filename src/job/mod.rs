@@ -70,6 +70,19 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// How many firings lie in `[first, last]` (jitter included); `None` when over `limit`.
+    pub fn count_fires(&self, first: DateTime<Utc>, last: DateTime<Utc>, limit: u64) -> Option<u64> {
+        let (Some(a), Some(b)) = (
+            first.checked_sub_signed(self.jitter),
+            last.checked_sub_signed(self.jitter),
+        ) else {
+            return Some(0);
+        };
+        self.schedule.count_between(a, b, limit)
+    }
+}
+
 /// The kinds of work a job can do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobKind {
