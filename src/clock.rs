@@ -87,6 +87,14 @@ impl Clock {
         true
     }
 
+    /// Sets a manual clock to `t` now, as a step of the system clock would (for tests).
+    pub fn set(&self, t: DateTime<Utc>) {
+        if let Ok(mut a) = self.anchor.lock() {
+            *a = (t, Instant::now());
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
     /// Checks the system clock every second until `cancel`.
     pub async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

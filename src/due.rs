@@ -73,6 +73,8 @@ pub struct Plan {
 const MAX_LATE: usize = 1000;
 
 const MS: TimeDelta = TimeDelta::milliseconds(1);
+/// Just before an instant (`now` and what derives from it are finer than occurrences).
+const NS: TimeDelta = TimeDelta::nanoseconds(1);
 
 /// Splits the occurrences of `spec` in `(after, upto]` (`upto <= now`).
 pub fn plan(
@@ -81,6 +83,19 @@ pub fn plan(
     upto: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Plan {
+    // The common case, one occurrence due and on time or late, costs two forward searches
+    // (a backward one can walk a whole year for a yearly pattern).
+    let grace_start = now - LATE_GRACE;
+    if let Some(first) = spec.next_fire_after(after).filter(|t| *t <= upto)
+        && first >= grace_start
+        && spec.next_fire_after(first).is_none_or(|t| t > upto)
+    {
+        return Plan {
+            late: vec![first],
+            newest: Some(first),
+            ..Plan::default()
+        };
+    }
     let mut p = Plan {
         newest: spec.latest_fire_at_or_before(upto).filter(|t| *t > after),
         ..Plan::default()
@@ -89,8 +104,7 @@ pub fn plan(
         return p;
     }
     // Late: at or after `now - LATE_GRACE`. Missed: before it.
-    let grace_start = now - LATE_GRACE;
-    let mut t = after.max(grace_start - MS);
+    let mut t = after.max(grace_start - NS);
     while let Some(n) = spec.next_fire_after(t).filter(|n| *n <= upto) {
         if p.late.len() >= MAX_LATE {
             break;
@@ -98,7 +112,7 @@ pub fn plan(
         p.late.push(n);
         t = n;
     }
-    let missed_upto = p.late.first().map_or(upto, |t| *t - MS).min(grace_start - MS);
+    let missed_upto = p.late.first().map_or(upto, |t| *t - MS).min(grace_start - NS);
     let Some(newest_missed) = spec
         .latest_fire_at_or_before(missed_upto)
         .filter(|t| *t > after)
@@ -149,7 +163,7 @@ pub fn plan(
         return p;
     }
     let outside_last = spec
-        .latest_fire_at_or_before(window_start - MS)
+        .latest_fire_at_or_before(window_start - NS)
         .filter(|t| *t >= left_first)
         .unwrap_or(left_first)
         .min(left_last);
@@ -271,6 +285,18 @@ mod tests {
         assert_eq!(p.not_run.len(), 2);
         assert_eq!(p.not_run[1].why, NotRun::NotLatest);
         assert_eq!(p.not_run[1].first, utc("2026-01-01T01:00:00Z"));
+    }
+
+    #[test]
+    fn lateness_is_compared_to_the_microsecond() {
+        let spec = every(1, CatchUp::Skip, 86_400);
+        let now = utc("2026-01-01T00:01:01.000845Z");
+        let p = plan(&spec, utc("2026-01-01T00:00:00Z"), now, now);
+        // 00:00:01 is 60.000845 s late: missed.
+        assert_eq!(p.late.first(), Some(&utc("2026-01-01T00:00:02Z")));
+        assert_eq!(p.late.len(), 60);
+        assert_eq!(p.not_run[0].last, utc("2026-01-01T00:00:01Z"));
+        assert_eq!(accounted(&spec, &p), 61);
     }
 
     #[test]
