@@ -210,6 +210,11 @@ impl JobSlot {
         }
     }
 
+    /// Firings waiting in the job's queue (`overlap = "queue"`).
+    pub fn waiting(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.pending.len())
+    }
+
     fn active_run(&self) -> Option<i64> {
         match self.active.load(Ordering::Relaxed) {
             0 => None,

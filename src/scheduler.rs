@@ -63,21 +63,18 @@ impl Entry {
     }
 
     /// The first occurrence after `t` that was not handled already.
-    fn next_after(&mut self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut n = self.spec.next_fire_after(t)?;
-        while let Some(&(from, to)) = self.done.first() {
-            if n <= from {
-                break;
-            }
-            if n <= to {
+        for &(from, to) in &self.done {
+            if n > from && n <= to {
                 n = self.spec.next_fire_after(to)?;
             }
-            self.done.remove(0);
         }
         Some(n)
     }
 
-    /// Handles every occurrence in `(last, now]` that was not handled already.
+    /// Handles every occurrence in `(last, now]` that was not handled already; the cursor
+    /// jumps over each stretch handled before the clock stepped back.
     fn due(&mut self, ctx: &Arc<Context>, now: DateTime<Utc>) {
         loop {
             let hole = self.done.first().copied().filter(|(from, _)| *from < now);
@@ -547,6 +544,7 @@ mod tests {
     use crate::recorder::Recorder;
     use crate::schedule::CronCache;
     use crate::store::Record;
+    use chrono::DurationRound;
     use std::time::Duration;
 
     fn services() -> crate::job::Services {
@@ -560,6 +558,12 @@ mod tests {
     /// A scheduler on a manual clock starting at `start`, its records going to the receiver.
     fn scheduler_at(start: &str) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
         let clock = Arc::new(Clock::manual(utc(start)));
+        scheduler_on(clock)
+    }
+
+    fn scheduler_on(
+        clock: Arc<Clock>,
+    ) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
         let (recorder, rx) = Recorder::channel();
         let ctx = Arc::new(Context::new(
             clock,
@@ -789,5 +793,221 @@ mod tests {
                 ("later".to_string(), utc("2026-01-01T12:00:05Z"))
             ]
         );
+    }
+
+    fn command(spec: JobSpec, argv: &[&str]) -> JobSpec {
+        JobSpec {
+            kind: JobKind::Command(CommandJob {
+                line: crate::job::command::CommandLine::Argv(
+                    argv.iter().map(ToString::to_string).collect(),
+                ),
+                env: Default::default(),
+                working_dir: None,
+                user: None,
+                umask: None,
+                clean_env: false,
+            }),
+            ..spec
+        }
+    }
+
+    /// The intended times of the runs started, until `n` of them. (With real processes on a
+    /// paused clock, virtual time may run ahead while a process starts: a start can be late,
+    /// never early.)
+    async fn started(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let Some(Record::Started(s)) = rx.recv().await {
+                assert!(s.started_at >= Some(s.scheduled_for), "ahead of the clock: {s:?}");
+                out.push(s.scheduled_for);
+            }
+        }
+        out
+    }
+
+    /// The clock steps back 10 s after an every-second job ran a few times: the job goes on
+    /// at the new times at once, skips what it already ran when the clock reaches it again,
+    /// and goes on after it: every second runs exactly once, none ahead of the clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_backward_step_goes_on_at_the_new_times_and_runs_nothing_twice() {
+        let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00.500Z")));
+        let (mut sched, mut rx) = scheduler_on(Arc::clone(&clock));
+        sched.apply(
+            vec![job("s", Schedule::Every(Duration::from_secs(1)))],
+            &HashMap::new(),
+        );
+        let mut times = started(&mut rx, 5).await;
+        let ran_before = sched.shared.lock().jobs["s"].last;
+        let to = clock.now() - TimeDelta::seconds(10);
+        clock.set(to);
+        while !times.contains(&(ran_before + TimeDelta::seconds(2))) {
+            times.extend(started(&mut rx, 1).await);
+        }
+        let mut sorted = times.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), times.len(), "an occurrence ran twice: {times:?}");
+        // The first occurrence after the new time (at most the second of the step is missed).
+        let first_new = to.duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(1);
+        assert_eq!(sorted[0], first_new, "{times:?}");
+        for w in sorted.windows(2) {
+            assert_eq!(w[1] - w[0], TimeDelta::seconds(1), "a second was missed: {sorted:?}");
+        }
+    }
+
+    /// A daily 00:00:03 job that ran, then a step back of 1 h (under the bound): it does not
+    /// run again when the clock reaches 00:00:03 a second time. A step of 4 h (over the
+    /// bound) rebuilds the schedule from the new time: it does.
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_time_job_reruns_only_after_a_step_over_the_bound() {
+        for (back_h, runs_again) in [(1, false), (4, true)] {
+            let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00Z")));
+            let (mut sched, mut rx) = scheduler_on(Arc::clone(&clock));
+            let mut cache = CronCache::default();
+            let daily = Schedule::Cron {
+                expr: "3 0 0 * * *".into(),
+                cron: cache.parse("3 0 0 * * *").unwrap(),
+                tz: chrono_tz::Tz::UTC,
+            };
+            sched.apply(vec![job("d", daily)], &HashMap::new());
+            assert_eq!(started(&mut rx, 1).await, [utc("2026-01-01T00:00:03Z")]);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            clock.set(clock.now() - TimeDelta::hours(back_h));
+            let again = tokio::time::timeout(Duration::from_secs(5 * 3600), started(&mut rx, 1)).await;
+            assert_eq!(again.is_ok(), runs_again, "step back {back_h} h: {again:?}");
+        }
+    }
+
+    /// Waits (in virtual time) until `job`'s queue holds `n` firings.
+    async fn queued(sched: &Scheduler, job: &str, n: usize) {
+        loop {
+            let len = {
+                let t = sched.shared.lock();
+                t.jobs[job].slot.as_ref().map_or(0, |s| s.waiting())
+            };
+            if len >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every record until the scheduler's runs are all over.
+    async fn records_until_idle(
+        sched: &Scheduler,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>,
+    ) -> Vec<Record> {
+        sched.ctx.tracker.close();
+        sched.ctx.tracker.wait().await;
+        let mut out = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
+    fn skipped_reasons(records: &[Record], job: &str) -> Vec<String> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Complete(s, e) if s.job == job && e.status == RunStatus::Skipped => {
+                    e.error.clone()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn starts(records: &[Record], job: &str) -> usize {
+        records
+            .iter()
+            .filter(|r| matches!(r, Record::Started(s) if s.job == job))
+            .count()
+    }
+
+    /// Shutdown with firings queued behind a run: the run finishes, no queued firing starts,
+    /// and each is recorded `skipped` "daemon stopping".
+    #[tokio::test(start_paused = true)]
+    async fn at_stop_queued_firings_are_recorded_and_never_start() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let mut spec = command(job("q", Schedule::Every(Duration::from_secs(1))), &["sleep", "1"]);
+        spec.overlap = Overlap::Queue;
+        sched.apply(vec![spec], &HashMap::new());
+        started(&mut rx, 1).await;
+        queued(&sched, "q", 3).await;
+        sched.ctx.draining.cancel();
+        sched.shared.lock().jobs.clear();
+        let records = records_until_idle(&sched, &mut rx).await;
+        assert_eq!(starts(&records, "q"), 0, "{records:#?}");
+        let reasons = skipped_reasons(&records, "q");
+        assert!(reasons.len() >= 3, "{records:#?}");
+        assert!(reasons.iter().all(|r| r.starts_with("daemon stopping")), "{reasons:?}");
+        assert!(records.iter().any(|r| matches!(r, Record::Finished(e) if e.status == RunStatus::Succeeded)));
+    }
+
+    /// A reload that renames a job with firings queued: the old name's queued firings are
+    /// recorded `skipped` and never start; the new name is a new job and fires.
+    #[tokio::test(start_paused = true)]
+    async fn a_renamed_job_drops_its_queue_and_the_new_name_fires() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let mut spec = command(job("old", Schedule::Every(Duration::from_secs(1))), &["sleep", "1"]);
+        spec.overlap = Overlap::Queue;
+        sched.apply(vec![spec.clone()], &HashMap::new());
+        started(&mut rx, 1).await;
+        queued(&sched, "old", 3).await;
+        let renamed = JobSpec {
+            name: "new".into(),
+            ..spec
+        };
+        let changes = sched.apply(vec![renamed], &HashMap::new());
+        assert_eq!((changes.added, changes.removed), (vec!["new".to_string()], vec!["old".to_string()]));
+        let mut new_starts = 0;
+        let mut seen = Vec::new();
+        while new_starts < 2 {
+            let r = rx.recv().await.unwrap();
+            if let Record::Started(s) = &r {
+                assert_eq!(s.job, "new", "the removed job started a run: {s:?}");
+                new_starts += 1;
+            }
+            seen.push(r);
+        }
+        sched.ctx.draining.cancel();
+        seen.extend(records_until_idle(&sched, &mut rx).await);
+        let reasons = skipped_reasons(&seen, "old");
+        assert!(reasons.len() >= 3, "{seen:#?}");
+        assert!(reasons.iter().all(|r| r.starts_with("job removed")), "{reasons:?}");
+        assert_eq!(starts(&seen, "old"), 0);
+    }
+
+    /// What `hourglass trigger` hears: started with the run id; skipped behind that run
+    /// (overlap = "skip"); queued behind it (overlap = "queue").
+    #[tokio::test(start_paused = true)]
+    async fn a_manual_trigger_says_started_queued_or_skipped() {
+        let (mut sched, _rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let mut skip = command(job("skip", Schedule::Every(Duration::from_secs(3600))), &["sleep", "1"]);
+        skip.enabled = false;
+        let queue = JobSpec {
+            name: "queue".into(),
+            overlap: Overlap::Queue,
+            ..skip.clone()
+        };
+        skip.overlap = Overlap::Skip;
+        sched.apply(vec![skip, queue], &HashMap::new());
+        let first = sched.trigger("skip").unwrap().await.unwrap();
+        let Dispatched::Started(id) = first else { panic!("{first:?}") };
+        match sched.trigger("skip").unwrap().await.unwrap() {
+            Dispatched::Skipped { reason, .. } => {
+                assert_eq!(reason, format!("run {id} is still active (overlap = \"skip\")"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let Dispatched::Started(q) = sched.trigger("queue").unwrap().await.unwrap() else {
+            panic!("not started")
+        };
+        let second = sched.trigger("queue").unwrap().await.unwrap();
+        assert_eq!(second, Dispatched::Queued { behind: Some(q), ahead: 0 });
+        let third = sched.trigger("queue").unwrap().await.unwrap();
+        assert_eq!(third, Dispatched::Queued { behind: Some(q), ahead: 1 });
+        assert!(sched.trigger("nope").is_none());
     }
 }
