@@ -2114,7 +2114,10 @@ mod tests {
             Ok(ny)
         );
         let e = system_tz(Some("Mars/Olympus")).unwrap_err();
-        assert!(e.starts_with("TZ=\"Mars/Olympus\" is not an IANA time zone"), "{e}");
+        assert!(
+            e.starts_with("TZ=\"Mars/Olympus\" is not an IANA time zone"),
+            "{e}"
+        );
         assert!(system_tz(Some("")).is_ok());
     }
 }

@@ -77,12 +77,7 @@ const MS: TimeDelta = TimeDelta::milliseconds(1);
 const NS: TimeDelta = TimeDelta::nanoseconds(1);
 
 /// Splits the occurrences of `spec` in `(after, upto]` (`upto <= now`).
-pub fn plan(
-    spec: &JobSpec,
-    after: DateTime<Utc>,
-    upto: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Plan {
+pub fn plan(spec: &JobSpec, after: DateTime<Utc>, upto: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
     // The common case, one occurrence due and on time or late, costs two forward searches
     // (a backward one can walk a whole year for a yearly pattern).
     let grace_start = now - LATE_GRACE;
@@ -112,7 +107,11 @@ pub fn plan(
         p.late.push(n);
         t = n;
     }
-    let missed_upto = p.late.first().map_or(upto, |t| *t - MS).min(grace_start - NS);
+    let missed_upto = p
+        .late
+        .first()
+        .map_or(upto, |t| *t - MS)
+        .min(grace_start - NS);
     let Some(newest_missed) = spec
         .latest_fire_at_or_before(missed_upto)
         .filter(|t| *t > after)
@@ -172,7 +171,10 @@ pub fn plan(
         last: outside_last,
         why: NotRun::OutsideWindow,
     });
-    if let Some(inside_first) = spec.next_fire_after(outside_last).filter(|t| *t <= left_last) {
+    if let Some(inside_first) = spec
+        .next_fire_after(outside_last)
+        .filter(|t| *t <= left_last)
+    {
         p.not_run.push(Missed {
             first: inside_first,
             last: left_last,

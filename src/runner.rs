@@ -237,14 +237,22 @@ async fn queue_worker(slot: Arc<JobSlot>) {
             Err(_) => None,
         };
         let Some(firing) = next else { return };
-        if let Some(p) = firing.wait_turn("waiting in the queue (overlap = \"queue\")").await {
+        if let Some(p) = firing
+            .wait_turn("waiting in the queue (overlap = \"queue\")")
+            .await
+        {
             firing.run(Some(p)).await;
         }
     }
 }
 
 /// Starts a firing of `job` for `scheduled_for` under the job's overlap policy. Returns at once.
-pub fn fire(ctx: &Arc<Context>, slot: &Arc<JobSlot>, job: &Arc<JobSpec>, scheduled_for: DateTime<Utc>) {
+pub fn fire(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+) {
     let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
     dispatch(firing, job.overlap);
 }

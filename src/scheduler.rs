@@ -230,7 +230,9 @@ impl Timers {
             entry.next = entry.next_after(entry.last);
             match entry.wake() {
                 Some(w) => self.heap.push(w),
-                None => tracing::debug!(job = %entry.spec.name, "no further occurrence; timer ends"),
+                None => {
+                    tracing::debug!(job = %entry.spec.name, "no further occurrence; timer ends")
+                }
             }
         }
         None
@@ -468,12 +470,11 @@ fn schedule(
 ) {
     let last = match last_fired.get(&spec.name) {
         Some(t) => (*t).min(now),
-        // A one-shot time that passed moments ago (the daemon was starting or reloading)
-        // still runs, as a late firing would.
+        // A one-shot time that passed and never fired is due: late (it runs) if it passed at
+        // most 60 s ago, else missed (its `catch_up` policy says whether it runs; either way
+        // it gets a row).
         None => match spec.schedule {
-            Schedule::At(at) if at <= now && now - at <= LATE_GRACE => {
-                at - TimeDelta::milliseconds(1)
-            }
+            Schedule::At(at) if at <= now => at - TimeDelta::milliseconds(1),
             _ => now,
         },
     };
@@ -772,26 +773,56 @@ mod tests {
     }
 
     /// A one-shot time that passed seconds before the job was scheduled still runs (late);
-    /// one that passed minutes before does not.
+    /// one that passed minutes before is missed: with `catch_up = "skip"` it gets a `skipped`
+    /// row, with `catch_up = "latest"` it runs as a catch-up.
     #[tokio::test(start_paused = true)]
     async fn a_just_missed_one_shot_still_runs() {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T12:00:00Z");
         let recent = job("recent", Schedule::At(utc("2026-01-01T11:59:50Z")));
         let old = job("old", Schedule::At(utc("2026-01-01T11:58:00Z")));
+        let caught = JobSpec {
+            catch_up: CatchUp::Latest,
+            ..job("caught", Schedule::At(utc("2026-01-01T11:58:00Z")))
+        };
         let later = job("later", Schedule::At(utc("2026-01-01T12:00:05Z")));
-        sched.apply(vec![recent, old, later], &HashMap::new());
-        let mut fired = Vec::new();
-        while fired.len() < 2 {
-            if let Some(Record::Fired { job, scheduled_for }) = rx.recv().await {
-                fired.push((job, scheduled_for));
+        sched.apply(vec![recent, old, caught, later], &HashMap::new());
+        let mut started = Vec::new();
+        let mut skipped = Vec::new();
+        while started.len() < 3 || skipped.is_empty() {
+            match rx.recv().await {
+                Some(Record::Started(s)) => started.push((s.job, s.scheduled_for, s.trigger)),
+                Some(Record::Complete(s, e)) => skipped.push((s.job, e.error.unwrap())),
+                _ => {}
             }
         }
+        started.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
-            fired,
+            started,
             [
-                ("recent".to_string(), utc("2026-01-01T11:59:50Z")),
-                ("later".to_string(), utc("2026-01-01T12:00:05Z"))
+                (
+                    "caught".to_string(),
+                    utc("2026-01-01T11:58:00Z"),
+                    Trigger::CatchUp
+                ),
+                (
+                    "later".to_string(),
+                    utc("2026-01-01T12:00:05Z"),
+                    Trigger::Schedule
+                ),
+                (
+                    "recent".to_string(),
+                    utc("2026-01-01T11:59:50Z"),
+                    Trigger::Schedule
+                ),
             ]
+        );
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0, "old");
+        assert!(
+            skipped[0]
+                .1
+                .starts_with("missed (catch_up = \"skip\"): 1 firing(s)"),
+            "{skipped:?}"
         );
     }
 
@@ -814,11 +845,17 @@ mod tests {
     /// The intended times of the runs started, until `n` of them. (With real processes on a
     /// paused clock, virtual time may run ahead while a process starts: a start can be late,
     /// never early.)
-    async fn started(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>, n: usize) -> Vec<DateTime<Utc>> {
+    async fn started(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>,
+        n: usize,
+    ) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();
         while out.len() < n {
             if let Some(Record::Started(s)) = rx.recv().await {
-                assert!(s.started_at >= Some(s.scheduled_for), "ahead of the clock: {s:?}");
+                assert!(
+                    s.started_at >= Some(s.scheduled_for),
+                    "ahead of the clock: {s:?}"
+                );
                 out.push(s.scheduled_for);
             }
         }
@@ -846,12 +883,20 @@ mod tests {
         let mut sorted = times.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(sorted.len(), times.len(), "an occurrence ran twice: {times:?}");
+        assert_eq!(
+            sorted.len(),
+            times.len(),
+            "an occurrence ran twice: {times:?}"
+        );
         // The first occurrence after the new time (at most the second of the step is missed).
         let first_new = to.duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(1);
         assert_eq!(sorted[0], first_new, "{times:?}");
         for w in sorted.windows(2) {
-            assert_eq!(w[1] - w[0], TimeDelta::seconds(1), "a second was missed: {sorted:?}");
+            assert_eq!(
+                w[1] - w[0],
+                TimeDelta::seconds(1),
+                "a second was missed: {sorted:?}"
+            );
         }
     }
 
@@ -873,7 +918,8 @@ mod tests {
             assert_eq!(started(&mut rx, 1).await, [utc("2026-01-01T00:00:03Z")]);
             tokio::time::sleep(Duration::from_secs(2)).await;
             clock.set(clock.now() - TimeDelta::hours(back_h));
-            let again = tokio::time::timeout(Duration::from_secs(5 * 3600), started(&mut rx, 1)).await;
+            let again =
+                tokio::time::timeout(Duration::from_secs(5 * 3600), started(&mut rx, 1)).await;
             assert_eq!(again.is_ok(), runs_again, "step back {back_h} h: {again:?}");
         }
     }
@@ -930,7 +976,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn at_stop_queued_firings_are_recorded_and_never_start() {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
-        let mut spec = command(job("q", Schedule::Every(Duration::from_secs(1))), &["sleep", "1"]);
+        let mut spec = command(
+            job("q", Schedule::Every(Duration::from_secs(1))),
+            &["sleep", "1"],
+        );
         spec.overlap = Overlap::Queue;
         sched.apply(vec![spec], &HashMap::new());
         started(&mut rx, 1).await;
@@ -941,8 +990,15 @@ mod tests {
         assert_eq!(starts(&records, "q"), 0, "{records:#?}");
         let reasons = skipped_reasons(&records, "q");
         assert!(reasons.len() >= 3, "{records:#?}");
-        assert!(reasons.iter().all(|r| r.starts_with("daemon stopping")), "{reasons:?}");
-        assert!(records.iter().any(|r| matches!(r, Record::Finished(e) if e.status == RunStatus::Succeeded)));
+        assert!(
+            reasons.iter().all(|r| r.starts_with("daemon stopping")),
+            "{reasons:?}"
+        );
+        assert!(
+            records
+                .iter()
+                .any(|r| matches!(r, Record::Finished(e) if e.status == RunStatus::Succeeded))
+        );
     }
 
     /// A reload that renames a job with firings queued: the old name's queued firings are
@@ -950,7 +1006,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_renamed_job_drops_its_queue_and_the_new_name_fires() {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
-        let mut spec = command(job("old", Schedule::Every(Duration::from_secs(1))), &["sleep", "1"]);
+        let mut spec = command(
+            job("old", Schedule::Every(Duration::from_secs(1))),
+            &["sleep", "1"],
+        );
         spec.overlap = Overlap::Queue;
         sched.apply(vec![spec.clone()], &HashMap::new());
         started(&mut rx, 1).await;
@@ -960,7 +1019,10 @@ mod tests {
             ..spec
         };
         let changes = sched.apply(vec![renamed], &HashMap::new());
-        assert_eq!((changes.added, changes.removed), (vec!["new".to_string()], vec!["old".to_string()]));
+        assert_eq!(
+            (changes.added, changes.removed),
+            (vec!["new".to_string()], vec!["old".to_string()])
+        );
         let mut new_starts = 0;
         let mut seen = Vec::new();
         while new_starts < 2 {
@@ -975,7 +1037,10 @@ mod tests {
         seen.extend(records_until_idle(&sched, &mut rx).await);
         let reasons = skipped_reasons(&seen, "old");
         assert!(reasons.len() >= 3, "{seen:#?}");
-        assert!(reasons.iter().all(|r| r.starts_with("job removed")), "{reasons:?}");
+        assert!(
+            reasons.iter().all(|r| r.starts_with("job removed")),
+            "{reasons:?}"
+        );
         assert_eq!(starts(&seen, "old"), 0);
     }
 
@@ -984,7 +1049,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_manual_trigger_says_started_queued_or_skipped() {
         let (mut sched, _rx) = scheduler_at("2026-01-01T00:00:00Z");
-        let mut skip = command(job("skip", Schedule::Every(Duration::from_secs(3600))), &["sleep", "1"]);
+        let mut skip = command(
+            job("skip", Schedule::Every(Duration::from_secs(3600))),
+            &["sleep", "1"],
+        );
         skip.enabled = false;
         let queue = JobSpec {
             name: "queue".into(),
@@ -994,10 +1062,15 @@ mod tests {
         skip.overlap = Overlap::Skip;
         sched.apply(vec![skip, queue], &HashMap::new());
         let first = sched.trigger("skip").unwrap().await.unwrap();
-        let Dispatched::Started(id) = first else { panic!("{first:?}") };
+        let Dispatched::Started(id) = first else {
+            panic!("{first:?}")
+        };
         match sched.trigger("skip").unwrap().await.unwrap() {
             Dispatched::Skipped { reason, .. } => {
-                assert_eq!(reason, format!("run {id} is still active (overlap = \"skip\")"));
+                assert_eq!(
+                    reason,
+                    format!("run {id} is still active (overlap = \"skip\")")
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1005,9 +1078,21 @@ mod tests {
             panic!("not started")
         };
         let second = sched.trigger("queue").unwrap().await.unwrap();
-        assert_eq!(second, Dispatched::Queued { behind: Some(q), ahead: 0 });
+        assert_eq!(
+            second,
+            Dispatched::Queued {
+                behind: Some(q),
+                ahead: 0
+            }
+        );
         let third = sched.trigger("queue").unwrap().await.unwrap();
-        assert_eq!(third, Dispatched::Queued { behind: Some(q), ahead: 1 });
+        assert_eq!(
+            third,
+            Dispatched::Queued {
+                behind: Some(q),
+                ahead: 1
+            }
+        );
         assert!(sched.trigger("nope").is_none());
     }
 }

@@ -541,12 +541,14 @@ impl Store {
         .bind(request)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
-            claimed: c.is_some(),
-            outcome: o.as_deref().and_then(TriggerOutcome::from_name),
-            run_id: r,
-            detail: d,
-        }))
+        Ok(
+            row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
+                claimed: c.is_some(),
+                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
+                run_id: r,
+                detail: d,
+            }),
+        )
     }
 
     /// Records what became of a trigger request.
@@ -557,13 +559,15 @@ impl Store {
         run_id: Option<i64>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1")
-            .bind(request)
-            .bind(outcome.as_str())
-            .bind(run_id)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1",
+        )
+        .bind(request)
+        .bind(outcome.as_str())
+        .bind(run_id)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -72,7 +72,12 @@ impl JobSpec {
 
 impl JobSpec {
     /// How many firings lie in `[first, last]` (jitter included); `None` when over `limit`.
-    pub fn count_fires(&self, first: DateTime<Utc>, last: DateTime<Utc>, limit: u64) -> Option<u64> {
+    pub fn count_fires(
+        &self,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        limit: u64,
+    ) -> Option<u64> {
         let (Some(a), Some(b)) = (
             first.checked_sub_signed(self.jitter),
             last.checked_sub_signed(self.jitter),

@@ -269,6 +269,46 @@ impl Daemon {
     }
 }
 
+/// The daemon's wall clock, moved by libfaketime (Debian package `faketime`) through a file it
+/// reads at every clock call; the monotonic clock stays real, as after a `settimeofday` step.
+pub struct FakeClock {
+    file: PathBuf,
+}
+
+impl FakeClock {
+    /// Sets the daemon's wall clock to the real one plus `secs` (negative: behind).
+    pub fn set_offset(&self, secs: i64) {
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{secs:+}\n")).unwrap();
+        std::fs::rename(tmp, &self.file).unwrap();
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon (at the next `spawn`) under libfaketime, its clock at offset 0.
+    pub fn fake_clock(&mut self) -> FakeClock {
+        let lib = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+            .find(|p| p.exists())
+            .expect("libfaketime (Debian package faketime) is not installed");
+        let clock = FakeClock {
+            file: self.path("faketime"),
+        };
+        clock.set_offset(0);
+        for (k, v) in [
+            ("LD_PRELOAD", lib.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.file.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("DONT_FAKE_MONOTONIC", "1".into()),
+        ] {
+            self.extra_env.push((k.into(), v));
+        }
+        clock
+    }
+}
+
 pub fn cli(config: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--config")

@@ -1,0 +1,394 @@
+//! The edges, end to end on the real binary: the wall clock stepping forward and back (under
+//! libfaketime, the monotonic clock left real), a stop and a reload with firings queued, `TZ`,
+//! and what `hourglass trigger` says.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{Daemon, finished, ts, wait_for};
+use hourglass::store::RunRow;
+use nix::sys::signal::Signal;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A row standing for several missed firings: (count, first, last).
+fn summary(r: &RunRow) -> Option<(i64, DateTime<Utc>, DateTime<Utc>)> {
+    let d = r.details.as_ref()?;
+    Some((
+        d["missed_firings"].as_i64()?,
+        ts(d["first"].as_str()?),
+        ts(d["last"].as_str()?),
+    ))
+}
+
+/// How many times each occurrence (every `period`) from the job's first to its last row is
+/// accounted for, by a row of its own or inside a summary row's range.
+fn coverage(rows: &[RunRow], period: TimeDelta) -> BTreeMap<DateTime<Utc>, u32> {
+    let mut seen: BTreeMap<DateTime<Utc>, u32> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.attempt == 1) {
+        match summary(r) {
+            Some((n, first, last)) => {
+                let mut t = first;
+                let mut counted = 0;
+                while t <= last {
+                    *seen.entry(t).or_default() += 1;
+                    counted += 1;
+                    t += period;
+                }
+                assert_eq!(counted, n, "summary row count: {r:#?}");
+            }
+            None => *seen.entry(ts(&r.scheduled_for)).or_default() += 1,
+        }
+    }
+    let (first, last) = (*seen.keys().next().unwrap(), *seen.keys().last().unwrap());
+    let mut t = first;
+    while t <= last {
+        seen.entry(t).or_default();
+        t += period;
+    }
+    seen
+}
+
+fn assert_each_once(job: &str, rows: &[RunRow], period: TimeDelta) {
+    let cov = coverage(rows, period);
+    let wrong: Vec<_> = cov.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "{job}: occurrences not accounted for exactly once: {:?}",
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// When the daemon noticed the clock step (its own clock), from its log.
+fn noticed_step(d: &Daemon) -> DateTime<Utc> {
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("system clock jumped"))
+        .unwrap_or_else(|| panic!("the daemon did not notice the step:\n{log}"));
+    let stamp = line.split_whitespace().next().unwrap();
+    DateTime::parse_from_rfc3339(stamp)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+const FORWARD_JOBS: &str = r#"
+[jobs.skip]
+schedule = "* * * * * *"
+command = "true"
+
+[jobs.latest]
+schedule = "* * * * * *"
+catch_up = "latest"
+catch_up_window = "3h"
+command = "true"
+
+[jobs.all]
+schedule = "* * * * * *"
+catch_up = "all"
+catch_up_window = "3h"
+command = "true"
+
+[jobs.all10]
+schedule = "*/10 * * * * *"
+catch_up = "all"
+catch_up_window = "3h"
+command = "true"
+"#;
+
+/// The wall clock steps forward 1 h, and 2 h: each occurrence in between is accounted for
+/// exactly once (a run, or inside one `skipped` row per reason with its count); `skip` runs
+/// none of the missed ones, `latest` one, `all` each one up to the cap of 1000 (the newest),
+/// none beyond; firings at most 60 s late run as `schedule`, older ones as `catch_up`.
+#[test]
+fn forward_steps_follow_each_catch_up_policy() {
+    for hours in [1, 2] {
+        let mut d = Daemon::prepare("", FORWARD_JOBS);
+        let clock = d.fake_clock();
+        d.spawn();
+        d.wait_note("READY=1", 20 * SEC);
+        d.wait_runs("all10", 15 * SEC, "a first firing", |r| !r.is_empty());
+        clock.set_offset(hours * 3600);
+        let missed_10s = (hours * 360 - 6) as usize;
+        d.wait_runs("all10", 60 * SEC, "its catch-up", |r| {
+            r.iter().filter(|r| r.trigger == "catch_up").count() >= missed_10s
+                && r.iter().all(finished)
+        });
+        d.wait_runs("all", 90 * SEC, "its catch-up", |r| {
+            r.iter()
+                .filter(|r| r.trigger == "catch_up" && r.status == "succeeded")
+                .count()
+                >= 1000
+        });
+        std::thread::sleep(2 * SEC);
+        d.signal(Signal::SIGTERM);
+        assert!(d.wait_exit(20 * SEC).success());
+        let noticed = noticed_step(&d);
+        for (job, period) in [("skip", 1), ("latest", 1), ("all", 1), ("all10", 10)] {
+            let rows = d.runs_of(job);
+            assert_each_once(job, &rows, TimeDelta::seconds(period));
+            let ran_catch_up = rows
+                .iter()
+                .filter(|r| r.trigger == "catch_up" && summary(r).is_none())
+                .count();
+            let expected = match job {
+                "skip" => 0,
+                "latest" => 1,
+                "all" => 1000,
+                _ => missed_10s,
+            };
+            assert_eq!(ran_catch_up, expected, "{job}, {hours} h: catch-up runs");
+            for r in &rows {
+                let at = ts(&r.scheduled_for);
+                let lateness = noticed - at;
+                if r.trigger == "catch_up" && summary(r).is_none() {
+                    assert!(lateness > TimeDelta::seconds(59), "{job}: {r:#?}");
+                    assert_eq!(r.status, "succeeded", "{job}: {r:#?}");
+                } else if r.trigger == "schedule" && lateness > TimeDelta::seconds(61) {
+                    // Only the firings before the step, run on time.
+                    let started = ts(r.started_at.as_deref().unwrap_or(&r.scheduled_for));
+                    assert!(started - at < TimeDelta::seconds(2), "{job}: {r:#?}");
+                }
+            }
+            let summaries: Vec<_> = rows.iter().filter_map(summary).collect();
+            match job {
+                "all10" => assert!(summaries.is_empty(), "{summaries:?}"),
+                "all" => {
+                    // Past the cap: everything missed before the newest 1000.
+                    let past_cap: i64 = summaries.iter().map(|s| s.0).sum();
+                    assert_eq!(past_cap, hours * 3600 - 60 - 1000, "{summaries:?}");
+                }
+                _ => assert_eq!(summaries.len(), 1, "{job}: {summaries:?}"),
+            }
+        }
+    }
+}
+
+/// The wall clock steps back 30 s, then 10 min: an every-second cron job and an `every = "1s"`
+/// job go on at the new times at once (missing at most the second of each step), no
+/// occurrence runs twice, and no run is intended for a time ahead of the clock.
+#[test]
+fn backward_steps_keep_every_second_jobs_firing() {
+    let jobs = "[jobs.sec]\nschedule = \"* * * * * *\"\ncommand = \"true\"\n\n\
+                [jobs.every]\nevery = \"1s\"\ncommand = \"true\"\n";
+    let mut d = Daemon::prepare("", jobs);
+    let clock = d.fake_clock();
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    d.wait_runs("sec", 15 * SEC, "three firings", |r| r.len() >= 3);
+    clock.set_offset(-30);
+    std::thread::sleep(5 * SEC);
+    clock.set_offset(-630);
+    std::thread::sleep(5 * SEC);
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(20 * SEC).success());
+    for job in ["sec", "every"] {
+        let rows = d.runs_of(job);
+        let times: Vec<_> = rows.iter().map(|r| ts(&r.scheduled_for)).collect();
+        let mut unique = times.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            times.len(),
+            "{job}: an occurrence ran twice: {times:?}"
+        );
+        for r in &rows {
+            assert_eq!(r.status, "succeeded", "{r:#?}");
+            assert!(
+                ts(r.started_at.as_deref().unwrap()) >= ts(&r.scheduled_for),
+                "{job}: intended for a time ahead of the clock: {r:#?}"
+            );
+        }
+        // Three stretches, each one second after another; each step lands where the clock
+        // went (the step itself is 30 s, then 600 s, minus the second it took).
+        let mut stretches: Vec<Vec<DateTime<Utc>>> = vec![vec![times[0]]];
+        for w in times.windows(2) {
+            if w[1] < w[0] {
+                stretches.push(Vec::new());
+            } else {
+                assert_eq!(
+                    w[1] - w[0],
+                    TimeDelta::seconds(1),
+                    "{job}: a second was missed: {times:?}"
+                );
+            }
+            stretches.last_mut().unwrap().push(w[1]);
+        }
+        assert_eq!(stretches.len(), 3, "{job}: {times:?}");
+        for (k, step) in [(1, 30), (2, 600)] {
+            let before = *stretches[k - 1].last().unwrap();
+            let back = before - stretches[k][0];
+            assert!(
+                back >= TimeDelta::seconds(step - 2) && back <= TimeDelta::seconds(step),
+                "{job}: step {k} went back {back} from {before}: {times:?}"
+            );
+            assert!(stretches[k].len() >= 3, "{job}: {times:?}");
+        }
+    }
+}
+
+/// SIGTERM with firings queued behind a run (`overlap = "queue"`): the run finishes within
+/// the grace, no queued firing starts after the signal, and each is recorded `skipped`
+/// ("daemon stopping").
+#[test]
+fn sigterm_with_a_queue_starts_nothing_and_records_each_firing() {
+    let jobs = "[jobs.q]\nevery = \"1s\"\noverlap = \"queue\"\ncommand = \"sleep 3\"\n";
+    let mut d = Daemon::start("", jobs);
+    d.wait_runs("q", 15 * SEC, "a run", |r| !r.is_empty());
+    std::thread::sleep(Duration::from_millis(2500));
+    let signalled = Utc::now();
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(20 * SEC).success());
+    let rows = d.runs_of("q");
+    for r in &rows {
+        if let Some(s) = &r.started_at {
+            assert!(ts(s) < signalled, "started after the signal: {r:#?}");
+        }
+    }
+    let stopping: Vec<_> = rows
+        .iter()
+        .filter(|r| r.status == "skipped")
+        .map(|r| r.error.clone().unwrap_or_default())
+        .collect();
+    assert!(stopping.len() >= 2, "{rows:#?}");
+    assert!(
+        stopping.iter().all(|e| e.starts_with("daemon stopping")),
+        "{stopping:?}"
+    );
+    assert!(rows.iter().any(|r| r.status == "succeeded"), "{rows:#?}");
+}
+
+/// A reload renames a job with firings queued, then removes the new name: the old name's
+/// queued firings are recorded `skipped` and none starts after the reload; the new name is a
+/// new job that fires; once removed, it too starts nothing more.
+#[test]
+fn rename_and_removal_drop_the_queue() {
+    let job = |name: &str| {
+        format!("[jobs.{name}]\nevery = \"1s\"\noverlap = \"queue\"\ncommand = \"sleep 2\"\n")
+    };
+    let mut d = Daemon::start("", &job("r"));
+    d.wait_runs("r", 15 * SEC, "a run", |r| !r.is_empty());
+    std::thread::sleep(Duration::from_millis(2500));
+    d.drain_notes();
+    let renamed = Utc::now();
+    d.write_jobs("jobs.toml", &job("r2"));
+    d.wait_note("READY=1", 10 * SEC);
+    d.wait_runs("r2", 10 * SEC, "the new name's run", |r| !r.is_empty());
+    std::thread::sleep(Duration::from_millis(2500));
+    let removed = Utc::now();
+    d.write_jobs("jobs.toml", "");
+    d.wait_note("READY=1", 10 * SEC);
+    std::thread::sleep(4 * SEC);
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(20 * SEC).success());
+    for (name, at) in [("r", renamed), ("r2", removed)] {
+        let rows = d.runs_of(name);
+        for r in &rows {
+            if let Some(s) = &r.started_at {
+                assert!(ts(s) < at, "{name} started after its reload: {r:#?}");
+            }
+        }
+        let dropped: Vec<_> = rows
+            .iter()
+            .filter(|r| r.status == "skipped")
+            .map(|r| r.error.clone().unwrap_or_default())
+            .collect();
+        assert!(!dropped.is_empty(), "{name}: {rows:#?}");
+        assert!(
+            dropped.iter().all(|e| e.starts_with("job removed")),
+            "{name}: {dropped:?}"
+        );
+    }
+}
+
+/// `TZ` (`Area/City` and `:Area/City`) is the default zone when `daemon.timezone` is unset:
+/// `list` shows it, and the daemon fires a cron job at that zone's wall-clock time.
+#[test]
+fn tz_is_the_default_zone_for_list_and_the_daemon() {
+    let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    let at = (Utc::now() + TimeDelta::seconds(4)).with_timezone(&ny);
+    use chrono::Timelike;
+    let cron = format!("{} {} {} * * *", at.second(), at.minute(), at.hour());
+    let jobs = format!("[jobs.ny]\nschedule = \"{cron}\"\ncommand = \"true\"\n");
+    let mut d = Daemon::prepare("[daemon]\nshutdown_grace = \"5s\"\n", &jobs);
+    for tz in ["America/New_York", ":America/New_York"] {
+        let out = std::process::Command::new(common::BIN)
+            .env("TZ", tz)
+            .arg("--config")
+            .arg(d.config())
+            .arg("list")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("(America/New_York)"), "TZ={tz}: {text}");
+    }
+    d.extra_env.push(("TZ".into(), ":America/New_York".into()));
+    d.spawn();
+    d.wait_note("READY=1", 20 * SEC);
+    let rows = d.wait_runs("ny", 15 * SEC, "the New York firing", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let expected = at.with_nanosecond(0).unwrap().with_timezone(&Utc);
+    assert_eq!(ts(&rows[0].scheduled_for), expected);
+}
+
+/// `hourglass trigger` says what happened, with an exit status for each: 0 and the run id
+/// when it started; 4 and why when `overlap = "skip"` skipped it; 3 and behind which run
+/// when `overlap = "queue"` queued it.
+#[test]
+fn trigger_says_started_queued_or_skipped() {
+    let jobs = "[jobs.s]\nevery = \"1h\"\nenabled = false\ncommand = \"sleep 3\"\n\n\
+                [jobs.q]\nevery = \"1h\"\nenabled = false\noverlap = \"queue\"\ncommand = \"sleep 3\"\n";
+    let d = Daemon::start("", jobs);
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let first = d.cli(&["trigger", "s"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let id: i64 = text(&first)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    let second = d.cli(&["trigger", "s"]);
+    assert_eq!(second.status.code(), Some(4), "{}", text(&second));
+    assert!(
+        text(&second).contains(&format!("run {id} is still active (overlap = \"skip\")")),
+        "{}",
+        text(&second)
+    );
+    let q1 = d.cli(&["trigger", "q"]);
+    assert_eq!(q1.status.code(), Some(0), "{}", text(&q1));
+    let qid: i64 = text(&q1)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    let q2 = d.cli(&["trigger", "q"]);
+    assert_eq!(q2.status.code(), Some(3), "{}", text(&q2));
+    assert!(
+        text(&q2).contains(&format!("behind run {qid}")),
+        "{}",
+        text(&q2)
+    );
+    // The queued firing runs after the first.
+    let runs = d.wait_runs("q", 20 * SEC, "both runs", |r| {
+        r.len() == 2 && r.iter().all(finished)
+    });
+    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:#?}");
+    let help = d.cli(&["trigger", "--help"]);
+    let help = text(&help);
+    assert!(
+        help.contains("3 queued") && help.contains("4 not run"),
+        "{help}"
+    );
+    wait_for(5 * SEC, "the skipped row", || {
+        d.runs_of("s")
+            .iter()
+            .any(|r| r.status == "skipped")
+            .then_some(())
+    });
+}
