@@ -321,4 +321,71 @@ mod tests {
         assert_eq!(p.not_run[0].why, NotRun::OutsideWindow);
         assert_eq!(accounted(&spec, &p), 2);
     }
+
+    fn cron(expr: &str) -> Schedule {
+        let mut cache = crate::schedule::CronCache::default();
+        Schedule::Cron {
+            expr: expr.into(),
+            cron: cache.parse(expr).unwrap(),
+            tz: "America/New_York".parse().unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Whatever the schedule, gap, window and policy: every occurrence in the gap is in
+        /// exactly one part of the plan; late ones are at most 60 s old and missed ones older;
+        /// catch-up firings are within the window, oldest first, at most the cap, and the
+        /// newest missed ones; nothing not run is newer than a catch-up firing in the window.
+        #[test]
+        fn every_occurrence_is_in_exactly_one_part(
+            kind in 0usize..6,
+            gap_s in 0i64..6 * 3600,
+            now_ms in 0i64..1000,
+            window_s in proptest::sample::select(vec![60u64, 600, 3600, 7200, 86_400]),
+            policy in proptest::sample::select(vec![CatchUp::Skip, CatchUp::Latest, CatchUp::All]),
+        ) {
+            let schedule = match kind {
+                0 => Schedule::Every(Duration::from_secs(1)),
+                1 => Schedule::Every(Duration::from_secs(7)),
+                2 => cron("* * * * * *"),
+                3 => cron("*/10 * * * * *"),
+                4 => cron("30 2 * * *"),
+                _ => cron("0 */5 * * * *"),
+            };
+            let mut spec = every(1, policy, window_s);
+            spec.schedule = schedule;
+            // Around New York's spring-forward night.
+            let after = utc("2026-03-08T05:00:00.250Z");
+            let now = after + TimeDelta::seconds(gap_s) + TimeDelta::milliseconds(now_ms);
+            let p = plan(&spec, after, now, now);
+            let first = spec.next_fire_after(after).filter(|t| *t <= now);
+            let total = match (first, spec.latest_fire_at_or_before(now)) {
+                (Some(a), Some(b)) if b > after => spec.count_fires(a, b, u64::MAX).unwrap(),
+                _ => 0,
+            };
+            proptest::prop_assert_eq!(accounted(&spec, &p), total, "{:?}", p);
+            proptest::prop_assert_eq!(p.newest.is_some(), total > 0);
+            let grace_start = now - LATE_GRACE;
+            let window_start = now - TimeDelta::seconds(window_s as i64);
+            proptest::prop_assert!(p.late.iter().all(|t| *t >= grace_start && *t <= now));
+            proptest::prop_assert!(p.catch_up.iter().all(|t| *t < grace_start && *t >= window_start));
+            proptest::prop_assert!(p.catch_up.windows(2).all(|w| w[0] < w[1]));
+            proptest::prop_assert!(p.late.windows(2).all(|w| w[0] < w[1]));
+            let cap = match policy { CatchUp::Skip => 0, CatchUp::Latest => 1, CatchUp::All => MAX_CATCH_UP };
+            proptest::prop_assert!(p.catch_up.len() <= cap);
+            for m in &p.not_run {
+                proptest::prop_assert!(m.first <= m.last && m.last < grace_start && m.first > after);
+                if let Some(oldest) = p.catch_up.first() {
+                    proptest::prop_assert!(m.last < *oldest);
+                }
+                // A missed firing inside the window is left out only by the policy or the cap.
+                if m.why == NotRun::OutsideWindow {
+                    proptest::prop_assert!(m.last < window_start);
+                } else if p.catch_up.len() < cap {
+                    proptest::prop_assert!(m.last < window_start, "{:?}", p);
+                }
+            }
+        }
+    }
 }
