@@ -187,7 +187,6 @@ pub fn plan(spec: &JobSpec, after: DateTime<Utc>, upto: DateTime<Utc>, now: Date
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{CommandJob, JobKind, Overlap, RetryPolicy};
     use crate::schedule::Schedule;
     use std::time::Duration;
 
@@ -197,32 +196,9 @@ mod tests {
 
     fn every(secs: u64, catch_up: CatchUp, window: u64) -> JobSpec {
         JobSpec {
-            name: "j".into(),
-            source: std::path::Path::new("jobs.d/t.toml").into(),
-            schedule: Schedule::Every(Duration::from_secs(secs)),
-            tz: chrono_tz::Tz::UTC,
-            jitter: TimeDelta::zero(),
             catch_up,
             catch_up_window: Duration::from_secs(window),
-            overlap: Overlap::Skip,
-            timeout: None,
-            kill_grace: Duration::from_secs(1),
-            retry: RetryPolicy {
-                retries: 0,
-                backoff: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(1),
-            },
-            output_limit: 1024,
-            kind: JobKind::Command(CommandJob {
-                line: crate::job::command::CommandLine::Argv(vec!["true".into()]),
-                env: Default::default(),
-                working_dir: None,
-                user: None,
-                umask: None,
-                clean_env: false,
-            }),
-            notify: None,
-            enabled: true,
+            ..JobSpec::test_command("j", Schedule::Every(Duration::from_secs(secs)), &["true"])
         }
     }
 

@@ -541,7 +541,7 @@ async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationTok
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::job::{CatchUp, CommandJob, JobKind, Overlap, RetryPolicy};
+    use crate::job::{CatchUp, CommandJob, JobKind, Overlap};
     use crate::recorder::Recorder;
     use crate::schedule::CronCache;
     use crate::store::Record;
@@ -582,34 +582,7 @@ mod tests {
     }
 
     fn job(name: &str, schedule: Schedule) -> JobSpec {
-        JobSpec {
-            name: name.into(),
-            source: std::path::Path::new("jobs.d/t.toml").into(),
-            schedule,
-            tz: chrono_tz::Tz::UTC,
-            jitter: TimeDelta::zero(),
-            catch_up: CatchUp::Skip,
-            catch_up_window: Duration::from_secs(86_400),
-            overlap: Overlap::Allow,
-            timeout: None,
-            kill_grace: Duration::from_secs(1),
-            retry: RetryPolicy {
-                retries: 0,
-                backoff: Duration::from_secs(1),
-                backoff_max: Duration::from_secs(1),
-            },
-            output_limit: 1024,
-            kind: JobKind::Command(CommandJob {
-                line: crate::job::command::CommandLine::Argv(vec!["true".into()]),
-                env: Default::default(),
-                working_dir: None,
-                user: None,
-                umask: None,
-                clean_env: false,
-            }),
-            notify: None,
-            enabled: true,
-        }
+        JobSpec::test_command(name, schedule, &["true"])
     }
 
     /// Drives the real timers through New York's spring-forward night in virtual time: each
@@ -828,16 +801,7 @@ mod tests {
 
     fn command(spec: JobSpec, argv: &[&str]) -> JobSpec {
         JobSpec {
-            kind: JobKind::Command(CommandJob {
-                line: crate::job::command::CommandLine::Argv(
-                    argv.iter().map(ToString::to_string).collect(),
-                ),
-                env: Default::default(),
-                working_dir: None,
-                user: None,
-                umask: None,
-                clean_env: false,
-            }),
+            kind: JobSpec::test_command(&spec.name, spec.schedule.clone(), argv).kind,
             ..spec
         }
     }

@@ -88,6 +88,42 @@ impl JobSpec {
     }
 }
 
+#[cfg(test)]
+impl JobSpec {
+    /// A command job running `argv` on `schedule`, with the defaults of a config that says
+    /// nothing else (except `overlap = "allow"` and a 1 s kill grace), for unit tests.
+    pub(crate) fn test_command(name: &str, schedule: Schedule, argv: &[&str]) -> Self {
+        JobSpec {
+            name: name.into(),
+            source: std::path::Path::new("jobs.d/t.toml").into(),
+            schedule,
+            tz: chrono_tz::Tz::UTC,
+            jitter: TimeDelta::zero(),
+            catch_up: CatchUp::Skip,
+            catch_up_window: Duration::from_secs(86_400),
+            overlap: Overlap::Allow,
+            timeout: None,
+            kill_grace: Duration::from_secs(1),
+            retry: RetryPolicy {
+                retries: 0,
+                backoff: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(1),
+            },
+            output_limit: 1024,
+            kind: JobKind::Command(CommandJob {
+                line: command::CommandLine::Argv(argv.iter().map(ToString::to_string).collect()),
+                env: Default::default(),
+                working_dir: None,
+                user: None,
+                umask: None,
+                clean_env: false,
+            }),
+            notify: None,
+            enabled: true,
+        }
+    }
+}
+
 /// The kinds of work a job can do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobKind {
