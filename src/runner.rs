@@ -129,17 +129,14 @@ enum Halt {
 }
 
 impl Halt {
-    /// The history row's reason, for a firing that was waiting for `what`.
+    /// The history row's reason, for a firing that was `what` ("waiting in the queue").
     fn reason(self, what: &str) -> String {
-        match self {
-            Halt::Stopping => format!("daemon stopping: not started ({what})"),
-            Halt::Removed => {
-                format!("job removed or disabled by a reload: not started ({what})")
-            }
-            Halt::Replaced => {
-                format!("replaced by a newer firing (overlap = \"replace\"): not started ({what})")
-            }
-        }
+        let cause = match self {
+            Halt::Stopping => "daemon stopping",
+            Halt::Removed => "job removed or disabled by a reload",
+            Halt::Replaced => "replaced by a newer firing (overlap = \"replace\")",
+        };
+        format!("{cause}: not started; it was {what}")
     }
 }
 
@@ -290,7 +287,6 @@ pub fn fire_series(
         .into_iter()
         .map(|(at, trigger)| Firing::new(ctx, slot, job, at, trigger))
         .collect();
-    let slot = Arc::clone(slot);
     ctx.tracker.spawn(async move {
         for firing in series {
             let spec = firing.job();
@@ -304,7 +300,6 @@ pub fn fire_series(
                 firing.run(Some(p)).await;
             }
         }
-        drop(slot);
     });
 }
 
@@ -622,7 +617,7 @@ impl Firing {
             attempt += 1;
             let delay = job.retry.delay(attempt);
             tracing::info!(job = %job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
-            let what = "a retry waiting for its backoff";
+            let what = "a retry waiting for its backoff delay";
             if let Some(h) = self.halted_now() {
                 self.skip(attempt, &h.reason(what));
                 return;

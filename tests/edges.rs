@@ -188,7 +188,8 @@ fn forward_steps_follow_each_catch_up_policy() {
 
 /// The wall clock steps back 30 s, then 10 min: an every-second cron job and an `every = "1s"`
 /// job go on at the new times at once (missing at most the second of each step), no
-/// occurrence runs twice, and no run is intended for a time ahead of the clock.
+/// occurrence runs twice, and no run is intended for a time ahead of the clock. Then 4 h (over
+/// the bound): a WARN, and they go on from the new time.
 #[test]
 fn backward_steps_keep_every_second_jobs_firing() {
     let jobs = "[jobs.sec]\nschedule = \"* * * * * *\"\ncommand = \"true\"\n\n\
@@ -202,8 +203,23 @@ fn backward_steps_keep_every_second_jobs_firing() {
     std::thread::sleep(5 * SEC);
     clock.set_offset(-630);
     std::thread::sleep(5 * SEC);
+    // Over the 3 h bound: schedules start again from the new time, with a WARN.
+    clock.set_offset(-630 - 4 * 3600);
+    std::thread::sleep(4 * SEC);
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit(20 * SEC).success());
+    let log = d.log();
+    assert_eq!(
+        log.matches("the clock stepped back: jobs go on").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("WARN the clock stepped back by more than 3 hours")
+            .count(),
+        1,
+        "{log}"
+    );
     for job in ["sec", "every"] {
         let rows = d.runs_of(job);
         let times: Vec<_> = rows.iter().map(|r| ts(&r.scheduled_for)).collect();
@@ -237,8 +253,8 @@ fn backward_steps_keep_every_second_jobs_firing() {
             }
             stretches.last_mut().unwrap().push(w[1]);
         }
-        assert_eq!(stretches.len(), 3, "{job}: {times:?}");
-        for (k, step) in [(1, 30), (2, 600)] {
+        assert_eq!(stretches.len(), 4, "{job}: {times:?}");
+        for (k, step) in [(1, 30), (2, 600), (3, 4 * 3600)] {
             let before = *stretches[k - 1].last().unwrap();
             let back = before - stretches[k][0];
             assert!(
