@@ -200,10 +200,19 @@ impl JobSlot {
     }
 
     /// The job was removed or disabled: every firing made so far that has not started gives
-    /// up (each recorded `skipped`); firings made from now on are not affected.
+    /// up, each recorded `skipped` (the queued ones now, the others where they wait); firings
+    /// made from now on are not affected.
     pub fn drop_waiting(&self) {
         if let Ok(mut t) = self.removed.lock() {
             std::mem::replace(&mut *t, CancellationToken::new()).cancel();
+        }
+        let queued: Vec<Firing> = self
+            .queue
+            .lock()
+            .map(|mut q| q.pending.drain(..).collect())
+            .unwrap_or_default();
+        for firing in queued {
+            firing.skip(1, &Halt::Removed.reason(QUEUED));
         }
     }
 
@@ -220,6 +229,9 @@ impl JobSlot {
     }
 }
 
+/// What a queued firing was doing, in the reason of its row.
+const QUEUED: &str = "waiting in the queue (overlap = \"queue\")";
+
 /// Runs queued firings one after another, in the order they were queued.
 async fn queue_worker(slot: Arc<JobSlot>) {
     loop {
@@ -234,10 +246,7 @@ async fn queue_worker(slot: Arc<JobSlot>) {
             Err(_) => None,
         };
         let Some(firing) = next else { return };
-        if let Some(p) = firing
-            .wait_turn("waiting in the queue (overlap = \"queue\")")
-            .await
-        {
+        if let Some(p) = firing.wait_turn(QUEUED).await {
             firing.run(Some(p)).await;
         }
     }
