@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{self, Config, Settings};
+use crate::http_client::HttpClients;
 use crate::job::Services;
-use crate::job::http::HttpClients;
 use crate::processes::{Orphan, Processes};
 use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
@@ -53,17 +53,12 @@ const FINAL_WRITE_WAIT: Duration = Duration::from_secs(15);
 /// How often the systemd status line is refreshed (sent only when it changed).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the daemon on the config at `config_path` until `shutdown`.
-pub async fn run(config_path: PathBuf, shutdown: Shutdown) -> anyhow::Result<()> {
-    let config = config::load(&config_path)?;
-    run_with(config, shutdown).await
-}
-
 /// Runs the daemon on an already loaded config.
 pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let Config {
         settings,
         jobs,
+        alerts,
         warnings,
     } = config;
     for w in &warnings {
@@ -72,7 +67,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     // Jobs inherit the daemon's umask: 022, as under cron, whatever the service manager set
     // (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
-    crate::job::http::install_crypto_provider();
+    crate::http_client::install_crypto_provider();
     let store = Store::open(&settings.database).await?;
     let _instance = crate::instance::acquire(&settings.database)?;
     let replayed = crate::recorder::replay_spill(&store)
@@ -107,7 +102,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     let timers = CancellationToken::new();
     let background = CancellationToken::new();
     let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
-    scheduler.apply(jobs, &last_fired);
+    scheduler.apply(jobs, &alerts, &last_fired);
     release_freed_memory();
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -158,7 +153,6 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     );
     systemd::ready(&status(&scheduler, &ctx));
 
-    let mut current = settings.clone();
     let mut reload_at: Option<tokio::time::Instant> = None;
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     let mut last_status = String::new();
@@ -171,7 +165,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
                 // This reload reads the files as they are: a pending file-change reload is
                 // folded into it.
                 reload_at = None;
-                reload(&mut scheduler, &mut current).await;
+                reload(&mut scheduler, &settings).await;
                 systemd::ready(&status(&scheduler, &ctx));
             }
             Some(()) = change_rx.recv() => {
@@ -182,7 +176,7 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
             () = sleep_until_some(reload_at) => {
                 reload_at = None;
                 tracing::info!("configuration files changed: reloading");
-                reload(&mut scheduler, &mut current).await;
+                reload(&mut scheduler, &settings).await;
                 systemd::ready(&status(&scheduler, &ctx));
             }
             Some((request, job)) = trigger_rx.recv() => {
@@ -468,7 +462,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 /// Loads the config again (reading and parsing on a blocking thread) and applies it; a bad
 /// config is rejected and the old one kept.
-async fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
+async fn reload(scheduler: &mut Scheduler, current: &Settings) {
     systemd::reloading();
     let path = current.config_path.clone();
     let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
@@ -485,7 +479,7 @@ async fn reload(scheduler: &mut Scheduler, current: &mut Settings) {
                     "daemon settings changed; they take effect at the next restart (job changes apply now)"
                 );
             }
-            let c = scheduler.apply(new.jobs, &HashMap::new());
+            let c = scheduler.apply(new.jobs, &new.alerts, &HashMap::new());
             release_freed_memory();
             tracing::info!(
                 added = ?c.added,

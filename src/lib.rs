@@ -28,21 +28,23 @@
 //! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`; [`spill`]:
 //!   the file that keeps run records while the database cannot take them.
 //! - [`smtp`]: configured SMTP servers (lettre transports, send caps and timeouts);
-//!   [`notify`]: failure/recovery notifications by email and webhook.
+//!   [`alert`]: failure/recovery alerts by email and webhook (the `notify` settings).
 //! - [`daemon`]: lifecycle (start, reload, drain, stop); [`instance`]: one daemon per
 //!   database; [`systemd`]: notify protocol;
 //!   [`logging`]: tracing setup; [`cli`]: the command line.
 
+pub mod alert;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod due;
+pub mod http_client;
 pub mod instance;
 pub mod job;
 pub mod logging;
 pub mod messages;
-pub mod notify;
+pub mod problem;
 pub mod processes;
 pub mod recorder;
 pub mod run_ids;

@@ -3,7 +3,7 @@
 //! history records. Every firing is its own task, so nothing one job does can delay another.
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::{AlertPolicy, AlertState, Alerts, FiringEnd};
 use crate::clock::Clock;
-use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, Services, StopSignal};
-use crate::notify::{FiringEnd, Notifier, NotifyState};
+use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, Services, StartMark, StopSignal};
 use crate::processes::Processes;
 use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
@@ -50,7 +50,7 @@ pub struct Context {
     /// SMTP transports and HTTP clients.
     pub services: Services,
     /// Sends failure/recovery notifications.
-    pub notifier: Notifier,
+    pub alerts: Alerts,
 }
 
 impl Context {
@@ -63,7 +63,7 @@ impl Context {
         node: String,
         services: Services,
     ) -> Self {
-        let notifier = Notifier::new(
+        let alerts = Alerts::new(
             services.mailers.clone(),
             services.http.clone(),
             recorder.clone(),
@@ -71,7 +71,7 @@ impl Context {
         );
         Self {
             services,
-            notifier,
+            alerts,
             clock,
             recorder,
             limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
@@ -156,8 +156,10 @@ pub struct JobSlot {
     spec: Mutex<Option<Arc<JobSpec>>>,
     /// Cancelled when the job is removed or disabled: firings made before give up.
     removed: Mutex<CancellationToken>,
+    /// Who hears about the job's failures (set by the scheduler, updated at each reload).
+    alert_policy: Mutex<Option<Arc<AlertPolicy>>>,
     /// What the last firing's end was, for recovery notices and rate limits.
-    notify: NotifyState,
+    alert: AlertState,
 }
 
 #[derive(Debug, Default)]
@@ -175,7 +177,8 @@ impl Default for JobSlot {
             queue: Mutex::new(QueueState::default()),
             spec: Mutex::new(None),
             removed: Mutex::new(CancellationToken::new()),
-            notify: NotifyState::default(),
+            alert_policy: Mutex::new(None),
+            alert: AlertState::default(),
         }
     }
 }
@@ -186,6 +189,17 @@ impl JobSlot {
         if let Ok(mut s) = self.spec.lock() {
             *s = Some(Arc::clone(spec));
         }
+    }
+
+    /// Sets who hears about the job's failures.
+    pub fn set_alert_policy(&self, policy: Option<Arc<AlertPolicy>>) {
+        if let Ok(mut p) = self.alert_policy.lock() {
+            *p = policy;
+        }
+    }
+
+    fn alert_policy(&self) -> Option<Arc<AlertPolicy>> {
+        self.alert_policy.lock().ok().and_then(|p| p.clone())
     }
 
     fn spec(&self) -> Option<Arc<JobSpec>> {
@@ -393,44 +407,6 @@ fn panicked(kind: &str, payload: &(dyn std::any::Any + Send)) -> Outcome {
     )
 }
 
-/// The moment an attempt really began; marking it records the run's start (row `running`)
-/// and logs "run started". Only the first call counts.
-#[derive(Debug)]
-pub struct StartMark {
-    at: OnceLock<DateTime<Utc>>,
-    run: RunStart,
-    ctx: Arc<Context>,
-}
-
-impl StartMark {
-    /// Marks the start (now) if not yet marked; returns the start time.
-    pub fn mark(&self) -> DateTime<Utc> {
-        self.mark_process(None)
-    }
-
-    /// Marks the start (now) of a run whose main process is `pid`, if not yet marked.
-    pub fn mark_process(&self, pid: Option<u32>) -> DateTime<Utc> {
-        *self.at.get_or_init(|| {
-            let now = self.ctx.clock.now();
-            let run = RunStart {
-                started_at: Some(now),
-                pid,
-                ..self.run.clone()
-            };
-            tracing::info!(
-                job = %run.job,
-                run_id = run.id,
-                attempt = run.attempt,
-                trigger = run.trigger.as_str(),
-                lateness_ms = (now - run.scheduled_for).num_milliseconds(),
-                "run started"
-            );
-            self.ctx.recorder.record(Record::Started(run));
-            now
-        })
-    }
-}
-
 #[derive(Debug)]
 struct Firing {
     ctx: Arc<Context>,
@@ -614,10 +590,11 @@ impl Firing {
                     error: outcome.error,
                     output: outcome.output,
                 };
-                if let Some(send) = self
-                    .ctx
-                    .notifier
-                    .after_firing(&job, &self.slot.notify, &end)
+                if let Some(policy) = self.slot.alert_policy()
+                    && let Some(send) =
+                        self.ctx
+                            .alerts
+                            .after_firing(&job.name, &policy, &self.slot.alert, &end)
                 {
                     self.ctx.tracker.spawn(send);
                 }
@@ -647,11 +624,11 @@ impl Firing {
         let ctx = &self.ctx;
         self.tell(Dispatched::Started(id));
         ctx.running.fetch_add(1, Ordering::Relaxed);
-        let started = StartMark {
-            at: OnceLock::new(),
-            run: self.start_record(id, attempt, None),
-            ctx: Arc::clone(ctx),
-        };
+        let started = StartMark::new(
+            self.start_record(id, attempt, None),
+            Arc::clone(&ctx.clock),
+            ctx.recorder.clone(),
+        );
         let actx = AttemptContext {
             job,
             run_id: id,

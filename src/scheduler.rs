@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{AlertPolicies, AlertPolicy};
 use crate::due::{Missed, Plan, plan};
 use crate::job::JobSpec;
 use crate::runner::{Context, Dispatched, JobSlot, fire, fire_series};
@@ -44,6 +45,8 @@ struct Entry {
     last: DateTime<Utc>,
     /// The next occurrence; `None` when there is none (a one-shot that ran).
     next: Option<DateTime<Utc>>,
+    /// Who hears about its failures.
+    alert: Option<Arc<AlertPolicy>>,
     /// Where the stretch of occurrences this timer handled began: `(since, last]` were run or
     /// recorded.
     since: DateTime<Utc>,
@@ -54,10 +57,11 @@ struct Entry {
 
 impl Entry {
     fn slot(&mut self) -> Arc<JobSlot> {
-        let spec = &self.spec;
+        let (spec, alert) = (&self.spec, &self.alert);
         Arc::clone(self.slot.get_or_insert_with(|| {
             let slot = Arc::new(JobSlot::default());
             slot.set_spec(spec);
+            slot.set_alert_policy(alert.clone());
             slot
         }))
     }
@@ -419,6 +423,7 @@ impl Scheduler {
     pub fn apply(
         &mut self,
         specs: Vec<JobSpec>,
+        alerts: &AlertPolicies,
         last_fired: &HashMap<String, DateTime<Utc>>,
     ) -> Changes {
         let now = self.ctx.clock.now();
@@ -434,7 +439,9 @@ impl Scheduler {
                     changes.removed.push(name);
                 }
                 Some(spec) => {
-                    if t.jobs.get(&name).is_some_and(|old| *old.spec == spec) {
+                    if t.jobs.get(&name).is_some_and(|old| {
+                        *old.spec == spec && old.alert.as_ref() == alerts.get(&name)
+                    }) {
                         continue;
                     }
                     let (slot, done) = t
@@ -444,7 +451,8 @@ impl Scheduler {
                             (old.slot, done)
                         })
                         .unwrap_or_default();
-                    schedule(&mut t, spec, slot, done, last_fired, now);
+                    let alert = alerts.get(&name).cloned();
+                    schedule(&mut t, spec, alert, slot, done, last_fired, now);
                     changes.changed.push(name);
                 }
             }
@@ -452,7 +460,8 @@ impl Scheduler {
         t.jobs.reserve(wanted.len());
         for (name, spec) in wanted {
             let slot = t.retired.remove(&name);
-            schedule(&mut t, spec, slot, Vec::new(), last_fired, now);
+            let alert = alerts.get(&name).cloned();
+            schedule(&mut t, spec, alert, slot, Vec::new(), last_fired, now);
             changes.added.push(name);
         }
         t.compact();
@@ -482,6 +491,7 @@ impl Scheduler {
 fn schedule(
     t: &mut Timers,
     spec: JobSpec,
+    alert: Option<Arc<AlertPolicy>>,
     slot: Option<Arc<JobSlot>>,
     done: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     last_fired: &HashMap<String, DateTime<Utc>>,
@@ -502,6 +512,7 @@ fn schedule(
     let spec = Arc::new(spec);
     if let Some(slot) = &slot {
         slot.set_spec(&spec);
+        slot.set_alert_policy(alert.clone());
         if !spec.enabled {
             slot.drop_waiting();
         }
@@ -511,6 +522,7 @@ fn schedule(
         slot,
         last,
         next: None,
+        alert,
         since: last,
         done,
     };
@@ -567,7 +579,7 @@ mod tests {
     fn services() -> crate::job::Services {
         crate::job::Services {
             mailers: crate::smtp::Mailers::default(),
-            http: crate::job::http::HttpClients::default(),
+            http: crate::http_client::HttpClients::default(),
             store: None,
         }
     }
@@ -617,7 +629,7 @@ mod tests {
                 tz: ny,
             },
         );
-        let changes = sched.apply(vec![spec], &HashMap::new());
+        let changes = sched.apply(vec![spec], &AlertPolicies::new(), &HashMap::new());
         assert_eq!(changes.added, ["ny"]);
         let mut started = Vec::new();
         while started.len() < 3 {
@@ -647,7 +659,7 @@ mod tests {
             ..job("minutely", Schedule::Every(Duration::from_secs(60)))
         };
         let last = HashMap::from([("minutely".to_string(), utc("2026-01-01T00:00:00Z"))]);
-        sched.apply(vec![spec], &last);
+        sched.apply(vec![spec], &AlertPolicies::new(), &last);
         let mut started = Vec::new();
         let mut missed = Vec::new();
         while started.len() < 2 || missed.is_empty() {
@@ -687,7 +699,7 @@ mod tests {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
         let a = job("a", Schedule::Every(Duration::from_secs(10)));
         let b = job("b", Schedule::Every(Duration::from_secs(10)));
-        sched.apply(vec![a.clone(), b], &HashMap::new());
+        sched.apply(vec![a.clone(), b], &AlertPolicies::new(), &HashMap::new());
         let mut fired = Vec::new();
         while fired.len() < 2 {
             if let Some(Record::Fired { job, scheduled_for }) = rx.recv().await {
@@ -701,7 +713,7 @@ mod tests {
             schedule: Schedule::Every(Duration::from_secs(7)),
             ..a
         };
-        let changes = sched.apply(vec![a2], &HashMap::new());
+        let changes = sched.apply(vec![a2], &AlertPolicies::new(), &HashMap::new());
         assert_eq!(changes.changed, ["a"]);
         assert_eq!(changes.removed, ["b"]);
         let mut fired = Vec::new();
@@ -723,7 +735,11 @@ mod tests {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
         for i in 0..3 * STALE_SLACK as u64 {
             let every = Schedule::Every(Duration::from_secs(86_400 + i % 2));
-            sched.apply(vec![job("far", every)], &HashMap::new());
+            sched.apply(
+                vec![job("far", every)],
+                &AlertPolicies::new(),
+                &HashMap::new(),
+            );
             let heap = sched.shared.lock().heap.len();
             assert!(
                 heap <= STALE_SLACK + 2,
@@ -731,7 +747,7 @@ mod tests {
             );
         }
         let only = job("near", Schedule::Every(Duration::from_secs(5)));
-        sched.apply(vec![only], &HashMap::new());
+        sched.apply(vec![only], &AlertPolicies::new(), &HashMap::new());
         assert_eq!(sched.len(), 1);
         let mut fired = Vec::new();
         while fired.len() < 2 {
@@ -757,14 +773,24 @@ mod tests {
             umask: None,
             clean_env: false,
         });
-        sched.apply(vec![spec.clone()], &HashMap::new());
+        sched.apply(vec![spec.clone()], &AlertPolicies::new(), &HashMap::new());
         loop {
             if let Some(Record::Started(_)) = rx.recv().await {
                 break;
             }
         }
-        assert_eq!(sched.apply(Vec::new(), &HashMap::new()).removed, ["s"]);
-        assert_eq!(sched.apply(vec![spec], &HashMap::new()).added, ["s"]);
+        assert_eq!(
+            sched
+                .apply(Vec::new(), &AlertPolicies::new(), &HashMap::new())
+                .removed,
+            ["s"]
+        );
+        assert_eq!(
+            sched
+                .apply(vec![spec], &AlertPolicies::new(), &HashMap::new())
+                .added,
+            ["s"]
+        );
         let next = loop {
             match rx.recv().await {
                 Some(Record::Started(s)) => break format!("started run {}", s.id),
@@ -790,7 +816,11 @@ mod tests {
             ..job("caught", Schedule::At(utc("2026-01-01T11:58:00Z")))
         };
         let later = job("later", Schedule::At(utc("2026-01-01T12:00:05Z")));
-        sched.apply(vec![recent, old, caught, later], &HashMap::new());
+        sched.apply(
+            vec![recent, old, caught, later],
+            &AlertPolicies::new(),
+            &HashMap::new(),
+        );
         let mut started = Vec::new();
         let mut skipped = Vec::new();
         while started.len() < 3 || skipped.is_empty() {
@@ -868,6 +898,7 @@ mod tests {
         let (mut sched, mut rx) = scheduler_on(Arc::clone(&clock));
         sched.apply(
             vec![job("s", Schedule::Every(Duration::from_secs(1)))],
+            &AlertPolicies::new(),
             &HashMap::new(),
         );
         let mut times = started(&mut rx, 5).await;
@@ -880,7 +911,12 @@ mod tests {
             kill_grace: Duration::from_secs(2),
             ..job("s", Schedule::Every(Duration::from_secs(1)))
         };
-        assert_eq!(sched.apply(vec![changed], &HashMap::new()).changed, ["s"]);
+        assert_eq!(
+            sched
+                .apply(vec![changed], &AlertPolicies::new(), &HashMap::new())
+                .changed,
+            ["s"]
+        );
         while !times.contains(&(ran_before + TimeDelta::seconds(2))) {
             times.extend(started(&mut rx, 1).await);
         }
@@ -918,7 +954,11 @@ mod tests {
                 cron: cache.parse("3 0 0 * * *").unwrap(),
                 tz: chrono_tz::Tz::UTC,
             };
-            sched.apply(vec![job("d", daily)], &HashMap::new());
+            sched.apply(
+                vec![job("d", daily)],
+                &AlertPolicies::new(),
+                &HashMap::new(),
+            );
             assert_eq!(started(&mut rx, 1).await, [utc("2026-01-01T00:00:03Z")]);
             tokio::time::sleep(Duration::from_secs(2)).await;
             clock.set(clock.now() - TimeDelta::hours(back_h));
@@ -985,7 +1025,7 @@ mod tests {
             &["sleep", "1"],
         );
         spec.overlap = Overlap::Queue;
-        sched.apply(vec![spec], &HashMap::new());
+        sched.apply(vec![spec], &AlertPolicies::new(), &HashMap::new());
         started(&mut rx, 1).await;
         queued(&sched, "q", 3).await;
         sched.ctx.draining.cancel();
@@ -1015,14 +1055,14 @@ mod tests {
             &["sleep", "1"],
         );
         spec.overlap = Overlap::Queue;
-        sched.apply(vec![spec.clone()], &HashMap::new());
+        sched.apply(vec![spec.clone()], &AlertPolicies::new(), &HashMap::new());
         started(&mut rx, 1).await;
         queued(&sched, "old", 3).await;
         let renamed = JobSpec {
             name: "new".into(),
             ..spec
         };
-        let changes = sched.apply(vec![renamed], &HashMap::new());
+        let changes = sched.apply(vec![renamed], &AlertPolicies::new(), &HashMap::new());
         assert_eq!(
             (changes.added, changes.removed),
             (vec!["new".to_string()], vec!["old".to_string()])
@@ -1064,7 +1104,7 @@ mod tests {
             ..skip.clone()
         };
         skip.overlap = Overlap::Skip;
-        sched.apply(vec![skip, queue], &HashMap::new());
+        sched.apply(vec![skip, queue], &AlertPolicies::new(), &HashMap::new());
         let first = sched.trigger("skip").unwrap().await.unwrap();
         let Dispatched::Started(id) = first else {
             panic!("{first:?}")

@@ -14,6 +14,10 @@ use tokio::sync::Semaphore;
 
 use crate::secret::Secret;
 
+use crate::problem::{Located, RawSecret, secret};
+use serde::Deserialize;
+use std::path::Path;
+
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,5 +183,110 @@ fn build(s: &SmtpServer) -> Result<Mailer, SendError> {
         transport: builder.build(),
         slots: Semaphore::new(s.max_connections.max(1) as usize),
         send_timeout: s.send_timeout,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSmtp {
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) tls: Option<SmtpTls>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<RawSecret>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) send_timeout: Option<String>,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) allow_plaintext_auth: Option<bool>,
+}
+
+pub(crate) fn smtp_name(
+    given: Option<&str>,
+    field: &str,
+    servers: &BTreeMap<String, SmtpServer>,
+    at: &mut Located<'_>,
+) -> Option<String> {
+    match given {
+        Some(n) if servers.contains_key(n) => Some(n.to_string()),
+        Some(n) => {
+            at.push(
+                Some(field),
+                format!("no [smtp.{n}] server in the main file"),
+            );
+            None
+        }
+        None if servers.len() == 1 => servers.keys().next().cloned(),
+        None => {
+            at.push(
+                Some(field),
+                if servers.is_empty() {
+                    "no SMTP server is configured: add an [smtp.<name>] block to the main file"
+                } else {
+                    "several SMTP servers are configured: name one with `smtp = \"<name>\"`"
+                },
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn smtp_server(
+    name: &str,
+    r: RawSmtp,
+    base: &Path,
+    at: &mut Located<'_>,
+) -> Option<SmtpServer> {
+    let f = |k: &str| format!("smtp.{name}.{k}");
+    let tls = r.tls.unwrap_or(SmtpTls::Starttls);
+    let password = r
+        .password
+        .as_ref()
+        .and_then(|p| secret(p, &f("password"), at));
+    if r.password.is_some() && r.username.is_none() {
+        at.push(Some(&f("username")), "a password needs a username");
+    }
+    if tls == SmtpTls::None && r.password.is_some() && r.allow_plaintext_auth != Some(true) {
+        at.push(
+            Some(&f("tls")),
+            "\"none\" would send the password in clear; use \"starttls\" or \"tls\", or set allow_plaintext_auth = true (a relay on loopback)",
+        );
+    }
+    let ca_pem = r.ca_file.as_deref().and_then(|c| {
+        let path = base.join(c);
+        match std::fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                at.push(
+                    Some(&f("ca_file")),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
+    Some(SmtpServer {
+        name: name.to_string(),
+        port: r.port.unwrap_or(match tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }),
+        host: r.host,
+        tls,
+        username: r.username,
+        password,
+        connect_timeout: at.duration(
+            &f("connect_timeout"),
+            r.connect_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        send_timeout: at.duration(
+            &f("send_timeout"),
+            r.send_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        ca_pem,
+        max_connections: r.max_connections.unwrap_or(4),
     })
 }

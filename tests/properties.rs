@@ -221,7 +221,7 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
             "p".into(),
             hourglass::job::Services {
                 mailers: hourglass::smtp::Mailers::default(),
-                http: hourglass::job::http::HttpClients::default(),
+                http: hourglass::http_client::HttpClients::default(),
                 store: None,
             },
         ));
@@ -231,10 +231,10 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
             .iter()
             .map(|j| (j.name.clone(), DateTime::<Utc>::MIN_UTC))
             .collect();
-        s.apply(jobs.clone(), &last);
+        s.apply(jobs.clone(), &Default::default(), &last);
         let _ = s.len();
-        s.apply(jobs, &HashMap::new());
-        s.apply(Vec::new(), &HashMap::new());
+        s.apply(jobs, &Default::default(), &HashMap::new());
+        s.apply(Vec::new(), &Default::default(), &HashMap::new());
         cancel.cancel();
     });
 }

@@ -824,7 +824,7 @@ fn spawn_floor(b: &mut Bench, n: usize) -> Result<()> {
 fn http_floor(b: &mut Bench, n: usize) -> Result<()> {
     let port = http_server::start()?;
     let url = format!("http://127.0.0.1:{port}/");
-    hourglass::job::http::install_crypto_provider();
+    hourglass::http_client::install_crypto_provider();
     let client = reqwest::Client::new();
     let (mut first, done) = all_at_once(n, |t0| {
         let (client, url) = (client.clone(), url.clone());

@@ -14,7 +14,10 @@ use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 
+use super::output::Tail;
 use super::{AttemptContext, Outcome, StopSignal};
+use crate::problem::Located;
+use std::path::Path;
 
 /// How the program is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,65 +328,96 @@ fn signal_group(pgid: Option<Pid>, sig: Signal) -> bool {
     pgid.is_some_and(|p| killpg(p, sig).is_ok())
 }
 
-/// The last `limit` bytes of a stream, and how many bytes came before them.
-#[derive(Debug)]
-pub struct Tail {
-    limit: usize,
-    buf: std::collections::VecDeque<u8>,
-    dropped: u64,
-}
-
-impl Tail {
-    /// A tail keeping at most `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            buf: std::collections::VecDeque::new(),
-            dropped: 0,
+/// What no program can be given: an empty program, a NUL byte, a malformed variable name.
+pub(crate) fn check_command(
+    line: &CommandLine,
+    env: Option<&BTreeMap<String, String>>,
+    at: &mut Located<'_>,
+) {
+    const NUL: &str = "contains a NUL byte, which no program can be given";
+    match line {
+        CommandLine::Argv(a) if a.is_empty() => at.push(Some("command"), "the list is empty; expected the program and its arguments, e.g. [\"tar\", \"czf\", ...]"),
+        CommandLine::Argv(a) if a[0].trim().is_empty() => {
+            at.push(Some("command"), "the program (the list's first item) is empty");
         }
+        CommandLine::Shell(s) if s.trim().is_empty() => {
+            at.push(Some("command"), "the command line is empty");
+        }
+        _ => {}
     }
-
-    /// Appends bytes, dropping the oldest past the limit.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend(bytes);
-        let excess = self.buf.len().saturating_sub(self.limit);
-        if excess > 0 {
-            self.buf.drain(..excess);
-            self.dropped += excess as u64;
-        }
+    let nul = match line {
+        CommandLine::Shell(s) => s.contains('\0'),
+        CommandLine::Argv(a) => a.iter().any(|x| x.contains('\0')),
+    };
+    if nul {
+        at.push(Some("command"), NUL);
     }
-
-    /// The kept text (lossy UTF-8), with a marker when the start was cut; `None` when empty.
-    pub fn finish(self) -> Option<String> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let (a, b) = self.buf.as_slices();
-        let mut bytes = Vec::with_capacity(a.len() + b.len());
-        bytes.extend_from_slice(a);
-        bytes.extend_from_slice(b);
-        let text = String::from_utf8_lossy(&bytes);
-        Some(if self.dropped > 0 {
-            format!("[... {} earlier bytes not kept ...]\n{text}", self.dropped)
+    for (key, value) in env.into_iter().flatten() {
+        let field = if key.is_empty() {
+            "env".to_string()
         } else {
-            text.into_owned()
-        })
+            format!("env.{key}")
+        };
+        if key.is_empty() || key.contains(['=', '\0']) {
+            at.push(
+                Some(&field),
+                "a variable name must not be empty or contain '=' or a NUL byte",
+            );
+        } else if value.contains('\0') {
+            at.push(Some(&field), NUL);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A umask written in octal, as for the shell's `umask`: "022", "0077".
+pub(crate) fn parse_umask(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    match u32::from_str_radix(t, 8) {
+        Ok(m) if m <= 0o777 && !t.is_empty() && t.len() <= 4 => Ok(m),
+        _ => Err(format!(
+            "{text:?} is not a umask; expected octal digits such as \"022\" or \"077\""
+        )),
+    }
+}
 
-    #[test]
-    fn tail_keeps_the_end() {
-        let mut t = Tail::new(5);
-        t.push(b"hello ");
-        t.push(b"world");
-        assert_eq!(
-            t.finish().unwrap(),
-            "[... 6 earlier bytes not kept ...]\nworld"
+/// `working_dir` must be absolute; one that does not exist (yet) is a warning: every run
+/// fails until it does.
+pub(crate) fn check_working_dir(dir: &Path, at: &mut Located<'_>) {
+    let shown = dir.display().to_string();
+    if !dir.is_absolute() {
+        at.push(
+            Some("working_dir"),
+            format!("{shown:?} must be an absolute path"),
         );
-        assert_eq!(Tail::new(5).finish(), None);
+    } else if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        at.push(Some("working_dir"), "contains a NUL byte");
+    } else {
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => {
+                at.push(Some("working_dir"), format!("{shown:?} is not a folder"))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => at.warn(
+                Some("working_dir"),
+                format!("{shown:?} does not exist: every run fails until it does"),
+            ),
+            Err(e) => at.warn(
+                Some("working_dir"),
+                format!("{shown:?} cannot be checked: {e}"),
+            ),
+        }
+    }
+}
+
+pub(crate) fn lookup_user(name: &str) -> Result<RunAs, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(RunAs {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        }),
+        Ok(None) => Err(format!("no such user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
     }
 }

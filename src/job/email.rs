@@ -9,7 +9,12 @@ use lettre::Message;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
+use super::template::template;
 use super::{AttemptContext, Outcome, StopSignal, template};
+use crate::problem::{Located, mailbox, mailboxes};
+use crate::smtp::{SmtpServer, smtp_name};
+use serde::Deserialize;
+use std::path::Path;
 
 /// A validated email job.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +111,7 @@ impl EmailJob {
                 ContentType::parse("application/octet-stream").unwrap_or(ContentType::TEXT_PLAIN),
             ));
         }
-        let host = crate::config::host_name();
+        let host = super::template::host_name();
         let message_id = format!(
             "<hourglass.{}.{}.{:016x}@{host}>",
             ctx.job.name,
@@ -183,4 +188,109 @@ impl EmailJob {
             },
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEmail {
+    pub(crate) smtp: Option<String>,
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+    pub(crate) cc: Option<Vec<String>>,
+    pub(crate) bcc: Option<Vec<String>>,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) subject: String,
+    pub(crate) body: Option<String>,
+    pub(crate) body_file: Option<String>,
+    pub(crate) html: Option<String>,
+    pub(crate) html_file: Option<String>,
+    pub(crate) attachments: Option<Vec<String>>,
+    pub(crate) max_attachments_size: Option<String>,
+    pub(crate) env: Option<Vec<String>>,
+}
+
+pub(crate) fn from_raw(
+    r: RawEmail,
+    jobs_dir: &std::path::Path,
+    servers: &BTreeMap<String, SmtpServer>,
+    at: &mut Located<'_>,
+) -> Option<EmailJob> {
+    let base = jobs_dir.to_path_buf();
+    let smtp = smtp_name(r.smtp.as_deref(), "email.smtp", servers, at);
+    let from = mailbox(&r.from, "email.from", at);
+    let to = mailboxes(&r.to, "email.to", at);
+    if r.to.is_empty() {
+        at.push(Some("email.to"), "needs at least one recipient");
+    }
+    let cc = mailboxes(r.cc.as_deref().unwrap_or_default(), "email.cc", at);
+    let bcc = mailboxes(r.bcc.as_deref().unwrap_or_default(), "email.bcc", at);
+    let reply_to = r
+        .reply_to
+        .as_deref()
+        .and_then(|v| mailbox(v, "email.reply_to", at));
+    let subject = template(Some(r.subject), None, "email.subject", &base, at);
+    let body = template(r.body, r.body_file, "email.body", &base, at);
+    if body.is_none()
+        && !at.problems.iter().any(|p| {
+            p.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("email.body"))
+        })
+    {
+        at.push(Some("email.body"), "set `body` or `body_file`");
+    }
+    let html = template(r.html, r.html_file, "email.html", &base, at);
+    let mut env = BTreeMap::new();
+    for var in r.env.unwrap_or_default() {
+        if !at.secrets {
+            // Like secrets, these come from the daemon's environment only.
+            continue;
+        }
+        match std::env::var(&var) {
+            Ok(v) => {
+                env.insert(var, v);
+            }
+            Err(_) => at.push(
+                Some("email.env"),
+                format!("environment variable {var} is not set"),
+            ),
+        }
+    }
+    let attachments: Vec<String> = r
+        .attachments
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            let p = Path::new(&a);
+            if p.is_absolute() {
+                a
+            } else {
+                base.join(p).to_string_lossy().into_owned()
+            }
+        })
+        .collect();
+    for a in &attachments {
+        if let Err(e) = glob::Pattern::new(a) {
+            at.push(Some("email.attachments"), format!("{a:?}: {e}"));
+        }
+    }
+    let max_attachments_size = at.size(
+        "email.max_attachments_size",
+        r.max_attachments_size.as_deref(),
+        25 << 20,
+    ) as u64;
+    Some(EmailJob {
+        smtp: smtp?,
+        from: from?,
+        to,
+        cc,
+        bcc,
+        reply_to,
+        subject: subject?,
+        body: body?,
+        html,
+        attachments,
+        max_attachments_size,
+        env,
+    })
 }

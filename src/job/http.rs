@@ -2,8 +2,13 @@
 //! checked against the expected status codes; the status and a capped response body go to
 //! the history.
 
+use super::output::Tail;
 use super::{AttemptContext, Outcome, StopSignal};
+use crate::http_client::{chain, redacted};
+use crate::problem::{Located, RawSecret, headers, url};
 use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// A validated HTTP job.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,81 +27,6 @@ pub struct HttpJob {
     pub expect_status: Vec<u16>,
     /// Follow redirects (up to 10).
     pub follow_redirects: bool,
-}
-
-/// Installs ring as the process's rustls crypto provider. reqwest is built without a default
-/// one, and not only our clients build reqwest clients: OpenDAL (uploads) builds its own, so
-/// the daemon installs it at start. A second call finds it installed, which is fine.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Shared HTTP clients (one per redirect policy), built on first use: loading the platform's
-/// root certificates costs memory that a daemon without HTTP jobs or webhooks should not pay
-/// (measured in the bench's idle scenario, see the README).
-#[derive(Debug, Clone, Default)]
-pub struct HttpClients {
-    cell: std::sync::Arc<tokio::sync::OnceCell<Pair>>,
-}
-
-#[derive(Debug)]
-struct Pair {
-    follow: reqwest::Client,
-    no_follow: reqwest::Client,
-}
-
-impl Pair {
-    fn build() -> Result<Self, reqwest::Error> {
-        install_crypto_provider();
-        let ua = concat!("hourglass/", env!("CARGO_PKG_VERSION"));
-        Ok(Self {
-            follow: reqwest::Client::builder()
-                .user_agent(ua)
-                .redirect(reqwest::redirect::Policy::limited(10))
-                .build()?,
-            no_follow: reqwest::Client::builder()
-                .user_agent(ua)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
-        })
-    }
-}
-
-impl HttpClients {
-    /// The client for a redirect policy, built (on a blocking thread: it reads the system's
-    /// certificates) at the first call. A failed build is tried again at the next call.
-    pub async fn get(&self, follow_redirects: bool) -> Result<reqwest::Client, String> {
-        let pair = self
-            .cell
-            .get_or_try_init(|| async {
-                match tokio::task::spawn_blocking(Pair::build).await {
-                    Ok(Ok(p)) => Ok(p),
-                    Ok(Err(e)) => Err(format!("cannot set up the HTTP client: {}", chain(&e))),
-                    Err(e) => Err(format!("cannot set up the HTTP client: {e}")),
-                }
-            })
-            .await?;
-        Ok(if follow_redirects {
-            pair.follow.clone()
-        } else {
-            pair.no_follow.clone()
-        })
-    }
-}
-
-/// The error with its whole cause chain.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl HttpJob {
@@ -138,7 +68,7 @@ impl HttpJob {
         let work = async {
             let mut resp = req.send().await?;
             let status = resp.status().as_u16();
-            let mut tail = super::command::Tail::new(limit);
+            let mut tail = Tail::new(limit);
             while let Some(chunk) = resp.chunk().await? {
                 tail.push(&chunk);
             }
@@ -185,12 +115,55 @@ impl HttpJob {
     }
 }
 
-/// The URL without its password or query (which may carry tokens).
-pub fn redacted(url: &reqwest::Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_password(None);
-    if u.query().is_some() {
-        u.set_query(Some("…"));
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub(crate) method: Option<String>,
+    pub(crate) url: String,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) secret_headers: Option<BTreeMap<String, RawSecret>>,
+    pub(crate) body: Option<String>,
+    pub(crate) expect_status: Option<Vec<u16>>,
+    pub(crate) follow_redirects: Option<bool>,
+}
+
+pub(crate) fn from_raw(r: RawHttp, at: &mut Located<'_>) -> Option<HttpJob> {
+    let method = match r
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase()
+        .parse::<reqwest::Method>()
+    {
+        Ok(m) => Some(m),
+        Err(_) => {
+            at.push(
+                Some("http.method"),
+                format!(
+                    "{:?} is not an HTTP method (e.g. \"GET\", \"POST\", \"PUT\")",
+                    r.method.as_deref().unwrap_or_default()
+                ),
+            );
+            None
+        }
+    };
+    let url = url(&r.url, "http.url", at);
+    let (headers, secret_headers) = headers(r.headers, r.secret_headers, "http", at);
+    for s in r.expect_status.iter().flatten() {
+        if !(100..=599).contains(s) {
+            at.push(
+                Some("http.expect_status"),
+                format!("{s} is not an HTTP status"),
+            );
+        }
     }
-    u.to_string()
+    Some(HttpJob {
+        method: method?,
+        url: url?,
+        headers,
+        secret_headers,
+        body: r.body,
+        expect_status: r.expect_status.unwrap_or_default(),
+        follow_redirects: r.follow_redirects.unwrap_or(true),
+    })
 }

@@ -1,19 +1,21 @@
 //! What a job is once its config has been validated: schedule, policies and the kind of work.
 //! One file per kind of work; each kind turns one attempt into an [`Outcome`].
 
+pub mod attempt;
 pub mod command;
 pub mod email;
 pub mod http;
+pub mod output;
 pub mod template;
 pub mod upload;
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio_util::sync::CancellationToken;
 
 use crate::schedule::Schedule;
 
+pub use attempt::{AttemptContext, Outcome, Services, StartMark, StopSignal};
 pub use command::CommandJob;
 pub use email::EmailJob;
 pub use http::HttpJob;
@@ -48,8 +50,6 @@ pub struct JobSpec {
     pub output_limit: usize,
     /// The work.
     pub kind: JobKind,
-    /// Who hears about failures (and recoveries); `None` for nobody.
-    pub notify: Option<std::sync::Arc<crate::notify::NotifyPolicy>>,
     /// `enabled = false`: never fires on its schedule, but `hourglass trigger` runs it.
     pub enabled: bool,
 }
@@ -118,7 +118,6 @@ impl JobSpec {
                 umask: None,
                 clean_env: false,
             }),
-            notify: None,
             enabled: true,
         }
     }
@@ -160,79 +159,6 @@ impl JobKind {
             JobKind::Email(_) => "email",
             JobKind::Http(_) => "http",
             JobKind::Upload(_) => "upload",
-        }
-    }
-}
-
-/// What an attempt knows about itself.
-#[derive(Debug)]
-pub struct AttemptContext<'a> {
-    /// The job.
-    pub job: &'a JobSpec,
-    /// Run id (history row).
-    pub run_id: i64,
-    /// The intended time of the firing.
-    pub scheduled_for: DateTime<Utc>,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    /// What fired it (schedule, manual, retry, catch-up).
-    pub trigger: crate::store::Trigger,
-    /// The daemon's command processes (register while alive).
-    pub processes: &'a crate::processes::Processes,
-    /// Call [`crate::runner::StartMark::mark`] when the work really begins (a command: once
-    /// its child is spawned); that instant is the run's `started_at`.
-    pub started: &'a crate::runner::StartMark,
-    /// Connections shared by all runs.
-    pub services: &'a Services,
-}
-
-/// What job kinds share: SMTP transports and HTTP clients.
-#[derive(Debug, Clone)]
-pub struct Services {
-    /// Configured SMTP servers.
-    pub mailers: crate::smtp::Mailers,
-    /// HTTP clients.
-    pub http: http::HttpClients,
-    /// The history database (upload marks); `None` in tests without one.
-    pub store: Option<crate::store::Store>,
-}
-
-/// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal {
-    /// Stop politely (timeout, shutdown after drain, replaced).
-    pub soft: CancellationToken,
-    /// Stop now (second signal).
-    pub hard: CancellationToken,
-}
-
-/// The result of one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// Succeeded or failed; the runner overrides with timed_out/interrupted/cancelled.
-    pub success: bool,
-    /// Process exit code, when there was one.
-    pub exit_code: Option<i32>,
-    /// The cause chain, when it failed.
-    pub error: Option<String>,
-    /// Tail of the output.
-    pub output: Option<String>,
-    /// Worth retrying (false for errors no retry can fix, such as a missing program).
-    pub retryable: bool,
-    /// Kind-specific facts for the history (`details` column, JSON).
-    pub details: Option<serde_json::Value>,
-}
-
-impl Outcome {
-    /// A failure before anything ran.
-    pub fn failed(error: impl Into<String>, retryable: bool) -> Self {
-        Self {
-            success: false,
-            exit_code: None,
-            error: Some(error.into()),
-            output: None,
-            retryable,
-            details: None,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::AttemptContext;
+use crate::problem::Located;
+use std::path::Path;
 
 /// Template instructions one rendering may execute (minijinja's fuel): far above what a real
 /// message needs (a few hundred), and used up by a runaway loop within about a tenth of a
@@ -27,7 +29,7 @@ pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, String>) -> minij
         date => local.format("%Y-%m-%d").to_string(),
         time => local.format("%H:%M").to_string(),
         timezone => zone.name(),
-        host => crate::config::host_name(),
+        host => host_name(),
         env => env,
     }
 }
@@ -90,6 +92,52 @@ impl Write for CappedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+pub(crate) fn template(
+    inline: Option<String>,
+    file: Option<String>,
+    field: &str,
+    base: &Path,
+    at: &mut Located<'_>,
+) -> Option<String> {
+    let text = match (inline, file) {
+        (Some(t), None) => t,
+        (None, Some(f)) => {
+            let path = base.join(&f);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    at.push(
+                        Some(&format!("{field}_file")),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            at.push(
+                Some(field),
+                format!("set `{field}` or `{field}_file`, not both"),
+            );
+            return None;
+        }
+    };
+    if let Err(e) = check_template(&text) {
+        at.push(Some(field), format!("template error: {e}"));
+        return None;
+    }
+    Some(text)
+}
+
+/// This machine's name (the default node name, and `{{ host }}` in templates).
+pub fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

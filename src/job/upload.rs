@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use opendal::Operator;
 use tokio::io::AsyncReadExt;
 
+use super::template::check_template;
 use super::{AttemptContext, Outcome, StopSignal};
+use crate::problem::url;
+use crate::problem::{Located, RawSecret, secret};
 use crate::secret::Secret;
 use crate::store::UploadMark;
+use serde::Deserialize;
 
 /// Where files go.
 #[derive(Debug, Clone, PartialEq)]
@@ -402,13 +406,20 @@ impl UploadJob {
             .user_known_hosts_file(known_hosts)
             .connect_timeout(std::time::Duration::from_secs(15))
             .control_directory(std::env::temp_dir());
-        let session = b
-            .connect(host)
-            .await
-            .map_err(|e| format!("sftp://{user}@{host}:{port}: {}", super::http::chain(&e)))?;
+        let session = b.connect(host).await.map_err(|e| {
+            format!(
+                "sftp://{user}@{host}:{port}: {}",
+                crate::http_client::chain(&e)
+            )
+        })?;
         openssh_sftp_client::Sftp::from_session(session, Default::default())
             .await
-            .map_err(|e| format!("sftp://{user}@{host}:{port}: {}", super::http::chain(&e)))
+            .map_err(|e| {
+                format!(
+                    "sftp://{user}@{host}:{port}: {}",
+                    crate::http_client::chain(&e)
+                )
+            })
     }
 }
 
@@ -428,7 +439,7 @@ impl BlockSink for openssh_sftp_client::file::File {
     async fn put(&mut self, block: Vec<u8>) -> Result<(), String> {
         self.write_all(&block)
             .await
-            .map_err(|e| super::http::chain(&e))
+            .map_err(|e| crate::http_client::chain(&e))
     }
 }
 
@@ -468,7 +479,8 @@ async fn sftp_upload_one(
     stop: &StopSignal,
 ) -> Result<(), String> {
     let remote = dir.join(&f.rel);
-    let err = |e: openssh_sftp_client::Error| format!("{}: {}", f.rel, super::http::chain(&e));
+    let err =
+        |e: openssh_sftp_client::Error| format!("{}: {}", f.rel, crate::http_client::chain(&e));
     // mkdir -p of the parents (errors for folders that exist are expected).
     let mut fs = sftp.fs();
     let mut cur = PathBuf::new();
@@ -492,4 +504,202 @@ async fn sftp_upload_one(
         ));
     }
     Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpload {
+    pub(crate) source: String,
+    pub(crate) destination: String,
+    pub(crate) after: Option<String>,
+    pub(crate) skip_unchanged: Option<bool>,
+    pub(crate) part_size: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) access_key_id: Option<RawSecret>,
+    pub(crate) secret_access_key: Option<RawSecret>,
+    pub(crate) key_file: Option<String>,
+    pub(crate) known_hosts: Option<String>,
+}
+
+pub(crate) fn from_raw(r: RawUpload, at: &mut Located<'_>) -> Option<UploadJob> {
+    use crate::job::upload::{After, Destination};
+    if !Path::new(&r.source).is_absolute() {
+        at.push(
+            Some("upload.source"),
+            format!("{:?} must be an absolute path or glob", r.source),
+        );
+    } else if let Err(e) = glob::Pattern::new(&r.source) {
+        at.push(Some("upload.source"), format!("{:?}: {e}", r.source));
+    }
+    let after = match r.after.as_deref().unwrap_or("keep") {
+        "keep" => Some(After::Keep),
+        "delete" => Some(After::Delete),
+        other => match other.strip_prefix("move:") {
+            Some(dir) if Path::new(dir).is_absolute() => Some(After::Move(PathBuf::from(dir))),
+            _ => {
+                at.push(
+                    Some("upload.after"),
+                    format!(
+                        "{other:?}: expected \"keep\", \"delete\" or \"move:<absolute folder>\""
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let d = r.destination.as_str();
+    let destination = if let Some(rest) = d.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            at.push(
+                Some("upload.destination"),
+                format!("{d:?}: no bucket (expected s3://bucket/prefix/)"),
+            );
+        }
+        if let Err(e) = check_template(prefix) {
+            at.push(Some("upload.destination"), format!("template error: {e}"));
+        }
+        let key = r
+            .access_key_id
+            .as_ref()
+            .and_then(|s| secret(s, "upload.access_key_id", at));
+        let secret_key = r
+            .secret_access_key
+            .as_ref()
+            .and_then(|s| secret(s, "upload.secret_access_key", at));
+        if r.access_key_id.is_none() || r.secret_access_key.is_none() {
+            at.push(
+                Some("upload"),
+                "S3 needs `access_key_id` and `secret_access_key` ({ env = \"VAR\" } or { file = \"/path\" })",
+            );
+        }
+        if let Some(e) = &r.endpoint {
+            url(e, "upload.endpoint", at);
+        }
+        match (key, secret_key) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(Destination::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                endpoint: r.endpoint.clone(),
+                region: r.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                access_key_id,
+                secret_access_key,
+            }),
+            _ => None,
+        }
+    } else if d.starts_with("sftp://") {
+        sftp_destination(d, &r, at)
+    } else {
+        let folder = d.strip_prefix("file://").unwrap_or(d);
+        if !Path::new(folder).is_absolute() {
+            at.push(
+                Some("upload.destination"),
+                format!(
+                    "{d:?}: expected s3://bucket/prefix/, file:///folder or an absolute folder"
+                ),
+            );
+        }
+        if let Err(e) = check_template(folder) {
+            at.push(Some("upload.destination"), format!("template error: {e}"));
+        }
+        Some(Destination::Folder(folder.to_string()))
+    };
+    let part_size = at.size("upload.part_size", r.part_size.as_deref(), 8 << 20);
+    if part_size < 5 << 20 {
+        at.push(
+            Some("upload.part_size"),
+            "must be at least 5MiB (the S3 minimum part size)",
+        );
+    }
+    Some(UploadJob {
+        source: r.source,
+        destination: destination?,
+        after: after?,
+        skip_unchanged: r.skip_unchanged.unwrap_or(false),
+        part_size,
+    })
+}
+
+pub(crate) fn sftp_destination(
+    d: &str,
+    r: &RawUpload,
+    at: &mut Located<'_>,
+) -> Option<crate::job::upload::Destination> {
+    let parsed = match reqwest::Url::parse(d) {
+        Ok(u) => u,
+        Err(e) => {
+            at.push(
+                Some("upload.destination"),
+                format!("{d:?} is not a URL ({e})"),
+            );
+            return None;
+        }
+    };
+    let user = parsed.username().to_string();
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    if user.is_empty() || host.is_empty() {
+        at.push(
+            Some("upload.destination"),
+            format!("{d:?}: expected sftp://user@host:port/path"),
+        );
+    }
+    if parsed.password().is_some() {
+        at.push(
+            Some("upload.destination"),
+            "no password in the URL: SFTP uses `key_file`",
+        );
+    }
+    let path = percent_decode(parsed.path());
+    if let Err(e) = check_template(&path) {
+        at.push(Some("upload.destination"), format!("template error: {e}"));
+    }
+    let mut file = |field: &str, v: &Option<String>, what: &str| match v {
+        Some(p) if Path::new(p).is_absolute() => Some(PathBuf::from(p)),
+        Some(p) => {
+            at.push(Some(field), format!("{p:?} must be an absolute path"));
+            None
+        }
+        None => {
+            at.push(Some(field), format!("SFTP needs {what}"));
+            None
+        }
+    };
+    let key_file = file("upload.key_file", &r.key_file, "a private key file");
+    let known_hosts = file(
+        "upload.known_hosts",
+        &r.known_hosts,
+        "a known_hosts file with the server's pinned host key",
+    );
+    Some(crate::job::upload::Destination::Sftp {
+        user,
+        host,
+        port: parsed.port().unwrap_or(22),
+        path,
+        key_file: key_file?,
+        known_hosts: known_hosts?,
+    })
+}
+
+/// Decodes %XX escapes (a URL path keeps `{{ }}` templates escaped).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = s
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

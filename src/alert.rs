@@ -1,7 +1,7 @@
-//! Notifications after a firing's last attempt: on `failure`, on `recovery` (the first success
-//! after failures) and optionally on `success`, by email and/or webhook. At most one failure
-//! notice per job per `min_interval`. A notification failure is logged and recorded and never
-//! changes the run's status.
+//! Alerts after a firing's last attempt (a job's `notify` settings): on `failure`, on
+//! `recovery` (the first success after failures) and optionally on `success`, by email and/or
+//! webhook. At most one failure alert per job per `min_interval`. An alert that cannot be sent
+//! is logged and recorded and never changes the run's status. Knows jobs only by name.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,12 +12,19 @@ use lettre::message::Mailbox;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::job::JobSpec;
-use crate::job::http::{HttpClients, chain, redacted};
+use crate::http_client::{HttpClients, chain, redacted};
+use crate::problem::{Located, RawSecret, headers, mailbox, mailboxes, url};
 use crate::recorder::Recorder;
 use crate::secret::Secret;
 use crate::smtp::Mailers;
+use crate::smtp::{SmtpServer, smtp_name};
 use crate::store::{NotificationRecord, Record, RunStatus};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Who hears about each job's failures: job name → its alert policy; jobs without one are
+/// absent.
+pub type AlertPolicies = std::collections::BTreeMap<String, std::sync::Arc<AlertPolicy>>;
 
 /// What happened to the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -68,7 +75,7 @@ pub struct WebhookChannel {
 
 /// A job's notification policy (its own `[jobs.x.notify]`, else the main file's `[notify]`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct NotifyPolicy {
+pub struct AlertPolicy {
     /// Events that notify.
     pub on: Vec<Event>,
     /// Email, if configured.
@@ -81,7 +88,7 @@ pub struct NotifyPolicy {
 
 /// Per-job memory between firings (lives in the job's slot, across reloads).
 #[derive(Debug, Default)]
-pub struct NotifyState {
+pub struct AlertState {
     inner: Mutex<StateInner>,
 }
 
@@ -135,7 +142,7 @@ pub struct FiringEnd {
 
 /// Sends notifications.
 #[derive(Debug, Clone)]
-pub struct Notifier {
+pub struct Alerts {
     mailers: Mailers,
     http: HttpClients,
     recorder: Recorder,
@@ -144,7 +151,7 @@ pub struct Notifier {
 
 const OUTPUT_TAIL: usize = 2048;
 
-impl Notifier {
+impl Alerts {
     /// A notifier sending through these mailers and clients.
     pub fn new(mailers: Mailers, http: HttpClients, recorder: Recorder, node: String) -> Self {
         Self {
@@ -159,8 +166,9 @@ impl Notifier {
     /// spawned by the caller (so that sending never delays the job).
     pub fn after_firing(
         &self,
-        job: &JobSpec,
-        state: &NotifyState,
+        job: &str,
+        policy: &AlertPolicy,
+        state: &AlertState,
         end: &FiringEnd,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let ok = match end.status {
@@ -169,7 +177,6 @@ impl Notifier {
             // Skipped, stopped by shutdown or replaced: says nothing about the job's health.
             _ => return None,
         };
-        let policy = job.notify.as_ref()?;
         let event = {
             let Ok(mut s) = state.inner.lock() else {
                 return None;
@@ -191,7 +198,11 @@ impl Notifier {
                     if let Some(t) = s.last_failure_notice
                         && t.elapsed() < policy.min_interval
                     {
-                        tracing::info!(job = %job.name, run_id = end.run_id, "failure notice suppressed (min_interval)");
+                        tracing::info!(
+                            job,
+                            run_id = end.run_id,
+                            "failure notice suppressed (min_interval)"
+                        );
                         return None;
                     }
                     s.last_failure_notice = Some(Instant::now());
@@ -210,7 +221,7 @@ impl Notifier {
         });
         let notice = Notice {
             event,
-            job: job.name.clone(),
+            job: job.to_string(),
             run_id: end.run_id,
             scheduled_for: crate::store::format_ts(end.scheduled_for),
             status: end.status.as_str().to_string(),
@@ -225,7 +236,7 @@ impl Notifier {
         Some(async move { this.send(&policy, &notice).await })
     }
 
-    async fn send(&self, policy: &NotifyPolicy, notice: &Notice) {
+    async fn send(&self, policy: &AlertPolicy, notice: &Notice) {
         if let Some(email) = &policy.email {
             let result = self.send_email(email, notice).await;
             self.record(notice, "email", result);
@@ -321,4 +332,82 @@ impl Notifier {
             Err(format!("POST {}: HTTP status {status}", redacted(&ch.url)))
         }
     }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotify {
+    pub(crate) on: Option<Vec<Event>>,
+    pub(crate) min_interval: Option<String>,
+    pub(crate) email: Option<RawNotifyEmail>,
+    pub(crate) webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNotifyEmail {
+    pub(crate) smtp: Option<String>,
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub(crate) url: String,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    pub(crate) secret_headers: Option<BTreeMap<String, RawSecret>>,
+    pub(crate) timeout: Option<String>,
+}
+
+pub(crate) fn notify_policy(
+    r: RawNotify,
+    field: &str,
+    servers: &BTreeMap<String, SmtpServer>,
+    at: &mut Located<'_>,
+) -> Option<AlertPolicy> {
+    let email = r.email.and_then(|e| {
+        let smtp = smtp_name(
+            e.smtp.as_deref(),
+            &format!("{field}.email.smtp"),
+            servers,
+            at,
+        )?;
+        let from = mailbox(&e.from, &format!("{field}.email.from"), at)?;
+        let to = mailboxes(&e.to, &format!("{field}.email.to"), at);
+        if to.is_empty() {
+            at.push(
+                Some(&format!("{field}.email.to")),
+                "needs at least one recipient",
+            );
+        }
+        Some(EmailChannel { smtp, from, to })
+    });
+    let webhook = r.webhook.and_then(|w| {
+        let url = url(&w.url, &format!("{field}.webhook.url"), at)?;
+        let (headers, secret_headers) =
+            headers(w.headers, w.secret_headers, &format!("{field}.webhook"), at);
+        Some(WebhookChannel {
+            url,
+            headers,
+            secret_headers,
+            timeout: at.duration(
+                &format!("{field}.webhook.timeout"),
+                w.timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+        })
+    });
+    Some(AlertPolicy {
+        on: r
+            .on
+            .unwrap_or_else(|| vec![Event::Failure, Event::Recovery]),
+        email,
+        webhook,
+        min_interval: at.duration(
+            &format!("{field}.min_interval"),
+            r.min_interval.as_deref(),
+            Duration::from_secs(3600),
+        ),
+    })
 }
