@@ -1,0 +1,409 @@
+//! The daemon's life: open the history, stop what a dead daemon's runs left, schedule every
+//! job, tell systemd it is ready ([`Running::start`]); serve reloads, manual triggers and
+//! status until the shutdown signal ([`Running::serve`]); then drain runs for the grace period
+//! and stop what is left ([`Running::drain`]); and write the last records ([`Running::finish`]).
+
+mod background;
+mod leftovers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::AlertPolicies;
+use crate::clock::Clock;
+use crate::config::{Config, Settings};
+use crate::http_client::HttpClients;
+use crate::job::{JobSpec, Services};
+use crate::processes::Processes;
+use crate::recorder::{Recorder, WriterReport};
+use crate::run_ids::RunIds;
+use crate::runner::Context;
+use crate::scheduler::Scheduler;
+use crate::smtp::Mailers;
+use crate::store::Store;
+use crate::systemd;
+
+use background::{
+    poll_triggers, prune_loop, record_trigger_outcome, release_freed_memory, reload,
+    sleep_until_some, watch_files, watchdog_loop,
+};
+use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
+
+/// How the daemon is asked to stop.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop firing, wait for runs up to the grace period, then stop them.
+    pub drain: CancellationToken,
+    /// Stop at once: kill every run's process group (a second signal).
+    pub now: CancellationToken,
+    /// Process groups of running commands, for a stop that cannot wait for the runtime.
+    pub processes: Arc<Processes>,
+}
+
+/// The umask jobs run with.
+pub const JOB_UMASK: nix::libc::mode_t = 0o022;
+/// Quiet time after a config file change before reloading (editors write in several steps).
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest wait for the last history writes at exit: one try of the database (its busy
+/// timeout is 5 s), then the spill file.
+const FINAL_WRITE_WAIT: Duration = Duration::from_secs(15);
+/// How often the systemd status line is refreshed (sent only when it changed).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the daemon on an already loaded config until `shutdown`.
+pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Config {
+        settings,
+        jobs,
+        alerts,
+        warnings,
+    } = config;
+    for w in &warnings {
+        tracing::warn!(problem = %w, "configuration warning");
+    }
+    let mut daemon = Running::start(settings, jobs, &alerts, &shutdown).await?;
+    daemon.serve(&shutdown).await;
+    daemon.drain(&shutdown).await;
+    daemon.finish().await
+}
+
+/// A started daemon: what the serve loop, the drain and the last writes work on.
+struct Running {
+    settings: Settings,
+    store: Store,
+    ids: Arc<RunIds>,
+    ctx: Arc<Context>,
+    scheduler: Scheduler,
+    /// Stops the timer task (no new firings).
+    timers: CancellationToken,
+    /// Stops the background tasks (after the drain).
+    background: CancellationToken,
+    tasks: JoinSet<()>,
+    writer: JoinHandle<WriterReport>,
+    triggers: mpsc::Receiver<(i64, String)>,
+    changes: mpsc::UnboundedReceiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    hup: SignalStream,
+    _instance: crate::instance::InstanceLock,
+}
+
+impl Running {
+    /// Opens the history (replaying a spill file, stopping what a dead daemon's runs left),
+    /// schedules the jobs and starts the background tasks; tells systemd it is ready.
+    async fn start(
+        settings: Settings,
+        jobs: Vec<JobSpec>,
+        alerts: &AlertPolicies,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Self> {
+        // Jobs inherit the daemon's umask: 022, as under cron, whatever the service manager
+        // set (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
+        crate::http_client::install_crypto_provider();
+        let store = Store::open(&settings.database).await?;
+        let instance = crate::instance::acquire(&settings.database)?;
+        let replayed = crate::recorder::replay_spill(&store)
+            .await
+            .context("cannot replay the spill file into the history database")?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "run records kept in the spill file by the previous daemon written to the history database"
+            );
+        }
+        let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
+        let ids = Arc::new(RunIds::reserve(&store, above).await?);
+        let last_fired = store.last_fired().await?;
+        let (recorder, writer) = Recorder::start(&store);
+        let ctx = Arc::new(context(&settings, &store, recorder, &ids, shutdown)?);
+        let timers = CancellationToken::new();
+        let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
+        scheduler.apply(jobs, alerts, &last_fired);
+        release_freed_memory();
+        let background = CancellationToken::new();
+        let (tasks, triggers) = spawn_background(&settings, &store, &ids, &ctx, &background);
+        let (change_tx, changes) = mpsc::unbounded_channel();
+        let watcher = watch_files(&settings, change_tx);
+        let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let daemon = Self {
+            settings,
+            store,
+            ids,
+            ctx,
+            scheduler,
+            timers,
+            background,
+            tasks,
+            writer,
+            triggers,
+            changes,
+            _watcher: watcher,
+            hup,
+            _instance: instance,
+        };
+        tracing::info!(
+            jobs = daemon.scheduler.len(),
+            database = %daemon.settings.database.display(),
+            node = %daemon.settings.node,
+            "hourglass started"
+        );
+        systemd::ready(&daemon.status());
+        Ok(daemon)
+    }
+
+    /// The systemd status line.
+    fn status(&self) -> String {
+        let mut line = format!(
+            "{} jobs scheduled, {} runs in progress",
+            self.scheduler.len(),
+            self.ctx.running()
+        );
+        if let Some(n) = self.ctx.recorder.health().pending() {
+            use std::fmt::Write as _;
+            let _ = write!(line, "; history database failing: {n} run records waiting");
+        }
+        line
+    }
+
+    /// Serves reloads, manual triggers and status updates until the shutdown signal.
+    async fn serve(&mut self, shutdown: &Shutdown) {
+        let mut reload_at: Option<tokio::time::Instant> = None;
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        let mut last_status = String::new();
+        loop {
+            tokio::select! {
+                () = shutdown.drain.cancelled() => return,
+                () = shutdown.now.cancelled() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    // This reload reads the files as they are: a pending file-change reload
+                    // is folded into it.
+                    reload_at = None;
+                    self.reload().await;
+                }
+                Some(()) = self.changes.recv() => {
+                    // Let the editor finish, and fold a burst of events into one reload; the
+                    // loop goes on meanwhile (triggers, signals).
+                    reload_at = Some(tokio::time::Instant::now() + RELOAD_DEBOUNCE);
+                }
+                () = sleep_until_some(reload_at) => {
+                    reload_at = None;
+                    tracing::info!("configuration files changed: reloading");
+                    self.reload().await;
+                }
+                Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
+                _ = status_tick.tick() => {
+                    let line = self.status();
+                    if line != last_status {
+                        systemd::status(&line);
+                        last_status = line;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        reload(&mut self.scheduler, &self.settings).await;
+        systemd::ready(&self.status());
+    }
+
+    /// Fires a manual trigger request; what became of it is written to its request row.
+    fn trigger(&mut self, request: i64, job: &str) {
+        if let Some(news) = self.scheduler.trigger(job) {
+            tracing::info!(job, "manual trigger");
+            self.tasks
+                .spawn(record_trigger_outcome(self.store.clone(), request, news));
+        } else {
+            tracing::warn!(job, "manual trigger for a job that is not in the configuration; ignored");
+        }
+    }
+
+    /// Stops firing and waits for the runs up to the grace period (or a second signal), then
+    /// stops what is left and kills what outlived its run.
+    async fn drain(&mut self, shutdown: &Shutdown) {
+        let ctx = Arc::clone(&self.ctx);
+        let running = ctx.running();
+        systemd::stopping(&format!("stopping: waiting for {running} runs"));
+        tracing::info!(
+            runs = running,
+            grace_s = self.settings.shutdown_grace.as_secs(),
+            "shutting down: no new firings; waiting for runs to finish"
+        );
+        self.timers.cancel();
+        ctx.draining.cancel();
+        ctx.tracker.close();
+        let drained = tokio::select! {
+            () = ctx.tracker.wait() => true,
+            () = tokio::time::sleep(self.settings.shutdown_grace) => false,
+            () = shutdown.now.cancelled() => false,
+        };
+        if !drained {
+            stop_runs(&ctx, shutdown).await;
+        }
+        let killed = ctx.processes.signal_all(Signal::SIGKILL);
+        if killed > 0 {
+            tracing::warn!(groups = killed, "killed leftover process groups");
+        }
+        let escaped = final_sweep(Arc::clone(&ctx.processes)).await;
+        if escaped > 0 {
+            tracing::warn!(
+                processes = escaped,
+                "killed processes that had left their run's process group"
+            );
+        }
+        self.background.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits for the last history writes; gives back the unused run ids when every record is
+    /// in the database. An error when a record could be saved nowhere.
+    async fn finish(self) -> anyhow::Result<()> {
+        let Self {
+            store,
+            ids,
+            ctx,
+            scheduler,
+            writer,
+            ..
+        } = self;
+        drop(scheduler);
+        drop(ctx);
+        let report = tokio::time::timeout(FINAL_WRITE_WAIT, writer).await;
+        let report = match report {
+            Ok(Ok(report)) => Some(report),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        if let Some(r) = report.as_ref().filter(|r| r.spilled > 0) {
+            tracing::warn!(
+                records = r.spilled,
+                path = %crate::spill::Spill::beside(store.path()).path().display(),
+                "run records kept in the spill file; the next start writes them to the history database"
+            );
+        }
+        let path = store.path().to_path_buf();
+        if report == Some(WriterReport::default()) {
+            // Every id handed out is in a row: the next daemon goes on from the last one.
+            if let Err(e) = store.release_run_ids(ids.last()).await {
+                tracing::warn!(error = %e, "cannot give back the unused run ids; the next ids skip them");
+            }
+            store.close().await;
+        } else {
+            // The database is failing: its connections are left open to the exit. Closing the
+            // last one checkpoints, which with files made immutable wrote to SQLite's
+            // shared-memory mapping and killed the daemon with SIGBUS after the records were
+            // safe in the spill file.
+            std::mem::forget(store);
+        }
+        let lost = report.map_or(usize::MAX, |r| r.lost);
+        if lost > 0 {
+            let records = if lost == usize::MAX {
+                "some".to_string()
+            } else {
+                lost.to_string()
+            };
+            tracing::error!(
+                database = %path.display(),
+                records = %records,
+                "run records could be saved neither in the history database nor in its spill file"
+            );
+            anyhow::bail!("{records} run records were lost");
+        }
+        tracing::info!("hourglass stopped");
+        Ok(())
+    }
+}
+
+/// What every firing shares, for this daemon.
+fn context(
+    settings: &Settings,
+    store: &Store,
+    recorder: Recorder,
+    ids: &Arc<RunIds>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Context> {
+    let services = Services {
+        mailers: Mailers::new(settings.smtp.values())?,
+        http: HttpClients::default(),
+        store: Some(store.clone()),
+    };
+    let mut ctx = Context::new(
+        Arc::new(Clock::system()),
+        recorder,
+        settings.max_concurrent_runs,
+        Arc::clone(ids),
+        settings.node.clone(),
+        services,
+    );
+    ctx.processes = Arc::clone(&shutdown.processes);
+    Ok(ctx)
+}
+
+/// Starts the background tasks (clock watch, run id reservations, sweeps, trigger polling,
+/// retention, watchdog); returns them and the trigger requests' receiver.
+fn spawn_background(
+    settings: &Settings,
+    store: &Store,
+    ids: &Arc<RunIds>,
+    ctx: &Arc<Context>,
+    cancel: &CancellationToken,
+) -> (JoinSet<()>, mpsc::Receiver<(i64, String)>) {
+    let mut tasks = JoinSet::new();
+    {
+        let clock = Arc::clone(&ctx.clock);
+        let cancel = cancel.clone();
+        tasks.spawn(async move { clock.watch(cancel).await });
+    }
+    {
+        let (ids, store, cancel) = (Arc::clone(ids), store.clone(), cancel.clone());
+        tasks.spawn(async move { ids.keep_reserved(store, cancel).await });
+    }
+    tasks.spawn(sweep_loop(Arc::clone(&ctx.processes), cancel.clone()));
+    let (trigger_tx, triggers) = mpsc::channel(64);
+    tasks.spawn(poll_triggers(
+        store.clone(),
+        settings.node.clone(),
+        trigger_tx,
+        cancel.clone(),
+    ));
+    if let Some(retention) = settings.retention {
+        tasks.spawn(prune_loop(store.clone(), retention, cancel.clone()));
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        tasks.spawn(watchdog_loop(every, cancel.clone()));
+    }
+    (tasks, triggers)
+}
+
+/// The grace period is over (or a second signal came): stops the runs still going, and at a
+/// second signal kills them at once.
+async fn stop_runs(ctx: &Context, shutdown: &Shutdown) {
+    let left = ctx.running();
+    if shutdown.now.is_cancelled() {
+        tracing::warn!(runs = left, "second signal: killing runs now");
+        ctx.stop.hard.cancel();
+    } else {
+        tracing::warn!(
+            runs = left,
+            "grace period over: stopping the runs still going"
+        );
+    }
+    ctx.stop.soft.cancel();
+    tokio::select! {
+        () = ctx.tracker.wait() => {}
+        () = shutdown.now.cancelled() => {
+            ctx.stop.hard.cancel();
+            ctx.processes.signal_all(Signal::SIGKILL);
+            // Give the runs a moment to record their end; the next start marks any that
+            // could not as abandoned.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ctx.tracker.wait()).await;
+        }
+    }
+}
