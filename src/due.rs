@@ -98,15 +98,7 @@ pub fn plan(spec: &JobSpec, after: DateTime<Utc>, upto: DateTime<Utc>, now: Date
     if p.newest.is_none() {
         return p;
     }
-    // Late: at or after `now - LATE_GRACE`. Missed: before it.
-    let mut t = after.max(grace_start - NS);
-    while let Some(n) = spec.next_fire_after(t).filter(|n| *n <= upto) {
-        if p.late.len() >= MAX_LATE {
-            break;
-        }
-        p.late.push(n);
-        t = n;
-    }
+    p.late = late(spec, after.max(grace_start - NS), upto);
     let missed_upto = p
         .late
         .first()
@@ -122,66 +114,98 @@ pub fn plan(spec: &JobSpec, after: DateTime<Utc>, upto: DateTime<Utc>, now: Date
         .ok()
         .and_then(|w| now.checked_sub_signed(w))
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let cap = match spec.catch_up {
-        CatchUp::Skip => 0,
-        CatchUp::Latest => 1,
-        CatchUp::All => MAX_CATCH_UP,
-    };
-    // The newest missed ones within the window run, up to the cap (searched backwards, so
-    // that a long outage costs the cap, not the outage).
-    let mut t = Some(newest_missed);
-    while let Some(at) = t.filter(|t| *t > after && *t >= window_start) {
-        if p.catch_up.len() >= cap {
-            break;
-        }
-        p.catch_up.push(at);
-        t = spec.latest_fire_at_or_before(at - MS);
-    }
-    p.catch_up.reverse();
-    // What is left, (after, oldest run or newest missed], is not run: the part inside the
-    // window for the policy's reason, the part before it as outside the window.
+    p.catch_up = catch_up(spec, after, newest_missed, window_start);
+    // What is left, (after, oldest run or newest missed], is not run.
     let left_last = match p.catch_up.first() {
         Some(oldest) => spec.latest_fire_at_or_before(*oldest - MS),
         None => Some(newest_missed),
     }
     .filter(|t| *t > after);
-    let (Some(left_last), Some(left_first)) = (left_last, spec.next_fire_after(after)) else {
-        return p;
+    if let (Some(left_last), Some(left_first)) = (left_last, spec.next_fire_after(after)) {
+        p.not_run = not_run(spec, left_first, left_last, window_start);
+    }
+    p
+}
+
+/// The occurrences in `(from, upto]`, oldest first, at most [`MAX_LATE`].
+fn late(spec: &JobSpec, from: DateTime<Utc>, upto: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    let mut t = from;
+    while let Some(n) = spec.next_fire_after(t).filter(|n| *n <= upto) {
+        if out.len() >= MAX_LATE {
+            break;
+        }
+        out.push(n);
+        t = n;
+    }
+    out
+}
+
+/// The missed occurrences that run: the newest ones from `newest_missed` back, after `after`
+/// and within the window, up to the policy's cap; oldest first. (Searched backwards, so that a
+/// long outage costs the cap, not the outage.)
+fn catch_up(
+    spec: &JobSpec,
+    after: DateTime<Utc>,
+    newest_missed: DateTime<Utc>,
+    window_start: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let cap = match spec.catch_up {
+        CatchUp::Skip => 0,
+        CatchUp::Latest => 1,
+        CatchUp::All => MAX_CATCH_UP,
     };
-    let in_window_reason = match spec.catch_up {
+    let mut out = Vec::new();
+    let mut t = Some(newest_missed);
+    while let Some(at) = t.filter(|t| *t > after && *t >= window_start) {
+        if out.len() >= cap {
+            break;
+        }
+        out.push(at);
+        t = spec.latest_fire_at_or_before(at - MS);
+    }
+    out.reverse();
+    out
+}
+
+/// The missed occurrences `first..=last` that do not run, as ranges: the part inside the
+/// window for the policy's reason, the part before it as outside the window.
+fn not_run(
+    spec: &JobSpec,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    window_start: DateTime<Utc>,
+) -> Vec<Missed> {
+    let in_window = match spec.catch_up {
         CatchUp::Skip => NotRun::Skip,
         CatchUp::Latest => NotRun::NotLatest,
         CatchUp::All => NotRun::PastCap,
     };
-    if spec.catch_up == CatchUp::Skip || left_first >= window_start {
-        p.not_run.push(Missed {
-            first: left_first,
-            last: left_last,
-            why: in_window_reason,
-        });
-        return p;
+    if spec.catch_up == CatchUp::Skip || first >= window_start {
+        return vec![Missed {
+            first,
+            last,
+            why: in_window,
+        }];
     }
     let outside_last = spec
         .latest_fire_at_or_before(window_start - NS)
-        .filter(|t| *t >= left_first)
-        .unwrap_or(left_first)
-        .min(left_last);
-    p.not_run.push(Missed {
-        first: left_first,
+        .filter(|t| *t >= first)
+        .unwrap_or(first)
+        .min(last);
+    let mut out = vec![Missed {
+        first,
         last: outside_last,
         why: NotRun::OutsideWindow,
-    });
-    if let Some(inside_first) = spec
-        .next_fire_after(outside_last)
-        .filter(|t| *t <= left_last)
-    {
-        p.not_run.push(Missed {
+    }];
+    if let Some(inside_first) = spec.next_fire_after(outside_last).filter(|t| *t <= last) {
+        out.push(Missed {
             first: inside_first,
-            last: left_last,
-            why: in_window_reason,
+            last,
+            why: in_window,
         });
     }
-    p
+    out
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ use serde::Deserialize;
 use super::{AlertPolicies, Settings};
 use crate::alert::AlertPolicy;
 use crate::alert::{RawNotify, notify_policy};
-use crate::job::command::{
-    CommandJob, CommandLine, check_command, check_working_dir, lookup_user, parse_umask,
-};
+use crate::job::command::{self, CommandLine, RawCommand};
 use crate::job::email::{self, RawEmail};
 use crate::job::http::{self, RawHttp};
 use crate::job::upload::{self, RawUpload};
@@ -166,19 +164,12 @@ pub(crate) struct FileContext<'a> {
 
 /// Parses one job file; disabled jobs are left out. `seen` maps job names already defined
 /// (valid or not) to their file, to report duplicates.
-pub(crate) fn parse_job_file(
-    text: &str,
-    fc: &FileContext<'_>,
-    seen: &mut HashMap<String, String>,
-    cache: &mut CronCache,
+/// The `[jobs.<name>]` tables of a job file; anything else in it is a problem.
+fn job_tables<'a>(
+    text: &'a str,
+    file: &str,
     problems: &mut Vec<Problem>,
-) -> Vec<(JobSpec, Option<Arc<AlertPolicy>>)> {
-    let FileContext {
-        path,
-        file,
-        settings,
-        secrets,
-    } = *fc;
+) -> Option<toml::de::DeTable<'a>> {
     // The parser's own tree (borrowing from `text`) is walked directly: converting it to a
     // `toml::Table` first cost a second copy of every value (13 % of loading 100,000 jobs).
     let file_problem = |message: String| Problem {
@@ -192,7 +183,7 @@ pub(crate) fn parse_job_file(
         Ok(r) => r.into_inner(),
         Err(e) => {
             problems.push(file_problem(e.to_string().trim_end().to_string()));
-            return Vec::new();
+            return None;
         }
     };
     let mut jobs = None;
@@ -206,15 +197,33 @@ pub(crate) fn parse_job_file(
             )));
         }
     }
-    let jobs = match jobs.map(toml::Spanned::into_inner) {
-        None => return Vec::new(),
-        Some(toml::de::DeValue::Table(t)) => t,
+    match jobs.map(toml::Spanned::into_inner) {
+        None => None,
+        Some(toml::de::DeValue::Table(t)) => Some(t),
         Some(_) => {
             problems.push(file_problem(
                 "`jobs` must be a table of jobs ([jobs.<name>])".into(),
             ));
-            return Vec::new();
+            None
         }
+    }
+}
+
+pub(crate) fn parse_job_file(
+    text: &str,
+    fc: &FileContext<'_>,
+    seen: &mut HashMap<String, String>,
+    cache: &mut CronCache,
+    problems: &mut Vec<Problem>,
+) -> Vec<(JobSpec, Option<Arc<AlertPolicy>>)> {
+    let FileContext {
+        path,
+        file,
+        settings,
+        secrets,
+    } = *fc;
+    let Some(jobs) = job_tables(text, file, problems) else {
+        return Vec::new();
     };
     let mut out = Vec::new();
     for (name, value) in jobs {
@@ -272,7 +281,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 pub(crate) fn validate_job(
     name: &str,
-    raw: RawJob,
+    mut raw: RawJob,
     path: &Arc<Path>,
     settings: &Settings,
     cache: &mut CronCache,
@@ -286,6 +295,46 @@ pub(crate) fn validate_job(
             Tz::UTC
         }),
     };
+    let schedule = schedule(&raw, tz, cache, at);
+    let jitter = at.duration("jitter", raw.jitter.as_deref(), Duration::ZERO);
+    let timeout = timeout(raw.timeout.as_deref(), at);
+    let retry = retry_policy(&raw, at);
+    let kind = kind(&mut raw, settings, at);
+    let notify = match raw.notify.take() {
+        Some(n) => notify_policy(n, "notify", &settings.smtp, at).map(Arc::new),
+        None => settings.notify.clone(),
+    };
+    let catch_up = raw.catch_up.unwrap_or(CatchUp::Skip);
+    let catch_up_window = catch_up_window(&raw, catch_up, at);
+    let spec = JobSpec {
+        name: name.to_string(),
+        source: Arc::clone(path),
+        schedule: schedule?,
+        tz,
+        jitter: jitter_offset(name, jitter),
+        catch_up,
+        catch_up_window,
+        overlap: raw.overlap.unwrap_or(Overlap::Skip),
+        timeout,
+        kill_grace: at.duration(
+            "kill_grace",
+            raw.kill_grace.as_deref(),
+            Duration::from_secs(10),
+        ),
+        retry,
+        output_limit: at.size(
+            "output_limit",
+            raw.output_limit.as_deref(),
+            settings.output_limit,
+        ),
+        kind: kind?,
+        enabled: raw.enabled != Some(false),
+    };
+    (at.errors() == before).then_some((spec, notify))
+}
+
+/// The job's one schedule: `schedule` (cron), `every` or `at`.
+fn schedule(raw: &RawJob, tz: Tz, cache: &mut CronCache, at: &mut Located<'_>) -> Option<Schedule> {
     let given = [
         raw.schedule.is_some(),
         raw.every.is_some(),
@@ -294,7 +343,7 @@ pub(crate) fn validate_job(
     .iter()
     .filter(|b| **b)
     .count();
-    let schedule = if given != 1 {
+    if given != 1 {
         at.push(
             None,
             "set exactly one of `schedule` (cron), `every` (interval) or `at` (one-shot time)",
@@ -324,7 +373,8 @@ pub(crate) fn validate_job(
                 None
             }
         }
-    } else if let Some(when) = &raw.at {
+    } else {
+        let when = raw.at.as_deref().unwrap_or_default();
         match DateTime::parse_from_rfc3339(when.trim()) {
             Ok(t) => Some(Schedule::At(t.with_timezone(&Utc))),
             Err(e) => {
@@ -335,11 +385,12 @@ pub(crate) fn validate_job(
                 None
             }
         }
-    } else {
-        None
-    };
-    let jitter = at.duration("jitter", raw.jitter.as_deref(), Duration::ZERO);
-    let timeout = match raw.timeout.as_deref().map(parse_duration) {
+    }
+}
+
+/// `timeout`: none, or a duration above zero.
+fn timeout(value: Option<&str>, at: &mut Located<'_>) -> Option<Duration> {
+    match value.map(parse_duration) {
         None => None,
         Some(Ok(d)) if d.is_zero() => {
             at.push(
@@ -353,7 +404,11 @@ pub(crate) fn validate_job(
             at.push(Some("timeout"), e);
             None
         }
-    };
+    }
+}
+
+/// `retries`, `retry_backoff`, `retry_backoff_max`.
+fn retry_policy(raw: &RawJob, at: &mut Located<'_>) -> RetryPolicy {
     if raw.retries.is_some_and(|r| r > MAX_RETRIES) {
         at.push(
             Some("retries"),
@@ -370,6 +425,16 @@ pub(crate) fn validate_job(
         raw.retry_backoff_max.as_deref(),
         Duration::from_secs(600),
     );
+    RetryPolicy {
+        retries: raw.retries.unwrap_or(0),
+        backoff,
+        backoff_max: backoff_max.max(backoff),
+    }
+}
+
+/// The job's one kind of work, each validated by its own module: the fields of a `command`
+/// job sit beside the common ones; the other kinds have a table of their own.
+fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<JobKind> {
     let kinds = usize::from(raw.command.is_some())
         + usize::from(raw.email.is_some())
         + usize::from(raw.http.is_some())
@@ -396,57 +461,38 @@ pub(crate) fn validate_job(
             "`env`, `working_dir`, `user`, `umask` and `clean_env` apply to `command` jobs only",
         );
     }
-    let kind = if let Some(line) = raw.command {
-        check_command(&line, raw.env.as_ref(), at);
-        let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                at.push(Some("user"), e);
-                None
-            }
-        });
-        let working_dir = raw.working_dir.map(PathBuf::from);
-        if let Some(d) = &working_dir {
-            check_working_dir(d, at);
-        }
-        let umask = raw.umask.as_deref().and_then(|m| match parse_umask(m) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                at.push(Some("umask"), e);
-                None
-            }
-        });
-        Some(JobKind::Command(CommandJob {
+    if let Some(line) = raw.command.take() {
+        let fields = RawCommand {
             line,
-            env: raw.env.unwrap_or_default(),
-            working_dir,
-            user,
-            umask,
-            clean_env: raw.clean_env.unwrap_or(false),
-        }))
-    } else if let Some(e) = raw.email {
+            env: raw.env.take(),
+            working_dir: raw.working_dir.take(),
+            user: raw.user.take(),
+            umask: raw.umask.take(),
+            clean_env: raw.clean_env,
+        };
+        Some(JobKind::Command(command::from_raw(fields, at)))
+    } else if let Some(e) = raw.email.take() {
         email::from_raw(e, &settings.jobs_dir, &settings.smtp, at)
             .map(|j| JobKind::Email(Box::new(j)))
-    } else if let Some(h) = raw.http {
+    } else if let Some(h) = raw.http.take() {
         http::from_raw(h, at).map(|j| JobKind::Http(Box::new(j)))
-    } else if let Some(u) = raw.upload {
+    } else if let Some(u) = raw.upload.take() {
         upload::from_raw(u, at).map(|j| JobKind::Upload(Box::new(j)))
     } else {
         None
-    };
-    let notify = match raw.notify {
-        Some(n) => notify_policy(n, "notify", &settings.smtp, at).map(Arc::new),
-        None => settings.notify.clone(),
-    };
-    let catch_up = raw.catch_up.unwrap_or(CatchUp::Skip);
-    let catch_up_window = at.duration(
+    }
+}
+
+/// `catch_up_window`, with a warning when it is too short to catch anything.
+fn catch_up_window(raw: &RawJob, catch_up: CatchUp, at: &mut Located<'_>) -> Duration {
+    let window = at.duration(
         "catch_up_window",
         raw.catch_up_window.as_deref(),
         Duration::from_secs(86_400),
     );
     if catch_up != CatchUp::Skip
         && raw.catch_up_window.is_some()
-        && catch_up_window <= crate::schedule::LATE_GRACE.to_std().unwrap_or_default()
+        && window <= crate::schedule::LATE_GRACE.to_std().unwrap_or_default()
     {
         at.warn(
             Some("catch_up_window"),
@@ -456,33 +502,5 @@ pub(crate) fn validate_job(
             ),
         );
     }
-    let spec = JobSpec {
-        name: name.to_string(),
-        source: Arc::clone(path),
-        schedule: schedule?,
-        tz,
-        jitter: jitter_offset(name, jitter),
-        catch_up,
-        catch_up_window,
-        overlap: raw.overlap.unwrap_or(Overlap::Skip),
-        timeout,
-        kill_grace: at.duration(
-            "kill_grace",
-            raw.kill_grace.as_deref(),
-            Duration::from_secs(10),
-        ),
-        retry: RetryPolicy {
-            retries: raw.retries.unwrap_or(0),
-            backoff,
-            backoff_max: backoff_max.max(backoff),
-        },
-        output_limit: at.size(
-            "output_limit",
-            raw.output_limit.as_deref(),
-            settings.output_limit,
-        ),
-        kind: kind?,
-        enabled: raw.enabled != Some(false),
-    };
-    (at.errors() == before).then_some((spec, notify))
+    window
 }

@@ -73,6 +73,17 @@ pub(crate) fn local_tz() -> Tz {
         .unwrap_or(Tz::UTC)
 }
 
+/// The jobs folder when `daemon.jobs_dir` is not set (beside the main file).
+const DEFAULT_JOBS_DIR: &str = "jobs.d";
+/// `database.retention` when not set: 90 days.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+/// `daemon.max_concurrent_runs` when not set.
+const DEFAULT_MAX_CONCURRENT_RUNS: usize = 256;
+/// `daemon.shutdown_grace` when not set.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `daemon.output_limit` when not set: 64 KiB.
+const DEFAULT_OUTPUT_LIMIT: usize = 64 * 1024;
+
 pub(crate) fn load_settings(
     config_path: &Path,
     base: &Path,
@@ -86,6 +97,74 @@ pub(crate) fn load_settings(
         problems,
         secrets,
     };
+    let raw = raw_main(main_tree(config_path, &mut at)?, &mut at);
+    if let Some(level) = raw.log.level.as_deref()
+        && let Err(e) = check_log_level(level)
+    {
+        at.push(Some("log.level"), e);
+    }
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() { p } else { base.join(p) }
+    };
+    let jobs_dir = resolve(raw.daemon.jobs_dir.as_deref().unwrap_or(DEFAULT_JOBS_DIR));
+    let database = match raw.database.path.as_deref() {
+        Some(p) => resolve(p),
+        None => default_database(base),
+    };
+    let timezone = daemon_zone(raw.daemon.timezone.as_deref(), &mut at);
+    let retention = match raw.database.retention.as_deref() {
+        None => Some(DEFAULT_RETENTION),
+        Some("forever") => None,
+        Some(v) => Some(at.duration("database.retention", Some(v), Duration::ZERO)),
+    };
+    let max_concurrent_runs = raw
+        .daemon
+        .max_concurrent_runs
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
+    if !(1..=MAX_CONCURRENT_RUNS).contains(&max_concurrent_runs) {
+        at.push(
+            Some("daemon.max_concurrent_runs"),
+            format!("{max_concurrent_runs} is out of range; expected 1 to {MAX_CONCURRENT_RUNS}"),
+        );
+    }
+    let mut settings = Settings {
+        config_path: config_path.to_path_buf(),
+        jobs_dir,
+        database,
+        retention,
+        timezone,
+        max_concurrent_runs,
+        shutdown_grace: at.duration(
+            "daemon.shutdown_grace",
+            raw.daemon.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        ),
+        node: raw.daemon.node.unwrap_or_else(host_name),
+        log_format: raw.log.format.unwrap_or_default(),
+        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        output_limit: at.size(
+            "daemon.output_limit",
+            raw.daemon.output_limit.as_deref(),
+            DEFAULT_OUTPUT_LIMIT,
+        ),
+        smtp: BTreeMap::new(),
+        notify: None,
+    };
+    for (name, r) in raw.smtp {
+        if let Some(server) = smtp_server(&name, r, base, &mut at) {
+            settings.smtp.insert(name, server);
+        }
+    }
+    if let Some(n) = raw.notify {
+        settings.notify = notify_policy(n, "notify", &settings.smtp, &mut at).map(Arc::new);
+    }
+    Some(settings)
+}
+
+/// The main file with the `HOURGLASS__` environment over it, as one tree; `None` when there
+/// is no main file to read.
+fn main_tree(config_path: &Path, at: &mut Located<'_>) -> Option<serde_json::Value> {
     if config_path.is_dir() {
         at.push(
             None,
@@ -109,30 +188,19 @@ pub(crate) fn load_settings(
                 .try_parsing(true),
         )
         .build();
-    let tree: serde_json::Value = match built.and_then(config::Config::try_deserialize) {
+    Some(match built.and_then(config::Config::try_deserialize) {
         Ok(r) => r,
         Err(e) => {
             // Job files are still checked, against the default settings.
             at.push(None, e.to_string());
             serde_json::Value::Object(serde_json::Map::new())
         }
-    };
-    let raw = raw_main(tree, &mut at);
-    if let Some(level) = raw.log.level.as_deref()
-        && let Err(e) = check_log_level(level)
-    {
-        at.push(Some("log.level"), e);
-    }
-    let resolve = |p: &str| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { base.join(p) }
-    };
-    let jobs_dir = resolve(raw.daemon.jobs_dir.as_deref().unwrap_or("jobs.d"));
-    let database = match raw.database.path.as_deref() {
-        Some(p) => resolve(p),
-        None => default_database(base),
-    };
-    let timezone = match raw.daemon.timezone.as_deref() {
+    })
+}
+
+/// `daemon.timezone`, else `TZ`, else /etc/localtime.
+fn daemon_zone(name: Option<&str>, at: &mut Located<'_>) -> Tz {
+    match name {
         None => system_tz(std::env::var("TZ").ok().as_deref()).unwrap_or_else(|e| {
             at.warn(Some("daemon.timezone"), e);
             local_tz()
@@ -141,52 +209,7 @@ pub(crate) fn load_settings(
             at.push(Some("daemon.timezone"), e);
             Tz::UTC
         }),
-    };
-    let retention = match raw.database.retention.as_deref() {
-        None => Some(Duration::from_secs(90 * 86_400)),
-        Some("forever") => None,
-        Some(v) => Some(at.duration("database.retention", Some(v), Duration::ZERO)),
-    };
-    let max_concurrent_runs = raw.daemon.max_concurrent_runs.unwrap_or(256);
-    if !(1..=MAX_CONCURRENT_RUNS).contains(&max_concurrent_runs) {
-        at.push(
-            Some("daemon.max_concurrent_runs"),
-            format!("{max_concurrent_runs} is out of range; expected 1 to {MAX_CONCURRENT_RUNS}"),
-        );
     }
-    let settings = Settings {
-        config_path: config_path.to_path_buf(),
-        jobs_dir,
-        database,
-        retention,
-        timezone,
-        max_concurrent_runs,
-        shutdown_grace: at.duration(
-            "daemon.shutdown_grace",
-            raw.daemon.shutdown_grace.as_deref(),
-            Duration::from_secs(30),
-        ),
-        node: raw.daemon.node.unwrap_or_else(host_name),
-        log_format: raw.log.format.unwrap_or_default(),
-        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
-        output_limit: at.size(
-            "daemon.output_limit",
-            raw.daemon.output_limit.as_deref(),
-            64 * 1024,
-        ),
-        smtp: BTreeMap::new(),
-        notify: None,
-    };
-    let mut settings = settings;
-    for (name, r) in raw.smtp {
-        if let Some(server) = smtp_server(&name, r, base, &mut at) {
-            settings.smtp.insert(name, server);
-        }
-    }
-    if let Some(n) = raw.notify {
-        settings.notify = notify_policy(n, "notify", &settings.smtp, &mut at).map(Arc::new);
-    }
-    Some(settings)
 }
 
 /// Where the history is when `database.path` is not set: the same for the daemon and the CLI,

@@ -328,8 +328,50 @@ fn signal_group(pgid: Option<Pid>, sig: Signal) -> bool {
     pgid.is_some_and(|p| killpg(p, sig).is_ok())
 }
 
+/// The fields of a `command` job (they sit beside the common fields in the job's table).
+#[derive(Debug)]
+pub(crate) struct RawCommand {
+    pub(crate) line: CommandLine,
+    pub(crate) env: Option<BTreeMap<String, String>>,
+    pub(crate) working_dir: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) umask: Option<String>,
+    pub(crate) clean_env: Option<bool>,
+}
+
+/// Validates a command job's fields (problems go to `at`).
+pub(crate) fn from_raw(raw: RawCommand, at: &mut Located<'_>) -> CommandJob {
+    check_command(&raw.line, raw.env.as_ref(), at);
+    let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            at.push(Some("user"), e);
+            None
+        }
+    });
+    let working_dir = raw.working_dir.map(PathBuf::from);
+    if let Some(d) = &working_dir {
+        check_working_dir(d, at);
+    }
+    let umask = raw.umask.as_deref().and_then(|m| match parse_umask(m) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            at.push(Some("umask"), e);
+            None
+        }
+    });
+    CommandJob {
+        line: raw.line,
+        env: raw.env.unwrap_or_default(),
+        working_dir,
+        user,
+        umask,
+        clean_env: raw.clean_env.unwrap_or(false),
+    }
+}
+
 /// What no program can be given: an empty program, a NUL byte, a malformed variable name.
-pub(crate) fn check_command(
+fn check_command(
     line: &CommandLine,
     env: Option<&BTreeMap<String, String>>,
     at: &mut Located<'_>,
@@ -370,7 +412,7 @@ pub(crate) fn check_command(
 }
 
 /// A umask written in octal, as for the shell's `umask`: "022", "0077".
-pub(crate) fn parse_umask(text: &str) -> Result<u32, String> {
+fn parse_umask(text: &str) -> Result<u32, String> {
     let t = text.trim();
     match u32::from_str_radix(t, 8) {
         Ok(m) if m <= 0o777 && !t.is_empty() && t.len() <= 4 => Ok(m),
@@ -382,7 +424,7 @@ pub(crate) fn parse_umask(text: &str) -> Result<u32, String> {
 
 /// `working_dir` must be absolute; one that does not exist (yet) is a warning: every run
 /// fails until it does.
-pub(crate) fn check_working_dir(dir: &Path, at: &mut Located<'_>) {
+fn check_working_dir(dir: &Path, at: &mut Located<'_>) {
     let shown = dir.display().to_string();
     if !dir.is_absolute() {
         at.push(
@@ -409,7 +451,7 @@ pub(crate) fn check_working_dir(dir: &Path, at: &mut Located<'_>) {
     }
 }
 
-pub(crate) fn lookup_user(name: &str) -> Result<RunAs, String> {
+fn lookup_user(name: &str) -> Result<RunAs, String> {
     match nix::unistd::User::from_name(name) {
         Ok(Some(u)) => Ok(RunAs {
             name: u.name,
