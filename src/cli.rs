@@ -45,7 +45,7 @@ pub enum Command {
         #[arg(long)]
         job: Option<String>,
         /// Only this status.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = status_parser())]
         status: Option<RunStatus>,
         /// Only runs scheduled since: a duration ago ("1h", "7d") or an RFC 3339 time.
         #[arg(long)]
@@ -129,44 +129,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => match config::load(&path) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    eprintln!("{w}");
-                }
-                let disabled = cfg.jobs.iter().filter(|j| !j.enabled).count();
-                let scheduled = cfg.jobs.len() - disabled;
-                if disabled > 0 {
-                    println!(
-                        "{}: ok, {scheduled} jobs ({disabled} disabled)",
-                        path.display()
-                    );
-                } else {
-                    println!("{}: ok, {scheduled} jobs", path.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        Command::Run { json_logs } => {
-            let cfg = load(&path)?;
-            let format = if json_logs {
-                LogFormat::Json
-            } else {
-                cfg.settings.log_format
-            };
-            crate::logging::init(format, &cfg.settings.log_level);
-            let shutdown = Shutdown::default();
-            listen_for_signals(shutdown.clone())?;
-            if let Err(e) = daemon::run_with(cfg, shutdown).await {
-                tracing::error!(error = format!("{e:#}"), "hourglass failed");
-                return Err(e);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check => Ok(check(&path)),
+        Command::Run { json_logs } => run(&path, json_logs).await,
         Command::List => {
             let (cfg, problems) = load_lenient(&path)?;
             list(&cfg);
@@ -180,48 +144,109 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let since = since.as_deref().map(parse_since).transpose()?;
-            let store = open_store(&path).await?;
-            let rows = store
-                .history(&HistoryFilter {
-                    job,
-                    status,
-                    since,
-                    limit,
-                })
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print_table(&rows);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Show { run_id, json } => {
-            let store = open_store(&path).await?;
-            let Some(run) = store.run(run_id).await? else {
-                eprintln!("no run with id {run_id}");
-                return Ok(ExitCode::FAILURE);
+            let filter = HistoryFilter {
+                job,
+                status,
+                since,
+                limit,
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&run)?);
-            } else {
-                print_run(&run);
-            }
-            Ok(ExitCode::SUCCESS)
+            history(&path, &filter, json).await
         }
+        Command::Show { run_id, json } => show(&path, run_id, json).await,
         Command::Trigger { job, no_wait } => trigger(&path, &job, no_wait).await,
-        Command::Prune { older_than } => {
-            let age = config::parse_duration(&older_than).map_err(anyhow::Error::msg)?;
-            let before = ago(age)?;
-            let store = open_store(&path).await?;
-            let n = store.prune(before).await?;
-            println!(
-                "deleted {n} runs scheduled before {}",
-                crate::store::format_ts(before)
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Prune { older_than } => prune(&path, &older_than).await,
+    }
+}
+
+/// The values `history --status` takes, as stored.
+fn status_parser() -> impl clap::builder::TypedValueParser<Value = RunStatus> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
+        .try_map(|s| s.parse::<RunStatus>())
+}
+
+/// `hourglass check`: every problem, or "ok" with the number of jobs.
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("{w}");
+            }
+            let disabled = cfg.jobs.iter().filter(|j| !j.enabled).count();
+            let scheduled = cfg.jobs.len() - disabled;
+            if disabled > 0 {
+                println!(
+                    "{}: ok, {scheduled} jobs ({disabled} disabled)",
+                    path.display()
+                );
+            } else {
+                println!("{}: ok, {scheduled} jobs", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `hourglass run`: the daemon, until a stop signal.
+async fn run(path: &Path, json_logs: bool) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    let format = if json_logs {
+        LogFormat::Json
+    } else {
+        cfg.settings.log_format
+    };
+    crate::logging::init(format, &cfg.settings.log_level);
+    let shutdown = Shutdown::default();
+    listen_for_signals(shutdown.clone())?;
+    if let Err(e) = daemon::run_with(cfg, shutdown).await {
+        tracing::error!(error = format!("{e:#}"), "hourglass failed");
+        return Err(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hourglass history`.
+async fn history(path: &Path, filter: &HistoryFilter, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(path).await?;
+    let rows = store.history(filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print_table(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hourglass show RUN_ID`.
+async fn show(path: &Path, run_id: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(path).await?;
+    let Some(run) = store.run(run_id).await? else {
+        eprintln!("no run with id {run_id}");
+        return Ok(ExitCode::FAILURE);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        print_run(&run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hourglass prune --older-than AGE`.
+async fn prune(path: &Path, older_than: &str) -> anyhow::Result<ExitCode> {
+    let age = config::parse_duration(older_than).map_err(anyhow::Error::msg)?;
+    let before = ago(age)?;
+    let store = open_store(path).await?;
+    let n = store.prune(before).await?;
+    println!(
+        "deleted {n} runs scheduled before {}",
+        crate::store::format_ts(before)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

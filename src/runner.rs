@@ -393,6 +393,18 @@ fn dispatch(firing: Firing, overlap: Overlap) {
     }
 }
 
+/// Why an attempt was stopped, for its error.
+fn why_stopped(reason: RunStatus, job: &JobSpec) -> String {
+    match reason {
+        RunStatus::TimedOut => format!(
+            "timed out after {}",
+            humantime::format_duration(job.timeout.unwrap_or_default())
+        ),
+        RunStatus::Interrupted => "interrupted: the daemon shut down".to_string(),
+        _ => "cancelled: replaced by a newer firing (overlap = \"replace\")".to_string(),
+    }
+}
+
 /// The outcome of an attempt whose job kind panicked.
 fn panicked(kind: &str, payload: &(dyn std::any::Any + Send)) -> Outcome {
     let msg = payload
@@ -619,6 +631,43 @@ impl Firing {
         }
     }
 
+    /// Logs and records the end of an attempt. Work that never began (a program that could
+    /// not start) still gets its start row.
+    fn record_end(
+        &self,
+        job: &JobSpec,
+        id: i64,
+        started: &StartMark,
+        status: RunStatus,
+        outcome: &Outcome,
+    ) {
+        let started_at = started.mark();
+        let finished_at = self.ctx.clock.now();
+        let duration_ms = (finished_at - started_at).num_milliseconds();
+        if status == RunStatus::Succeeded {
+            tracing::info!(job = %job.name, run_id = id, status = status.as_str(), duration_ms, exit_code = outcome.exit_code, "run finished");
+        } else {
+            tracing::warn!(
+                job = %job.name,
+                run_id = id,
+                status = status.as_str(),
+                duration_ms,
+                exit_code = outcome.exit_code,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "run finished"
+            );
+        }
+        self.ctx.recorder.record(Record::Finished(RunEnd {
+            id,
+            finished_at,
+            status,
+            exit_code: outcome.exit_code,
+            error: outcome.error.clone(),
+            output: outcome.output.clone(),
+            details: outcome.details.as_ref().map(ToString::to_string),
+        }));
+    }
+
     /// One attempt: start record, execution under timeout and stop signals, end record.
     async fn attempt(&self, job: &Arc<JobSpec>, id: i64, attempt: u32) -> (RunStatus, Outcome) {
         let ctx = &self.ctx;
@@ -673,16 +722,7 @@ impl Firing {
             Err(reason) => {
                 stop.soft.cancel();
                 let mut out = exec.await;
-                let why = match reason {
-                    RunStatus::TimedOut => format!(
-                        "timed out after {}",
-                        humantime::format_duration(job.timeout.unwrap_or_default())
-                    ),
-                    RunStatus::Interrupted => "interrupted: the daemon shut down".to_string(),
-                    _ => {
-                        "cancelled: replaced by a newer firing (overlap = \"replace\")".to_string()
-                    }
-                };
+                let why = why_stopped(reason, job);
                 out.error = Some(match out.error.take() {
                     Some(e) => format!("{why}: {e}"),
                     None => why,
@@ -692,32 +732,7 @@ impl Firing {
             }
         };
         ctx.running.fetch_sub(1, Ordering::Relaxed);
-        // Work that never began (a program that could not start) still gets its start row.
-        let started_at = started.mark();
-        let finished_at = ctx.clock.now();
-        let duration_ms = (finished_at - started_at).num_milliseconds();
-        if status == RunStatus::Succeeded {
-            tracing::info!(job = %job.name, run_id = id, status = status.as_str(), duration_ms, exit_code = outcome.exit_code, "run finished");
-        } else {
-            tracing::warn!(
-                job = %job.name,
-                run_id = id,
-                status = status.as_str(),
-                duration_ms,
-                exit_code = outcome.exit_code,
-                error = outcome.error.as_deref().unwrap_or(""),
-                "run finished"
-            );
-        }
-        ctx.recorder.record(Record::Finished(RunEnd {
-            id,
-            finished_at,
-            status,
-            exit_code: outcome.exit_code,
-            error: outcome.error.clone(),
-            output: outcome.output.clone(),
-            details: outcome.details.as_ref().map(ToString::to_string),
-        }));
+        self.record_end(job, id, &started, status, &outcome);
         (status, outcome)
     }
 }
