@@ -222,7 +222,10 @@ impl Running {
             self.tasks
                 .spawn(record_trigger_outcome(self.store.clone(), request, news));
         } else {
-            tracing::warn!(job, "manual trigger for a job that is not in the configuration; ignored");
+            tracing::warn!(
+                job,
+                "manual trigger for a job that is not in the configuration; ignored"
+            );
         }
     }
 

@@ -203,15 +203,7 @@ impl CommandJob {
         drop(cmd);
         let (mut child, leader) = match spawned {
             Ok(c) => c,
-            Err(e) => {
-                let what = match &self.line {
-                    CommandLine::Shell(_) => "/bin/sh".to_string(),
-                    CommandLine::Argv(a) => a.first().cloned().unwrap_or_default(),
-                };
-                let retryable = e.kind() != std::io::ErrorKind::NotFound
-                    && e.kind() != std::io::ErrorKind::PermissionDenied;
-                return Outcome::failed(format!("cannot start {what:?}: {e}"), retryable);
-            }
+            Err(e) => return self.start_failed(&e),
         };
         ctx.started.mark_process(child.id());
         let pgid = child
@@ -254,50 +246,22 @@ impl CommandJob {
         if signal_group(pgid, Signal::SIGKILL) {
             ctx.processes.sweep_soon();
         }
-        let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
-        while reading {
-            tokio::select! {
-                r = reader.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => reading = false,
-                    Ok(n) => tail.push(&buf[..n]),
-                },
-                () = sleep_until(drain_until) => reading = false,
-            }
+        if reading {
+            read_rest(&mut reader, &mut buf, &mut tail).await;
         }
-        let output = tail.finish();
-        match status {
-            Ok(st) => {
-                use std::os::unix::process::ExitStatusExt;
-                let success = st.success();
-                let error = if success {
-                    None
-                } else if let Some(code) = st.code() {
-                    Some(format!("exited with status {code}"))
-                } else if let Some(sig) = st.signal() {
-                    let name =
-                        Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
-                    Some(format!("killed by signal {name}"))
-                } else {
-                    Some(format!("ended with {st}"))
-                };
-                Outcome {
-                    success,
-                    exit_code: st.code(),
-                    error,
-                    output,
-                    retryable: true,
-                    details: None,
-                }
-            }
-            Err(e) => Outcome {
-                success: false,
-                exit_code: None,
-                error: Some(format!("waiting for the process failed: {e}")),
-                output,
-                retryable: true,
-                details: None,
-            },
-        }
+        outcome(status, tail.finish())
+    }
+
+    /// The outcome of a program that could not start: retried unless it is missing or not
+    /// executable.
+    fn start_failed(&self, e: &std::io::Error) -> Outcome {
+        let what = match &self.line {
+            CommandLine::Shell(_) => "/bin/sh".to_string(),
+            CommandLine::Argv(a) => a.first().cloned().unwrap_or_default(),
+        };
+        let retryable = e.kind() != std::io::ErrorKind::NotFound
+            && e.kind() != std::io::ErrorKind::PermissionDenied;
+        Outcome::failed(format!("cannot start {what:?}: {e}"), retryable)
     }
 }
 
@@ -320,6 +284,58 @@ fn output_pipe() -> std::io::Result<((OwnedFd, OwnedFd), pipe::Receiver)> {
     let out = tx.into_blocking_fd()?;
     let err = out.try_clone()?;
     Ok(((out, err), rx))
+}
+
+/// Reads what the run's processes still write after the main one exited, for at most
+/// [`DRAIN_AFTER_EXIT`].
+async fn read_rest(reader: &mut pipe::Receiver, buf: &mut [u8], tail: &mut Tail) {
+    let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
+    loop {
+        tokio::select! {
+            r = reader.read(buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => tail.push(&buf[..n]),
+            },
+            () = sleep_until(drain_until) => return,
+        }
+    }
+}
+
+/// The outcome of a run from its main process's exit status.
+fn outcome(status: std::io::Result<std::process::ExitStatus>, output: Option<String>) -> Outcome {
+    match status {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            let success = st.success();
+            let error = if success {
+                None
+            } else if let Some(code) = st.code() {
+                Some(format!("exited with status {code}"))
+            } else if let Some(sig) = st.signal() {
+                let name =
+                    Signal::try_from(sig).map_or_else(|_| sig.to_string(), |s| s.to_string());
+                Some(format!("killed by signal {name}"))
+            } else {
+                Some(format!("ended with {st}"))
+            };
+            Outcome {
+                success,
+                exit_code: st.code(),
+                error,
+                output,
+                retryable: true,
+                details: None,
+            }
+        }
+        Err(e) => Outcome {
+            success: false,
+            exit_code: None,
+            error: Some(format!("waiting for the process failed: {e}")),
+            output,
+            retryable: true,
+            details: None,
+        },
+    }
 }
 
 /// Signals a process group; whether any process was left in it.
@@ -371,11 +387,7 @@ pub(crate) fn from_raw(raw: RawCommand, at: &mut Located<'_>) -> CommandJob {
 }
 
 /// What no program can be given: an empty program, a NUL byte, a malformed variable name.
-fn check_command(
-    line: &CommandLine,
-    env: Option<&BTreeMap<String, String>>,
-    at: &mut Located<'_>,
-) {
+fn check_command(line: &CommandLine, env: Option<&BTreeMap<String, String>>, at: &mut Located<'_>) {
     const NUL: &str = "contains a NUL byte, which no program can be given";
     match line {
         CommandLine::Argv(a) if a.is_empty() => at.push(Some("command"), "the list is empty; expected the program and its arguments, e.g. [\"tar\", \"czf\", ...]"),

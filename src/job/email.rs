@@ -68,6 +68,40 @@ impl EmailJob {
         Ok(files)
     }
 
+    /// The attachments, read (at most `max_attachments_size` bytes in all).
+    async fn attachments(&self) -> Result<Vec<SinglePart>, Outcome> {
+        let mut attachments = Vec::new();
+        let mut total: u64 = 0;
+        for path in self
+            .attachment_files()
+            .map_err(|e| Outcome::failed(e, true))?
+        {
+            let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                Outcome::failed(format!("attachment {}: {e}", path.display()), true)
+            })?;
+            total += bytes.len() as u64;
+            if total > self.max_attachments_size {
+                return Err(Outcome::failed(
+                    format!(
+                        "attachments exceed max_attachments_size ({} bytes) at {}",
+                        self.max_attachments_size,
+                        path.display()
+                    ),
+                    false,
+                ));
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            attachments.push(Attachment::new(name).body(
+                bytes,
+                ContentType::parse("application/octet-stream").unwrap_or(ContentType::TEXT_PLAIN),
+            ));
+        }
+        Ok(attachments)
+    }
+
     async fn message(&self, ctx: &AttemptContext<'_>) -> Result<(Message, String), Outcome> {
         let fail = |e: String| Outcome::failed(e, false);
         let values = template::values(ctx, &self.env);
@@ -85,32 +119,7 @@ impl EmailJob {
             ),
             None => None,
         };
-        let mut attachments = Vec::new();
-        let mut total: u64 = 0;
-        for path in self
-            .attachment_files()
-            .map_err(|e| Outcome::failed(e, true))?
-        {
-            let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                Outcome::failed(format!("attachment {}: {e}", path.display()), true)
-            })?;
-            total += bytes.len() as u64;
-            if total > self.max_attachments_size {
-                return Err(fail(format!(
-                    "attachments exceed max_attachments_size ({} bytes) at {}",
-                    self.max_attachments_size,
-                    path.display()
-                )));
-            }
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            attachments.push(Attachment::new(name).body(
-                bytes,
-                ContentType::parse("application/octet-stream").unwrap_or(ContentType::TEXT_PLAIN),
-            ));
-        }
+        let attachments = self.attachments().await?;
         let host = super::template::host_name();
         let message_id = format!(
             "<hourglass.{}.{}.{:016x}@{host}>",
