@@ -11,7 +11,7 @@ const RESPONSE: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok";
 
 /// Starts the server; its port.
-pub fn start() -> Result<u16> {
+pub(crate) fn start() -> Result<u16> {
     let std_listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     std_listener.set_nonblocking(true)?;
     let port = std_listener.local_addr()?.port();

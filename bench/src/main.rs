@@ -948,6 +948,60 @@ fn machine() -> String {
     format!("{cpus} CPUs, Linux {}", kernel.trim())
 }
 
+/// Runs the scenarios `only` names (all when empty), tiny when `smoke`.
+fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o));
+    if want("seed") {
+        seed(b)?;
+    }
+    if want("isolation") {
+        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
+        isolation(b, fast, secs, false)?;
+        isolation(b, fast, secs, true)?;
+    }
+    if want("isolation-http") {
+        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
+        isolation_http(b, fast, secs)?;
+    }
+    if want("spawn") {
+        spawn_floor(b, if smoke { 50 } else { 10_000 })?;
+    }
+    if want("burst") {
+        if smoke {
+            burst(b, 50, None)?;
+        } else {
+            burst(b, 1000, None)?;
+            burst(b, 10_000, None)?;
+            burst(b, 10_000, Some(64))?;
+        }
+    }
+    if want("http") {
+        http_floor(b, if smoke { 50 } else { 10_000 })?;
+        http_burst(b, if smoke { 50 } else { 10_000 })?;
+    }
+    if want("reload") {
+        if smoke {
+            reload(b, 500, 5, 2)?;
+        } else {
+            reload(b, 10_000, 100, 5)?;
+        }
+    }
+    if want("history") {
+        history(b, if smoke { 2_000 } else { 100_000 })?;
+    }
+    if want("scale") {
+        if smoke {
+            scale(b, 1000, 2)?;
+        } else {
+            scale(b, 100_000, 30)?;
+        }
+    }
+    if want("idle") {
+        idle(b, if smoke { 2 } else { 60 })?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let smoke = match &args.suite {
@@ -972,56 +1026,8 @@ fn main() -> Result<()> {
         rounds: args.rounds.unwrap_or(if smoke { 1 } else { 3 }),
         rows: Vec::new(),
     };
-    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| name.contains(o));
     let started = Instant::now();
-    if want("seed") {
-        seed(&mut b)?;
-    }
-    if want("isolation") {
-        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
-        isolation(&mut b, fast, secs, false)?;
-        isolation(&mut b, fast, secs, true)?;
-    }
-    if want("isolation-http") {
-        let (fast, secs) = if smoke { (5, 3) } else { (100, 20) };
-        isolation_http(&mut b, fast, secs)?;
-    }
-    if want("spawn") {
-        spawn_floor(&mut b, if smoke { 50 } else { 10_000 })?;
-    }
-    if want("burst") {
-        if smoke {
-            burst(&mut b, 50, None)?;
-        } else {
-            burst(&mut b, 1000, None)?;
-            burst(&mut b, 10_000, None)?;
-            burst(&mut b, 10_000, Some(64))?;
-        }
-    }
-    if want("http") {
-        http_floor(&mut b, if smoke { 50 } else { 10_000 })?;
-        http_burst(&mut b, if smoke { 50 } else { 10_000 })?;
-    }
-    if want("reload") {
-        if smoke {
-            reload(&mut b, 500, 5, 2)?;
-        } else {
-            reload(&mut b, 10_000, 100, 5)?;
-        }
-    }
-    if want("history") {
-        history(&mut b, if smoke { 2_000 } else { 100_000 })?;
-    }
-    if want("scale") {
-        if smoke {
-            scale(&mut b, 1000, 2)?;
-        } else {
-            scale(&mut b, 100_000, 30)?;
-        }
-    }
-    if want("idle") {
-        idle(&mut b, if smoke { 2 } else { 60 })?;
-    }
+    run_scenarios(&mut b, smoke, &args.only)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,

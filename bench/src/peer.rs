@@ -18,7 +18,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 /// What the peer process runs.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PeerArgs {
+pub(crate) struct PeerArgs {
     /// How many fast jobs.
     #[arg(long)]
     pub jobs: usize,
@@ -49,9 +49,21 @@ const QUIET: Duration = Duration::from_secs(5);
 type Firing = (usize, i64, i64);
 
 /// Runs the peer (the `peer` subcommand); prints to stdout.
-pub fn run(args: &PeerArgs) -> Result<()> {
+pub(crate) fn run(args: &PeerArgs) -> Result<()> {
     let rt = bench::runtime()?;
     rt.block_on(drive(args))
+}
+
+/// Starts the scenario's slow job (`sh -c LINE`) in a process group of its own.
+fn start_slow(line: &str) -> Result<tokio::process::Child> {
+    Ok(Command::new("sh")
+        .args(["-c", line])
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
 }
 
 async fn drive(args: &PeerArgs) -> Result<()> {
@@ -90,19 +102,7 @@ async fn drive(args: &PeerArgs) -> Result<()> {
     }
     sched.start().await.context("starting the scheduler")?;
     println!("READY {}", started.elapsed().as_millis());
-    let slow = match &args.slow {
-        Some(line) => Some(
-            Command::new("sh")
-                .args(["-c", line])
-                .process_group(0)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()?,
-        ),
-        None => None,
-    };
+    let slow = args.slow.as_deref().map(start_slow).transpose()?;
     let deadline = tokio::time::sleep(Duration::from_secs(args.secs));
     match args.until {
         Some(n) => {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 /// Sends `kill -<sig> <pid>`.
-pub fn signal(pid: u32, sig: &str) -> Result<()> {
+pub(crate) fn signal(pid: u32, sig: &str) -> Result<()> {
     let st = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
@@ -29,17 +29,17 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 }
 
 /// Resident memory in MiB.
-pub fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     status_kib(pid, "VmRSS:") as f64 / 1024.0
 }
 
 /// Anonymous resident memory (heap, stacks: what is not the executable's own pages) in MiB.
-pub fn anon_mib(pid: u32) -> f64 {
+pub(crate) fn anon_mib(pid: u32) -> f64 {
     status_kib(pid, "RssAnon:") as f64 / 1024.0
 }
 
 /// Resident memory and its anonymous part, as shown in the table.
-pub fn memory(pid: u32) -> String {
+pub(crate) fn memory(pid: u32) -> String {
     format!(
         "{:.1} MiB ({:.1} MiB anonymous)",
         rss_mib(pid),
@@ -67,7 +67,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// The process's CPU use over the next `span`, in percent of one core (100 ticks/s).
-pub fn cpu_percent_over(pid: u32, span: Duration) -> f64 {
+pub(crate) fn cpu_percent_over(pid: u32, span: Duration) -> f64 {
     let (ticks, t0) = (cpu_ticks(pid), Instant::now());
     std::thread::sleep(span);
     cpu_ticks(pid).saturating_sub(ticks) as f64 / t0.elapsed().as_secs_f64()

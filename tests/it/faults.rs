@@ -2,9 +2,6 @@
 //! write lock held by another program, the database's folder gone; and a daemon stopped
 //! during a fault. Five every-second jobs append their run id to their own log: after the
 //! fault clears, every logged run has its row. Needs root (mount, chattr), as CI runs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -12,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, wait_for};
+use crate::harness::{Daemon, wait_for};
 use hourglass::store::RunRow;
 use nix::sys::signal::Signal;
 
@@ -299,7 +296,7 @@ fn a_lock_held_by_another_writer_loses_no_record() {
         let times: Vec<_> = d
             .runs_of(&format!("j{i}"))
             .iter()
-            .map(|r| common::ts(&r.scheduled_for))
+            .map(|r| crate::harness::ts(&r.scheduled_for))
             .collect();
         let distinct: HashSet<_> = times.iter().collect();
         assert_eq!(distinct.len(), times.len(), "a firing recorded twice");
@@ -365,7 +362,7 @@ fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
 #[test]
 fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let d = Daemon::start("", "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n");
-    let out = Command::new(common::BIN)
+    let out = Command::new(crate::harness::BIN)
         .arg("--config")
         .arg(d.config())
         .arg("run")

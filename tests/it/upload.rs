@@ -1,13 +1,10 @@
 //! Upload jobs against a real S3-compatible server (SeaweedFS, started by scripts/test.sh and
 //! found through HOURGLASS_TEST_S3_ENDPOINT) and a local folder.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use common::{Daemon, finished};
+use crate::harness::{Daemon, at_in, finished};
+use chrono::Utc;
 
 const SEC: Duration = Duration::from_secs(1);
 const BUCKET: &str = "hourglass-test";
@@ -16,13 +13,6 @@ fn endpoint() -> String {
     std::env::var("HOURGLASS_TEST_S3_ENDPOINT").expect(
         "HOURGLASS_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh, which starts SeaweedFS",
     )
-}
-
-fn at_in(secs: i64) -> String {
-    let t = Utc::now() + TimeDelta::seconds(secs);
-    chrono::DateTime::from_timestamp(t.timestamp(), 0)
-        .unwrap()
-        .to_rfc3339()
 }
 
 fn s3(root: &str) -> opendal::Operator {
@@ -116,7 +106,7 @@ fn wrong_credentials_and_an_unreachable_server_fail_clearly() {
             src.path().join("f.bin").display(),
         )
     };
-    let unreachable = format!("http://127.0.0.1:{}", common::servers::free_port());
+    let unreachable = format!("http://127.0.0.1:{}", crate::servers::free_port());
     let jobs = job("badkey", &endpoint(), "WRONG_SECRET") + &job("down", &unreachable, "S3_SECRET");
     let mut d = Daemon::prepare("", &jobs);
     d.extra_env.push(("S3_KEY".into(), "AK".into()));
@@ -219,7 +209,7 @@ fn a_512_mib_upload_keeps_memory_bounded() {
 #[test]
 fn sftp_upload_with_a_pinned_host_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let sshd = common::servers::Sshd::start(tmp.path());
+    let sshd = crate::servers::Sshd::start(tmp.path());
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("nested")).unwrap();
     let big = pattern(3 << 20, 9);

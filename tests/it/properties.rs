@@ -2,9 +2,6 @@
 //! `check` accepts, `list`, `run` and a reload take without panicking; the same for the CLI's
 //! arguments. Durations, cron expressions, zones and whole job tables are generated from
 //! pieces a user might write (and some nobody would), at the edges of every range.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,7 +289,7 @@ proptest! {
             vec!["list"],
         ];
         for args in commands {
-            let out = common::cli(&config, &args);
+            let out = crate::harness::cli(&config, &args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             prop_assert!(
                 matches!(out.status.code(), Some(0..=2)) && !stderr.contains("panicked"),

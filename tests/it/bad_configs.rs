@@ -3,14 +3,11 @@
 //! `# expect:` lines. `hourglass check` must reject each with that message, naming the file,
 //! in the user's words; and each one sent to a running daemon as a reload must be rejected
 //! with the same message while the running configuration goes on.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Daemon};
+use crate::harness::{BIN, Daemon};
 use nix::sys::signal::Signal;
 
 /// The main file job-file cases are checked under (an SMTP server for the email cases).
@@ -213,5 +210,5 @@ fn every_bad_config_sent_as_a_reload_keeps_the_running_one() {
         |r| r.len() >= before + seconds.saturating_sub(2),
     );
     assert!(after.len() > before);
-    assert!(common::alive(d.pid()));
+    assert!(crate::harness::alive(d.pid()));
 }

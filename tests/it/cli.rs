@@ -1,12 +1,9 @@
 //! The command line without a running daemon, the systemd unit, and the README's sqlite3 queries.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Daemon, cli};
+use crate::harness::{BIN, Daemon, cli};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -14,7 +11,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn check_accepts_the_example_and_rejects_bad_configs_with_located_errors() {
-    let d = Daemon::prepare("", include_str!("../config/jobs.d/examples.toml"));
+    let d = Daemon::prepare("", include_str!("../../config/jobs.d/examples.toml"));
     let ok = d.cli(&["check"]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
     assert!(text(&ok.stdout).contains("ok, 3 jobs"));
@@ -165,7 +162,7 @@ fn history_prune_and_readme_queries_work_with_the_stock_sqlite3() {
 fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let unit =
-        include_str!("../systemd/hourglass.service").replace("/usr/local/bin/hourglass", BIN);
+        include_str!("../../systemd/hourglass.service").replace("/usr/local/bin/hourglass", BIN);
     for key in [
         "Type=notify",
         "ExecStartPre=",
@@ -418,7 +415,7 @@ fn daemon_and_cli_share_the_database_and_reading_creates_none() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no run id in {said:?}"));
     let runs = d.wait_runs("manual", Duration::from_secs(10), "the manual run", |r| {
-        r.len() == 1 && common::finished(&r[0])
+        r.len() == 1 && crate::harness::finished(&r[0])
     });
     assert_eq!((runs[0].id, runs[0].trigger.as_str()), (id, "manual"));
     let history = in_elsewhere(&["history", "--job", "manual"]);

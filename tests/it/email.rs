@@ -1,25 +1,14 @@
 //! Email jobs, HTTP jobs and notifications against real servers on loopback: aiosmtpd with
 //! STARTTLS and AUTH (certificates minted here), and a Python HTTP server.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use common::servers::{Http, Smtp, free_port};
-use common::{Daemon, finished, wait_for};
+use crate::harness::{Daemon, at_in, finished, wait_for};
+use crate::servers::{Http, Smtp, free_port};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "s3cret-Pa55word";
-
-fn at_in(secs: i64) -> String {
-    let t = Utc::now() + TimeDelta::seconds(secs);
-    chrono::DateTime::from_timestamp(t.timestamp(), 0)
-        .unwrap()
-        .to_rfc3339()
-}
 
 fn start_with(main: &str, jobs: &str, password: &str) -> Daemon {
     let mut d = Daemon::prepare(main, jobs);
@@ -241,16 +230,17 @@ fn a_stalling_server_times_out_without_delaying_other_jobs() {
         r.len() == 1 && finished(&r[0])
     });
     assert_eq!(runs[0].status, "timed_out", "{runs:?}");
-    let started = common::ts(runs[0].started_at.as_deref().unwrap());
-    let ended = common::ts(runs[0].finished_at.as_deref().unwrap());
+    let started = crate::harness::ts(runs[0].started_at.as_deref().unwrap());
+    let ended = crate::harness::ts(runs[0].finished_at.as_deref().unwrap());
     // Every second while the send hung was fired on time.
     let ticks = d.wait_runs("tick", 20 * SEC, "ticks after the timeout", |r| {
-        r.iter().any(|t| common::ts(&t.scheduled_for) > ended)
+        r.iter()
+            .any(|t| crate::harness::ts(&t.scheduled_for) > ended)
     });
     let during: Vec<_> = ticks
         .iter()
         .filter(|t| {
-            let s = common::ts(&t.scheduled_for);
+            let s = crate::harness::ts(&t.scheduled_for);
             s > started && s < ended
         })
         .collect();

@@ -5,15 +5,12 @@
 //! the same job and firing (so no id was given twice), and no `overlap = "skip"` job ever has
 //! two runs at once. Processes that leave their run's group (`setsid`, a double fork) end with
 //! the run, and with the daemon.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::harness::{Daemon, alive, wait_for};
 use chrono::Utc;
-use common::{Daemon, alive, wait_for};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -97,6 +94,90 @@ fn start(d: &mut Daemon) {
     d.wait_note("READY=1", 60 * SEC);
 }
 
+/// The processes left by a killed daemon: no run id given to two firings (across rounds,
+/// in `seen`), no `overlap = "skip"` job with two runs. Returns the run ids per job.
+fn check_left<'a>(
+    left: &'a [RunProcess],
+    seen: &mut BTreeMap<i64, (String, String)>,
+    round: usize,
+    after_ms: i64,
+) -> HashMap<&'a str, Vec<i64>> {
+    let mut per_job: HashMap<&str, Vec<i64>> = HashMap::new();
+    for p in left {
+        let ids = per_job.entry(p.job.as_str()).or_default();
+        if !ids.contains(&p.run_id) {
+            ids.push(p.run_id);
+        }
+        let firing = (p.job.clone(), p.scheduled_for.clone());
+        let before = seen.entry(p.run_id).or_insert_with(|| firing.clone());
+        assert_eq!(
+            *before, firing,
+            "round {round}: run id {} given to two firings",
+            p.run_id
+        );
+    }
+    let twice: Vec<_> = per_job.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "round {round} ({after_ms} ms): overlap = \"skip\" jobs with two runs at once: {twice:?}"
+    );
+    per_job
+}
+
+/// After the restart, each left process's run has its `abandoned` row, of its own firing.
+fn check_recorded(
+    d: &Daemon,
+    left: &[RunProcess],
+    round: usize,
+    after_ms: i64,
+) -> HashMap<i64, hourglass::store::RunRow> {
+    let rows: HashMap<i64, hourglass::store::RunRow> =
+        d.runs().into_iter().map(|r| (r.id, r)).collect();
+    for p in left {
+        let row = rows.get(&p.run_id).unwrap_or_else(|| {
+            panic!(
+                "round {round} ({after_ms} ms): run {} of {} (pid {}) has no row",
+                p.run_id, p.job, p.pid
+            )
+        });
+        assert_eq!(
+            (row.job.as_str(), row.status.as_str()),
+            (p.job.as_str(), "abandoned"),
+            "round {round}: run {}",
+            p.run_id
+        );
+        assert_eq!(
+            hourglass::store::format_ts(crate::harness::ts(&row.scheduled_for)),
+            p.scheduled_for,
+            "round {round}: run {} is another firing's id",
+            p.run_id
+        );
+    }
+    rows
+}
+
+/// No two runs of a job overlap in the history.
+fn check_no_overlap(d: &Daemon) {
+    let mut by_job: BTreeMap<String, Vec<hourglass::store::RunRow>> = BTreeMap::new();
+    for r in d.runs() {
+        if r.started_at.is_some() && r.status != "skipped" {
+            by_job.entry(r.job.clone()).or_default().push(r);
+        }
+    }
+    for (job, runs) in &by_job {
+        for pair in runs.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let ended = a.finished_at.as_deref().unwrap_or("9999");
+            assert!(
+                b.started_at.as_deref().unwrap_or("") >= ended,
+                "{job}: run {} started before run {} ended",
+                b.id,
+                a.id
+            );
+        }
+    }
+}
+
 #[test]
 fn kill_9_at_twenty_instants_leaves_nothing_unknown_nothing_twice_no_id_reused() {
     let jobs: String = (0..JOBS)
@@ -126,26 +207,7 @@ fn kill_9_at_twenty_instants_leaves_nothing_unknown_nothing_twice_no_id_reused()
         d.signal(Signal::SIGKILL);
         d.wait_exit(10 * SEC);
         let left = run_processes(&marker);
-        let mut per_job: HashMap<&str, Vec<i64>> = HashMap::new();
-        for p in &left {
-            let ids = per_job.entry(p.job.as_str()).or_default();
-            if !ids.contains(&p.run_id) {
-                ids.push(p.run_id);
-            }
-            let firing = (p.job.clone(), p.scheduled_for.clone());
-            let before = seen.entry(p.run_id).or_insert_with(|| firing.clone());
-            assert_eq!(
-                *before, firing,
-                "round {round}: run id {} given to two firings",
-                p.run_id
-            );
-        }
-        let twice: Vec<_> = per_job.iter().filter(|(_, ids)| ids.len() > 1).collect();
-        assert!(
-            twice.is_empty(),
-            "round {round} ({after_ms} ms): overlap = \"skip\" jobs with two runs at once: {twice:?}"
-        );
-
+        let per_job = check_left(&left, &mut seen, round, *after_ms);
         start(&mut d);
         let ready = Instant::now();
         let still: Vec<i32> = wait_for(2 * SEC, "the dead daemon's processes to be gone", || {
@@ -158,28 +220,7 @@ fn kill_9_at_twenty_instants_leaves_nothing_unknown_nothing_twice_no_id_reused()
         });
         assert!(still.is_empty());
         assert!(ready.elapsed() < 2 * SEC);
-        let rows: HashMap<i64, hourglass::store::RunRow> =
-            d.runs().into_iter().map(|r| (r.id, r)).collect();
-        for p in &left {
-            let row = rows.get(&p.run_id).unwrap_or_else(|| {
-                panic!(
-                    "round {round} ({after_ms} ms): run {} of {} (pid {}) has no row",
-                    p.run_id, p.job, p.pid
-                )
-            });
-            assert_eq!(
-                (row.job.as_str(), row.status.as_str()),
-                (p.job.as_str(), "abandoned"),
-                "round {round}: run {}",
-                p.run_id
-            );
-            assert_eq!(
-                hourglass::store::format_ts(common::ts(&row.scheduled_for)),
-                p.scheduled_for,
-                "round {round}: run {} is another firing's id",
-                p.run_id
-            );
-        }
+        let rows = check_recorded(&d, &left, round, *after_ms);
         let unrecorded = left
             .iter()
             .filter(|p| {
@@ -197,24 +238,7 @@ fn kill_9_at_twenty_instants_leaves_nothing_unknown_nothing_twice_no_id_reused()
         );
     }
     // No two runs of a job overlap in the history either.
-    let mut by_job: BTreeMap<String, Vec<hourglass::store::RunRow>> = BTreeMap::new();
-    for r in d.runs() {
-        if r.started_at.is_some() && r.status != "skipped" {
-            by_job.entry(r.job.clone()).or_default().push(r);
-        }
-    }
-    for (job, runs) in &by_job {
-        for pair in runs.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            let ended = a.finished_at.as_deref().unwrap_or("9999");
-            assert!(
-                b.started_at.as_deref().unwrap_or("") >= ended,
-                "{job}: run {} started before run {} ended",
-                b.id,
-                a.id
-            );
-        }
-    }
+    check_no_overlap(&d);
     d.signal(Signal::SIGTERM);
     d.signal(Signal::SIGTERM);
     d.wait_exit(10 * SEC);
@@ -261,7 +285,7 @@ command = "( setsid sh -c 'sleep 1000 & echo $! > {p}/double.pid; wait' & ); sle
     start(&mut d);
     for (job, file) in [("setsid", "setsid.pid"), ("double", "double.pid")] {
         d.wait_runs(job, 10 * SEC, "the run's end", |r| {
-            r.len() == 1 && common::finished(&r[0])
+            r.len() == 1 && crate::harness::finished(&r[0])
         });
         let pid = wait_for(10 * SEC, file, || {
             std::fs::read_to_string(dir.path().join(file))
@@ -304,7 +328,7 @@ fn processes_that_left_the_run_group_end_with_the_daemon() {
 
 /// The capabilities the shipped unit keeps (`CapabilityBoundingSet=`), as `setpriv` takes them.
 fn unit_bounding_set() -> String {
-    let unit = include_str!("../systemd/hourglass.service");
+    let unit = include_str!("../../systemd/hourglass.service");
     let caps = unit
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
@@ -339,7 +363,7 @@ fn user_jobs_work_under_the_units_capabilities() {
     ];
     start(&mut d);
     let runs = d.wait_runs("who", 20 * SEC, "the run", |r| {
-        r.len() == 1 && common::finished(&r[0])
+        r.len() == 1 && crate::harness::finished(&r[0])
     });
     let run = &runs[0];
     assert_eq!(run.status, "succeeded", "{run:?}\n{}", d.log());

@@ -1,8 +1,5 @@
 //! Test harness: starts the real `hourglass` binary on a temp dir with a real SQLite file,
 //! listens on a real unix datagram socket for its systemd notifications, and reads the history.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-pub mod servers;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -26,6 +23,14 @@ pub struct Daemon {
     pub umask: Option<&'static str>,
     /// A command the daemon is started under (`setpriv ...`), if any.
     pub wrap: Vec<String>,
+}
+
+/// A whole second `secs` from now, as RFC 3339 (for one-shot `at` jobs).
+pub fn at_in(secs: i64) -> String {
+    let t = Utc::now() + chrono::TimeDelta::seconds(secs);
+    chrono::DateTime::from_timestamp(t.timestamp(), 0)
+        .unwrap_or(t)
+        .to_rfc3339()
 }
 
 pub fn ts(s: &str) -> DateTime<Utc> {

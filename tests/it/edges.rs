@@ -1,15 +1,12 @@
 //! The edges, end to end on the real binary: the wall clock stepping forward and back (under
 //! libfaketime, the monotonic clock left real), a stop and a reload with firings queued, `TZ`,
 //! and what `hourglass trigger` says.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::harness::{Daemon, finished, ts, wait_for};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
-use common::{Daemon, finished, ts, wait_for};
 use hourglass::store::RunRow;
 use nix::sys::signal::Signal;
 
@@ -333,7 +330,7 @@ fn tz_is_the_default_zone_for_list_and_the_daemon() {
     let jobs = format!("[jobs.ny]\nschedule = \"* * {hour} * * *\"\ncommand = \"true\"\n");
     let mut d = Daemon::prepare("[daemon]\nshutdown_grace = \"5s\"\n", &jobs);
     for tz in ["America/New_York", ":America/New_York"] {
-        let out = std::process::Command::new(common::BIN)
+        let out = std::process::Command::new(crate::harness::BIN)
             .env("TZ", tz)
             .arg("--config")
             .arg(d.config())

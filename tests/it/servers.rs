@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::wait_for;
+use crate::harness::wait_for;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -1,23 +1,15 @@
 //! End-to-end tests of the daemon binary: real processes, a real SQLite file, real signals.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::harness::{Daemon, alive, at_in, finished, ts, wait_for};
 use chrono::{TimeDelta, Utc};
-use common::{Daemon, alive, finished, ts, wait_for};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
 
 /// An RFC 3339 instant `secs` seconds from now, on a whole second.
-fn at_in(secs: i64) -> String {
-    let t = Utc::now() + TimeDelta::seconds(secs);
-    let t = chrono::DateTime::from_timestamp(t.timestamp(), 0).unwrap();
-    t.to_rfc3339()
-}
 
 #[test]
 fn three_slow_jobs_due_together_run_in_parallel() {

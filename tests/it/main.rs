@@ -1,0 +1,22 @@
+//! Every end-to-end test, in one binary: the real `hourglass` binary on real components
+//! (SQLite files, SMTP, S3-compatible storage, sshd, libfaketime) through the harness.
+// A test binary: its helpers are `pub` for the test modules, and tests may unwrap and panic.
+#![allow(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod harness;
+mod servers;
+
+mod bad_configs;
+mod cli;
+mod daemon;
+mod edges;
+mod email;
+mod faults;
+mod processes;
+mod properties;
+mod upload;
