@@ -13,25 +13,34 @@
 //!     └──────────── store (SQLite, all SQL) ◄── recorder (batched writer) ◄─┘
 //! ```
 //!
-//! - [`config`]: the only module that reads config files and the environment; parses everything
-//!   into typed values once, with errors naming file, job and field ([`messages`]: serde's
-//!   errors in the user's words).
-//! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter.
-//! - [`job`]: validated job definitions and the kinds of work (one file per kind).
+//! Imports flow one way, from the bottom of this list up: a module uses only those below it
+//! (`scripts/check-structure.sh` checks the rules CI can grep).
+//!
+//! - [`cli`]: the command line; [`daemon`]: lifecycle (start, serve, drain, finish; what dead
+//!   runs left; background loops); [`logging`]: tracing setup.
+//! - [`config`]: the only module that reads config files and the environment: the main file
+//!   into `Settings`, the job files' common fields, then one arm per kind (each kind validates
+//!   its own table in `job/<kind>`); [`problem`]: problems located by file, job and field, and
+//!   the shared field parsers; [`messages`]: serde's errors in the user's words.
 //! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff;
 //!   [`due`]: which of the occurrences due at once are late, caught up or missed.
-//! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead.
-//! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records).
-//! - [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
-//! - [`processes`]: the commands' processes: groups, the marker they carry, the daemon as
-//!   their subreaper, sweeps for what outlives a run or a daemon.
-//! - [`recorder`] and [`store`]: history off the firing path; all SQL in `store`; [`spill`]:
-//!   the file that keeps run records while the database cannot take them.
-//! - [`smtp`]: configured SMTP servers (lettre transports, send caps and timeouts);
-//!   [`alert`]: failure/recovery alerts by email and webhook (the `notify` settings).
-//! - [`daemon`]: lifecycle (start, reload, drain, stop); [`instance`]: one daemon per
-//!   database; [`systemd`]: notify protocol;
-//!   [`logging`]: tracing setup; [`cli`]: the command line.
+//! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records): its
+//!   `slot` (per-job state across reloads) and `firing` (waits, attempts, ends).
+//! - [`alert`]: failure/recovery alerts by email and webhook (the `notify` settings), knowing
+//!   jobs by name only.
+//! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
+//!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
+//!   execution; `attempt` (what an attempt knows and returns), `output`, `template`.
+//! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter;
+//!   [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
+//! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead; [`processes`]: the
+//!   commands' processes (groups, the marker they carry, the daemon as their subreaper,
+//!   sweeps); [`instance`]: one daemon per database; [`systemd`]: notify protocol.
+//! - [`smtp`]: configured SMTP servers; [`http_client`]: the shared HTTP clients, crypto
+//!   provider, error chains and redacted URLs; [`secret`]: secret values.
+//! - [`recorder`] and [`store`] (records, the batched writer, all SQL): history off the
+//!   firing path; [`spill`]: the file that keeps run records while the database cannot take
+//!   them.
 
 pub mod alert;
 pub mod cli;

@@ -1,7 +1,7 @@
 //! The daemon's life: open the history, stop what a dead daemon's runs left, schedule every
-//! job, tell systemd it is ready ([`Running::start`]); serve reloads, manual triggers and
-//! status until the shutdown signal ([`Running::serve`]); then drain runs for the grace period
-//! and stop what is left ([`Running::drain`]); and write the last records ([`Running::finish`]).
+//! job, tell systemd it is ready (`Running::start`); serve reloads, manual triggers and
+//! status until the shutdown signal (`Running::serve`); then drain runs for the grace period
+//! and stop what is left (`Running::drain`); and write the last records (`Running::finish`).
 
 mod background;
 mod leftovers;

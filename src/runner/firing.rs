@@ -1,0 +1,347 @@
+//! One firing from its turn to its end: waiting (for its turn, a run slot, a retry's
+//! backoff) under the stop, removal and replace signals, each attempt under its timeout, and
+//! the records and alerts of its end.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::slot::{Halt, JobSlot};
+use super::{Context, Dispatched, panicked, why_stopped};
+use crate::alert::FiringEnd;
+use crate::job::{AttemptContext, JobSpec, Outcome, StartMark, StopSignal};
+use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
+
+#[derive(Debug)]
+pub(crate) struct Firing {
+    pub(super) ctx: Arc<Context>,
+    pub(super) slot: Arc<JobSlot>,
+    /// The definition when it fired (each attempt runs with the one in force then).
+    pub(super) job: Arc<JobSpec>,
+    pub(super) scheduled_for: DateTime<Utc>,
+    pub(super) trigger: Trigger,
+    pub(super) replaced: CancellationToken,
+    /// Cancelled when the job is removed or disabled.
+    pub(super) removed: CancellationToken,
+    /// Told what became of the firing, for `hourglass trigger`.
+    pub(super) reply: Mutex<Option<tokio::sync::oneshot::Sender<Dispatched>>>,
+}
+
+impl Firing {
+    pub(super) fn new(
+        ctx: &Arc<Context>,
+        slot: &Arc<JobSlot>,
+        job: &Arc<JobSpec>,
+        scheduled_for: DateTime<Utc>,
+        trigger: Trigger,
+    ) -> Self {
+        Self {
+            ctx: Arc::clone(ctx),
+            slot: Arc::clone(slot),
+            job: Arc::clone(job),
+            scheduled_for,
+            trigger,
+            replaced: CancellationToken::new(),
+            removed: slot.removed_token(),
+            reply: Mutex::new(None),
+        }
+    }
+
+    /// The job's definition in force now.
+    pub(super) fn job(&self) -> Arc<JobSpec> {
+        self.slot
+            .spec()
+            .filter(|s| s.name == self.job.name)
+            .unwrap_or_else(|| Arc::clone(&self.job))
+    }
+
+    pub(super) fn start_record(
+        &self,
+        id: i64,
+        attempt: u32,
+        started_at: Option<DateTime<Utc>>,
+    ) -> RunStart {
+        RunStart {
+            id,
+            job: self.job.name.clone(),
+            scheduled_for: self.scheduled_for,
+            started_at,
+            attempt,
+            trigger: if attempt > 1 {
+                Trigger::Retry
+            } else {
+                self.trigger
+            },
+            node: self.ctx.node.clone(),
+            pid: None,
+        }
+    }
+
+    /// Tells who fired this by hand what became of it (the first news only).
+    pub(super) fn tell(&self, news: Dispatched) {
+        if let Some(reply) = self.reply.lock().ok().and_then(|mut r| r.take()) {
+            let _ = reply.send(news);
+        }
+    }
+
+    /// Whether the firing must give up now, and why.
+    pub(super) fn halted_now(&self) -> Option<Halt> {
+        if self.ctx.draining.is_cancelled() {
+            Some(Halt::Stopping)
+        } else if self.removed.is_cancelled() {
+            Some(Halt::Removed)
+        } else if self.replaced.is_cancelled() {
+            Some(Halt::Replaced)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the firing must give up; returns why.
+    pub(super) async fn halted(&self) -> Halt {
+        tokio::select! {
+            biased;
+            () = self.ctx.draining.cancelled() => Halt::Stopping,
+            () = self.removed.cancelled() => Halt::Removed,
+            () = self.replaced.cancelled() => Halt::Replaced,
+        }
+    }
+
+    /// Records attempt `attempt` of this firing as skipped (not run) because of `reason`.
+    pub(super) fn skip(&self, attempt: u32, reason: &str) {
+        let id = self.ctx.next_id();
+        self.tell(Dispatched::Skipped {
+            run_id: id,
+            reason: reason.to_string(),
+        });
+        tracing::info!(job = %self.job.name, run_id = id, scheduled_for = %self.scheduled_for, attempt, reason, "firing skipped");
+        self.ctx.recorder.record(Record::Complete(
+            self.start_record(id, attempt, None),
+            RunEnd {
+                id,
+                finished_at: self.ctx.clock.now(),
+                status: RunStatus::Skipped,
+                exit_code: None,
+                error: Some(reason.to_string()),
+                output: None,
+                details: None,
+            },
+        ));
+    }
+
+    /// Waits for the job's turn (`what` says what it waits in); `None`, recorded `skipped`, if
+    /// the daemon stops, the job is removed or a newer firing replaces this one first.
+    pub(super) async fn wait_turn(&self, what: &str) -> Option<OwnedSemaphorePermit> {
+        if let Some(h) = self.halted_now() {
+            self.skip(1, &h.reason(what));
+            return None;
+        }
+        tokio::select! {
+            biased;
+            h = self.halted() => {
+                self.skip(1, &h.reason(what));
+                None
+            }
+            p = Arc::clone(&self.slot.serial).acquire_owned() => p.ok(),
+        }
+    }
+
+    /// Waits for a free run slot (`max_concurrent_runs`); `None`, recorded, if the firing
+    /// must give up first.
+    pub(super) async fn wait_run_slot(&self, attempt: u32) -> Option<OwnedSemaphorePermit> {
+        let what = "waiting for a free run slot (max_concurrent_runs)";
+        if let Some(h) = self.halted_now() {
+            self.skip(attempt, &h.reason(what));
+            return None;
+        }
+        if let Ok(p) = Arc::clone(&self.ctx.limit).try_acquire_owned() {
+            return Some(p);
+        }
+        self.tell(Dispatched::Queued {
+            behind: None,
+            ahead: 0,
+        });
+        tokio::select! {
+            biased;
+            h = self.halted() => {
+                self.skip(attempt, &h.reason(what));
+                None
+            }
+            p = Arc::clone(&self.ctx.limit).acquire_owned() => p.ok(),
+        }
+    }
+
+    /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any.
+    pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
+        let mut attempt = 1;
+        loop {
+            let Some(global) = self.wait_run_slot(attempt).await else {
+                return;
+            };
+            let job = self.job();
+            let id = self.ctx.next_id();
+            if turn.is_some() {
+                self.slot.active.store(id, Ordering::Relaxed);
+            }
+            let (status, outcome) = self.attempt(&job, id, attempt).await;
+            if turn.is_some() {
+                self.slot.active.store(0, Ordering::Relaxed);
+            }
+            drop(global);
+            let retry = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
+                && outcome.retryable
+                && attempt <= job.retry.retries;
+            if !retry {
+                let end = FiringEnd {
+                    run_id: id,
+                    scheduled_for: self.scheduled_for,
+                    status,
+                    attempt,
+                    error: outcome.error,
+                    output: outcome.output,
+                };
+                if let Some(policy) = self.slot.alert_policy()
+                    && let Some(send) =
+                        self.ctx
+                            .alerts
+                            .after_firing(&job.name, &policy, &self.slot.alert, &end)
+                {
+                    self.ctx.tracker.spawn(send);
+                }
+                return;
+            }
+            attempt += 1;
+            let delay = job.retry.delay(attempt);
+            tracing::info!(job = %job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            let what = "a retry waiting for its backoff delay";
+            if let Some(h) = self.halted_now() {
+                self.skip(attempt, &h.reason(what));
+                return;
+            }
+            tokio::select! {
+                biased;
+                h = self.halted() => {
+                    self.skip(attempt, &h.reason(what));
+                    return;
+                }
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Logs and records the end of an attempt. Work that never began (a program that could
+    /// not start) still gets its start row.
+    pub(super) fn record_end(
+        &self,
+        job: &JobSpec,
+        id: i64,
+        started: &StartMark,
+        status: RunStatus,
+        outcome: &Outcome,
+    ) {
+        let started_at = started.mark();
+        let finished_at = self.ctx.clock.now();
+        let duration_ms = (finished_at - started_at).num_milliseconds();
+        if status == RunStatus::Succeeded {
+            tracing::info!(job = %job.name, run_id = id, status = status.as_str(), duration_ms, exit_code = outcome.exit_code, "run finished");
+        } else {
+            tracing::warn!(
+                job = %job.name,
+                run_id = id,
+                status = status.as_str(),
+                duration_ms,
+                exit_code = outcome.exit_code,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "run finished"
+            );
+        }
+        self.ctx.recorder.record(Record::Finished(RunEnd {
+            id,
+            finished_at,
+            status,
+            exit_code: outcome.exit_code,
+            error: outcome.error.clone(),
+            output: outcome.output.clone(),
+            details: outcome.details.as_ref().map(ToString::to_string),
+        }));
+    }
+
+    /// One attempt: start record, execution under timeout and stop signals, end record.
+    pub(super) async fn attempt(
+        &self,
+        job: &Arc<JobSpec>,
+        id: i64,
+        attempt: u32,
+    ) -> (RunStatus, Outcome) {
+        let ctx = &self.ctx;
+        self.tell(Dispatched::Started(id));
+        ctx.running.fetch_add(1, Ordering::Relaxed);
+        let started = StartMark::new(
+            self.start_record(id, attempt, None),
+            Arc::clone(&ctx.clock),
+            ctx.recorder.clone(),
+        );
+        let actx = AttemptContext {
+            job,
+            run_id: id,
+            scheduled_for: self.scheduled_for,
+            attempt,
+            trigger: if attempt > 1 {
+                Trigger::Retry
+            } else {
+                self.trigger
+            },
+            processes: &ctx.processes,
+            started: &started,
+            services: &ctx.services,
+        };
+        let stop = StopSignal {
+            soft: CancellationToken::new(),
+            hard: ctx.stop.hard.clone(),
+        };
+        // A bug in a job kind must not leave its run `running` forever: a panic becomes a
+        // failed run with the panic's message.
+        let exec = std::panic::AssertUnwindSafe(job.kind.execute(&actx, &stop))
+            .catch_unwind()
+            .map(|r| r.unwrap_or_else(|p| panicked(job.kind.label(), p.as_ref())));
+        tokio::pin!(exec);
+        let deadline = job.timeout.map(|t| Instant::now() + t);
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let stopped: Result<Outcome, RunStatus> = tokio::select! {
+            out = &mut exec => Ok(out),
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Err(RunStatus::TimedOut),
+            () = ctx.stop.soft.cancelled() => Err(RunStatus::Interrupted),
+            () = self.replaced.cancelled() => Err(RunStatus::Cancelled),
+        };
+        let (status, outcome) = match stopped {
+            Ok(out) => {
+                let s = if out.success {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                };
+                (s, out)
+            }
+            Err(reason) => {
+                stop.soft.cancel();
+                let mut out = exec.await;
+                let why = why_stopped(reason, job);
+                out.error = Some(match out.error.take() {
+                    Some(e) => format!("{why}: {e}"),
+                    None => why,
+                });
+                out.success = false;
+                (reason, out)
+            }
+        };
+        ctx.running.fetch_sub(1, Ordering::Relaxed);
+        self.record_end(job, id, &started, status, &outcome);
+        (status, outcome)
+    }
+}

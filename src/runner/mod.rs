@@ -1,0 +1,276 @@
+//! One firing, from due to recorded: the overlap policy, the global concurrency limit, each
+//! attempt under its timeout and the daemon's stop signals, retries with backoff, and the
+//! history records. Every firing is its own task, so nothing one job does can delay another.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alert::Alerts;
+use crate::clock::Clock;
+use crate::job::{JobSpec, Outcome, Overlap, Services, StopSignal};
+use crate::processes::Processes;
+use crate::recorder::Recorder;
+use crate::run_ids::RunIds;
+use crate::store::{RunStatus, Trigger};
+
+mod firing;
+mod slot;
+
+use firing::Firing;
+use slot::queue_worker;
+
+pub use slot::JobSlot;
+
+/// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.
+pub const MAX_QUEUED: usize = 100;
+
+/// What every firing shares.
+#[derive(Debug)]
+pub struct Context {
+    /// The scheduler's clock.
+    pub clock: Arc<Clock>,
+    /// Where records go.
+    pub recorder: Recorder,
+    /// Global limit on runs in progress.
+    pub limit: Arc<Semaphore>,
+    /// Run ids.
+    pub ids: Arc<RunIds>,
+    /// This daemon's node name.
+    pub node: String,
+    /// Tracks every firing task.
+    pub tracker: TaskTracker,
+    /// Cancelled when shutdown begins: no new retries, queued firings give up.
+    pub draining: CancellationToken,
+    /// `soft`: stop runs (drain grace over); `hard`: kill now (second signal).
+    pub stop: StopSignal,
+    /// The commands' processes (shared with the daemon's signal thread).
+    pub processes: Arc<Processes>,
+    /// Attempts in progress.
+    running: AtomicUsize,
+    /// SMTP transports and HTTP clients.
+    pub services: Services,
+    /// Sends failure/recovery notifications.
+    pub alerts: Alerts,
+}
+
+impl Context {
+    /// A context allocating run ids from `ids`.
+    pub fn new(
+        clock: Arc<Clock>,
+        recorder: Recorder,
+        max_concurrent_runs: usize,
+        ids: Arc<RunIds>,
+        node: String,
+        services: Services,
+    ) -> Self {
+        let alerts = Alerts::new(
+            services.mailers.clone(),
+            services.http.clone(),
+            recorder.clone(),
+            node.clone(),
+        );
+        Self {
+            services,
+            alerts,
+            clock,
+            recorder,
+            limit: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
+            ids,
+            node,
+            tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            stop: StopSignal::default(),
+            processes: Arc::default(),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    fn next_id(&self) -> i64 {
+        self.ids.next()
+    }
+
+    /// Attempts in progress.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+}
+
+/// What became of a manual firing (`hourglass trigger`), as soon as it is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// A run started: its id.
+    Started(i64),
+    /// It waits for its turn: behind the active run (`behind`), with `ahead` firings queued
+    /// before it; or, with `behind = None`, for a free run slot (`max_concurrent_runs`).
+    Queued {
+        /// The active run it waits for.
+        behind: Option<i64>,
+        /// Firings queued before it.
+        ahead: usize,
+    },
+    /// It was not run: the skipped row's id and why.
+    Skipped {
+        /// The history row recording the skip.
+        run_id: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starts a firing of `job` for `scheduled_for` under the job's overlap policy. Returns at once.
+pub fn fire(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+) {
+    let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
+    dispatch(firing, job.overlap);
+}
+
+/// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` hears
+/// what became of it.
+pub fn fire_manual(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    reply: tokio::sync::oneshot::Sender<Dispatched>,
+) {
+    let now = ctx.clock.now();
+    let firing = Firing::new(ctx, slot, job, now, Trigger::Manual);
+    if let Ok(mut r) = firing.reply.lock() {
+        *r = Some(reply);
+    }
+    dispatch(firing, job.overlap);
+}
+
+/// Runs `firings` (oldest first) one after another in a task of their own: each waits for
+/// the previous one, and for the job's active run unless its policy is `allow`; the overlap
+/// policy skips or replaces none of them, and the queue's bound does not apply. Used for
+/// catch-up, and for the late firings due at the same moment as a catch-up.
+pub fn fire_series(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    firings: Vec<(DateTime<Utc>, Trigger)>,
+) {
+    if firings.is_empty() {
+        return;
+    }
+    let series: Vec<Firing> = firings
+        .into_iter()
+        .map(|(at, trigger)| Firing::new(ctx, slot, job, at, trigger))
+        .collect();
+    ctx.tracker.spawn(async move {
+        for firing in series {
+            let spec = firing.job();
+            if spec.overlap == Overlap::Allow {
+                if let Some(h) = firing.halted_now() {
+                    firing.skip(1, &h.reason("waiting in a catch-up series"));
+                } else {
+                    firing.run(None).await;
+                }
+            } else if let Some(p) = firing.wait_turn("waiting in a catch-up series").await {
+                firing.run(Some(p)).await;
+            }
+        }
+    });
+}
+
+fn dispatch(firing: Firing, overlap: Overlap) {
+    let ctx = Arc::clone(&firing.ctx);
+    let slot = Arc::clone(&firing.slot);
+    match overlap {
+        Overlap::Allow => {
+            ctx.tracker.spawn(firing.run(None));
+        }
+        Overlap::Skip => match Arc::clone(&slot.serial).try_acquire_owned() {
+            Ok(permit) => {
+                ctx.tracker.spawn(firing.run(Some(permit)));
+            }
+            Err(_) => {
+                let reason = match slot.active_run() {
+                    Some(id) => format!("run {id} is still active (overlap = \"skip\")"),
+                    None => "the previous run is still active (overlap = \"skip\")".into(),
+                };
+                firing.skip(1, &reason);
+            }
+        },
+        Overlap::Queue => {
+            let Ok(mut q) = slot.queue.lock() else {
+                return;
+            };
+            if q.pending.len() >= MAX_QUEUED {
+                drop(q);
+                firing.skip(
+                    1,
+                    &format!("{MAX_QUEUED} firings already queued (overlap = \"queue\")"),
+                );
+                return;
+            }
+            if !q.pending.is_empty() || slot.serial.available_permits() == 0 {
+                firing.tell(Dispatched::Queued {
+                    behind: slot.active_run(),
+                    ahead: q.pending.len(),
+                });
+            }
+            q.pending.push_back(firing);
+            if !q.worker {
+                q.worker = true;
+                ctx.tracker.spawn(queue_worker(Arc::clone(&slot)));
+            }
+        }
+        Overlap::Replace => {
+            if let Ok(mut cur) = slot.current.lock()
+                && let Some(old) = cur.replace(firing.replaced.clone())
+            {
+                old.cancel();
+            }
+            if slot.serial.available_permits() == 0 {
+                firing.tell(Dispatched::Queued {
+                    behind: slot.active_run(),
+                    ahead: 0,
+                });
+            }
+            ctx.tracker.spawn(async move {
+                if let Some(p) = firing
+                    .wait_turn("waiting for the run it replaces to stop")
+                    .await
+                {
+                    firing.run(Some(p)).await;
+                }
+            });
+        }
+    }
+}
+
+/// Why an attempt was stopped, for its error.
+fn why_stopped(reason: RunStatus, job: &JobSpec) -> String {
+    match reason {
+        RunStatus::TimedOut => format!(
+            "timed out after {}",
+            humantime::format_duration(job.timeout.unwrap_or_default())
+        ),
+        RunStatus::Interrupted => "interrupted: the daemon shut down".to_string(),
+        _ => "cancelled: replaced by a newer firing (overlap = \"replace\")".to_string(),
+    }
+}
+
+/// The outcome of an attempt whose job kind panicked.
+fn panicked(kind: &str, payload: &(dyn std::any::Any + Send)) -> Outcome {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(ToString::to_string)
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!(kind, panic = %msg, "internal error: a job kind panicked (please report this)");
+    Outcome::failed(
+        format!("internal error in the {kind} job kind: {msg}"),
+        false,
+    )
+}

@@ -1,0 +1,310 @@
+//! What the history holds, as types: a run's start and end, a record for the writer, a row
+//! as read back, statuses and triggers, notification and upload marks, trigger requests.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The state of a run, as stored (`status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// In progress.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with failure.
+    Failed,
+    /// Stopped because it exceeded its timeout.
+    TimedOut,
+    /// Not started (overlap policy).
+    Skipped,
+    /// Left `running` by a daemon that died.
+    Abandoned,
+    /// Stopped by the daemon's shutdown.
+    Interrupted,
+    /// Stopped by a newer firing (`overlap = "replace"`).
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Every status.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Skipped,
+        RunStatus::Abandoned,
+        RunStatus::Interrupted,
+        RunStatus::Cancelled,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Abandoned => "abandoned",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why a run started (`trigger` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Its schedule came due.
+    Schedule,
+    /// `hourglass trigger`.
+    Manual,
+    /// A retry of a failed attempt.
+    Retry,
+    /// A firing missed during downtime.
+    CatchUp,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Retry => "retry",
+            Trigger::CatchUp => "catch_up",
+        }
+    }
+
+    /// The trigger with this stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Trigger::Schedule,
+            Trigger::Manual,
+            Trigger::Retry,
+            Trigger::CatchUp,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+}
+
+/// The start of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunStart {
+    /// Run id, allocated by the daemon.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// The intended time.
+    pub scheduled_for: DateTime<Utc>,
+    /// When it really started (`None` for skipped firings).
+    pub started_at: Option<DateTime<Utc>>,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// The daemon's node name.
+    pub node: String,
+    /// A command's process (and process group) id.
+    pub pid: Option<u32>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunEnd {
+    /// Run id.
+    pub id: i64,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// Final status.
+    pub status: RunStatus,
+    /// Process exit code.
+    pub exit_code: Option<i32>,
+    /// Cause chain.
+    pub error: Option<String>,
+    /// Output tail.
+    pub output: Option<String>,
+    /// Kind-specific facts (JSON).
+    pub details: Option<String>,
+}
+
+/// A notification attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NotificationRecord {
+    /// Run id of the firing's last attempt.
+    pub run_id: i64,
+    /// Job name.
+    pub job: String,
+    /// `failure`, `recovery` or `success`.
+    pub event: std::borrow::Cow<'static, str>,
+    /// `email` or `webhook`.
+    pub channel: std::borrow::Cow<'static, str>,
+    /// When it was attempted.
+    pub sent_at: DateTime<Utc>,
+    /// Why it failed; `None` when sent.
+    pub error: Option<String>,
+}
+
+/// A file an upload job has uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadMark {
+    /// Job name.
+    pub job: String,
+    /// Destination (rendered, without secrets).
+    pub destination: String,
+    /// Key below the destination.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (ns since the epoch).
+    pub mtime_ns: i64,
+    /// The firing that uploaded it.
+    pub scheduled_for: DateTime<Utc>,
+}
+
+/// One write for the recorder (serialized as one line of the spill file).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub enum Record {
+    /// A run started (row inserted as `running`).
+    Started(RunStart),
+    /// A run ended (row updated).
+    Finished(RunEnd),
+    /// A run that is complete when first recorded (skipped firings).
+    Complete(RunStart, RunEnd),
+    /// A notification was attempted.
+    Notification(NotificationRecord),
+    /// A job fired for this intended time (per-job state).
+    Fired {
+        /// Job name.
+        job: String,
+        /// The intended time.
+        scheduled_for: DateTime<Utc>,
+    },
+}
+
+impl Record {
+    /// The run this record is about, if any.
+    pub fn run_id(&self) -> Option<i64> {
+        match self {
+            Record::Started(s) | Record::Complete(s, _) => Some(s.id),
+            Record::Finished(e) => Some(e.id),
+            Record::Notification(n) => Some(n.run_id),
+            Record::Fired { .. } => None,
+        }
+    }
+
+    /// The run's output tail, if this record carries one.
+    pub fn output_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            Record::Finished(e) | Record::Complete(_, e) => Some(&mut e.output),
+            _ => None,
+        }
+    }
+}
+
+/// One row of history, as shown by the CLI.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: i64,
+    /// Job name.
+    pub job: String,
+    /// Intended time.
+    pub scheduled_for: String,
+    /// Start.
+    pub started_at: Option<String>,
+    /// End.
+    pub finished_at: Option<String>,
+    /// Status.
+    pub status: String,
+    /// Attempt number.
+    pub attempt: i64,
+    /// Why it ran.
+    pub trigger: String,
+    /// Exit code.
+    pub exit_code: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Output tail (only filled by [`Store::run`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Node that ran it.
+    pub node: String,
+    /// Kind-specific facts (JSON), e.g. an email's message id.
+    pub details: Option<serde_json::Value>,
+    /// started_at − scheduled_for.
+    pub lateness_ms: Option<i64>,
+    /// finished_at − started_at.
+    pub duration_ms: Option<i64>,
+}
+
+/// Filters for [`Store::history`].
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only this job.
+    pub job: Option<String>,
+    /// Only this status.
+    pub status: Option<RunStatus>,
+    /// Only runs scheduled at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// At most this many rows (newest first).
+    pub limit: u32,
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not a run status"))
+    }
+}
+
+/// What became of a manual trigger request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerOutcome {
+    /// A run started.
+    Started,
+    /// It waits behind an active run, or for a free run slot.
+    Queued,
+    /// It was not run.
+    Skipped,
+}
+
+impl TriggerOutcome {
+    /// The name stored in `trigger_requests.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerOutcome::Started => "started",
+            TriggerOutcome::Queued => "queued",
+            TriggerOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// The outcome of a stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Started, Self::Queued, Self::Skipped]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
+/// Where a manual trigger request stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TriggerState {
+    /// A daemon took it.
+    pub claimed: bool,
+    /// What became of it, once known.
+    pub outcome: Option<TriggerOutcome>,
+    /// The run it started, or the row of its skip.
+    pub run_id: Option<i64>,
+    /// Behind what it waits, or why it was skipped.
+    pub detail: Option<String>,
+}
