@@ -1,5 +1,5 @@
 //! Configuration problems and the field parsers every config section shares: a [`Problem`]
-//! names the file, the job and the field; [`Located`] collects them while one file is
+//! names the file, the job and the field; `Located` collects them while one file is
 //! validated; durations, sizes, zones, URLs, mailboxes, headers and secret references are
 //! parsed here, into typed values or a message in the user's words.
 

@@ -231,7 +231,7 @@ pub struct RunRow {
     pub exit_code: Option<i64>,
     /// Error text.
     pub error: Option<String>,
-    /// Output tail (only filled by [`Store::run`]).
+    /// Output tail (only filled by [`super::Store::run`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// Node that ran it.
@@ -244,7 +244,7 @@ pub struct RunRow {
     pub duration_ms: Option<i64>,
 }
 
-/// Filters for [`Store::history`].
+/// Filters for [`super::Store::history`].
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
     /// Only this job.

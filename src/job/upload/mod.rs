@@ -2,7 +2,7 @@
 //! memory) to S3-compatible object storage or a local folder through OpenDAL, each verified by
 //! size after writing. Optionally skips files already uploaded unchanged (path + size + mtime,
 //! remembered in the database); a retry uploads only what is missing; `after` keeps, deletes or
-//! moves what was uploaded. SFTP in [`sftp`]; the `[jobs.<name>.upload]` table in [`raw`].
+//! moves what was uploaded. SFTP in `sftp`; the `[jobs.<name>.upload]` table in `raw`.
 
 use std::path::{Path, PathBuf};
 
