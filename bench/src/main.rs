@@ -12,7 +12,6 @@ mod peer;
 mod proc;
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -91,7 +90,7 @@ struct Daemon {
     dir: PathBuf,
     child: Child,
     bin: PathBuf,
-    notify: UnixDatagram,
+    notify: harness::Notifications,
     ready_after: Duration,
 }
 
@@ -105,65 +104,43 @@ impl Daemon {
     fn start(bin: &Path, main_extra: &str, jobs: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
-        std::fs::create_dir(path.join("jobs.d"))?;
-        std::fs::write(
-            path.join("hourglass.toml"),
-            format!(
+        let config = harness::write_config(
+            &path,
+            &format!(
                 "[database]\npath = \"history.db\"\n[daemon]\ntimezone = \"UTC\"\n{main_extra}\n"
             ),
+            jobs,
         )?;
-        std::fs::write(path.join("jobs.d/jobs.toml"), jobs)?;
-        let notify = UnixDatagram::bind(path.join("notify.sock"))?;
-        notify.set_read_timeout(Some(Duration::from_secs(120)))?;
-        let started = Instant::now();
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(path.join("hourglass.toml"))
-            .arg("run")
-            .env("NOTIFY_SOCKET", path.join("notify.sock"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut d = Self {
+        let mut notify = harness::Notifications::bind(path.join("notify.sock"))?;
+        let mut cmd = harness::run_command(&[bin.as_os_str()], &config, &notify);
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
+        let (child, ready_after) =
+            harness::start_ready(&mut cmd, &mut notify, Duration::from_secs(120))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
             _dir: dir,
             dir: path,
             child,
             bin: bin.to_path_buf(),
             notify,
-            ready_after: Duration::ZERO,
-        };
-        d.wait_note("READY=1")?;
-        d.ready_after = started.elapsed();
-        Ok(d)
+            ready_after,
+        })
     }
 
     /// Forgets sd_notify messages already sent.
-    fn drain_notes(&self) -> Result<()> {
-        self.notify.set_nonblocking(true)?;
-        let mut buf = [0u8; 4096];
-        while self.notify.recv(&mut buf).is_ok() {}
-        self.notify.set_nonblocking(false)?;
-        Ok(())
+    fn drain_notes(&mut self) {
+        self.notify.forget();
     }
 
     /// Waits for a line of the daemon's sd_notify messages.
-    fn wait_note(&self, line: &str) -> Result<()> {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = self
-                .notify
-                .recv(&mut buf)
-                .with_context(|| format!("waiting for {line}"))?;
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == line)
-            {
-                return Ok(());
-            }
-        }
+    fn wait_note(&mut self, line: &str) -> Result<()> {
+        let child = &mut self.child;
+        self.notify
+            .wait(line, Duration::from_secs(120), || {
+                matches!(child.try_wait(), Ok(None))
+            })
+            .map_err(anyhow::Error::msg)
     }
 
     fn pid(&self) -> u32 {
@@ -711,14 +688,14 @@ fn reload(b: &mut Bench, total: usize, fast: usize, reloads: usize) -> Result<()
         ));
         s
     };
-    let d = Daemon::start(&b.bin, "", &jobs(0))?;
+    let mut d = Daemon::start(&b.bin, "", &jobs(0))?;
     std::thread::sleep(Duration::from_secs(2));
     let mut took = Vec::new();
     for k in 1..=reloads {
         let tmp = d.dir.join("jobs.next");
         std::fs::write(&tmp, jobs(k))?;
         std::fs::rename(&tmp, d.dir.join("jobs.d/jobs.toml"))?;
-        d.drain_notes()?;
+        d.drain_notes();
         let t0 = Instant::now();
         proc::signal(d.pid(), "HUP")?;
         d.wait_note("READY=1")?;

@@ -147,8 +147,7 @@ fn check_rejects_every_bad_config_with_its_message() {
 fn every_bad_config_sent_as_a_reload_keeps_the_running_one() {
     let mut d = Daemon::prepare("", GOOD_JOBS);
     std::fs::write(d.config(), MAIN).unwrap();
-    d.spawn();
-    d.wait_note("READY=1", Duration::from_secs(20));
+    d.spawn_ready();
     let heartbeats = d.wait_runs("heartbeat", Duration::from_secs(10), "a heartbeat", |r| {
         !r.is_empty()
     });

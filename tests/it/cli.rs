@@ -402,8 +402,7 @@ fn daemon_and_cli_share_the_database_and_reading_creates_none() {
     }
     assert!(!d.path("hourglass.db").exists());
     assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
-    d.spawn();
-    d.wait_note("READY=1", Duration::from_secs(20));
+    d.spawn_ready();
     assert!(d.path("hourglass.db").exists());
     // A disabled job runs by hand, and trigger says which run it became.
     let out = in_elsewhere(&["trigger", "manual"]);
@@ -432,8 +431,7 @@ fn daemon_and_cli_share_the_database_and_reading_creates_none() {
 #[test]
 fn a_job_file_with_a_typo_leaves_the_cli_working() {
     let mut d = Daemon::prepare("", "[jobs.good]\nevery = \"1h\"\ncommand = \"true\"\n");
-    d.spawn();
-    d.wait_note("READY=1", Duration::from_secs(20));
+    d.spawn_ready();
     d.write_jobs(
         "broken.toml",
         "[jobs.bad]\nevery = \"1h\"\ncomand = \"true\"\n",

@@ -163,8 +163,7 @@ fn retries_until_success_with_backoff() {
     let jobs = jobs.replace("WD", d.path("").to_str().unwrap());
     std::fs::write(d.path("jobs.d/jobs.toml"), jobs).unwrap();
     let mut d = d;
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let runs = d.wait_runs("flaky", 20 * SEC, "three attempts", |r| {
         r.len() == 3 && r.iter().all(finished)
     });
@@ -296,8 +295,7 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     let jobs = jobs.replace("PID", d.path("stubborn.pid").to_str().unwrap());
     std::fs::write(d.path("jobs.d/jobs.toml"), jobs).unwrap();
     let mut d = d;
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     d.wait_runs("stubborn", 20 * SEC, "the run to start", |r| r.len() == 1);
     let pid: i32 = wait_for(10 * SEC, "the pid file", || {
         std::fs::read_to_string(d.path("stubborn.pid"))
@@ -337,8 +335,7 @@ fn a_crash_leaves_runs_that_the_next_start_marks_abandoned() {
     d.wait_exit(10 * SEC);
     // Like cron, a crashed daemon's runs go on (under systemd, the cgroup stops them) ...
     assert!(alive(pid));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     // ... until the next start finds them by pid and run id and stops them.
     wait_for(5 * SEC, "the orphan to die", || (!alive(pid)).then_some(()));
     let runs = d.runs_of("work");
@@ -411,8 +408,7 @@ fn catch_up_after_downtime_follows_each_policy() {
         }
         store.close().await;
     });
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let latest = d.wait_runs(
         "latest",
         10 * SEC,
@@ -469,8 +465,7 @@ fn catch_up_after_downtime_follows_each_policy() {
 fn watchdog_and_status_notifications() {
     let mut d = Daemon::prepare("", "[jobs.a]\nschedule = \"@yearly\"\ncommand = \"true\"\n");
     d.extra_env.push(("WATCHDOG_USEC".into(), "400000".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let notes = d.drain_notes();
     assert!(
         notes
@@ -562,8 +557,7 @@ fn a_clean_env_job_sees_only_the_minimal_environment() {
     );
     let mut d = Daemon::prepare("", &jobs);
     d.extra_env.push(("DAEMON_ONLY".into(), "leak".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let runs = d.wait_runs("clean", 20 * SEC, "the run", |r| {
         r.len() == 1 && finished(&r[0])
     });
@@ -606,8 +600,7 @@ fn secrets_named_by_the_config_reach_no_job() {
     ] {
         d.extra_env.push((k.into(), v.into()));
     }
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let output = |job: &str| {
         let runs = d.wait_runs(job, 20 * SEC, "the run", |r| {
             r.len() == 1 && finished(&r[0])
@@ -655,8 +648,7 @@ fn jobs_create_files_with_umask_022_under_a_strict_service_umask() {
     );
     let mut d = Daemon::prepare("", &jobs);
     d.umask = Some("077");
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     for job in ["backup", "private", "argv"] {
         d.wait_runs(job, 20 * SEC, "the run", |r| {
             r.len() == 1 && r[0].status == "succeeded"

@@ -124,8 +124,7 @@ fn forward_steps_follow_each_catch_up_policy() {
     for hours in [1, 2] {
         let mut d = Daemon::prepare("", FORWARD_JOBS);
         let clock = d.fake_clock();
-        d.spawn();
-        d.wait_note("READY=1", 20 * SEC);
+        d.spawn_ready();
         d.wait_runs("all10", 15 * SEC, "a first firing", |r| !r.is_empty());
         clock.set_offset(hours * 3600);
         let missed_10s = (hours * 360 - 6) as usize;
@@ -193,8 +192,7 @@ fn backward_steps_keep_every_second_jobs_firing() {
                 [jobs.every]\nevery = \"1s\"\ncommand = \"true\"\n";
     let mut d = Daemon::prepare("", jobs);
     let clock = d.fake_clock();
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     d.wait_runs("sec", 15 * SEC, "three firings", |r| r.len() >= 3);
     clock.set_offset(-30);
     std::thread::sleep(5 * SEC);
@@ -341,8 +339,7 @@ fn tz_is_the_default_zone_for_list_and_the_daemon() {
         assert!(text.contains("(America/New_York)"), "TZ={tz}: {text}");
     }
     d.extra_env.push(("TZ".into(), ":America/New_York".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let rows = d.wait_runs("ny", 20 * SEC, "a New York firing", |r| {
         !r.is_empty() && finished(&r[0])
     });

@@ -13,8 +13,7 @@ const PASSWORD: &str = "s3cret-Pa55word";
 fn start_with(main: &str, jobs: &str, password: &str) -> Daemon {
     let mut d = Daemon::prepare(main, jobs);
     d.extra_env.push(("SMTP_PASSWORD".into(), password.into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     d
 }
 
@@ -65,8 +64,7 @@ fn an_email_job_delivers_headers_body_and_attachment() {
     d.extra_env.push(("SMTP_PASSWORD".into(), PASSWORD.into()));
     d.extra_env
         .push(("REPORT_URL".into(), "https://example.com/r/1".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     let runs = d.wait_runs("report", 30 * SEC, "the send", |r| {
         r.len() == 1 && finished(&r[0])
     });
@@ -272,8 +270,7 @@ fn failure_then_recovery_notify_by_email_and_webhook_once_each() {
     d.extra_env.push(("SMTP_PASSWORD".into(), PASSWORD.into()));
     d.extra_env
         .push(("HOOK_TOKEN".into(), "Bearer hook-secret-123".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     // Several failures, one notice per channel.
     d.wait_runs("flaky", 30 * SEC, "three failures", |r| {
         r.iter().filter(|r| r.status == "failed").count() >= 3

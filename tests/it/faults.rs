@@ -37,8 +37,7 @@ fn start_loggers(db: &str) -> Daemon {
     }
     std::fs::create_dir(d.path("logs")).unwrap();
     d.write_jobs("jobs.toml", &loggers(d.dir.path()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     d
 }
 
@@ -340,8 +339,7 @@ fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
     assert!(log.contains("run records kept in the spill file"), "{log}");
     assert!(d.path("history.db-spill").exists());
     drop(files);
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     assert!(!d.path("history.db-spill").exists(), "replayed and removed");
     assert!(
         d.log()
@@ -380,8 +378,7 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let mut d = d;
     d.signal(Signal::SIGKILL);
     d.wait_exit(10 * SEC);
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
 }
 
 #[test]

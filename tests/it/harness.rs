@@ -1,9 +1,8 @@
 //! Test harness: starts the real `hourglass` binary on a temp dir with a real SQLite file,
 //! listens on a real unix datagram socket for its systemd notifications, and reads the history.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -14,8 +13,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hourglass");
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
-    pub notify: UnixDatagram,
-    pub notes: Vec<String>,
+    pub notify: harness::Notifications,
     pub extra_env: Vec<(String, String)>,
     /// The history database, relative to `dir`.
     pub db: String,
@@ -65,18 +63,12 @@ impl Daemon {
         } else {
             format!("{main}\n[daemon]\ntimezone = \"UTC\"\nshutdown_grace = \"5s\"\n")
         };
-        std::fs::write(dir.path().join("hourglass.toml"), main).unwrap();
-        std::fs::create_dir(dir.path().join("jobs.d")).unwrap();
-        std::fs::write(dir.path().join("jobs.d/jobs.toml"), jobs).unwrap();
-        let notify = UnixDatagram::bind(dir.path().join("notify.sock")).unwrap();
-        notify
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        harness::write_config(dir.path(), &main, jobs).unwrap();
+        let notify = harness::Notifications::bind(dir.path().join("notify.sock")).unwrap();
         Self {
             dir,
             child: None,
             notify,
-            notes: Vec::new(),
             extra_env: Vec::new(),
             db: db.to_string(),
             umask: None,
@@ -87,8 +79,7 @@ impl Daemon {
     /// Prepares and starts, waiting for READY=1.
     pub fn start(main_extra: &str, jobs: &str) -> Self {
         let mut d = Self::prepare(main_extra, jobs);
-        d.spawn();
-        d.wait_note("READY=1", Duration::from_secs(20));
+        d.spawn_ready();
         d
     }
 
@@ -106,34 +97,28 @@ impl Daemon {
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let mut cmd = match self.umask {
-            Some(mask) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
-                c
-            }
-            None if !self.wrap.is_empty() => {
-                let mut c = Command::new(&self.wrap[0]);
-                c.args(&self.wrap[1..]).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
+        let umask = self
+            .umask
+            .map(|mask| format!("umask {mask} && exec \"$0\" \"$@\""));
+        let mut program: Vec<&std::ffi::OsStr> = match &umask {
+            Some(script) => vec!["/bin/sh".as_ref(), "-c".as_ref(), script.as_ref()],
+            None => self.wrap.iter().map(AsRef::as_ref).collect(),
         };
-        cmd.arg("--config")
-            .arg(self.config())
-            .arg("run")
-            .current_dir(self.dir.path())
-            .env("NOTIFY_SOCKET", self.path("notify.sock"))
+        program.push(BIN.as_ref());
+        let mut cmd = harness::run_command(&program, &self.config(), &self.notify);
+        cmd.current_dir(self.dir.path())
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().unwrap());
+    }
+
+    /// Spawns and waits for READY=1.
+    pub fn spawn_ready(&mut self) {
+        self.spawn();
+        self.wait_note("READY=1", Duration::from_secs(20));
     }
 
     pub fn pid(&self) -> i32 {
@@ -146,30 +131,12 @@ impl Daemon {
 
     /// Reads notifications until one line equals or starts with `needle`.
     pub fn wait_note(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(pos) = self.notes.iter().position(|n| n.starts_with(needle)) {
-                self.notes.drain(..=pos);
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no {needle:?} from the daemon within {timeout:?}; got {:?}; log:\n{}",
-                    self.notes,
-                    self.log()
-                );
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon exited ({status}) before {needle:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                self.notes.extend(msg.lines().map(str::to_string));
-            }
+        let child = self.child.as_mut().unwrap();
+        let waited = self
+            .notify
+            .wait(needle, timeout, || matches!(child.try_wait(), Ok(None)));
+        if let Err(e) = waited {
+            panic!("{e}; log:\n{}", self.log());
         }
     }
 
@@ -177,26 +144,21 @@ impl Daemon {
     pub fn wait_note_containing(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            self.drain_notes();
-            if let Some(n) = self.notes.iter().find(|n| n.contains(needle)) {
+            if let Some(n) = self.notify.drain().iter().find(|n| n.contains(needle)) {
                 return n.clone();
             }
             assert!(
                 Instant::now() < deadline,
                 "no note with {needle:?} within {timeout:?}; got {:?}",
-                self.notes
+                self.notify.drain()
             );
         }
     }
 
-    /// Drains pending notifications into `notes` (non-blocking beyond 100 ms).
+    /// Drains pending notifications (waiting at most 100 ms); returns every line received
+    /// and not yet waited for.
     pub fn drain_notes(&mut self) -> Vec<String> {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = self.notify.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-            self.notes.extend(msg.lines().map(str::to_string));
-        }
-        self.notes.clone()
+        self.notify.drain().to_vec()
     }
 
     pub fn log(&self) -> String {

@@ -37,8 +37,7 @@ fn start(jobs: &str) -> Daemon {
     let mut d = Daemon::prepare("", jobs);
     d.extra_env.push(("S3_KEY".into(), "AK".into()));
     d.extra_env.push(("S3_SECRET".into(), "SK".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     d
 }
 
@@ -113,8 +112,7 @@ fn wrong_credentials_and_an_unreachable_server_fail_clearly() {
     d.extra_env.push(("S3_SECRET".into(), "SK".into()));
     d.extra_env
         .push(("WRONG_SECRET".into(), "not-the-secret-xyz".into()));
-    d.spawn();
-    d.wait_note("READY=1", 20 * SEC);
+    d.spawn_ready();
     for name in ["badkey", "down"] {
         let runs = d.wait_runs(name, 60 * SEC, "the failure", |r| {
             r.len() == 1 && finished(&r[0])
