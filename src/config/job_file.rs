@@ -432,54 +432,98 @@ fn retry_policy(raw: &RawJob, at: &mut Located<'_>) -> RetryPolicy {
     }
 }
 
-/// The job's one kind of work, each validated by its own module: the fields of a `command`
-/// job sit beside the common ones; the other kinds have a table of their own.
+/// Validates one kind of work's fields (in the kind's own module).
+type KindArm<'s> = Box<dyn FnOnce(&mut Located<'_>) -> Option<JobKind> + 's>;
+
+/// The job's one kind of work. One arm per kind: it takes the kind's fields out of the table
+/// (`None` when the table does not name the kind) and validates them in the kind's own
+/// module; the "exactly one kind" rule and its messages follow from the arms.
 fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<JobKind> {
-    let kinds = usize::from(raw.command.is_some())
-        + usize::from(raw.email.is_some())
-        + usize::from(raw.http.is_some())
-        + usize::from(raw.upload.is_some());
-    if kinds != 1 {
-        at.push(
-            None,
-            if kinds == 0 {
-                "no work to do: set `command` (a shell line, or a list for argv), or a `[jobs.<name>.email]`, `[jobs.<name>.http]` or `[jobs.<name>.upload]` table"
-            } else {
-                "set only one of `command`, `email`, `http` and `upload`"
-            },
-        );
-    }
-    if raw.command.is_none()
+    let command_fields_alone = raw.command.is_none()
         && (raw.env.is_some()
             || raw.working_dir.is_some()
             || raw.user.is_some()
             || raw.umask.is_some()
-            || raw.clean_env.is_some())
-    {
+            || raw.clean_env.is_some());
+    let arms = [
+        ("command", command_arm(raw)),
+        (
+            "email",
+            raw.email.take().map(|e| -> KindArm<'_> {
+                Box::new(move |at| {
+                    email::from_raw(e, &settings.jobs_dir, &settings.smtp, at)
+                        .map(|j| JobKind::Email(Box::new(j)))
+                })
+            }),
+        ),
+        (
+            "http",
+            raw.http.take().map(|h| -> KindArm<'_> {
+                Box::new(move |at| http::from_raw(h, at).map(|j| JobKind::Http(Box::new(j))))
+            }),
+        ),
+        (
+            "upload",
+            raw.upload.take().map(|u| -> KindArm<'_> {
+                Box::new(move |at| upload::from_raw(u, at).map(|j| JobKind::Upload(Box::new(j))))
+            }),
+        ),
+    ];
+    let names: Vec<&str> = arms.iter().map(|(name, _)| *name).collect();
+    let mut given = arms.into_iter().filter_map(|(_, arm)| arm);
+    let first = given.next();
+    if first.is_none() || given.next().is_some() {
+        at.push(None, kind_count_problem(&names, first.is_none()));
+    }
+    if command_fields_alone {
         at.push(
             None,
             "`env`, `working_dir`, `user`, `umask` and `clean_env` apply to `command` jobs only",
         );
     }
-    if let Some(line) = raw.command.take() {
-        let fields = RawCommand {
-            line,
-            env: raw.env.take(),
-            working_dir: raw.working_dir.take(),
-            user: raw.user.take(),
-            umask: raw.umask.take(),
-            clean_env: raw.clean_env,
-        };
+    first.and_then(|arm| arm(at))
+}
+
+/// The `command` kind's arm: its fields sit beside the common ones in the job's table.
+fn command_arm<'s>(raw: &mut RawJob) -> Option<KindArm<'s>> {
+    let line = raw.command.take()?;
+    let fields = RawCommand {
+        line,
+        env: raw.env.take(),
+        working_dir: raw.working_dir.take(),
+        user: raw.user.take(),
+        umask: raw.umask.take(),
+        clean_env: raw.clean_env,
+    };
+    Some(Box::new(move |at| {
         Some(JobKind::Command(command::from_raw(fields, at)))
-    } else if let Some(e) = raw.email.take() {
-        email::from_raw(e, &settings.jobs_dir, &settings.smtp, at)
-            .map(|j| JobKind::Email(Box::new(j)))
-    } else if let Some(h) = raw.http.take() {
-        http::from_raw(h, at).map(|j| JobKind::Http(Box::new(j)))
-    } else if let Some(u) = raw.upload.take() {
-        upload::from_raw(u, at).map(|j| JobKind::Upload(Box::new(j)))
+    }))
+}
+
+/// What is wrong when a job names no kind of work (`none`) or several, listing the kinds
+/// (`command` first, then the tables).
+fn kind_count_problem(names: &[&str], none: bool) -> String {
+    let tables: Vec<String> = names[1..]
+        .iter()
+        .map(|n| format!("`[jobs.<name>.{n}]`"))
+        .collect();
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    if none {
+        format!(
+            "no work to do: set `command` (a shell line, or a list for argv), or a {} table",
+            or_list(&tables, " or ")
+        )
     } else {
-        None
+        format!("set only one of {}", or_list(&quoted, " and "))
+    }
+}
+
+/// `a, b and c` (with `last` between the last two).
+fn or_list(items: &[String], last: &str) -> String {
+    match items.split_last() {
+        Some((tail, [])) => tail.clone(),
+        Some((tail, head)) => format!("{}{last}{tail}", head.join(", ")),
+        None => String::new(),
     }
 }
 
