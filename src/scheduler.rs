@@ -576,33 +576,63 @@ mod tests {
     use chrono::DurationRound;
     use std::time::Duration;
 
+    /// What runs share, with a real history database: one for the whole test process,
+    /// opened on a runtime of its own (a database opened on a test's paused clock would move
+    /// virtual time off the timer's millisecond grid). Its folder is removed at once; the
+    /// open database lives on, unlinked.
     fn services() -> crate::job::Services {
+        static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, crate::store::Store)> =
+            std::sync::OnceLock::new();
+        let (_, store) = SHARED.get_or_init(|| {
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let dir = tempfile::tempdir().unwrap();
+                let store = rt
+                    .block_on(crate::store::Store::open(&dir.path().join("history.db")))
+                    .unwrap();
+                (rt, store)
+            })
+            .join()
+            .unwrap()
+        });
         crate::job::Services {
             mailers: crate::smtp::Mailers::default(),
             http: crate::http_client::HttpClients::default(),
-            store: None,
+            store: store.clone(),
         }
     }
 
     /// A scheduler on a manual clock starting at `start`, its records going to the receiver.
-    fn scheduler_at(start: &str) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
-        let clock = Arc::new(Clock::manual(utc(start)));
-        scheduler_on(clock)
+    async fn scheduler_at(
+        start: &str,
+    ) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
+        let (sched, rx, _clock) = scheduler_with_clock(start).await;
+        (sched, rx)
     }
 
-    fn scheduler_on(
-        clock: Arc<Clock>,
-    ) -> (Scheduler, tokio::sync::mpsc::UnboundedReceiver<Record>) {
+    /// A scheduler on a manual clock starting at `start`, its records going to the receiver.
+    async fn scheduler_with_clock(
+        start: &str,
+    ) -> (
+        Scheduler,
+        tokio::sync::mpsc::UnboundedReceiver<Record>,
+        Arc<Clock>,
+    ) {
+        let services = services();
+        let clock = Arc::new(Clock::manual(utc(start)));
         let (recorder, rx) = Recorder::channel();
         let ctx = Arc::new(Context::new(
-            clock,
+            Arc::clone(&clock),
             recorder,
             8,
             Arc::new(crate::run_ids::RunIds::unreserved(1)),
             "test".into(),
-            services(),
+            services,
         ));
-        (Scheduler::new(ctx, CancellationToken::new()), rx)
+        (Scheduler::new(ctx, CancellationToken::new()), rx, clock)
     }
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -618,7 +648,7 @@ mod tests {
     /// right after the jump, and nothing runs twice.
     #[tokio::test(start_paused = true)]
     async fn timers_fire_exactly_on_time_across_dst_in_virtual_time() {
-        let (mut sched, mut rx) = scheduler_at("2026-03-07T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-03-07T00:00:00Z").await;
         let mut cache = CronCache::default();
         let ny = "America/New_York".parse().unwrap();
         let spec = job(
@@ -653,7 +683,7 @@ mod tests {
     /// one; nothing older.
     #[tokio::test(start_paused = true)]
     async fn catch_up_latest_runs_the_newest_missed_firing_even_when_the_last_is_on_time() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:10:30Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:10:30Z").await;
         let spec = JobSpec {
             catch_up: CatchUp::Latest,
             ..job("minutely", Schedule::Every(Duration::from_secs(60)))
@@ -696,7 +726,7 @@ mod tests {
     /// new schedule, the removed one stops.
     #[tokio::test(start_paused = true)]
     async fn reload_diff_reschedules_changed_and_stops_removed_jobs() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let a = job("a", Schedule::Every(Duration::from_secs(10)));
         let b = job("b", Schedule::Every(Duration::from_secs(10)));
         sched.apply(vec![a.clone(), b], &AlertPolicies::new(), &HashMap::new());
@@ -732,7 +762,7 @@ mod tests {
     /// rebuilt before they pile up, and the job still fires once, at its latest schedule.
     #[tokio::test(start_paused = true)]
     async fn many_reloads_do_not_grow_the_heap() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         for i in 0..3 * STALE_SLACK as u64 {
             let every = Schedule::Every(Duration::from_secs(86_400 + i % 2));
             sched.apply(
@@ -762,7 +792,7 @@ mod tests {
     /// it: its slot (who runs) outlives the removal while the run holds it.
     #[tokio::test(start_paused = true)]
     async fn a_job_added_back_while_its_run_goes_on_keeps_its_overlap() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let mut spec = job("s", Schedule::Every(Duration::from_secs(10)));
         spec.overlap = Overlap::Skip;
         spec.kind = JobKind::Command(CommandJob {
@@ -808,7 +838,7 @@ mod tests {
     /// row, with `catch_up = "latest"` it runs as a catch-up.
     #[tokio::test(start_paused = true)]
     async fn a_just_missed_one_shot_still_runs() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T12:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T12:00:00Z").await;
         let recent = job("recent", Schedule::At(utc("2026-01-01T11:59:50Z")));
         let old = job("old", Schedule::At(utc("2026-01-01T11:58:00Z")));
         let caught = JobSpec {
@@ -894,8 +924,7 @@ mod tests {
     /// none ahead of the clock.
     #[tokio::test(start_paused = true)]
     async fn a_backward_step_goes_on_at_the_new_times_and_runs_nothing_twice() {
-        let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00.500Z")));
-        let (mut sched, mut rx) = scheduler_on(Arc::clone(&clock));
+        let (mut sched, mut rx, clock) = scheduler_with_clock("2026-01-01T00:00:00.500Z").await;
         sched.apply(
             vec![job("s", Schedule::Every(Duration::from_secs(1)))],
             &AlertPolicies::new(),
@@ -946,8 +975,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_fixed_time_job_reruns_only_after_a_step_over_the_bound() {
         for (back_h, runs_again) in [(1, false), (4, true)] {
-            let clock = Arc::new(Clock::manual(utc("2026-01-01T00:00:00Z")));
-            let (mut sched, mut rx) = scheduler_on(Arc::clone(&clock));
+            let (mut sched, mut rx, clock) = scheduler_with_clock("2026-01-01T00:00:00Z").await;
             let mut cache = CronCache::default();
             let daily = Schedule::Cron {
                 expr: "3 0 0 * * *".into(),
@@ -1019,7 +1047,7 @@ mod tests {
     /// and each is recorded `skipped` "daemon stopping".
     #[tokio::test(start_paused = true)]
     async fn at_stop_queued_firings_are_recorded_and_never_start() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let mut spec = command(
             job("q", Schedule::Every(Duration::from_secs(1))),
             &["sleep", "1"],
@@ -1049,7 +1077,7 @@ mod tests {
     /// recorded `skipped` and never start; the new name is a new job and fires.
     #[tokio::test(start_paused = true)]
     async fn a_renamed_job_drops_its_queue_and_the_new_name_fires() {
-        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let mut spec = command(
             job("old", Schedule::Every(Duration::from_secs(1))),
             &["sleep", "1"],
@@ -1092,7 +1120,7 @@ mod tests {
     /// (overlap = "skip"); queued behind it (overlap = "queue").
     #[tokio::test(start_paused = true)]
     async fn a_manual_trigger_says_started_queued_or_skipped() {
-        let (mut sched, _rx) = scheduler_at("2026-01-01T00:00:00Z");
+        let (mut sched, _rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let mut skip = command(
             job("skip", Schedule::Every(Duration::from_secs(3600))),
             &["sleep", "1"],

@@ -335,7 +335,7 @@ fn context(
     let services = Services {
         mailers: Mailers::new(settings.smtp.values())?,
         http: HttpClients::default(),
-        store: Some(store.clone()),
+        store: store.clone(),
     };
     let mut ctx = Context::new(
         Arc::new(Clock::system()),

@@ -41,8 +41,8 @@ pub struct Services {
     pub mailers: crate::smtp::Mailers,
     /// HTTP clients.
     pub http: crate::http_client::HttpClients,
-    /// The history database (upload marks); `None` in tests without one.
-    pub store: Option<crate::store::Store>,
+    /// The history database (upload marks).
+    pub store: crate::store::Store,
 }
 
 /// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.

@@ -200,8 +200,31 @@ fn walk_the_schedule(job: &hourglass::job::JobSpec) {
     }
 }
 
+/// One history database for every case (a database per case would cost a second of
+/// migrations every 50 cases), with the runtime its pool lives on.
+fn shared_store() -> &'static (tokio::runtime::Runtime, hourglass::store::Store) {
+    static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, hourglass::store::Store)> =
+        std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = rt
+            .block_on(hourglass::store::Store::open(
+                &dir.path().join("history.db"),
+            ))
+            .unwrap();
+        // The folder goes; the open database lives on, unlinked, for the cases.
+        drop(dir);
+        (rt, store)
+    })
+}
+
 /// Schedules the jobs as `run` does, then applies them again as a reload does.
 fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
+    let store = &shared_store().1;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -219,7 +242,7 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
             hourglass::job::Services {
                 mailers: hourglass::smtp::Mailers::default(),
                 http: hourglass::http_client::HttpClients::default(),
-                store: None,
+                store: store.clone(),
             },
         ));
         let cancel = tokio_util::sync::CancellationToken::new();

@@ -329,21 +329,19 @@ impl UploadJob {
             mtime_ns: f.mtime_ns,
             scheduled_for: ctx.scheduled_for,
         };
-        let store = ctx.services.store.as_ref();
-        if let Some(store) = store {
-            match store.upload_mark(&mark).await {
-                Ok(Some(prev))
-                    if prev.size == f.size
-                        && prev.mtime_ns == f.mtime_ns
-                        && (self.skip_unchanged || prev.scheduled_for == ctx.scheduled_for) =>
-                {
-                    tally.skipped.push(f.rel.clone());
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(job = %ctx.job.name, error = %e, "cannot read upload marks")
-                }
+        let store = &ctx.services.store;
+        match store.upload_mark(&mark).await {
+            Ok(Some(prev))
+                if prev.size == f.size
+                    && prev.mtime_ns == f.mtime_ns
+                    && (self.skip_unchanged || prev.scheduled_for == ctx.scheduled_for) =>
+            {
+                tally.skipped.push(f.rel.clone());
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job = %ctx.job.name, error = %e, "cannot read upload marks")
             }
         }
         let result = match target {
@@ -352,9 +350,7 @@ impl UploadJob {
         };
         match result {
             Ok(()) => {
-                if let Some(store) = store
-                    && let Err(e) = store.set_upload_mark(&mark).await
-                {
+                if let Err(e) = store.set_upload_mark(&mark).await {
                     tracing::warn!(job = %ctx.job.name, error = %e, "cannot record an upload mark");
                 }
                 tally.bytes += f.size;
