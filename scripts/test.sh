@@ -13,7 +13,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v procps >/dev/null 2>&1 || command -v ps >/dev/null || need_apt+=(procps)
-# libfaketime moves the daemon's wall clock in the clock-step tests (tests/edges.rs).
+# libfaketime moves the daemon's wall clock in the clock-step tests (tests/it/edges.rs).
 command -v faketime >/dev/null || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
