@@ -117,17 +117,21 @@ impl Entry {
     /// ahead of `now` is kept aside (not run again), or, after a step longer than
     /// [`STEP_BACK_BOUND`], forgotten.
     fn step_back(&mut self, now: DateTime<Utc>, rebuild: bool) {
-        if rebuild {
-            self.done.clear();
-        } else if self.last > now {
-            let from = self.since.max(now);
-            self.done.push((from, self.last));
-            self.done.sort();
-        }
+        self.done = if rebuild {
+            Vec::new()
+        } else {
+            self.done_ahead(now)
+        };
         self.since = now;
         self.last = now;
+        self.reschedule();
+    }
+
+    /// Sets `next`: the first occurrence after `last` not handled already; none when the job
+    /// is disabled.
+    fn reschedule(&mut self) {
         self.next = if self.spec.enabled {
-            self.next_after(now)
+            self.next_after(self.last)
         } else {
             None
         };
@@ -243,7 +247,7 @@ impl Timers {
                 continue;
             };
             entry.due(ctx, now);
-            entry.next = entry.next_after(entry.last);
+            entry.reschedule();
             match entry.wake() {
                 Some(w) => self.heap.push(w),
                 None => {
@@ -526,9 +530,7 @@ fn schedule(
         since: last,
         done,
     };
-    if entry.spec.enabled {
-        entry.next = entry.next_after(last);
-    }
+    entry.reschedule();
     if entry.next.is_none() {
         tracing::debug!(job = %entry.spec.name, "no further occurrence");
     }

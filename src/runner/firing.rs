@@ -61,6 +61,15 @@ impl Firing {
             .unwrap_or_else(|| Arc::clone(&self.job))
     }
 
+    /// What fired attempt `attempt`: the firing's trigger, or `retry` after the first.
+    fn trigger_of(&self, attempt: u32) -> Trigger {
+        if attempt > 1 {
+            Trigger::Retry
+        } else {
+            self.trigger
+        }
+    }
+
     pub(super) fn start_record(
         &self,
         id: i64,
@@ -73,11 +82,7 @@ impl Firing {
             scheduled_for: self.scheduled_for,
             started_at,
             attempt,
-            trigger: if attempt > 1 {
-                Trigger::Retry
-            } else {
-                self.trigger
-            },
+            trigger: self.trigger_of(attempt),
             node: self.ctx.node.clone(),
             pid: None,
         }
@@ -91,7 +96,7 @@ impl Firing {
     }
 
     /// Whether the firing must give up now, and why.
-    pub(super) fn halted_now(&self) -> Option<Halt> {
+    fn halted_now(&self) -> Option<Halt> {
         if self.ctx.draining.is_cancelled() {
             Some(Halt::Stopping)
         } else if self.removed.is_cancelled() {
@@ -104,12 +109,41 @@ impl Firing {
     }
 
     /// Waits until the firing must give up; returns why.
-    pub(super) async fn halted(&self) -> Halt {
+    async fn halted(&self) -> Halt {
         tokio::select! {
             biased;
             () = self.ctx.draining.cancelled() => Halt::Stopping,
             () = self.removed.cancelled() => Halt::Removed,
             () = self.replaced.cancelled() => Halt::Replaced,
+        }
+    }
+
+    /// Whether attempt `attempt`, which was `what`, must give up now; if so it is recorded
+    /// `skipped` with the reason.
+    pub(super) fn gives_up_now(&self, attempt: u32, what: &str) -> bool {
+        let halt = self.halted_now();
+        if let Some(h) = halt {
+            self.skip(attempt, &h.reason(what));
+        }
+        halt.is_some()
+    }
+
+    /// Waits for `work` unless the firing must give up first (checked first, also when
+    /// `work` is ready at once); then attempt `attempt`, which was `what`, is recorded
+    /// `skipped` and `None` returned.
+    async fn unless_halted<T>(
+        &self,
+        attempt: u32,
+        what: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            biased;
+            h = self.halted() => {
+                self.skip(attempt, &h.reason(what));
+                None
+            }
+            v = work => Some(v),
         }
     }
 
@@ -138,26 +172,15 @@ impl Firing {
     /// Waits for the job's turn (`what` says what it waits in); `None`, recorded `skipped`, if
     /// the daemon stops, the job is removed or a newer firing replaces this one first.
     pub(super) async fn wait_turn(&self, what: &str) -> Option<OwnedSemaphorePermit> {
-        if let Some(h) = self.halted_now() {
-            self.skip(1, &h.reason(what));
-            return None;
-        }
-        tokio::select! {
-            biased;
-            h = self.halted() => {
-                self.skip(1, &h.reason(what));
-                None
-            }
-            p = Arc::clone(&self.slot.serial).acquire_owned() => p.ok(),
-        }
+        let turn = Arc::clone(&self.slot.serial).acquire_owned();
+        self.unless_halted(1, what, turn).await?.ok()
     }
 
     /// Waits for a free run slot (`max_concurrent_runs`); `None`, recorded, if the firing
     /// must give up first.
-    pub(super) async fn wait_run_slot(&self, attempt: u32) -> Option<OwnedSemaphorePermit> {
+    async fn wait_run_slot(&self, attempt: u32) -> Option<OwnedSemaphorePermit> {
         let what = "waiting for a free run slot (max_concurrent_runs)";
-        if let Some(h) = self.halted_now() {
-            self.skip(attempt, &h.reason(what));
+        if self.gives_up_now(attempt, what) {
             return None;
         }
         if let Ok(p) = Arc::clone(&self.ctx.limit).try_acquire_owned() {
@@ -167,14 +190,8 @@ impl Firing {
             behind: None,
             ahead: 0,
         });
-        tokio::select! {
-            biased;
-            h = self.halted() => {
-                self.skip(attempt, &h.reason(what));
-                None
-            }
-            p = Arc::clone(&self.ctx.limit).acquire_owned() => p.ok(),
-        }
+        let slot = Arc::clone(&self.ctx.limit).acquire_owned();
+        self.unless_halted(attempt, what, slot).await?.ok()
     }
 
     /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any.
@@ -220,17 +237,9 @@ impl Firing {
             let delay = job.retry.delay(attempt);
             tracing::info!(job = %job.name, attempt, delay_ms = delay.as_millis() as u64, "retrying");
             let what = "a retry waiting for its backoff delay";
-            if let Some(h) = self.halted_now() {
-                self.skip(attempt, &h.reason(what));
+            let backoff = tokio::time::sleep(delay);
+            if self.unless_halted(attempt, what, backoff).await.is_none() {
                 return;
-            }
-            tokio::select! {
-                biased;
-                h = self.halted() => {
-                    self.skip(attempt, &h.reason(what));
-                    return;
-                }
-                () = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -292,11 +301,7 @@ impl Firing {
             run_id: id,
             scheduled_for: self.scheduled_for,
             attempt,
-            trigger: if attempt > 1 {
-                Trigger::Retry
-            } else {
-                self.trigger
-            },
+            trigger: self.trigger_of(attempt),
             processes: &ctx.processes,
             started: &started,
             services: &ctx.services,

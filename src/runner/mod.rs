@@ -149,6 +149,9 @@ pub fn fire_manual(
     dispatch(firing, job.overlap);
 }
 
+/// What a firing in a catch-up series was, in the reason of its row.
+const SERIES: &str = "waiting in a catch-up series";
+
 /// Runs `firings` (oldest first) one after another in a task of their own: each waits for
 /// the previous one, and for the job's active run unless its policy is `allow`; the overlap
 /// policy skips or replaces none of them, and the queue's bound does not apply. Used for
@@ -170,12 +173,10 @@ pub fn fire_series(
         for firing in series {
             let spec = firing.job();
             if spec.overlap == Overlap::Allow {
-                if let Some(h) = firing.halted_now() {
-                    firing.skip(1, &h.reason("waiting in a catch-up series"));
-                } else {
+                if !firing.gives_up_now(1, SERIES) {
                     firing.run(None).await;
                 }
-            } else if let Some(p) = firing.wait_turn("waiting in a catch-up series").await {
+            } else if let Some(p) = firing.wait_turn(SERIES).await {
                 firing.run(Some(p)).await;
             }
         }
