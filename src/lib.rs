@@ -37,7 +37,8 @@
 //!   commands' processes (groups, the marker they carry, the daemon as their subreaper,
 //!   sweeps); [`instance`]: one daemon per database; [`systemd`]: notify protocol.
 //! - [`smtp`]: configured SMTP servers; [`http_client`]: the shared HTTP clients, crypto
-//!   provider, error chains and redacted URLs; [`secret`]: secret values.
+//!   provider, error chains and redacted URLs; [`secret`]: secret values (referenced while
+//!   the config is validated, read afterwards by `load` only).
 //! - [`recorder`] and [`store`] (records, the batched writer, all SQL): history off the
 //!   firing path; [`spill`]: the file that keeps run records while the database cannot take
 //!   them.

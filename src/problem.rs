@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 
 /// A configuration problem, located as precisely as possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +105,61 @@ impl<'de> Deserialize<'de> for RawSecret {
     }
 }
 
-/// Collects problems while validating one file.
+/// What validating the config found: its problems, and the secret references to read.
+#[derive(Default)]
+pub(crate) struct Findings {
+    pub(crate) problems: Vec<Problem>,
+    references: Vec<SecretReference>,
+}
+
+/// A secret reference met while validating, read (or not) once validation is done.
+struct SecretReference {
+    /// How many problems came before it: a problem reading it goes there.
+    position: usize,
+    file: String,
+    job: Option<String>,
+    field: String,
+    source: SecretSource,
+    secret: Secret,
+}
+
+impl Findings {
+    /// A collector for problems of `file` (and `job`).
+    pub(crate) fn at<'a>(&'a mut self, file: &'a str, job: Option<&'a str>) -> Located<'a> {
+        Located {
+            file,
+            job,
+            problems: &mut self.problems,
+            references: &mut self.references,
+        }
+    }
+
+    /// Reads every secret referenced. A reference that cannot be read is a problem, listed
+    /// where validation met the reference.
+    pub(crate) fn read_secrets(&mut self) {
+        for r in std::mem::take(&mut self.references).into_iter().rev() {
+            if let Err(message) = r.secret.read(&r.source) {
+                self.problems.insert(
+                    r.position,
+                    Problem {
+                        file: r.file,
+                        job: r.job,
+                        field: Some(r.field),
+                        message,
+                        warning: false,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Collects problems (and secret references) while validating one file.
 pub(crate) struct Located<'a> {
     pub(crate) file: &'a str,
     pub(crate) job: Option<&'a str>,
     pub(crate) problems: &'a mut Vec<Problem>,
-    /// Whether secrets are read (the daemon) or left empty (CLI commands that never use them).
-    pub(crate) secrets: bool,
+    references: &'a mut Vec<SecretReference>,
 }
 
 impl Located<'_> {
@@ -133,6 +181,21 @@ impl Located<'_> {
             message,
             warning,
         });
+    }
+
+    /// A secret to be read from `source` once validation is done (see
+    /// [`Findings::read_secrets`]); until then it is empty.
+    pub(crate) fn reference(&mut self, field: &str, source: SecretSource) -> Secret {
+        let secret = Secret::unread();
+        self.references.push(SecretReference {
+            position: self.problems.len(),
+            file: self.file.to_string(),
+            job: self.job.map(str::to_string),
+            field: field.to_string(),
+            source,
+            secret: secret.clone(),
+        });
+        secret
     }
 
     /// Errors (not warnings) so far.
@@ -253,35 +316,19 @@ pub(crate) fn display_path(path: &Path, base: &Path) -> String {
         .to_string()
 }
 
+/// The secret `raw` refers to, read later (see [`Located::reference`]); `None` when the
+/// reference is not exactly one of `env` and `file`.
 pub(crate) fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<Secret> {
-    if let Some(var) = &raw.env {
-        crate::secret::hide_env(var);
-    }
-    if !at.secrets && (raw.env.is_some() != raw.file.is_some()) {
-        return Some(Secret::new(String::new()));
-    }
     match (&raw.env, &raw.file) {
-        (Some(var), None) => match std::env::var(var) {
-            Ok(v) => Some(Secret::new(v)),
-            Err(_) => {
-                at.push(
-                    Some(field),
-                    format!("environment variable {var} is not set"),
-                );
-                None
-            }
-        },
-        (None, Some(file)) => match std::fs::read_to_string(file) {
-            Ok(v) => Some(Secret::new(v.trim_end_matches(['\n', '\r']).to_string())),
-            Err(e) => {
-                at.push(
-                    Some(field),
-                    format!("cannot read secret file {file:?}: {e}"),
-                );
-                None
-            }
-        },
+        (Some(var), None) => {
+            crate::secret::hide_env(var);
+            Some(at.reference(field, SecretSource::Env(var.clone())))
+        }
+        (None, Some(file)) => Some(at.reference(field, SecretSource::File(file.clone()))),
         _ => {
+            if let Some(var) = &raw.env {
+                crate::secret::hide_env(var);
+            }
             at.push(
                 Some(field),
                 "give exactly one of `env` (a variable name) or `file` (a path); secrets are never written inline",

@@ -18,7 +18,7 @@ use crate::job::http::{self, RawHttp};
 use crate::job::upload::{self, RawUpload};
 use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
 use crate::problem::parse_duration;
-use crate::problem::{Located, MAX_RETRIES, Problem, display_path, parse_tz};
+use crate::problem::{Findings, Located, MAX_RETRIES, Problem, display_path, parse_tz};
 use crate::schedule::{CronCache, Schedule, jitter_offset};
 use chrono_tz::Tz;
 use std::time::Duration;
@@ -58,11 +58,10 @@ pub(crate) struct RawJob {
 pub(crate) fn load_jobs(
     settings: &Settings,
     base: &Path,
-    secrets: bool,
-    problems: &mut Vec<Problem>,
+    found: &mut Findings,
 ) -> (Vec<JobSpec>, AlertPolicies) {
     let dir = &settings.jobs_dir;
-    let mut files = job_files(dir, base, problems);
+    let mut files = job_files(dir, base, &mut found.problems);
     files.sort();
     let mut cache = CronCache::default();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -72,7 +71,7 @@ pub(crate) fn load_jobs(
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(Problem {
+                found.problems.push(Problem {
                     file,
                     job: None,
                     field: None,
@@ -87,9 +86,8 @@ pub(crate) fn load_jobs(
             path: &path,
             file: &file,
             settings,
-            secrets,
         };
-        jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, problems));
+        jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, found));
     }
     jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let alerts = jobs
@@ -159,7 +157,6 @@ pub(crate) struct FileContext<'a> {
     pub(crate) path: &'a Arc<Path>,
     pub(crate) file: &'a str,
     pub(crate) settings: &'a Settings,
-    pub(crate) secrets: bool,
 }
 
 /// Parses one job file; disabled jobs are left out. `seen` maps job names already defined
@@ -214,26 +211,20 @@ pub(crate) fn parse_job_file(
     fc: &FileContext<'_>,
     seen: &mut HashMap<String, String>,
     cache: &mut CronCache,
-    problems: &mut Vec<Problem>,
+    found: &mut Findings,
 ) -> Vec<(JobSpec, Option<Arc<AlertPolicy>>)> {
     let FileContext {
         path,
         file,
         settings,
-        secrets,
     } = *fc;
-    let Some(jobs) = job_tables(text, file, problems) else {
+    let Some(jobs) = job_tables(text, file, &mut found.problems) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (name, value) in jobs {
         let name = name.into_inner().into_owned();
-        let mut at = Located {
-            file,
-            job: Some(&name),
-            problems,
-            secrets,
-        };
+        let mut at = found.at(file, Some(&name));
         if let Some(first) = seen.get(&name) {
             at.push(
                 None,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{LogFormat, Settings};
 use crate::alert::{RawNotify, notify_policy};
 use crate::job::template::host_name;
-use crate::problem::{Located, MAX_CONCURRENT_RUNS, Problem, parse_tz};
+use crate::problem::{Findings, Located, MAX_CONCURRENT_RUNS, parse_tz};
 use crate::smtp::{RawSmtp, smtp_server};
 
 #[derive(Debug, Deserialize, Default)]
@@ -88,15 +88,9 @@ pub(crate) fn load_settings(
     config_path: &Path,
     base: &Path,
     main_name: &str,
-    secrets: bool,
-    problems: &mut Vec<Problem>,
+    found: &mut Findings,
 ) -> Option<Settings> {
-    let mut at = Located {
-        file: main_name,
-        job: None,
-        problems,
-        secrets,
-    };
+    let mut at = found.at(main_name, None);
     let raw = raw_main(main_tree(config_path, &mut at)?, &mut at);
     if let Some(level) = raw.log.level.as_deref()
         && let Err(e) = check_log_level(level)

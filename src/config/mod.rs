@@ -18,6 +18,7 @@ use serde::Deserialize;
 pub use crate::alert::AlertPolicies;
 use crate::alert::AlertPolicy;
 use crate::job::JobSpec;
+use crate::problem::Findings;
 use crate::smtp::SmtpServer;
 
 pub use crate::job::template::host_name;
@@ -94,7 +95,7 @@ pub struct Config {
 
 /// Loads and validates the main file and every job file, reading every secret.
 pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
-    load_with(config_path, true)
+    load_with(config_path)
 }
 
 /// Parses in a thread of its own and returns a copy made on the caller's thread. Parsing
@@ -102,9 +103,9 @@ pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
 /// allocations; freed, they would leave the daemon's heap fragmented for good (measured:
 /// 146 MB RSS instead of 91 MB). In the parser's thread they live in an allocator arena of
 /// their own, which the daemon hands back to the system after each load (`malloc_trim`).
-fn load_with(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
+fn load_with(config_path: &Path) -> Result<Config, ConfigError> {
     let parsed = std::thread::scope(|s| {
-        s.spawn(|| parse_config(config_path, secrets))
+        s.spawn(|| parse_config(config_path))
             .join()
             .unwrap_or_else(|_| {
                 Err(ConfigError::Invalid(vec![Problem {
@@ -126,8 +127,10 @@ fn load_with(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_config(config_path: &Path, secrets: bool) -> Result<Config, ConfigError> {
-    let (config, mut problems) = parse_lenient(config_path, secrets)?;
+fn parse_config(config_path: &Path) -> Result<Config, ConfigError> {
+    let (config, mut found) = validate(config_path)?;
+    found.read_secrets();
+    let mut problems = found.problems;
     if problems.iter().all(|p| p.warning) {
         Ok(Config {
             warnings: problems,
@@ -148,11 +151,12 @@ fn parse_config(config_path: &Path, secrets: bool) -> Result<Config, ConfigError
 /// # Errors
 /// The problems, when the main file cannot be read at all.
 pub fn load_lenient(config_path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
-    parse_lenient(config_path, false)
+    validate(config_path).map(|(config, found)| (config, found.problems))
 }
 
-fn parse_lenient(config_path: &Path, secrets: bool) -> Result<(Config, Vec<Problem>), ConfigError> {
-    let mut problems = Vec::new();
+/// Validates the main file and every job file; secrets are referenced, not read yet.
+fn validate(config_path: &Path) -> Result<(Config, Findings), ConfigError> {
+    let mut found = Findings::default();
     let base = config_path
         .parent()
         .map(Path::to_path_buf)
@@ -161,11 +165,11 @@ fn parse_lenient(config_path: &Path, secrets: bool) -> Result<(Config, Vec<Probl
         || config_path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let settings = load_settings(config_path, &base, &main_name, secrets, &mut problems);
+    let settings = load_settings(config_path, &base, &main_name, &mut found);
     let Some(settings) = settings else {
-        return Err(ConfigError::Invalid(problems));
+        return Err(ConfigError::Invalid(found.problems));
     };
-    let (jobs, alerts) = load_jobs(&settings, &base, secrets, &mut problems);
+    let (jobs, alerts) = load_jobs(&settings, &base, &mut found);
     Ok((
         Config {
             settings,
@@ -173,7 +177,7 @@ fn parse_lenient(config_path: &Path, secrets: bool) -> Result<(Config, Vec<Probl
             alerts,
             warnings: Vec::new(),
         },
-        problems,
+        found,
     ))
 }
 
@@ -209,6 +213,36 @@ mod tests {
         let cfg = load(&p).unwrap();
         assert!(cfg.jobs.len() >= 3);
         assert_eq!(cfg.settings.jobs_dir, dir.path().join("jobs.d"));
+    }
+
+    #[test]
+    fn secrets_are_read_by_load_only_and_their_problems_keep_their_place() {
+        let main = "[smtp.main]\nhost = \"localhost\"\nusername = \"u\"\ntls = \"none\"\n\
+                    password = { env = \"HOURGLASS_TEST_UNSET_PASSWORD\" }\n";
+        let (_d, p) = setup(main, &[]);
+        assert_eq!(
+            errors(main, &[]),
+            [
+                "hourglass.toml: smtp.main.password: environment variable HOURGLASS_TEST_UNSET_PASSWORD is not set",
+                "hourglass.toml: smtp.main.tls: \"none\" would send the password in clear; use \"starttls\" or \"tls\", or set allow_plaintext_auth = true (a relay on loopback)",
+            ]
+        );
+        let (lenient, problems) = load_lenient(&p).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field.as_deref(), Some("smtp.main.tls"));
+        let password = lenient.settings.smtp["main"].password.as_ref().unwrap();
+        assert_eq!(password.expose(), "");
+
+        let (dir, p) = setup("", &[]);
+        std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+        let main = format!(
+            "[smtp.main]\nhost = \"localhost\"\nusername = \"u\"\npassword = {{ file = \"{}\" }}\n",
+            dir.path().join("pw").display()
+        );
+        std::fs::write(&p, main).unwrap();
+        let cfg = load(&p).unwrap();
+        let password = cfg.settings.smtp["main"].password.as_ref().unwrap();
+        assert_eq!(password.expose(), "hunter2");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use super::template::template;
 use super::{AttemptContext, Outcome, StopSignal, template};
 use crate::problem::{Located, mailbox, mailboxes};
+use crate::secret::{Secret, SecretSource};
 use crate::smtp::{SmtpServer, smtp_name};
 use serde::Deserialize;
 use std::path::Path;
@@ -41,8 +42,9 @@ pub struct EmailJob {
     pub attachments: Vec<String>,
     /// Cap on the attachments' total size.
     pub max_attachments_size: u64,
-    /// Environment values the templates may use (`env.NAME`), read at config load.
-    pub env: BTreeMap<String, String>,
+    /// Environment values the templates may use (`env.NAME`), read at config load (like
+    /// secrets, from the daemon's environment only, and never shown).
+    pub env: BTreeMap<String, Secret>,
 }
 
 impl EmailJob {
@@ -251,19 +253,8 @@ pub(crate) fn from_raw(
     let html = template(r.html, r.html_file, "email.html", &base, at);
     let mut env = BTreeMap::new();
     for var in r.env.unwrap_or_default() {
-        if !at.secrets {
-            // Like secrets, these come from the daemon's environment only.
-            continue;
-        }
-        match std::env::var(&var) {
-            Ok(v) => {
-                env.insert(var, v);
-            }
-            Err(_) => at.push(
-                Some("email.env"),
-                format!("environment variable {var} is not set"),
-            ),
-        }
+        let value = at.reference("email.env", SecretSource::Env(var.clone()));
+        env.insert(var, value);
     }
     let attachments: Vec<String> = r
         .attachments

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use super::AttemptContext;
 use crate::problem::Located;
+use crate::secret::Secret;
 use std::path::Path;
 
 /// Template instructions one rendering may execute (minijinja's fuel): far above what a real
@@ -18,7 +19,11 @@ pub const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// The values a template sees: `job`, `run_id`, `attempt`, `scheduled_for` (in the job's
 /// zone), `date`, `time`, `timezone`, `host`, `env.NAME`.
-pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, String>) -> minijinja::Value {
+pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, Secret>) -> minijinja::Value {
+    let env: BTreeMap<&str, String> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose().to_string()))
+        .collect();
     let zone = ctx.job.tz;
     let local = ctx.scheduled_for.with_timezone(&zone);
     minijinja::context! {
@@ -30,7 +35,7 @@ pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, String>) -> minij
         time => local.format("%H:%M").to_string(),
         timezone => zone.name(),
         host => host_name(),
-        env => env,
+        env => &env,
     }
 }
 
