@@ -585,21 +585,7 @@ mod tests {
     fn services() -> crate::job::Services {
         static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, crate::store::Store)> =
             std::sync::OnceLock::new();
-        let (_, store) = SHARED.get_or_init(|| {
-            std::thread::spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let dir = tempfile::tempdir().unwrap();
-                let store = rt
-                    .block_on(crate::store::Store::open(&dir.path().join("history.db")))
-                    .unwrap();
-                (rt, store)
-            })
-            .join()
-            .unwrap()
-        });
+        let (_, store) = SHARED.get_or_init(|| crate::store::Store::scratch().unwrap());
         crate::job::Services {
             mailers: crate::smtp::Mailers::default(),
             http: crate::http_client::HttpClients::default(),

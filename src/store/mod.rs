@@ -92,6 +92,43 @@ impl Store {
         })
     }
 
+    /// A throw-away database, opened on a current-thread runtime of its own (returned with
+    /// it; the pool lives on it) in a thread of its own: for tests that share one database
+    /// between runtimes, such as a paused clock, which a database opened on it would move off
+    /// the timer's millisecond grid. Its folder is removed at once; the open database lives
+    /// on, unlinked.
+    ///
+    /// # Errors
+    /// When the runtime, the folder or the database cannot be made.
+    #[doc(hidden)]
+    pub fn scratch() -> Result<(tokio::runtime::Runtime, Self), StoreError> {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hourglass-scratch-{}-{n}", std::process::id()));
+        let path = dir.join("history.db");
+        let open = move || {
+            let io = |source| StoreError::Open {
+                path: path.clone(),
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io)?;
+            let store = rt.block_on(Self::open(&path));
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+            Ok((rt, store?))
+        };
+        std::thread::spawn(open).join().unwrap_or_else(|_| {
+            Err(StoreError::Open {
+                path: std::env::temp_dir(),
+                source: std::io::Error::other("the thread opening it panicked"),
+            })
+        })
+    }
+
     /// A connection of its own for the run recorder: see [`HistoryWriter`].
     pub fn writer(&self) -> HistoryWriter {
         HistoryWriter::new(self.options.clone(), self.path.clone())

@@ -205,21 +205,7 @@ fn walk_the_schedule(job: &hourglass::job::JobSpec) {
 fn shared_store() -> &'static (tokio::runtime::Runtime, hourglass::store::Store) {
     static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, hourglass::store::Store)> =
         std::sync::OnceLock::new();
-    SHARED.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = rt
-            .block_on(hourglass::store::Store::open(
-                &dir.path().join("history.db"),
-            ))
-            .unwrap();
-        // The folder goes; the open database lives on, unlinked, for the cases.
-        drop(dir);
-        (rt, store)
-    })
+    SHARED.get_or_init(|| hourglass::store::Store::scratch().unwrap())
 }
 
 /// Schedules the jobs as `run` does, then applies them again as a reload does.
