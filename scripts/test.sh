@@ -15,6 +15,10 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v procps >/dev/null 2>&1 || command -v ps >/dev/null || need_apt+=(procps)
 # libfaketime moves the daemon's wall clock in the clock-step tests (tests/it/edges.rs).
 command -v faketime >/dev/null || need_apt+=(faketime)
+# PostgreSQL for the cluster tests (several daemons on one database; tests/it/cluster.rs).
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+command -v runuser >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -37,7 +41,13 @@ export PATH="$PWD/$venv/bin:$PATH"
 
 # A real S3-compatible server (SeaweedFS) on loopback for the upload tests.
 s3dir=$(mktemp -d)
-cleanup() { [ -n "${weed_pid:-}" ] && kill "$weed_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$s3dir"; }
+pgdir=$(mktemp -d)
+cleanup() {
+    [ -n "${weed_pid:-}" ] && kill "$weed_pid" 2>/dev/null
+    [ -f "$pgdir/data/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1
+    wait 2>/dev/null
+    rm -rf "$s3dir" "$pgdir"
+}
 trap cleanup EXIT
 cat > "$s3dir/s3.json" <<'JSON'
 {"identities":[{"name":"test","credentials":[{"accessKey":"AK","secretKey":"SK"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
@@ -52,6 +62,17 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 export HOURGLASS_TEST_S3_ENDPOINT=http://127.0.0.1:8333
+
+# A throw-away PostgreSQL cluster on loopback (initdb refuses root: it runs as `postgres`).
+# The tests create a database of their own per test (tests/it/cluster.rs).
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+chown postgres "$pgdir"
+runuser -u postgres -- "$pg_bin/initdb" -D "$pgdir/data" --auth=trust -U postgres >/dev/null
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -w -l "$pgdir/log" \
+    -o "-c listen_addresses=127.0.0.1 -p 55432 -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
+export HOURGLASS_TEST_PG_URL=postgres://postgres@127.0.0.1:55432/postgres
+export HOURGLASS_TEST_PG_CTL="$pg_bin/pg_ctl"
+export HOURGLASS_TEST_PG_DATA="$pgdir/data"
 
 cargo build --locked --bins
 cargo test --locked --all-targets --no-fail-fast -- --test-threads="${HOURGLASS_TEST_THREADS:-8}"

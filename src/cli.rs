@@ -12,7 +12,9 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, Shutdown};
-use crate::store::{HistoryFilter, RunRow, RunStatus, Store, TriggerOutcome, TriggerState};
+use crate::store::{
+    Database, HistoryFilter, RunRow, RunStatus, Store, TriggerOutcome, TriggerState,
+};
 
 /// hourglass: a job scheduler daemon.
 #[derive(Debug, Parser)]
@@ -77,6 +79,13 @@ pub enum Command {
         /// Return without waiting for the daemon to pick the request up.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// List the daemons (nodes) sharing a PostgreSQL history database: lease, clock skew
+    /// against the database, version and a digest of their job definitions.
+    Nodes {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete finished runs older than a duration.
     Prune {
@@ -155,6 +164,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { run_id, json } => show(&path, run_id, json).await,
         Command::Trigger { job, no_wait } => trigger(&path, &job, no_wait).await,
         Command::Prune { older_than } => prune(&path, &older_than).await,
+        Command::Nodes { json } => nodes(&path, json).await,
     }
 }
 
@@ -236,6 +246,49 @@ async fn show(path: &Path, run_id: i64, json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hourglass nodes`.
+async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(path).await?;
+    if !store.is_shared() {
+        eprintln!(
+            "the history database is a SQLite file, used by one daemon; several daemons share a PostgreSQL database (`[database] url`)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let nodes = store.nodes().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let digests: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| n.config_digest.as_str())
+        .collect();
+    println!(
+        "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {:<16}",
+        "NODE", "STATE", "HEARTBEAT", "LEASE UNTIL", "SKEW MS", "VERSION", "JOBS DIGEST"
+    );
+    for n in &nodes {
+        let drift = if n.alive && digests.len() > 1 {
+            " (differs)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {}{drift}",
+            n.name,
+            if n.alive { "alive" } else { "dead" },
+            n.heartbeat_at,
+            n.lease_until,
+            n.skew_ms,
+            n.version,
+            n.config_digest,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `hourglass prune --older-than AGE`.
 async fn prune(path: &Path, older_than: &str) -> anyhow::Result<ExitCode> {
     let age = config::parse_duration(older_than).map_err(anyhow::Error::msg)?;
@@ -290,15 +343,24 @@ fn note_problems(problems: &[config::Problem]) {
     }
 }
 
-/// Opens the history database at `db`, which the daemon must have created.
-async fn open_existing(db: &Path) -> anyhow::Result<Store> {
-    if !db.exists() {
-        anyhow::bail!(
+/// Opens the history database, which (a SQLite file) the daemon must have created.
+async fn open_existing(database: &Database) -> anyhow::Result<Store> {
+    match database {
+        Database::Sqlite(db) if !db.exists() => anyhow::bail!(
             "no history database at {} (has the daemon run yet?)",
             db.display()
-        );
+        ),
+        Database::Postgres(target) => {
+            // The reading commands load the config without reading secrets but this one.
+            if let Some(password) = &target.password {
+                password
+                    .read()
+                    .map_err(|e| anyhow::anyhow!("database.password: {e}"))?;
+            }
+        }
+        Database::Sqlite(_) => {}
     }
-    Ok(Store::open(db).await?)
+    Ok(Store::connect(database).await?)
 }
 
 /// `hourglass trigger`: asks the daemon to run `job` now and says which run it became.
@@ -339,7 +401,7 @@ pub const TRIGGER_QUEUED: u8 = 3;
 pub const TRIGGER_SKIPPED: u8 = 4;
 
 /// Says what became of a trigger request; returns the exit status.
-fn report_trigger(job: &str, state: &TriggerState, database: &Path) -> ExitCode {
+fn report_trigger(job: &str, state: &TriggerState, database: &Database) -> ExitCode {
     let detail = state.detail.as_deref().unwrap_or("");
     match (state.outcome, state.run_id) {
         (Some(TriggerOutcome::Started), Some(id)) => {
@@ -365,8 +427,7 @@ fn report_trigger(job: &str, state: &TriggerState, database: &Path) -> ExitCode 
         }
         (None, _) => {
             eprintln!(
-                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {}?)",
-                database.display()
+                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {database}?)"
             );
             ExitCode::FAILURE
         }

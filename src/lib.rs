@@ -54,6 +54,7 @@ pub mod instance;
 pub mod job;
 pub mod logging;
 pub mod messages;
+pub mod node;
 pub mod problem;
 pub mod processes;
 pub mod recorder;

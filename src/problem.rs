@@ -119,7 +119,6 @@ struct SecretReference {
     file: String,
     job: Option<String>,
     field: String,
-    source: SecretSource,
     secret: Secret,
 }
 
@@ -138,7 +137,7 @@ impl Findings {
     /// where validation met the reference.
     pub(crate) fn read_secrets(&mut self) {
         for r in std::mem::take(&mut self.references).into_iter().rev() {
-            if let Err(message) = r.secret.read(&r.source) {
+            if let Err(message) = r.secret.read() {
                 self.problems.insert(
                     r.position,
                     Problem {
@@ -186,13 +185,12 @@ impl Located<'_> {
     /// A secret to be read from `source` once validation is done (see
     /// [`Findings::read_secrets`]); until then it is empty.
     pub(crate) fn reference(&mut self, field: &str, source: SecretSource) -> Secret {
-        let secret = Secret::unread();
+        let secret = Secret::unread(source);
         self.references.push(SecretReference {
             position: self.problems.len(),
             file: self.file.to_string(),
             job: self.job.map(str::to_string),
             field: field.to_string(),
-            source,
             secret: secret.clone(),
         });
         secret

@@ -10,7 +10,8 @@
 //! begins above every id found in a live process of the dead daemon
 //! ([`crate::processes::stop_orphans`]).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -23,18 +24,28 @@ pub const BLOCK: i64 = 100_000;
 /// The id counter and its durable reservation.
 #[derive(Debug)]
 pub struct RunIds {
-    next: AtomicI64,
-    reserved_through: AtomicI64,
+    range: Mutex<IdRange>,
     wanted: Notify,
     warned: AtomicBool,
+}
+
+/// The ids this daemon may hand out: the current block and, on a shared database, the next.
+#[derive(Debug)]
+struct IdRange {
+    next: i64,
+    through: i64,
+    queued: Option<(i64, i64)>,
 }
 
 impl RunIds {
     /// Ids from `first`, reserved through `reserved_through`.
     pub fn new(first: i64, reserved_through: i64) -> Self {
         Self {
-            next: AtomicI64::new(first),
-            reserved_through: AtomicI64::new(reserved_through),
+            range: Mutex::new(IdRange {
+                next: first,
+                through: reserved_through,
+                queued: None,
+            }),
             wanted: Notify::new(),
             warned: AtomicBool::new(false),
         }
@@ -50,22 +61,33 @@ impl RunIds {
     /// # Errors
     /// When the database cannot be read or written.
     pub async fn reserve(store: &Store, above: i64) -> Result<Self, StoreError> {
-        let first = store.next_run_id().await?.max(above.saturating_add(1));
-        let through = first.saturating_add(BLOCK - 1);
-        store.reserve_run_ids(through).await?;
+        let (first, through) = store.take_run_ids(above, BLOCK).await?;
         Ok(Self::new(first, through))
+    }
+
+    fn range(&self) -> std::sync::MutexGuard<'_, IdRange> {
+        self.range
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The next id.
     pub fn next(&self) -> i64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let reserved = self.reserved_through.load(Ordering::Relaxed);
-        if id > reserved.saturating_sub(BLOCK / 2) {
+        let mut r = self.range();
+        if r.next > r.through
+            && let Some((first, through)) = r.queued.take()
+        {
+            r.next = first;
+            r.through = through;
+        }
+        let id = r.next;
+        r.next = r.next.saturating_add(1);
+        if id > r.through.saturating_sub(BLOCK / 2) && r.queued.is_none() {
             self.wanted.notify_one();
-            if id > reserved && !self.warned.swap(true, Ordering::Relaxed) {
+            if id > r.through && !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     run_id = id,
-                    reserved_through = reserved,
+                    reserved_through = r.through,
                     "run ids used past their reservation in the history database (it is failing)"
                 );
             }
@@ -75,7 +97,25 @@ impl RunIds {
 
     /// The last id handed out (`first - 1` when none was).
     pub fn last(&self) -> i64 {
-        self.next.load(Ordering::Relaxed) - 1
+        self.range().next - 1
+    }
+
+    /// The last id reserved (of the block in use, or of the next one when it is taken).
+    pub fn reserved_through(&self) -> i64 {
+        let r = self.range();
+        r.queued.map_or(r.through, |(_, through)| through)
+    }
+
+    /// Takes a block `(first, through)`: one that follows on from the current block extends
+    /// it; one elsewhere (a shared database's) is used when the current block is spent.
+    fn add_block(&self, (first, through): (i64, i64)) {
+        let mut r = self.range();
+        if first <= r.through.saturating_add(1) {
+            r.through = r.through.max(through);
+        } else {
+            r.queued = Some((first, through));
+        }
+        self.warned.store(false, Ordering::Relaxed);
     }
 
     /// Keeps a block reserved ahead of use until `cancel`.
@@ -85,15 +125,18 @@ impl RunIds {
                 () = self.wanted.notified() => {}
                 () = cancel.cancelled() => return,
             }
-            let through = self.next.load(Ordering::Relaxed).saturating_add(BLOCK);
-            if through <= self.reserved_through.load(Ordering::Relaxed) {
+            let through = {
+                let r = self.range();
+                if r.queued.is_some() {
+                    continue;
+                }
+                r.next.saturating_add(BLOCK)
+            };
+            if through <= self.reserved_through() {
                 continue;
             }
-            match store.reserve_run_ids(through).await {
-                Ok(()) => {
-                    self.reserved_through.fetch_max(through, Ordering::Relaxed);
-                    self.warned.store(false, Ordering::Relaxed);
-                }
+            match store.reserve_run_ids(through, BLOCK).await {
+                Ok(block) => self.add_block(block),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reserve run ids in the history database; retrying");
                     tokio::select! {
@@ -147,7 +190,7 @@ mod tests {
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if ids.reserved_through.load(Ordering::Relaxed) > BLOCK {
+            if ids.reserved_through() > BLOCK {
                 break;
             }
             assert!(tokio::time::Instant::now() < deadline, "no new block");

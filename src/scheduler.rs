@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::{AlertPolicies, AlertPolicy};
 use crate::due::{Missed, Plan, plan};
 use crate::job::JobSpec;
-use crate::runner::{Context, Dispatched, JobSlot, fire, fire_series};
+use crate::runner::{Context, Dispatched, JobSlot, claim, fire, fire_series};
 use crate::schedule::Schedule;
 use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
 
@@ -313,6 +313,21 @@ fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<JobSpec>, p: P
 /// their count and range in `details` and the reason in `error`. Counting a cron pattern's
 /// occurrences walks them, so it happens on a blocking thread.
 fn record_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
+    if !ctx.shared {
+        write_missed(ctx, spec, m);
+        return;
+    }
+    // On a shared database the row is claimed like a firing (by its first occurrence), so
+    // that one node writes it.
+    let (ctx, spec) = (Arc::clone(ctx), Arc::clone(spec));
+    ctx.tracker.clone().spawn(async move {
+        if claim(&ctx, &spec.name, m.first).await {
+            write_missed(&ctx, &spec, m);
+        }
+    });
+}
+
+fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
     let id = ctx.ids.next();
     let (ctx2, spec) = (Arc::clone(ctx), Arc::clone(spec));
     ctx.tracker.spawn_blocking(move || {
@@ -415,6 +430,20 @@ impl Scheduler {
             .values()
             .filter(|e| e.spec.enabled)
             .count()
+    }
+
+    /// The names of the jobs scheduled.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .lock()
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.spec.enabled)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Whether no job is scheduled.

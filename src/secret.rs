@@ -31,10 +31,15 @@ pub fn hidden_env() -> Vec<String> {
 
 /// A secret value. It is made from its reference (`{ env }` or `{ file }`) while the config
 /// is validated, and holds nothing until [`Secret::read`] fills it: the daemon and `check`
-/// read every reference, the CLI's other commands never do. Clones share the value, so a
-/// reference read once fills every copy made of it.
+/// read every reference, the CLI's other commands only the ones they use. Clones share the
+/// value, so a reference read once fills every copy made of it.
 #[derive(Clone)]
-pub struct Secret(Arc<OnceLock<SecretString>>);
+pub struct Secret(Arc<Cell>);
+
+struct Cell {
+    source: Option<SecretSource>,
+    value: OnceLock<SecretString>,
+}
 
 /// Where a secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,37 +53,51 @@ pub enum SecretSource {
 impl Secret {
     /// A secret holding `value`.
     pub fn new(value: String) -> Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(SecretString::from(value));
+        let cell = Cell {
+            source: None,
+            value: OnceLock::new(),
+        };
+        let _ = cell.value.set(SecretString::from(value));
         Self(Arc::new(cell))
     }
 
-    /// A secret not read yet.
-    pub(crate) fn unread() -> Self {
-        Self(Arc::new(OnceLock::new()))
+    /// A secret to be read from `source`.
+    pub(crate) fn unread(source: SecretSource) -> Self {
+        Self(Arc::new(Cell {
+            source: Some(source),
+            value: OnceLock::new(),
+        }))
     }
 
-    /// Reads the value from `source` into this secret (and every clone of it).
+    /// Reads the value from its source into this secret (and every clone of it), unless it
+    /// was read before.
     ///
     /// # Errors
     /// Why it cannot be read, in the user's words.
-    pub(crate) fn read(&self, source: &SecretSource) -> Result<(), String> {
-        let value = match source {
-            SecretSource::Env(var) => {
+    pub fn read(&self) -> Result<&str, String> {
+        if let Some(v) = self.0.value.get() {
+            return Ok(v.expose_secret());
+        }
+        let value = match &self.0.source {
+            None => String::new(),
+            Some(SecretSource::Env(var)) => {
                 std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
             }
-            SecretSource::File(file) => std::fs::read_to_string(file)
+            Some(SecretSource::File(file)) => std::fs::read_to_string(file)
                 .map_err(|e| format!("cannot read secret file {file:?}: {e}"))?
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         };
-        let _ = self.0.set(SecretString::from(value));
-        Ok(())
+        Ok(self
+            .0
+            .value
+            .get_or_init(|| SecretString::from(value))
+            .expose_secret())
     }
 
     /// The value, for the one place that sends it (empty when it was never read).
     pub fn expose(&self) -> &str {
-        self.0.get().map_or("", ExposeSecret::expose_secret)
+        self.0.value.get().map_or("", ExposeSecret::expose_secret)
     }
 }
 
@@ -111,15 +130,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cr3t\r\n").unwrap();
-        let s = Secret::unread();
+        let s = Secret::unread(SecretSource::File(path.display().to_string()));
         let copy = s.clone();
         assert_eq!(copy.expose(), "");
-        s.read(&SecretSource::File(path.display().to_string()))
-            .unwrap();
+        s.read().unwrap();
         assert_eq!(copy.expose(), "s3cr3t");
         let missing = SecretSource::Env("HOURGLASS_TEST_NEVER_SET".into());
         assert_eq!(
-            Secret::unread().read(&missing).unwrap_err(),
+            Secret::unread(missing).read().unwrap_err(),
             "environment variable HOURGLASS_TEST_NEVER_SET is not set"
         );
     }

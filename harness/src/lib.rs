@@ -127,3 +127,41 @@ pub fn start_ready(
         }
     }
 }
+
+/// The test PostgreSQL server's URL (`HOURGLASS_TEST_PG_URL`, set by `scripts/test.sh`), if
+/// there is one.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("HOURGLASS_TEST_PG_URL").ok()
+}
+
+/// A new, empty database on the test PostgreSQL server (through `psql`); returns its URL, or
+/// `None` when there is no test server.
+///
+/// # Errors
+/// When `psql` cannot run or the server refuses.
+pub fn fresh_postgres_database(label: &str) -> io::Result<Option<String>> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let Some(admin) = postgres_url() else {
+        return Ok(None);
+    };
+    let name = format!(
+        "hg_{}_{}_{}",
+        label.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("psql")
+        .arg(&admin)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "cannot create database {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Ok(Some(format!("{base}/{name}")))
+}

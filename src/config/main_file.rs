@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use super::database::{DatabaseSettings, RawDatabase, database_settings};
 use super::{LogFormat, Settings};
 use crate::alert::{RawNotify, notify_policy};
 use crate::job::template::host_name;
@@ -35,13 +36,6 @@ pub(crate) struct RawDaemon {
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) node: Option<String>,
     pub(crate) output_limit: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RawDatabase {
-    pub(crate) path: Option<String>,
-    pub(crate) retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -102,10 +96,18 @@ pub(crate) fn load_settings(
         if p.is_absolute() { p } else { base.join(p) }
     };
     let jobs_dir = resolve(raw.daemon.jobs_dir.as_deref().unwrap_or(DEFAULT_JOBS_DIR));
-    let database = match raw.database.path.as_deref() {
-        Some(p) => resolve(p),
-        None => default_database(base),
-    };
+    let node = raw.daemon.node.clone().unwrap_or_else(host_name);
+    let DatabaseSettings {
+        database,
+        lease,
+        max_clock_skew,
+    } = database_settings(
+        &raw.database,
+        &resolve,
+        &default_database(base),
+        &node,
+        &mut at,
+    );
     let timezone = daemon_zone(raw.daemon.timezone.as_deref(), &mut at);
     let retention = match raw.database.retention.as_deref() {
         None => Some(DEFAULT_RETENTION),
@@ -134,7 +136,9 @@ pub(crate) fn load_settings(
             raw.daemon.shutdown_grace.as_deref(),
             DEFAULT_SHUTDOWN_GRACE,
         ),
-        node: raw.daemon.node.unwrap_or_else(host_name),
+        node,
+        lease,
+        max_clock_skew,
         log_format: raw.log.format.unwrap_or_default(),
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         output_limit: at.size(

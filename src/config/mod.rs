@@ -4,6 +4,7 @@
 //! with the file, the job and the field. This is the only module that reads files or the
 //! environment for configuration.
 
+mod database;
 mod job_file;
 mod main_file;
 
@@ -20,6 +21,7 @@ use crate::alert::AlertPolicy;
 use crate::job::JobSpec;
 use crate::problem::Findings;
 use crate::smtp::SmtpServer;
+pub use crate::store::Database;
 
 pub use crate::job::template::host_name;
 pub use crate::problem::{
@@ -56,8 +58,12 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// Folder of job files.
     pub jobs_dir: PathBuf,
-    /// SQLite history file.
-    pub database: PathBuf,
+    /// Where the history is: a SQLite file, or a PostgreSQL database shared with other nodes.
+    pub database: Database,
+    /// How long a node's lease lasts (shared database): a node silent for longer is dead.
+    pub lease: Duration,
+    /// The clock skew against the database over which a node logs an ERROR.
+    pub max_clock_skew: Duration,
     /// Runs older than this are deleted by the daemon (hourly); `None` keeps everything.
     pub retention: Option<Duration>,
     /// Default zone of jobs without `timezone`.
@@ -371,7 +377,10 @@ mod tests {
             )],
         );
         let cfg = load(&p).unwrap();
-        assert_eq!(cfg.settings.database, PathBuf::from("/tmp/x.db"));
+        assert_eq!(
+            cfg.settings.database,
+            Database::Sqlite(PathBuf::from("/tmp/x.db"))
+        );
         // The disabled job is kept (it can be triggered by hand), not scheduled.
         assert_eq!(cfg.jobs.len(), 2);
         assert!(!cfg.jobs[1].enabled);

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Settings};
+use crate::node::LoadedJobs;
 use crate::runner::Dispatched;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
@@ -49,9 +52,12 @@ pub(super) async fn record_trigger_outcome(
     }
 }
 
+/// Claims manual trigger requests every [`TRIGGER_POLL`] for the jobs in `jobs` (the jobs
+/// this daemon has: on a shared database, another node's request is not taken).
 pub(super) async fn poll_triggers(
     store: Store,
     node: String,
+    jobs: watch::Receiver<Arc<LoadedJobs>>,
     tx: mpsc::Sender<(i64, String)>,
     cancel: CancellationToken,
 ) {
@@ -62,7 +68,8 @@ pub(super) async fn poll_triggers(
             _ = tick.tick() => {}
             () = cancel.cancelled() => return,
         }
-        match store.claim_triggers(&node).await {
+        let loaded = Arc::clone(&jobs.borrow());
+        match store.claim_triggers(&node, &loaded.names).await {
             Ok(reqs) => {
                 for req in reqs {
                     if tx.send(req).await.is_err() {
@@ -152,7 +159,11 @@ pub(super) fn watch_files(
 
 /// Loads the config again (reading and parsing on a blocking thread) and applies it; a bad
 /// config is rejected and the old one kept.
-pub(super) async fn reload(scheduler: &mut Scheduler, current: &Settings) {
+pub(super) async fn reload(
+    scheduler: &mut Scheduler,
+    current: &Settings,
+    jobs_now: Option<&watch::Sender<Arc<LoadedJobs>>>,
+) {
     systemd::reloading();
     let path = current.config_path.clone();
     let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
@@ -168,6 +179,9 @@ pub(super) async fn reload(scheduler: &mut Scheduler, current: &Settings) {
                 tracing::warn!(
                     "daemon settings changed; they take effect at the next restart (job changes apply now)"
                 );
+            }
+            if let Some(jobs_now) = jobs_now {
+                jobs_now.send_replace(Arc::new(LoadedJobs::of(&new.jobs, true)));
             }
             let c = scheduler.apply(new.jobs, &new.alerts, &HashMap::new());
             release_freed_memory();

@@ -42,7 +42,7 @@ pub(super) async fn stop_previous_runs(
             "processes left by the runs of a daemon that died killed"
         );
     }
-    let abandoned = store.mark_abandoned(Utc::now()).await?;
+    let abandoned = store.mark_abandoned(Utc::now(), node).await?;
     let found = orphan_runs(&orphans, node);
     let unknown = store
         .insert_abandoned(&found, Utc::now(), ORPHAN_ERROR)

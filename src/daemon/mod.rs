@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Settings};
 use crate::http_client::HttpClients;
 use crate::job::{JobSpec, Services};
+use crate::node::{LoadedJobs, NodeInfo, heartbeat_loop};
 use crate::processes::Processes;
 use crate::recorder::{Recorder, WriterReport};
 use crate::run_ids::RunIds;
@@ -88,6 +89,8 @@ struct Running {
     tasks: JoinSet<()>,
     writer: JoinHandle<WriterReport>,
     triggers: mpsc::Receiver<(i64, String)>,
+    /// The jobs loaded now (names and digest), for trigger claims and the heartbeat.
+    loaded: watch::Sender<Arc<LoadedJobs>>,
     changes: mpsc::UnboundedReceiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
     hup: SignalStream,
@@ -107,8 +110,8 @@ impl Running {
         // set (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
         crate::http_client::install_crypto_provider();
-        let store = Store::open(&settings.database).await?;
-        let instance = crate::instance::acquire(&settings.database)?;
+        let store = Store::connect(&settings.database).await?;
+        let instance = crate::instance::acquire(settings.database.local_path())?;
         let replayed = crate::recorder::replay_spill(&store)
             .await
             .context("cannot replay the spill file into the history database")?;
@@ -125,10 +128,13 @@ impl Running {
         let ctx = Arc::new(context(&settings, &store, recorder, &ids, shutdown)?);
         let timers = CancellationToken::new();
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
+        let (loaded, loaded_rx) =
+            watch::channel(Arc::new(LoadedJobs::of(&jobs, store.is_shared())));
         scheduler.apply(jobs, alerts, &last_fired);
         release_freed_memory();
         let background = CancellationToken::new();
-        let (tasks, triggers) = spawn_background(&settings, &store, &ids, &ctx, &background);
+        let (tasks, triggers) =
+            spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
         let (change_tx, changes) = mpsc::unbounded_channel();
         let watcher = watch_files(&settings, change_tx);
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -143,6 +149,7 @@ impl Running {
             tasks,
             writer,
             triggers,
+            loaded,
             changes,
             _watcher: watcher,
             hup,
@@ -150,7 +157,7 @@ impl Running {
         };
         tracing::info!(
             jobs = daemon.scheduler.len(),
-            database = %daemon.settings.database.display(),
+            database = %daemon.settings.database,
             node = %daemon.settings.node,
             "hourglass started"
         );
@@ -211,7 +218,8 @@ impl Running {
     }
 
     async fn reload(&mut self) {
-        reload(&mut self.scheduler, &self.settings).await;
+        let shared = self.store.is_shared().then_some(&self.loaded);
+        reload(&mut self.scheduler, &self.settings, shared).await;
         systemd::ready(&self.status());
     }
 
@@ -346,6 +354,7 @@ fn context(
         services,
     );
     ctx.processes = Arc::clone(&shutdown.processes);
+    ctx.shared = store.is_shared();
     Ok(ctx)
 }
 
@@ -356,6 +365,7 @@ fn spawn_background(
     store: &Store,
     ids: &Arc<RunIds>,
     ctx: &Arc<Context>,
+    loaded: watch::Receiver<Arc<LoadedJobs>>,
     cancel: &CancellationToken,
 ) -> (JoinSet<()>, mpsc::Receiver<(i64, String)>) {
     let mut tasks = JoinSet::new();
@@ -373,9 +383,18 @@ fn spawn_background(
     tasks.spawn(poll_triggers(
         store.clone(),
         settings.node.clone(),
+        loaded.clone(),
         trigger_tx,
         cancel.clone(),
     ));
+    if store.is_shared() {
+        let node = NodeInfo {
+            name: settings.node.clone(),
+            lease: settings.lease,
+            max_skew: settings.max_clock_skew,
+        };
+        tasks.spawn(heartbeat_loop(store.clone(), node, loaded, cancel.clone()));
+    }
     if let Some(retention) = settings.retention {
         tasks.spawn(prune_loop(store.clone(), retention, cancel.clone()));
     }

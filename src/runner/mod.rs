@@ -18,9 +18,11 @@ use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
 use crate::store::{RunStatus, Trigger};
 
+mod claim;
 mod firing;
 mod slot;
 
+pub use claim::{ClaimHealth, claim};
 use firing::Firing;
 use slot::queue_worker;
 
@@ -56,6 +58,11 @@ pub struct Context {
     pub services: Services,
     /// Sends failure/recovery notifications.
     pub alerts: Alerts,
+    /// Whether the history database is shared with other nodes: each firing is then claimed
+    /// before it runs, and runs on the node that wins the claim only.
+    pub shared: bool,
+    /// Whether claims are failing.
+    pub claims: ClaimHealth,
 }
 
 impl Context {
@@ -87,6 +94,8 @@ impl Context {
             stop: StopSignal::default(),
             processes: Arc::default(),
             running: AtomicUsize::new(0),
+            shared: false,
+            claims: ClaimHealth::default(),
         }
     }
 
@@ -130,7 +139,17 @@ pub fn fire(
     scheduled_for: DateTime<Utc>,
 ) {
     let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
-    dispatch(firing, job.overlap);
+    if ctx.shared {
+        let ctx = Arc::clone(ctx);
+        ctx.tracker.clone().spawn(async move {
+            if claim(&ctx, &firing.job.name, scheduled_for).await {
+                let overlap = firing.job.overlap;
+                dispatch(firing, overlap);
+            }
+        });
+    } else {
+        dispatch(firing, job.overlap);
+    }
 }
 
 /// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` hears
@@ -171,6 +190,9 @@ pub fn fire_series(
         .collect();
     ctx.tracker.spawn(async move {
         for firing in series {
+            if !claim(&firing.ctx, &firing.job.name, firing.scheduled_for).await {
+                continue;
+            }
             let spec = firing.job();
             if spec.overlap == Overlap::Allow {
                 if !firing.gives_up_now(1, SERIES) {

@@ -1,21 +1,25 @@
-//! The history database (SQLite through sqlx): all SQL lives here. WAL mode,
-//! `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations applied on
-//! open. Timestamps are UTC text (`2026-11-26T04:43:00.123Z`).
+//! The history database: all SQL lives here, behind one [`Store`] with two implementations.
+//! SQLite ([`sqlite`], the default: one file, one daemon) and PostgreSQL ([`postgres`]:
+//! several daemons, "nodes", sharing one database, each firing claimed by one of them). Both
+//! have the same tables, views and CLI behaviour; run records are written in batches by the
+//! recorder through a [`HistoryWriter`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, Row, SqlitePool};
 
+mod postgres;
 mod records;
+mod sqlite;
 mod writer;
 
+use postgres::PgStore;
 pub use records::*;
-pub use writer::HistoryWriter;
-use writer::write_records;
+use sqlite::SqliteStore;
+use writer::SqliteWriter;
+
+use crate::secret::Secret;
 
 /// Errors from the history database.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,9 @@ pub enum StoreError {
     /// was written may have gone into a deleted file.
     #[error("the history database file {0} was removed or replaced")]
     Replaced(PathBuf),
+    /// The database's password could not be read.
+    #[error("database.password: {0}")]
+    Password(String),
 }
 
 /// Formats a timestamp the way the database stores it.
@@ -52,44 +59,89 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// A handle on the history database.
-#[derive(Debug, Clone)]
-pub struct Store {
-    pool: SqlitePool,
-    path: PathBuf,
-    options: SqliteConnectOptions,
+/// Where the history is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, which several daemons may share.
+    Postgres(PostgresTarget),
 }
 
-/// How long a writer waits for a lock held by another connection (e.g. a user's `sqlite3`).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+impl Database {
+    /// The path this daemon's own files (instance lock, spill file) are named after: the
+    /// SQLite file, or a per-node name in the state folder.
+    pub fn local_path(&self) -> &Path {
+        match self {
+            Database::Sqlite(p) => p,
+            Database::Postgres(t) => &t.local,
+        }
+    }
+
+    /// Whether several daemons may share it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(p) => write!(f, "{}", p.display()),
+            Database::Postgres(t) => f.write_str(&t.url),
+        }
+    }
+}
+
+/// A PostgreSQL database to connect to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresTarget {
+    /// `postgres://user@host:port/db?options`, without a password.
+    pub url: String,
+    /// The password, when not from the PostgreSQL environment (`PGPASSWORD`, `~/.pgpass`).
+    pub password: Option<Secret>,
+    /// `sslmode`: disable, allow, prefer, require, verify-ca or verify-full.
+    pub tls: Option<String>,
+    /// CA certificate file for `verify-ca` / `verify-full`.
+    pub ca_file: Option<PathBuf>,
+    /// This node's own files are named after this path (see [`Database::local_path`]).
+    pub local: PathBuf,
+}
+
+/// A handle on the history database.
+#[derive(Debug, Clone)]
+pub struct Store(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(Box<SqliteStore>),
+    Postgres(PgStore),
+}
+
+/// Calls the same method on whichever database this is.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &$self.0 {
+            Backend::Sqlite($s) => $call,
+            Backend::Postgres($s) => $call,
+        }
+    };
+}
 
 impl Store {
-    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    /// Opens (creating with mode 0600 if missing) and migrates a SQLite database.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        create_private(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // One connection stays open: the recorder's own connection, closed after a failed
-        // write, is then never the last one, whose close would checkpoint a failing database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self {
-            pool,
-            path: path.to_path_buf(),
-            options: options.create_if_missing(false),
-        })
+        Ok(Self(Backend::Sqlite(Box::new(
+            SqliteStore::open(path).await?,
+        ))))
+    }
+
+    /// Opens and migrates `database`.
+    pub async fn connect(database: &Database) -> Result<Self, StoreError> {
+        match database {
+            Database::Sqlite(p) => Self::open(p).await,
+            Database::Postgres(t) => Ok(Self(Backend::Postgres(PgStore::open(t).await?))),
+        }
     }
 
     /// A throw-away database, opened on a current-thread runtime of its own (returned with
@@ -129,73 +181,77 @@ impl Store {
         })
     }
 
-    /// A connection of its own for the run recorder: see [`HistoryWriter`].
-    pub fn writer(&self) -> HistoryWriter {
-        HistoryWriter::new(self.options.clone(), self.path.clone())
+    /// Whether several daemons may share this database (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Backend::Postgres(_))
     }
 
-    /// The database file.
+    /// A connection of its own for the run recorder: see [`HistoryWriter`].
+    pub fn writer(&self) -> HistoryWriter {
+        match &self.0 {
+            Backend::Sqlite(s) => HistoryWriter(WriterBackend::Sqlite(Box::new(s.writer()))),
+            Backend::Postgres(p) => HistoryWriter(WriterBackend::Postgres(p.clone())),
+        }
+    }
+
+    /// The database file (SQLite), or the path this node's own files are named after.
     pub fn path(&self) -> &Path {
-        &self.path
+        each!(self, s => s.path())
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        each!(self, s => s.close().await);
     }
 
-    /// Marks runs left `running` by a previous daemon as `abandoned`; returns how many.
-    pub async fn mark_abandoned(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE runs SET status = 'abandoned', finished_at = ?1, \
-             error = 'the daemon stopped without recording the end of this run (crash, SIGKILL or power loss)' \
-             WHERE status = 'running'",
-        )
-        .bind(format_ts(now))
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+    /// Marks runs left `running` by this daemon's previous life as `abandoned` (on a shared
+    /// database: the runs of node `node` only); returns how many.
+    pub async fn mark_abandoned(&self, now: DateTime<Utc>, node: &str) -> Result<u64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.mark_abandoned(now).await,
+            Backend::Postgres(p) => p.mark_abandoned(now, node).await,
+        }
     }
 
-    /// The first run id never handed out: above every row and every id a previous daemon
-    /// reserved (it may be in a job's environment without a row).
-    pub async fn next_run_id(&self) -> Result<i64, StoreError> {
-        let max: Option<i64> = sqlx::query_scalar(
-            "SELECT max(coalesce((SELECT max(id) FROM runs), 0), \
-             coalesce((SELECT run_ids_reserved_through FROM daemon_state), 0))",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(max.unwrap_or(0) + 1)
+    /// The first run id never handed out and a first block of ids from it: `(first,
+    /// through)`. On SQLite the ids above a reservation follow on from it (see
+    /// [`Store::reserve_run_ids`]); on a shared database every block is taken by one node.
+    pub async fn take_run_ids(&self, above: i64, size: i64) -> Result<(i64, i64), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                let first = s.next_run_id().await?.max(above.saturating_add(1));
+                let through = first.saturating_add(size - 1);
+                s.reserve_run_ids(through).await?;
+                Ok((first, through))
+            }
+            Backend::Postgres(p) => p.take_run_ids(size).await,
+        }
     }
 
-    /// Reserves run ids up to `through` (never lowers the reservation).
-    pub async fn reserve_run_ids(&self, through: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE daemon_state SET run_ids_reserved_through = \
-             max(run_ids_reserved_through, ?1)",
-        )
-        .bind(through)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Extends the reservation to `through` (never lowers it); on a shared database, takes
+    /// the next block instead and returns it.
+    pub async fn reserve_run_ids(&self, through: i64, size: i64) -> Result<(i64, i64), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => {
+                s.reserve_run_ids(through).await?;
+                Ok((through - size + 1, through))
+            }
+            Backend::Postgres(p) => p.take_run_ids(size).await,
+        }
     }
 
-    /// Gives back the reserved ids above `last_used`, at a clean stop (every id handed out is
-    /// then in a row or the spill file), so that ids go on without a gap.
+    /// Gives back the reserved ids above `last_used`, at a clean stop (SQLite only: on a
+    /// shared database other nodes may have taken blocks above).
     pub async fn release_run_ids(&self, last_used: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE daemon_state SET run_ids_reserved_through = ?1")
-            .bind(last_used)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        match &self.0 {
+            Backend::Sqlite(s) => s.release_run_ids(last_used).await,
+            Backend::Postgres(_) => Ok(()),
+        }
     }
 
     /// This database's own id, which every job carries in `HOURGLASS_DATABASE_ID`.
     pub async fn database_id(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
-            .fetch_one(&self.pool)
-            .await?)
+        each!(self, s => s.database_id().await)
     }
 
     /// Gives rows to runs of a dead daemon found only by their processes (their start was
@@ -206,145 +262,50 @@ impl Store {
         now: DateTime<Utc>,
         error: &str,
     ) -> Result<u64, StoreError> {
-        let mut written = 0;
-        let mut tx = self.pool.begin().await?;
-        for run in runs {
-            let r = sqlx::query(
-                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
-                 attempt, trigger, error, node, pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'abandoned', ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT(id) DO NOTHING",
-            )
-            .bind(run.id)
-            .bind(&run.job)
-            .bind(format_ts(run.scheduled_for))
-            .bind(run.started_at.map(format_ts))
-            .bind(format_ts(now))
-            .bind(run.attempt)
-            .bind(run.trigger.as_str())
-            .bind(error)
-            .bind(&run.node)
-            .bind(run.pid)
-            .execute(&mut *tx)
-            .await?;
-            written += r.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(written)
+        each!(self, s => s.insert_abandoned(runs, now, error).await)
     }
 
-    /// Writes a batch of records in one transaction (see [`HistoryWriter::write_batch`]);
-    /// a connection whose write failed is closed, never handed back holding a lock.
+    /// Writes a batch of records in one transaction (see [`HistoryWriter::write_batch`]).
     pub async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        match write_records(&mut conn, records).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = conn.detach().close_hard().await;
-                Err(e.into())
-            }
-        }
+        each!(self, s => s.write_batch(records).await)
     }
 
     /// The last intended firing time of each job.
     pub async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let rows = sqlx::query("SELECT job, last_fired_for FROM job_state")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let job: String = r.get(0);
-                let at: String = r.get(1);
-                parse_ts(&at).map(|t| (job, t))
-            })
-            .collect())
+        each!(self, s => s.last_fired().await)
     }
 
     /// The last upload of `mark`'s file (same job, destination and key), if any.
     pub async fn upload_mark(&self, mark: &UploadMark) -> Result<Option<UploadMark>, StoreError> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT size, mtime_ns, scheduled_for FROM uploads \
-             WHERE job = ?1 AND destination = ?2 AND key = ?3",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.and_then(|(size, mtime_ns, at)| {
-            Some(UploadMark {
-                size: u64::try_from(size).ok()?,
-                mtime_ns,
-                scheduled_for: parse_ts(&at)?,
-                ..mark.clone()
-            })
-        }))
+        each!(self, s => s.upload_mark(mark).await)
     }
 
     /// Remembers an upload.
     pub async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, destination, key) DO UPDATE SET \
-             size = excluded.size, mtime_ns = excluded.mtime_ns, \
-             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
-        .bind(mark.mtime_ns)
-        .bind(format_ts(mark.scheduled_for))
-        .bind(format_ts(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        each!(self, s => s.set_upload_mark(mark).await)
     }
 
     /// Queues a manual run of `job`; returns the request id.
     pub async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO trigger_requests (job, requested_at) VALUES (?1, ?2) RETURNING id",
-        )
-        .bind(job)
-        .bind(format_ts(Utc::now()))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        each!(self, s => s.request_trigger(job).await)
     }
 
-    /// Claims pending manual trigger requests, oldest first.
-    pub async fn claim_triggers(&self, node: &str) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut rows: Vec<(i64, String)> = sqlx::query_as(
-            "UPDATE trigger_requests SET claimed_at = ?1, claimed_by = ?2 \
-             WHERE claimed_at IS NULL RETURNING id, job",
-        )
-        .bind(format_ts(Utc::now()))
-        .bind(node)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.sort();
-        Ok(rows)
+    /// Claims pending manual trigger requests for `jobs` (the jobs `node` has), oldest
+    /// first; each request is claimed by one node only.
+    pub async fn claim_triggers(
+        &self,
+        node: &str,
+        jobs: &[String],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(s) => s.claim_triggers(node).await,
+            Backend::Postgres(p) => p.claim_triggers(node, jobs).await,
+        }
     }
 
     /// Where a trigger request stands.
     pub async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
-        type Row = (Option<String>, Option<String>, Option<i64>, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT claimed_at, outcome, run_id, detail FROM trigger_requests WHERE id = ?1",
-        )
-        .bind(request)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(
-            row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
-                claimed: c.is_some(),
-                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
-                run_id: r,
-                detail: d,
-            }),
-        )
+        each!(self, s => s.trigger_state(request).await)
     }
 
     /// Records what became of a trigger request.
@@ -355,112 +316,111 @@ impl Store {
         run_id: Option<i64>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1",
-        )
-        .bind(request)
-        .bind(outcome.as_str())
-        .bind(run_id)
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        each!(self, s => s.set_trigger_outcome(request, outcome, run_id, detail).await)
     }
 
     /// Runs matching `filter`, newest first.
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM runs_timed \
-             WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR scheduled_for >= ?3) \
-             ORDER BY id DESC LIMIT ?4",
-        )
-        .bind(filter.job.as_deref())
-        .bind(filter.status.map(RunStatus::as_str))
-        .bind(filter.since.map(format_ts))
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(run_row).collect())
+        each!(self, s => s.history(filter).await)
     }
 
     /// One run, with its output.
     pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, output, node, lateness_ms, duration_ms, details FROM runs_timed WHERE id = ?1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(run_row))
+        each!(self, s => s.run(id).await)
     }
 
-    /// Deletes finished runs scheduled before `before` and old trigger requests; returns how
-    /// many runs went.
+    /// Deletes finished runs scheduled before `before` and old trigger requests (and, on a
+    /// shared database, old claims); returns how many runs went.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let cut = format_ts(before);
-        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < ?1 AND status <> 'running'")
-            .bind(&cut)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "DELETE FROM trigger_requests WHERE requested_at < ?1 AND claimed_at IS NOT NULL",
-        )
-        .bind(&cut)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        each!(self, s => s.prune(before).await)
+    }
+
+    /// Claims the firing of `job` for `scheduled_for` for `node`: `true` when this node is
+    /// the one to run and record it. Always `true` on SQLite (one daemon per database).
+    pub async fn claim_firing(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => p.claim_firing(job, scheduled_for, node).await,
+        }
+    }
+
+    /// Renews this node's lease (shared database only); returns its clock's skew against
+    /// the database's in milliseconds.
+    pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(p) => p.heartbeat(beat).await,
+        }
+    }
+
+    /// The nodes sharing this database (none on SQLite).
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.nodes().await,
+        }
     }
 }
 
-fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
-    RunRow {
-        id: r.get(0),
-        job: r.get(1),
-        scheduled_for: r.get(2),
-        started_at: r.get(3),
-        finished_at: r.get(4),
-        status: r.get(5),
-        attempt: r.get(6),
-        trigger: r.get(7),
-        exit_code: r.get(8),
-        error: r.get(9),
-        output: r.get(10),
-        node: r.get(11),
-        lateness_ms: r.get(12),
-        duration_ms: r.get(13),
-        details: r
-            .get::<Option<String>, _>(14)
-            .and_then(|d| serde_json::from_str(&d).ok()),
-    }
+/// The recorder's connection to the history database. A write that fails is rolled back and
+/// its connection closed, so no lock outlives a fault; the next write connects again.
+#[derive(Debug)]
+pub struct HistoryWriter(WriterBackend);
+
+#[derive(Debug)]
+enum WriterBackend {
+    /// A connection of its own, which also notices when the file was replaced.
+    Sqlite(Box<SqliteWriter>),
+    /// The pool (PostgreSQL has no file to watch).
+    Postgres(PgStore),
 }
 
-/// Creates the file with mode 0600 when it does not exist (SQLite gives its WAL and shared
-/// memory files the same mode).
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
+impl HistoryWriter {
+    /// Writes `records` in one transaction, in few statements: a run started and ended within
+    /// the batch becomes one complete row, rows go in multi-row upserts, and per-job firing
+    /// times keep only their latest. Writing the same records again changes nothing (replays
+    /// of the spill file rely on it).
+    pub async fn write_batch(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        match &mut self.0 {
+            WriterBackend::Sqlite(w) => w.write_batch(records).await,
+            WriterBackend::Postgres(p) => p.write_batch(records).await,
+        }
     }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+
+    /// Closes the connection.
+    pub async fn close(&mut self) {
+        if let WriterBackend::Sqlite(w) = &mut self.0 {
+            w.close().await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new SQLite database, and a new PostgreSQL one when the test server is there
+    /// (`scripts/test.sh` starts it): the same assertions hold on both.
+    async fn stores(label: &str) -> (Vec<Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores = vec![Store::open(&dir.path().join("h.db")).await.unwrap()];
+        if let Some(url) = harness::fresh_postgres_database(label).unwrap() {
+            let target = PostgresTarget {
+                url,
+                password: None,
+                tls: None,
+                ca_file: None,
+                local: dir.path().join("node"),
+            };
+            stores.push(Store::connect(&Database::Postgres(target)).await.unwrap());
+        }
+        (stores, dir)
+    }
 
     fn start(id: i64, job: &str, at: &str) -> RunStart {
         RunStart {
@@ -489,8 +449,13 @@ mod tests {
 
     #[tokio::test]
     async fn batches_merge_starts_and_ends_and_update_earlier_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("h.db")).await.unwrap();
+        let (stores, _dir) = stores("batches").await;
+        for store in stores {
+            batches_merge_on(&store).await;
+        }
+    }
+
+    async fn batches_merge_on(store: &Store) {
         let at = |s: &str| parse_ts(s).unwrap();
         let fired = |t: &str| Record::Fired {
             job: "a".into(),
@@ -554,18 +519,25 @@ mod tests {
             at("2026-01-01T00:00:05Z")
         );
         // No run is left `running`.
-        assert_eq!(store.mark_abandoned(Utc::now()).await.unwrap(), 0);
+        assert_eq!(store.mark_abandoned(Utc::now(), "n1").await.unwrap(), 0);
     }
 
     #[tokio::test]
     async fn records_round_trip_and_crash_leftovers_are_abandoned() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.db");
-        let store = Store::open(&path).await.unwrap();
+        let (stores, dir) = stores("round_trip").await;
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("h.db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(store.next_run_id().await.unwrap(), 1);
+        for store in stores {
+            round_trip_on(&store).await;
+        }
+    }
+
+    async fn round_trip_on(store: &Store) {
+        assert_eq!(store.take_run_ids(0, 1).await.unwrap(), (1, 1));
         store
             .write_batch(&[
                 Record::Started(start(1, "a", "2026-01-01T00:00:00.000Z")),
@@ -592,8 +564,12 @@ mod tests {
         assert_eq!(one.duration_ms, Some(2000));
         assert_eq!(one.output.as_deref(), Some("hi\n"));
         assert_eq!(one.details, Some(serde_json::json!({"k": 1})));
-        assert_eq!(store.next_run_id().await.unwrap(), 3);
-        assert_eq!(store.mark_abandoned(Utc::now()).await.unwrap(), 1);
+        assert_eq!(store.take_run_ids(0, 1).await.unwrap(), (3, 3));
+        if store.is_shared() {
+            // Another node's restart leaves this node's runs alone.
+            assert_eq!(store.mark_abandoned(Utc::now(), "other").await.unwrap(), 0);
+        }
+        assert_eq!(store.mark_abandoned(Utc::now(), "n1").await.unwrap(), 1);
         assert_eq!(store.run(2).await.unwrap().unwrap().status, "abandoned");
         let fired = store.last_fired().await.unwrap();
         assert_eq!(fired["a"], parse_ts("2026-01-01T00:00:00Z").unwrap());
@@ -612,11 +588,12 @@ mod tests {
             store.trigger_state(req).await.unwrap(),
             TriggerState::default()
         );
+        let jobs = ["a".to_string()];
         assert_eq!(
-            store.claim_triggers("n1").await.unwrap(),
+            store.claim_triggers("n1", &jobs).await.unwrap(),
             [(req, "a".into())]
         );
-        assert!(store.claim_triggers("n1").await.unwrap().is_empty());
+        assert!(store.claim_triggers("n1", &jobs).await.unwrap().is_empty());
         assert!(store.trigger_state(req).await.unwrap().claimed);
         store
             .set_trigger_outcome(req, TriggerOutcome::Skipped, Some(7), Some("why"))
@@ -639,17 +616,5 @@ mod tests {
             1
         );
         assert!(store.run(1).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn check_constraint_rejects_unknown_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("h.db")).await.unwrap();
-        let r = sqlx::query(
-            "INSERT INTO runs (job, scheduled_for, status, trigger, node) VALUES ('a', 'x', 'bogus', 'schedule', 'n')",
-        )
-        .execute(&store.pool)
-        .await;
-        assert!(r.is_err());
     }
 }

@@ -308,3 +308,41 @@ pub struct TriggerState {
     /// Behind what it waits, or why it was skipped.
     pub detail: Option<String>,
 }
+
+/// What a node says of itself at each heartbeat (shared database).
+#[derive(Debug, Clone)]
+pub struct NodeBeat<'a> {
+    /// The node's name (`daemon.node`).
+    pub node: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// A digest of its job definitions.
+    pub config_digest: &'a str,
+    /// How long its lease lasts from this beat (by the database's clock).
+    pub lease: std::time::Duration,
+    /// The node's clock when it sent the beat (its skew is measured against it).
+    pub local_now: DateTime<Utc>,
+    /// Whether this is its first beat since it started.
+    pub first: bool,
+}
+
+/// One node sharing the database, as `hourglass nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeRow {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Digest of its job definitions.
+    pub config_digest: String,
+    /// When it started.
+    pub started_at: String,
+    /// Its last heartbeat (database clock).
+    pub heartbeat_at: String,
+    /// Until when its lease holds (database clock).
+    pub lease_until: String,
+    /// Its clock minus the database's, in milliseconds.
+    pub skew_ms: i64,
+    /// Whether its lease still holds.
+    pub alive: bool,
+}

@@ -17,7 +17,7 @@ use super::{NotificationRecord, Record, RunEnd, RunStart, RunStatus, StoreError,
 /// still be the one written to: a database deleted or replaced under the daemon is a fault,
 /// not a silent loss.
 #[derive(Debug)]
-pub struct HistoryWriter {
+pub(crate) struct SqliteWriter {
     options: SqliteConnectOptions,
     path: PathBuf,
     conn: Option<(SqliteConnection, FileId)>,
@@ -26,7 +26,7 @@ pub struct HistoryWriter {
 /// Which file a path named when it was opened (device and inode).
 pub(crate) type FileId = (u64, u64);
 
-impl HistoryWriter {
+impl SqliteWriter {
     pub(super) fn new(options: SqliteConnectOptions, path: PathBuf) -> Self {
         Self {
             options,
@@ -39,7 +39,7 @@ impl HistoryWriter {
     /// the batch becomes one complete row, rows go in multi-row upserts and
     /// `UPDATE ... FROM (VALUES ...)`s, and per-job firing times keep only their latest.
     /// Writing the same records again changes nothing (replays of the spill file rely on it).
-    pub async fn write_batch(&mut self, records: &[Record]) -> Result<(), StoreError> {
+    pub(crate) async fn write_batch(&mut self, records: &[Record]) -> Result<(), StoreError> {
         let (mut conn, id) = match self.conn.take() {
             Some(c) => c,
             None => self.connect().await?,
@@ -65,7 +65,7 @@ impl HistoryWriter {
     }
 
     /// Closes the connection.
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         if let Some((conn, _)) = self.conn.take() {
             let _ = conn.close().await;
         }
@@ -110,16 +110,16 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 256;
 #[derive(Debug, Default)]
 pub(crate) struct BatchPlan<'a> {
     /// New rows, complete when their end is known.
-    inserts: Vec<(&'a RunStart, Option<&'a RunEnd>)>,
+    pub(super) inserts: Vec<(&'a RunStart, Option<&'a RunEnd>)>,
     /// Ends of runs whose row was written by an earlier batch.
-    updates: Vec<&'a RunEnd>,
+    pub(super) updates: Vec<&'a RunEnd>,
     /// The latest intended firing per job.
-    fired: HashMap<&'a str, DateTime<Utc>>,
-    notifications: Vec<&'a NotificationRecord>,
+    pub(super) fired: HashMap<&'a str, DateTime<Utc>>,
+    pub(super) notifications: Vec<&'a NotificationRecord>,
 }
 
 impl<'a> BatchPlan<'a> {
-    fn of(records: &'a [Record]) -> Self {
+    pub(super) fn of(records: &'a [Record]) -> Self {
         let mut plan = Self::default();
         let mut pending: HashMap<i64, usize> = HashMap::new();
         for r in records {

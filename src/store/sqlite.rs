@@ -1,0 +1,409 @@
+//! The SQLite history database: one file, one daemon (see [`crate::instance`]). WAL mode,
+//! `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations
+//! (`migrations/sqlite`) applied on open. Timestamps are UTC text (`2026-11-26T04:43:00.123Z`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection as _, Row, SqlitePool};
+
+use super::writer::{SqliteWriter, write_records};
+use super::{
+    HistoryFilter, Record, RunRow, RunStart, RunStatus, StoreError, TriggerOutcome, TriggerState,
+    UploadMark, format_ts, parse_ts,
+};
+
+/// A handle on a SQLite history database.
+#[derive(Debug, Clone)]
+pub(super) struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+    options: SqliteConnectOptions,
+}
+
+/// How long a writer waits for a lock held by another connection (e.g. a user's `sqlite3`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 if missing) and migrates the database.
+    pub(super) async fn open(path: &Path) -> Result<Self, StoreError> {
+        create_private(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        // One connection stays open: the recorder's own connection, closed after a failed
+        // write, is then never the last one, whose close would checkpoint a failing database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            path: path.to_path_buf(),
+            options: options.create_if_missing(false),
+        })
+    }
+
+    /// A connection of its own for the run recorder: see [`SqliteWriter`].
+    pub(super) fn writer(&self) -> SqliteWriter {
+        SqliteWriter::new(self.options.clone(), self.path.clone())
+    }
+
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Marks runs left `running` by a previous daemon as `abandoned`; returns how many.
+    pub(super) async fn mark_abandoned(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?1, \
+             error = 'the daemon stopped without recording the end of this run (crash, SIGKILL or power loss)' \
+             WHERE status = 'running'",
+        )
+        .bind(format_ts(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// The first run id never handed out: above every row and every id a previous daemon
+    /// reserved (it may be in a job's environment without a row).
+    pub(super) async fn next_run_id(&self) -> Result<i64, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar(
+            "SELECT max(coalesce((SELECT max(id) FROM runs), 0), \
+             coalesce((SELECT run_ids_reserved_through FROM daemon_state), 0))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(max.unwrap_or(0) + 1)
+    }
+
+    /// Reserves run ids up to `through` (never lowers the reservation).
+    pub(super) async fn reserve_run_ids(&self, through: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE daemon_state SET run_ids_reserved_through = \
+             max(run_ids_reserved_through, ?1)",
+        )
+        .bind(through)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back the reserved ids above `last_used`, at a clean stop (every id handed out is
+    /// then in a row or the spill file), so that ids go on without a gap.
+    pub(super) async fn release_run_ids(&self, last_used: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE daemon_state SET run_ids_reserved_through = ?1")
+            .bind(last_used)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// This database's own id, which every job carries in `HOURGLASS_DATABASE_ID`.
+    pub(super) async fn database_id(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Gives rows to runs of a dead daemon found only by their processes (their start was
+    /// never written): `abandoned`, finished `now`. Runs that have a row are left alone.
+    pub(super) async fn insert_abandoned(
+        &self,
+        runs: &[RunStart],
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        let mut tx = self.pool.begin().await?;
+        for run in runs {
+            let r = sqlx::query(
+                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
+                 attempt, trigger, error, node, pid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'abandoned', ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT(id) DO NOTHING",
+            )
+            .bind(run.id)
+            .bind(&run.job)
+            .bind(format_ts(run.scheduled_for))
+            .bind(run.started_at.map(format_ts))
+            .bind(format_ts(now))
+            .bind(run.attempt)
+            .bind(run.trigger.as_str())
+            .bind(error)
+            .bind(&run.node)
+            .bind(run.pid)
+            .execute(&mut *tx)
+            .await?;
+            written += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Writes a batch of records in one transaction (see [`SqliteWriter::write_batch`]);
+    /// a connection whose write failed is closed, never handed back holding a lock.
+    pub(super) async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        match write_records(&mut conn, records).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = conn.detach().close_hard().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The last intended firing time of each job.
+    pub(super) async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows = sqlx::query("SELECT job, last_fired_for FROM job_state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let job: String = r.get(0);
+                let at: String = r.get(1);
+                parse_ts(&at).map(|t| (job, t))
+            })
+            .collect())
+    }
+
+    /// The last upload of `mark`'s file (same job, destination and key), if any.
+    pub(super) async fn upload_mark(
+        &self,
+        mark: &UploadMark,
+    ) -> Result<Option<UploadMark>, StoreError> {
+        let row: Option<(i64, i64, String)> = sqlx::query_as(
+            "SELECT size, mtime_ns, scheduled_for FROM uploads \
+             WHERE job = ?1 AND destination = ?2 AND key = ?3",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(size, mtime_ns, at)| {
+            Some(UploadMark {
+                size: u64::try_from(size).ok()?,
+                mtime_ns,
+                scheduled_for: parse_ts(&at)?,
+                ..mark.clone()
+            })
+        }))
+    }
+
+    /// Remembers an upload.
+    pub(super) async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, destination, key) DO UPDATE SET \
+             size = excluded.size, mtime_ns = excluded.mtime_ns, \
+             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
+        .bind(mark.mtime_ns)
+        .bind(format_ts(mark.scheduled_for))
+        .bind(format_ts(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a manual run of `job`; returns the request id.
+    pub(super) async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO trigger_requests (job, requested_at) VALUES (?1, ?2) RETURNING id",
+        )
+        .bind(job)
+        .bind(format_ts(Utc::now()))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Claims pending manual trigger requests, oldest first.
+    pub(super) async fn claim_triggers(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+            "UPDATE trigger_requests SET claimed_at = ?1, claimed_by = ?2 \
+             WHERE claimed_at IS NULL RETURNING id, job",
+        )
+        .bind(format_ts(Utc::now()))
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    /// Where a trigger request stands.
+    pub(super) async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
+        type Row = (Option<String>, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT claimed_at, outcome, run_id, detail FROM trigger_requests WHERE id = ?1",
+        )
+        .bind(request)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
+                claimed: c.is_some(),
+                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
+                run_id: r,
+                detail: d,
+            }),
+        )
+    }
+
+    /// Records what became of a trigger request.
+    pub(super) async fn set_trigger_outcome(
+        &self,
+        request: i64,
+        outcome: TriggerOutcome,
+        run_id: Option<i64>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1",
+        )
+        .bind(request)
+        .bind(outcome.as_str())
+        .bind(run_id)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub(super) async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM runs_timed \
+             WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR scheduled_for >= ?3) \
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(filter.job.as_deref())
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.since.map(format_ts))
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    /// One run, with its output.
+    pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, output, node, lateness_ms, duration_ms, details FROM runs_timed WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    /// Deletes finished runs scheduled before `before` and old trigger requests; returns how
+    /// many runs went.
+    pub(super) async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let cut = format_ts(before);
+        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < ?1 AND status <> 'running'")
+            .bind(&cut)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "DELETE FROM trigger_requests WHERE requested_at < ?1 AND claimed_at IS NOT NULL",
+        )
+        .bind(&cut)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        job: r.get(1),
+        scheduled_for: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        status: r.get(5),
+        attempt: r.get(6),
+        trigger: r.get(7),
+        exit_code: r.get(8),
+        error: r.get(9),
+        output: r.get(10),
+        node: r.get(11),
+        lateness_ms: r.get(12),
+        duration_ms: r.get(13),
+        details: r
+            .get::<Option<String>, _>(14)
+            .and_then(|d| serde_json::from_str(&d).ok()),
+    }
+}
+
+/// Creates the file with mode 0600 when it does not exist (SQLite gives its WAL and shared
+/// memory files the same mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn check_constraint_rejects_unknown_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.unwrap();
+        let r = sqlx::query(
+            "INSERT INTO runs (job, scheduled_for, status, trigger, node) VALUES ('a', 'x', 'bogus', 'schedule', 'n')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(r.is_err());
+    }
+}
