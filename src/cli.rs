@@ -286,6 +286,12 @@ async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             n.config_digest,
         );
     }
+    for (job, digests) in store.job_drift().await? {
+        println!(
+            "job {job:?} differs between live nodes: {}",
+            digests.join(" ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::job::JobSpec;
-use crate::store::{NodeBeat, Store};
+use crate::run_ids::RunIds;
+use crate::store::{LostRun, NodeBeat, Store};
 
 /// This node, as its heartbeat describes it.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct LoadedJobs {
     pub names: Vec<String>,
     /// A digest of every job's definition.
     pub digest: String,
+    /// Each job's name and digest.
+    pub jobs: Vec<(String, String)>,
 }
 
 impl LoadedJobs {
@@ -42,16 +45,20 @@ impl LoadedJobs {
         }
         let mut hasher = Sha256::new();
         let mut names = Vec::with_capacity(jobs.len());
+        let mut digests = Vec::with_capacity(jobs.len());
         for job in jobs {
-            hasher.update(job_digest(job).as_bytes());
+            let digest = job_digest(job);
+            hasher.update(digest.as_bytes());
             if job.enabled {
                 names.push(job.name.clone());
             }
+            digests.push((job.name.clone(), digest));
         }
         names.sort();
         Self {
             names,
             digest: hex(&hasher.finalize()),
+            jobs: digests,
         }
     }
 }
@@ -86,54 +93,147 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-/// Renews the node's lease every sixth of it until `cancel`; logs an ERROR when the node's
-/// clock is further from the database's than `max_skew` (once per crossing) and a WARN when
-/// the database does not answer.
-pub async fn heartbeat_loop(
-    store: Store,
-    node: NodeInfo,
-    jobs: watch::Receiver<Arc<LoadedJobs>>,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(node.lease / 6);
+/// What the heartbeat task works with.
+#[derive(Debug)]
+pub struct Membership {
+    /// The shared database.
+    pub store: Store,
+    /// This node.
+    pub node: NodeInfo,
+    /// The jobs loaded now (for the digest).
+    pub jobs: watch::Receiver<Arc<LoadedJobs>>,
+    /// Run ids, for rows of firings a dead node claimed without recording them.
+    pub ids: Arc<RunIds>,
+    /// Where runs lost with a dead node go (the daemon retries them per `on_node_loss`).
+    pub lost: mpsc::Sender<LostRun>,
+}
+
+/// What the heartbeat has seen so far.
+#[derive(Debug, Default)]
+struct BeatState {
+    /// The job digests are written (since the last load).
+    jobs_written: bool,
+    /// Jobs whose definition differs between live nodes, as last logged.
+    drift: std::collections::BTreeMap<String, Vec<String>>,
+    beats: u64,
+    skewed: bool,
+    failing: bool,
+    /// Since when beats have been succeeding without a break.
+    healthy_since: Option<tokio::time::Instant>,
+}
+
+/// Renews the node's lease every sixth of it until `cancel`. Once its own beats have held for
+/// a whole lease (after an outage every node gets time to renew first), it takes over from
+/// nodes whose lease ran out. Logs an ERROR when the node's clock is further from the
+/// database's than `max_skew` (once per crossing) and a WARN when the database does not answer.
+pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(m.node.lease / 6);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut first, mut skewed, mut failing) = (true, false, false);
-    let max_ms = i64::try_from(node.max_skew.as_millis()).unwrap_or(i64::MAX);
+    let mut state = BeatState::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
         }
-        let digest = jobs.borrow().digest.clone();
-        let beat = NodeBeat {
-            node: &node.name,
-            version: env!("CARGO_PKG_VERSION"),
-            config_digest: &digest,
-            lease: node.lease,
-            local_now: Utc::now(),
-            first,
-        };
-        match store.heartbeat(&beat).await {
-            Ok(skew_ms) => {
-                first = false;
-                if failing {
-                    failing = false;
-                    tracing::info!(node = %node.name, "heartbeat written again");
-                }
-                let over = skew_ms.abs() > max_ms;
-                if over && !skewed {
-                    tracing::error!(node = %node.name, skew_ms, max_skew_ms = max_ms, "this node's clock is off from the database's by more than database.max_clock_skew: fix its time synchronisation (firings are claimed by their intended time, so nothing runs twice, but they start off time)");
-                } else if !over && skewed {
-                    tracing::info!(node = %node.name, skew_ms, "this node's clock is back within database.max_clock_skew");
-                }
-                skewed = over;
+        if !beat(&m, &mut state).await {
+            continue;
+        }
+        check_definitions(&mut m, &mut state).await;
+        let held = state
+            .healthy_since
+            .is_some_and(|t| t.elapsed() >= m.node.lease);
+        if held {
+            reap(&m).await;
+        }
+    }
+    if let Err(e) = m.store.leave(&m.node.name).await {
+        tracing::warn!(node = %m.node.name, error = %e, "cannot end this node's lease; the other nodes see it stopped when the lease runs out");
+    }
+}
+
+/// One heartbeat; `true` when it was written.
+async fn beat(m: &Membership, state: &mut BeatState) -> bool {
+    let digest = m.jobs.borrow().digest.clone();
+    let beat = NodeBeat {
+        node: &m.node.name,
+        version: env!("CARGO_PKG_VERSION"),
+        config_digest: &digest,
+        lease: m.node.lease,
+        local_now: Utc::now(),
+        first: state.beats == 0,
+    };
+    let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
+    match m.store.heartbeat(&beat).await {
+        Ok(skew_ms) => {
+            state.beats += 1;
+            state
+                .healthy_since
+                .get_or_insert_with(tokio::time::Instant::now);
+            if std::mem::take(&mut state.failing) {
+                tracing::info!(node = %m.node.name, "heartbeat written again");
             }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(node = %node.name, error = %e, "cannot write this node's heartbeat; its lease runs out unless the database answers");
+            let over = skew_ms.abs() > max_ms;
+            if over && !state.skewed {
+                tracing::error!(node = %m.node.name, skew_ms, max_skew_ms = max_ms, "this node's clock is off from the database's by more than database.max_clock_skew: fix its time synchronisation (firings are claimed by the database's clock, so none runs twice, but this node's start off time)");
+            } else if !over && state.skewed {
+                tracing::info!(node = %m.node.name, skew_ms, "this node's clock is back within database.max_clock_skew");
+            }
+            state.skewed = over;
+            true
+        }
+        Err(e) => {
+            if !state.failing {
+                tracing::warn!(node = %m.node.name, error = %e, "cannot write this node's heartbeat; its lease runs out unless the database answers");
+            }
+            state.failing = true;
+            state.healthy_since = None;
+            false
+        }
+    }
+}
+
+/// Writes this node's job digests when they changed, and logs a WARN for each job whose
+/// definition differs between live nodes (once per change; INFO when they agree again).
+async fn check_definitions(m: &mut Membership, state: &mut BeatState) {
+    if m.jobs.has_changed().unwrap_or(false) {
+        m.jobs.mark_unchanged();
+        state.jobs_written = false;
+    }
+    if !state.jobs_written {
+        let jobs = Arc::clone(&m.jobs.borrow());
+        match m.store.set_node_jobs(&m.node.name, &jobs.jobs).await {
+            Ok(()) => state.jobs_written = true,
+            Err(e) => tracing::warn!(error = %e, "cannot record this node's job definitions"),
+        }
+    }
+    let Ok(drift) = m.store.job_drift().await else {
+        return;
+    };
+    let drift: std::collections::BTreeMap<String, Vec<String>> = drift.into_iter().collect();
+    for (job, digests) in &drift {
+        if state.drift.get(job) != Some(digests) {
+            tracing::warn!(job = %job, digests = %digests.join(" "), "the job's definition differs between live nodes: each firing runs with the definition of the node that claims it");
+        }
+    }
+    for job in state.drift.keys().filter(|j| !drift.contains_key(*j)) {
+        tracing::info!(job = %job, "the job's definition is the same on every live node again");
+    }
+    state.drift = drift;
+}
+
+/// Takes over from dead nodes; hands what they lost to the daemon.
+async fn reap(m: &Membership) {
+    let ids = Arc::clone(&m.ids);
+    let next_id = move || ids.next();
+    match m.store.reap_dead_nodes(&m.node.name, &next_id).await {
+        Ok(lost) => {
+            for run in lost {
+                tracing::warn!(job = %run.job, run_id = run.id, node = %run.node, scheduled_for = %run.scheduled_for, attempt = run.attempt, "run abandoned: its node stopped answering (lease ran out)");
+                if m.lost.send(run).await.is_err() {
+                    return;
                 }
-                failing = true;
             }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot look for dead nodes"),
     }
 }

@@ -321,7 +321,7 @@ fn record_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
     // that one node writes it.
     let (ctx, spec) = (Arc::clone(ctx), Arc::clone(spec));
     ctx.tracker.clone().spawn(async move {
-        if claim(&ctx, &spec.name, m.first).await {
+        if claim(&ctx, &spec, m.first).await {
             write_missed(&ctx, &spec, m);
         }
     });
@@ -517,6 +517,39 @@ impl Scheduler {
         let (tx, rx) = tokio::sync::oneshot::channel();
         crate::runner::fire_manual(&self.ctx, &slot, &spec, tx);
         Some(rx)
+    }
+}
+
+impl Scheduler {
+    /// Runs the firing of a run lost with its node again, as attempt `attempt`, if the job
+    /// is still here; `false` when it is not.
+    pub fn run_lost_again(&self, job: &str, scheduled_for: DateTime<Utc>, attempt: u32) -> bool {
+        let mut t = self.shared.lock();
+        let Some(entry) = t.jobs.get_mut(job) else {
+            return false;
+        };
+        let slot = entry.slot();
+        let spec = Arc::clone(&entry.spec);
+        drop(t);
+        crate::runner::fire_lost_again(&self.ctx, &slot, &spec, scheduled_for, attempt);
+        true
+    }
+
+    /// Stops the job's active run for another node's newer firing (`overlap = "replace"`).
+    pub fn replace_active(&self, job: &str) {
+        let mut t = self.shared.lock();
+        if let Some(entry) = t.jobs.get_mut(job) {
+            entry.slot().replace_active();
+        }
+    }
+
+    /// The job's definition now, if it is here.
+    pub fn spec(&self, job: &str) -> Option<Arc<JobSpec>> {
+        self.shared
+            .lock()
+            .jobs
+            .get(job)
+            .map(|e| Arc::clone(&e.spec))
     }
 }
 

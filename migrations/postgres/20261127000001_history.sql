@@ -93,16 +93,41 @@ CREATE TABLE nodes (
     skew_ms       bigint      NOT NULL DEFAULT 0
 );
 
+-- The digest of each job definition each node has loaded: a job whose digest differs between
+-- live nodes is logged (each firing runs with the definition of the node that claims it).
+CREATE TABLE node_jobs (
+    node   text NOT NULL,
+    job    text NOT NULL,
+    digest text NOT NULL,
+    PRIMARY KEY (node, job)
+);
+CREATE INDEX node_jobs_by_job ON node_jobs (job);
+
 -- One row per firing of a job, taken by the node that runs it before anything runs: the
--- primary key makes every other node's claim of the same firing a no-op.
+-- primary key makes every other node's claim of the same firing a no-op. reaped_by: the node
+-- that found the claimer dead; the claimer writes nothing more for the firing.
 CREATE TABLE claims (
     job           text        NOT NULL,
     scheduled_for timestamptz NOT NULL,
     node          text        NOT NULL,
     claimed_at    timestamptz NOT NULL DEFAULT now(),
+    reaped_by     text,
     PRIMARY KEY (job, scheduled_for)
 );
-CREATE INDEX claims_by_time ON claims (claimed_at);
+CREATE INDEX claims_by_node ON claims (node, claimed_at);
+CREATE INDEX claims_by_time ON claims (scheduled_for);
+
+-- The run of a job in progress on some node, for the overlap policies across nodes (`skip`,
+-- `queue` and `replace` hold cluster-wide): one row per job at most. replace_requested: a
+-- node holding a newer firing under `overlap = "replace"` asks the holder to stop.
+CREATE TABLE active_runs (
+    job               text        PRIMARY KEY,
+    node              text        NOT NULL,
+    scheduled_for     timestamptz NOT NULL,
+    since             timestamptz NOT NULL DEFAULT now(),
+    replace_requested boolean     NOT NULL DEFAULT false
+);
+CREATE INDEX active_runs_by_node ON active_runs (node);
 
 -- Every run with its lateness and duration in milliseconds.
 CREATE VIEW runs_timed AS

@@ -16,7 +16,7 @@ use crate::job::command::{self, CommandLine, RawCommand};
 use crate::job::email::{self, RawEmail};
 use crate::job::http::{self, RawHttp};
 use crate::job::upload::{self, RawUpload};
-use crate::job::{CatchUp, JobKind, JobSpec, Overlap, RetryPolicy};
+use crate::job::{CatchUp, JobKind, JobSpec, NodeLoss, Overlap, RetryPolicy};
 use crate::problem::parse_duration;
 use crate::problem::{Findings, Located, MAX_RETRIES, Problem, display_path, parse_tz};
 use crate::schedule::{CronCache, Schedule, jitter_offset};
@@ -41,6 +41,8 @@ pub(crate) struct RawJob {
     pub(crate) retry_backoff_max: Option<String>,
     pub(crate) output_limit: Option<String>,
     pub(crate) enabled: Option<bool>,
+    pub(crate) on_node_loss: Option<NodeLoss>,
+    pub(crate) run_on: Option<Vec<String>>,
     #[allow(dead_code)]
     pub(crate) description: Option<String>,
     pub(crate) command: Option<CommandLine>,
@@ -320,8 +322,35 @@ pub(crate) fn validate_job(
         ),
         kind: kind?,
         enabled: raw.enabled != Some(false),
+        on_node_loss: raw.on_node_loss.unwrap_or_default(),
+        run_on: run_on(raw.run_on.take(), &settings.tags, at),
     };
     (at.errors() == before).then_some((spec, notify))
+}
+
+/// `run_on`: node tags (letters, digits, `-`, `_`, `.`).
+fn run_on(tags: Option<Vec<String>>, node_tags: &[String], at: &mut Located<'_>) -> Vec<String> {
+    let tags = tags.unwrap_or_default();
+    let missing: Vec<&String> = tags.iter().filter(|t| !node_tags.contains(t)).collect();
+    if !missing.is_empty() {
+        at.warn(
+            Some("run_on"),
+            format!(
+                "this node (daemon.tags = {node_tags:?}) lacks {missing:?}: the job runs only on other nodes sharing a PostgreSQL database"
+            ),
+        );
+    }
+    for t in &tags {
+        if !crate::config::valid_tag(t) {
+            at.push(
+                Some("run_on"),
+                format!(
+                    "{t:?} is not a node tag (letters, digits, '-', '_' and '.', e.g. \"gpu\")"
+                ),
+            );
+        }
+    }
+    tags
 }
 
 /// The job's one schedule: `schedule` (cron), `every` or `at`.

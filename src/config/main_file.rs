@@ -35,6 +35,7 @@ pub(crate) struct RawDaemon {
     pub(crate) max_concurrent_runs: Option<usize>,
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) node: Option<String>,
+    pub(crate) tags: Option<Vec<String>>,
     pub(crate) output_limit: Option<String>,
 }
 
@@ -137,6 +138,7 @@ pub(crate) fn load_settings(
             DEFAULT_SHUTDOWN_GRACE,
         ),
         node,
+        tags: node_tags(raw.daemon.tags.unwrap_or_default(), &mut at),
         lease,
         max_clock_skew,
         log_format: raw.log.format.unwrap_or_default(),
@@ -208,6 +210,21 @@ fn daemon_zone(name: Option<&str>, at: &mut Located<'_>) -> Tz {
             Tz::UTC
         }),
     }
+}
+
+/// `daemon.tags`: what `run_on` of a job may ask of this node.
+fn node_tags(tags: Vec<String>, at: &mut Located<'_>) -> Vec<String> {
+    for t in &tags {
+        if !super::valid_tag(t) {
+            at.push(
+                Some("daemon.tags"),
+                format!(
+                    "{t:?} is not a node tag (letters, digits, '-', '_' and '.', e.g. \"gpu\")"
+                ),
+            );
+        }
+    }
+    tags
 }
 
 /// Where the history is when `database.path` is not set: the same for the daemon and the CLI,

@@ -72,8 +72,10 @@ pub struct Settings {
     pub max_concurrent_runs: usize,
     /// How long SIGTERM waits for runs before stopping them.
     pub shutdown_grace: Duration,
-    /// Name recorded in each run row.
+    /// Name recorded in each run row (and, on a shared database, this node's name).
     pub node: String,
+    /// This node's tags (jobs with `run_on` run only on nodes that have its tags).
+    pub tags: Vec<String>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (`RUST_LOG` wins when set).
@@ -97,6 +99,14 @@ pub struct Config {
     pub alerts: AlertPolicies,
     /// What `check` warns about and the daemon logs at load: accepted, but likely not meant.
     pub warnings: Vec<Problem>,
+}
+
+/// Whether `tag` is a node tag: letters, digits, `-`, `_` and `.`.
+pub(crate) fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Loads and validates the main file and every job file, reading every secret.

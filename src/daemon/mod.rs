@@ -20,15 +20,15 @@ use crate::alert::AlertPolicies;
 use crate::clock::Clock;
 use crate::config::{Config, Settings};
 use crate::http_client::HttpClients;
-use crate::job::{JobSpec, Services};
-use crate::node::{LoadedJobs, NodeInfo, heartbeat_loop};
+use crate::job::{JobSpec, NodeLoss, Services};
+use crate::node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 use crate::processes::Processes;
 use crate::recorder::{Recorder, WriterReport};
 use crate::run_ids::RunIds;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
-use crate::store::Store;
+use crate::store::{LostRun, Store};
 use crate::systemd;
 
 use background::{
@@ -75,6 +75,9 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     daemon.finish().await
 }
 
+/// How often a node on a shared database looks for requests to replace its runs.
+const REPLACE_POLL: Duration = Duration::from_millis(500);
+
 /// A started daemon: what the serve loop, the drain and the last writes work on.
 struct Running {
     settings: Settings,
@@ -89,6 +92,8 @@ struct Running {
     tasks: JoinSet<()>,
     writer: JoinHandle<WriterReport>,
     triggers: mpsc::Receiver<(i64, String)>,
+    /// Runs lost with a dead node (shared database).
+    lost: mpsc::Receiver<LostRun>,
     /// The jobs loaded now (names and digest), for trigger claims and the heartbeat.
     loaded: watch::Sender<Arc<LoadedJobs>>,
     changes: mpsc::UnboundedReceiver<()>,
@@ -133,7 +138,7 @@ impl Running {
         scheduler.apply(jobs, alerts, &last_fired);
         release_freed_memory();
         let background = CancellationToken::new();
-        let (tasks, triggers) =
+        let (tasks, triggers, lost) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
         let (change_tx, changes) = mpsc::unbounded_channel();
         let watcher = watch_files(&settings, change_tx);
@@ -149,6 +154,7 @@ impl Running {
             tasks,
             writer,
             triggers,
+            lost,
             loaded,
             changes,
             _watcher: watcher,
@@ -183,6 +189,8 @@ impl Running {
     async fn serve(&mut self, shutdown: &Shutdown) {
         let mut reload_at: Option<tokio::time::Instant> = None;
         let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        let mut replace_tick = tokio::time::interval(REPLACE_POLL);
+        replace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = String::new();
         loop {
             tokio::select! {
@@ -206,6 +214,8 @@ impl Running {
                     self.reload().await;
                 }
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
+                Some(run) = self.lost.recv() => self.lost_run(&run).await,
+                _ = replace_tick.tick(), if self.store.is_shared() => self.replace_requested().await,
                 _ = status_tick.tick() => {
                     let line = self.status();
                     if line != last_status {
@@ -221,6 +231,42 @@ impl Running {
         let shared = self.store.is_shared().then_some(&self.loaded);
         reload(&mut self.scheduler, &self.settings, shared).await;
         systemd::ready(&self.status());
+    }
+
+    /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`).
+    async fn replace_requested(&self) {
+        match self.store.replace_requests(&self.settings.node).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    tracing::info!(job = %job, "another node's newer firing replaces this node's run (overlap = \"replace\")");
+                    self.scheduler.replace_active(&job);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read replace requests"),
+        }
+    }
+
+    /// A run lost with its node: run its firing again here when the job says
+    /// `on_node_loss = "retry"`.
+    async fn lost_run(&mut self, run: &LostRun) {
+        let Some(spec) = self.scheduler.spec(&run.job) else {
+            return;
+        };
+        if spec.on_node_loss != NodeLoss::Retry {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .take_over(&run.job, run.scheduled_for, &self.settings.node)
+            .await
+        {
+            tracing::warn!(job = %run.job, error = %e, "cannot take over a lost run's firing; not run again");
+            return;
+        }
+        let attempt = u32::try_from(run.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+        tracing::info!(job = %run.job, lost_run_id = run.id, attempt, "running a lost run's firing again (on_node_loss = \"retry\")");
+        self.scheduler
+            .run_lost_again(&run.job, run.scheduled_for, attempt);
     }
 
     /// Fires a manual trigger request; what became of it is written to its request row.
@@ -355,8 +401,17 @@ fn context(
     );
     ctx.processes = Arc::clone(&shutdown.processes);
     ctx.shared = store.is_shared();
+    ctx.tags.clone_from(&settings.tags);
     Ok(ctx)
 }
+
+/// The background tasks, with the receivers of what they find: trigger requests and runs
+/// lost with a dead node.
+type Background = (
+    JoinSet<()>,
+    mpsc::Receiver<(i64, String)>,
+    mpsc::Receiver<LostRun>,
+);
 
 /// Starts the background tasks (clock watch, run id reservations, sweeps, trigger polling,
 /// retention, watchdog); returns them and the trigger requests' receiver.
@@ -367,7 +422,7 @@ fn spawn_background(
     ctx: &Arc<Context>,
     loaded: watch::Receiver<Arc<LoadedJobs>>,
     cancel: &CancellationToken,
-) -> (JoinSet<()>, mpsc::Receiver<(i64, String)>) {
+) -> Background {
     let mut tasks = JoinSet::new();
     {
         let clock = Arc::clone(&ctx.clock);
@@ -387,13 +442,20 @@ fn spawn_background(
         trigger_tx,
         cancel.clone(),
     ));
+    let (lost_tx, lost) = mpsc::channel(64);
     if store.is_shared() {
-        let node = NodeInfo {
-            name: settings.node.clone(),
-            lease: settings.lease,
-            max_skew: settings.max_clock_skew,
+        let membership = Membership {
+            store: store.clone(),
+            node: NodeInfo {
+                name: settings.node.clone(),
+                lease: settings.lease,
+                max_skew: settings.max_clock_skew,
+            },
+            jobs: loaded,
+            ids: Arc::clone(ids),
+            lost: lost_tx,
         };
-        tasks.spawn(heartbeat_loop(store.clone(), node, loaded, cancel.clone()));
+        tasks.spawn(heartbeat_loop(membership, cancel.clone()));
     }
     if let Some(retention) = settings.retention {
         tasks.spawn(prune_loop(store.clone(), retention, cancel.clone()));
@@ -401,7 +463,7 @@ fn spawn_background(
     if let Some(every) = systemd::watchdog_interval() {
         tasks.spawn(watchdog_loop(every, cancel.clone()));
     }
-    (tasks, triggers)
+    (tasks, triggers, lost)
 }
 
 /// The grace period is over (or a second signal came): stops the runs still going, and at a

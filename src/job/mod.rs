@@ -48,6 +48,10 @@ pub struct JobSpec {
     pub retry: RetryPolicy,
     /// Bytes of output kept (the tail).
     pub output_limit: usize,
+    /// On a shared database: what happens to a run whose node dies under it.
+    pub on_node_loss: NodeLoss,
+    /// On a shared database: only nodes with every one of these tags run the job.
+    pub run_on: Vec<String>,
     /// The work.
     pub kind: JobKind,
     /// `enabled = false`: never fires on its schedule, but `hourglass trigger` runs it.
@@ -119,6 +123,8 @@ impl JobSpec {
                 clean_env: false,
             }),
             enabled: true,
+            on_node_loss: crate::job::NodeLoss::Abandon,
+            run_on: Vec::new(),
         }
     }
 }
@@ -173,6 +179,18 @@ pub enum CatchUp {
     Latest,
     /// Run each of them, oldest first, within the window.
     All,
+}
+
+/// What happens, on a shared database, to a run whose node stops answering under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeLoss {
+    /// Record it `abandoned` (at most once: it may or may not have done its work).
+    #[default]
+    Abandon,
+    /// Record it `abandoned` and run the firing again on a live node as its next attempt
+    /// (at least once).
+    Retry,
 }
 
 /// What to do when a firing is due while a previous run is still active.

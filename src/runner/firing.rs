@@ -31,6 +31,8 @@ pub(crate) struct Firing {
     pub(super) removed: CancellationToken,
     /// Told what became of the firing, for `hourglass trigger`.
     pub(super) reply: Mutex<Option<tokio::sync::oneshot::Sender<Dispatched>>>,
+    /// The attempt it starts with: 1, or the next one of a run lost with its node.
+    pub(super) first_attempt: u32,
 }
 
 impl Firing {
@@ -50,6 +52,7 @@ impl Firing {
             replaced: CancellationToken::new(),
             removed: slot.removed_token(),
             reply: Mutex::new(None),
+            first_attempt: 1,
         }
     }
 
@@ -131,7 +134,7 @@ impl Firing {
     /// Waits for `work` unless the firing must give up first (checked first, also when
     /// `work` is ready at once); then attempt `attempt`, which was `what`, is recorded
     /// `skipped` and `None` returned.
-    async fn unless_halted<T>(
+    pub(super) async fn unless_halted<T>(
         &self,
         attempt: u32,
         what: &str,
@@ -194,9 +197,26 @@ impl Firing {
         self.unless_halted(attempt, what, slot).await?.ok()
     }
 
-    /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any.
+    /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any; on a
+    /// shared database the job's turn across nodes is taken too (see [`Firing::cluster_turn`]).
     pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
-        let mut attempt = 1;
+        if turn.is_none() || !self.ctx.shared {
+            return self.attempts(turn).await;
+        }
+        if !self.cluster_turn().await {
+            return;
+        }
+        let (ctx, job, at) = (
+            Arc::clone(&self.ctx),
+            self.job.name.clone(),
+            self.scheduled_for,
+        );
+        self.attempts(turn).await;
+        super::turn::give_turn(&ctx, &job, at).await;
+    }
+
+    async fn attempts(self, turn: Option<OwnedSemaphorePermit>) {
+        let mut attempt = self.first_attempt;
         loop {
             let Some(global) = self.wait_run_slot(attempt).await else {
                 return;

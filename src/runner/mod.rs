@@ -21,6 +21,7 @@ use crate::store::{RunStatus, Trigger};
 mod claim;
 mod firing;
 mod slot;
+mod turn;
 
 pub use claim::{ClaimHealth, claim};
 use firing::Firing;
@@ -63,6 +64,8 @@ pub struct Context {
     pub shared: bool,
     /// Whether claims are failing.
     pub claims: ClaimHealth,
+    /// This node's tags: a job whose `run_on` asks for others does not run here.
+    pub tags: Vec<String>,
 }
 
 impl Context {
@@ -96,6 +99,7 @@ impl Context {
             running: AtomicUsize::new(0),
             shared: false,
             claims: ClaimHealth::default(),
+            tags: Vec::new(),
         }
     }
 
@@ -139,10 +143,10 @@ pub fn fire(
     scheduled_for: DateTime<Utc>,
 ) {
     let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
-    if ctx.shared {
+    if ctx.shared || !job.run_on.is_empty() {
         let ctx = Arc::clone(ctx);
         ctx.tracker.clone().spawn(async move {
-            if claim(&ctx, &firing.job.name, scheduled_for).await {
+            if claim(&ctx, &firing.job, scheduled_for).await {
                 let overlap = firing.job.overlap;
                 dispatch(firing, overlap);
             }
@@ -168,6 +172,20 @@ pub fn fire_manual(
     dispatch(firing, job.overlap);
 }
 
+/// Runs attempt `attempt` of the firing for `scheduled_for` of `job`, whose previous attempt
+/// was lost with its node (`on_node_loss = "retry"`), under the job's overlap policy.
+pub fn fire_lost_again(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    scheduled_for: DateTime<Utc>,
+    attempt: u32,
+) {
+    let mut firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Retry);
+    firing.first_attempt = attempt.max(2);
+    dispatch(firing, job.overlap);
+}
+
 /// What a firing in a catch-up series was, in the reason of its row.
 const SERIES: &str = "waiting in a catch-up series";
 
@@ -190,7 +208,7 @@ pub fn fire_series(
         .collect();
     ctx.tracker.spawn(async move {
         for firing in series {
-            if !claim(&firing.ctx, &firing.job.name, firing.scheduled_for).await {
+            if !claim(&firing.ctx, &firing.job, firing.scheduled_for).await {
                 continue;
             }
             let spec = firing.job();

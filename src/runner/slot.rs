@@ -107,6 +107,14 @@ impl JobSlot {
             .unwrap_or_else(|_| CancellationToken::new())
     }
 
+    /// Another node asks, for its newer firing (`overlap = "replace"` across nodes), that the
+    /// job's run here stop: it is cancelled as a local replace would.
+    pub fn replace_active(&self) {
+        if let Some(token) = self.current.lock().ok().and_then(|mut c| c.take()) {
+            token.cancel();
+        }
+    }
+
     /// The job was removed or disabled: every firing made so far that has not started gives
     /// up, each recorded `skipped` (the queued ones now, the others where they wait); firings
     /// made from now on are not affected.

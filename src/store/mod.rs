@@ -335,16 +335,16 @@ impl Store {
         each!(self, s => s.prune(before).await)
     }
 
-    /// Claims the firing of `job` for `scheduled_for` for `node`: `true` when this node is
-    /// the one to run and record it. Always `true` on SQLite (one daemon per database).
+    /// Claims the firing of `job` for `scheduled_for` for `node`: [`Claim::Won`] when this
+    /// node is the one to run and record it, always on SQLite (one daemon per database).
     pub async fn claim_firing(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
         node: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Claim, StoreError> {
         match &self.0 {
-            Backend::Sqlite(_) => Ok(true),
+            Backend::Sqlite(_) => Ok(Claim::Won),
             Backend::Postgres(p) => p.claim_firing(job, scheduled_for, node).await,
         }
     }
@@ -355,6 +355,94 @@ impl Store {
         match &self.0 {
             Backend::Sqlite(_) => Ok(0),
             Backend::Postgres(p) => p.heartbeat(beat).await,
+        }
+    }
+
+    /// Takes over from dead nodes (shared database): see [`LostRun`]. `ids` gives run ids for
+    /// firings a dead node claimed without recording them.
+    pub async fn reap_dead_nodes(
+        &self,
+        me: &str,
+        ids: &(dyn Fn() -> i64 + Sync),
+    ) -> Result<Vec<LostRun>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.reap_dead_nodes(me, ids).await,
+        }
+    }
+
+    /// Makes a lost run's firing this node's, to run its next attempt (shared database).
+    pub async fn take_over(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.take_over(job, scheduled_for, me).await,
+        }
+    }
+
+    /// Takes the job's turn across nodes (shared database) for the firing of `scheduled_for`:
+    /// `None` when this node has it, else who holds it (node and firing). With `replace`, the
+    /// holder is asked to stop its run.
+    pub async fn take_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+        replace: bool,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(p) => p.take_turn(job, scheduled_for, me, replace).await,
+        }
+    }
+
+    /// Gives the job's turn back (shared database).
+    pub async fn give_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.give_turn(job, scheduled_for, me).await,
+        }
+    }
+
+    /// The jobs whose run on node `me` another node asked to replace (shared database).
+    pub async fn replace_requests(&self, me: &str) -> Result<Vec<String>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.replace_requests(me).await,
+        }
+    }
+
+    /// Records the digests of the job definitions node `me` has loaded (shared database).
+    pub async fn set_node_jobs(&self, me: &str, jobs: &[(String, String)]) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.set_node_jobs(me, jobs).await,
+        }
+    }
+
+    /// The jobs whose definition differs between live nodes, each with its `node=digest`
+    /// pairs (shared database).
+    pub async fn job_drift(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(Vec::new()),
+            Backend::Postgres(p) => p.job_drift().await,
+        }
+    }
+
+    /// Ends this node's lease at a clean stop (shared database).
+    pub async fn leave(&self, me: &str) -> Result<(), StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(p) => p.leave(me).await,
         }
     }
 

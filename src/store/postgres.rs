@@ -14,8 +14,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::writer::{BatchPlan, ROWS_PER_STATEMENT};
 use super::{
-    HistoryFilter, NodeBeat, NodeRow, PostgresTarget, Record, RunEnd, RunRow, RunStart, RunStatus,
-    StoreError, TriggerOutcome, TriggerState, UploadMark,
+    Claim, HistoryFilter, LostRun, NodeBeat, NodeRow, PostgresTarget, Record, RunEnd, RunRow,
+    RunStart, RunStatus, StoreError, TriggerOutcome, TriggerState, UploadMark,
 };
 
 /// How long a node waits for a connection before a query counts as failed.
@@ -79,6 +79,10 @@ impl PgStore {
         .bind(node)
         .execute(&self.pool)
         .await?;
+        sqlx::query("DELETE FROM active_runs WHERE node = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -299,24 +303,234 @@ impl PgStore {
         Ok(r.rows_affected())
     }
 
-    /// Claims the firing of `job` for `scheduled_for` for `node`; `true` when this node won it
-    /// (it alone runs and records it).
+    /// Claims the firing of `job` for `scheduled_for` for `node`, by the database's clock: a
+    /// firing not due yet there (this node's clock is ahead) is not claimed.
     pub(super) async fn claim_firing(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
         node: &str,
-    ) -> Result<bool, StoreError> {
-        let won: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO claims (job, scheduled_for, node) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING RETURNING true",
+    ) -> Result<Claim, StoreError> {
+        let (won, early_ms): (bool, f64) = sqlx::query_as(
+            "WITH clock AS (SELECT now() AS db_now), \
+             won AS (INSERT INTO claims (job, scheduled_for, node) \
+                     SELECT $1, $2, $3 FROM clock WHERE $2 <= db_now + interval '2 milliseconds' \
+                     ON CONFLICT DO NOTHING RETURNING true) \
+             SELECT EXISTS (SELECT 1 FROM won), \
+                    (extract(epoch FROM $2 - db_now) * 1000)::float8 FROM clock",
         )
         .bind(job)
         .bind(scheduled_for)
         .bind(node)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if won {
+            Claim::Won
+        } else if early_ms > 2.0 {
+            Claim::Early(Duration::from_secs_f64(early_ms / 1000.0))
+        } else {
+            Claim::Lost
+        })
+    }
+
+    /// Takes over from dead nodes (lease run out, by the database's clock): their runs still
+    /// `running` become `abandoned`, and the firings they claimed but never recorded get an
+    /// `abandoned` row (ids from `ids`). The claims of both are marked reaped, so that a dead
+    /// node that comes back writes nothing more for them. Returns what was lost.
+    pub(super) async fn reap_dead_nodes(
+        &self,
+        me: &str,
+        ids: &(dyn Fn() -> i64 + Sync),
+    ) -> Result<Vec<LostRun>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut lost: Vec<LostRun> = sqlx::query_as(
+            "UPDATE runs SET status = 'abandoned', finished_at = now(), \
+             error = 'node ' || runs.node || ' stopped answering (its lease ran out at ' || \
+             hg_ts(n.lease_until) || '): this run may or may not have finished' \
+             FROM nodes n WHERE n.name = runs.node AND n.lease_until < now() \
+             AND runs.node <> $1 AND runs.status = 'running' \
+             RETURNING runs.id, runs.job, runs.scheduled_for, runs.attempt, runs.node",
+        )
+        .bind(me)
+        .fetch_all(&mut *tx)
+        .await?;
+        let unrecorded: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
+            "UPDATE claims c SET reaped_by = $1 FROM nodes n \
+             WHERE n.name = c.node AND n.lease_until < now() AND c.node <> $1 \
+             AND c.reaped_by IS NULL AND c.claimed_at > n.heartbeat_at - interval '1 minute' \
+             AND c.claimed_at < now() - interval '2 seconds' \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = c.job \
+                             AND r.scheduled_for = c.scheduled_for) \
+             RETURNING c.job, c.scheduled_for, c.node",
+        )
+        .bind(me)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (job, scheduled_for, node) in unrecorded {
+            let id = ids();
+            sqlx::query(
+                "INSERT INTO runs (id, job, scheduled_for, finished_at, status, attempt, trigger, \
+                 error, node) VALUES ($1, $2, $3, now(), 'abandoned', 1, 'schedule', \
+                 'node ' || $4 || ' claimed this firing and stopped answering before recording its start', $4)",
+            )
+            .bind(id)
+            .bind(&job)
+            .bind(scheduled_for)
+            .bind(&node)
+            .execute(&mut *tx)
+            .await?;
+            lost.push(LostRun {
+                id,
+                job,
+                scheduled_for,
+                attempt: 1,
+                node,
+            });
+        }
+        sqlx::query(
+            "DELETE FROM active_runs a USING nodes n WHERE n.name = a.node \
+             AND n.lease_until < now() AND a.node <> $1",
+        )
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        for run in &lost {
+            sqlx::query("UPDATE claims SET reaped_by = $3 WHERE job = $1 AND scheduled_for = $2")
+                .bind(&run.job)
+                .bind(run.scheduled_for)
+                .bind(me)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// Takes the firing of a lost run over (`on_node_loss = "retry"`): its claim becomes this
+    /// node's, so that this node's next attempt is written.
+    pub(super) async fn take_over(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE claims SET node = $3, reaped_by = NULL WHERE job = $1 AND scheduled_for = $2",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(me)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the job's turn across nodes for the firing of `scheduled_for`: `None` when this
+    /// node has it now, else who holds it (node, firing).
+    pub(super) async fn take_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+        replace: bool,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let taken: Option<bool> = sqlx::query_scalar(
+            "INSERT INTO active_runs (job, node, scheduled_for) VALUES ($1, $2, $3) \
+             ON CONFLICT (job) DO NOTHING RETURNING true",
+        )
+        .bind(job)
+        .bind(me)
+        .bind(scheduled_for)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(won.unwrap_or(false))
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE active_runs SET replace_requested = replace_requested OR $2 \
+             WHERE job = $1 RETURNING node, scheduled_for",
+        )
+        .bind(job)
+        .bind(replace)
+        .fetch_optional(&self.pool)
+        .await?;
+        // Gone meanwhile: free, but taken by whoever asks next.
+        Ok(Some(
+            holder.unwrap_or_else(|| (String::new(), scheduled_for)),
+        ))
+    }
+
+    /// Gives the job's turn back.
+    pub(super) async fn give_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM active_runs WHERE job = $1 AND node = $2 AND scheduled_for = $3")
+            .bind(job)
+            .bind(me)
+            .bind(scheduled_for)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The jobs whose run on this node another node asked to replace.
+    pub(super) async fn replace_requests(&self, me: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT job FROM active_runs WHERE node = $1 AND replace_requested")
+                .bind(me)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Replaces the digests of the job definitions node `me` has loaded.
+    pub(super) async fn set_node_jobs(
+        &self,
+        me: &str,
+        jobs: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let (names, digests): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM node_jobs WHERE node = $1")
+            .bind(me)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO node_jobs (node, job, digest) \
+             SELECT $1, job, digest FROM unnest($2::text[], $3::text[]) AS t (job, digest)",
+        )
+        .bind(me)
+        .bind(names)
+        .bind(digests)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The jobs whose definition differs between live nodes: each with `node=digest` pairs.
+    pub(super) async fn job_drift(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.job, array_agg(j.node || '=' || j.digest ORDER BY j.node) \
+             FROM node_jobs j JOIN nodes n ON n.name = j.node AND n.lease_until > now() \
+             WHERE (SELECT count(DISTINCT config_digest) FROM nodes WHERE lease_until > now()) > 1 \
+             GROUP BY j.job HAVING count(DISTINCT j.digest) > 1 ORDER BY j.job",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ends this node's lease at a clean stop: it shows as stopped at once.
+    pub(super) async fn leave(&self, me: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET lease_until = now() WHERE name = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Renews this node's lease and records its skew (its clock, sent as `beat.local_now`,
@@ -420,7 +634,7 @@ async fn insert_runs(
 ) -> Result<(), sqlx::Error> {
     let mut q = QueryBuilder::<Postgres>::new(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details, pid) ",
+         trigger, exit_code, error, output, node, details, pid) SELECT v.* FROM (",
     );
     q.push_values(rows, |mut row, (s, end)| {
         row.push_bind(s.id)
@@ -438,10 +652,16 @@ async fn insert_runs(
             .push_bind(end.and_then(|e| e.details.clone()))
             .push_bind(s.pid.map(i64::from));
     });
-    // A row written before (a replayed record) only takes an end it did not have, and only
-    // while it is still `running` (not marked abandoned by another node meanwhile).
+    // Fenced: nothing is written for a firing whose claim another node holds or reaped (this
+    // node was taken for dead). A row written before (a replayed record) only takes an end it
+    // did not have, and only while it is still `running`.
     q.push(
-        " ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
+        ") AS v (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+         exit_code, error, output, node, details, pid) \
+         WHERE v.trigger = 'manual' OR NOT EXISTS (SELECT 1 FROM claims c \
+         WHERE c.job = v.job AND c.scheduled_for = v.scheduled_for \
+         AND (c.node <> v.node OR c.reaped_by IS NOT NULL)) \
+         ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
          status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
          output = excluded.output, details = excluded.details \
          WHERE excluded.status <> 'running' AND runs.status = 'running'",

@@ -346,3 +346,29 @@ pub struct NodeRow {
     /// Whether its lease still holds.
     pub alive: bool,
 }
+
+/// What became of a claim of a firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This node runs it.
+    Won,
+    /// Another node claimed it first.
+    Lost,
+    /// It is not due yet by the database's clock, for this long (this node's clock is ahead).
+    Early(std::time::Duration),
+}
+
+/// A run (or a claimed firing) of a node that died under it, now recorded `abandoned`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LostRun {
+    /// Its row.
+    pub id: i64,
+    /// The job.
+    pub job: String,
+    /// The firing.
+    pub scheduled_for: DateTime<Utc>,
+    /// The attempt that was lost.
+    pub attempt: i64,
+    /// The node that died.
+    pub node: String,
+}
