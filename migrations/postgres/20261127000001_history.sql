@@ -112,6 +112,8 @@ CREATE TABLE claims (
     node          text        NOT NULL,
     claimed_at    timestamptz NOT NULL DEFAULT now(),
     reaped_by     text,
+    -- The one run catch_up = "latest" makes after the shared database was out of reach.
+    latest_after_outage boolean NOT NULL DEFAULT false,
     PRIMARY KEY (job, scheduled_for)
 );
 CREATE INDEX claims_by_node ON claims (node, claimed_at);

@@ -237,6 +237,8 @@ impl Running {
     async fn replace_requested(&self) {
         match self.store.replace_requests(&self.settings.node).await {
             Ok(jobs) => {
+                // The database answers: firings kept while it did not follow catch_up now.
+                crate::runner::recovered(&self.ctx);
                 for job in jobs {
                     tracing::info!(job = %job, "another node's newer firing replaces this node's run (overlap = \"replace\")");
                     self.scheduler.replace_active(&job);

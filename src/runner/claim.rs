@@ -1,20 +1,36 @@
 //! Claiming a firing on a shared database: before anything of a firing runs or is recorded,
 //! the node claims `(job, scheduled_for)` in one statement; only the node that wins runs it.
-//! A node that cannot reach the database claims nothing (another node may) and says so once
-//! per outage.
+//! A node that cannot reach the database claims nothing (another node may), says so once per
+//! outage, and keeps the firings it could not claim: when the database answers again they
+//! follow the job's `catch_up` policy, claimed like any firing (so once across the nodes).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::Context;
-use crate::job::JobSpec;
-use crate::store::Claim;
+use super::firing::Firing;
+use super::{Context, JobSlot, fire_series};
+use crate::due::MAX_CATCH_UP;
+use crate::job::{CatchUp, JobSpec};
+use crate::store::{Claim, Trigger, format_ts};
 
-/// Whether the last claims failed (the database is out of reach).
+/// Firings kept while the database does not answer, at most (the oldest go first).
+const MAX_KEPT: usize = 100_000;
+
+/// Whether claims are failing, and the firings not claimed meanwhile.
 #[derive(Debug, Default)]
 pub struct ClaimHealth {
     failing: AtomicBool,
+    unclaimed: Mutex<Vec<Unclaimed>>,
+}
+
+#[derive(Debug)]
+struct Unclaimed {
+    slot: Arc<JobSlot>,
+    job: Arc<JobSpec>,
+    at: DateTime<Utc>,
 }
 
 impl ClaimHealth {
@@ -22,39 +38,64 @@ impl ClaimHealth {
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
     }
+
+    /// Keeps a firing that could not be claimed, for when the database answers again.
+    pub(super) fn keep(&self, slot: &Arc<JobSlot>, job: &Arc<JobSpec>, at: DateTime<Utc>) {
+        if let Ok(mut kept) = self.unclaimed.lock() {
+            if kept.len() >= MAX_KEPT {
+                kept.remove(0);
+            }
+            kept.push(Unclaimed {
+                slot: Arc::clone(slot),
+                job: Arc::clone(job),
+                at,
+            });
+        }
+    }
 }
 
-/// Claims the firing of `job` for `scheduled_for`: `true` when this node is to run and
-/// record it (always, on a database of its own). A firing not due yet by the database's clock
-/// (this node's clock is ahead) is claimed when it is due there.
-pub async fn claim(ctx: &Context, spec: &JobSpec, scheduled_for: DateTime<Utc>) -> bool {
+/// Whether this node runs a firing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// This node runs and records it.
+    Mine,
+    /// Another node does (or this node may not: `run_on`).
+    NotMine,
+    /// The database did not answer.
+    Unreachable,
+}
+
+/// Claims the firing of `spec` for `scheduled_for` (always this node's on a database of its
+/// own). A firing not due yet by the database's clock (this node's clock is ahead) is claimed
+/// when it is due there.
+pub async fn claim(ctx: &Arc<Context>, spec: &JobSpec, scheduled_for: DateTime<Utc>) -> Claimed {
     if !spec.run_on.iter().all(|t| ctx.tags.contains(t)) {
-        return false;
+        return Claimed::NotMine;
     }
     if !ctx.shared {
-        return true;
+        return Claimed::Mine;
     }
-    let job = spec.name.as_str();
     let busy = busy_delay(ctx);
     if !busy.is_zero() {
         tokio::select! {
             () = tokio::time::sleep(busy) => {}
-            () = ctx.draining.cancelled() => return false,
+            () = ctx.draining.cancelled() => return Claimed::NotMine,
         }
     }
     for _ in 0..MAX_EARLY_RETRIES {
-        match try_claim(ctx, job, scheduled_for).await {
-            Some(Claim::Won) => return true,
+        match try_claim(ctx, &spec.name, scheduled_for).await {
+            Some(Claim::Won) => return Claimed::Mine,
             Some(Claim::Early(wait)) => {
                 tokio::select! {
                     () = tokio::time::sleep(wait.min(MAX_EARLY_WAIT)) => {}
-                    () = ctx.draining.cancelled() => return false,
+                    () = ctx.draining.cancelled() => return Claimed::NotMine,
                 }
             }
-            Some(Claim::Lost) | None => return false,
+            Some(Claim::Lost) => return Claimed::NotMine,
+            None => return Claimed::Unreachable,
         }
     }
-    false
+    Claimed::NotMine
 }
 
 /// How long a busy node lets the others claim first: a millisecond per attempt it runs (up
@@ -76,8 +117,7 @@ const MAX_EARLY_RETRIES: usize = 4;
 /// far past `database.max_clock_skew`, and the other nodes run the firing.
 const MAX_EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn try_claim(ctx: &Context, job: &str, scheduled_for: DateTime<Utc>) -> Option<Claim> {
-    let health = &ctx.claims;
+async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) -> Option<Claim> {
     match ctx
         .services
         .store
@@ -85,14 +125,12 @@ async fn try_claim(ctx: &Context, job: &str, scheduled_for: DateTime<Utc>) -> Op
         .await
     {
         Ok(claim) => {
-            if health.failing.swap(false, Ordering::Relaxed) {
-                tracing::info!("the shared database answers again: this node claims firings again");
-            }
+            recovered(ctx);
             Some(claim)
         }
         Err(e) => {
-            if !health.failing.swap(true, Ordering::Relaxed) {
-                tracing::error!(error = %e, job, scheduled_for = %scheduled_for, "cannot reach the shared database: this node claims no firing until it answers (the other nodes may run them)");
+            if !ctx.claims.failing.swap(true, Ordering::Relaxed) {
+                tracing::error!(error = %e, job, scheduled_for = %scheduled_for, "cannot reach the shared database: this node claims no firing until it answers (the other nodes may run them; the missed ones follow catch_up then)");
             } else {
                 tracing::debug!(error = %e, job, "firing not claimed: the shared database does not answer");
             }
@@ -100,3 +138,113 @@ async fn try_claim(ctx: &Context, job: &str, scheduled_for: DateTime<Utc>) -> Op
         }
     }
 }
+
+/// The shared database answered: if claims were failing, the firings kept meanwhile follow
+/// their jobs' `catch_up` policy now.
+pub fn recovered(ctx: &Arc<Context>) {
+    if !ctx.claims.failing.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let kept = ctx
+        .claims
+        .unclaimed
+        .lock()
+        .map(|mut k| std::mem::take(&mut *k))
+        .unwrap_or_default();
+    tracing::info!(
+        firings = kept.len(),
+        "the shared database answers again: this node claims firings again"
+    );
+    let mut by_job: BTreeMap<String, JobFirings> = BTreeMap::new();
+    for u in kept {
+        let entry = by_job
+            .entry(u.job.name.clone())
+            .or_insert_with(|| (Arc::clone(&u.slot), Arc::clone(&u.job), Vec::new()));
+        entry.2.push(u.at);
+    }
+    for (_, (slot, job, mut times)) in by_job {
+        times.sort();
+        times.dedup();
+        catch_up_unclaimed(ctx, &slot, &job, &times);
+    }
+}
+
+/// A job's slot and definition with some of its firings.
+type JobFirings = (Arc<JobSlot>, Arc<JobSpec>, Vec<DateTime<Utc>>);
+
+/// The firings of `job` not claimed during an outage, oldest first, under its `catch_up`
+/// policy: those it runs are claimed as catch-up firings; the others get one `skipped` row.
+fn catch_up_unclaimed(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    times: &[DateTime<Utc>],
+) {
+    let now = ctx.clock.now();
+    let window = chrono::TimeDelta::from_std(job.catch_up_window).unwrap_or(chrono::TimeDelta::MAX);
+    let in_window: Vec<DateTime<Utc>> = times
+        .iter()
+        .copied()
+        .filter(|t| now.signed_duration_since(*t) <= window)
+        .collect();
+    let keep = match job.catch_up {
+        CatchUp::Skip => 0,
+        CatchUp::Latest => 1,
+        CatchUp::All => MAX_CATCH_UP,
+    };
+    let run: Vec<DateTime<Utc>> = in_window.iter().rev().take(keep).rev().copied().collect();
+    let not_run: Vec<DateTime<Utc>> = times.iter().filter(|t| !run.contains(t)).copied().collect();
+    if let (Some(first), Some(last)) = (not_run.first(), not_run.last()) {
+        let reason = format!(
+            "not run: the shared database could not be reached; {} firing(s) from {} to {} (catch_up = \"{}\", catch_up_window = \"{}\")",
+            not_run.len(),
+            format_ts(*first),
+            format_ts(*last),
+            match job.catch_up {
+                CatchUp::Skip => "skip",
+                CatchUp::Latest => "latest",
+                CatchUp::All => "all",
+            },
+            humantime::format_duration(job.catch_up_window)
+        );
+        let firing = Firing::new(ctx, slot, job, *first, Trigger::CatchUp);
+        let ctx2 = Arc::clone(ctx);
+        ctx.tracker.spawn(async move {
+            if claim(&ctx2, &firing.job, firing.scheduled_for).await == Claimed::Mine {
+                firing.skip(1, &reason);
+            }
+        });
+    }
+    if job.catch_up == CatchUp::Latest {
+        if let (Some(latest), Some(first)) = (run.last().copied(), times.first().copied()) {
+            run_latest(ctx, slot, job, latest, first);
+        }
+        return;
+    }
+    let series = run.into_iter().map(|t| (t, Trigger::CatchUp)).collect();
+    fire_series(ctx, slot, job, series);
+}
+
+/// Runs the one `catch_up = "latest"` firing after an outage, when this node claims it
+/// first (see [`crate::store::Store::claim_latest`]).
+fn run_latest(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    latest: DateTime<Utc>,
+    first_missed: DateTime<Utc>,
+) {
+    let since = first_missed - chrono::TimeDelta::seconds(OUTAGE_MARGIN_S);
+    let (ctx2, slot, job) = (Arc::clone(ctx), Arc::clone(slot), Arc::clone(job));
+    ctx.tracker.spawn(async move {
+        let store = &ctx2.services.store;
+        match store.claim_latest(&job.name, latest, since, &ctx2.node).await {
+            Ok(true) => super::run_claimed_series(&ctx2, &slot, &job, vec![(latest, Trigger::CatchUp)]),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot claim the catch-up run after the outage; not run"),
+        }
+    });
+}
+
+/// How far before the first firing a node missed another node's list may begin.
+const OUTAGE_MARGIN_S: i64 = 60;

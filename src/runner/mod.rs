@@ -16,14 +16,14 @@ use crate::job::{JobSpec, Outcome, Overlap, Services, StopSignal};
 use crate::processes::Processes;
 use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
-use crate::store::{RunStatus, Trigger};
+use crate::store::{Record, RunStatus, Trigger};
 
 mod claim;
 mod firing;
 mod slot;
 mod turn;
 
-pub use claim::{ClaimHealth, claim};
+pub use claim::{ClaimHealth, Claimed, claim, recovered};
 use firing::Firing;
 use slot::queue_worker;
 
@@ -146,9 +146,17 @@ pub fn fire(
     if ctx.shared || !job.run_on.is_empty() {
         let ctx = Arc::clone(ctx);
         ctx.tracker.clone().spawn(async move {
-            if claim(&ctx, &firing.job, scheduled_for).await {
-                let overlap = firing.job.overlap;
-                dispatch(firing, overlap);
+            match claim(&ctx, &firing.job, scheduled_for).await {
+                Claimed::Mine => {
+                    ctx.recorder.record(Record::Fired {
+                        job: firing.job.name.clone(),
+                        scheduled_for,
+                    });
+                    let overlap = firing.job.overlap;
+                    dispatch(firing, overlap);
+                }
+                Claimed::Unreachable => ctx.claims.keep(&firing.slot, &firing.job, scheduled_for),
+                Claimed::NotMine => {}
             }
         });
     } else {
@@ -199,6 +207,26 @@ pub fn fire_series(
     job: &Arc<JobSpec>,
     firings: Vec<(DateTime<Utc>, Trigger)>,
 ) {
+    series(ctx, slot, job, firings, false);
+}
+
+/// A series (see [`fire_series`]) whose firings this node has claimed already.
+fn run_claimed_series(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    firings: Vec<(DateTime<Utc>, Trigger)>,
+) {
+    series(ctx, slot, job, firings, true);
+}
+
+fn series(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    firings: Vec<(DateTime<Utc>, Trigger)>,
+    claimed: bool,
+) {
     if firings.is_empty() {
         return;
     }
@@ -208,8 +236,26 @@ pub fn fire_series(
         .collect();
     ctx.tracker.spawn(async move {
         for firing in series {
-            if !claim(&firing.ctx, &firing.job, firing.scheduled_for).await {
-                continue;
+            let claimed = if claimed {
+                Claimed::Mine
+            } else {
+                claim(&firing.ctx, &firing.job, firing.scheduled_for).await
+            };
+            match claimed {
+                Claimed::Mine if firing.ctx.shared => {
+                    firing.ctx.recorder.record(Record::Fired {
+                        job: firing.job.name.clone(),
+                        scheduled_for: firing.scheduled_for,
+                    });
+                }
+                Claimed::Mine => {}
+                Claimed::Unreachable => {
+                    let ctx = &firing.ctx;
+                    ctx.claims
+                        .keep(&firing.slot, &firing.job, firing.scheduled_for);
+                    continue;
+                }
+                Claimed::NotMine => continue,
             }
             let spec = firing.job();
             if spec.overlap == Overlap::Allow {

@@ -349,6 +349,22 @@ impl Store {
         }
     }
 
+    /// Claims the one run `catch_up = "latest"` makes after an outage of the shared
+    /// database: `true` when this node runs the firing of `scheduled_for` (no node claimed
+    /// such a run for the job since `since`). Always `true` on SQLite.
+    pub async fn claim_latest(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        since: DateTime<Utc>,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(p) => p.claim_latest(job, scheduled_for, since, node).await,
+        }
+    }
+
     /// Renews this node's lease (shared database only); returns its clock's skew against
     /// the database's in milliseconds.
     pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
@@ -422,7 +438,11 @@ impl Store {
     }
 
     /// Records the digests of the job definitions node `me` has loaded (shared database).
-    pub async fn set_node_jobs(&self, me: &str, jobs: &[(String, String)]) -> Result<(), StoreError> {
+    pub async fn set_node_jobs(
+        &self,
+        me: &str,
+        jobs: &[(String, String)],
+    ) -> Result<(), StoreError> {
         match &self.0 {
             Backend::Sqlite(_) => Ok(()),
             Backend::Postgres(p) => p.set_node_jobs(me, jobs).await,

@@ -56,14 +56,23 @@ impl Daemon {
 
     /// Like [`Daemon::prepare`], with the database at `db` (relative to the temp dir).
     pub fn prepare_with_db(db: &str, main_extra: &str, jobs: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let main = format!("[database]\npath = \"{db}\"\n\n{main_extra}\n");
         let main = if main_extra.contains("[daemon]") {
             main
         } else {
             format!("{main}\n[daemon]\ntimezone = \"UTC\"\nshutdown_grace = \"5s\"\n")
         };
-        harness::write_config(dir.path(), &main, jobs).unwrap();
+        let mut d = Self::prepare_main(&main, jobs);
+        d.db = db.to_string();
+        d
+    }
+
+    /// Writes `main` as the main file (as is) and `jobs` as `jobs.d/jobs.toml`, without
+    /// starting.
+    pub fn prepare_main(main: &str, jobs: &str) -> Self {
+        let db = "history.db";
+        let dir = tempfile::tempdir().unwrap();
+        harness::write_config(dir.path(), main, jobs).unwrap();
         let notify = harness::Notifications::bind(dir.path().join("notify.sock")).unwrap();
         Self {
             dir,

@@ -13,6 +13,7 @@ mod servers;
 
 mod bad_configs;
 mod cli;
+mod cluster;
 mod daemon;
 mod edges;
 mod email;

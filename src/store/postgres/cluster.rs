@@ -1,0 +1,329 @@
+//! What several nodes sharing the database do: claim firings (by the database's clock), take
+//! over from dead nodes, take turns for the overlap policies, renew leases, compare job
+//! definitions.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::PgStore;
+use crate::store::{Claim, LostRun, NodeBeat, NodeRow, StoreError};
+
+impl PgStore {
+    /// Claims the firing of `job` for `scheduled_for` for `node`, by the database's clock: a
+    /// firing not due yet there (this node's clock is ahead) is not claimed.
+    pub(in crate::store) async fn claim_firing(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        node: &str,
+    ) -> Result<Claim, StoreError> {
+        let (won, early_ms): (bool, f64) = sqlx::query_as(
+            "WITH clock AS (SELECT now() AS db_now), \
+             won AS (INSERT INTO claims (job, scheduled_for, node) \
+                     SELECT $1, $2, $3 FROM clock WHERE $2 <= db_now + interval '2 milliseconds' \
+                     ON CONFLICT DO NOTHING RETURNING true) \
+             SELECT EXISTS (SELECT 1 FROM won), \
+                    (extract(epoch FROM $2 - db_now) * 1000)::float8 FROM clock",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(node)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if won {
+            Claim::Won
+        } else if early_ms > 2.0 {
+            Claim::Early(Duration::from_secs_f64(early_ms / 1000.0))
+        } else {
+            Claim::Lost
+        })
+    }
+
+    /// Takes over from dead nodes (lease run out, by the database's clock): their runs still
+    /// `running` become `abandoned`, and the firings they claimed but never recorded get an
+    /// `abandoned` row (ids from `ids`). The claims of both are marked reaped, so that a dead
+    /// node that comes back writes nothing more for them. Returns what was lost.
+    pub(in crate::store) async fn reap_dead_nodes(
+        &self,
+        me: &str,
+        ids: &(dyn Fn() -> i64 + Sync),
+    ) -> Result<Vec<LostRun>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut lost: Vec<LostRun> = sqlx::query_as(
+            "UPDATE runs SET status = 'abandoned', finished_at = now(), \
+             error = 'node ' || runs.node || ' stopped answering (its lease ran out at ' || \
+             hg_ts(n.lease_until) || '): this run may or may not have finished' \
+             FROM nodes n WHERE n.name = runs.node AND n.lease_until < now() \
+             AND runs.node <> $1 AND runs.status = 'running' \
+             RETURNING runs.id, runs.job, runs.scheduled_for, runs.attempt, runs.node",
+        )
+        .bind(me)
+        .fetch_all(&mut *tx)
+        .await?;
+        let unrecorded: Vec<(String, DateTime<Utc>, String)> = sqlx::query_as(
+            "UPDATE claims c SET reaped_by = $1 FROM nodes n \
+             WHERE n.name = c.node AND n.lease_until < now() AND c.node <> $1 \
+             AND c.reaped_by IS NULL AND c.claimed_at > n.heartbeat_at - interval '1 minute' \
+             AND c.claimed_at < now() - interval '2 seconds' \
+             AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.job = c.job \
+                             AND r.scheduled_for = c.scheduled_for) \
+             RETURNING c.job, c.scheduled_for, c.node",
+        )
+        .bind(me)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (job, scheduled_for, node) in unrecorded {
+            let id = ids();
+            sqlx::query(
+                "INSERT INTO runs (id, job, scheduled_for, finished_at, status, attempt, trigger, \
+                 error, node) VALUES ($1, $2, $3, now(), 'abandoned', 1, 'schedule', \
+                 'node ' || $4 || ' claimed this firing and stopped answering before recording its start', $4)",
+            )
+            .bind(id)
+            .bind(&job)
+            .bind(scheduled_for)
+            .bind(&node)
+            .execute(&mut *tx)
+            .await?;
+            lost.push(LostRun {
+                id,
+                job,
+                scheduled_for,
+                attempt: 1,
+                node,
+            });
+        }
+        sqlx::query(
+            "DELETE FROM active_runs a USING nodes n WHERE n.name = a.node \
+             AND n.lease_until < now() AND a.node <> $1",
+        )
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        for run in &lost {
+            sqlx::query("UPDATE claims SET reaped_by = $3 WHERE job = $1 AND scheduled_for = $2")
+                .bind(&run.job)
+                .bind(run.scheduled_for)
+                .bind(me)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    /// Takes the firing of a lost run over (`on_node_loss = "retry"`): its claim becomes this
+    /// node's, so that this node's next attempt is written.
+    pub(in crate::store) async fn take_over(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE claims SET node = $3, reaped_by = NULL WHERE job = $1 AND scheduled_for = $2",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(me)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the job's turn across nodes for the firing of `scheduled_for`: `None` when this
+    /// node has it now, else who holds it (node, firing).
+    pub(in crate::store) async fn take_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+        replace: bool,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let taken: Option<bool> = sqlx::query_scalar(
+            "INSERT INTO active_runs (job, node, scheduled_for) VALUES ($1, $2, $3) \
+             ON CONFLICT (job) DO NOTHING RETURNING true",
+        )
+        .bind(job)
+        .bind(me)
+        .bind(scheduled_for)
+        .fetch_optional(&self.pool)
+        .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<(String, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE active_runs SET replace_requested = replace_requested OR $2 \
+             WHERE job = $1 RETURNING node, scheduled_for",
+        )
+        .bind(job)
+        .bind(replace)
+        .fetch_optional(&self.pool)
+        .await?;
+        // Gone meanwhile: free, but taken by whoever asks next.
+        Ok(Some(
+            holder.unwrap_or_else(|| (String::new(), scheduled_for)),
+        ))
+    }
+
+    /// Gives the job's turn back.
+    pub(in crate::store) async fn give_turn(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM active_runs WHERE job = $1 AND node = $2 AND scheduled_for = $3")
+            .bind(job)
+            .bind(me)
+            .bind(scheduled_for)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The jobs whose run on this node another node asked to replace.
+    pub(in crate::store) async fn replace_requests(
+        &self,
+        me: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT job FROM active_runs WHERE node = $1 AND replace_requested")
+                .bind(me)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Replaces the digests of the job definitions node `me` has loaded.
+    pub(in crate::store) async fn set_node_jobs(
+        &self,
+        me: &str,
+        jobs: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let (names, digests): (Vec<&str>, Vec<&str>) =
+            jobs.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM node_jobs WHERE node = $1")
+            .bind(me)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO node_jobs (node, job, digest) \
+             SELECT $1, job, digest FROM unnest($2::text[], $3::text[]) AS t (job, digest)",
+        )
+        .bind(me)
+        .bind(names)
+        .bind(digests)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The jobs whose definition differs between live nodes: each with `node=digest` pairs.
+    pub(in crate::store) async fn job_drift(
+        &self,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT j.job, array_agg(j.node || '=' || j.digest ORDER BY j.node) \
+             FROM node_jobs j JOIN nodes n ON n.name = j.node AND n.lease_until > now() \
+             WHERE (SELECT count(DISTINCT config_digest) FROM nodes WHERE lease_until > now()) > 1 \
+             GROUP BY j.job HAVING count(DISTINCT j.digest) > 1 ORDER BY j.job",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Ends this node's lease at a clean stop: it shows as stopped at once.
+    pub(in crate::store) async fn leave(&self, me: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET lease_until = now() WHERE name = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims the one run `catch_up = "latest"` makes for firings missed while the database
+    /// was out of reach: the firing of `scheduled_for`, unless a node already claimed such a
+    /// run for this job since `since` (the nodes' lists of missed firings may end a firing
+    /// apart; the job's advisory lock makes the check and the claim one step).
+    pub(in crate::store) async fn claim_latest(
+        &self,
+        job: &str,
+        scheduled_for: DateTime<Utc>,
+        since: DateTime<Utc>,
+        node: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hourglass latest ' || $1))")
+            .bind(job)
+            .execute(&mut *tx)
+            .await?;
+        let won: Option<bool> = sqlx::query_scalar(
+            "INSERT INTO claims (job, scheduled_for, node, latest_after_outage) \
+             SELECT $1, $2, $3, true WHERE NOT EXISTS (SELECT 1 FROM claims \
+             WHERE job = $1 AND latest_after_outage AND scheduled_for >= $4) \
+             ON CONFLICT DO NOTHING RETURNING true",
+        )
+        .bind(job)
+        .bind(scheduled_for)
+        .bind(node)
+        .bind(since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(won.is_some())
+    }
+
+    /// Renews this node's lease and records its skew (its clock, sent as `beat.local_now`,
+    /// minus the database's); returns the skew in milliseconds.
+    pub(in crate::store) async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
+        let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
+        let skew: i64 = sqlx::query_scalar(
+            "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
+             lease_until, skew_ms) \
+             VALUES ($1, $2, $3, now(), now(), now() + $4 * interval '1 millisecond', \
+             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint) \
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
+             config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, \
+             lease_until = excluded.lease_until, skew_ms = excluded.skew_ms, \
+             started_at = CASE WHEN $6 THEN excluded.started_at ELSE nodes.started_at END \
+             RETURNING skew_ms",
+        )
+        .bind(beat.node)
+        .bind(beat.version)
+        .bind(beat.config_digest)
+        .bind(lease_ms)
+        .bind(beat.local_now)
+        .bind(beat.first)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(skew)
+    }
+
+    /// Every node, with whether its lease still holds by the database's clock.
+    pub(in crate::store) async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, config_digest, hg_ts(started_at), hg_ts(heartbeat_at), \
+             hg_ts(lease_until), skew_ms, lease_until > now() FROM nodes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRow {
+                name: r.get(0),
+                version: r.get(1),
+                config_digest: r.get(2),
+                started_at: r.get(3),
+                heartbeat_at: r.get(4),
+                lease_until: r.get(5),
+                skew_ms: r.get(6),
+                alive: r.get(7),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,352 @@
+//! The PostgreSQL history database, shared by several daemons (nodes): the same tables and
+//! views as SQLite (migrations in `migrations/postgres`, applied under sqlx's advisory lock so
+//! that nodes starting together migrate once), timestamps as `timestamptz`, plus the nodes
+//! and the firing claims ([`cluster`]). Every time comparison that decides ownership uses the
+//! database's clock (`now()`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::{ConnectOptions as _, PgPool, Row};
+
+mod batch;
+mod cluster;
+
+use super::writer::BatchPlan;
+use super::{
+    HistoryFilter, PostgresTarget, Record, RunRow, RunStart, RunStatus, StoreError, TriggerOutcome,
+    TriggerState, UploadMark,
+};
+use batch::write_plan;
+
+/// How long a node waits for a connection before a query counts as failed.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle on a PostgreSQL history database.
+#[derive(Debug, Clone)]
+pub(in crate::store) struct PgStore {
+    pool: PgPool,
+    /// The node's own files (spill, instance lock) go beside this path.
+    local: PathBuf,
+}
+
+/// The runs the CLI reads, timestamps as text (see `hg_ts` in the migration).
+const HISTORY: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), \
+     hg_ts(finished_at), status, attempt, trigger, exit_code, error, NULL::text, node, \
+     lateness_ms, duration_ms, details FROM runs_timed WHERE ($1::text IS NULL OR job = $1) \
+     AND ($2::text IS NULL OR status = $2) AND ($3::timestamptz IS NULL OR scheduled_for >= $3) \
+     ORDER BY scheduled_for DESC, id DESC LIMIT $4";
+
+const ONE_RUN: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), \
+     hg_ts(finished_at), status, attempt, trigger, exit_code, error, output, node, \
+     lateness_ms, duration_ms, details FROM runs_timed WHERE id = $1";
+
+impl PgStore {
+    /// Connects and migrates.
+    pub(super) async fn open(target: &PostgresTarget) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(connect_options(target)?)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self {
+            pool,
+            local: target.local.clone(),
+        })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.local
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Marks this node's runs left `running` by its previous life as `abandoned`.
+    pub(super) async fn mark_abandoned(
+        &self,
+        now: DateTime<Utc>,
+        node: &str,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE runs SET status = 'abandoned', finished_at = $1, \
+             error = 'the daemon stopped without recording the end of this run (crash, SIGKILL or power loss)' \
+             WHERE status = 'running' AND node = $2",
+        )
+        .bind(now)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM active_runs WHERE node = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Takes the next block of `size` run ids, above every id any node was given.
+    pub(super) async fn take_run_ids(&self, size: i64) -> Result<(i64, i64), StoreError> {
+        let through: i64 = sqlx::query_scalar(
+            "UPDATE daemon_state SET run_ids_reserved_through = \
+             greatest(run_ids_reserved_through, (SELECT coalesce(max(id), 0) FROM runs)) + $1 \
+             RETURNING run_ids_reserved_through",
+        )
+        .bind(size)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((through - size + 1, through))
+    }
+
+    pub(super) async fn database_id(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn insert_abandoned(
+        &self,
+        runs: &[RunStart],
+        now: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        let mut tx = self.pool.begin().await?;
+        for run in runs {
+            let r = sqlx::query(
+                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
+                 attempt, trigger, error, node, pid) \
+                 VALUES ($1, $2, $3, $4, $5, 'abandoned', $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(run.id)
+            .bind(&run.job)
+            .bind(run.scheduled_for)
+            .bind(run.started_at)
+            .bind(now)
+            .bind(i64::from(run.attempt))
+            .bind(run.trigger.as_str())
+            .bind(error)
+            .bind(&run.node)
+            .bind(run.pid.map(i64::from))
+            .execute(&mut *tx)
+            .await?;
+            written += r.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Writes a batch in one transaction (see [`BatchPlan`]). The end of a run is written only
+    /// over a row still `running`: a node that comes back after another one marked its runs
+    /// `abandoned` writes nothing over them.
+    pub(super) async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let plan = BatchPlan::of(records);
+        let mut tx = self.pool.begin().await?;
+        write_plan(&mut tx, plan).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT job, last_fired_for FROM job_state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub(super) async fn upload_mark(
+        &self,
+        mark: &UploadMark,
+    ) -> Result<Option<UploadMark>, StoreError> {
+        let row: Option<(i64, i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT size, mtime_ns, scheduled_for FROM uploads \
+             WHERE job = $1 AND destination = $2 AND key = $3",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(size, mtime_ns, scheduled_for)| {
+            Some(UploadMark {
+                size: u64::try_from(size).ok()?,
+                mtime_ns,
+                scheduled_for,
+                ..mark.clone()
+            })
+        }))
+    }
+
+    pub(super) async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job, destination, key) DO UPDATE SET \
+             size = excluded.size, mtime_ns = excluded.mtime_ns, \
+             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
+        )
+        .bind(&mark.job)
+        .bind(&mark.destination)
+        .bind(&mark.key)
+        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
+        .bind(mark.mtime_ns)
+        .bind(mark.scheduled_for)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO trigger_requests (job, requested_at) VALUES ($1, now()) RETURNING id",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Claims pending requests for the jobs this node has (one statement: a request another
+    /// node claimed meanwhile is skipped, never claimed twice).
+    pub(super) async fn claim_triggers(
+        &self,
+        node: &str,
+        jobs: &[String],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+            "UPDATE trigger_requests SET claimed_at = now(), claimed_by = $1 \
+             WHERE id IN (SELECT id FROM trigger_requests WHERE claimed_at IS NULL \
+             AND job = ANY($2) ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, job",
+        )
+        .bind(node)
+        .bind(jobs)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.sort();
+        Ok(rows)
+    }
+
+    pub(super) async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
+        type Row = (bool, Option<String>, Option<i64>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT claimed_at IS NOT NULL, outcome, run_id, detail FROM trigger_requests WHERE id = $1",
+        )
+        .bind(request)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map_or_else(TriggerState::default, |(claimed, o, r, d)| TriggerState {
+                claimed,
+                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
+                run_id: r,
+                detail: d,
+            }),
+        )
+    }
+
+    pub(super) async fn set_trigger_outcome(
+        &self,
+        request: i64,
+        outcome: TriggerOutcome,
+        run_id: Option<i64>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE trigger_requests SET outcome = $2, run_id = $3, detail = $4 WHERE id = $1",
+        )
+        .bind(request)
+        .bind(outcome.as_str())
+        .bind(run_id)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs matching `filter`, newest first: by intended time, since ids are handed to the
+    /// nodes in blocks and so are ordered per node only.
+    pub(super) async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(HISTORY)
+            .bind(filter.job.as_deref())
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.since)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(ONE_RUN)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    pub(super) async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < $1 AND status <> 'running'")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "DELETE FROM trigger_requests WHERE requested_at < $1 AND claimed_at IS NOT NULL",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM claims WHERE scheduled_for < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn connect_options(target: &PostgresTarget) -> Result<PgConnectOptions, StoreError> {
+    let mut options: PgConnectOptions = target.url.parse()?;
+    // The server's notices ("relation ... already exists, skipping" while migrating) are
+    // not the operator's business.
+    options = options
+        .application_name("hourglass")
+        .options([("client_min_messages", "warning")])
+        .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
+    if let Some(password) = &target.password {
+        options = options.password(password.expose());
+    }
+    if let Some(mode) = &target.tls {
+        let mode: PgSslMode = mode.parse()?;
+        options = options.ssl_mode(mode);
+    }
+    if let Some(ca) = &target.ca_file {
+        options = options.ssl_root_cert(ca);
+    }
+    Ok(options)
+}
+
+fn run_row(r: &PgRow) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        job: r.get(1),
+        scheduled_for: r.get(2),
+        started_at: r.get(3),
+        finished_at: r.get(4),
+        status: r.get(5),
+        attempt: r.get(6),
+        trigger: r.get(7),
+        exit_code: r.get(8),
+        error: r.get(9),
+        output: r.get(10),
+        node: r.get(11),
+        lateness_ms: r.get(12),
+        duration_ms: r.get(13),
+        details: r
+            .get::<Option<String>, _>(14)
+            .and_then(|d| serde_json::from_str(&d).ok()),
+    }
+}

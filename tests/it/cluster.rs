@@ -1,0 +1,593 @@
+//! Several daemons (nodes) on one real PostgreSQL database (`scripts/test.sh` starts a
+//! throw-away server and sets `HOURGLASS_TEST_PG_URL`): each firing runs exactly once, a
+//! killed node's runs are taken over, overlap holds across nodes, clock skew and definition
+//! drift are reported, and every CLI command works against PostgreSQL.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use hourglass::store::{Database, HistoryFilter, PostgresTarget, RunRow, Store};
+use nix::sys::signal::Signal;
+
+use crate::harness::{Daemon, ts, wait_for};
+
+/// A fresh database on the test server; panics when there is none (the cluster tests need it).
+fn fresh_database(label: &str) -> String {
+    harness::fresh_postgres_database(label)
+        .unwrap()
+        .expect("HOURGLASS_TEST_PG_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+}
+
+/// The main file of node `node` on the database at `url`.
+fn node_main(url: &str, node: &str, extra: &str) -> String {
+    format!(
+        "[database]\nurl = \"{url}\"\nlease = \"10s\"\n\n[daemon]\nnode = \"{node}\"\ntimezone = \"UTC\"\nshutdown_grace = \"5s\"\n{extra}\n"
+    )
+}
+
+/// Every run in the database at `url`, oldest first.
+fn all_runs(url: &str) -> Vec<RunRow> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let target = PostgresTarget {
+            url: url.to_string(),
+            password: None,
+            tls: None,
+            ca_file: None,
+            local: std::env::temp_dir().join("hourglass-test-reader"),
+        };
+        let store = Store::connect(&Database::Postgres(target)).await.unwrap();
+        let mut rows = store
+            .history(&HistoryFilter {
+                limit: 10_000_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        rows.reverse();
+        rows
+    })
+}
+
+/// Firings recorded more than once (same job and intended time, first attempts).
+fn duplicates(runs: &[RunRow]) -> Vec<(String, String, usize)> {
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for r in runs.iter().filter(|r| r.attempt == 1) {
+        *seen.entry((&r.job, &r.scheduled_for)).or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((j, s), n)| (j.to_string(), s.to_string(), n))
+        .collect()
+}
+
+/// Starts `n` nodes `n1`... on `url` with `jobs`; `extra(i)` goes in node i's main file.
+fn start_nodes(url: &str, n: usize, jobs: &str, extra: impl Fn(usize) -> String) -> Vec<Daemon> {
+    let mut nodes: Vec<Daemon> = (1..=n)
+        .map(|i| Daemon::prepare_main(&node_main(url, &format!("n{i}"), &extra(i)), jobs))
+        .collect();
+    for d in &mut nodes {
+        d.spawn();
+    }
+    for d in &mut nodes {
+        d.wait_note("READY=1", Duration::from_secs(30));
+    }
+    nodes
+}
+
+/// SIGTERM to every node; each must exit within 30 s, successfully (else its log is shown).
+fn stop_all(nodes: &mut [Daemon]) {
+    for d in nodes.iter() {
+        d.signal(Signal::SIGTERM);
+    }
+    for d in nodes.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let child = d.child.as_mut().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let log = d.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "a node did not stop within 30 s; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}: {}", d.log());
+    }
+}
+
+fn every_second_jobs(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("[jobs.j{i:03}]\nevery = \"1s\"\ncommand = \"true\"\n"))
+        .collect()
+}
+
+/// 3 nodes, 200 every-second jobs for 2 minutes (24,000 firings): every firing in the
+/// stretch all nodes were up has exactly one row; each node ran a share.
+#[test]
+fn three_nodes_run_every_firing_exactly_once() {
+    let url = fresh_database("three_nodes");
+    let nodes = start_nodes(&url, 3, &every_second_jobs(200), |_| String::new());
+    let from = Utc::now() + chrono::TimeDelta::seconds(2);
+    std::thread::sleep(Duration::from_secs(120));
+    let to = Utc::now() - chrono::TimeDelta::seconds(3);
+    let mut nodes = nodes;
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), [], "firings recorded twice");
+    let mut per_job: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &runs {
+        per_job
+            .entry(&r.job)
+            .or_default()
+            .push(ts(&r.scheduled_for));
+        *per_node.entry(&r.node).or_default() += 1;
+        assert_eq!(r.status, "succeeded", "{r:?}");
+    }
+    let mut checked = 0;
+    for i in 0..200 {
+        let job = format!("j{i:03}");
+        let times = &per_job[job.as_str()];
+        let mut t = from.with_nanosecond(0).unwrap() + chrono::TimeDelta::seconds(1);
+        while t < to {
+            assert!(times.contains(&t), "{job} has no row for {t} (missed)");
+            checked += 1;
+            t += chrono::TimeDelta::seconds(1);
+        }
+    }
+    println!("checked {checked} firings; runs per node: {per_node:?}");
+    assert!(checked >= 200 * 110, "only {checked} firings checked");
+    assert_eq!(per_node.len(), 3, "every node runs a share: {per_node:?}");
+    for (node, n) in &per_node {
+        assert!(
+            *n >= runs.len() / 20,
+            "node {node} ran only {n} of {}",
+            runs.len()
+        );
+    }
+}
+
+/// A node killed mid-run: its running runs are abandoned within lease + 5 s (and, with
+/// `on_node_loss = "retry"`, run again elsewhere as the next attempt); the other nodes go on
+/// with every firing; it restarts and rejoins; no firing runs twice.
+#[test]
+fn a_killed_node_is_taken_over_and_rejoins() {
+    let url = fresh_database("killed");
+    let jobs = format!(
+        "{}[jobs.slow_retry]\nevery = \"2s\"\ncommand = \"sleep 4\"\noverlap = \"allow\"\non_node_loss = \"retry\"\n\
+         [jobs.slow_abandon]\nevery = \"2s\"\ncommand = \"sleep 4\"\noverlap = \"allow\"\n",
+        every_second_jobs(10)
+    );
+    let mut nodes = start_nodes(&url, 3, &jobs, |_| String::new());
+    // Wait until n3 holds a run of each slow job, then kill it.
+    wait_for(Duration::from_secs(30), "n3 running both slow jobs", || {
+        let runs = all_runs(&url);
+        let running = |job: &str| {
+            runs.iter()
+                .any(|r| r.node == "n3" && r.job == job && r.status == "running")
+        };
+        (running("slow_retry") && running("slow_abandon")).then_some(())
+    });
+    let killed_at = Instant::now();
+    nodes[2].signal(Signal::SIGKILL);
+    nodes[2].wait_exit(Duration::from_secs(10));
+    let lost = wait_for(
+        Duration::from_secs(10 + 5 + 5),
+        "n3's runs abandoned",
+        || {
+            let runs = all_runs(&url);
+            let lost: Vec<RunRow> = runs
+                .into_iter()
+                .filter(|r| r.node == "n3" && r.status == "abandoned")
+                .collect();
+            let both = ["slow_retry", "slow_abandon"]
+                .iter()
+                .all(|j| lost.iter().any(|r| r.job == *j));
+            both.then_some(lost)
+        },
+    );
+    let took = killed_at.elapsed();
+    println!("n3's runs abandoned {took:?} after the kill (lease 10 s)");
+    assert!(took <= Duration::from_secs(15), "took {took:?}");
+    let retried = lost.iter().find(|r| r.job == "slow_retry").unwrap().clone();
+    let again = wait_for(Duration::from_secs(15), "the lost run run again", || {
+        all_runs(&url).into_iter().find(|r| {
+            r.job == "slow_retry"
+                && r.scheduled_for == retried.scheduled_for
+                && r.attempt == retried.attempt + 1
+        })
+    });
+    assert_eq!(again.trigger, "retry");
+    assert_ne!(again.node, "n3");
+    // n3 comes back and rejoins.
+    nodes[2].spawn();
+    nodes[2].wait_note("READY=1", Duration::from_secs(30));
+    let rejoined = Utc::now();
+    wait_for(Duration::from_secs(20), "n3 running firings again", || {
+        all_runs(&url)
+            .iter()
+            .any(|r| r.node == "n3" && ts(&r.scheduled_for) > rejoined)
+            .then_some(())
+    });
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), [], "firings recorded twice");
+    // The every-second jobs missed nothing while n3 was dead.
+    let from = ts(&runs[0].scheduled_for) + chrono::TimeDelta::seconds(3);
+    let to = ts(&runs[runs.len() - 1].scheduled_for) - chrono::TimeDelta::seconds(3);
+    for i in 0..10 {
+        let job = format!("j{i:03}");
+        let times: Vec<DateTime<Utc>> = runs
+            .iter()
+            .filter(|r| r.job == job)
+            .map(|r| ts(&r.scheduled_for))
+            .collect();
+        let mut t = from.with_nanosecond(0).unwrap();
+        while t < to {
+            assert!(times.contains(&t), "{job} has no row for {t}");
+            t += chrono::TimeDelta::seconds(1);
+        }
+    }
+}
+
+/// `overlap = "skip"` across nodes: a 3 s job every second on 3 nodes never runs twice at
+/// once; the firings during a run are recorded skipped, naming the run's node.
+#[test]
+fn overlap_skip_holds_across_nodes() {
+    let url = fresh_database("overlap");
+    let jobs = "[jobs.long]\nevery = \"1s\"\ncommand = \"sleep 3\"\noverlap = \"skip\"\n";
+    let mut nodes = start_nodes(&url, 3, jobs, |_| String::new());
+    wait_for(Duration::from_secs(40), "4 finished runs", || {
+        let runs = all_runs(&url);
+        (runs.iter().filter(|r| r.status == "succeeded").count() >= 4).then_some(())
+    });
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), []);
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>, &str)> = runs
+        .iter()
+        .filter(|r| r.status != "skipped")
+        .filter_map(|r| {
+            Some((
+                ts(r.started_at.as_deref()?),
+                ts(r.finished_at.as_deref()?),
+                r.node.as_str(),
+            ))
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[1].0 >= w[0].1, "two runs at once: {w:?}");
+    }
+    let nodes_used: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.2).collect();
+    let elsewhere = runs.iter().any(|r| {
+        r.status == "skipped"
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("is still active on node"))
+    });
+    println!("runs by nodes {nodes_used:?}; a skip named another node: {elsewhere}");
+    assert!(elsewhere || nodes_used.len() == 1, "{runs:#?}");
+}
+
+/// A node whose clock is 2 s ahead (libfaketime) runs nothing early or twice, and its skew
+/// is reported: an ERROR in its log and the skew in `hourglass nodes`.
+#[test]
+fn a_node_with_a_skewed_clock_runs_nothing_twice_and_is_reported() {
+    let url = fresh_database("skew");
+    let jobs = every_second_jobs(5);
+    let mut a = Daemon::prepare_main(&node_main(&url, "n1", ""), &jobs);
+    let mut b = Daemon::prepare_main(&node_main(&url, "n2", ""), &jobs);
+    let clock = b.fake_clock();
+    clock.set_offset(2);
+    a.spawn_ready();
+    b.spawn_ready();
+    std::thread::sleep(Duration::from_secs(12));
+    let out = a.cli(&["nodes"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    a.signal(Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
+    a.wait_exit(Duration::from_secs(30));
+    b.wait_exit(Duration::from_secs(30));
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), []);
+    for r in &runs {
+        let late = r.lateness_ms.unwrap_or(0);
+        assert!(
+            late > -50,
+            "started {late} ms before its time (by the database's clock): {r:?}"
+        );
+    }
+    assert!(
+        b.log().contains("ERROR") && b.log().contains("database.max_clock_skew"),
+        "{}",
+        b.log()
+    );
+    let n2 = table
+        .lines()
+        .find(|l| l.starts_with("n2"))
+        .unwrap_or_default();
+    let skew: i64 = n2.split_whitespace().nth(4).unwrap_or("0").parse().unwrap();
+    assert!((1500..2500).contains(&skew), "{table}");
+}
+
+/// A node started with another definition of a job: the WARN appears, `nodes` shows the
+/// job, and nothing runs twice.
+#[test]
+fn a_changed_definition_on_one_node_is_reported() {
+    let url = fresh_database("drift");
+    let a_jobs = "[jobs.same]\nevery = \"1s\"\ncommand = \"true\"\n[jobs.differs]\nevery = \"1s\"\ncommand = \"true\"\n";
+    let b_jobs = "[jobs.same]\nevery = \"1s\"\ncommand = \"true\"\n[jobs.differs]\nevery = \"1s\"\ncommand = \"echo changed\"\n";
+    let mut a = Daemon::prepare_main(&node_main(&url, "n1", ""), a_jobs);
+    let mut b = Daemon::prepare_main(&node_main(&url, "n2", ""), b_jobs);
+    a.spawn_ready();
+    b.spawn_ready();
+    wait_for(Duration::from_secs(30), "the drift WARN", || {
+        let log = a.log() + &b.log();
+        log.lines()
+            .any(|l| {
+                l.contains("WARN")
+                    && l.contains("differs between live nodes")
+                    && l.contains("differs")
+            })
+            .then_some(())
+    });
+    let out = a.cli(&["nodes"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("job \"differs\" differs between live nodes"),
+        "{table}"
+    );
+    assert!(!table.contains("job \"same\""), "{table}");
+    a.signal(Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
+    a.wait_exit(Duration::from_secs(30));
+    b.wait_exit(Duration::from_secs(30));
+    assert_eq!(duplicates(&all_runs(&url)), []);
+}
+
+/// Every CLI command against PostgreSQL: history, show (with output), trigger, nodes, prune.
+#[test]
+fn the_cli_works_against_postgres() {
+    let url = fresh_database("cli");
+    let jobs = "[jobs.hello]\nevery = \"1h\"\ncommand = \"echo hello from postgres\"\n";
+    let mut d = Daemon::prepare_main(&node_main(&url, "solo", ""), jobs);
+    d.spawn_ready();
+    let out = d.cli(&["trigger", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let id = wait_for(Duration::from_secs(20), "the manual run", || {
+        all_runs(&url)
+            .into_iter()
+            .find(|r| r.trigger == "manual" && r.status == "succeeded")
+            .map(|r| r.id)
+    });
+    let history = d.cli(&["history", "--job", "hello"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(text.contains("hello") && text.contains("manual"), "{text}");
+    let show = d.cli(&["show", &id.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("hello from postgres"),
+        "{show:?}"
+    );
+    let json = d.cli(&["history", "--json", "--status", "succeeded"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    let nodes = d.cli(&["nodes"]);
+    let table = String::from_utf8_lossy(&nodes.stdout);
+    assert!(table.contains("solo") && table.contains("alive"), "{table}");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(30));
+    let nodes = d.cli(&["nodes", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&nodes.stdout).unwrap();
+    assert_eq!(list[0]["alive"], false, "a clean stop ends the lease");
+    let pruned = d.cli(&["prune", "--older-than", "0s"]);
+    assert!(
+        String::from_utf8_lossy(&pruned.stdout).contains("deleted 1 runs"),
+        "{pruned:?}"
+    );
+}
+
+/// A PostgreSQL server of the test's own (the outage test stops it; the shared one serves
+/// the other tests meanwhile), run as `postgres` when the tests run as root (initdb refuses
+/// root).
+struct OwnServer {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start() -> Self {
+        let pg_ctl = std::env::var("HOURGLASS_TEST_PG_CTL")
+            .expect("HOURGLASS_TEST_PG_CTL is not set: run the tests with scripts/test.sh");
+        let bin = std::path::Path::new(&pg_ctl)
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let dir = tempfile::tempdir().unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+            nix::unistd::chown(dir.path(), Some(pg.uid), Some(pg.gid)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Self { dir, bin, port };
+        let data = server.dir.path().join("data");
+        server.pg(&[
+            "initdb",
+            "-D",
+            data.to_str().unwrap(),
+            "--auth=trust",
+            "-U",
+            "postgres",
+        ]);
+        server.up();
+        server
+    }
+
+    /// Runs a PostgreSQL program (as `postgres` when root).
+    fn pg(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if nix::unistd::geteuid().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let out = cmd.args(&args[1..]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+
+    fn up(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-w",
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "start",
+        ]);
+    }
+
+    fn down(&self) {
+        let data = self.dir.path().join("data");
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        if data.join("postmaster.pid").exists() {
+            let _ = std::panic::catch_unwind(|| {
+                self.pg(&[
+                    "pg_ctl",
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "stop",
+                ]);
+            });
+        }
+    }
+}
+
+/// Whether the records of an outage that began at `down_at` are in: the slow runs going then
+/// ended (written from the spill file), a skipped row for `tick`, a catch-up run of `newest`.
+fn outage_recorded(runs: &[RunRow], down_at: DateTime<Utc>) -> bool {
+    let slow_done = runs
+        .iter()
+        .filter(|r| r.job == "slow" && ts(&r.scheduled_for) < down_at)
+        .all(|r| r.status == "succeeded");
+    let skipped = runs.iter().any(|r| {
+        r.job == "tick"
+            && r.status == "skipped"
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("shared database could not be reached"))
+    });
+    let newest_ran = runs
+        .iter()
+        .any(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded");
+    slow_done && skipped && newest_ran
+}
+
+/// PostgreSQL stopped for 15 s: no node crashes, no firing runs twice, a run that finished
+/// meanwhile is recorded after (the spill file), and the firings missed meanwhile follow
+/// `catch_up`: "skip" gets a skipped row, "latest" runs once.
+#[test]
+fn a_database_outage_loses_no_record_and_doubles_no_firing() {
+    let server = OwnServer::start();
+    let url = server.url();
+    let jobs = "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n\
+                [jobs.newest]\nevery = \"1s\"\ncommand = \"true\"\ncatch_up = \"latest\"\n\
+                [jobs.slow]\nevery = \"5s\"\ncommand = \"sleep 8\"\noverlap = \"allow\"\n";
+    let mut nodes = start_nodes(&url, 2, jobs, |_| String::new());
+    wait_for(Duration::from_secs(30), "a slow run going", || {
+        all_runs(&url)
+            .iter()
+            .any(|r| r.job == "slow" && r.status == "running")
+            .then_some(())
+    });
+    let down_at = Utc::now();
+    server.down();
+    let down_done = Utc::now();
+    std::thread::sleep(Duration::from_secs(15));
+    server.up();
+    let up_at = Utc::now();
+    for d in &mut nodes {
+        let child = d.child.as_mut().unwrap();
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a node died: {}",
+            d.log()
+        );
+    }
+    wait_for(Duration::from_secs(60), "the outage's records", || {
+        outage_recorded(&all_runs(&url), down_at).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), [], "firings recorded twice");
+    // Firings of the outage's last seconds may still be claimed once it ends (a claim waits
+    // up to 5 s for a connection): those run late, as any firing up to 60 s late does.
+    let outage = |r: &&RunRow| {
+        let t = ts(&r.scheduled_for);
+        t > down_done + chrono::TimeDelta::seconds(1) && t < up_at - chrono::TimeDelta::seconds(6)
+    };
+    let newest: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded")
+        .collect();
+    assert_eq!(
+        newest.len(),
+        1,
+        "latest ran {} times: {newest:#?}",
+        newest.len()
+    );
+    let tick_ran: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.job == "tick" && r.status == "succeeded")
+        .filter(outage)
+        .collect();
+    assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
+}
