@@ -10,7 +10,7 @@
 //!     │  (SIGHUP, file watch, triggers,                                     ▼
 //!     │   retention, systemd notify)                           job::JobKind::execute (command, ...)
 //!     │                                                                     │
-//!     └──────────── store (SQLite, all SQL) ◄── recorder (batched writer) ◄─┘
+//!     └──── store (SQLite or PostgreSQL, all SQL) ◄── recorder (batched) ◄─┘
 //! ```
 //!
 //! Imports flow one way, from the bottom of this list up: a module uses only those below it
@@ -18,14 +18,19 @@
 //!
 //! - [`cli`]: the command line; [`daemon`]: lifecycle (start, serve, drain, finish; what dead
 //!   runs left; background loops); [`logging`]: tracing setup.
+//! - [`node`]: this daemon as one node of a shared PostgreSQL database (heartbeat and lease,
+//!   clock skew, definition digests, taking over from dead nodes).
 //! - [`config`]: the only module that reads config files and the environment: the main file
 //!   into `Settings`, the job files' common fields, then one arm per kind (each kind validates
 //!   its own table in `job/<kind>`); [`problem`]: problems located by file, job and field, and
 //!   the shared field parsers; [`messages`]: serde's errors in the user's words.
-//! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff;
-//!   [`due`]: which of the occurrences due at once are late, caught up or missed.
+//! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff; its
+//!   `plan` starts what a wake runs and records what it misses.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records): its
-//!   `slot` (per-job state across reloads) and `firing` (waits, attempts, ends).
+//!   `slot` (per-job state across reloads), `firing` (waits, attempts, ends), `claim` (on a
+//!   shared database, the node that wins a firing's claim runs it) and `turn` (overlap across
+//!   nodes).
+//! - [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`alert`]: failure/recovery alerts by email and webhook (the `notify` settings), knowing
 //!   jobs by name only.
 //! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
@@ -39,8 +44,8 @@
 //! - [`smtp`]: configured SMTP servers; [`http_client`]: the shared HTTP clients, crypto
 //!   provider, error chains and redacted URLs; [`secret`]: secret values (referenced while
 //!   the config is validated, read afterwards by `load` only).
-//! - [`recorder`] and [`store`] (records, the batched writer, all SQL): history off the
-//!   firing path; [`spill`]: the file that keeps run records while the database cannot take
+//! - [`recorder`] and [`store`] (records, the batched writer, all SQL, `sqlite` and
+//!   `postgres` behind one `Store`): history off the firing path; [`spill`]: the file that keeps run records while the database cannot take
 //!   them.
 
 pub mod alert;

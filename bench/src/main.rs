@@ -7,6 +7,7 @@
 //! `--only burst,scale` picks scenarios. The history writer's own harness is
 //! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
+mod cluster;
 mod http_server;
 mod peer;
 mod proc;
@@ -29,7 +30,7 @@ struct Args {
     #[arg(long, global = true)]
     bin: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
-    /// http, scale, reload, history, idle).
+    /// http, scale, reload, history, idle, cluster).
     #[arg(long, global = true, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds per compared scenario (medians are over rounds).
@@ -975,6 +976,13 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
     }
     if want("idle") {
         idle(b, if smoke { 2 } else { 60 })?;
+    }
+    if want("cluster") {
+        if smoke {
+            cluster::cluster(b, 5, 3, 50)?;
+        } else {
+            cluster::cluster(b, 100, 20, 10_000)?;
+        }
     }
     Ok(())
 }

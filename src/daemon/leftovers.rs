@@ -31,9 +31,16 @@ pub(super) async fn stop_previous_runs(
     if let Err(e) = Processes::become_subreaper() {
         tracing::warn!(error = %e, "cannot become the subreaper of jobs' processes: processes that leave their run's process group will outlive it");
     }
+    // On a shared database every node's jobs carry the node's name too: a node starting
+    // stops what its own dead life left, never another node's runs on the same machine.
     let database_id = store.database_id().await?;
-    processes.set_marker(&database_id);
-    let orphans = tokio::task::spawn_blocking(move || crate::processes::stop_orphans(&database_id))
+    let marker = if store.is_shared() {
+        format!("{database_id}/{node}")
+    } else {
+        database_id
+    };
+    processes.set_marker(&marker);
+    let orphans = tokio::task::spawn_blocking(move || crate::processes::stop_orphans(&marker))
         .await
         .unwrap_or_default();
     if !orphans.is_empty() {

@@ -1,5 +1,5 @@
-//! The history database: all SQL lives here, behind one [`Store`] with two implementations.
-//! SQLite ([`sqlite`], the default: one file, one daemon) and PostgreSQL ([`postgres`]:
+//! The history database: all SQL lives here, behind one [`Store`] with two implementations:
+//! SQLite (`sqlite`, the default: one file, one daemon) and PostgreSQL (`postgres`:
 //! several daemons, "nodes", sharing one database, each firing claimed by one of them). Both
 //! have the same tables, views and CLI behaviour; run records are written in batches by the
 //! recorder through a [`HistoryWriter`].

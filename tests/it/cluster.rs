@@ -93,6 +93,22 @@ fn stop_all(nodes: &mut [Daemon]) {
                 break s;
             }
             if Instant::now() > deadline {
+                let pid = child.id();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let mut threads = String::new();
+                for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let p = t.path();
+                    let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                    let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+                    let stack = std::fs::read_to_string(p.join("stack")).unwrap_or_default();
+                    threads.push_str(&format!("{stat}\nwchan {wchan}\n{stack}\n"));
+                }
+                eprintln!("STUCK pid {pid}\n{status}\n{threads}");
                 let log = d.log();
                 let tail: Vec<&str> = log.lines().rev().take(40).collect();
                 panic!(
@@ -106,9 +122,13 @@ fn stop_all(nodes: &mut [Daemon]) {
     }
 }
 
+/// `count` every-second jobs (`overlap = "allow"`: a run slowed past a second by the load of
+/// the machine must not turn a firing into a skip; overlap has tests of its own).
 fn every_second_jobs(count: usize) -> String {
     (0..count)
-        .map(|i| format!("[jobs.j{i:03}]\nevery = \"1s\"\ncommand = \"true\"\n"))
+        .map(|i| {
+            format!("[jobs.j{i:03}]\nevery = \"1s\"\ncommand = \"true\"\noverlap = \"allow\"\n")
+        })
         .collect()
 }
 
@@ -590,4 +610,71 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
         .filter(outage)
         .collect();
     assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
+}
+
+/// `overlap = "replace"` across nodes: a newer firing claimed by another node stops the run
+/// within 2 s, and two runs never overlap for longer than that.
+#[test]
+fn overlap_replace_stops_the_run_on_the_other_node() {
+    let url = fresh_database("replace");
+    let jobs = "[jobs.long]\nevery = \"3s\"\ncommand = \"sleep 30\"\noverlap = \"replace\"\n";
+    let mut nodes = start_nodes(&url, 2, jobs, |_| String::new());
+    let across = wait_for(Duration::from_secs(60), "a replace across nodes", || {
+        let runs = all_runs(&url);
+        runs.windows(2)
+            .find(|w| {
+                w[0].status == "cancelled" && w[1].started_at.is_some() && w[0].node != w[1].node
+            })
+            .map(|w| (w[0].clone(), w[1].clone()))
+    });
+    stop_all(&mut nodes);
+    let (old, new) = across;
+    let stopped = ts(old.finished_at.as_deref().unwrap());
+    let started = ts(new.started_at.as_deref().unwrap());
+    let due = ts(&new.scheduled_for);
+    println!(
+        "run {} on {} stopped {} ms after the newer firing was due; run {} on {} started {} ms after",
+        old.id,
+        old.node,
+        (stopped - due).num_milliseconds(),
+        new.id,
+        new.node,
+        (started - due).num_milliseconds()
+    );
+    assert!(
+        stopped - due <= chrono::TimeDelta::seconds(2),
+        "{old:?} {new:?}"
+    );
+    assert!(started >= stopped, "{old:?} {new:?}");
+    assert!(
+        old.error.as_deref().unwrap_or("").contains("replaced"),
+        "{old:?}"
+    );
+}
+
+/// `run_on`: a job asking for a tag runs only on the node that has it.
+#[test]
+fn run_on_places_a_job_on_the_nodes_with_its_tags() {
+    let url = fresh_database("run_on");
+    let jobs = "[jobs.gpu]\nevery = \"1s\"\ncommand = \"true\"\nrun_on = [\"gpu\"]\n\
+                [jobs.any]\nevery = \"1s\"\ncommand = \"true\"\n";
+    let mut nodes = start_nodes(&url, 2, jobs, |i| {
+        if i == 2 {
+            "tags = [\"gpu\"]".into()
+        } else {
+            String::new()
+        }
+    });
+    wait_for(Duration::from_secs(30), "10 runs of the gpu job", || {
+        (all_runs(&url).iter().filter(|r| r.job == "gpu").count() >= 10).then_some(())
+    });
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert!(
+        runs.iter()
+            .filter(|r| r.job == "gpu")
+            .all(|r| r.node == "n2"),
+        "{runs:#?}"
+    );
+    assert_eq!(duplicates(&runs), []);
 }

@@ -142,30 +142,21 @@ impl PgStore {
         me: &str,
         replace: bool,
     ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-        let taken: Option<bool> = sqlx::query_scalar(
+        // One statement: either the row is inserted (this node has the turn), or the holder's
+        // row comes back (marked for replacing when asked); `xmax = 0` tells which.
+        let (node, held_for, inserted): (String, DateTime<Utc>, bool) = sqlx::query_as(
             "INSERT INTO active_runs (job, node, scheduled_for) VALUES ($1, $2, $3) \
-             ON CONFLICT (job) DO NOTHING RETURNING true",
+             ON CONFLICT (job) DO UPDATE SET \
+             replace_requested = active_runs.replace_requested OR $4 \
+             RETURNING node, scheduled_for, xmax = 0",
         )
         .bind(job)
         .bind(me)
         .bind(scheduled_for)
-        .fetch_optional(&self.pool)
-        .await?;
-        if taken.is_some() {
-            return Ok(None);
-        }
-        let holder: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE active_runs SET replace_requested = replace_requested OR $2 \
-             WHERE job = $1 RETURNING node, scheduled_for",
-        )
-        .bind(job)
         .bind(replace)
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        // Gone meanwhile: free, but taken by whoever asks next.
-        Ok(Some(
-            holder.unwrap_or_else(|| (String::new(), scheduled_for)),
-        ))
+        Ok((!inserted).then_some((node, held_for)))
     }
 
     /// Gives the job's turn back.
