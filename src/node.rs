@@ -25,6 +25,34 @@ pub struct NodeInfo {
     pub max_skew: Duration,
 }
 
+/// This machine, for the nodes table: its host name and `/etc/machine-id`.
+pub fn machine() -> String {
+    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    format!("{}/{}", crate::job::template::host_name(), id.trim())
+}
+
+/// The node's first heartbeat, before it fires anything.
+///
+/// # Errors
+/// When the database does not answer, or another machine runs a live node of this name.
+pub async fn join(
+    store: &Store,
+    node: &NodeInfo,
+    jobs: &LoadedJobs,
+) -> Result<(), crate::store::StoreError> {
+    let machine = machine();
+    let beat = NodeBeat {
+        node: &node.name,
+        version: env!("CARGO_PKG_VERSION"),
+        config_digest: &jobs.digest,
+        lease: node.lease,
+        local_now: Utc::now(),
+        first: true,
+        machine: &machine,
+    };
+    store.heartbeat(&beat).await.map(|_| ())
+}
+
 /// What the node has loaded: its job names (for trigger requests) and their digest.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedJobs {
@@ -115,7 +143,6 @@ struct BeatState {
     jobs_written: bool,
     /// Jobs whose definition differs between live nodes, as last logged.
     drift: std::collections::BTreeMap<String, Vec<String>>,
-    beats: u64,
     skewed: bool,
     failing: bool,
     /// Since when beats have been succeeding without a break.
@@ -154,18 +181,19 @@ pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
 /// One heartbeat; `true` when it was written.
 async fn beat(m: &Membership, state: &mut BeatState) -> bool {
     let digest = m.jobs.borrow().digest.clone();
+    let machine = machine();
     let beat = NodeBeat {
         node: &m.node.name,
         version: env!("CARGO_PKG_VERSION"),
         config_digest: &digest,
         lease: m.node.lease,
         local_now: Utc::now(),
-        first: state.beats == 0,
+        first: false,
+        machine: &machine,
     };
     let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
     match m.store.heartbeat(&beat).await {
         Ok(skew_ms) => {
-            state.beats += 1;
             state
                 .healthy_since
                 .get_or_insert_with(tokio::time::Instant::now);

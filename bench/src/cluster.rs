@@ -8,11 +8,11 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hourglass::store::{Database, HistoryFilter, PostgresTarget, RunRow, Store};
+use hourglass::store::{Database, PostgresTarget, RunRow};
 
 use crate::{
-    Bench, Daemon, at_in, fires_of, last_finished, percentile, proc, show, summarize_once,
-    summarize_periodic, wait_until,
+    Bench, Daemon, at_in, fires_of, last_finished, percentile, proc, read_history, show,
+    summarize_once, summarize_periodic, wait_until,
 };
 
 /// One daemon on the shared database.
@@ -56,27 +56,13 @@ fn stop_nodes(nodes: Vec<Node>) -> Result<()> {
 
 /// Every run in the database at `url`.
 fn runs(url: &str) -> Result<Vec<RunRow>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(rt.block_on(async {
-        let target = PostgresTarget {
-            url: url.to_string(),
-            password: None,
-            tls: None,
-            ca_file: None,
-            local: std::env::temp_dir().join("hourglass-bench-reader"),
-        };
-        let store = Store::connect(&Database::Postgres(target)).await?;
-        let rows = store
-            .history(&HistoryFilter {
-                limit: u32::MAX,
-                ..Default::default()
-            })
-            .await;
-        store.close().await;
-        rows
-    })?)
+    read_history(&Database::Postgres(PostgresTarget {
+        url: url.to_string(),
+        password: None,
+        tls: None,
+        ca_file: None,
+        local: std::env::temp_dir().join("hourglass-bench-reader"),
+    }))
 }
 
 /// The cluster rows; a row saying why when there is no PostgreSQL server.

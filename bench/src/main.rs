@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use hourglass::store::{HistoryFilter, RunRow, Store};
+use hourglass::store::{Database, HistoryFilter, RunRow, Store};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -149,22 +149,7 @@ impl Daemon {
     }
 
     fn runs(&self) -> Result<Vec<RunRow>> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let db = self.dir.join("history.db");
-        let rows = rt.block_on(async {
-            let store = Store::open(&db).await?;
-            let rows = store
-                .history(&HistoryFilter {
-                    limit: u32::MAX,
-                    ..Default::default()
-                })
-                .await;
-            store.close().await;
-            rows
-        })?;
-        Ok(rows)
+        read_history(&Database::Sqlite(self.dir.join("history.db")))
     }
 
     fn trigger(&self, job: &str) -> Result<()> {
@@ -192,6 +177,25 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// Every run in `database`, newest first.
+fn read_history(database: &Database) -> Result<Vec<RunRow>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        let store = Store::connect(database).await?;
+        let rows = store
+            .history(&HistoryFilter {
+                limit: u32::MAX,
+                ..Default::default()
+            })
+            .await;
+        store.close().await;
+        rows
+    })?;
+    Ok(rows)
 }
 
 /// A running peer process (see [`peer`]).

@@ -90,7 +90,9 @@ CREATE TABLE nodes (
     started_at    timestamptz NOT NULL,
     heartbeat_at  timestamptz NOT NULL,
     lease_until   timestamptz NOT NULL,
-    skew_ms       bigint      NOT NULL DEFAULT 0
+    skew_ms       bigint      NOT NULL DEFAULT 0,
+    -- The machine the node runs on: another machine cannot take a live node's name.
+    machine       text        NOT NULL DEFAULT ''
 );
 
 -- The digest of each job definition each node has loaded: a job whose digest differs between

@@ -135,6 +135,12 @@ impl Running {
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
         let (loaded, loaded_rx) =
             watch::channel(Arc::new(LoadedJobs::of(&jobs, store.is_shared())));
+        if store.is_shared() {
+            let first = Arc::clone(&loaded.borrow());
+            crate::node::join(&store, &node_info(&settings), &first)
+                .await
+                .context("cannot join the nodes sharing the database")?;
+        }
         scheduler.apply(jobs, alerts, &last_fired);
         release_freed_memory();
         let background = CancellationToken::new();
@@ -407,6 +413,15 @@ fn context(
     Ok(ctx)
 }
 
+/// This node, as its heartbeat describes it.
+fn node_info(settings: &Settings) -> NodeInfo {
+    NodeInfo {
+        name: settings.node.clone(),
+        lease: settings.lease,
+        max_skew: settings.max_clock_skew,
+    }
+}
+
 /// The background tasks, with the receivers of what they find: trigger requests and runs
 /// lost with a dead node.
 type Background = (
@@ -448,11 +463,7 @@ fn spawn_background(
     if store.is_shared() {
         let membership = Membership {
             store: store.clone(),
-            node: NodeInfo {
-                name: settings.node.clone(),
-                lease: settings.lease,
-                max_skew: settings.max_clock_skew,
-            },
+            node: node_info(settings),
             jobs: loaded,
             ids: Arc::clone(ids),
             lost: lost_tx,

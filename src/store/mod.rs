@@ -42,6 +42,11 @@ pub enum StoreError {
     /// was written may have gone into a deleted file.
     #[error("the history database file {0} was removed or replaced")]
     Replaced(PathBuf),
+    /// Another machine runs a live node of this name (shared database).
+    #[error(
+        "another machine runs a node named {0:?} whose lease holds: give this daemon another daemon.node"
+    )]
+    NodeNameTaken(String),
     /// The database's password could not be read.
     #[error("database.password: {0}")]
     Password(String),

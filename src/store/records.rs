@@ -324,6 +324,8 @@ pub struct NodeBeat<'a> {
     pub local_now: DateTime<Utc>,
     /// Whether this is its first beat since it started.
     pub first: bool,
+    /// The machine it runs on (host name and machine id).
+    pub machine: &'a str,
 }
 
 /// One node sharing the database, as `hourglass nodes` shows it.

@@ -581,9 +581,31 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
             d.log()
         );
     }
-    wait_for(Duration::from_secs(60), "the outage's records", || {
-        outage_recorded(&all_runs(&url), down_at).then_some(())
-    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !outage_recorded(&all_runs(&url), down_at) {
+        if Instant::now() > deadline {
+            let notes: Vec<String> = nodes
+                .iter()
+                .flat_map(|d| {
+                    d.log()
+                        .lines()
+                        .filter(|l| !l.contains("run started") && !l.contains("run finished"))
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let runs = all_runs(&url);
+            let odd: Vec<&RunRow> = runs
+                .iter()
+                .filter(|r| r.status != "succeeded" || r.trigger != "schedule")
+                .collect();
+            panic!(
+                "the outage's records are not all in:\n{}\n{odd:#?}",
+                notes.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     std::thread::sleep(Duration::from_secs(3));
     stop_all(&mut nodes);
     let runs = all_runs(&url);
@@ -677,4 +699,31 @@ fn run_on_places_a_job_on_the_nodes_with_its_tags() {
         "{runs:#?}"
     );
     assert_eq!(duplicates(&runs), []);
+}
+
+/// A node name another machine's live node has is refused at start, naming the setting.
+#[test]
+fn a_live_node_name_of_another_machine_is_refused() {
+    let url = fresh_database("name_taken");
+    let jobs = "[jobs.a]\nevery = \"1h\"\ncommand = \"true\"\n";
+    let mut first = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
+    first.spawn_ready();
+    stop_all(std::slice::from_mut(&mut first));
+    // Another machine took the name and holds its lease.
+    let out = std::process::Command::new("psql")
+        .arg(&url)
+        .args(["-q", "-c"])
+        .arg("UPDATE nodes SET machine = 'elsewhere', lease_until = now() + interval '1 hour'")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut second = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
+    second.spawn();
+    let status = second.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = second.log();
+    assert!(
+        log.contains("another machine runs a node named \"web-1\"") && log.contains("daemon.node"),
+        "{log}"
+    );
 }

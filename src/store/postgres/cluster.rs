@@ -273,15 +273,17 @@ impl PgStore {
     /// minus the database's); returns the skew in milliseconds.
     pub(in crate::store) async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
         let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
-        let skew: i64 = sqlx::query_scalar(
+        let skew: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
-             lease_until, skew_ms) \
+             lease_until, skew_ms, machine) \
              VALUES ($1, $2, $3, now(), now(), now() + $4 * interval '1 millisecond', \
-             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint) \
+             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint, $7) \
              ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
              config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, \
              lease_until = excluded.lease_until, skew_ms = excluded.skew_ms, \
+             machine = excluded.machine, \
              started_at = CASE WHEN $6 THEN excluded.started_at ELSE nodes.started_at END \
+             WHERE nodes.machine = excluded.machine OR nodes.lease_until < now() \
              RETURNING skew_ms",
         )
         .bind(beat.node)
@@ -290,9 +292,10 @@ impl PgStore {
         .bind(lease_ms)
         .bind(beat.local_now)
         .bind(beat.first)
-        .fetch_one(&self.pool)
+        .bind(beat.machine)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(skew)
+        skew.ok_or_else(|| StoreError::NodeNameTaken(beat.node.to_string()))
     }
 
     /// Every node, with whether its lease still holds by the database's clock.
