@@ -134,6 +134,8 @@ pub struct Membership {
     pub ids: Arc<RunIds>,
     /// Where runs lost with a dead node go (the daemon retries them per `on_node_loss`).
     pub lost: mpsc::Sender<LostRun>,
+    /// Told whether the database answers each heartbeat.
+    pub health: Arc<crate::runner::ClaimHealth>,
 }
 
 /// What the heartbeat has seen so far.
@@ -192,7 +194,9 @@ async fn beat(m: &Membership, state: &mut BeatState) -> bool {
         machine: &machine,
     };
     let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
-    match m.store.heartbeat(&beat).await {
+    let answer = m.store.heartbeat(&beat).await;
+    m.health.set_reachable(answer.is_ok());
+    match answer {
         Ok(skew_ms) => {
             state
                 .healthy_since

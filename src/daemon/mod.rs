@@ -467,6 +467,7 @@ fn spawn_background(
             jobs: loaded,
             ids: Arc::clone(ids),
             lost: lost_tx,
+            health: Arc::clone(&ctx.claims),
         };
         tasks.spawn(heartbeat_loop(membership, cancel.clone()));
     }

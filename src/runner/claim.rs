@@ -23,7 +23,12 @@ const MAX_KEPT: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct ClaimHealth {
     failing: AtomicBool,
+    /// The node's heartbeat (on connections of its own) failed last: the database is out of
+    /// reach, not merely busy.
+    unreachable: AtomicBool,
     unclaimed: Mutex<Vec<Unclaimed>>,
+    /// Turns (job, firing) not given back while the database did not answer.
+    turns: Mutex<Vec<(String, DateTime<Utc>)>>,
 }
 
 #[derive(Debug)]
@@ -37,6 +42,25 @@ impl ClaimHealth {
     /// Whether claims are failing now.
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed)
+    }
+
+    /// What the node's last heartbeat found: whether the database answered.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.unreachable.store(!reachable, Ordering::Relaxed);
+    }
+
+    /// Whether the database answers the heartbeat (a claim that found every connection
+    /// busy waits for one then, instead of giving up).
+    pub fn reachable(&self) -> bool {
+        !self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Keeps a turn that could not be given back, for when the database answers again.
+    pub(super) fn keep_turn(&self, job: &str, at: DateTime<Utc>) {
+        if let Ok(mut turns) = self.turns.lock() {
+            turns.push((job.to_string(), at));
+        }
+        self.failing.store(true, Ordering::Relaxed);
     }
 
     /// Keeps a firing that could not be claimed, for when the database answers again.
@@ -111,6 +135,9 @@ fn busy_delay(ctx: &Context) -> std::time::Duration {
     std::time::Duration::from_millis(running + full)
 }
 
+/// How many more times a claim waits for a connection while all are busy (15 s each).
+const MAX_BUSY_RETRIES: usize = 3;
+
 /// How many times a firing early by the database's clock is claimed again.
 const MAX_EARLY_RETRIES: usize = 4;
 /// The longest wait for a firing to be due by the database's clock: a clock further ahead is
@@ -118,12 +145,24 @@ const MAX_EARLY_RETRIES: usize = 4;
 const MAX_EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) -> Option<Claim> {
-    match ctx
-        .services
-        .store
-        .claim_firing(job, scheduled_for, &ctx.node)
-        .await
-    {
+    let store = &ctx.services.store;
+    let mut answer = if ctx.claims.reachable() {
+        store.claim_firing(job, scheduled_for, &ctx.node).await
+    } else {
+        // The heartbeat found the database out of reach: no waiting for a connection.
+        Err(crate::store::StoreError::Unreachable)
+    };
+    // Every connection busy with a burst while the heartbeat says the database answers: wait
+    // for one (the firing runs late) rather than count it as an outage.
+    for _ in 0..MAX_BUSY_RETRIES {
+        match &answer {
+            Err(e) if e.is_busy() && ctx.claims.reachable() && !ctx.draining.is_cancelled() => {
+                answer = store.claim_firing(job, scheduled_for, &ctx.node).await;
+            }
+            _ => break,
+        }
+    }
+    match answer {
         Ok(claim) => {
             recovered(ctx);
             Some(claim)
@@ -142,7 +181,8 @@ async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) 
 /// The shared database answered: if claims were failing, the firings kept meanwhile follow
 /// their jobs' `catch_up` policy now.
 pub fn recovered(ctx: &Arc<Context>) {
-    if !ctx.claims.failing.swap(false, Ordering::Relaxed) {
+    // Until the heartbeat has seen the database answer, claims still fail at once.
+    if !ctx.claims.reachable() || !ctx.claims.failing.swap(false, Ordering::Relaxed) {
         return;
     }
     let kept = ctx
@@ -151,10 +191,29 @@ pub fn recovered(ctx: &Arc<Context>) {
         .lock()
         .map(|mut k| std::mem::take(&mut *k))
         .unwrap_or_default();
+    let turns = ctx
+        .claims
+        .turns
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
     tracing::info!(
         firings = kept.len(),
+        turns = turns.len(),
         "the shared database answers again: this node claims firings again"
     );
+    let ctx2 = Arc::clone(ctx);
+    ctx.tracker.spawn(async move {
+        // First the turns of runs that ended meanwhile, so that they block nothing.
+        for (job, at) in turns {
+            super::turn::give_turn(&ctx2, &job, at).await;
+        }
+        catch_up_kept(&ctx2, kept);
+    });
+}
+
+/// The firings kept during an outage, per job, under each job's `catch_up` policy.
+fn catch_up_kept(ctx: &Arc<Context>, kept: Vec<Unclaimed>) {
     let mut by_job: BTreeMap<String, JobFirings> = BTreeMap::new();
     for u in kept {
         let entry = by_job
@@ -194,12 +253,12 @@ fn catch_up_unclaimed(
     };
     let run: Vec<DateTime<Utc>> = in_window.iter().rev().take(keep).rev().copied().collect();
     let not_run: Vec<DateTime<Utc>> = times.iter().filter(|t| !run.contains(t)).copied().collect();
-    if let (Some(first), Some(last)) = (not_run.first(), not_run.last()) {
+    if let (Some(&first), Some(&last)) = (not_run.first(), not_run.last()) {
         let reason = format!(
             "not run: the shared database could not be reached; {} firing(s) from {} to {} (catch_up = \"{}\", catch_up_window = \"{}\")",
             not_run.len(),
-            format_ts(*first),
-            format_ts(*last),
+            format_ts(first),
+            format_ts(last),
             match job.catch_up {
                 CatchUp::Skip => "skip",
                 CatchUp::Latest => "latest",
@@ -207,11 +266,18 @@ fn catch_up_unclaimed(
             },
             humantime::format_duration(job.catch_up_window)
         );
-        let firing = Firing::new(ctx, slot, job, *first, Trigger::CatchUp);
+        let firing = Firing::new(ctx, slot, job, first, Trigger::CatchUp);
         let ctx2 = Arc::clone(ctx);
         ctx.tracker.spawn(async move {
-            if claim(&ctx2, &firing.job, firing.scheduled_for).await == Claimed::Mine {
-                firing.skip(1, &reason);
+            match claim(&ctx2, &firing.job, firing.scheduled_for).await {
+                Claimed::Mine => firing.skip(1, &reason),
+                // Out of reach again: kept for the next time it answers.
+                Claimed::Unreachable => {
+                    for t in not_run {
+                        ctx2.claims.keep(&firing.slot, &firing.job, t);
+                    }
+                }
+                Claimed::NotMine => {}
             }
         });
     }
@@ -241,7 +307,10 @@ fn run_latest(
         match store.claim_latest(&job.name, latest, since, &ctx2.node).await {
             Ok(true) => super::run_claimed_series(&ctx2, &slot, &job, vec![(latest, Trigger::CatchUp)]),
             Ok(false) => {}
-            Err(e) => tracing::warn!(job = %job.name, error = %e, "cannot claim the catch-up run after the outage; not run"),
+            Err(e) => {
+                tracing::debug!(job = %job.name, error = %e, "cannot claim the catch-up run after the outage; kept for later");
+                ctx2.claims.keep(&slot, &job, latest);
+            }
         }
     });
 }

@@ -62,8 +62,9 @@ pub struct Context {
     /// Whether the history database is shared with other nodes: each firing is then claimed
     /// before it runs, and runs on the node that wins the claim only.
     pub shared: bool,
-    /// Whether claims are failing.
-    pub claims: ClaimHealth,
+    /// Whether claims are failing (shared with the heartbeat, which says whether the
+    /// database answers).
+    pub claims: Arc<ClaimHealth>,
     /// This node's tags: a job whose `run_on` asks for others does not run here.
     pub tags: Vec<String>,
 }
@@ -98,7 +99,7 @@ impl Context {
             processes: Arc::default(),
             running: AtomicUsize::new(0),
             shared: false,
-            claims: ClaimHealth::default(),
+            claims: Arc::default(),
             tags: Vec::new(),
         }
     }

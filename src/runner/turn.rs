@@ -11,16 +11,25 @@ use chrono::{DateTime, Utc};
 use super::Context;
 use super::firing::Firing;
 use crate::job::Overlap;
+use crate::store::Trigger;
 
 /// How often a waiting firing asks for the turn again.
 const POLL: Duration = Duration::from_millis(250);
+/// How many failed tries (a database that does not answer, a pool whose connections are all
+/// busy with a burst) a `skip` firing makes before it is recorded skipped for it.
+const MAX_FAILURES: u32 = 4;
 
 impl Firing {
     /// Takes the job's turn across nodes; `false` when the firing gives up (recorded).
     pub(super) async fn cluster_turn(&self) -> bool {
-        let overlap = self.job.overlap;
+        // Catch-up firings are never skipped by the overlap policy (they run one after
+        // another): they wait their turn as `queue` does.
+        let overlap = match (self.job.overlap, self.trigger) {
+            (Overlap::Skip, Trigger::CatchUp) => Overlap::Queue,
+            (overlap, _) => overlap,
+        };
         let store = &self.ctx.services.store;
-        let mut asked = false;
+        let (mut asked, mut failures) = (false, 0);
         loop {
             let replace = overlap == Overlap::Replace && !asked;
             match store
@@ -39,12 +48,16 @@ impl Firing {
                         return false;
                     }
                 }
-                Err(e) if overlap == Overlap::Skip => {
+                Err(e) if overlap == Overlap::Skip && failures >= MAX_FAILURES => {
                     self.skip(1, &format!("cannot check the shared database for a run of this job on another node ({e})"));
                     return false;
                 }
                 Err(e) => {
-                    tracing::debug!(job = %self.job.name, error = %e, "cannot take the job's turn; trying again")
+                    // Busy connections while the database answers are not its failure.
+                    if !(e.is_busy() && self.ctx.claims.reachable()) {
+                        failures += 1;
+                    }
+                    tracing::debug!(job = %self.job.name, error = %e, "cannot take the job's turn; trying again");
                 }
             }
             let what = "waiting for the job's run on another node to end";
@@ -59,26 +72,12 @@ impl Firing {
     }
 }
 
-/// Gives the job's turn back, trying again while the database does not answer (the other
-/// nodes wait for it meanwhile; a node that dies holding it loses it with its lease).
+/// Gives the job's turn back. When the database does not answer, the turn is kept to give
+/// back first thing once it does (before the firings missed meanwhile are caught up), so a
+/// finished run never blocks the job's next firings for longer than the outage.
 pub(super) async fn give_turn(ctx: &Arc<Context>, job: &str, at: DateTime<Utc>) {
-    let mut wait = POLL;
-    for _ in 0..20 {
-        match ctx.services.store.give_turn(job, at, &ctx.node).await {
-            Ok(()) => return,
-            Err(e) => {
-                // A stopping node's turns are freed when it starts again (or by its lease).
-                if ctx.draining.is_cancelled() {
-                    return;
-                }
-                tracing::debug!(job, error = %e, "cannot give the job's turn back; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-        }
+    if let Err(e) = ctx.services.store.give_turn(job, at, &ctx.node).await {
+        tracing::debug!(job, error = %e, "cannot give the job's turn back; given back when the database answers");
+        ctx.claims.keep_turn(job, at);
     }
-    tracing::warn!(
-        job,
-        "cannot give the job's turn back: the other nodes wait for it until this node's lease runs out or it restarts"
-    );
 }

@@ -42,6 +42,9 @@ pub enum StoreError {
     /// was written may have gone into a deleted file.
     #[error("the history database file {0} was removed or replaced")]
     Replaced(PathBuf),
+    /// The node's heartbeat found the shared database out of reach.
+    #[error("history database: out of reach (the node's heartbeat fails)")]
+    Unreachable,
     /// Another machine runs a live node of this name (shared database).
     #[error(
         "another machine runs a node named {0:?} whose lease holds: give this daemon another daemon.node"
@@ -50,6 +53,14 @@ pub enum StoreError {
     /// The database's password could not be read.
     #[error("database.password: {0}")]
     Password(String),
+}
+
+impl StoreError {
+    /// Whether every connection was busy (a burst of queries), rather than the database out
+    /// of reach.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::PoolTimedOut))
+    }
 }
 
 /// Formats a timestamp the way the database stores it.

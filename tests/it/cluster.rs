@@ -153,7 +153,9 @@ fn three_nodes_run_every_firing_exactly_once() {
             .or_default()
             .push(ts(&r.scheduled_for));
         *per_node.entry(&r.node).or_default() += 1;
-        assert_eq!(r.status, "succeeded", "{r:?}");
+        if ts(&r.scheduled_for) < to {
+            assert_eq!(r.status, "succeeded", "{r:?}");
+        }
     }
     let mut checked = 0;
     for i in 0..200 {
@@ -610,11 +612,13 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
     stop_all(&mut nodes);
     let runs = all_runs(&url);
     assert_eq!(duplicates(&runs), [], "firings recorded twice");
-    // Firings of the outage's last seconds may still be claimed once it ends (a claim waits
-    // up to 5 s for a connection): those run late, as any firing up to 60 s late does.
+    // Claims made before the heartbeat saw the outage (within a sixth of the lease, 10 s
+    // here, plus its 3 s connection timeout) wait up to 15 s for a connection: those that get
+    // one once the database is back run late, as any firing up to 60 s late does. After
+    // that, claims fail at once and the missed firings follow catch_up.
     let outage = |r: &&RunRow| {
         let t = ts(&r.scheduled_for);
-        t > down_done + chrono::TimeDelta::seconds(1) && t < up_at - chrono::TimeDelta::seconds(6)
+        t > down_done + chrono::TimeDelta::seconds(6) && t < up_at - chrono::TimeDelta::seconds(2)
     };
     let newest: Vec<&RunRow> = runs
         .iter()

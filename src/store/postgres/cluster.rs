@@ -50,7 +50,7 @@ impl PgStore {
         me: &str,
         ids: &(dyn Fn() -> i64 + Sync),
     ) -> Result<Vec<LostRun>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.members.begin().await?;
         let mut lost: Vec<LostRun> = sqlx::query_as(
             "UPDATE runs SET status = 'abandoned', finished_at = now(), \
              error = 'node ' || runs.node || ' stopped answering (its lease ran out at ' || \
@@ -196,7 +196,7 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let (names, digests): (Vec<&str>, Vec<&str>) =
             jobs.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.members.begin().await?;
         sqlx::query("DELETE FROM node_jobs WHERE node = $1")
             .bind(me)
             .execute(&mut *tx)
@@ -224,7 +224,7 @@ impl PgStore {
              WHERE (SELECT count(DISTINCT config_digest) FROM nodes WHERE lease_until > now()) > 1 \
              GROUP BY j.job HAVING count(DISTINCT j.digest) > 1 ORDER BY j.job",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.members)
         .await?)
     }
 
@@ -232,7 +232,7 @@ impl PgStore {
     pub(in crate::store) async fn leave(&self, me: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE nodes SET lease_until = now() WHERE name = $1")
             .bind(me)
-            .execute(&self.pool)
+            .execute(&self.members)
             .await?;
         Ok(())
     }
@@ -293,7 +293,7 @@ impl PgStore {
         .bind(beat.local_now)
         .bind(beat.first)
         .bind(beat.machine)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.members)
         .await?;
         skew.ok_or_else(|| StoreError::NodeNameTaken(beat.node.to_string()))
     }
@@ -304,7 +304,7 @@ impl PgStore {
             "SELECT name, version, config_digest, hg_ts(started_at), hg_ts(heartbeat_at), \
              hg_ts(lease_until), skew_ms, lease_until > now() FROM nodes ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.members)
         .await?;
         Ok(rows
             .iter()

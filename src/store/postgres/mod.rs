@@ -22,13 +22,22 @@ use super::{
 };
 use batch::write_plan;
 
-/// How long a node waits for a connection before a query counts as failed.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a query waits for a connection: a burst of claims (10,000 firings due at once)
+/// queues for the pool in order. An outage is seen by the heartbeat, on connections of its
+/// own and sooner ([`MEMBERS_TIMEOUT`]); claims then fail at once.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the heartbeat waits for a connection of its own: longer means the database is
+/// out of reach.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections per node (3 nodes take 48 of PostgreSQL's default 100).
+const MAX_CONNECTIONS: u32 = 16;
 
 /// A handle on a PostgreSQL history database.
 #[derive(Debug, Clone)]
 pub(in crate::store) struct PgStore {
     pool: PgPool,
+    /// For the heartbeat, the lease and taking over from dead nodes.
+    members: PgPool,
     /// The node's own files (spill, instance lock) go beside this path.
     local: PathBuf,
 }
@@ -47,15 +56,23 @@ const ONE_RUN: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), 
 impl PgStore {
     /// Connects and migrates.
     pub(super) async fn open(target: &PostgresTarget) -> Result<Self, StoreError> {
+        let options = connect_options(target)?;
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(connect_options(target)?)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // The node's own business (heartbeat, lease, taking over) has connections of its own:
+        // a burst of claims filling the main pool must not cost the node its lease.
+        let members = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(MEMBERS_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Self {
             pool,
+            members,
             local: target.local.clone(),
         })
     }
@@ -66,6 +83,7 @@ impl PgStore {
 
     pub(super) async fn close(&self) {
         self.pool.close().await;
+        self.members.close().await;
     }
 
     /// Marks this node's runs left `running` by its previous life as `abandoned`.
