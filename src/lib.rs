@@ -16,7 +16,7 @@
 //! Imports flow one way, from the bottom of this list up: a module uses only those below it
 //! (`scripts/check-structure.sh` checks the rules CI can grep).
 //!
-//! - [`cli`]: the command line; [`daemon`]: lifecycle (start, serve, drain, finish; what dead
+//! - [`cli`]: the command line (with `next`, `nodes`, completions and man pages); [`daemon`]: lifecycle (start, serve, drain, finish; what dead
 //!   runs left; background loops); [`logging`]: tracing setup.
 //! - [`node`]: this daemon as one node of a shared PostgreSQL database (heartbeat and lease,
 //!   clock skew, definition digests, taking over from dead nodes).

@@ -101,6 +101,13 @@ pub struct Config {
     pub warnings: Vec<Problem>,
 }
 
+/// The system's zone, as jobs without `timezone` get it when `daemon.timezone` is not set:
+/// `TZ`, else `/etc/localtime`, else UTC.
+pub fn default_zone() -> Tz {
+    let tz = std::env::var("TZ").ok();
+    main_file::system_tz(tz.as_deref()).unwrap_or_else(|_| main_file::local_tz())
+}
+
 /// Whether `tag` is a node tag: letters, digits, `-`, `_` and `.`.
 pub(crate) fn valid_tag(tag: &str) -> bool {
     !tag.is_empty()

@@ -461,3 +461,102 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
     assert!(history.status.success(), "{}", text(&history.stderr));
     assert!(text(&history.stdout).contains("good"));
 }
+
+/// `hourglass next` shows fire times with the daemon's DST rule: a spring-forward gap fires at
+/// the first instant after it, a repeated hour once (its first pass). The clock is set with
+/// libfaketime (Debian package `faketime`).
+#[test]
+fn next_previews_fire_times_across_dst() {
+    let run = |at: &str, args: &[&str]| {
+        let out = Command::new("faketime")
+            .arg(at)
+            .arg(BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = run(
+        "2027-03-27 12:00:00",
+        &[
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--count",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Sun 2027-03-28 03:00:00 CEST  (2027-03-28 01:00:00 UTC)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Mon 2027-03-29 02:30:00 CEST  (2027-03-29 00:30:00 UTC)"),
+        "{out}"
+    );
+    let (_, out, _) = run(
+        "2027-10-30 12:00:00",
+        &[
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--count",
+            "2",
+        ],
+    );
+    assert!(
+        out.contains("Sun 2027-10-31 02:30:00 CEST  (2027-10-31 00:30:00 UTC)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Mon 2027-11-01 02:30:00 CET  (2027-11-01 01:30:00 UTC)"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("2027-10-31").count(),
+        2,
+        "the repeated hour fires once: {out}"
+    );
+    let (code, _, err) = run("2027-01-01 00:00:00", &["next", "61 * * * *"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("minute 61 is out of range 0-59"), "{err}");
+    let (code, _, err) = run(
+        "2027-01-01 00:00:00",
+        &["next", "@daily", "--tz", "Mars/Olympus"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("\"Mars/Olympus\" is not an IANA time zone"),
+        "{err}"
+    );
+}
+
+/// Completions for each shell and the man page come from the command line's definition.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let out = |args: &[&str]| {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let bash = out(&["completions", "bash"]);
+    assert!(bash.contains("_hourglass()") && bash.contains("history") && bash.contains("nodes"));
+    assert!(out(&["completions", "zsh"]).starts_with("#compdef hourglass"));
+    assert!(out(&["completions", "fish"]).contains("complete -c hourglass"));
+    let man = out(&["man"]);
+    for page in [
+        "hourglass 1",
+        "hourglass-history 1",
+        "hourglass-trigger 1",
+        "hourglass-next 1",
+    ] {
+        assert!(man.contains(&format!(".TH {page}")), "no page {page}");
+    }
+}

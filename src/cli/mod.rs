@@ -93,6 +93,26 @@ pub enum Command {
         #[arg(long)]
         older_than: String,
     },
+    /// Preview a cron expression's next fire times, like `systemd-analyze calendar`: in the
+    /// zone given (default: `TZ`, else /etc/localtime), with its DST rule applied (a time skipped by a
+    /// spring-forward fires at the first instant after the gap; a repeated one fires once).
+    Next {
+        /// The expression: 5 fields, 6 with seconds first, or a macro (`@daily`).
+        cron: String,
+        /// An IANA zone, e.g. "Europe/Berlin".
+        #[arg(long)]
+        tz: Option<String>,
+        /// How many fire times.
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+    },
+    /// Print a shell completion script: `hourglass completions bash > /etc/bash_completion.d/hourglass`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `hourglass man > hourglass.1`.
+    Man,
     /// Print the documented example main file (`> hourglass.toml`), or with `--jobs` the
     /// example job file (`> jobs.d/examples.toml`).
     ExampleConfig {
@@ -123,6 +143,10 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+mod docs;
+mod next;
+mod nodes;
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -164,7 +188,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { run_id, json } => show(&path, run_id, json).await,
         Command::Trigger { job, no_wait } => trigger(&path, &job, no_wait).await,
         Command::Prune { older_than } => prune(&path, &older_than).await,
-        Command::Nodes { json } => nodes(&path, json).await,
+        Command::Nodes { json } => nodes::nodes(&path, json).await,
+        Command::Next { cron, tz, count } => Ok(next::next(&cron, tz.as_deref(), count)),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 
@@ -246,55 +273,6 @@ async fn show(path: &Path, run_id: i64, json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hourglass nodes`.
-async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open_store(path).await?;
-    if !store.is_shared() {
-        eprintln!(
-            "the history database is a SQLite file, used by one daemon; several daemons share a PostgreSQL database (`[database] url`)"
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let nodes = store.nodes().await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&nodes)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let digests: std::collections::BTreeSet<&str> = nodes
-        .iter()
-        .filter(|n| n.alive)
-        .map(|n| n.config_digest.as_str())
-        .collect();
-    println!(
-        "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {:<16}",
-        "NODE", "STATE", "HEARTBEAT", "LEASE UNTIL", "SKEW MS", "VERSION", "JOBS DIGEST"
-    );
-    for n in &nodes {
-        let drift = if n.alive && digests.len() > 1 {
-            " (differs)"
-        } else {
-            ""
-        };
-        println!(
-            "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {}{drift}",
-            n.name,
-            if n.alive { "alive" } else { "dead" },
-            n.heartbeat_at,
-            n.lease_until,
-            n.skew_ms,
-            n.version,
-            n.config_digest,
-        );
-    }
-    for (job, digests) in store.job_drift().await? {
-        println!(
-            "job {job:?} differs between live nodes: {}",
-            digests.join(" ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `hourglass prune --older-than AGE`.
 async fn prune(path: &Path, older_than: &str) -> anyhow::Result<ExitCode> {
     let age = config::parse_duration(older_than).map_err(anyhow::Error::msg)?;
@@ -335,7 +313,7 @@ fn report_problems(problems: &[config::Problem]) -> ExitCode {
 }
 
 /// Opens the history database the daemon on this config writes, without creating one.
-async fn open_store(path: &Path) -> anyhow::Result<Store> {
+pub(super) async fn open_store(path: &Path) -> anyhow::Result<Store> {
     let (cfg, problems) = load_lenient(path)?;
     note_problems(&problems);
     open_existing(&cfg.settings.database).await

@@ -1,0 +1,55 @@
+//! `hourglass nodes`: the daemons sharing a PostgreSQL history database.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::open_store;
+
+/// `hourglass nodes`.
+pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(path).await?;
+    if !store.is_shared() {
+        eprintln!(
+            "the history database is a SQLite file, used by one daemon; several daemons share a PostgreSQL database (`[database] url`)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let nodes = store.nodes().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let digests: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| n.config_digest.as_str())
+        .collect();
+    println!(
+        "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {:<16}",
+        "NODE", "STATE", "HEARTBEAT", "LEASE UNTIL", "SKEW MS", "VERSION", "JOBS DIGEST"
+    );
+    for n in &nodes {
+        let drift = if n.alive && digests.len() > 1 {
+            " (differs)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {}{drift}",
+            n.name,
+            if n.alive { "alive" } else { "dead" },
+            n.heartbeat_at,
+            n.lease_until,
+            n.skew_ms,
+            n.version,
+            n.config_digest,
+        );
+    }
+    for (job, digests) in store.job_drift().await? {
+        println!(
+            "job {job:?} differs between live nodes: {}",
+            digests.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
