@@ -23,6 +23,23 @@ pub struct NodeInfo {
     pub lease: Duration,
     /// Skew over which the node logs an ERROR.
     pub max_skew: Duration,
+    /// The machine it runs on ([`machine`]).
+    pub machine: String,
+}
+
+impl NodeInfo {
+    /// What a heartbeat of this node with `digest` says.
+    fn beat<'a>(&'a self, digest: &'a str, first: bool) -> NodeBeat<'a> {
+        NodeBeat {
+            node: &self.name,
+            version: env!("CARGO_PKG_VERSION"),
+            config_digest: digest,
+            lease: self.lease,
+            local_now: Utc::now(),
+            first,
+            machine: &self.machine,
+        }
+    }
 }
 
 /// This machine, for the nodes table: its host name and `/etc/machine-id`.
@@ -40,17 +57,10 @@ pub async fn join(
     node: &NodeInfo,
     jobs: &LoadedJobs,
 ) -> Result<(), crate::store::StoreError> {
-    let machine = machine();
-    let beat = NodeBeat {
-        node: &node.name,
-        version: env!("CARGO_PKG_VERSION"),
-        config_digest: &jobs.digest,
-        lease: node.lease,
-        local_now: Utc::now(),
-        first: true,
-        machine: &machine,
-    };
-    store.heartbeat(&beat).await.map(|_| ())
+    store
+        .heartbeat(&node.beat(&jobs.digest, true))
+        .await
+        .map(|_| ())
 }
 
 /// What the node has loaded: its job names (for trigger requests) and their digest.
@@ -183,16 +193,7 @@ pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
 /// One heartbeat; `true` when it was written.
 async fn beat(m: &Membership, state: &mut BeatState) -> bool {
     let digest = m.jobs.borrow().digest.clone();
-    let machine = machine();
-    let beat = NodeBeat {
-        node: &m.node.name,
-        version: env!("CARGO_PKG_VERSION"),
-        config_digest: &digest,
-        lease: m.node.lease,
-        local_now: Utc::now(),
-        first: false,
-        machine: &machine,
-    };
+    let beat = m.node.beat(&digest, false);
     let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
     let answer = m.store.heartbeat(&beat).await;
     m.health.set_reachable(answer.is_ok());

@@ -567,14 +567,7 @@ fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
     let peer_rounds = if limit.is_some() { 0 } else { b.rounds };
     for round in 0..b.rounds.max(1) {
         let at = at_in(lead);
-        let jobs: String = (0..n)
-            .map(|i| {
-                format!(
-                    "[jobs.b{i}]\nat = \"{}\"\ncommand = [\"true\"]\n",
-                    at.to_rfc3339()
-                )
-            })
-            .collect();
+        let jobs = burst_jobs(n, at);
         let runs = until_finished(b, &extra, &jobs, n)?;
         hg.push(summarize_once(&fires_of(&runs, "b"), n));
         last_done.push((last_finished(&runs)? - at).num_milliseconds());
@@ -606,6 +599,18 @@ fn burst(b: &mut Bench, n: usize, limit: Option<usize>) -> Result<()> {
         format!("{} ms", percentile(&last_done, 0.5)),
     );
     Ok(())
+}
+
+/// `n` one-shot commands `b0`... all due at `at`.
+fn burst_jobs(n: usize, at: chrono::DateTime<chrono::Utc>) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[jobs.b{i}]\nat = \"{}\"\ncommand = [\"true\"]\n",
+                at.to_rfc3339()
+            )
+        })
+        .collect()
 }
 
 fn burst_peer(b: &Bench, n: usize, channel: usize, lead: i64) -> Result<Summary> {

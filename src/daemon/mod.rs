@@ -419,6 +419,7 @@ fn node_info(settings: &Settings) -> NodeInfo {
         name: settings.node.clone(),
         lease: settings.lease,
         max_skew: settings.max_clock_skew,
+        machine: crate::node::machine(),
     }
 }
 

@@ -91,6 +91,14 @@ impl Firing {
         }
     }
 
+    /// Records that the job fired for this firing's time (its `job_state`).
+    pub(super) fn record_fired(&self) {
+        self.ctx.recorder.record(Record::Fired {
+            job: self.job.name.clone(),
+            scheduled_for: self.scheduled_for,
+        });
+    }
+
     /// Tells who fired this by hand what became of it (the first news only).
     pub(super) fn tell(&self, news: Dispatched) {
         if let Some(reply) = self.reply.lock().ok().and_then(|mut r| r.take()) {

@@ -16,7 +16,7 @@ use crate::job::{JobSpec, Outcome, Overlap, Services, StopSignal};
 use crate::processes::Processes;
 use crate::recorder::Recorder;
 use crate::run_ids::RunIds;
-use crate::store::{Record, RunStatus, Trigger};
+use crate::store::{RunStatus, Trigger};
 
 mod claim;
 mod firing;
@@ -149,10 +149,7 @@ pub fn fire(
         ctx.tracker.clone().spawn(async move {
             match claim(&ctx, &firing.job, scheduled_for).await {
                 Claimed::Mine => {
-                    ctx.recorder.record(Record::Fired {
-                        job: firing.job.name.clone(),
-                        scheduled_for,
-                    });
+                    firing.record_fired();
                     let overlap = firing.job.overlap;
                     dispatch(firing, overlap);
                 }
@@ -243,12 +240,7 @@ fn series(
                 claim(&firing.ctx, &firing.job, firing.scheduled_for).await
             };
             match claimed {
-                Claimed::Mine if firing.ctx.shared => {
-                    firing.ctx.recorder.record(Record::Fired {
-                        job: firing.job.name.clone(),
-                        scheduled_for: firing.scheduled_for,
-                    });
-                }
+                Claimed::Mine if firing.ctx.shared => firing.record_fired(),
                 Claimed::Mine => {}
                 Claimed::Unreachable => {
                     let ctx = &firing.ctx;
