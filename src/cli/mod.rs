@@ -182,6 +182,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 status,
                 since,
                 limit,
+                after: None,
             };
             history(&path, &filter, json).await
         }

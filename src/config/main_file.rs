@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use super::api::{RawApi, api_settings};
 use super::database::{DatabaseSettings, RawDatabase, database_settings};
 use super::{LogFormat, Settings};
 use crate::alert::{RawNotify, notify_policy};
@@ -22,6 +23,7 @@ use crate::smtp::{RawSmtp, smtp_server};
 pub(crate) struct RawMain {
     pub(crate) daemon: RawDaemon,
     pub(crate) database: RawDatabase,
+    pub(crate) api: RawApi,
     pub(crate) log: RawLog,
     pub(crate) smtp: BTreeMap<String, RawSmtp>,
     pub(crate) notify: Option<RawNotify>,
@@ -109,6 +111,14 @@ pub(crate) fn load_settings(
         &node,
         &mut at,
     );
+    let runtime_dir = std::env::var("RUNTIME_DIRECTORY").ok();
+    let api = api_settings(
+        &raw.api,
+        &resolve,
+        database.local_path(),
+        runtime_dir.as_deref(),
+        &mut at,
+    );
     let timezone = daemon_zone(raw.daemon.timezone.as_deref(), &mut at);
     let retention = match raw.database.retention.as_deref() {
         None => Some(DEFAULT_RETENTION),
@@ -129,6 +139,7 @@ pub(crate) fn load_settings(
         config_path: config_path.to_path_buf(),
         jobs_dir,
         database,
+        api,
         retention,
         timezone,
         max_concurrent_runs,
@@ -272,6 +283,7 @@ pub(crate) fn raw_main(tree: serde_json::Value, at: &mut Located<'_>) -> RawMain
     let mut raw = RawMain {
         daemon: section(&mut top, "daemon", at).unwrap_or_default(),
         database: section(&mut top, "database", at).unwrap_or_default(),
+        api: section(&mut top, "api", at).unwrap_or_default(),
         log: section(&mut top, "log", at).unwrap_or_default(),
         smtp: BTreeMap::new(),
         notify: section(&mut top, "notify", at),
@@ -294,7 +306,7 @@ pub(crate) fn raw_main(tree: serde_json::Value, at: &mut Located<'_>) -> RawMain
         at.push(
             None,
             format!(
-                "unknown table [{key}]; expected [daemon], [database], [log], [smtp.<name>] or [notify] (jobs go in the jobs folder)"
+                "unknown table [{key}]; expected [daemon], [database], [api], [log], [smtp.<name>] or [notify] (jobs go in the jobs folder)"
             ),
         );
     }

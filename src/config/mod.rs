@@ -4,7 +4,10 @@
 //! with the file, the job and the field. This is the only module that reads files or the
 //! environment for configuration.
 
+mod api;
 mod database;
+
+pub use api::ApiSettings;
 mod job_file;
 mod main_file;
 
@@ -60,6 +63,8 @@ pub struct Settings {
     pub jobs_dir: PathBuf,
     /// Where the history is: a SQLite file, or a PostgreSQL database shared with other nodes.
     pub database: Database,
+    /// Where the API listens.
+    pub api: ApiSettings,
     /// How long a node's lease lasts (shared database): a node silent for longer is dead.
     pub lease: Duration,
     /// The clock skew against the database over which a node logs an ERROR.

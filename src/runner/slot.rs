@@ -137,7 +137,8 @@ impl JobSlot {
         self.queue.lock().map_or(0, |q| q.pending.len())
     }
 
-    pub(super) fn active_run(&self) -> Option<i64> {
+    /// The run holding the job's turn (a job whose overlap policy is not `allow`), if any.
+    pub fn active_run(&self) -> Option<i64> {
         match self.active.load(Ordering::Relaxed) {
             0 => None,
             id => Some(id),

@@ -6,7 +6,7 @@
 //! left alone). One task and one heap entry per job instead of a task per job: 100,000
 //! schedules cost a few hundred bytes each.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,14 +15,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{AlertPolicies, AlertPolicy};
-use crate::due::plan;
 use crate::job::JobSpec;
 use crate::runner::{Context, Dispatched, JobSlot};
 use crate::schedule::Schedule;
 
+mod entry;
+mod pause;
 mod plan;
 
-use plan::apply_plan;
+use entry::{Entry, Wake};
+pub use pause::JobView;
 
 pub use crate::due::MAX_CATCH_UP;
 pub use crate::schedule::LATE_GRACE;
@@ -35,141 +37,6 @@ pub const STEP_BACK_BOUND: TimeDelta = TimeDelta::hours(3);
 /// Stale heap entries (of jobs changed or removed since) tolerated before the heap is rebuilt.
 const STALE_SLACK: usize = 1024;
 
-/// One scheduled job.
-struct Entry {
-    spec: Arc<JobSpec>,
-    /// Who runs and who waits; made at the first firing, kept across reloads.
-    slot: Option<Arc<JobSlot>>,
-    /// The occurrence fired last (or the instant the job was scheduled from).
-    last: DateTime<Utc>,
-    /// The next occurrence; `None` when there is none (a one-shot that ran).
-    next: Option<DateTime<Utc>>,
-    /// Who hears about its failures.
-    alert: Option<Arc<AlertPolicy>>,
-    /// Where the stretch of occurrences this timer handled began: `(since, last]` were run or
-    /// recorded.
-    since: DateTime<Utc>,
-    /// Stretches `(from, to]` already handled, ahead of the clock after it stepped back: their
-    /// occurrences are not run again.
-    done: Vec<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-impl Entry {
-    fn slot(&mut self) -> Arc<JobSlot> {
-        let (spec, alert) = (&self.spec, &self.alert);
-        Arc::clone(self.slot.get_or_insert_with(|| {
-            let slot = Arc::new(JobSlot::default());
-            slot.set_spec(spec);
-            slot.set_alert_policy(alert.clone());
-            slot
-        }))
-    }
-
-    /// The first occurrence after `t` that was not handled already.
-    fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut n = self.spec.next_fire_after(t)?;
-        for &(from, to) in &self.done {
-            if n > from && n <= to {
-                n = self.spec.next_fire_after(to)?;
-            }
-        }
-        Some(n)
-    }
-
-    /// What this timer handled ahead of `now` (after the clock stepped back), for the timer
-    /// that replaces it at a reload.
-    fn done_ahead(&self, now: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
-        let mut done = self.done.clone();
-        if self.last > now {
-            done.push((self.since.max(now), self.last));
-        }
-        done.retain(|(_, to)| *to > now);
-        done.sort();
-        done
-    }
-
-    /// Handles every occurrence in `(last, now]` that was not handled already; the cursor
-    /// jumps over each stretch handled before the clock stepped back.
-    fn due(&mut self, ctx: &Arc<Context>, now: DateTime<Utc>) {
-        loop {
-            let hole = self.done.first().copied().filter(|(from, _)| *from < now);
-            let upto = hole.map_or(now, |(from, _)| from);
-            if upto > self.last {
-                let p = plan(&self.spec, self.last, upto, now);
-                if let Some(newest) = p.newest {
-                    let slot = self.slot();
-                    apply_plan(ctx, &slot, &self.spec, p);
-                    self.last = newest;
-                }
-            }
-            match hole {
-                Some((_, to)) => {
-                    self.last = self.last.max(to);
-                    self.done.remove(0);
-                }
-                None => return,
-            }
-        }
-    }
-
-    /// The clock stepped back to `now`, before this job's last occurrence: what was handled
-    /// ahead of `now` is kept aside (not run again), or, after a step longer than
-    /// [`STEP_BACK_BOUND`], forgotten.
-    fn step_back(&mut self, now: DateTime<Utc>, rebuild: bool) {
-        self.done = if rebuild {
-            Vec::new()
-        } else {
-            self.done_ahead(now)
-        };
-        self.since = now;
-        self.last = now;
-        self.reschedule();
-    }
-
-    /// Sets `next`: the first occurrence after `last` not handled already; none when the job
-    /// is disabled.
-    fn reschedule(&mut self) {
-        self.next = if self.spec.enabled {
-            self.next_after(self.last)
-        } else {
-            None
-        };
-    }
-
-    /// The heap entry of its next occurrence, if it has one.
-    fn wake(&self) -> Option<Reverse<Wake>> {
-        self.next.map(|at| {
-            Reverse(Wake {
-                at,
-                spec: Arc::clone(&self.spec),
-            })
-        })
-    }
-}
-
-/// A heap entry: `spec` is due at `at`. Stale once the job changed (another `spec`) or moved on.
-struct Wake {
-    at: DateTime<Utc>,
-    spec: Arc<JobSpec>,
-}
-
-impl PartialEq for Wake {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-impl Eq for Wake {}
-impl PartialOrd for Wake {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Wake {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.at.cmp(&other.at)
-    }
-}
-
 /// Every job's timer state, shared by the scheduler handle and the timer task.
 struct Timers {
     jobs: HashMap<String, Entry>,
@@ -180,6 +47,8 @@ struct Timers {
     retired: HashMap<String, Arc<JobSlot>>,
     /// The newest time the timer has seen (the clock stepped back when `now` is below it).
     seen: DateTime<Utc>,
+    /// Paused jobs (kept across reloads; a pause whose end passed may linger harmlessly).
+    paused: HashMap<String, crate::store::Pause>,
 }
 
 impl Default for Timers {
@@ -190,6 +59,7 @@ impl Default for Timers {
             stale: 0,
             retired: HashMap::new(),
             seen: DateTime::<Utc>::MIN_UTC,
+            paused: HashMap::new(),
         }
     }
 }
@@ -245,8 +115,9 @@ impl Timers {
                 self.stale = self.stale.saturating_sub(1);
                 continue;
             };
-            entry.due(ctx, now);
-            entry.reschedule();
+            let pause = self.paused.get(&wake.spec.name);
+            entry.due(ctx, now, pause);
+            entry.reschedule(pause);
             match entry.wake() {
                 Some(w) => self.heap.push(w),
                 None => {
@@ -274,7 +145,7 @@ impl Timers {
             );
         }
         for e in self.jobs.values_mut().filter(|e| rebuild || e.last > now) {
-            e.step_back(now, rebuild);
+            e.step_back(now, rebuild, self.paused.get(&e.spec.name));
         }
         self.heap = self.jobs.values().filter_map(Entry::wake).collect();
         self.stale = 0;
@@ -484,6 +355,13 @@ fn schedule(
             _ => now,
         },
     };
+    // Occurrences under a pause pass: from now while it holds, from its end after it ended.
+    let pause = t.paused.get(&spec.name);
+    let last = match pause {
+        Some(p) if p.holds_at(now) => now,
+        Some(p) => p.until.map_or(last, |until| last.max(until.min(now))),
+        None => last,
+    };
     // The first occurrence after `last` that was not handled (before a backward step of the
     // clock): if it is due already, the timer handles it at once.
     let spec = Arc::new(spec);
@@ -503,7 +381,7 @@ fn schedule(
         since: last,
         done,
     };
-    entry.reschedule();
+    entry.reschedule(pause);
     if entry.next.is_none() {
         tracing::debug!(job = %entry.spec.name, "no further occurrence");
     }

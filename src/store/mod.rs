@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+mod actions;
 mod postgres;
 mod records;
 mod sqlite;
 mod writer;
 
 use postgres::PgStore;
+pub use actions::{Event, Pause};
 pub use records::*;
 use sqlite::SqliteStore;
 use writer::SqliteWriter;

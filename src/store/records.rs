@@ -255,6 +255,48 @@ pub struct HistoryFilter {
     pub since: Option<DateTime<Utc>>,
     /// At most this many rows (newest first).
     pub limit: u32,
+    /// Only runs after this one in the order rows come (keyset pagination: the last row of
+    /// the page before).
+    pub after: Option<Cursor>,
+}
+
+/// Where a page of history ends: the order is newest first by run id on SQLite, by intended
+/// time then run id on PostgreSQL (whose ids come in blocks per node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The row's intended time.
+    pub scheduled_for: DateTime<Utc>,
+    /// The row's run id.
+    pub id: i64,
+}
+
+impl Cursor {
+    /// The cursor after `row`.
+    pub fn after(row: &RunRow) -> Self {
+        Self {
+            scheduled_for: super::parse_ts(&row.scheduled_for).unwrap_or_default(),
+            id: row.id,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.scheduled_for.timestamp_millis(), self.id)
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a cursor (take `next` from the page before)");
+        let (ms, id) = s.split_once('_').ok_or_else(bad)?;
+        let ms: i64 = ms.parse().map_err(|_| bad())?;
+        Ok(Self {
+            scheduled_for: DateTime::from_timestamp_millis(ms).ok_or_else(bad)?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 impl FromStr for RunStatus {

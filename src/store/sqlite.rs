@@ -19,7 +19,7 @@ use super::{
 /// A handle on a SQLite history database.
 #[derive(Debug, Clone)]
 pub(super) struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     path: PathBuf,
     options: SqliteConnectOptions,
 }
@@ -306,13 +306,14 @@ impl SqliteStore {
             "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
              exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM runs_timed \
              WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
-             AND (?3 IS NULL OR scheduled_for >= ?3) \
+             AND (?3 IS NULL OR scheduled_for >= ?3) AND (?5 IS NULL OR id < ?5) \
              ORDER BY id DESC LIMIT ?4",
         )
         .bind(filter.job.as_deref())
         .bind(filter.status.map(RunStatus::as_str))
         .bind(filter.since.map(format_ts))
         .bind(i64::from(filter.limit))
+        .bind(filter.after.map(|c| c.id))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(run_row).collect())

@@ -35,7 +35,7 @@ const MAX_CONNECTIONS: u32 = 16;
 /// A handle on a PostgreSQL history database.
 #[derive(Debug, Clone)]
 pub(in crate::store) struct PgStore {
-    pool: PgPool,
+    pub(in crate::store) pool: PgPool,
     /// For the heartbeat, the lease and taking over from dead nodes.
     members: PgPool,
     /// The node's own files (spill, instance lock) go beside this path.
@@ -47,7 +47,8 @@ const HISTORY: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), 
      hg_ts(finished_at), status, attempt, trigger, exit_code, error, NULL::text, node, \
      lateness_ms, duration_ms, details FROM runs_timed WHERE ($1::text IS NULL OR job = $1) \
      AND ($2::text IS NULL OR status = $2) AND ($3::timestamptz IS NULL OR scheduled_for >= $3) \
-     ORDER BY scheduled_for DESC, id DESC LIMIT $4";
+     AND ($5::timestamptz IS NULL OR (date_trunc('milliseconds', scheduled_for), id) < ($5, $6)) \
+     ORDER BY date_trunc('milliseconds', scheduled_for) DESC, id DESC LIMIT $4";
 
 const ONE_RUN: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), \
      hg_ts(finished_at), status, attempt, trigger, exit_code, error, output, node, \
@@ -294,6 +295,8 @@ impl PgStore {
             .bind(filter.status.map(RunStatus::as_str))
             .bind(filter.since)
             .bind(i64::from(filter.limit))
+            .bind(filter.after.map(|c| c.scheduled_for))
+            .bind(filter.after.map(|c| c.id))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(run_row).collect())
