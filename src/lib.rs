@@ -59,6 +59,7 @@ pub mod instance;
 pub mod job;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod node;
 pub mod problem;
 pub mod processes;

@@ -10,14 +10,15 @@
 //! spilled; the next start replays the file before anything else.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::spill::{Spill, SpillError};
 use crate::store::{HistoryWriter, Record, Store, StoreError};
 
@@ -55,11 +56,16 @@ pub struct WriterReport {
     pub lost: usize,
 }
 
-/// Whether history writes fail, and how many records wait, for the daemon's status line.
+/// Whether history writes fail, since when, and how many records wait, for the daemon's
+/// status line, `/healthz` and the metrics.
 #[derive(Debug, Default)]
 pub struct HistoryHealth {
     failing: AtomicBool,
     pending: AtomicUsize,
+    /// When the failure streak began (`None`: writes succeed).
+    failing_since: Mutex<Option<Instant>>,
+    /// Batch writes that failed since the daemon started.
+    errors: AtomicU64,
 }
 
 impl HistoryHealth {
@@ -69,6 +75,25 @@ impl HistoryHealth {
             .load(Ordering::Relaxed)
             .then(|| self.pending.load(Ordering::Relaxed))
     }
+
+    /// How long writes have been failing; `None` when they succeed.
+    pub fn failing_for(&self) -> Option<Duration> {
+        self.failing_since
+            .lock()
+            .ok()
+            .and_then(|s| s.map(|since| since.elapsed()))
+    }
+
+    /// Batch writes that failed since the daemon started.
+    pub fn write_errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn set_failing_since(&self, since: Option<Instant>) {
+        if let Ok(mut s) = self.failing_since.lock() {
+            *s = since;
+        }
+    }
 }
 
 /// Sends records to the writer. Cheap to clone.
@@ -76,6 +101,7 @@ impl HistoryHealth {
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Record>,
     health: Arc<HistoryHealth>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Recorder {
@@ -96,7 +122,14 @@ impl Recorder {
             health: Arc::clone(&health),
         };
         let task = tokio::spawn(writer.run(rx));
-        (Self { tx, health }, task)
+        (
+            Self {
+                tx,
+                health,
+                metrics: None,
+            },
+            task,
+        )
     }
 
     /// A recorder whose records go to the returned receiver instead of a database (for tests
@@ -104,11 +137,28 @@ impl Recorder {
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<Record>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::default();
-        (Self { tx, health }, rx)
+        (
+            Self {
+                tx,
+                health,
+                metrics: None,
+            },
+            rx,
+        )
+    }
+
+    /// The same recorder, counting each record in `metrics` on its way.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Queues a record; never blocks.
     pub fn record(&self, record: Record) {
+        if let Some(m) = &self.metrics {
+            m.record(&record);
+        }
         if self.tx.send(record).is_err() {
             tracing::error!("history writer has stopped; a run record was not saved");
         }
@@ -345,6 +395,7 @@ impl Writer {
             return;
         }
         if let Some(f) = self.fault.take() {
+            self.health.set_failing_since(None);
             tracing::info!(
                 records = f.written,
                 fault_ms = f.since.elapsed().as_millis() as u64,
@@ -356,8 +407,10 @@ impl Writer {
     fn failed(&mut self, e: &RecorderError) {
         let pending = self.memory.len() + self.spilled;
         let now = Instant::now();
+        self.health.errors.fetch_add(1, Ordering::Relaxed);
         match &mut self.fault {
             None => {
+                self.health.set_failing_since(Some(now));
                 // One line per streak: the operator must act (disk full, permissions, a lock
                 // held by another program, a removed file).
                 tracing::error!(

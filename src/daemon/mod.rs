@@ -398,6 +398,7 @@ fn context(
         mailers: Mailers::new(settings.smtp.values())?,
         http: HttpClients::default(),
         store: store.clone(),
+        live: crate::job::output::LiveOutputs::default(),
     };
     let mut ctx = Context::new(
         Arc::new(Clock::system()),

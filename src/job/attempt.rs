@@ -43,6 +43,8 @@ pub struct Services {
     pub http: crate::http_client::HttpClients,
     /// The history database (upload marks).
     pub store: crate::store::Store,
+    /// The output of runs in progress, for whoever follows them.
+    pub live: super::output::LiveOutputs,
 }
 
 /// Asks an attempt to stop: `soft` starts the graceful stop, `hard` skips the grace period.

@@ -14,7 +14,7 @@ use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 
-use super::output::Tail;
+use super::output::LiveRun;
 use super::{AttemptContext, Outcome, StopSignal};
 use crate::problem::Located;
 use std::path::Path;
@@ -211,7 +211,7 @@ impl CommandJob {
             .and_then(|p| i32::try_from(p).ok())
             .map(Pid::from_raw);
 
-        let mut tail = Tail::new(ctx.job.output_limit);
+        let tail = ctx.services.live.open(ctx.run_id, ctx.job.output_limit);
         let mut buf = vec![0u8; 16 * 1024];
         let mut reading = true;
         let mut stopping = false;
@@ -247,7 +247,7 @@ impl CommandJob {
             ctx.processes.sweep_soon();
         }
         if reading {
-            read_rest(&mut reader, &mut buf, &mut tail).await;
+            read_rest(&mut reader, &mut buf, &tail).await;
         }
         outcome(status, tail.finish())
     }
@@ -288,7 +288,7 @@ fn output_pipe() -> std::io::Result<((OwnedFd, OwnedFd), pipe::Receiver)> {
 
 /// Reads what the run's processes still write after the main one exited, for at most
 /// [`DRAIN_AFTER_EXIT`].
-async fn read_rest(reader: &mut pipe::Receiver, buf: &mut [u8], tail: &mut Tail) {
+async fn read_rest(reader: &mut pipe::Receiver, buf: &mut [u8], tail: &LiveRun) {
     let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
     loop {
         tokio::select! {

@@ -441,6 +441,7 @@ mod tests {
             mailers: crate::smtp::Mailers::default(),
             http: crate::http_client::HttpClients::default(),
             store: store.clone(),
+            live: crate::job::output::LiveOutputs::default(),
         }
     }
 

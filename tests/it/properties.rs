@@ -229,6 +229,7 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
                 mailers: hourglass::smtp::Mailers::default(),
                 http: hourglass::http_client::HttpClients::default(),
                 store: store.clone(),
+                live: hourglass::job::output::LiveOutputs::default(),
             },
         ));
         let cancel = tokio_util::sync::CancellationToken::new();
