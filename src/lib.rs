@@ -49,6 +49,7 @@
 //!   them.
 
 pub mod alert;
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -12,9 +11,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::{self, Config, LogFormat};
 use crate::daemon::{self, Shutdown};
-use crate::store::{
-    Database, HistoryFilter, RunRow, RunStatus, Store, TriggerOutcome, TriggerState,
-};
+use crate::store::{Database, HistoryFilter, RunStatus, Store};
 
 /// hourglass: a job scheduler daemon.
 #[derive(Debug, Parser)]
@@ -58,6 +55,9 @@ pub enum Command {
         /// JSON (an array of objects) instead of a table.
         #[arg(long)]
         json: bool,
+        /// Keep printing runs as they start and end (like `tail -f`), until interrupted.
+        #[arg(long, short, conflicts_with = "json")]
+        follow: bool,
     },
     /// Show one run, with its output.
     Show {
@@ -66,6 +66,9 @@ pub enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Print a running run's output as it comes, then its end (needs the daemon).
+        #[arg(long, short, conflicts_with = "json")]
+        follow: bool,
     },
     /// Run a job now (recorded as `manual`); the running daemon picks it up within a second.
     ///
@@ -79,6 +82,40 @@ pub enum Command {
         /// Return without waiting for the daemon to pick the request up.
         #[arg(long)]
         no_wait: bool,
+    },
+    /// Pause a job: its firings are not run (nor recorded one by one) until `resume`, or
+    /// until `--until`. Holds across restarts and reloads.
+    Pause {
+        /// The job name.
+        job: String,
+        /// Resume by itself then: an RFC 3339 time or a duration from now ("2h").
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Resume a paused job: it goes on from its next firing (what passed is not run).
+    Resume {
+        /// The job name.
+        job: String,
+    },
+    /// Whether the daemon runs, since when, its jobs, runs in progress and waiting, history
+    /// records pending, paused jobs. Exit status 3 when no daemon answers.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per job: runs, success rate, p50/p95 duration, p95 lateness, last success and last
+    /// failure.
+    Stats {
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Runs scheduled since: a duration ago or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// List the daemons (nodes) sharing a PostgreSQL history database: lease, clock skew
     /// against the database, version and a digest of their job definitions.
@@ -144,9 +181,18 @@ pub fn main() -> ExitCode {
     }
 }
 
+mod client;
+mod control;
 mod docs;
+mod follow;
 mod next;
 mod nodes;
+mod print;
+mod stats;
+
+use print::{print_run, print_table};
+
+pub use control::{NOT_RUNNING, TRIGGER_QUEUED, TRIGGER_SKIPPED};
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(&cli.config).unwrap_or_else(|_| cli.config.clone());
@@ -166,7 +212,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { json_logs } => run(&path, json_logs).await,
         Command::List => {
             let (cfg, problems) = load_lenient(&path)?;
-            list(&cfg);
+            let pauses = paused_jobs(&cfg).await;
+            print::list(&cfg, &pauses);
             Ok(report_problems(&problems))
         }
         Command::History {
@@ -175,6 +222,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             limit,
             json,
+            follow,
         } => {
             let since = since.as_deref().map(parse_since).transpose()?;
             let filter = HistoryFilter {
@@ -184,10 +232,24 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit,
                 after: None,
             };
+            if follow {
+                return follow::history(&path, filter).await;
+            }
             history(&path, &filter, json).await
         }
-        Command::Show { run_id, json } => show(&path, run_id, json).await,
-        Command::Trigger { job, no_wait } => trigger(&path, &job, no_wait).await,
+        Command::Show {
+            run_id,
+            follow: true,
+            ..
+        } => follow::show(&path, run_id).await,
+        Command::Show { run_id, json, .. } => show(&path, run_id, json).await,
+        Command::Trigger { job, no_wait } => control::trigger(&path, &job, no_wait).await,
+        Command::Pause { job, until } => control::pause(&path, &job, until.as_deref()).await,
+        Command::Resume { job } => control::resume(&path, &job).await,
+        Command::Status { json } => control::status(&path, json).await,
+        Command::Stats { job, since, json } => {
+            stats::stats(&path, job.as_deref(), &since, json).await
+        }
         Command::Prune { older_than } => prune(&path, &older_than).await,
         Command::Nodes { json } => nodes::nodes(&path, json).await,
         Command::Next { cron, tz, count } => Ok(next::next(&cron, tz.as_deref(), count)),
@@ -348,77 +410,6 @@ async fn open_existing(database: &Database) -> anyhow::Result<Store> {
     Ok(Store::connect(database).await?)
 }
 
-/// `hourglass trigger`: asks the daemon to run `job` now and says which run it became.
-async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCode> {
-    let (cfg, problems) = load_lenient(path)?;
-    if !cfg.jobs.iter().any(|j| j.name == job) {
-        let broken = problems.iter().any(|p| p.job.as_deref() == Some(job));
-        if broken {
-            eprintln!("job {job:?} has a mistake and cannot run; `hourglass check` says what");
-        } else {
-            eprintln!("no job named {job:?} in the configuration");
-        }
-        return Ok(ExitCode::FAILURE);
-    }
-    note_problems(&problems);
-    let store = open_existing(&cfg.settings.database).await?;
-    let req = store.request_trigger(job).await?;
-    if no_wait {
-        println!("requested a manual run of {job:?}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut state = TriggerState::default();
-    while tokio::time::Instant::now() < deadline {
-        state = store.trigger_state(req).await?;
-        if state.outcome.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(report_trigger(job, &state, &cfg.settings.database))
-}
-
-/// Exit status of `trigger` when the firing waits (behind the job's active run, or for a free
-/// run slot).
-pub const TRIGGER_QUEUED: u8 = 3;
-/// Exit status of `trigger` when the firing was not run.
-pub const TRIGGER_SKIPPED: u8 = 4;
-
-/// Says what became of a trigger request; returns the exit status.
-fn report_trigger(job: &str, state: &TriggerState, database: &Database) -> ExitCode {
-    let detail = state.detail.as_deref().unwrap_or("");
-    match (state.outcome, state.run_id) {
-        (Some(TriggerOutcome::Started), Some(id)) => {
-            println!("run {id} of {job:?} started (`hourglass show {id}` for its result)");
-            ExitCode::SUCCESS
-        }
-        (Some(TriggerOutcome::Skipped), id) => {
-            let row = id.map(|i| format!(" (run {i})")).unwrap_or_default();
-            println!("{job:?} was not run{row}: {detail}");
-            ExitCode::from(TRIGGER_SKIPPED)
-        }
-        (Some(_), _) => {
-            println!(
-                "{job:?} is queued: {detail}; it runs when its turn comes (`hourglass history --job {job}`)"
-            );
-            ExitCode::from(TRIGGER_QUEUED)
-        }
-        (None, _) if state.claimed => {
-            println!(
-                "{job:?} was picked up by the daemon and waits for its turn (`hourglass history --job {job}`)"
-            );
-            ExitCode::from(TRIGGER_QUEUED)
-        }
-        (None, _) => {
-            eprintln!(
-                "requested a manual run of {job:?}, but no daemon picked it up within 5 s (is `hourglass run` running on {database}?)"
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// First SIGTERM/SIGINT drains; a second one stops at once. Signals are taken on a thread of
 /// their own, not on the runtime, so that nothing a run does (a busy worker thread, a stuck
 /// task) can keep the second signal from acting: if the daemon has not exited
@@ -457,11 +448,7 @@ fn listen_for_signals(shutdown: Shutdown) -> anyhow::Result<()> {
 const HARD_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(700);
 
 fn parse_since(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let age = config::parse_duration(s).map_err(anyhow::Error::msg)?;
-    ago(age)
+    crate::api::parse_time(s, false).map_err(anyhow::Error::msg)
 }
 
 /// The instant `age` before now.
@@ -472,93 +459,13 @@ fn ago(age: std::time::Duration) -> anyhow::Result<DateTime<Utc>> {
         .context("the duration reaches before the earliest date")
 }
 
-fn list(cfg: &Config) {
+/// The pauses on record, if the history database can be read (`list` goes on without).
+async fn paused_jobs(cfg: &Config) -> Vec<crate::store::Pause> {
+    let Ok(store) = open_existing(&cfg.settings.database).await else {
+        return Vec::new();
+    };
+    let pauses = store.pauses().await.unwrap_or_default();
+    store.close().await;
     let now = Utc::now();
-    println!("{:<28} {:<8} {:<44} NEXT", "JOB", "KIND", "SCHEDULE");
-    for job in &cfg.jobs {
-        let next = if job.enabled {
-            job.next_fire_after(now)
-        } else {
-            None
-        };
-        let never = if job.enabled {
-            "never (one-shot time passed)"
-        } else {
-            "disabled (runs only by `hourglass trigger`)"
-        };
-        let next = next.map_or_else(
-            || never.to_string(),
-            |t| {
-                t.with_timezone(&job.tz)
-                    .format("%Y-%m-%d %H:%M:%S%.3f %Z")
-                    .to_string()
-            },
-        );
-        println!(
-            "{:<28} {:<8} {:<44} {next}",
-            job.name,
-            job.kind.label(),
-            job.schedule.describe()
-        );
-    }
-}
-
-fn print_table(rows: &[RunRow]) {
-    println!(
-        "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  ERROR",
-        "ID", "JOB", "SCHEDULED (UTC)", "STATUS", "TRIGGER", "TRY", "LATE(ms)", "TOOK(ms)"
-    );
-    for r in rows {
-        let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let err = r
-            .error
-            .as_deref()
-            .map(|e| {
-                e.lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
-        println!(
-            "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  {err}",
-            r.id,
-            r.job,
-            r.scheduled_for,
-            r.status,
-            r.trigger,
-            r.attempt,
-            opt(r.lateness_ms),
-            opt(r.duration_ms),
-        );
-    }
-}
-
-fn print_run(r: &RunRow) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("run {} of job {:?}", r.id, r.job);
-    println!("  status:        {}", r.status);
-    println!("  trigger:       {} (attempt {})", r.trigger, r.attempt);
-    println!("  scheduled for: {}", r.scheduled_for);
-    println!("  started at:    {}", opt(&r.started_at));
-    println!("  finished at:   {}", opt(&r.finished_at));
-    if let Some(l) = r.lateness_ms {
-        println!("  lateness:      {l} ms");
-    }
-    if let Some(d) = r.duration_ms {
-        println!("  duration:      {d} ms");
-    }
-    if let Some(c) = r.exit_code {
-        println!("  exit code:     {c}");
-    }
-    println!("  node:          {}", r.node);
-    if let Some(e) = &r.error {
-        println!("  error:         {e}");
-    }
-    match &r.output {
-        Some(o) => println!("--- output ---\n{}", o.trim_end()),
-        None => println!("--- no output ---"),
-    }
+    pauses.into_iter().filter(|p| p.holds_at(now)).collect()
 }

@@ -66,10 +66,7 @@ pub(crate) fn api_settings(
             None
         }
     });
-    let token = raw
-        .token
-        .as_ref()
-        .and_then(|t| secret(t, "api.token", at));
+    let token = raw.token.as_ref().and_then(|t| secret(t, "api.token", at));
     if let Some(addr) = listen
         && !addr.ip().is_loopback()
         && raw.token.is_none()
@@ -84,7 +81,11 @@ pub(crate) fn api_settings(
     {
         at.push(
             Some("api.socket"),
-            format!("{} is too long for a unix socket ({} bytes at most); choose a shorter path", socket.display(), MAX_SOCKET_PATH),
+            format!(
+                "{} is too long for a unix socket ({} bytes at most); choose a shorter path",
+                socket.display(),
+                MAX_SOCKET_PATH
+            ),
         );
     }
     ApiSettings {

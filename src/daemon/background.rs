@@ -52,22 +52,24 @@ pub(super) async fn record_trigger_outcome(
     }
 }
 
-/// Claims manual trigger requests every [`TRIGGER_POLL`] for the jobs in `jobs` (the jobs
-/// this daemon has: on a shared database, another node's request is not taken).
+/// Claims manual trigger requests for the jobs in `jobs` (the jobs this daemon has: on a
+/// shared database, another node's request is not taken): once, then every `every` if given.
 pub(super) async fn poll_triggers(
     store: Store,
     node: String,
     jobs: watch::Receiver<Arc<LoadedJobs>>,
-    tx: mpsc::Sender<(i64, String)>,
+    (tx, every): (mpsc::Sender<(i64, String)>, Option<Duration>),
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(TRIGGER_POLL);
+    let mut tick = tokio::time::interval(every.unwrap_or(TRIGGER_POLL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick(), if first || every.is_some() => {}
             () = cancel.cancelled() => return,
         }
+        first = false;
         let loaded = Arc::clone(&jobs.borrow());
         match store.claim_triggers(&node, &loaded.names).await {
             Ok(reqs) => {

@@ -3,6 +3,7 @@
 //! status until the shutdown signal (`Running::serve`); then drain runs for the grace period
 //! and stop what is left (`Running::drain`); and write the last records (`Running::finish`).
 
+mod api;
 mod background;
 mod leftovers;
 
@@ -32,7 +33,7 @@ use crate::store::{LostRun, Store};
 use crate::systemd;
 
 use background::{
-    poll_triggers, prune_loop, record_trigger_outcome, release_freed_memory, reload,
+    TRIGGER_POLL, poll_triggers, prune_loop, record_trigger_outcome, release_freed_memory, reload,
     sleep_until_some, watch_files, watchdog_loop,
 };
 use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
@@ -99,6 +100,8 @@ struct Running {
     changes: mpsc::UnboundedReceiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
     hup: SignalStream,
+    /// Where the API listens.
+    api: crate::api::Listening,
     _instance: crate::instance::InstanceLock,
 }
 
@@ -129,7 +132,9 @@ impl Running {
         let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
         let ids = Arc::new(RunIds::reserve(&store, above).await?);
         let last_fired = store.last_fired().await?;
+        let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (recorder, writer) = Recorder::start(&store);
+        let recorder = recorder.with_metrics(Arc::clone(&metrics));
         let ctx = Arc::new(context(&settings, &store, recorder, &ids, shutdown)?);
         let timers = CancellationToken::new();
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
@@ -141,11 +146,18 @@ impl Running {
                 .await
                 .context("cannot join the nodes sharing the database")?;
         }
+        scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
         release_freed_memory();
         let background = CancellationToken::new();
-        let (tasks, triggers, lost) =
+        let (mut tasks, triggers, lost) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
+        let api = api::start(
+            &settings,
+            (&scheduler, &store, &ctx, &metrics),
+            &mut tasks,
+            &background,
+        )?;
         let (change_tx, changes) = mpsc::unbounded_channel();
         let watcher = watch_files(&settings, change_tx);
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -165,6 +177,7 @@ impl Running {
             changes,
             _watcher: watcher,
             hup,
+            api,
             _instance: instance,
         };
         tracing::info!(
@@ -239,8 +252,13 @@ impl Running {
         systemd::ready(&self.status());
     }
 
-    /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`).
+    /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`), and
+    /// follows the pauses other nodes made.
     async fn replace_requested(&self) {
+        match self.store.pauses().await {
+            Ok(pauses) => self.scheduler.set_pauses(pauses),
+            Err(e) => tracing::debug!(error = %e, "cannot read paused jobs"),
+        }
         match self.store.replace_requests(&self.settings.node).await {
             Ok(jobs) => {
                 // The database answers: firings kept while it did not follow catch_up now.
@@ -337,8 +355,10 @@ impl Running {
             ctx,
             scheduler,
             writer,
+            api,
             ..
         } = self;
+        api::remove_socket(&api);
         drop(scheduler);
         drop(ctx);
         let report = tokio::time::timeout(FINAL_WRITE_WAIT, writer).await;
@@ -454,11 +474,16 @@ fn spawn_background(
     }
     tasks.spawn(sweep_loop(Arc::clone(&ctx.processes), cancel.clone()));
     let (trigger_tx, triggers) = mpsc::channel(64);
+    // With the API, `hourglass trigger` asks this daemon directly: the requests table is read
+    // once at start (requests made while it was down), and all along only on a shared
+    // database (for a job only another node has) or without a listener.
+    let api_listens = settings.api.socket.is_some() || settings.api.listen.is_some();
+    let poll_every = (store.is_shared() || !api_listens).then_some(TRIGGER_POLL);
     tasks.spawn(poll_triggers(
         store.clone(),
         settings.node.clone(),
         loaded.clone(),
-        trigger_tx,
+        (trigger_tx, poll_every),
         cancel.clone(),
     ));
     let (lost_tx, lost) = mpsc::channel(64);

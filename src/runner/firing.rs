@@ -184,6 +184,7 @@ impl Firing {
     /// the daemon stops, the job is removed or a newer firing replaces this one first.
     pub(super) async fn wait_turn(&self, what: &str) -> Option<OwnedSemaphorePermit> {
         let turn = Arc::clone(&self.slot.serial).acquire_owned();
+        let _waiting = self.ctx.wait_guard();
         self.unless_halted(1, what, turn).await?.ok()
     }
 
@@ -202,6 +203,7 @@ impl Firing {
             ahead: 0,
         });
         let slot = Arc::clone(&self.ctx.limit).acquire_owned();
+        let _waiting = self.ctx.wait_guard();
         self.unless_halted(attempt, what, slot).await?.ok()
     }
 

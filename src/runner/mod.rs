@@ -55,6 +55,8 @@ pub struct Context {
     pub processes: Arc<Processes>,
     /// Attempts in progress.
     running: AtomicUsize,
+    /// Firings waiting for their turn or a free run slot.
+    waiting: AtomicUsize,
     /// SMTP transports and HTTP clients.
     pub services: Services,
     /// Sends failure/recovery notifications.
@@ -98,6 +100,7 @@ impl Context {
             stop: StopSignal::default(),
             processes: Arc::default(),
             running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             shared: false,
             claims: Arc::default(),
             tags: Vec::new(),
@@ -111,6 +114,26 @@ impl Context {
     /// Attempts in progress.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Firings waiting for their turn or a free run slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Counts a firing as waiting while the guard lives.
+    fn wait_guard(&self) -> WaitGuard<'_> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(&self.waiting)
+    }
+}
+
+/// A firing counted as waiting (see [`Context::waiting`]).
+struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

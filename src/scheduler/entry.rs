@@ -160,4 +160,3 @@ impl Ord for Wake {
         self.at.cmp(&other.at)
     }
 }
-

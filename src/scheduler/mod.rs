@@ -156,6 +156,8 @@ struct Shared {
     timers: Mutex<Timers>,
     /// Wakes the timer task when the set of jobs changed.
     changed: Notify,
+    /// Counts the timer task's turns (for [`Scheduler::responsive`]).
+    turns: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -179,7 +181,8 @@ pub struct Changes {
     pub changed: Vec<String>,
 }
 
-/// All job timers.
+/// All job timers. Clones are handles on the same timers.
+#[derive(Clone)]
 pub struct Scheduler {
     ctx: Arc<Context>,
     shared: Arc<Shared>,
@@ -199,9 +202,21 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             timers: Mutex::new(Timers::default()),
             changed: Notify::new(),
+            turns: tokio::sync::watch::Sender::new(0),
         });
         tokio::spawn(timer(Arc::clone(&ctx), Arc::clone(&shared), shutdown));
         Self { ctx, shared }
+    }
+
+    /// Whether the timer task takes a turn within `within` when woken (it is not wedged).
+    pub async fn responsive(&self, within: std::time::Duration) -> bool {
+        let mut turns = self.shared.turns.subscribe();
+        turns.borrow_and_update();
+        self.shared.changed.notify_one();
+        matches!(
+            tokio::time::timeout(within, turns.changed()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Jobs scheduled.
@@ -402,6 +417,7 @@ async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationTok
         ctx.clock.resync();
         let now = ctx.clock.now();
         let next = shared.lock().fire_due(&ctx, now);
+        shared.turns.send_modify(|n| *n = n.wrapping_add(1));
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(ctx.clock.instant_at(at)).await,

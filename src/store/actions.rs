@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::{Backend, Store, StoreError, format_ts, parse_ts};
 
 /// A paused job: its firings are not run from `since` until it is resumed, or until `until`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pause {
     /// The job.
     pub job: String,
@@ -27,7 +27,7 @@ impl Pause {
 }
 
 /// One action done through the API.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// When.
     pub at: DateTime<Utc>,
@@ -166,32 +166,28 @@ impl Store {
     /// The newest `limit` events, newest first; of one job when given.
     pub async fn events(&self, job: Option<&str>, limit: u32) -> Result<Vec<Event>, StoreError> {
         let rows = match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query(
-                    "SELECT at, action, job, actor, node, detail FROM events \
+            Backend::Sqlite(s) => sqlx::query(
+                "SELECT at, action, job, actor, node, detail FROM events \
                      WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
-                )
-                .bind(job)
-                .bind(i64::from(limit))
-                .fetch_all(&s.pool)
-                .await?
-                .iter()
-                .map(event_row)
-                .collect::<Result<Vec<_>, _>>()?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query(
-                    "SELECT hg_ts(at), action, job, actor, node, detail FROM events \
+            )
+            .bind(job)
+            .bind(i64::from(limit))
+            .fetch_all(&s.pool)
+            .await?
+            .iter()
+            .map(event_row)
+            .collect::<Result<Vec<_>, _>>()?,
+            Backend::Postgres(p) => sqlx::query(
+                "SELECT hg_ts(at), action, job, actor, node, detail FROM events \
                      WHERE ($1::text IS NULL OR job = $1) ORDER BY id DESC LIMIT $2",
-                )
-                .bind(job)
-                .bind(i64::from(limit))
-                .fetch_all(&p.pool)
-                .await?
-                .iter()
-                .map(event_row)
-                .collect::<Result<Vec<_>, _>>()?
-            }
+            )
+            .bind(job)
+            .bind(i64::from(limit))
+            .fetch_all(&p.pool)
+            .await?
+            .iter()
+            .map(event_row)
+            .collect::<Result<Vec<_>, _>>()?,
         };
         Ok(rows)
     }

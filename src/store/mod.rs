@@ -13,12 +13,14 @@ mod actions;
 mod postgres;
 mod records;
 mod sqlite;
+mod stats;
 mod writer;
 
-use postgres::PgStore;
 pub use actions::{Event, Pause};
+use postgres::PgStore;
 pub use records::*;
 use sqlite::SqliteStore;
+pub use stats::JobStats;
 use writer::SqliteWriter;
 
 use crate::secret::Secret;
@@ -340,6 +342,12 @@ impl Store {
     /// Runs matching `filter`, newest first.
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
         each!(self, s => s.history(filter).await)
+    }
+
+    /// The newest run of each job, by job name.
+    pub async fn last_runs(&self) -> Result<HashMap<String, RunRow>, StoreError> {
+        let rows = each!(self, s => s.last_runs().await)?;
+        Ok(rows.into_iter().map(|r| (r.job.clone(), r)).collect())
     }
 
     /// One run, with its output.

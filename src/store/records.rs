@@ -209,7 +209,7 @@ impl Record {
 }
 
 /// One row of history, as shown by the CLI.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRow {
     /// Run id.
     pub id: i64,

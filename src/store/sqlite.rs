@@ -319,6 +319,17 @@ impl SqliteStore {
         Ok(rows.iter().map(run_row).collect())
     }
 
+    /// The newest run of each job.
+    pub(super) async fn last_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM last_runs",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
     /// One run, with its output.
     pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
         let row = sqlx::query(

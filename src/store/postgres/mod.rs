@@ -302,6 +302,17 @@ impl PgStore {
         Ok(rows.iter().map(run_row).collect())
     }
 
+    pub(super) async fn last_runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), hg_ts(finished_at), status, \
+             attempt, trigger, exit_code, error, NULL::text, node, lateness_ms, duration_ms, details \
+             FROM last_runs",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
     pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
         let row = sqlx::query(ONE_RUN)
             .bind(id)

@@ -1,0 +1,116 @@
+//! `/healthz` (the timer loop answers within 2 s, and history writes are not failing past
+//! their bound), `/v1/status` (what `hourglass status` shows) and `/metrics` (Prometheus).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::ApiState;
+use crate::metrics::Metrics;
+use crate::store::Pause;
+
+/// How long the timer loop has to answer a health probe.
+const TIMER_ANSWER: Duration = Duration::from_secs(2);
+/// History writes failing for longer than this make the daemon unhealthy (a lock held for a
+/// few seconds by someone's `sqlite3` does not).
+pub const HISTORY_FAILING_BOUND: Duration = Duration::from_secs(10);
+
+/// `GET /healthz`: 200 `{"status": "ok"}`, or 503 with the problems.
+pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
+    let mut problems = Vec::new();
+    if !state.0.scheduler.responsive(TIMER_ANSWER).await {
+        problems.push(format!(
+            "the timer loop did not answer within {} s",
+            TIMER_ANSWER.as_secs()
+        ));
+    }
+    let health = state.0.ctx.recorder.health();
+    if let Some(failing) = health.failing_for().filter(|f| *f > HISTORY_FAILING_BOUND) {
+        problems.push(format!(
+            "history writes have been failing for {} s ({} records waiting)",
+            failing.as_secs(),
+            health.pending().unwrap_or(0)
+        ));
+    }
+    if problems.is_empty() {
+        Json(serde_json::json!({ "status": "ok" })).into_response()
+    } else {
+        let body = serde_json::json!({ "status": "unhealthy", "problems": problems });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// What `hourglass status` shows.
+#[derive(Debug, Serialize)]
+pub(super) struct Status {
+    version: &'static str,
+    node: String,
+    database: String,
+    started_at: DateTime<Utc>,
+    jobs: usize,
+    running: usize,
+    waiting: usize,
+    /// Records waiting while history writes fail (0 when they succeed).
+    pending_records: usize,
+    history_failing_s: Option<u64>,
+    paused: Vec<Pause>,
+}
+
+/// `GET /v1/status`.
+pub(super) async fn status(State(state): State<ApiState>) -> Json<Status> {
+    let s = &state.0;
+    let views = s.scheduler.views();
+    let health = s.ctx.recorder.health();
+    Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        node: s.node.clone(),
+        database: s.database.clone(),
+        started_at: s.started_at,
+        jobs: views.iter().filter(|v| v.spec.enabled).count(),
+        running: s.ctx.running(),
+        waiting: s.ctx.waiting(),
+        pending_records: health.pending().unwrap_or(0),
+        history_failing_s: health.failing_for().map(|d| d.as_secs()),
+        paused: views.into_iter().filter_map(|v| v.pause).collect(),
+    })
+}
+
+/// `GET /metrics`: the OpenMetrics text, with what the daemon knows now set first.
+pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
+    let s = &state.0;
+    let m = &s.metrics;
+    let health = s.ctx.recorder.health();
+    m.running.set(gauge(s.ctx.running()));
+    m.waiting.set(gauge(s.ctx.waiting()));
+    m.pending_records.set(gauge(health.pending().unwrap_or(0)));
+    let errors = health.write_errors();
+    m.write_errors
+        .inc_by(errors.saturating_sub(m.write_errors.get()));
+    m.next_firing.reset();
+    m.paused.reset();
+    for view in s.scheduler.views() {
+        let job = [view.spec.name.as_str()];
+        if let Some(next) = view.next {
+            m.next_firing
+                .with_label_values(&job)
+                .set(next.timestamp_millis() as f64 / 1000.0);
+        }
+        m.paused
+            .with_label_values(&job)
+            .set(i64::from(view.pause.is_some()));
+    }
+    (
+        [(header::CONTENT_TYPE, Metrics::content_type())],
+        m.encode(),
+    )
+        .into_response()
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,252 @@
+//! Jobs through the API: the list and one job (definition summary, next firings, last run,
+//! pause), and the actions (trigger, pause, resume), each written to the events log with
+//! who asked.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Actor;
+use super::{ApiState, Failure, parse_time};
+use crate::runner::Dispatched;
+use crate::scheduler::JobView;
+use crate::store::{Event, Pause, RunRow};
+
+/// How many next firings one job's answer lists.
+const NEXT_FIRINGS: usize = 5;
+/// How long a trigger waits to hear whether its run started, queued or was skipped.
+const TRIGGER_NEWS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize)]
+pub(super) struct JobSummary {
+    name: String,
+    kind: &'static str,
+    schedule: String,
+    timezone: String,
+    enabled: bool,
+    /// The next firings that will run (RFC 3339 in the job's zone).
+    next: Vec<String>,
+    paused: Option<Pause>,
+    active_run: Option<i64>,
+    waiting: usize,
+    last_run: Option<RunRow>,
+}
+
+impl JobSummary {
+    fn of(view: &JobView, next: usize, last: Option<RunRow>) -> Self {
+        let spec = &view.spec;
+        let mut times = Vec::new();
+        let mut at = view.next;
+        while let Some(t) = at.filter(|_| times.len() < next) {
+            times.push(t.with_timezone(&spec.tz).to_rfc3339());
+            at = spec.next_fire_after(t);
+        }
+        Self {
+            name: spec.name.clone(),
+            kind: spec.kind.label(),
+            schedule: spec.schedule.describe(),
+            timezone: spec.tz.to_string(),
+            enabled: spec.enabled,
+            next: times,
+            paused: view.pause.clone(),
+            active_run: view.active_run,
+            waiting: view.waiting,
+            last_run: last,
+        }
+    }
+}
+
+/// `GET /v1/jobs`: every job, by name.
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<JobSummary>>, Failure> {
+    let mut last: HashMap<String, RunRow> = state.0.store.last_runs().await?;
+    let views = state.0.scheduler.views();
+    Ok(Json(
+        views
+            .iter()
+            .map(|v| JobSummary::of(v, 1, last.remove(&v.spec.name)))
+            .collect(),
+    ))
+}
+
+/// `GET /v1/jobs/{name}`: one job, with its next firings.
+pub(super) async fn one(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobSummary>, Failure> {
+    let view = state
+        .0
+        .scheduler
+        .view(&name)
+        .ok_or_else(|| Failure::not_found(format!("job {name:?}")))?;
+    let mut last = state.0.store.last_runs().await?;
+    Ok(Json(JobSummary::of(
+        &view,
+        NEXT_FIRINGS,
+        last.remove(&name),
+    )))
+}
+
+/// What a trigger did.
+#[derive(Debug, Serialize)]
+pub(super) struct Triggered {
+    /// `started`, `queued` or `skipped`.
+    outcome: &'static str,
+    run_id: Option<i64>,
+    detail: Option<String>,
+}
+
+/// `POST /v1/jobs/{name}/trigger`: runs the job now under its overlap policy.
+pub(super) async fn trigger(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<Triggered>, Failure> {
+    let news = state
+        .0
+        .scheduler
+        .trigger(&name)
+        .ok_or_else(|| Failure::not_found(format!("job {name:?}")))?;
+    tracing::info!(job = %name, actor = %actor.0, "manual trigger");
+    let news = tokio::time::timeout(TRIGGER_NEWS_WAIT, news).await;
+    let answer = match news {
+        Ok(Ok(Dispatched::Started(id))) => Triggered {
+            outcome: "started",
+            run_id: Some(id),
+            detail: None,
+        },
+        Ok(Ok(Dispatched::Queued { behind, ahead })) => Triggered {
+            outcome: "queued",
+            run_id: None,
+            detail: Some(match behind {
+                Some(id) => format!("behind run {id}, with {ahead} firing(s) queued before it"),
+                None if ahead > 0 => format!("behind {ahead} queued firing(s)"),
+                None => "waiting for a free run slot (max_concurrent_runs)".to_string(),
+            }),
+        },
+        Ok(Ok(Dispatched::Skipped { run_id, reason })) => Triggered {
+            outcome: "skipped",
+            run_id: Some(run_id),
+            detail: Some(reason),
+        },
+        Ok(Err(_)) | Err(_) => Triggered {
+            outcome: "queued",
+            run_id: None,
+            detail: Some("no news of the firing yet".to_string()),
+        },
+    };
+    let detail = match answer.run_id {
+        Some(id) => format!("{} (run {id})", answer.outcome),
+        None => answer.outcome.to_string(),
+    };
+    record(&state, &actor, "trigger", &name, Some(detail)).await;
+    Ok(Json(answer))
+}
+
+/// The body of a pause: until when (RFC 3339, or a duration from now such as `"2h"`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PauseRequest {
+    until: Option<String>,
+}
+
+/// `POST /v1/jobs/{name}/pause`: its firings are not run until resumed (or `until`).
+pub(super) async fn pause(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    body: Option<Json<PauseRequest>>,
+) -> Result<Json<Pause>, Failure> {
+    if state.0.scheduler.view(&name).is_none() {
+        return Err(Failure::not_found(format!("job {name:?}")));
+    }
+    let now = Utc::now();
+    let until: Option<DateTime<Utc>> = match body.and_then(|b| b.0.until) {
+        None => None,
+        Some(u) => {
+            let t = parse_time(&u, true).map_err(Failure::bad_request)?;
+            if t <= now {
+                return Err(Failure::bad_request(format!(
+                    "until {u:?} has passed; expected a time ahead"
+                )));
+            }
+            Some(t)
+        }
+    };
+    let pause = Pause {
+        job: name.clone(),
+        since: now,
+        until,
+        actor: actor.0.clone(),
+    };
+    state.0.store.pause(&pause).await?;
+    state.0.scheduler.pause(pause.clone());
+    tracing::info!(job = %name, actor = %actor.0, until = ?until, "job paused");
+    let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
+    record(&state, &actor, "pause", &name, detail).await;
+    Ok(Json(pause))
+}
+
+/// What a resume did.
+#[derive(Debug, Serialize)]
+pub(super) struct Resumed {
+    job: String,
+    /// Whether it was paused.
+    was_paused: bool,
+}
+
+/// `POST /v1/jobs/{name}/resume`: the job goes on from now; what passed under the pause does
+/// not run.
+pub(super) async fn resume(
+    State(state): State<ApiState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<Resumed>, Failure> {
+    if state.0.scheduler.view(&name).is_none() {
+        return Err(Failure::not_found(format!("job {name:?}")));
+    }
+    let was_paused = state.0.store.resume(&name, Utc::now()).await?;
+    state.0.scheduler.resume(&name);
+    tracing::info!(job = %name, actor = %actor.0, was_paused, "job resumed");
+    let detail = (!was_paused).then(|| "was not paused".to_string());
+    record(&state, &actor, "resume", &name, detail).await;
+    Ok(Json(Resumed {
+        job: name,
+        was_paused,
+    }))
+}
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsQuery {
+    job: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/events`: the newest actions, newest first.
+pub(super) async fn events(
+    State(state): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Vec<Event>>, Failure> {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    Ok(Json(state.0.store.events(q.job.as_deref(), limit).await?))
+}
+
+/// Writes an action to the events log (a failure is logged: the action itself happened).
+async fn record(state: &ApiState, actor: &Actor, action: &str, job: &str, detail: Option<String>) {
+    let event = Event {
+        at: Utc::now(),
+        action: action.to_string(),
+        job: Some(job.to_string()),
+        actor: actor.0.clone(),
+        node: state.0.node.clone(),
+        detail,
+    };
+    if let Err(e) = state.0.store.record_event(&event).await {
+        tracing::warn!(job, action, error = %e, "cannot write an API action to the events table");
+    }
+}

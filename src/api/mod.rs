@@ -1,0 +1,250 @@
+//! The daemon's HTTP API (axum, JSON, versioned paths under `/v1`): on a unix socket (mode
+//! 0660) by default, on TCP when `[api] listen` is set (a bearer token required off
+//! loopback). Jobs (`jobs`), runs and their live output (`runs`), health, status and
+//! metrics (`health`); who asks is known by `auth`, and every action is written to the
+//! `events` table.
+
+mod auth;
+mod health;
+mod jobs;
+mod runs;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{Peer, token_digest};
+pub use health::HISTORY_FAILING_BOUND;
+
+use crate::config::ApiSettings;
+use crate::metrics::Metrics;
+use crate::runner::Context;
+use crate::scheduler::Scheduler;
+use crate::store::{Store, StoreError};
+
+/// What the handlers work on. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ApiState(Arc<Shared>);
+
+/// The daemon's parts the API reads and acts on.
+pub struct Shared {
+    /// The timers (jobs, trigger, pause).
+    pub scheduler: Scheduler,
+    /// The history.
+    pub store: Store,
+    /// What firings share (runs in progress, history health, live output).
+    pub ctx: Arc<Context>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// This daemon's node name.
+    pub node: String,
+    /// The history database, as the CLI names it (to tell it found the right daemon).
+    pub database: String,
+    /// When the daemon started.
+    pub started_at: DateTime<Utc>,
+    /// SHA-256 of the bearer token TCP requests must carry.
+    pub token_digest: Option<[u8; 32]>,
+    /// Stops the live output streams at shutdown.
+    pub stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node", &self.node)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// A state over `shared`.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// Why the API cannot listen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Another daemon answers on the socket.
+    #[error("another daemon listens on {0} (api.socket); stop it or give this one another socket")]
+    SocketTaken(PathBuf),
+    /// The socket or address cannot be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// The socket or address.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where the API listens, once bound.
+#[derive(Debug, Default)]
+pub struct Listening {
+    /// The unix socket (removed at stop).
+    pub socket: Option<PathBuf>,
+    /// The TCP address.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// Binds the listeners and serves the API on tasks in `tasks` until `stop`.
+pub fn start(
+    settings: &ApiSettings,
+    state: &ApiState,
+    tasks: &mut JoinSet<()>,
+    stop: &CancellationToken,
+) -> Result<Listening, ApiError> {
+    let app = router(state.clone());
+    let mut listening = Listening::default();
+    if let Some(path) = &settings.socket {
+        let listener = bind_socket(path)?;
+        let service = app.clone().into_make_service_with_connect_info::<Peer>();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, service)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API stopped serving its unix socket");
+            }
+        });
+        listening.socket = Some(path.clone());
+    }
+    if let Some(addr) = settings.listen {
+        let std_listener = std::net::TcpListener::bind(addr).map_err(|source| ApiError::Bind {
+            what: addr.to_string(),
+            source,
+        })?;
+        let bound = std_listener.local_addr().unwrap_or(addr);
+        let listener = std_listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(std_listener))
+            .map_err(|source| ApiError::Bind {
+                what: addr.to_string(),
+                source,
+            })?;
+        let service = app.into_make_service_with_connect_info::<Peer>();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let served = axum::serve(listener, service)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API stopped serving TCP");
+            }
+        });
+        listening.tcp = Some(bound);
+    }
+    Ok(listening)
+}
+
+/// Binds the unix socket, mode 0660: a file left by a dead daemon is replaced, a live one is
+/// an error.
+fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
+    let bind_error = |source| ApiError::Bind {
+        what: path.display().to_string(),
+        source,
+    };
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ApiError::SocketTaken(path.to_path_buf()));
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(bind_error(e)),
+        _ => {}
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+    Ok(listener)
+}
+
+fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/status", get(health::status))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{name}", get(jobs::one))
+        .route("/v1/jobs/{name}/trigger", post(jobs::trigger))
+        .route("/v1/jobs/{name}/pause", post(jobs::pause))
+        .route("/v1/jobs/{name}/resume", post(jobs::resume))
+        .route("/v1/events", get(jobs::events))
+        .route("/v1/runs", get(runs::list))
+        .route("/v1/runs/{id}", get(runs::one))
+        .route("/v1/runs/{id}/output", get(runs::output))
+        .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .with_state(state)
+}
+
+/// An error answer: its status and `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct Failure(StatusCode, String);
+
+impl Failure {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+
+    pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("no {what}"))
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("history database: {e}"),
+        )
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// A time given as RFC 3339, or as a duration from now (`"2h"`: in two hours when `ahead`,
+/// two hours ago otherwise).
+pub fn parse_time(s: &str, ahead: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let span = crate::config::parse_duration(s)
+        .ok()
+        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+        .ok_or_else(|| {
+            format!("{s:?} is not a time; expected RFC 3339 (\"2026-11-27T18:00:00Z\") or a duration (\"2h\", \"7d\")")
+        })?;
+    let now = Utc::now();
+    let t = if ahead {
+        now.checked_add_signed(span)
+    } else {
+        now.checked_sub_signed(span)
+    };
+    t.ok_or_else(|| format!("{s:?} is out of range"))
+}

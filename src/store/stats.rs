@@ -1,0 +1,140 @@
+//! Per-job figures over a stretch of history (`hourglass stats`): runs, success rate,
+//! duration and lateness percentiles, last success and failure.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Backend, RunStatus, Store, StoreError, format_ts, parse_ts};
+
+/// One job's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobStats {
+    /// The job.
+    pub job: String,
+    /// Rows that ended (skipped ones included).
+    pub runs: u64,
+    /// Of them, succeeded.
+    pub succeeded: u64,
+    /// Of them, skipped (not run).
+    pub skipped: u64,
+    /// Succeeded among the runs that ran (not skipped), 0 to 1.
+    pub success_rate: Option<f64>,
+    /// Median duration.
+    pub duration_p50_ms: Option<i64>,
+    /// 95th percentile of the duration.
+    pub duration_p95_ms: Option<i64>,
+    /// 95th percentile of the lateness.
+    pub lateness_p95_ms: Option<i64>,
+    /// When it last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// When it last failed (failed, timed out, abandoned or interrupted).
+    pub last_failure: Option<DateTime<Utc>>,
+}
+
+type StatRow = (String, String, Option<i64>, Option<i64>, Option<String>);
+
+impl Store {
+    /// Figures per job (of `job` only, when given) over the runs scheduled since `since`
+    /// that ended; by job name.
+    pub async fn stats(
+        &self,
+        since: DateTime<Utc>,
+        job: Option<&str>,
+    ) -> Result<Vec<JobStats>, StoreError> {
+        let rows: Vec<StatRow> = match &self.0 {
+            Backend::Sqlite(s) => {
+                sqlx::query_as(
+                    "SELECT job, status, duration_ms, lateness_ms, finished_at FROM runs_timed \
+                     WHERE scheduled_for >= ?1 AND (?2 IS NULL OR job = ?2) AND status <> 'running'",
+                )
+                .bind(format_ts(since))
+                .bind(job)
+                .fetch_all(&s.pool)
+                .await?
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT job, status, duration_ms, lateness_ms, hg_ts(finished_at) FROM runs_timed \
+                     WHERE scheduled_for >= $1 AND ($2::text IS NULL OR job = $2) AND status <> 'running'",
+                )
+                .bind(since)
+                .bind(job)
+                .fetch_all(&p.pool)
+                .await?
+            }
+        };
+        Ok(aggregate(rows))
+    }
+}
+
+/// What one job's rows add up to while they are read.
+#[derive(Default)]
+struct Tally {
+    stats: JobStats,
+    durations: Vec<i64>,
+    lateness: Vec<i64>,
+}
+
+fn aggregate(rows: Vec<StatRow>) -> Vec<JobStats> {
+    let mut jobs: BTreeMap<String, Tally> = BTreeMap::new();
+    for (job, status, duration, lateness, finished) in rows {
+        let t = jobs.entry(job).or_default();
+        t.stats.runs += 1;
+        let finished = finished.as_deref().and_then(parse_ts);
+        match status.parse::<RunStatus>() {
+            Ok(RunStatus::Succeeded) => {
+                t.stats.succeeded += 1;
+                t.stats.last_success = t.stats.last_success.max(finished);
+            }
+            Ok(RunStatus::Skipped) => t.stats.skipped += 1,
+            Ok(RunStatus::Cancelled) => {}
+            _ => t.stats.last_failure = t.stats.last_failure.max(finished),
+        }
+        t.durations.extend(duration);
+        t.lateness.extend(lateness);
+    }
+    jobs.into_iter()
+        .map(|(job, mut t)| {
+            let ran = t.stats.runs - t.stats.skipped;
+            t.stats.job = job;
+            t.stats.success_rate = (ran > 0).then(|| t.stats.succeeded as f64 / ran as f64);
+            t.stats.duration_p50_ms = percentile(&mut t.durations, 50);
+            t.stats.duration_p95_ms = percentile(&mut t.durations, 95);
+            t.stats.lateness_p95_ms = percentile(&mut t.lateness, 95);
+            t.stats
+        })
+        .collect()
+}
+
+/// The nearest-rank percentile `p` of `values` (sorted in place).
+fn percentile(values: &mut [i64], p: usize) -> Option<i64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let rank = (p * values.len()).div_ceil(100).max(1);
+    values.get(rank - 1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_skips_do_not_count_against_success() {
+        let row =
+            |status: &str, d: i64| ("a".to_string(), status.to_string(), Some(d), Some(d), None);
+        let mut rows: Vec<StatRow> = (1..=19).map(|d| row("succeeded", d * 10)).collect();
+        rows.push(row("failed", 1000));
+        rows.push(("a".into(), "skipped".into(), None, None, None));
+        let s = &aggregate(rows)[0];
+        assert_eq!((s.runs, s.succeeded, s.skipped), (21, 19, 1));
+        assert_eq!(s.success_rate, Some(0.95));
+        assert_eq!(s.duration_p50_ms, Some(100));
+        assert_eq!(s.duration_p95_ms, Some(190));
+        assert_eq!(percentile(&mut [7], 95), Some(7));
+        assert_eq!(percentile(&mut [], 50), None);
+    }
+}
