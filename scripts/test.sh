@@ -19,6 +19,8 @@ command -v faketime >/dev/null || need_apt+=(faketime)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# Prometheus's promtool checks the daemon's /metrics (tests/it/api.rs).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -26,6 +28,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     # The tests start their own sshd on loopback: the package's service must not stay enabled.
     if printf '%s\n' "${need_apt[@]}" | grep -qx openssh-server; then
         systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+    # Only promtool is wanted: not a Prometheus server left running.
+    if printf '%s\n' "${need_apt[@]}" | grep -qx prometheus; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        pkill -x prometheus 2>/dev/null || true
     fi
 fi
 

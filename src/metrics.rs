@@ -37,8 +37,11 @@ pub struct Metrics {
     pub write_errors: IntCounter,
     notifications_failed: IntCounterVec,
     /// Runs started and not yet ended: their job and start, for the end's labels.
-    open: Mutex<HashMap<i64, (String, Option<DateTime<Utc>>)>>,
+    open: Mutex<HashMap<i64, OpenRun>>,
 }
+
+/// A run started and not yet ended: its job and start.
+type OpenRun = (String, Option<DateTime<Utc>>);
 
 impl Metrics {
     /// A registry with every metric registered.

@@ -158,13 +158,23 @@ pub(super) async fn pause(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    body: Option<Json<PauseRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Pause>, Failure> {
     if state.0.scheduler.view(&name).is_none() {
         return Err(Failure::not_found(format!("job {name:?}")));
     }
+    // No body, `null` and `{}` all mean "until resumed".
+    let body: Option<PauseRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure::bad_request(format!(
+                "the body is not {{\"until\": \"<RFC 3339 time or duration>\"}}: {e}"
+            ))
+        })?
+    };
     let now = Utc::now();
-    let until: Option<DateTime<Utc>> = match body.and_then(|b| b.0.until) {
+    let until: Option<DateTime<Utc>> = match body.and_then(|b| b.until) {
         None => None,
         Some(u) => {
             let t = parse_time(&u, true).map_err(Failure::bad_request)?;

@@ -42,13 +42,13 @@ pub(crate) fn api_settings(
     raw: &RawApi,
     resolve: &dyn Fn(&str) -> PathBuf,
     local_path: &Path,
-    runtime_dir: Option<&str>,
     at: &mut Located<'_>,
 ) -> ApiSettings {
+    let runtime_dir = std::env::var("RUNTIME_DIRECTORY").ok();
     let (socket, also_try) = match raw.socket.as_deref() {
         Some("") => (None, None),
         Some(path) => (Some(resolve(path)), None),
-        None => match runtime_dir.filter(|d| !d.is_empty()) {
+        None => match runtime_dir.as_deref().filter(|d| !d.is_empty()) {
             Some(dir) => (Some(Path::new(dir).join(SOCKET_NAME)), None),
             None => (
                 Some(local_path.with_file_name(SOCKET_NAME)),

@@ -111,30 +111,14 @@ pub(crate) fn load_settings(
         &node,
         &mut at,
     );
-    let runtime_dir = std::env::var("RUNTIME_DIRECTORY").ok();
-    let api = api_settings(
-        &raw.api,
-        &resolve,
-        database.local_path(),
-        runtime_dir.as_deref(),
-        &mut at,
-    );
+    let api = api_settings(&raw.api, &resolve, database.local_path(), &mut at);
     let timezone = daemon_zone(raw.daemon.timezone.as_deref(), &mut at);
     let retention = match raw.database.retention.as_deref() {
         None => Some(DEFAULT_RETENTION),
         Some("forever") => None,
         Some(v) => Some(at.duration("database.retention", Some(v), Duration::ZERO)),
     };
-    let max_concurrent_runs = raw
-        .daemon
-        .max_concurrent_runs
-        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
-    if !(1..=MAX_CONCURRENT_RUNS).contains(&max_concurrent_runs) {
-        at.push(
-            Some("daemon.max_concurrent_runs"),
-            format!("{max_concurrent_runs} is out of range; expected 1 to {MAX_CONCURRENT_RUNS}"),
-        );
-    }
+    let max_concurrent_runs = concurrent_runs(&raw.daemon, &mut at);
     let mut settings = Settings {
         config_path: config_path.to_path_buf(),
         jobs_dir,
@@ -248,6 +232,20 @@ pub(crate) fn default_database(main_folder: &Path) -> PathBuf {
     } else {
         main_folder.join("hourglass.db")
     }
+}
+
+/// `daemon.max_concurrent_runs`, checked.
+fn concurrent_runs(raw: &RawDaemon, at: &mut Located<'_>) -> usize {
+    let n = raw
+        .max_concurrent_runs
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_RUNS);
+    if !(1..=MAX_CONCURRENT_RUNS).contains(&n) {
+        at.push(
+            Some("daemon.max_concurrent_runs"),
+            format!("{n} is out of range; expected 1 to {MAX_CONCURRENT_RUNS}"),
+        );
+    }
+    n
 }
 
 /// Checks a `log.level` filter: comma-separated directives, each a level or `target=level`.

@@ -45,6 +45,11 @@ impl Tail {
 
     /// The kept text (lossy UTF-8), with a marker when the start was cut; `None` when empty.
     pub fn finish(self) -> Option<String> {
+        self.text()
+    }
+
+    /// The kept text so far (see [`Tail::finish`]).
+    pub fn text(&self) -> Option<String> {
         if self.buf.is_empty() {
             return None;
         }
@@ -90,14 +95,11 @@ impl LiveRun {
         self.progress.subscribe()
     }
 
-    /// The output ended; the kept tail goes to the history.
+    /// The output ended: the kept tail, for the history (followers still read what they
+    /// have not yet sent).
     pub fn finish(&self) -> Option<String> {
         self.progress.send_modify(|(_, ended)| *ended = true);
-        let tail = self.tail.lock().map(|mut t| {
-            let limit = t.limit;
-            std::mem::replace(&mut *t, Tail::new(limit))
-        });
-        tail.ok().and_then(Tail::finish)
+        self.tail.lock().ok().and_then(|t| t.text())
     }
 }
 

@@ -405,3 +405,24 @@ fn a_stop_when_no_record_can_be_saved_anywhere_exits_non_zero() {
     );
     assert!(!log.contains("run records kept in the spill file"), "{log}");
 }
+
+#[test]
+fn healthz_is_unhealthy_while_history_writes_fail_and_healthy_after() {
+    let d = Daemon::start("", "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n");
+    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    d.wait_runs("tick", 20 * SEC, "a first run", |r| !r.is_empty());
+    assert_eq!(api.call("GET", "/healthz", None, None).0, 200);
+    let lock = HeldLock::take(&d.path("history.db"));
+    let body = wait_for(60 * SEC, "/healthz to say unhealthy", || {
+        let (code, body) = api.call("GET", "/healthz", None, None);
+        (code == 503).then_some(body)
+    });
+    assert!(body.contains("history writes have been failing for"), "{body}");
+    // The status says so too.
+    let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    assert!(status.contains("history    FAILING for"), "{status}");
+    lock.release();
+    wait_for(60 * SEC, "/healthz to say ok again", || {
+        (api.call("GET", "/healthz", None, None).0 == 200).then_some(())
+    });
+}

@@ -11,6 +11,7 @@
 mod harness;
 mod servers;
 
+mod api;
 mod bad_configs;
 mod cli;
 mod cluster;

@@ -1,0 +1,351 @@
+//! The API on a real daemon, through a real HTTP client on its unix socket and on TCP: every
+//! endpoint; the token off loopback; pause and resume (across a restart); `/healthz` while
+//! the history database fails; `/metrics` checked by Prometheus's `promtool` and against the
+//! history rows; `history --follow` and `show --follow` as runs go.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{BIN, Daemon, wait_for};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A real HTTP client on the daemon's socket or TCP address.
+pub struct Api {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn socket(path: &Path) -> Self {
+        hourglass::http_client::install_crypto_provider();
+        let http = reqwest::Client::builder().unix_socket(path).build().unwrap();
+        Self::with(http, "http://hourglass".into())
+    }
+
+    pub fn tcp(port: u16) -> Self {
+        hourglass::http_client::install_crypto_provider();
+        Self::with(
+            reqwest::Client::new(),
+            format!("http://127.0.0.1:{port}"),
+        )
+    }
+
+    fn with(http: reqwest::Client, base: String) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Self { rt, http, base }
+    }
+
+    /// `method path` with an optional token and JSON body: the status and the body as text.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(20 * SEC);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        self.rt.block_on(async {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    }
+
+    /// `GET path` as JSON, which must answer 200.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, None, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// `POST path` as JSON, which must answer 200.
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        let (status, text) = self.call("POST", path, None, Some(body));
+        assert_eq!(status, 200, "POST {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `promtool check metrics` (Debian package `prometheus`) on `text`; its complaints.
+fn promtool(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is not installed");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The value of one sample line (`name{labels} value`) of the metrics text, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+const JOBS: &str = r#"
+[jobs.tick]
+every = "1s"
+command = "echo tick"
+
+[jobs.slow]
+every = "1h"
+command = "echo line 1; sleep 1; echo line 2; sleep 1; echo line 3"
+
+[jobs.broken]
+every = "1h"
+command = "exit 3"
+"#;
+
+#[test]
+fn every_endpoint_answers_on_the_socket() {
+    let d = Daemon::start("", JOBS);
+    let api = Api::socket(&d.path("hourglass.sock"));
+    let me = format!("uid:{}", nix::unistd::getuid().as_raw());
+
+    let status = api.get("/v1/status");
+    assert_eq!(status["jobs"], 3);
+    assert_eq!(status["database"], d.path("history.db").display().to_string());
+    assert_eq!(api.get("/healthz")["status"], "ok");
+
+    let jobs = api.get("/v1/jobs");
+    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["broken", "slow", "tick"]);
+    let slow = api.get("/v1/jobs/slow");
+    assert_eq!(slow["kind"], "command");
+    assert_eq!(slow["next"].as_array().unwrap().len(), 5);
+    assert_eq!(api.call("GET", "/v1/jobs/nope", None, None).0, 404);
+
+    // A trigger starts a run; its output streams as it grows, then its end.
+    let t = api.post("/v1/jobs/slow/trigger", Value::Null);
+    assert_eq!(t["outcome"], "started", "{t}");
+    let run = t["run_id"].as_i64().unwrap();
+    let (code, sse) = api.call("GET", &format!("/v1/runs/{run}/output"), None, None);
+    assert_eq!(code, 200);
+    let text: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "line 1\nline 2\nline 3\n");
+    assert!(sse.contains("event: end"), "{sse}");
+    let one = api.get(&format!("/v1/runs/{run}"));
+    assert_eq!(one["status"], "succeeded");
+    assert_eq!(one["output"], "line 1\nline 2\nline 3\n");
+    assert_eq!(api.call("GET", "/v1/runs/999999", None, None).0, 404);
+
+    // Keyset pages: the second page goes on where the first ended, nothing twice.
+    wait_for(20 * SEC, "6 runs of tick", || (d.runs_of("tick").len() >= 6).then_some(()));
+    let p1 = api.get("/v1/runs?job=tick&limit=3");
+    let ids1: Vec<i64> = p1["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let next = p1["next"].as_str().unwrap();
+    let p2 = api.get(&format!("/v1/runs?job=tick&limit=3&after={next}"));
+    let ids2: Vec<i64> = p2["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids1.len(), 3);
+    assert_eq!(ids2.len(), 3);
+    assert!(ids1.windows(2).all(|w| w[0] > w[1]) && ids1[2] > ids2[0], "{ids1:?} then {ids2:?}");
+    assert_eq!(api.call("GET", "/v1/runs?status=bogus", None, None).0, 400);
+
+    // Pause with an end, resume; each action is in the events log with who asked.
+    let p = api.post("/v1/jobs/broken/pause", serde_json::json!({ "until": "1h" }));
+    assert_eq!(p["actor"], me.as_str());
+    assert!(api.get("/v1/jobs/broken")["paused"]["until"].is_string());
+    assert_eq!(api.call("POST", "/v1/jobs/broken/pause", None, Some(serde_json::json!({ "until": "yesterday" }))).0, 400);
+    assert_eq!(api.post("/v1/jobs/broken/resume", Value::Null)["was_paused"], true);
+    let events = api.get("/v1/events");
+    let actions: Vec<(&str, &str, &str)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["job"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, [("resume", "broken", me.as_str()), ("pause", "broken", me.as_str()), ("trigger", "slow", me.as_str())]);
+
+    // The socket is 0660.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(d.path("hourglass.sock")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+}
+
+#[test]
+fn metrics_pass_promtool_and_match_the_history() {
+    let d = Daemon::start("", JOBS);
+    let api = Api::socket(&d.path("hourglass.sock"));
+    api.post("/v1/jobs/broken/trigger", Value::Null);
+    wait_for(20 * SEC, "4 runs of tick", || (d.runs_of("tick").len() >= 4).then_some(()));
+    // Quiet: no new run while the rows and the counters are compared.
+    api.post("/v1/jobs/tick/pause", Value::Null);
+    let runs = wait_for(10 * SEC, "every row ended", || {
+        let runs = d.runs();
+        runs.iter().all(crate::harness::finished).then_some(runs)
+    });
+    let (code, text) = api.call("GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    promtool(&text).unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
+    let count = |job: &str, status: &str| runs.iter().filter(|r| r.job == job && r.status == status).count() as f64;
+    for (job, status) in [("tick", "succeeded"), ("broken", "failed")] {
+        let series = format!("hourglass_runs_total{{job=\"{job}\",status=\"{status}\"}}");
+        assert_eq!(sample(&text, &series), Some(count(job, status)), "{series}\n{text}");
+    }
+    assert_eq!(sample(&text, "hourglass_job_paused{job=\"tick\"}"), Some(1.0));
+    assert_eq!(sample(&text, "hourglass_runs_running"), Some(0.0));
+    assert!(sample(&text, "hourglass_job_last_success_timestamp_seconds{job=\"tick\"}").is_some());
+    assert!(sample(&text, "hourglass_job_next_firing_timestamp_seconds{job=\"slow\"}").is_some());
+    assert_eq!(sample(&text, "hourglass_firing_lateness_seconds_count"), Some(runs.len() as f64));
+    assert!(text.contains("hourglass_build_info{version=\""));
+}
+
+#[test]
+fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
+    let port = free_port();
+    let mut d = Daemon::prepare(
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\n"),
+        JOBS,
+    );
+    d.extra_env.push(("HG_API_TOKEN".into(), "s3cret-token".into()));
+    d.spawn_ready();
+    let api = Api::tcp(port);
+    for token in [None, Some("wrong")] {
+        for (method, path) in [("GET", "/v1/jobs"), ("POST", "/v1/jobs/slow/trigger"), ("GET", "/metrics")] {
+            let (code, body) = api.call(method, path, token, None);
+            assert_eq!(code, 401, "{method} {path} with {token:?}: {body}");
+        }
+    }
+    let (code, body) = api.call("GET", "/v1/jobs", Some("s3cret-token"), None);
+    assert_eq!(code, 200, "{body}");
+    // Nothing was done by the refused trigger: no run of slow, no event.
+    std::thread::sleep(SEC);
+    assert!(d.runs_of("slow").is_empty());
+    let (code, body) = api.call("GET", "/v1/events", Some("s3cret-token"), None);
+    assert_eq!((code, body.as_str()), (200, "[]"));
+    let (code, body) = api.call("POST", "/v1/jobs/slow/trigger", Some("s3cret-token"), None);
+    assert_eq!(code, 200, "{body}");
+    let (_, events) = api.call("GET", "/v1/events", Some("s3cret-token"), None);
+    assert!(events.contains("\"actor\":\"token\""), "{events}");
+    // The token is nowhere in the log.
+    assert!(!d.log().contains("s3cret-token"));
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused_by_check() {
+    let d = Daemon::prepare("[api]\nlisten = \"0.0.0.0:8787\"\n", JOBS);
+    let out = d.cli(&["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.token: required when api.listen (0.0.0.0:8787) is not a loopback address"), "{err}");
+}
+
+#[test]
+fn a_paused_job_does_not_run_until_resumed_even_across_a_restart() {
+    let mut d = Daemon::start("", "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n");
+    d.wait_runs("tick", 20 * SEC, "a first run", |r| !r.is_empty());
+    let out = d.cli(&["pause", "tick"]);
+    assert!(out.status.success(), "{out:?}");
+    let paused_at = Instant::now();
+    let after_pause = |d: &Daemon| {
+        let resumed = d.runs_of("tick");
+        resumed.len()
+    };
+    // Rows that were on their way when it was paused are in; then nothing for 5 firings.
+    std::thread::sleep(SEC);
+    let n = after_pause(&d);
+    std::thread::sleep(5 * SEC);
+    assert_eq!(after_pause(&d), n, "runs while paused");
+    let list = String::from_utf8_lossy(&d.cli(&["list"]).stdout).to_string();
+    assert!(list.contains("paused since"), "{list}");
+    // A restart keeps the pause.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(20 * SEC);
+    d.spawn_ready();
+    std::thread::sleep(3 * SEC);
+    assert_eq!(after_pause(&d), n, "runs after the restart while paused");
+    let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    assert!(status.contains("paused     tick since"), "{status}");
+    let out = d.cli(&["resume", "tick"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is resumed"), "{out:?}");
+    d.wait_runs("tick", 10 * SEC, "runs after the resume", |r| r.len() >= n + 2);
+    // Nothing that passed under the pause was caught up: the new rows are after the resume.
+    let runs = d.runs_of("tick");
+    let new = &runs[n..];
+    let gap = crate::harness::ts(&new[0].scheduled_for) - crate::harness::ts(&runs[n - 1].scheduled_for);
+    assert!(gap.num_seconds() as u64 >= paused_at.elapsed().as_secs() - 3, "caught up: {new:?}");
+    assert!(new.iter().all(|r| r.trigger == "schedule"), "{new:?}");
+}
+
+#[test]
+fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
+    let d = Daemon::start("", JOBS);
+    let mut follow = Command::new(BIN)
+        .arg("--config")
+        .arg(d.config())
+        .args(["history", "--follow", "--job", "slow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = d.cli(&["trigger", "slow"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let run: i64 = said.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut show = Command::new(BIN)
+        .arg("--config")
+        .arg(d.config())
+        .args(["show", "--follow", &run.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(show.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "line 1");
+    // The first line came while the run was still going.
+    let row = d.runs_of("slow").into_iter().find(|r| r.id == run).unwrap();
+    assert_eq!(row.status, "running");
+    assert_eq!(lines.next().unwrap().unwrap(), "line 2");
+    assert_eq!(lines.next().unwrap().unwrap(), "line 3");
+    let end = lines.next().unwrap().unwrap();
+    assert!(end.starts_with(&format!("--- run {run} of \"slow\" succeeded (exit code 0) in ")), "{end}");
+    assert!(show.wait().unwrap().success());
+    // `history --follow` printed the run when it started and again when it ended.
+    let mut follow_lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let line = follow_lines.next().unwrap().unwrap();
+        if line.trim_start().starts_with(&run.to_string()) {
+            statuses.push(line.split_whitespace().nth(3).unwrap().to_string());
+        }
+    }
+    assert_eq!(statuses, ["running", "succeeded"]);
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
