@@ -36,6 +36,10 @@ pub enum Event {
     Recovery,
     /// Any other success.
     Success,
+    /// No success within `alert_if_no_success_within`.
+    Stale,
+    /// The first success after a `stale` notice.
+    Recovered,
 }
 
 impl Event {
@@ -45,6 +49,8 @@ impl Event {
             Event::Failure => "failure",
             Event::Recovery => "recovery",
             Event::Success => "success",
+            Event::Stale => "stale",
+            Event::Recovered => "recovered",
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct AlertPolicy {
     pub webhook: Option<WebhookChannel>,
     /// At most one failure notice per this interval.
     pub min_interval: Duration,
+    /// A `stale` notice when the job has had no success for this long
+    /// (`alert_if_no_success_within`), and a `recovered` one at its next success.
+    pub stale_after: Option<Duration>,
 }
 
 /// Per-job memory between firings (lives in the job's slot, across reloads).
@@ -140,6 +149,17 @@ pub struct FiringEnd {
     pub output: Option<String>,
 }
 
+/// What a stale notice tells: the job's last success and run, and why it is stale.
+#[derive(Debug, Clone, Default)]
+pub struct StaleFacts {
+    /// When it last succeeded (`scheduled_for` of the notice).
+    pub last_success: Option<DateTime<Utc>>,
+    /// Its newest run (`run_id` of the notice; 0 when it never ran).
+    pub last_run_id: Option<i64>,
+    /// Why it is stale (`error` of the notice).
+    pub detail: String,
+}
+
 /// Sends notifications.
 #[derive(Debug, Clone)]
 pub struct Alerts {
@@ -147,6 +167,8 @@ pub struct Alerts {
     http: HttpClients,
     recorder: Recorder,
     node: String,
+    /// Hears of each success of a job that has a policy (the stale-job watch).
+    successes: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 const OUTPUT_TAIL: usize = 2048;
@@ -159,7 +181,49 @@ impl Alerts {
             http,
             recorder,
             node,
+            successes: None,
         }
+    }
+
+    /// The same notifier, telling `successes` the name of each job that succeeds.
+    #[must_use]
+    pub fn with_successes(mut self, successes: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        self.successes = Some(successes);
+        self
+    }
+
+    /// A `stale` or `recovered` notice for `job` (see [`crate::stale`]): the work that sends
+    /// it, to be spawned.
+    pub fn stale_notice(
+        &self,
+        job: &str,
+        policy: &AlertPolicy,
+        event: Event,
+        facts: StaleFacts,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let notice = Notice {
+            event,
+            job: job.to_string(),
+            run_id: facts.last_run_id.unwrap_or(0),
+            scheduled_for: facts
+                .last_success
+                .map(crate::store::format_ts)
+                .unwrap_or_default(),
+            status: if event == Event::Stale {
+                "stale"
+            } else {
+                "succeeded"
+            }
+            .to_string(),
+            attempt: 0,
+            error: (event == Event::Stale).then_some(facts.detail),
+            output_tail: None,
+            node: self.node.clone(),
+            hint: format!("hourglass history --job {job}"),
+        };
+        let policy = policy.clone();
+        let this = self.clone();
+        async move { this.send(&policy, &notice).await }
     }
 
     /// Decides whether this firing's end notifies; if so, returns the sending work, to be
@@ -171,6 +235,11 @@ impl Alerts {
         state: &AlertState,
         end: &FiringEnd,
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        if end.status == RunStatus::Succeeded
+            && let Some(tx) = &self.successes
+        {
+            let _ = tx.send(job.to_string());
+        }
         let ok = match end.status {
             RunStatus::Succeeded => true,
             RunStatus::Failed | RunStatus::TimedOut => false,
@@ -208,7 +277,7 @@ impl Alerts {
                     s.last_failure_notice = Some(Instant::now());
                 }
                 Event::Recovery => s.last_failure_notice = None,
-                Event::Success => {}
+                Event::Success | Event::Stale | Event::Recovered => {}
             }
             event
         };
@@ -272,6 +341,8 @@ impl Alerts {
             Event::Failure => "failed",
             Event::Recovery => "recovered",
             Event::Success => "succeeded",
+            Event::Stale => "is stale (no success within its alert_if_no_success_within)",
+            Event::Recovered => "succeeded again after being stale",
         };
         let subject = format!("[hourglass] {} {verb} on {}", n.job, n.node);
         let mut body = format!(
@@ -339,6 +410,7 @@ impl Alerts {
 pub(crate) struct RawNotify {
     pub(crate) on: Option<Vec<Event>>,
     pub(crate) min_interval: Option<String>,
+    pub(crate) alert_if_no_success_within: Option<String>,
     pub(crate) email: Option<RawNotifyEmail>,
     pub(crate) webhook: Option<RawWebhook>,
 }
@@ -409,5 +481,12 @@ pub(crate) fn notify_policy(
             r.min_interval.as_deref(),
             Duration::from_secs(3600),
         ),
+        stale_after: r.alert_if_no_success_within.as_deref().map(|w| {
+            at.duration(
+                &format!("{field}.alert_if_no_success_within"),
+                Some(w),
+                Duration::ZERO,
+            )
+        }),
     })
 }

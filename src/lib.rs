@@ -72,5 +72,6 @@ pub mod scheduler;
 pub mod secret;
 pub mod smtp;
 pub mod spill;
+pub mod stale;
 pub mod store;
 pub mod systemd;

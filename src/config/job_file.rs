@@ -43,6 +43,7 @@ pub(crate) struct RawJob {
     pub(crate) enabled: Option<bool>,
     pub(crate) on_node_loss: Option<NodeLoss>,
     pub(crate) run_on: Option<Vec<String>>,
+    pub(crate) alert_if_no_success_within: Option<String>,
     #[allow(dead_code)]
     pub(crate) description: Option<String>,
     pub(crate) command: Option<CommandLine>,
@@ -55,6 +56,29 @@ pub(crate) struct RawJob {
     pub(crate) http: Option<RawHttp>,
     pub(crate) upload: Option<RawUpload>,
     pub(crate) notify: Option<RawNotify>,
+}
+
+/// The job's alert policy with its own `alert_if_no_success_within`, which needs a policy to
+/// send through.
+fn stale_after(
+    within: Option<&str>,
+    notify: Option<Arc<AlertPolicy>>,
+    at: &mut Located<'_>,
+) -> Option<Arc<AlertPolicy>> {
+    let Some(within) = within else {
+        return notify;
+    };
+    let after = at.duration("alert_if_no_success_within", Some(within), Duration::ZERO);
+    let Some(policy) = notify else {
+        at.push(
+            Some("alert_if_no_success_within"),
+            "has nowhere to send its alert; give the job [jobs.<name>.notify] with an email or webhook, or set [notify] in the main file",
+        );
+        return None;
+    };
+    let mut policy = (*policy).clone();
+    policy.stale_after = Some(after);
+    Some(Arc::new(policy))
 }
 
 pub(crate) fn load_jobs(
@@ -297,6 +321,7 @@ pub(crate) fn validate_job(
         Some(n) => notify_policy(n, "notify", &settings.smtp, at).map(Arc::new),
         None => settings.notify.clone(),
     };
+    let notify = stale_after(raw.alert_if_no_success_within.as_deref(), notify, at);
     let catch_up = raw.catch_up.unwrap_or(CatchUp::Skip);
     let catch_up_window = catch_up_window(&raw, catch_up, at);
     let spec = JobSpec {

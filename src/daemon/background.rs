@@ -165,7 +165,7 @@ pub(super) async fn reload(
     scheduler: &mut Scheduler,
     current: &Settings,
     jobs_now: Option<&watch::Sender<Arc<LoadedJobs>>>,
-) {
+) -> Option<crate::alert::AlertPolicies> {
     systemd::reloading();
     let path = current.config_path.clone();
     let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
@@ -194,10 +194,12 @@ pub(super) async fn reload(
                 jobs = scheduler.len(),
                 "configuration reloaded"
             );
+            Some(new.alerts)
         }
         Err(e) => {
             // The operator must fix the files: the daemon keeps the previous jobs meanwhile.
             tracing::error!(error = %e, "configuration rejected; the previous configuration stays in effect");
+            None
         }
     }
 }

@@ -102,6 +102,8 @@ struct Running {
     hup: SignalStream,
     /// Where the API listens.
     api: crate::api::Listening,
+    /// Every job's alert policy, for the stale-job watch (replaced at reloads).
+    policies: watch::Sender<Arc<AlertPolicies>>,
     _instance: crate::instance::InstanceLock,
 }
 
@@ -135,7 +137,15 @@ impl Running {
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (recorder, writer) = Recorder::start(&store);
         let recorder = recorder.with_metrics(Arc::clone(&metrics));
-        let ctx = Arc::new(context(&settings, &store, recorder, &ids, shutdown)?);
+        let (successes_tx, successes) = mpsc::unbounded_channel();
+        let ctx = Arc::new(context(
+            &settings,
+            &store,
+            recorder,
+            &ids,
+            shutdown,
+            successes_tx,
+        )?);
         let timers = CancellationToken::new();
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
         let (loaded, loaded_rx) =
@@ -158,6 +168,15 @@ impl Running {
             &mut tasks,
             &background,
         )?;
+        let (policies, policies_rx) = watch::channel(Arc::new(alerts.clone()));
+        let watch = crate::stale::StaleWatch {
+            store: store.clone(),
+            alerts: ctx.alerts.clone(),
+            policies: policies_rx,
+            successes,
+            tracker: ctx.tracker.clone(),
+        };
+        tasks.spawn(crate::stale::stale_loop(watch, background.clone()));
         let (change_tx, changes) = mpsc::unbounded_channel();
         let watcher = watch_files(&settings, change_tx);
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -178,6 +197,7 @@ impl Running {
             _watcher: watcher,
             hup,
             api,
+            policies,
             _instance: instance,
         };
         tracing::info!(
@@ -248,7 +268,9 @@ impl Running {
 
     async fn reload(&mut self) {
         let shared = self.store.is_shared().then_some(&self.loaded);
-        reload(&mut self.scheduler, &self.settings, shared).await;
+        if let Some(alerts) = reload(&mut self.scheduler, &self.settings, shared).await {
+            self.policies.send_replace(Arc::new(alerts));
+        }
         systemd::ready(&self.status());
     }
 
@@ -413,6 +435,7 @@ fn context(
     recorder: Recorder,
     ids: &Arc<RunIds>,
     shutdown: &Shutdown,
+    successes: mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<Context> {
     let services = Services {
         mailers: Mailers::new(settings.smtp.values())?,
@@ -429,6 +452,7 @@ fn context(
         services,
     );
     ctx.processes = Arc::clone(&shutdown.processes);
+    ctx.alerts = ctx.alerts.clone().with_successes(successes);
     ctx.shared = store.is_shared();
     ctx.tags.clone_from(&settings.tags);
     Ok(ctx)

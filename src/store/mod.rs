@@ -13,6 +13,7 @@ mod actions;
 mod postgres;
 mod records;
 mod sqlite;
+mod stale_watch;
 mod stats;
 mod writer;
 
@@ -20,6 +21,7 @@ pub use actions::{Event, Pause};
 use postgres::PgStore;
 pub use records::*;
 use sqlite::SqliteStore;
+pub use stale_watch::StaleState;
 pub use stats::JobStats;
 use writer::SqliteWriter;
 

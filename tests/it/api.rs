@@ -25,16 +25,16 @@ pub struct Api {
 impl Api {
     pub fn socket(path: &Path) -> Self {
         hourglass::http_client::install_crypto_provider();
-        let http = reqwest::Client::builder().unix_socket(path).build().unwrap();
+        let http = reqwest::Client::builder()
+            .unix_socket(path)
+            .build()
+            .unwrap();
         Self::with(http, "http://hourglass".into())
     }
 
     pub fn tcp(port: u16) -> Self {
         hourglass::http_client::install_crypto_provider();
-        Self::with(
-            reqwest::Client::new(),
-            format!("http://127.0.0.1:{port}"),
-        )
+        Self::with(reqwest::Client::new(), format!("http://127.0.0.1:{port}"))
     }
 
     fn with(http: reqwest::Client, base: String) -> Self {
@@ -46,7 +46,13 @@ impl Api {
     }
 
     /// `method path` with an optional token and JSON body: the status and the body as text.
-    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut r = self
             .http
@@ -97,7 +103,12 @@ fn promtool(text: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus) is not installed");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(())
@@ -138,11 +149,19 @@ fn every_endpoint_answers_on_the_socket() {
 
     let status = api.get("/v1/status");
     assert_eq!(status["jobs"], 3);
-    assert_eq!(status["database"], d.path("history.db").display().to_string());
+    assert_eq!(
+        status["database"],
+        d.path("history.db").display().to_string()
+    );
     assert_eq!(api.get("/healthz")["status"], "ok");
 
     let jobs = api.get("/v1/jobs");
-    let names: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["broken", "slow", "tick"]);
     let slow = api.get("/v1/jobs/slow");
     assert_eq!(slow["kind"], "command");
@@ -169,35 +188,81 @@ fn every_endpoint_answers_on_the_socket() {
     assert_eq!(api.call("GET", "/v1/runs/999999", None, None).0, 404);
 
     // Keyset pages: the second page goes on where the first ended, nothing twice.
-    wait_for(20 * SEC, "6 runs of tick", || (d.runs_of("tick").len() >= 6).then_some(()));
+    wait_for(20 * SEC, "6 runs of tick", || {
+        (d.runs_of("tick").len() >= 6).then_some(())
+    });
     let p1 = api.get("/v1/runs?job=tick&limit=3");
-    let ids1: Vec<i64> = p1["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let ids1: Vec<i64> = p1["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
     let next = p1["next"].as_str().unwrap();
     let p2 = api.get(&format!("/v1/runs?job=tick&limit=3&after={next}"));
-    let ids2: Vec<i64> = p2["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    let ids2: Vec<i64> = p2["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids1.len(), 3);
     assert_eq!(ids2.len(), 3);
-    assert!(ids1.windows(2).all(|w| w[0] > w[1]) && ids1[2] > ids2[0], "{ids1:?} then {ids2:?}");
+    assert!(
+        ids1.windows(2).all(|w| w[0] > w[1]) && ids1[2] > ids2[0],
+        "{ids1:?} then {ids2:?}"
+    );
     assert_eq!(api.call("GET", "/v1/runs?status=bogus", None, None).0, 400);
 
     // Pause with an end, resume; each action is in the events log with who asked.
-    let p = api.post("/v1/jobs/broken/pause", serde_json::json!({ "until": "1h" }));
+    let p = api.post(
+        "/v1/jobs/broken/pause",
+        serde_json::json!({ "until": "1h" }),
+    );
     assert_eq!(p["actor"], me.as_str());
     assert!(api.get("/v1/jobs/broken")["paused"]["until"].is_string());
-    assert_eq!(api.call("POST", "/v1/jobs/broken/pause", None, Some(serde_json::json!({ "until": "yesterday" }))).0, 400);
-    assert_eq!(api.post("/v1/jobs/broken/resume", Value::Null)["was_paused"], true);
+    assert_eq!(
+        api.call(
+            "POST",
+            "/v1/jobs/broken/pause",
+            None,
+            Some(serde_json::json!({ "until": "yesterday" }))
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        api.post("/v1/jobs/broken/resume", Value::Null)["was_paused"],
+        true
+    );
     let events = api.get("/v1/events");
     let actions: Vec<(&str, &str, &str)> = events
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["action"].as_str().unwrap(), e["job"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["job"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(actions, [("resume", "broken", me.as_str()), ("pause", "broken", me.as_str()), ("trigger", "slow", me.as_str())]);
+    assert_eq!(
+        actions,
+        [
+            ("resume", "broken", me.as_str()),
+            ("pause", "broken", me.as_str()),
+            ("trigger", "slow", me.as_str())
+        ]
+    );
 
     // The socket is 0660.
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(d.path("hourglass.sock")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(d.path("hourglass.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o660);
 }
 
@@ -206,7 +271,9 @@ fn metrics_pass_promtool_and_match_the_history() {
     let d = Daemon::start("", JOBS);
     let api = Api::socket(&d.path("hourglass.sock"));
     api.post("/v1/jobs/broken/trigger", Value::Null);
-    wait_for(20 * SEC, "4 runs of tick", || (d.runs_of("tick").len() >= 4).then_some(()));
+    wait_for(20 * SEC, "4 runs of tick", || {
+        (d.runs_of("tick").len() >= 4).then_some(())
+    });
     // Quiet: no new run while the rows and the counters are compared.
     api.post("/v1/jobs/tick/pause", Value::Null);
     let runs = wait_for(10 * SEC, "every row ended", || {
@@ -216,16 +283,42 @@ fn metrics_pass_promtool_and_match_the_history() {
     let (code, text) = api.call("GET", "/metrics", None, None);
     assert_eq!(code, 200);
     promtool(&text).unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
-    let count = |job: &str, status: &str| runs.iter().filter(|r| r.job == job && r.status == status).count() as f64;
+    let count = |job: &str, status: &str| {
+        runs.iter()
+            .filter(|r| r.job == job && r.status == status)
+            .count() as f64
+    };
     for (job, status) in [("tick", "succeeded"), ("broken", "failed")] {
         let series = format!("hourglass_runs_total{{job=\"{job}\",status=\"{status}\"}}");
-        assert_eq!(sample(&text, &series), Some(count(job, status)), "{series}\n{text}");
+        assert_eq!(
+            sample(&text, &series),
+            Some(count(job, status)),
+            "{series}\n{text}"
+        );
     }
-    assert_eq!(sample(&text, "hourglass_job_paused{job=\"tick\"}"), Some(1.0));
+    assert_eq!(
+        sample(&text, "hourglass_job_paused{job=\"tick\"}"),
+        Some(1.0)
+    );
     assert_eq!(sample(&text, "hourglass_runs_running"), Some(0.0));
-    assert!(sample(&text, "hourglass_job_last_success_timestamp_seconds{job=\"tick\"}").is_some());
-    assert!(sample(&text, "hourglass_job_next_firing_timestamp_seconds{job=\"slow\"}").is_some());
-    assert_eq!(sample(&text, "hourglass_firing_lateness_seconds_count"), Some(runs.len() as f64));
+    assert!(
+        sample(
+            &text,
+            "hourglass_job_last_success_timestamp_seconds{job=\"tick\"}"
+        )
+        .is_some()
+    );
+    assert!(
+        sample(
+            &text,
+            "hourglass_job_next_firing_timestamp_seconds{job=\"slow\"}"
+        )
+        .is_some()
+    );
+    assert_eq!(
+        sample(&text, "hourglass_firing_lateness_seconds_count"),
+        Some(runs.len() as f64)
+    );
     assert!(text.contains("hourglass_build_info{version=\""));
 }
 
@@ -236,11 +329,16 @@ fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\n"),
         JOBS,
     );
-    d.extra_env.push(("HG_API_TOKEN".into(), "s3cret-token".into()));
+    d.extra_env
+        .push(("HG_API_TOKEN".into(), "s3cret-token".into()));
     d.spawn_ready();
     let api = Api::tcp(port);
     for token in [None, Some("wrong")] {
-        for (method, path) in [("GET", "/v1/jobs"), ("POST", "/v1/jobs/slow/trigger"), ("GET", "/metrics")] {
+        for (method, path) in [
+            ("GET", "/v1/jobs"),
+            ("POST", "/v1/jobs/slow/trigger"),
+            ("GET", "/metrics"),
+        ] {
             let (code, body) = api.call(method, path, token, None);
             assert_eq!(code, 401, "{method} {path} with {token:?}: {body}");
         }
@@ -266,7 +364,12 @@ fn a_public_address_without_a_token_is_refused_by_check() {
     let out = d.cli(&["check"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("api.token: required when api.listen (0.0.0.0:8787) is not a loopback address"), "{err}");
+    assert!(
+        err.contains(
+            "api.token: required when api.listen (0.0.0.0:8787) is not a loopback address"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -296,13 +399,22 @@ fn a_paused_job_does_not_run_until_resumed_even_across_a_restart() {
     let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
     assert!(status.contains("paused     tick since"), "{status}");
     let out = d.cli(&["resume", "tick"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is resumed"), "{out:?}");
-    d.wait_runs("tick", 10 * SEC, "runs after the resume", |r| r.len() >= n + 2);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is resumed"),
+        "{out:?}"
+    );
+    d.wait_runs("tick", 10 * SEC, "runs after the resume", |r| {
+        r.len() >= n + 2
+    });
     // Nothing that passed under the pause was caught up: the new rows are after the resume.
     let runs = d.runs_of("tick");
     let new = &runs[n..];
-    let gap = crate::harness::ts(&new[0].scheduled_for) - crate::harness::ts(&runs[n - 1].scheduled_for);
-    assert!(gap.num_seconds() as u64 >= paused_at.elapsed().as_secs() - 3, "caught up: {new:?}");
+    let gap =
+        crate::harness::ts(&new[0].scheduled_for) - crate::harness::ts(&runs[n - 1].scheduled_for);
+    assert!(
+        gap.num_seconds() as u64 >= paused_at.elapsed().as_secs() - 3,
+        "caught up: {new:?}"
+    );
     assert!(new.iter().all(|r| r.trigger == "schedule"), "{new:?}");
 }
 
@@ -334,7 +446,12 @@ fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
     assert_eq!(lines.next().unwrap().unwrap(), "line 2");
     assert_eq!(lines.next().unwrap().unwrap(), "line 3");
     let end = lines.next().unwrap().unwrap();
-    assert!(end.starts_with(&format!("--- run {run} of \"slow\" succeeded (exit code 0) in ")), "{end}");
+    assert!(
+        end.starts_with(&format!(
+            "--- run {run} of \"slow\" succeeded (exit code 0) in "
+        )),
+        "{end}"
+    );
     assert!(show.wait().unwrap().success());
     // `history --follow` printed the run when it started and again when it ended.
     let mut follow_lines = BufReader::new(follow.stdout.take().unwrap()).lines();

@@ -417,7 +417,10 @@ fn healthz_is_unhealthy_while_history_writes_fail_and_healthy_after() {
         let (code, body) = api.call("GET", "/healthz", None, None);
         (code == 503).then_some(body)
     });
-    assert!(body.contains("history writes have been failing for"), "{body}");
+    assert!(
+        body.contains("history writes have been failing for"),
+        "{body}"
+    );
     // The status says so too.
     let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
     assert!(status.contains("history    FAILING for"), "{status}");

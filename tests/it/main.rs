@@ -21,4 +21,5 @@ mod email;
 mod faults;
 mod processes;
 mod properties;
+mod stale;
 mod upload;
