@@ -120,20 +120,7 @@ impl Running {
         // set (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
         crate::http_client::install_crypto_provider();
-        let store = Store::connect(&settings.database).await?;
-        let instance = crate::instance::acquire(settings.database.local_path())?;
-        let replayed = crate::recorder::replay_spill(&store)
-            .await
-            .context("cannot replay the spill file into the history database")?;
-        if replayed > 0 {
-            tracing::info!(
-                records = replayed,
-                "run records kept in the spill file by the previous daemon written to the history database"
-            );
-        }
-        let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
-        let ids = Arc::new(RunIds::reserve(&store, above).await?);
-        let last_fired = store.last_fired().await?;
+        let (store, instance, ids, last_fired) = open_history(&settings, shutdown).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (recorder, writer) = Recorder::start(&store);
         let recorder = recorder.with_metrics(Arc::clone(&metrics));
@@ -426,6 +413,35 @@ impl Running {
         tracing::info!("hourglass stopped");
         Ok(())
     }
+}
+
+/// The history opened for this daemon: the store, the instance lock, run ids above any a
+/// dead daemon handed out (its spill file replayed, its runs' leftovers stopped), and each
+/// job's last firing.
+async fn open_history(
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<(
+    Store,
+    crate::instance::InstanceLock,
+    Arc<RunIds>,
+    std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
+)> {
+    let store = Store::connect(&settings.database).await?;
+    let instance = crate::instance::acquire(settings.database.local_path())?;
+    let replayed = crate::recorder::replay_spill(&store)
+        .await
+        .context("cannot replay the spill file into the history database")?;
+    if replayed > 0 {
+        tracing::info!(
+            records = replayed,
+            "run records kept in the spill file by the previous daemon written to the history database"
+        );
+    }
+    let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
+    let ids = Arc::new(RunIds::reserve(&store, above).await?);
+    let last_fired = store.last_fired().await?;
+    Ok((store, instance, ids, last_fired))
 }
 
 /// What every firing shares, for this daemon.

@@ -168,95 +168,9 @@ fn every_endpoint_answers_on_the_socket() {
     assert_eq!(slow["next"].as_array().unwrap().len(), 5);
     assert_eq!(api.call("GET", "/v1/jobs/nope", None, None).0, 404);
 
-    // A trigger starts a run; its output streams as it grows, then its end.
-    let t = api.post("/v1/jobs/slow/trigger", Value::Null);
-    assert_eq!(t["outcome"], "started", "{t}");
-    let run = t["run_id"].as_i64().unwrap();
-    let (code, sse) = api.call("GET", &format!("/v1/runs/{run}/output"), None, None);
-    assert_eq!(code, 200);
-    let text: String = sse
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["text"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(text, "line 1\nline 2\nline 3\n");
-    assert!(sse.contains("event: end"), "{sse}");
-    let one = api.get(&format!("/v1/runs/{run}"));
-    assert_eq!(one["status"], "succeeded");
-    assert_eq!(one["output"], "line 1\nline 2\nline 3\n");
-    assert_eq!(api.call("GET", "/v1/runs/999999", None, None).0, 404);
-
-    // Keyset pages: the second page goes on where the first ended, nothing twice.
-    wait_for(20 * SEC, "6 runs of tick", || {
-        (d.runs_of("tick").len() >= 6).then_some(())
-    });
-    let p1 = api.get("/v1/runs?job=tick&limit=3");
-    let ids1: Vec<i64> = p1["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_i64().unwrap())
-        .collect();
-    let next = p1["next"].as_str().unwrap();
-    let p2 = api.get(&format!("/v1/runs?job=tick&limit=3&after={next}"));
-    let ids2: Vec<i64> = p2["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids1.len(), 3);
-    assert_eq!(ids2.len(), 3);
-    assert!(
-        ids1.windows(2).all(|w| w[0] > w[1]) && ids1[2] > ids2[0],
-        "{ids1:?} then {ids2:?}"
-    );
-    assert_eq!(api.call("GET", "/v1/runs?status=bogus", None, None).0, 400);
-
-    // Pause with an end, resume; each action is in the events log with who asked.
-    let p = api.post(
-        "/v1/jobs/broken/pause",
-        serde_json::json!({ "until": "1h" }),
-    );
-    assert_eq!(p["actor"], me.as_str());
-    assert!(api.get("/v1/jobs/broken")["paused"]["until"].is_string());
-    assert_eq!(
-        api.call(
-            "POST",
-            "/v1/jobs/broken/pause",
-            None,
-            Some(serde_json::json!({ "until": "yesterday" }))
-        )
-        .0,
-        400
-    );
-    assert_eq!(
-        api.post("/v1/jobs/broken/resume", Value::Null)["was_paused"],
-        true
-    );
-    let events = api.get("/v1/events");
-    let actions: Vec<(&str, &str, &str)> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap(),
-                e["job"].as_str().unwrap(),
-                e["actor"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        actions,
-        [
-            ("resume", "broken", me.as_str()),
-            ("pause", "broken", me.as_str()),
-            ("trigger", "slow", me.as_str())
-        ]
-    );
-
+    trigger_streams_its_output(&api);
+    keyset_pages_go_on(&api, &d);
+    actions_are_in_the_events_log(&api, &me);
     // The socket is 0660.
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(d.path("hourglass.sock"))
@@ -465,4 +379,99 @@ fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
     assert_eq!(statuses, ["running", "succeeded"]);
     let _ = follow.kill();
     let _ = follow.wait();
+}
+
+/// A trigger starts a run; its output streams as it grows, then its end.
+fn trigger_streams_its_output(api: &Api) {
+    let t = api.post("/v1/jobs/slow/trigger", Value::Null);
+    assert_eq!(t["outcome"], "started", "{t}");
+    let run = t["run_id"].as_i64().unwrap();
+    let (code, sse) = api.call("GET", &format!("/v1/runs/{run}/output"), None, None);
+    assert_eq!(code, 200);
+    let text: String = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "line 1\nline 2\nline 3\n");
+    assert!(sse.contains("event: end"), "{sse}");
+    let one = api.get(&format!("/v1/runs/{run}"));
+    assert_eq!(one["status"], "succeeded");
+    assert_eq!(one["output"], "line 1\nline 2\nline 3\n");
+    assert_eq!(api.call("GET", "/v1/runs/999999", None, None).0, 404);
+}
+
+/// Keyset pages: the second page goes on where the first ended, nothing twice.
+fn keyset_pages_go_on(api: &Api, d: &Daemon) {
+    wait_for(20 * SEC, "6 runs of tick", || {
+        (d.runs_of("tick").len() >= 6).then_some(())
+    });
+    let p1 = api.get("/v1/runs?job=tick&limit=3");
+    let ids1: Vec<i64> = p1["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    let next = p1["next"].as_str().unwrap();
+    let p2 = api.get(&format!("/v1/runs?job=tick&limit=3&after={next}"));
+    let ids2: Vec<i64> = p2["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids1.len(), 3);
+    assert_eq!(ids2.len(), 3);
+    assert!(
+        ids1.windows(2).all(|w| w[0] > w[1]) && ids1[2] > ids2[0],
+        "{ids1:?} then {ids2:?}"
+    );
+    assert_eq!(api.call("GET", "/v1/runs?status=bogus", None, None).0, 400);
+}
+
+/// Pause with an end, resume; each action is in the events log with who asked.
+fn actions_are_in_the_events_log(api: &Api, me: &str) {
+    let p = api.post(
+        "/v1/jobs/broken/pause",
+        serde_json::json!({ "until": "1h" }),
+    );
+    assert_eq!(p["actor"], me);
+    assert!(api.get("/v1/jobs/broken")["paused"]["until"].is_string());
+    assert_eq!(
+        api.call(
+            "POST",
+            "/v1/jobs/broken/pause",
+            None,
+            Some(serde_json::json!({ "until": "yesterday" }))
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        api.post("/v1/jobs/broken/resume", Value::Null)["was_paused"],
+        true
+    );
+    let events = api.get("/v1/events");
+    let actions: Vec<(&str, &str, &str)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["job"].as_str().unwrap(),
+                e["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("resume", "broken", me),
+            ("pause", "broken", me),
+            ("trigger", "slow", me)
+        ]
+    );
 }
