@@ -1,6 +1,7 @@
 //! Wall-clock time for the scheduler, derived from tokio's monotonic clock so that tests can
 //! drive it with `tokio::time::pause()`. A watcher re-anchors it when the system clock steps or
-//! the machine wakes from sleep, and tells the job timers to recompute.
+//! the machine wakes from sleep (the kernel tells it: no polling), and tells the job timers to
+//! recompute.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -95,13 +96,69 @@ impl Clock {
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Checks the system clock every second until `cancel`.
-    pub async fn watch(&self, cancel: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+    /// Re-anchors when the system clock is set or the machine resumes (the kernel tells a
+    /// timerfd with `TFD_TIMER_CANCEL_ON_SET`, on a thread of its own: no polling), and looks
+    /// once a minute besides (slewing, or a clock the kernel does not see change, such as
+    /// libfaketime's), until `cancel`. The timer task also looks at each of its turns.
+    pub async fn watch(self: &std::sync::Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        if self.follows_system {
+            let clock = std::sync::Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("clock-steps".into())
+                .spawn(move || watch_steps(&clock));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot watch for clock steps; looking every second instead");
+                return self.poll(Duration::from_secs(1), cancel).await;
+            }
+        }
+        self.poll(BACKSTOP, cancel).await;
+    }
+
+    async fn poll(&self, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = tick.tick() => { self.resync(); }
                 () = cancel.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// How often the clock is compared with the system's besides the kernel's word on steps.
+const BACKSTOP: Duration = Duration::from_secs(60);
+
+/// Blocks on a timerfd armed far ahead with `TFD_TIMER_CANCEL_ON_SET`: each time the system
+/// clock is set, its wait fails with `ECANCELED` and the clock re-anchors. Ends (logged) if
+/// the kernel does not offer it; the minute backstop remains.
+fn watch_steps(clock: &Clock) {
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    loop {
+        let armed = TimerFd::new(ClockId::CLOCK_REALTIME, TimerFlags::TFD_CLOEXEC).and_then(|fd| {
+            // The far future: a wait that ends only when the clock is set.
+            let never = TimeSpec::new(i64::from(i32::MAX), 0);
+            fd.set(
+                Expiration::OneShot(never),
+                TimerSetTimeFlags::TFD_TIMER_ABSTIME | TimerSetTimeFlags::TFD_TIMER_CANCEL_ON_SET,
+            )?;
+            Ok(fd)
+        });
+        let fd = match armed {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for clock steps (timerfd); looking once a minute");
+                return;
+            }
+        };
+        match fd.wait() {
+            Err(nix::errno::Errno::ECANCELED) => {
+                clock.resync();
+            }
+            Err(nix::errno::Errno::EINTR) | Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for clock steps (timerfd); looking once a minute");
+                return;
             }
         }
     }

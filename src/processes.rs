@@ -144,9 +144,14 @@ impl Processes {
         groups.len()
     }
 
-    /// Asks for a sweep soon: a run ended leaving processes behind in its group, which come
-    /// back to the daemon as it kills them. (Processes that left the group are found by the
-    /// periodic sweep.)
+    /// Whether runs with a process are going.
+    pub fn has_runs(&self) -> bool {
+        self.leaders.lock().map_or(true, |l| !l.is_empty())
+    }
+
+    /// Asks for a sweep soon: a run ended; what it left behind in its group comes back to the
+    /// daemon as it kills them, and processes that left the group come back as their parents
+    /// die. (Sweeps also come every few seconds while runs go.)
     pub fn sweep_soon(&self) {
         self.ended.notify_one();
     }

@@ -80,6 +80,11 @@ pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
 
+/// Whether a service manager listens (`NOTIFY_SOCKET` is set).
+pub fn listening() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
 /// A new status line.
 pub fn status(status: &str) {
     send(&[NotifyState::Status(status)]);

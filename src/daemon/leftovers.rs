@@ -96,10 +96,14 @@ pub(super) fn orphan_runs(orphans: &[Orphan], node: &str) -> Vec<crate::store::R
 /// ended with processes left in its group, and every [`SWEEP_EVERY`] (a sweep reads all of
 /// /proc, so it is not done after every run).
 pub(super) async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
+    // Sweeps keep coming every few seconds while runs go and after one killed something;
+    // an idle daemon waits for the sweep each run's end asks for (no wake-ups of its own).
+    let mut periodic = true;
     loop {
+        periodic = periodic || processes.has_runs();
         let asked = tokio::select! {
             () = processes.sweep_asked() => true,
-            () = tokio::time::sleep(SWEEP_EVERY) => false,
+            () = tokio::time::sleep(SWEEP_EVERY), if periodic => false,
             () = cancel.cancelled() => return,
         };
         // When asked: lets the run's group die and be re-parented, and folds a burst of ends
@@ -108,7 +112,9 @@ pub(super) async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationTo
         let gap = if asked { SWEEP_GAP } else { Duration::ZERO };
         tokio::time::sleep(gap + until_mid_second()).await;
         let p = Arc::clone(&processes);
-        if let Ok(swept) = tokio::task::spawn_blocking(move || p.sweep(false)).await
+        let swept = tokio::task::spawn_blocking(move || p.sweep(false)).await;
+        periodic = swept.as_ref().is_ok_and(|s| s.killed > 0);
+        if let Ok(swept) = swept
             && swept.killed > 0
         {
             tracing::warn!(

@@ -218,6 +218,8 @@ impl Running {
         let mut replace_tick = tokio::time::interval(REPLACE_POLL);
         replace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = String::new();
+        // The status line is for systemd: without it, no wake-up every second for it.
+        let notify = systemd::listening();
         loop {
             tokio::select! {
                 () = shutdown.drain.cancelled() => return,
@@ -242,7 +244,7 @@ impl Running {
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
                 _ = replace_tick.tick(), if self.store.is_shared() => self.replace_requested().await,
-                _ = status_tick.tick() => {
+                _ = status_tick.tick(), if notify => {
                     let line = self.status();
                     if line != last_status {
                         systemd::status(&line);

@@ -243,9 +243,10 @@ impl CommandJob {
         // they come back to the daemon (its subreaper) to be reaped by a sweep. Processes that
         // left the group are the periodic sweep's (see `crate::processes`).
         drop(leader);
-        if signal_group(pgid, Signal::SIGKILL) {
-            ctx.processes.sweep_soon();
-        }
+        signal_group(pgid, Signal::SIGKILL);
+        // A sweep after every run (folded into one for a burst): an idle daemon sweeps only
+        // when asked.
+        ctx.processes.sweep_soon();
         if reading {
             read_rest(&mut reader, &mut buf, &tail).await;
         }

@@ -469,6 +469,7 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
 fn next_previews_fire_times_across_dst() {
     let run = |at: &str, args: &[&str]| {
         let out = Command::new("faketime")
+            .env("TZ", "UTC")
             .arg(at)
             .arg(BIN)
             .args(args)
@@ -524,6 +525,26 @@ fn next_previews_fire_times_across_dst() {
         2,
         "the repeated hour fires once: {out}"
     );
+    // The times the scheduler fires in its DST test (`timers_fire_exactly_on_time_across_dst_
+    // in_virtual_time`: New York's spring-forward, 02:30 does not exist on 2026-03-08).
+    let (_, out, _) = run(
+        "2026-03-07 00:00:00",
+        &[
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "America/New_York",
+            "--count",
+            "3",
+        ],
+    );
+    for utc in [
+        "2026-03-07 07:30:00 UTC",
+        "2026-03-08 07:00:00 UTC",
+        "2026-03-09 06:30:00 UTC",
+    ] {
+        assert!(out.contains(&format!("({utc})")), "{utc}: {out}");
+    }
     let (code, _, err) = run("2027-01-01 00:00:00", &["next", "61 * * * *"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("minute 61 is out of range 0-59"), "{err}");
