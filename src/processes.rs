@@ -204,7 +204,10 @@ impl Processes {
             let run = environ(pid).and_then(|env| var(&env, RUN_ID_VAR)?.parse::<i64>().ok());
             let over = match run {
                 Some(id) => !live_runs.contains(&id),
-                None => uid_of(pid).is_some_and(|uid| !live_users.contains(&uid)),
+                // The daemon's own helpers (SFTP's ssh) carry no run id: spared.
+                None => {
+                    !is_helper(pid) && uid_of(pid).is_some_and(|uid| !live_users.contains(&uid))
+                }
             };
             if stopping || over {
                 let _ = kill(pid, Signal::SIGKILL);
@@ -321,6 +324,20 @@ fn children_of(parent: Pid) -> Vec<Pid> {
         .into_iter()
         .filter(|p| Stat::read(*p).is_some_and(|s| s.ppid == parent))
         .collect()
+}
+
+/// The folder of the daemon's own helper processes (SFTP's ssh keeps its control socket
+/// there): its path is in their command lines, which is how a sweep knows to spare them.
+pub fn helper_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("hourglass-helpers-{}", std::process::id()))
+}
+
+/// Whether `pid` is one of the daemon's own helpers (see [`helper_dir`]).
+fn is_helper(pid: Pid) -> bool {
+    let dir = helper_dir();
+    let needle = dir.as_os_str().as_encoded_bytes();
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
 }
 
 /// The real user id of a process, from `/proc/<pid>/status` (readable without privileges).

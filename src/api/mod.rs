@@ -235,16 +235,14 @@ pub fn parse_time(s: &str, ahead: bool) -> Result<DateTime<Utc>, String> {
         return Ok(t.with_timezone(&Utc));
     }
     let span = crate::config::parse_duration(s)
-        .ok()
-        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
-        .ok_or_else(|| {
-            format!("{s:?} is not a time; expected RFC 3339 (\"2026-11-27T18:00:00Z\") or a duration (\"2h\", \"7d\")")
-        })?;
+        .map_err(|e| format!("{e}; or a time in RFC 3339 (\"2026-11-27T18:00:00Z\")"))?;
+    let span = chrono::TimeDelta::from_std(span)
+        .map_err(|_| format!("{s:?} is longer than the longest duration allowed here"))?;
     let now = Utc::now();
     let t = if ahead {
         now.checked_add_signed(span)
     } else {
         now.checked_sub_signed(span)
     };
-    t.ok_or_else(|| format!("{s:?} is out of range"))
+    t.ok_or_else(|| format!("{s:?} is longer than the longest duration allowed here"))
 }

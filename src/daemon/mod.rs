@@ -214,12 +214,14 @@ impl Running {
     /// Serves reloads, manual triggers and status updates until the shutdown signal.
     async fn serve(&mut self, shutdown: &Shutdown) {
         let mut reload_at: Option<tokio::time::Instant> = None;
-        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        // The systemd status line follows runs starting and ending, at most once a second:
+        // an idle daemon does not wake for it.
+        let mut status_at: Option<tokio::time::Instant> = None;
         let mut replace_tick = tokio::time::interval(REPLACE_POLL);
         replace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = String::new();
-        // The status line is for systemd: without it, no wake-up every second for it.
         let notify = systemd::listening();
+        let ctx = Arc::clone(&self.ctx);
         loop {
             tokio::select! {
                 () = shutdown.drain.cancelled() => return,
@@ -244,11 +246,19 @@ impl Running {
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
                 _ = replace_tick.tick(), if self.store.is_shared() => self.replace_requested().await,
-                _ = status_tick.tick(), if notify => {
+                () = ctx.activity.notified(), if notify && status_at.is_none() => {
+                    status_at = Some(tokio::time::Instant::now() + STATUS_EVERY);
+                }
+                () = sleep_until_some(status_at) => {
+                    status_at = None;
                     let line = self.status();
                     if line != last_status {
                         systemd::status(&line);
                         last_status = line;
+                    }
+                    // A failing history keeps the line fresh while records wait.
+                    if self.ctx.recorder.health().pending().is_some() {
+                        status_at = Some(tokio::time::Instant::now() + STATUS_EVERY);
                     }
                 }
             }

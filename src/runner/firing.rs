@@ -321,6 +321,7 @@ impl Firing {
         let ctx = &self.ctx;
         self.tell(Dispatched::Started(id));
         ctx.running.fetch_add(1, Ordering::Relaxed);
+        ctx.activity.notify_one();
         let started = StartMark::new(
             self.start_record(id, attempt, None),
             Arc::clone(&ctx.clock),
@@ -376,6 +377,7 @@ impl Firing {
             }
         };
         ctx.running.fetch_sub(1, Ordering::Relaxed);
+        ctx.activity.notify_one();
         self.record_end(job, id, &started, status, &outcome);
         (status, outcome)
     }

@@ -57,6 +57,8 @@ pub struct Context {
     running: AtomicUsize,
     /// Firings waiting for their turn or a free run slot.
     waiting: AtomicUsize,
+    /// Signalled when a run starts or ends (the systemd status line follows).
+    pub activity: tokio::sync::Notify,
     /// SMTP transports and HTTP clients.
     pub services: Services,
     /// Sends failure/recovery notifications.
@@ -101,6 +103,7 @@ impl Context {
             processes: Arc::default(),
             running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            activity: tokio::sync::Notify::new(),
             shared: false,
             claims: Arc::default(),
             tags: Vec::new(),

@@ -172,9 +172,16 @@ fn forward_steps_follow_each_catch_up_policy() {
             match job {
                 "all10" => assert!(summaries.is_empty(), "{summaries:?}"),
                 "all" => {
-                    // Past the cap: everything missed before the newest 1000.
+                    // Past the cap: everything missed before the newest 1000. The step is seen
+                    // at the timer's wake, a whole second (the occurrence due then is one of
+                    // the 60 s late grace, leaving one more missed), or between two (the
+                    // minute backstop, the kernel's word on a real step).
                     let past_cap: i64 = summaries.iter().map(|s| s.0).sum();
-                    assert_eq!(past_cap, hours * 3600 - 60 - 1000, "{summaries:?}");
+                    let whole = hours * 3600 - 60 - 1000;
+                    assert!(
+                        past_cap == whole || past_cap == whole + 1,
+                        "{past_cap} past the cap: {summaries:?}"
+                    );
                 }
                 _ => assert_eq!(summaries.len(), 1, "{job}: {summaries:?}"),
             }

@@ -22,6 +22,19 @@ impl UploadJob {
         else {
             return Err("not an SFTP destination".into());
         };
+        // ssh's control socket in the daemon's helper folder: the process sweeps spare what
+        // runs with that path in its command line.
+        let helpers = crate::processes::helper_dir();
+        {
+            use std::os::unix::fs::DirBuilderExt as _;
+            let made = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&helpers);
+            if let Err(e) = made {
+                return Err(format!("cannot create {}: {e}", helpers.display()));
+            }
+        }
         let mut b = openssh::SessionBuilder::default();
         b.user(user.clone())
             .port(*port)
@@ -29,7 +42,7 @@ impl UploadJob {
             .known_hosts_check(openssh::KnownHosts::Strict)
             .user_known_hosts_file(known_hosts)
             .connect_timeout(std::time::Duration::from_secs(15))
-            .control_directory(std::env::temp_dir());
+            .control_directory(&helpers);
         let session = b.connect(host).await.map_err(|e| {
             format!(
                 "sftp://{user}@{host}:{port}: {}",
