@@ -467,20 +467,7 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
 /// libfaketime (Debian package `faketime`).
 #[test]
 fn next_previews_fire_times_across_dst() {
-    let run = |at: &str, args: &[&str]| {
-        let out = Command::new("faketime")
-            .env("TZ", "UTC")
-            .arg(at)
-            .arg(BIN)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = next_at;
     let (code, out, _) = run(
         "2027-03-27 12:00:00",
         &[
@@ -525,26 +512,6 @@ fn next_previews_fire_times_across_dst() {
         2,
         "the repeated hour fires once: {out}"
     );
-    // The times the scheduler fires in its DST test (`timers_fire_exactly_on_time_across_dst_
-    // in_virtual_time`: New York's spring-forward, 02:30 does not exist on 2026-03-08).
-    let (_, out, _) = run(
-        "2026-03-07 00:00:00",
-        &[
-            "next",
-            "30 2 * * *",
-            "--tz",
-            "America/New_York",
-            "--count",
-            "3",
-        ],
-    );
-    for utc in [
-        "2026-03-07 07:30:00 UTC",
-        "2026-03-08 07:00:00 UTC",
-        "2026-03-09 06:30:00 UTC",
-    ] {
-        assert!(out.contains(&format!("({utc})")), "{utc}: {out}");
-    }
     let (code, _, err) = run("2027-01-01 00:00:00", &["next", "61 * * * *"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("minute 61 is out of range 0-59"), "{err}");
@@ -579,5 +546,47 @@ fn completions_and_man_pages_cover_every_command() {
         "hourglass-next 1",
     ] {
         assert!(man.contains(&format!(".TH {page}")), "no page {page}");
+    }
+}
+
+/// `hourglass next` at the faked time `at` (libfaketime, `TZ=UTC`): exit code, stdout, stderr.
+fn next_at(at: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new("faketime")
+        .env("TZ", "UTC")
+        .arg(at)
+        .arg(BIN)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `next` agrees with the scheduler on a DST transition its own test fires across.
+#[test]
+fn next_agrees_with_the_scheduler_across_new_yorks_spring_forward() {
+    let run = next_at;
+    // The times the scheduler fires in its DST test (`timers_fire_exactly_on_time_across_dst_
+    // in_virtual_time`: New York's spring-forward, 02:30 does not exist on 2026-03-08).
+    let (_, out, _) = run(
+        "2026-03-07 00:00:00",
+        &[
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "America/New_York",
+            "--count",
+            "3",
+        ],
+    );
+    for utc in [
+        "2026-03-07 07:30:00 UTC",
+        "2026-03-08 07:00:00 UTC",
+        "2026-03-09 06:30:00 UTC",
+    ] {
+        assert!(out.contains(&format!("({utc})")), "{utc}: {out}");
     }
 }
