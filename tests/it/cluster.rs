@@ -731,3 +731,47 @@ fn a_live_node_name_of_another_machine_is_refused() {
         "{log}"
     );
 }
+
+/// The API, pauses, events, stats, keyset pages and the stale watch on PostgreSQL (their SQL
+/// is per backend): through the daemon, then with the daemon down.
+#[test]
+fn the_api_pauses_events_and_stats_work_against_postgres() {
+    let url = fresh_database("api");
+    let jobs = "[jobs.tick]\nevery = \"1s\"\ncommand = \"echo tick\"\n";
+    // The stale watch reads its state at start (nothing is stale within an hour).
+    let extra = "[notify]\non = []\nalert_if_no_success_within = \"1h\"\n\
+                 [notify.webhook]\nurl = \"http://127.0.0.1:9/never\"\n";
+    let mut d = Daemon::prepare_main(&node_main(&url, "solo", extra), jobs);
+    d.spawn_ready();
+    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    wait_for(Duration::from_secs(20), "5 runs", || {
+        (all_runs(&url).len() >= 5).then_some(())
+    });
+    let listed = api.get("/v1/jobs");
+    assert_eq!(listed[0]["last_run"]["job"], "tick", "{listed}");
+    let p1 = api.get("/v1/runs?limit=2");
+    let next = p1["next"].as_str().unwrap();
+    let p2 = api.get(&format!("/v1/runs?limit=2&after={next}"));
+    let ids = |p: &serde_json::Value| -> Vec<i64> {
+        p["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    let (a, b) = (ids(&p1), ids(&p2));
+    assert!(a.len() == 2 && b.len() == 2 && a.iter().all(|i| !b.contains(i)), "{a:?} {b:?}");
+    assert!(d.cli(&["pause", "tick"]).status.success());
+    let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
+    assert!(status.contains("paused     tick"), "{status}");
+    let events = api.get("/v1/events");
+    assert_eq!(events[0]["action"], "pause");
+    assert_eq!(events[0]["node"], "solo");
+    let stats = d.cli(&["stats", "--json"]);
+    let stats: Vec<serde_json::Value> = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats[0]["job"], "tick");
+    assert!(stats[0]["runs"].as_u64().unwrap() >= 5, "{stats:?}");
+    assert!(d.cli(&["resume", "tick"]).status.success());
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(30));
+    // With the daemon down, a pause goes to the database; the list shows it.
+    assert!(d.cli(&["pause", "tick", "--until", "1h"]).status.success());
+    let list = String::from_utf8_lossy(&d.cli(&["list"]).stdout).to_string();
+    assert!(list.contains("paused since") && list.contains("until"), "{list}");
+}
