@@ -9,6 +9,7 @@
 
 mod cluster;
 mod http_server;
+mod operate;
 mod peer;
 mod proc;
 
@@ -30,7 +31,7 @@ struct Args {
     #[arg(long, global = true)]
     bin: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
-    /// http, scale, reload, history, idle, cluster).
+    /// http, scale, reload, history, idle, memory, api, cluster).
     #[arg(long, global = true, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds per compared scenario (medians are over rounds).
@@ -985,6 +986,20 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
     }
     if want("idle") {
         idle(b, if smoke { 2 } else { 60 })?;
+    }
+    if want("memory") {
+        if smoke {
+            operate::memory_after_burst(b, 50, Duration::from_secs(1))?;
+        } else {
+            operate::memory_after_burst(b, 10_000, Duration::from_secs(60))?;
+        }
+    }
+    if want("api") {
+        if smoke {
+            operate::api_under_load(b, 200, 5, 2, 50)?;
+        } else {
+            operate::api_under_load(b, 10_000, 100, 20, 1000)?;
+        }
     }
     if want("cluster") {
         if smoke {

@@ -112,7 +112,16 @@ pub(super) async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationTo
         let gap = if asked { SWEEP_GAP } else { Duration::ZERO };
         tokio::time::sleep(gap + until_mid_second()).await;
         let p = Arc::clone(&processes);
-        let swept = tokio::task::spawn_blocking(move || p.sweep(false)).await;
+        let swept = tokio::task::spawn_blocking(move || {
+            let swept = p.sweep(false);
+            // The last run ended: what a burst of runs allocated goes back to the system
+            // (glibc keeps freed memory in its heaps until asked).
+            if !p.has_runs() {
+                super::background::release_freed_memory();
+            }
+            swept
+        })
+        .await;
         periodic = swept.as_ref().is_ok_and(|s| s.killed > 0);
         if let Ok(swept) = swept
             && swept.killed > 0
