@@ -16,8 +16,13 @@
 //! Imports flow one way, from the bottom of this list up: a module uses only those below it
 //! (`scripts/check-structure.sh` checks the rules CI can grep).
 //!
-//! - [`cli`]: the command line (with `next`, `nodes`, completions and man pages); [`daemon`]: lifecycle (start, serve, drain, finish; what dead
-//!   runs left; background loops); [`logging`]: tracing setup.
+//! - [`cli`]: the command line (with `next`, `nodes`, `status`, `pause`/`resume`, `stats`,
+//!   `--follow`, completions and man pages; it talks to the daemon's API when one answers);
+//!   [`daemon`]: lifecycle (start, serve, drain, finish; what dead runs left; background
+//!   loops; the API on its parts); [`logging`]: tracing setup (journald fields).
+//! - [`api`]: the HTTP API (axum; unix socket, TCP with a bearer token): jobs, actions
+//!   (trigger, pause, resume, written to the events log), runs and their live output (SSE),
+//!   health, status, metrics; [`stale`]: the stale-job watch (`alert_if_no_success_within`).
 //! - [`node`]: this daemon as one node of a shared PostgreSQL database (heartbeat and lease,
 //!   clock skew, definition digests, taking over from dead nodes).
 //! - [`config`]: the only module that reads config files and the environment: the main file
@@ -31,8 +36,8 @@
 //!   shared database, the node that wins a firing's claim runs it) and `turn` (overlap across
 //!   nodes).
 //! - [`due`]: which of the occurrences due at once are late, caught up or missed.
-//! - [`alert`]: failure/recovery alerts by email and webhook (the `notify` settings), knowing
-//!   jobs by name only.
+//! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
+//!   `notify` settings), knowing jobs by name only.
 //! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
 //!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
 //!   execution; `attempt` (what an attempt knows and returns), `output`, `template`.
@@ -45,8 +50,9 @@
 //!   provider, error chains and redacted URLs; [`secret`]: secret values (referenced while
 //!   the config is validated, read afterwards by `load` only).
 //! - [`recorder`] and [`store`] (records, the batched writer, all SQL, `sqlite` and
-//!   `postgres` behind one `Store`): history off the firing path; [`spill`]: the file that keeps run records while the database cannot take
-//!   them.
+//!   `postgres` behind one `Store`; pauses and events, stats, the stale watch's state):
+//!   history off the firing path; [`spill`]: the file that keeps run records while the
+//!   database cannot take them; [`metrics`]: Prometheus metrics, counted as records are made.
 
 pub mod alert;
 pub mod api;

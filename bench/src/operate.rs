@@ -53,7 +53,9 @@ pub(crate) fn api_under_load(
 ) -> Result<()> {
     let mut jobs = String::with_capacity(total * 64);
     for i in 0..fast {
-        jobs.push_str(&format!("[jobs.f{i}]\nevery = \"1s\"\ncommand = [\"true\"]\n"));
+        jobs.push_str(&format!(
+            "[jobs.f{i}]\nevery = \"1s\"\ncommand = [\"true\"]\n"
+        ));
     }
     for i in fast..total {
         let (m, h) = (i % 60, (i / 60) % 24);
@@ -85,8 +87,16 @@ pub(crate) fn api_under_load(
     let label = format!(
         "api: GET /v1/jobs ({total} jobs) at {rate}/s on the unix socket, {fast} every-second jobs running"
     );
-    b.row(&label, &format!("jobs' lateness without load ({secs} s)"), show(&quiet));
-    b.row(&label, &format!("jobs' lateness under load ({secs} s)"), show(&loaded));
+    b.row(
+        &label,
+        &format!("jobs' lateness without load ({secs} s)"),
+        show(&quiet),
+    );
+    b.row(
+        &label,
+        &format!("jobs' lateness under load ({secs} s)"),
+        show(&loaded),
+    );
     b.row(
         &label,
         "requests answered / sent (errors)",
@@ -102,7 +112,11 @@ pub(crate) fn api_under_load(
             load.latencies.last().copied().unwrap_or(-1)
         ),
     );
-    b.row(&label, "response size", format!("{} KiB", load.bytes / 1024));
+    b.row(
+        &label,
+        "response size",
+        format!("{} KiB", load.bytes / 1024),
+    );
     Ok(())
 }
 
@@ -118,6 +132,7 @@ struct Load {
 /// Requests `GET /v1/jobs` every `1/rate` s for `span` (at most 256 in flight: beyond, the
 /// due ones wait and their wait counts in their latency).
 fn load(socket: &std::path::Path, rate: u32, span: Duration) -> Result<Load> {
+    hourglass::http_client::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse as _, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,16 +62,46 @@ impl JobSummary {
     }
 }
 
-/// `GET /v1/jobs`: every job, by name.
-pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Vec<JobSummary>>, Failure> {
-    let mut last: HashMap<String, RunRow> = state.0.store.last_runs().await?;
-    let views = state.0.scheduler.views();
-    Ok(Json(
-        views
-            .iter()
-            .map(|v| JobSummary::of(v, 1, last.remove(&v.spec.name)))
-            .collect(),
-    ))
+/// How long a built job list is served again: under load the list (10,000 jobs: 2 MB of
+/// JSON) is built at most this often, off the runtime's threads.
+const JOBS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /v1/jobs`: every job, by name (at most [`JOBS_FRESH_FOR`] old).
+pub(super) async fn list(State(state): State<ApiState>) -> Result<Response, Failure> {
+    let mut cached = state.0.jobs_cache.lock().await;
+    let fresh = cached
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < JOBS_FRESH_FOR)
+        .map(|(_, body)| body.clone());
+    let body = match fresh {
+        Some(body) => body,
+        None => {
+            let last: HashMap<String, RunRow> = state.0.store.last_runs().await?;
+            let views = state.0.scheduler.views();
+            let built = tokio::task::spawn_blocking(move || {
+                let mut last = last;
+                let jobs: Vec<JobSummary> = views
+                    .iter()
+                    .map(|v| JobSummary::of(v, 1, last.remove(&v.spec.name)))
+                    .collect();
+                serde_json::to_vec(&jobs)
+            })
+            .await;
+            let body = match built {
+                Ok(Ok(bytes)) => axum::body::Bytes::from(bytes),
+                _ => {
+                    return Err(Failure::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot build the job list",
+                    ));
+                }
+            };
+            *cached = Some((tokio::time::Instant::now(), body.clone()));
+            body
+        }
+    };
+    drop(cached);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `GET /v1/jobs/{name}`: one job, with its next firings.

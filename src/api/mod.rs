@@ -57,6 +57,8 @@ pub struct Shared {
     pub token_digest: Option<[u8; 32]>,
     /// Stops the live output streams at shutdown.
     pub stop: CancellationToken,
+    /// The job list last built, and when (see `jobs::list`).
+    pub jobs_cache: tokio::sync::Mutex<Option<(tokio::time::Instant, axum::body::Bytes)>>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -40,6 +40,7 @@ pub(super) fn start(
         started_at: Utc::now(),
         token_digest,
         stop: stop.clone(),
+        jobs_cache: tokio::sync::Mutex::default(),
     });
     let listening = crate::api::start(&settings.api, &state, tasks, stop)?;
     if let Some(socket) = &listening.socket {

@@ -753,10 +753,18 @@ fn the_api_pauses_events_and_stats_work_against_postgres() {
     let next = p1["next"].as_str().unwrap();
     let p2 = api.get(&format!("/v1/runs?limit=2&after={next}"));
     let ids = |p: &serde_json::Value| -> Vec<i64> {
-        p["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+        p["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
     };
     let (a, b) = (ids(&p1), ids(&p2));
-    assert!(a.len() == 2 && b.len() == 2 && a.iter().all(|i| !b.contains(i)), "{a:?} {b:?}");
+    assert!(
+        a.len() == 2 && b.len() == 2 && a.iter().all(|i| !b.contains(i)),
+        "{a:?} {b:?}"
+    );
     assert!(d.cli(&["pause", "tick"]).status.success());
     let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
     assert!(status.contains("paused     tick"), "{status}");
@@ -773,5 +781,8 @@ fn the_api_pauses_events_and_stats_work_against_postgres() {
     // With the daemon down, a pause goes to the database; the list shows it.
     assert!(d.cli(&["pause", "tick", "--until", "1h"]).status.success());
     let list = String::from_utf8_lossy(&d.cli(&["list"]).stdout).to_string();
-    assert!(list.contains("paused since") && list.contains("until"), "{list}");
+    assert!(
+        list.contains("paused since") && list.contains("until"),
+        "{list}"
+    );
 }
