@@ -45,20 +45,29 @@ pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
     }
 }
 
-/// What `hourglass status` shows.
-#[derive(Debug, Serialize)]
-pub(super) struct Status {
-    version: &'static str,
-    node: String,
-    database: String,
-    started_at: DateTime<Utc>,
-    jobs: usize,
-    running: usize,
-    waiting: usize,
+/// What `GET /v1/status` answers (and `hourglass status` shows).
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Status {
+    /// The daemon's version.
+    pub version: String,
+    /// Its node name.
+    pub node: String,
+    /// Its history database.
+    pub database: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Jobs scheduled (enabled).
+    pub jobs: usize,
+    /// Runs in progress.
+    pub running: usize,
+    /// Firings waiting for their turn or a run slot.
+    pub waiting: usize,
     /// Records waiting while history writes fail (0 when they succeed).
-    pending_records: usize,
-    history_failing_s: Option<u64>,
-    paused: Vec<Pause>,
+    pub pending_records: usize,
+    /// How long history writes have been failing, if they are.
+    pub history_failing_s: Option<u64>,
+    /// Paused jobs.
+    pub paused: Vec<Pause>,
 }
 
 /// `GET /v1/status`.
@@ -67,7 +76,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Json<Status> {
     let views = s.scheduler.views();
     let health = s.ctx.recorder.health();
     Json(Status {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         node: s.node.clone(),
         database: s.database.clone(),
         started_at: s.started_at,

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Peer, token_digest};
-pub use health::HISTORY_FAILING_BOUND;
+pub use health::{HISTORY_FAILING_BOUND, Status};
 
 use crate::config::ApiSettings;
 use crate::metrics::Metrics;
@@ -102,6 +102,24 @@ pub struct Listening {
     pub tcp: Option<SocketAddr>,
 }
 
+/// Serves `app` on `listener` in a task of `tasks` until `stop` (a macro: the unix and TCP
+/// listeners are different types, each with its own way to name the peer).
+macro_rules! serve_on {
+    ($tasks:expr, $listener:expr, $app:expr, $stop:expr, $what:literal) => {{
+        let service = $app.into_make_service_with_connect_info::<Peer>();
+        let stop = $stop.clone();
+        let listener = $listener;
+        $tasks.spawn(async move {
+            let served = axum::serve(listener, service)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, concat!("the API stopped serving ", $what));
+            }
+        });
+    }};
+}
+
 /// Binds the listeners and serves the API on tasks in `tasks` until `stop`.
 pub fn start(
     settings: &ApiSettings,
@@ -113,16 +131,7 @@ pub fn start(
     let mut listening = Listening::default();
     if let Some(path) = &settings.socket {
         let listener = bind_socket(path)?;
-        let service = app.clone().into_make_service_with_connect_info::<Peer>();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the API stopped serving its unix socket");
-            }
-        });
+        serve_on!(tasks, listener, app.clone(), stop, "its unix socket");
         listening.socket = Some(path.clone());
     }
     if let Some(addr) = settings.listen {
@@ -138,16 +147,7 @@ pub fn start(
                 what: addr.to_string(),
                 source,
             })?;
-        let service = app.into_make_service_with_connect_info::<Peer>();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the API stopped serving TCP");
-            }
-        });
+        serve_on!(tasks, listener, app, stop, "TCP");
         listening.tcp = Some(bound);
     }
     Ok(listening)

@@ -221,21 +221,6 @@ async fn record_offline(store: &Store, action: &str, job: &str, detail: Option<S
     }
 }
 
-/// What `GET /v1/status` answers.
-#[derive(Debug, Deserialize, serde::Serialize)]
-struct Status {
-    version: String,
-    node: String,
-    database: String,
-    started_at: DateTime<Utc>,
-    jobs: usize,
-    running: usize,
-    waiting: usize,
-    pending_records: usize,
-    history_failing_s: Option<u64>,
-    paused: Vec<Pause>,
-}
-
 /// `hourglass status`.
 pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let (cfg, problems) = load_lenient(path)?;
@@ -251,7 +236,7 @@ pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> 
         );
         return Ok(ExitCode::from(NOT_RUNNING));
     };
-    let s: Status = daemon.get("/v1/status").await?;
+    let s: crate::api::Status = daemon.get("/v1/status").await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
