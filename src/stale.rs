@@ -36,18 +36,25 @@ pub struct StaleWatch {
 
 /// Watches until `cancel`.
 pub async fn stale_loop(mut w: StaleWatch, cancel: CancellationToken) {
-    // When each watched job is next looked at.
+    // When each watched job is next looked at, and the policies that deadline was made for.
     let mut due: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut known = Arc::new(AlertPolicies::new());
     let mut reload = true;
     loop {
         if reload {
             reload = false;
             let policies = Arc::clone(&w.policies.borrow_and_update());
+            // A job whose policy a reload left alone keeps its deadline; the others are
+            // looked at now.
             due = policies
                 .iter()
                 .filter(|(_, p)| p.stale_after.is_some())
-                .map(|(job, _)| (job.clone(), Utc::now()))
+                .map(|(job, p)| {
+                    let kept = due.get(job).filter(|_| known.get(job) == Some(p));
+                    (job.clone(), kept.copied().unwrap_or_else(Utc::now))
+                })
                 .collect();
+            known = policies;
         }
         let now = Utc::now();
         let ready: Vec<String> = due

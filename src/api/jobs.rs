@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Actor;
 use super::{ApiState, Failure, parse_time};
-use crate::runner::Dispatched;
 use crate::scheduler::JobView;
-use crate::store::{Event, Pause, RunRow};
+use crate::store::{Event, HistoryFilter, Pause, RunRow};
 
 /// How many next firings one job's answer lists.
 const NEXT_FIRINGS: usize = 5;
@@ -114,12 +113,13 @@ pub(super) async fn one(
         .scheduler
         .view(&name)
         .ok_or_else(|| Failure::not_found(format!("job {name:?}")))?;
-    let mut last = state.0.store.last_runs().await?;
-    Ok(Json(JobSummary::of(
-        &view,
-        NEXT_FIRINGS,
-        last.remove(&name),
-    )))
+    let newest = HistoryFilter {
+        job: Some(name),
+        limit: 1,
+        ..HistoryFilter::default()
+    };
+    let last = state.0.store.history(&newest).await?.into_iter().next();
+    Ok(Json(JobSummary::of(&view, NEXT_FIRINGS, last)))
 }
 
 /// What a trigger did.
@@ -145,25 +145,14 @@ pub(super) async fn trigger(
     tracing::info!(job = %name, actor = %actor.0, "manual trigger");
     let news = tokio::time::timeout(TRIGGER_NEWS_WAIT, news).await;
     let answer = match news {
-        Ok(Ok(Dispatched::Started(id))) => Triggered {
-            outcome: "started",
-            run_id: Some(id),
-            detail: None,
-        },
-        Ok(Ok(Dispatched::Queued { behind, ahead })) => Triggered {
-            outcome: "queued",
-            run_id: None,
-            detail: Some(match behind {
-                Some(id) => format!("behind run {id}, with {ahead} firing(s) queued before it"),
-                None if ahead > 0 => format!("behind {ahead} queued firing(s)"),
-                None => "waiting for a free run slot (max_concurrent_runs)".to_string(),
-            }),
-        },
-        Ok(Ok(Dispatched::Skipped { run_id, reason })) => Triggered {
-            outcome: "skipped",
-            run_id: Some(run_id),
-            detail: Some(reason),
-        },
+        Ok(Ok(news)) => {
+            let (outcome, run_id, detail) = news.outcome();
+            Triggered {
+                outcome: outcome.as_str(),
+                run_id,
+                detail,
+            }
+        }
         Ok(Err(_)) | Err(_) => Triggered {
             outcome: "queued",
             run_id: None,

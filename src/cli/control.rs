@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::client::Daemon;
+use super::print::local;
 use super::{load_lenient, note_problems, open_existing};
 use crate::config::Config;
 use crate::store::{Database, Event, Pause, Store, TriggerOutcome, TriggerState};
@@ -269,11 +270,4 @@ pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> 
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A time in the system's zone, to the second.
-pub(super) fn local(t: DateTime<Utc>) -> String {
-    t.with_timezone(&crate::config::default_zone())
-        .format("%Y-%m-%d %H:%M:%S %Z")
-        .to_string()
 }

@@ -1,6 +1,6 @@
 //! How the CLI prints jobs (`list`) and runs (`history`'s table, `show`).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::store::{Pause, RunRow};
@@ -10,15 +10,15 @@ pub(super) fn list(cfg: &Config, pauses: &[Pause]) {
     println!("{:<28} {:<8} {:<44} NEXT", "JOB", "KIND", "SCHEDULE");
     for job in &cfg.jobs {
         if let Some(p) = pauses.iter().find(|p| p.job == job.name) {
-            let until = p.until.map_or_else(String::new, |u| {
-                format!(" until {}", super::control::local(u))
-            });
+            let until = p
+                .until
+                .map_or_else(String::new, |u| format!(" until {}", local(u)));
             println!(
                 "{:<28} {:<8} {:<44} paused since {}{until} (by {})",
                 job.name,
                 job.kind.label(),
                 job.schedule.describe(),
-                super::control::local(p.since),
+                local(p.since),
                 p.actor
             );
             continue;
@@ -120,4 +120,11 @@ pub(super) fn print_run(r: &RunRow) {
         Some(o) => println!("--- output ---\n{}", o.trim_end()),
         None => println!("--- no output ---"),
     }
+}
+
+/// A time in the system's zone, to the second.
+pub(super) fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&crate::config::default_zone())
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use super::control::local;
+use super::print::local;
 use super::{open_store, parse_since};
 
 /// `hourglass stats [--job J] [--since 7d] [--json]`.

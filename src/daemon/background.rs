@@ -28,22 +28,8 @@ pub(super) async fn record_trigger_outcome(
     request: i64,
     news: tokio::sync::oneshot::Receiver<Dispatched>,
 ) {
-    use crate::store::TriggerOutcome;
     let Ok(news) = news.await else { return };
-    let (outcome, run_id, detail) = match news {
-        Dispatched::Started(id) => (TriggerOutcome::Started, Some(id), None),
-        Dispatched::Queued { behind, ahead } => {
-            let detail = match behind {
-                Some(id) => format!("behind run {id}, with {ahead} firing(s) queued before it"),
-                None if ahead > 0 => format!("behind {ahead} queued firing(s)"),
-                None => "waiting for a free run slot (max_concurrent_runs)".to_string(),
-            };
-            (TriggerOutcome::Queued, None, Some(detail))
-        }
-        Dispatched::Skipped { run_id, reason } => {
-            (TriggerOutcome::Skipped, Some(run_id), Some(reason))
-        }
-    };
+    let (outcome, run_id, detail) = news.outcome();
     if let Err(e) = store
         .set_trigger_outcome(request, outcome, run_id, detail.as_deref())
         .await

@@ -162,6 +162,28 @@ pub enum Dispatched {
     },
 }
 
+impl Dispatched {
+    /// What a trigger request reports of it: the outcome, the run it started (or the skipped
+    /// row), and in words what it waits for or why it did not run.
+    pub fn outcome(self) -> (crate::store::TriggerOutcome, Option<i64>, Option<String>) {
+        use crate::store::TriggerOutcome;
+        match self {
+            Dispatched::Started(id) => (TriggerOutcome::Started, Some(id), None),
+            Dispatched::Queued { behind, ahead } => {
+                let detail = match behind {
+                    Some(id) => format!("behind run {id}, with {ahead} firing(s) queued before it"),
+                    None if ahead > 0 => format!("behind {ahead} queued firing(s)"),
+                    None => "waiting for a free run slot (max_concurrent_runs)".to_string(),
+                };
+                (TriggerOutcome::Queued, None, Some(detail))
+            }
+            Dispatched::Skipped { run_id, reason } => {
+                (TriggerOutcome::Skipped, Some(run_id), Some(reason))
+            }
+        }
+    }
+}
+
 /// Starts a firing of `job` for `scheduled_for` under the job's overlap policy. Returns at once.
 pub fn fire(
     ctx: &Arc<Context>,

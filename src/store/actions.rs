@@ -77,26 +77,27 @@ impl Store {
 
     /// Resumes a job; whether it was paused (a pause whose `until` passed counts as none).
     pub async fn resume(&self, job: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let was = self
-            .pauses()
-            .await?
-            .iter()
-            .any(|p| p.job == job && p.holds_at(now));
-        match &self.0 {
+        // The pause taken away, in one statement: `Some(until)` if there was one.
+        let removed: Option<Option<String>> = match &self.0 {
             Backend::Sqlite(s) => {
-                sqlx::query("DELETE FROM pauses WHERE job = ?1")
+                sqlx::query_scalar("DELETE FROM pauses WHERE job = ?1 RETURNING until")
                     .bind(job)
-                    .execute(&s.pool)
-                    .await?;
+                    .fetch_optional(&s.pool)
+                    .await?
             }
             Backend::Postgres(p) => {
-                sqlx::query("DELETE FROM pauses WHERE job = $1")
+                sqlx::query_scalar("DELETE FROM pauses WHERE job = $1 RETURNING hg_ts(until)")
                     .bind(job)
-                    .execute(&p.pool)
-                    .await?;
+                    .fetch_optional(&p.pool)
+                    .await?
             }
-        }
-        Ok(was)
+        };
+        Ok(removed.is_some_and(|until| {
+            until
+                .as_deref()
+                .and_then(parse_ts)
+                .is_none_or(|until| until > now)
+        }))
     }
 
     /// Every pause on record (those whose `until` passed included), by job name.

@@ -467,8 +467,7 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
 /// libfaketime (Debian package `faketime`).
 #[test]
 fn next_previews_fire_times_across_dst() {
-    let run = next_at;
-    let (code, out, _) = run(
+    let (code, out, _) = next_at(
         "2027-03-27 12:00:00",
         &[
             "next",
@@ -488,7 +487,7 @@ fn next_previews_fire_times_across_dst() {
         out.contains("Mon 2027-03-29 02:30:00 CEST  (2027-03-29 00:30:00 UTC)"),
         "{out}"
     );
-    let (_, out, _) = run(
+    let (_, out, _) = next_at(
         "2027-10-30 12:00:00",
         &[
             "next",
@@ -512,10 +511,10 @@ fn next_previews_fire_times_across_dst() {
         2,
         "the repeated hour fires once: {out}"
     );
-    let (code, _, err) = run("2027-01-01 00:00:00", &["next", "61 * * * *"]);
+    let (code, _, err) = next_at("2027-01-01 00:00:00", &["next", "61 * * * *"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("minute 61 is out of range 0-59"), "{err}");
-    let (code, _, err) = run(
+    let (code, _, err) = next_at(
         "2027-01-01 00:00:00",
         &["next", "@daily", "--tz", "Mars/Olympus"],
     );
@@ -568,10 +567,9 @@ fn next_at(at: &str, args: &[&str]) -> (Option<i32>, String, String) {
 /// `next` agrees with the scheduler on a DST transition its own test fires across.
 #[test]
 fn next_agrees_with_the_scheduler_across_new_yorks_spring_forward() {
-    let run = next_at;
     // The times the scheduler fires in its DST test (`timers_fire_exactly_on_time_across_dst_
     // in_virtual_time`: New York's spring-forward, 02:30 does not exist on 2026-03-08).
-    let (_, out, _) = run(
+    let (_, out, _) = next_at(
         "2026-03-07 00:00:00",
         &[
             "next",
