@@ -107,6 +107,16 @@ struct StateInner {
     last_failure_notice: Option<Instant>,
 }
 
+impl AlertState {
+    /// Whether it holds nothing a fresh state would not: no failure waiting for its recovery
+    /// notice and no failure notice limiting the next.
+    pub fn remembers_nothing(&self) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|s| s.last_ok != Some(false) && s.last_failure_notice.is_none())
+    }
+}
+
 /// The document a webhook receives (and the facts an email carries).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Notice {

@@ -65,6 +65,7 @@ pub mod http_client;
 pub mod instance;
 pub mod job;
 pub mod logging;
+pub mod memory;
 pub mod messages;
 pub mod metrics;
 pub mod node;

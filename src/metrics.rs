@@ -2,15 +2,19 @@
 //! status, run duration and firing lateness, last success per job, notifications that failed.
 //! Counted where the history rows are made (the recorder), so the counters agree with the
 //! rows; the values the daemon knows at any moment (runs in progress, next firings, pending
-//! records) are set by the scrape itself.
+//! records) are set by the scrape itself. The per-job series are kept as a few numbers per
+//! job and made into metric families only while a scrape encodes them: a crate series costs
+//! ~800 bytes, and 10,000 jobs' series made during a burst of runs stayed in the daemon's
+//! memory for good.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder, exponential_buckets,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder, exponential_buckets,
 };
 
 use crate::store::{Record, RunEnd, RunStart, RunStatus};
@@ -19,14 +23,8 @@ use crate::store::{Record, RunEnd, RunStart, RunStatus};
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    runs: IntCounterVec,
     duration: Histogram,
     lateness: Histogram,
-    last_success: GaugeVec,
-    /// Next firing per job (set at each scrape).
-    pub next_firing: GaugeVec,
-    /// Paused jobs (set at each scrape).
-    pub paused: IntGaugeVec,
     /// Runs in progress (set at each scrape).
     pub running: IntGauge,
     /// Firings waiting for a run slot or their turn (set at each scrape).
@@ -36,6 +34,8 @@ pub struct Metrics {
     /// Failed history writes (brought up to the recorder's count at each scrape).
     pub write_errors: IntCounter,
     notifications_failed: IntCounterVec,
+    /// Runs ended, by job and status, and each job's last success.
+    jobs: Mutex<HashMap<Box<str>, JobCounts>>,
     /// Runs started and not yet ended: their job and start, for the end's labels.
     open: Mutex<HashMap<i64, OpenRun>>,
 }
@@ -43,22 +43,36 @@ pub struct Metrics {
 /// A run started and not yet ended: its job and start.
 type OpenRun = (String, Option<DateTime<Utc>>);
 
+/// The statuses whose count every job shows, even at 0.
+const ALWAYS_SHOWN: [RunStatus; 2] = [RunStatus::Succeeded, RunStatus::Failed];
+
+/// One job's counters: runs ended by status (in [`RunStatus::ALL`]'s order) and when it last
+/// succeeded (Unix milliseconds).
+#[derive(Debug, Default)]
+struct JobCounts {
+    runs: [u32; RunStatus::ALL.len()],
+    last_success_ms: Option<std::num::NonZeroI64>,
+}
+
+/// What a scrape knows of a job now: its next firing and whether a pause holds it.
+#[derive(Debug)]
+pub struct JobNow<'a> {
+    /// The job's name.
+    pub name: &'a str,
+    /// Its next intended firing.
+    pub next: Option<DateTime<Utc>>,
+    /// Whether it is paused.
+    pub paused: bool,
+}
+
 impl Metrics {
     /// A registry with every metric registered.
     ///
     /// # Errors
     /// Only if a metric's definition were invalid (they are constants).
     pub fn new() -> Result<Self, prometheus::Error> {
-        let job = &["job"];
         let m = Self {
             registry: Registry::new(),
-            runs: IntCounterVec::new(
-                Opts::new(
-                    "hourglass_runs_total",
-                    "Runs ended (history rows), by job and status",
-                ),
-                &["job", "status"],
-            )?,
             // 1 ms to ~4.6 h.
             duration: Histogram::with_opts(
                 HistogramOpts::new("hourglass_run_duration_seconds", "How long runs took")
@@ -72,21 +86,6 @@ impl Metrics {
                 )
                 .buckets(exponential_buckets(0.001, 2.0, 17)?),
             )?,
-            last_success: GaugeVec::new(
-                Opts::new(
-                    "hourglass_job_last_success_timestamp_seconds",
-                    "When each job last succeeded (since the daemon started)",
-                ),
-                job,
-            )?,
-            next_firing: GaugeVec::new(
-                Opts::new(
-                    "hourglass_job_next_firing_timestamp_seconds",
-                    "Each job's next intended firing",
-                ),
-                job,
-            )?,
-            paused: IntGaugeVec::new(Opts::new("hourglass_job_paused", "1 for a paused job"), job)?,
             running: IntGauge::new("hourglass_runs_running", "Runs in progress")?,
             waiting: IntGauge::new(
                 "hourglass_runs_waiting",
@@ -107,6 +106,7 @@ impl Metrics {
                 ),
                 &["channel"],
             )?,
+            jobs: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
         };
         m.register()?;
@@ -121,12 +121,8 @@ impl Metrics {
         build.set(1.0);
         let r = &self.registry;
         r.register(Box::new(build))?;
-        r.register(Box::new(self.runs.clone()))?;
         r.register(Box::new(self.duration.clone()))?;
         r.register(Box::new(self.lateness.clone()))?;
-        r.register(Box::new(self.last_success.clone()))?;
-        r.register(Box::new(self.next_firing.clone()))?;
-        r.register(Box::new(self.paused.clone()))?;
         r.register(Box::new(self.running.clone()))?;
         r.register(Box::new(self.waiting.clone()))?;
         r.register(Box::new(self.pending_records.clone()))?;
@@ -145,7 +141,14 @@ impl Metrics {
                 }
             }
             Record::Finished(e) => {
-                let opened = self.open.lock().ok().and_then(|mut o| o.remove(&e.id));
+                let opened = self.open.lock().ok().and_then(|mut o| {
+                    let run = o.remove(&e.id);
+                    if o.is_empty() {
+                        // A burst's thousands of open runs leave no table behind.
+                        o.shrink_to_fit();
+                    }
+                    run
+                });
                 if let Some((job, started)) = opened {
                     self.ended(&job, started, e);
                 }
@@ -173,27 +176,140 @@ impl Metrics {
     }
 
     fn ended(&self, job: &str, started: Option<DateTime<Utc>>, e: &RunEnd) {
-        self.runs.with_label_values(&[job, e.status.as_str()]).inc();
         if let Some(at) = started {
             let took = (e.finished_at - at).num_milliseconds().max(0);
             self.duration.observe(took as f64 / 1000.0);
         }
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return;
+        };
+        let counts = match jobs.get_mut(job) {
+            Some(c) => c,
+            None => jobs.entry(job.into()).or_default(),
+        };
+        if let Some(i) = RunStatus::ALL.iter().position(|s| *s == e.status) {
+            counts.runs[i] = counts.runs[i].saturating_add(1);
+        }
         if e.status == RunStatus::Succeeded {
-            self.last_success
-                .with_label_values(&[job])
-                .set(e.finished_at.timestamp_millis() as f64 / 1000.0);
+            counts.last_success_ms = std::num::NonZeroI64::new(e.finished_at.timestamp_millis());
         }
     }
 
-    /// The text exposition of every metric.
-    pub fn encode(&self) -> String {
+    /// Keeps counters for exactly these jobs (at start and after each reload): a new job's
+    /// `succeeded` and `failed` counts read 0 from the start, so that a rate or an increase
+    /// sees its first run; a removed job's series end.
+    pub fn keep_jobs(&self, names: &[String]) {
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return;
+        };
+        let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        jobs.retain(|name, _| wanted.contains(&**name));
+        let missing = names.len().saturating_sub(jobs.len());
+        jobs.reserve(missing);
+        for name in names {
+            if !jobs.contains_key(name.as_str()) {
+                jobs.insert(name.as_str().into(), JobCounts::default());
+            }
+        }
+    }
+
+    /// The text exposition of every metric, with what the scrape knows of each job now.
+    pub fn encode(&self, now: &[JobNow<'_>]) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.job_families(now));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
+            .encode_to_string(&families)
             .unwrap_or_default()
+    }
+
+    /// The per-job families: runs by status and last success (counted), next firing and
+    /// pause (from `now`).
+    fn job_families(&self, now: &[JobNow<'_>]) -> [MetricFamily; 4] {
+        let mut runs = family(
+            "hourglass_runs_total",
+            "Runs ended (history rows), by job and status",
+            MetricType::COUNTER,
+        );
+        let mut last_success = family(
+            "hourglass_job_last_success_timestamp_seconds",
+            "When each job last succeeded (since the daemon started)",
+            MetricType::GAUGE,
+        );
+        if let Ok(jobs) = self.jobs.lock() {
+            for (job, counts) in jobs.iter() {
+                for (status, n) in RunStatus::ALL.iter().zip(counts.runs) {
+                    if n > 0 || ALWAYS_SHOWN.contains(status) {
+                        let mut c = proto::Counter::default();
+                        c.set_value(f64::from(n));
+                        let mut m = sample(&[("job", job), ("status", status.as_str())]);
+                        m.set_counter(c);
+                        runs.mut_metric().push(m);
+                    }
+                }
+                if let Some(ms) = counts.last_success_ms {
+                    last_success
+                        .mut_metric()
+                        .push(gauge(job, ms.get() as f64 / 1000.0));
+                }
+            }
+        }
+        let mut next_firing = family(
+            "hourglass_job_next_firing_timestamp_seconds",
+            "Each job's next intended firing",
+            MetricType::GAUGE,
+        );
+        let mut paused = family(
+            "hourglass_job_paused",
+            "1 for a paused job",
+            MetricType::GAUGE,
+        );
+        for job in now {
+            if let Some(next) = job.next {
+                let at = next.timestamp_millis() as f64 / 1000.0;
+                next_firing.mut_metric().push(gauge(job.name, at));
+            }
+            let p = if job.paused { 1.0 } else { 0.0 };
+            paused.mut_metric().push(gauge(job.name, p));
+        }
+        [runs, last_success, next_firing, paused]
     }
 
     /// The text format's content type.
     pub fn content_type() -> &'static str {
         prometheus::TEXT_FORMAT
     }
+}
+
+/// An empty metric family.
+fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(kind);
+    f
+}
+
+/// A sample with these labels.
+fn sample(labels: &[(&str, &str)]) -> proto::Metric {
+    proto::Metric::from_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut l = LabelPair::default();
+                l.set_name((*name).to_string());
+                l.set_value((*value).to_string());
+                l
+            })
+            .collect(),
+    )
+}
+
+/// A job's gauge sample.
+fn gauge(job: &str, value: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = sample(&[("job", job)]);
+    m.set_gauge(g);
+    m
 }

@@ -24,6 +24,8 @@ use crate::store::{HistoryWriter, Record, Store, StoreError};
 
 /// Most records written in one transaction.
 const BATCH: usize = 4096;
+/// Records the queue keeps room for once it is empty.
+const KEPT_CAPACITY: usize = 64;
 /// First wait before retrying a failed write; it doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Longest wait between two tries while the database fails.
@@ -117,6 +119,7 @@ impl Recorder {
             spill,
             memory: VecDeque::new(),
             memory_output: 0,
+            since_release: 0,
             spilled: 0,
             fault: None,
             health: Arc::clone(&health),
@@ -273,6 +276,8 @@ struct Writer {
     memory: VecDeque<Record>,
     /// Bytes of output tails in `memory`.
     memory_output: usize,
+    /// Records written since the connection's cache was last given back.
+    since_release: usize,
     fault: Option<Fault>,
     health: Arc<HistoryHealth>,
 }
@@ -380,6 +385,17 @@ impl Writer {
             self.memory_output -= output_len(&mut r);
         }
         self.note_written(n);
+        self.since_release += n;
+        if self.memory.is_empty() {
+            // A burst's queue of thousands of records leaves no table behind, and the pages
+            // its writes cached go back (once per batch's worth of records, so a steady
+            // trickle of runs keeps its cache).
+            self.memory.shrink_to(KEPT_CAPACITY);
+            if self.since_release >= BATCH {
+                self.db.release_memory().await;
+                self.since_release = 0;
+            }
+        }
         Ok(())
     }
 

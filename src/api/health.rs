@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ApiState;
-use crate::metrics::Metrics;
+use crate::metrics::{JobNow, Metrics};
 use crate::store::Pause;
 
 /// How long the timer loop has to answer a health probe.
@@ -100,22 +100,18 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     let errors = health.write_errors();
     m.write_errors
         .inc_by(errors.saturating_sub(m.write_errors.get()));
-    m.next_firing.reset();
-    m.paused.reset();
-    for view in s.scheduler.views() {
-        let job = [view.spec.name.as_str()];
-        if let Some(next) = view.next {
-            m.next_firing
-                .with_label_values(&job)
-                .set(next.timestamp_millis() as f64 / 1000.0);
-        }
-        m.paused
-            .with_label_values(&job)
-            .set(i64::from(view.pause.is_some()));
-    }
+    let views = s.scheduler.views();
+    let now: Vec<JobNow<'_>> = views
+        .iter()
+        .map(|v| JobNow {
+            name: &v.spec.name,
+            next: v.next,
+            paused: v.pause.is_some(),
+        })
+        .collect();
     (
         [(header::CONTENT_TYPE, Metrics::content_type())],
-        m.encode(),
+        m.encode(&now),
     )
         .into_response()
 }

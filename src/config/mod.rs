@@ -130,7 +130,7 @@ pub fn load(config_path: &Path) -> Result<Config, ConfigError> {
 /// 100,000 jobs allocates ~250 MB of temporaries (the TOML tree) between the jobs' own small
 /// allocations; freed, they would leave the daemon's heap fragmented for good (measured:
 /// 146 MB RSS instead of 91 MB). In the parser's thread they live in an allocator arena of
-/// their own, which the daemon hands back to the system after each load (`malloc_trim`).
+/// their own, which the daemon hands back to the system after each load (`memory::release_freed`).
 fn load_with(config_path: &Path) -> Result<Config, ConfigError> {
     let parsed = std::thread::scope(|s| {
         s.spawn(|| parse_config(config_path))

@@ -1,5 +1,5 @@
 //! The daemon's background work beside the timers: manual trigger requests, reloads (SIGHUP and
-//! file changes), retention, the systemd watchdog, and handing freed memory back.
+//! file changes), retention, the systemd watchdog, the stale-job watch's start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +9,13 @@ use chrono::Utc;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Settings};
 use crate::node::LoadedJobs;
-use crate::runner::Dispatched;
+use crate::alert::AlertPolicies;
+use crate::runner::{Context, Dispatched};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::systemd;
@@ -172,7 +174,7 @@ pub(super) async fn reload(
                 jobs_now.send_replace(Arc::new(LoadedJobs::of(&new.jobs, true)));
             }
             let c = scheduler.apply(new.jobs, &new.alerts, &HashMap::new());
-            release_freed_memory();
+            crate::memory::release_freed();
             tracing::info!(
                 added = ?c.added,
                 removed = ?c.removed,
@@ -190,25 +192,31 @@ pub(super) async fn reload(
     }
 }
 
-/// Gives the memory a config load freed back to the system. glibc returns freed memory inside
-/// its heaps only when asked: parsing 100,000 jobs frees ~250 MB of temporaries (in the
-/// parser's own arena, see `config::load`), and without this call the daemon stayed at
-/// 230 MiB RSS instead of 82 MiB. Takes a few milliseconds.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub(super) fn release_freed_memory() {
-    // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own free lists under its
-    // locks; it is safe to call from any thread at any time.
-    let _ = unsafe { nix::libc::malloc_trim(0) };
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(super) fn release_freed_memory() {}
-
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 pub(super) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Starts the stale-job watch on these policies; returns where new policies go at reloads.
+pub(super) fn spawn_stale_watch(
+    store: &Store,
+    ctx: &Context,
+    alerts: &AlertPolicies,
+    successes: mpsc::UnboundedReceiver<String>,
+    background: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> watch::Sender<Arc<AlertPolicies>> {
+    let (policies, policies_rx) = watch::channel(Arc::new(alerts.clone()));
+    let watch = crate::stale::StaleWatch {
+        store: store.clone(),
+        alerts: ctx.alerts.clone(),
+        policies: policies_rx,
+        successes,
+        tracker: ctx.tracker.clone(),
+    };
+    tasks.spawn(crate::stale::stale_loop(watch, background.clone()));
+    policies
 }

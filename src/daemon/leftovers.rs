@@ -9,6 +9,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::processes::{Orphan, Processes};
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 
 /// What the error of a run found only by its processes says.
@@ -95,7 +96,11 @@ pub(super) fn orphan_runs(orphans: &[Orphan], node: &str) -> Vec<crate::store::R
 /// Sweeps for processes that outlived their run (see [`Processes::sweep`]): soon after a run
 /// ended with processes left in its group, and every [`SWEEP_EVERY`] (a sweep reads all of
 /// /proc, so it is not done after every run).
-pub(super) async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationToken) {
+pub(super) async fn sweep_loop(
+    processes: Arc<Processes>,
+    scheduler: Scheduler,
+    cancel: CancellationToken,
+) {
     // Sweeps keep coming every few seconds while runs go and after one killed something;
     // an idle daemon waits for the sweep each run's end asks for (no wake-ups of its own).
     let mut periodic = true;
@@ -111,13 +116,14 @@ pub(super) async fn sweep_loop(processes: Arc<Processes>, cancel: CancellationTo
         // away from the whole seconds where most schedules fire.
         let gap = if asked { SWEEP_GAP } else { Duration::ZERO };
         tokio::time::sleep(gap + until_mid_second()).await;
-        let p = Arc::clone(&processes);
+        let (p, s) = (Arc::clone(&processes), scheduler.clone());
         let swept = tokio::task::spawn_blocking(move || {
             let swept = p.sweep(false);
             // The last run ended: what a burst of runs allocated goes back to the system
-            // (glibc keeps freed memory in its heaps until asked).
+            // (glibc keeps freed memory in its heaps until asked), the jobs' idle slots first.
             if !p.has_runs() {
-                super::background::release_freed_memory();
+                s.forget_idle_slots();
+                crate::memory::release_freed();
             }
             swept
         })

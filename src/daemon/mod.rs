@@ -33,8 +33,9 @@ use crate::store::{LostRun, Store};
 use crate::systemd;
 
 use background::{
-    TRIGGER_POLL, poll_triggers, prune_loop, record_trigger_outcome, release_freed_memory, reload,
-    sleep_until_some, watch_files, watchdog_loop,
+    TRIGGER_POLL, poll_triggers, prune_loop, record_trigger_outcome, reload, sleep_until_some,
+    spawn_stale_watch,
+    watch_files, watchdog_loop,
 };
 use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
 
@@ -104,6 +105,7 @@ struct Running {
     api: crate::api::Listening,
     /// Every job's alert policy, for the stale-job watch (replaced at reloads).
     policies: watch::Sender<Arc<AlertPolicies>>,
+    metrics: Arc<crate::metrics::Metrics>,
     _instance: crate::instance::InstanceLock,
 }
 
@@ -145,25 +147,23 @@ impl Running {
         }
         scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
-        release_freed_memory();
+        metrics.keep_jobs(&scheduler.names());
+        crate::memory::release_freed();
         let background = CancellationToken::new();
         let (mut tasks, triggers, lost) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
+        tasks.spawn(sweep_loop(
+            Arc::clone(&ctx.processes),
+            scheduler.clone(),
+            background.clone(),
+        ));
         let api = api::start(
             &settings,
             (&scheduler, &store, &ctx, &metrics),
             &mut tasks,
             &background,
         )?;
-        let (policies, policies_rx) = watch::channel(Arc::new(alerts.clone()));
-        let watch = crate::stale::StaleWatch {
-            store: store.clone(),
-            alerts: ctx.alerts.clone(),
-            policies: policies_rx,
-            successes,
-            tracker: ctx.tracker.clone(),
-        };
-        tasks.spawn(crate::stale::stale_loop(watch, background.clone()));
+        let policies = spawn_stale_watch(&store, &ctx, alerts, successes, &background, &mut tasks);
         let (change_tx, changes) = mpsc::unbounded_channel();
         let watcher = watch_files(&settings, change_tx);
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -185,6 +185,7 @@ impl Running {
             hup,
             api,
             policies,
+            metrics,
             _instance: instance,
         };
         tracing::info!(
@@ -269,6 +270,7 @@ impl Running {
         let shared = self.store.is_shared().then_some(&self.loaded);
         if let Some(alerts) = reload(&mut self.scheduler, &self.settings, shared).await {
             self.policies.send_replace(Arc::new(alerts));
+            self.metrics.keep_jobs(&self.scheduler.names());
         }
         systemd::ready(&self.status());
     }
@@ -524,7 +526,6 @@ fn spawn_background(
         let (ids, store, cancel) = (Arc::clone(ids), store.clone(), cancel.clone());
         tasks.spawn(async move { ids.keep_reserved(store, cancel).await });
     }
-    tasks.spawn(sweep_loop(Arc::clone(&ctx.processes), cancel.clone()));
     let (trigger_tx, triggers) = mpsc::channel(64);
     // With the API, `hourglass trigger` asks this daemon directly: the requests table is read
     // once at start (requests made while it was down), and all along only on a shared

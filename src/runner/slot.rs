@@ -85,6 +85,17 @@ impl JobSlot {
         }
     }
 
+    /// Whether a fresh slot would do as well: no run holds it or waits in it (the caller
+    /// holds the only reference), and its alert state remembers nothing.
+    pub fn holds_nothing(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1
+            && self
+                .queue
+                .lock()
+                .is_ok_and(|q| q.pending.is_empty() && !q.worker)
+            && self.alert.remembers_nothing()
+    }
+
     /// Sets who hears about the job's failures.
     pub fn set_alert_policy(&self, policy: Option<Arc<AlertPolicy>>) {
         if let Ok(mut p) = self.alert_policy.lock() {

@@ -219,6 +219,19 @@ impl Scheduler {
         )
     }
 
+    /// Forgets the slots of jobs that nothing runs or waits in and whose alert state holds
+    /// nothing (the next firing makes a fresh one): after a burst of runs of many jobs, their
+    /// slots would otherwise stay in memory for good. Called when the last run has ended.
+    pub fn forget_idle_slots(&self) {
+        let mut t = self.shared.lock();
+        for entry in t.jobs.values_mut() {
+            if entry.slot.as_ref().is_some_and(JobSlot::holds_nothing) {
+                entry.slot = None;
+            }
+        }
+        t.retired.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+
     /// Jobs scheduled.
     pub fn len(&self) -> usize {
         self.shared
@@ -1022,5 +1035,38 @@ mod tests {
             }
         );
         assert!(sched.trigger("nope").is_none());
+    }
+
+    /// Once the last run has ended, a job's slot is forgotten when it holds nothing (a burst
+    /// of many jobs' runs leaves none behind), and kept when a failure awaits its recovery
+    /// notice.
+    #[tokio::test(start_paused = true)]
+    async fn idle_slots_are_forgotten_unless_a_failure_awaits_its_recovery() {
+        let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
+        let hourly = || Schedule::Every(Duration::from_secs(3600));
+        let good = job("good", hourly());
+        let bad = JobSpec::test_command("bad", hourly(), &["false"]);
+        let policy = crate::alert::AlertPolicy {
+            on: Vec::new(),
+            email: None,
+            webhook: None,
+            min_interval: Duration::ZERO,
+            stale_after: None,
+        };
+        let alerts = AlertPolicies::from([("bad".to_string(), Arc::new(policy))]);
+        sched.apply(vec![good, bad], &alerts, &HashMap::new());
+        let mut ended = 0;
+        while ended < 2 {
+            if let Some(Record::Finished(_) | Record::Complete(..)) = rx.recv().await {
+                ended += 1;
+            }
+        }
+        sched.ctx.tracker.close();
+        sched.ctx.tracker.wait().await;
+        let has_slot = |name: &str| sched.shared.lock().jobs[name].slot.is_some();
+        assert!(has_slot("good") && has_slot("bad"));
+        sched.forget_idle_slots();
+        assert!(!has_slot("good"), "an idle slot that holds nothing is kept");
+        assert!(has_slot("bad"), "a failure awaiting its recovery notice was forgotten");
     }
 }

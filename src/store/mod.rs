@@ -528,6 +528,14 @@ impl HistoryWriter {
         }
     }
 
+    /// Gives back the memory the connection caches (SQLite's page cache; PostgreSQL's pool
+    /// keeps none worth it).
+    pub async fn release_memory(&mut self) {
+        if let WriterBackend::Sqlite(w) = &mut self.0 {
+            w.release_memory().await;
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(&mut self) {
         if let WriterBackend::Sqlite(w) = &mut self.0 {

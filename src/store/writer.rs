@@ -65,6 +65,14 @@ impl SqliteWriter {
     }
 
     /// Closes the connection.
+    /// Gives back the memory of the connection's page cache (`PRAGMA shrink_memory`); the
+    /// pages are read again as writes need them.
+    pub(crate) async fn release_memory(&mut self) {
+        if let Some((conn, _)) = &mut self.conn {
+            let _ = sqlx::query("PRAGMA shrink_memory").execute(conn).await;
+        }
+    }
+
     pub(crate) async fn close(&mut self) {
         if let Some((conn, _)) = self.conn.take() {
             let _ = conn.close().await;

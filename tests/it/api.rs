@@ -202,7 +202,9 @@ fn metrics_pass_promtool_and_match_the_history() {
             .filter(|r| r.job == job && r.status == status)
             .count() as f64
     };
-    for (job, status) in [("tick", "succeeded"), ("broken", "failed")] {
+    // Every job shows its succeeded and failed counts, 0 for those it never had.
+    let jobs = ["tick", "broken", "slow"];
+    for (job, status) in jobs.iter().flat_map(|j| [(*j, "succeeded"), (*j, "failed")]) {
         let series = format!("hourglass_runs_total{{job=\"{job}\",status=\"{status}\"}}");
         assert_eq!(
             sample(&text, &series),
