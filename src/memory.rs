@@ -10,21 +10,27 @@
 //! daemon gets no wake-ups from it), and at once when the daemon asks (after a configuration
 //! load and when the last run has ended).
 
-use tikv_jemallocator::Jemalloc;
-
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: Jemalloc = Jemalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at its start: freed pages are returned by a background thread.
+/// jemalloc's options, read at its start: freed pages are returned by a background thread;
+/// each thread caches fewer and only small freed pieces (objects up to 4 KiB, a quarter of
+/// the default count), which an idle thread would otherwise hold for good (measured on the
+/// burst of 10,000 runs: 60 s later +18 % of before with the default cache, +14 % with this
+/// one, +11 % with none).
+#[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "malloc_conf")]
-static MALLOC_CONF: &u8 = &b"background_thread:true\0"[0];
+static MALLOC_CONF: &u8 = &b"background_thread:true,tcache_max:4096,lg_tcache_nslots_mul:-2\0"[0];
 
 /// Every arena at once, for `arena.<i>.purge`.
+#[cfg(feature = "jemalloc")]
 const ALL_ARENAS_PURGE: &std::ffi::CStr = c"arena.4096.purge";
 
 /// Returns the pages the allocator holds free to the system (jemalloc's purge of every
-/// arena). Takes a few milliseconds; call it off the runtime threads.
+/// arena). Takes a few milliseconds.
+#[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 pub fn release_freed() {
     // SAFETY: `arena.<i>.purge` is a void control: no old or new value, so every pointer is
@@ -39,3 +45,20 @@ pub fn release_freed() {
         )
     };
 }
+
+/// Without jemalloc (the bench's build): glibc's `malloc_trim`, which returns the free pages
+/// of its heaps.
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_freed() {
+    // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own free lists under its
+    // locks; it is safe to call from any thread at any time.
+    let _ = unsafe { nix::libc::malloc_trim(0) };
+}
+
+/// Without jemalloc on another C library: nothing to ask.
+#[cfg(all(
+    not(feature = "jemalloc"),
+    not(all(target_os = "linux", target_env = "gnu"))
+))]
+pub fn release_freed() {}

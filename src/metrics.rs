@@ -195,22 +195,13 @@ impl Metrics {
         }
     }
 
-    /// Keeps counters for exactly these jobs (at start and after each reload): a new job's
-    /// `succeeded` and `failed` counts read 0 from the start, so that a rate or an increase
-    /// sees its first run; a removed job's series end.
-    pub fn keep_jobs(&self, names: &[String]) {
+    /// Forgets the counters of jobs no longer configured (after a reload): their series end.
+    pub fn forget_removed_jobs(&self, names: &[String]) {
         let Ok(mut jobs) = self.jobs.lock() else {
             return;
         };
         let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
         jobs.retain(|name, _| wanted.contains(&**name));
-        let missing = names.len().saturating_sub(jobs.len());
-        jobs.reserve(missing);
-        for name in names {
-            if !jobs.contains_key(name.as_str()) {
-                jobs.insert(name.as_str().into(), JobCounts::default());
-            }
-        }
     }
 
     /// The text exposition of every metric, with what the scrape knows of each job now.
@@ -237,7 +228,15 @@ impl Metrics {
             MetricType::GAUGE,
         );
         if let Ok(jobs) = self.jobs.lock() {
-            for (job, counts) in jobs.iter() {
+            // A job that has not run yet shows its succeeded and failed counts at 0 (so that
+            // a rate sees its first run) without keeping counters of its own.
+            let never_ran = JobCounts::default();
+            let unseen = now
+                .iter()
+                .filter(|j| !jobs.contains_key(j.name))
+                .map(|j| (j.name, &never_ran));
+            let seen = jobs.iter().map(|(job, counts)| (&**job, counts));
+            for (job, counts) in seen.chain(unseen) {
                 for (status, n) in RunStatus::ALL.iter().zip(counts.runs) {
                     if n > 0 || ALWAYS_SHOWN.contains(status) {
                         let mut c = proto::Counter::default();

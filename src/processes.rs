@@ -45,6 +45,9 @@ pub struct Run {
     pub uid: u32,
 }
 
+/// Entries a table of runs keeps room for once it is empty.
+const KEPT_CAPACITY: usize = 64;
+
 /// A registered leader; dropping it forgets the leader and asks for a sweep.
 #[derive(Debug)]
 pub struct Leader<'a> {
@@ -56,6 +59,10 @@ impl Drop for Leader<'_> {
     fn drop(&mut self) {
         if let Ok(mut l) = self.processes.leaders.lock() {
             l.remove(&self.pid);
+            if l.is_empty() {
+                // A burst's thousands of runs leave no table behind.
+                l.shrink_to(KEPT_CAPACITY);
+            }
         }
     }
 }

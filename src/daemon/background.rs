@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::AlertPolicies;
 use crate::config::{self, Settings};
 use crate::node::LoadedJobs;
-use crate::alert::AlertPolicies;
 use crate::runner::{Context, Dispatched};
 use crate::scheduler::Scheduler;
 use crate::store::Store;

@@ -34,8 +34,7 @@ use crate::systemd;
 
 use background::{
     TRIGGER_POLL, poll_triggers, prune_loop, record_trigger_outcome, reload, sleep_until_some,
-    spawn_stale_watch,
-    watch_files, watchdog_loop,
+    spawn_stale_watch, watch_files, watchdog_loop,
 };
 use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
 
@@ -147,7 +146,6 @@ impl Running {
         }
         scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
-        metrics.keep_jobs(&scheduler.names());
         crate::memory::release_freed();
         let background = CancellationToken::new();
         let (mut tasks, triggers, lost) =
@@ -270,7 +268,7 @@ impl Running {
         let shared = self.store.is_shared().then_some(&self.loaded);
         if let Some(alerts) = reload(&mut self.scheduler, &self.settings, shared).await {
             self.policies.send_replace(Arc::new(alerts));
-            self.metrics.keep_jobs(&self.scheduler.names());
+            self.metrics.forget_removed_jobs(&self.scheduler.names());
         }
         systemd::ready(&self.status());
     }

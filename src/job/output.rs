@@ -152,6 +152,10 @@ impl Drop for LiveGuard {
         self.run.progress.send_modify(|(_, ended)| *ended = true);
         if let Ok(mut m) = self.outputs.0.lock() {
             m.remove(&self.id);
+            if m.is_empty() {
+                // A burst's thousands of runs leave no table behind.
+                m.shrink_to(64);
+            }
         }
     }
 }

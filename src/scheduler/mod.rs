@@ -1067,6 +1067,9 @@ mod tests {
         assert!(has_slot("good") && has_slot("bad"));
         sched.forget_idle_slots();
         assert!(!has_slot("good"), "an idle slot that holds nothing is kept");
-        assert!(has_slot("bad"), "a failure awaiting its recovery notice was forgotten");
+        assert!(
+            has_slot("bad"),
+            "a failure awaiting its recovery notice was forgotten"
+        );
     }
 }

@@ -204,7 +204,10 @@ fn metrics_pass_promtool_and_match_the_history() {
     };
     // Every job shows its succeeded and failed counts, 0 for those it never had.
     let jobs = ["tick", "broken", "slow"];
-    for (job, status) in jobs.iter().flat_map(|j| [(*j, "succeeded"), (*j, "failed")]) {
+    for (job, status) in jobs
+        .iter()
+        .flat_map(|j| [(*j, "succeeded"), (*j, "failed")])
+    {
         let series = format!("hourglass_runs_total{{job=\"{job}\",status=\"{status}\"}}");
         assert_eq!(
             sample(&text, &series),
