@@ -53,6 +53,7 @@
 //!   `postgres` behind one `Store`; pauses and events, stats, the stale watch's state):
 //!   history off the firing path; [`spill`]: the file that keeps run records while the
 //!   database cannot take them; [`metrics`]: Prometheus metrics, counted as records are made.
+//! - [`memory`]: the allocator (jemalloc) and handing freed memory back to the system.
 
 pub mod alert;
 pub mod api;
