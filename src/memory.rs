@@ -8,7 +8,10 @@
 //! pages a burst freed are whole and are returned: by jemalloc's background thread as they
 //! age (`dirty_decay_ms`, 10 s; the thread sleeps while nothing is left to return, so an idle
 //! daemon gets no wake-ups from it), and at once when the daemon asks (after a configuration
-//! load and when the last run has ended).
+//! load and when the last run has ended). jemalloc serves Rust's allocations only: C code
+//! (SQLite) keeps glibc's malloc, which is trimmed at the same moments. Replacing `malloc` for
+//! the whole process deadlocked it at start under libfaketime (which the clock tests use:
+//! its start-up looks symbols up, which allocates, inside jemalloc's own start-up).
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -21,15 +24,15 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// one, +11 % with none).
 #[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
-#[unsafe(export_name = "malloc_conf")]
+#[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &u8 = &b"background_thread:true,tcache_max:4096,lg_tcache_nslots_mul:-2\0"[0];
 
 /// Every arena at once, for `arena.<i>.purge`.
 #[cfg(feature = "jemalloc")]
 const ALL_ARENAS_PURGE: &std::ffi::CStr = c"arena.4096.purge";
 
-/// Returns the pages the allocator holds free to the system (jemalloc's purge of every
-/// arena). Takes a few milliseconds.
+/// Returns the pages the allocators hold free to the system: jemalloc's purge of every arena,
+/// then glibc's trim for what C code freed. Takes a few milliseconds.
 #[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 pub fn release_freed() {
@@ -44,21 +47,24 @@ pub fn release_freed() {
             0,
         )
     };
+    trim_glibc();
 }
 
-/// Without jemalloc (the bench's build): glibc's `malloc_trim`, which returns the free pages
-/// of its heaps.
-#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
+/// Without jemalloc (the bench's build): glibc's trim only.
+#[cfg(not(feature = "jemalloc"))]
 pub fn release_freed() {
+    trim_glibc();
+}
+
+/// glibc's `malloc_trim`: returns the free pages of its heaps.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_glibc() {
     // SAFETY: `malloc_trim` takes no pointer and only walks glibc's own free lists under its
     // locks; it is safe to call from any thread at any time.
     let _ = unsafe { nix::libc::malloc_trim(0) };
 }
 
-/// Without jemalloc on another C library: nothing to ask.
-#[cfg(all(
-    not(feature = "jemalloc"),
-    not(all(target_os = "linux", target_env = "gnu"))
-))]
-pub fn release_freed() {}
+/// Another C library: nothing to ask.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_glibc() {}
