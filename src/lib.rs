@@ -20,6 +20,8 @@
 //!   `--follow`, completions and man pages; it talks to the daemon's API when one answers);
 //!   [`daemon`]: lifecycle (start, serve, drain, finish; what dead runs left; background
 //!   loops; the API on its parts); [`logging`]: tracing setup (journald fields).
+//! - [`dashboard`]: the web pages served beside the API (jobs, one job with plots, one run
+//!   with live output, nodes; sign-in and the actions behind `dashboard_actions`).
 //! - [`api`]: the HTTP API (axum; unix socket, TCP with a bearer token): jobs, actions
 //!   (trigger, pause, resume, written to the events log), runs and their live output (SSE),
 //!   health, status, metrics; [`stale`]: the stale-job watch (`alert_if_no_success_within`).
@@ -61,6 +63,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod due;
 pub mod http_client;
 pub mod instance;

@@ -346,6 +346,29 @@ impl Schedule {
         (n <= limit).then_some(n)
     }
 
+    /// The schedule in words, e.g. `At 03:00` or `Every 30s` (croner's English; the
+    /// expression itself should its description fail).
+    pub fn in_words(&self) -> String {
+        match self {
+            Schedule::Cron { expr, cron, .. } => {
+                let described =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cron.describe()));
+                described.unwrap_or_else(|_| expr.clone())
+            }
+            Schedule::Every(p) => format!("Every {}", humantime::format_duration(*p)),
+            Schedule::At(at) => format!("Once, at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+        }
+    }
+
+    /// The expression as written (cron), or the period or instant.
+    pub fn expression(&self) -> String {
+        match self {
+            Schedule::Cron { expr, .. } => expr.clone(),
+            Schedule::Every(p) => format!("every = \"{}\"", humantime::format_duration(*p)),
+            Schedule::At(at) => format!("at = \"{}\"", at.to_rfc3339()),
+        }
+    }
+
     /// A short human description, e.g. `cron "0 3 * * *" (Europe/Berlin)`.
     pub fn describe(&self) -> String {
         match self {

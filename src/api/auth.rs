@@ -1,6 +1,8 @@
 //! Who asks: on the unix socket, the peer's uid (`SO_PEERCRED`; the socket's mode 0660 is
 //! the gate); on TCP, the bearer token when one is set (required off loopback), else a
-//! loopback client. A request without the right token is refused with 401 and nothing done.
+//! loopback client. A browser gives the token once, at the dashboard's login, and carries a
+//! session cookie derived from it (never the token itself). A request without the right token
+//! or cookie is refused with 401 (a dashboard page: sent to the login) and nothing done.
 
 use std::net::SocketAddr;
 
@@ -47,16 +49,26 @@ pub(super) async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
+    let open = path == LOGIN_PATH || path.starts_with("/assets/");
     let actor = match peer {
         Peer::Unix(Some(uid)) => format!("uid:{uid}"),
         Peer::Unix(None) => "uid:unknown".to_string(),
         Peer::Tcp(_) => match &state.0.token_digest {
             None => "loopback".to_string(),
             Some(want) => {
-                if !bearer_matches(request.headers().get(header::AUTHORIZATION), want) {
+                let headers = request.headers();
+                if bearer_matches(headers.get(header::AUTHORIZATION), want)
+                    || has_session(headers, want)
+                {
+                    "token".to_string()
+                } else if open {
+                    "anonymous".to_string()
+                } else if is_page(path) {
+                    return to_login(request.uri());
+                } else {
                     return refused();
                 }
-                "token".to_string()
             }
         },
     };
@@ -74,6 +86,77 @@ fn bearer_matches(value: Option<&HeaderValue>, want: &[u8; 32]) -> bool {
         return false;
     };
     token_digest(token) == *want
+}
+
+/// The dashboard's login page (the one page served without the token).
+pub const LOGIN_PATH: &str = "/login";
+/// The cookie a browser carries after the login.
+pub const SESSION_COOKIE: &str = "hourglass_session";
+
+/// Whether `path` is a dashboard page (not the JSON API, health or metrics).
+fn is_page(path: &str) -> bool {
+    !(path.starts_with("/v1/") || path == "/healthz" || path == "/metrics")
+}
+
+/// Sends a browser to the login page, which sends it back here.
+fn to_login(uri: &axum::http::Uri) -> Response {
+    let back = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut target = url_escape(back);
+    target.insert_str(0, "/login?next=");
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, target),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+/// `s` with everything but unreserved characters and `/` percent-encoded.
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The session cookie's value for the token whose digest is `token`: a digest of the digest,
+/// so the cookie neither is nor reveals the token.
+pub fn session_value(token: &[u8; 32]) -> String {
+    hex(&Sha256::new_with_prefix(b"hourglass-session\0")
+        .chain_update(token)
+        .finalize())
+}
+
+/// The field a dashboard form must carry with the session (a request from another site
+/// cannot know it).
+pub fn csrf_value(token: &[u8; 32]) -> String {
+    hex(&Sha256::new_with_prefix(b"hourglass-csrf\0")
+        .chain_update(token)
+        .finalize())
+}
+
+/// Whether the request carries the session cookie of the token whose digest is `token`
+/// (compared by digest).
+pub fn has_session(headers: &axum::http::HeaderMap, token: &[u8; 32]) -> bool {
+    let want = token_digest(&session_value(token));
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == SESSION_COOKIE && token_digest(value) == want)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn refused() -> Response {

@@ -124,11 +124,13 @@ pub(super) async fn one(
 
 /// What a trigger did.
 #[derive(Debug, Serialize)]
-pub(super) struct Triggered {
+pub(crate) struct Triggered {
     /// `started`, `queued` or `skipped`.
-    outcome: &'static str,
-    run_id: Option<i64>,
-    detail: Option<String>,
+    pub(crate) outcome: &'static str,
+    /// The run it started or skipped.
+    pub(crate) run_id: Option<i64>,
+    /// Why it queued or skipped.
+    pub(crate) detail: Option<String>,
 }
 
 /// `POST /v1/jobs/{name}/trigger`: runs the job now under its overlap policy.
@@ -137,10 +139,20 @@ pub(super) async fn trigger(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Result<Json<Triggered>, Failure> {
+    Ok(Json(trigger_job(&state, &actor, &name).await?))
+}
+
+/// Runs `name` now under its overlap policy, as `actor` asked; what came of it within a few
+/// seconds.
+pub(crate) async fn trigger_job(
+    state: &ApiState,
+    actor: &Actor,
+    name: &str,
+) -> Result<Triggered, Failure> {
     let news = state
         .0
         .scheduler
-        .trigger(&name)
+        .trigger(name)
         .ok_or_else(|| Failure::not_found(format!("job {name:?}")))?;
     tracing::info!(job = %name, actor = %actor.0, "manual trigger");
     let news = tokio::time::timeout(TRIGGER_NEWS_WAIT, news).await;
@@ -163,8 +175,8 @@ pub(super) async fn trigger(
         Some(id) => format!("{} (run {id})", answer.outcome),
         None => answer.outcome.to_string(),
     };
-    record(&state, &actor, "trigger", &name, Some(detail)).await;
-    Ok(Json(answer))
+    record(state, actor, "trigger", name, Some(detail)).await;
+    Ok(answer)
 }
 
 /// The body of a pause: until when (RFC 3339, or a duration from now such as `"2h"`).
@@ -194,11 +206,28 @@ pub(super) async fn pause(
             ))
         })?
     };
+    let until = body.and_then(|b| b.until);
+    Ok(Json(
+        pause_job(&state, &actor, &name, until.as_deref()).await?,
+    ))
+}
+
+/// Pauses `name` (until `until`, RFC 3339 or a duration from now, when given), as `actor`
+/// asked.
+pub(crate) async fn pause_job(
+    state: &ApiState,
+    actor: &Actor,
+    name: &str,
+    until: Option<&str>,
+) -> Result<Pause, Failure> {
+    if state.0.scheduler.view(name).is_none() {
+        return Err(Failure::not_found(format!("job {name:?}")));
+    }
     let now = Utc::now();
-    let until: Option<DateTime<Utc>> = match body.and_then(|b| b.until) {
+    let until: Option<DateTime<Utc>> = match until {
         None => None,
         Some(u) => {
-            let t = parse_time(&u, true).map_err(Failure::bad_request)?;
+            let t = parse_time(u, true).map_err(Failure::bad_request)?;
             if t <= now {
                 return Err(Failure::bad_request(format!(
                     "until {u:?} has passed; expected a time ahead"
@@ -208,7 +237,7 @@ pub(super) async fn pause(
         }
     };
     let pause = Pause {
-        job: name.clone(),
+        job: name.to_string(),
         since: now,
         until,
         actor: actor.0.clone(),
@@ -217,16 +246,16 @@ pub(super) async fn pause(
     state.0.scheduler.pause(pause.clone());
     tracing::info!(job = %name, actor = %actor.0, until = ?until, "job paused");
     let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
-    record(&state, &actor, "pause", &name, detail).await;
-    Ok(Json(pause))
+    record(state, actor, "pause", name, detail).await;
+    Ok(pause)
 }
 
 /// What a resume did.
 #[derive(Debug, Serialize)]
-pub(super) struct Resumed {
+pub(crate) struct Resumed {
     job: String,
     /// Whether it was paused.
-    was_paused: bool,
+    pub(crate) was_paused: bool,
 }
 
 /// `POST /v1/jobs/{name}/resume`: the job goes on from now; what passed under the pause does
@@ -236,18 +265,27 @@ pub(super) async fn resume(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Result<Json<Resumed>, Failure> {
-    if state.0.scheduler.view(&name).is_none() {
+    Ok(Json(resume_job(&state, &actor, &name).await?))
+}
+
+/// Resumes `name` from now, as `actor` asked.
+pub(crate) async fn resume_job(
+    state: &ApiState,
+    actor: &Actor,
+    name: &str,
+) -> Result<Resumed, Failure> {
+    if state.0.scheduler.view(name).is_none() {
         return Err(Failure::not_found(format!("job {name:?}")));
     }
-    let was_paused = state.0.store.resume(&name, Utc::now()).await?;
-    state.0.scheduler.resume(&name);
+    let was_paused = state.0.store.resume(name, Utc::now()).await?;
+    state.0.scheduler.resume(name);
     tracing::info!(job = %name, actor = %actor.0, was_paused, "job resumed");
     let detail = (!was_paused).then(|| "was not paused".to_string());
-    record(&state, &actor, "resume", &name, detail).await;
-    Ok(Json(Resumed {
-        job: name,
+    record(state, actor, "resume", name, detail).await;
+    Ok(Resumed {
+        job: name.to_string(),
         was_paused,
-    }))
+    })
 }
 
 /// Filters of `GET /v1/events`.

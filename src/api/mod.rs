@@ -6,7 +6,7 @@
 
 mod auth;
 mod health;
-mod jobs;
+pub(crate) mod jobs;
 mod runs;
 
 use std::net::SocketAddr;
@@ -24,7 +24,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Peer, token_digest};
+pub(crate) use auth::Actor;
+pub use auth::{
+    LOGIN_PATH, Peer, SESSION_COOKIE, csrf_value, has_session, session_value, token_digest,
+};
 pub use health::{HISTORY_FAILING_BOUND, Status};
 
 use crate::config::ApiSettings;
@@ -35,7 +38,7 @@ use crate::store::{Store, StoreError};
 
 /// What the handlers work on. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ApiState(Arc<Shared>);
+pub struct ApiState(pub(crate) Arc<Shared>);
 
 /// The daemon's parts the API reads and acts on.
 pub struct Shared {
@@ -55,6 +58,8 @@ pub struct Shared {
     pub started_at: DateTime<Utc>,
     /// SHA-256 of the bearer token TCP requests must carry.
     pub token_digest: Option<[u8; 32]>,
+    /// Whether the dashboard offers trigger, pause and resume (`[api] dashboard_actions`).
+    pub dashboard_actions: bool,
     /// Stops the live output streams at shutdown.
     pub stop: CancellationToken,
     /// The job list last built, and when (see `jobs::list`).
@@ -121,13 +126,15 @@ macro_rules! serve_on {
 }
 
 /// Binds the listeners and serves the API on tasks in `tasks` until `stop`.
+/// The dashboard's pages (`pages`) are served beside the API, under the same rules.
 pub fn start(
     settings: &ApiSettings,
     state: &ApiState,
+    pages: Router<ApiState>,
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> Result<Listening, ApiError> {
-    let app = router(state.clone());
+    let app = router(state.clone(), pages);
     let mut listening = Listening::default();
     if let Some(path) = &settings.socket {
         let listener = bind_socket(path)?;
@@ -175,8 +182,9 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
     Ok(listener)
 }
 
-fn router(state: ApiState) -> Router {
+fn router(state: ApiState, pages: Router<ApiState>) -> Router {
     Router::new()
+        .merge(pages)
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/v1/status", get(health::status))
@@ -204,6 +212,16 @@ pub(crate) struct Failure(StatusCode, String);
 impl Failure {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, message.into())
+    }
+
+    /// Its HTTP status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0
+    }
+
+    /// Why, in words.
+    pub(crate) fn message(&self) -> &str {
+        &self.1
     }
 
     pub(crate) fn not_found(what: impl std::fmt::Display) -> Self {

@@ -1,5 +1,6 @@
 //! The `[api]` section: where the daemon's HTTP API listens (a unix socket by default, TCP when
-//! `listen` is set) and the bearer token that TCP requires off loopback.
+//! `listen` is set), the bearer token that TCP requires off loopback, and whether the dashboard
+//! offers actions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub(crate) struct RawApi {
     pub(crate) socket: Option<String>,
     pub(crate) listen: Option<String>,
     pub(crate) token: Option<RawSecret>,
+    pub(crate) dashboard_actions: Option<bool>,
 }
 
 /// The socket's name in its folder.
@@ -34,6 +36,9 @@ pub struct ApiSettings {
     pub listen: Option<SocketAddr>,
     /// The bearer token TCP requests must carry (required off loopback).
     pub token: Option<Secret>,
+    /// Whether the dashboard offers trigger, pause and resume (to a browser that gave the
+    /// token).
+    pub dashboard_actions: bool,
 }
 
 /// Validates the section. Without `socket`: `$RUNTIME_DIRECTORY/hourglass.sock` (under
@@ -76,6 +81,13 @@ pub(crate) fn api_settings(
             format!("required when api.listen ({addr}) is not a loopback address; expected {{ env = \"HOURGLASS_API_TOKEN\" }} or {{ file = \"/etc/hourglass/api-token\" }}"),
         );
     }
+    let dashboard_actions = raw.dashboard_actions.unwrap_or(false);
+    if dashboard_actions && raw.token.is_none() {
+        at.push(
+            Some("api.dashboard_actions"),
+            "needs api.token: the dashboard's actions are offered only to a browser that gave the token; set token = { env = \"HOURGLASS_API_TOKEN\" } (or { file = \"...\" }) or leave dashboard_actions out".to_string(),
+        );
+    }
     if let Some(socket) = socket.as_ref().filter(|_| raw.socket.is_some())
         && socket.as_os_str().len() > MAX_SOCKET_PATH
     {
@@ -93,6 +105,7 @@ pub(crate) fn api_settings(
         also_try,
         listen,
         token,
+        dashboard_actions,
     }
 }
 

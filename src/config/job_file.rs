@@ -44,8 +44,8 @@ pub(crate) struct RawJob {
     pub(crate) on_node_loss: Option<NodeLoss>,
     pub(crate) run_on: Option<Vec<String>>,
     pub(crate) alert_if_no_success_within: Option<String>,
-    #[allow(dead_code)]
     pub(crate) description: Option<String>,
+    pub(crate) tags: Option<Vec<String>>,
     pub(crate) command: Option<CommandLine>,
     pub(crate) env: Option<BTreeMap<String, String>>,
     pub(crate) working_dir: Option<String>,
@@ -349,8 +349,26 @@ pub(crate) fn validate_job(
         enabled: raw.enabled != Some(false),
         on_node_loss: raw.on_node_loss.unwrap_or_default(),
         run_on: run_on(raw.run_on.take(), &settings.tags, at),
+        description: raw.description.take(),
+        tags: job_tags(raw.tags.take(), at),
     };
     (at.errors() == before).then_some((spec, notify))
+}
+
+/// `tags`: labels to find the job by in the dashboard (letters, digits, `-`, `_`, `.`).
+fn job_tags(tags: Option<Vec<String>>, at: &mut Located<'_>) -> Vec<String> {
+    let mut tags = tags.unwrap_or_default();
+    for t in &tags {
+        if !crate::config::valid_tag(t) {
+            at.push(
+                Some("tags"),
+                format!("{t:?} is not a tag (letters, digits, '-', '_' and '.', e.g. \"backup\")"),
+            );
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// `run_on`: node tags (letters, digits, `-`, `_`, `.`).

@@ -39,10 +39,17 @@ pub(super) fn start(
         database: settings.database.to_string(),
         started_at: Utc::now(),
         token_digest,
+        dashboard_actions: settings.api.dashboard_actions,
         stop: stop.clone(),
         jobs_cache: tokio::sync::Mutex::default(),
     });
-    let listening = crate::api::start(&settings.api, &state, tasks, stop)?;
+    let listening = crate::api::start(
+        &settings.api,
+        &state,
+        crate::dashboard::routes(),
+        tasks,
+        stop,
+    )?;
     if let Some(socket) = &listening.socket {
         tracing::info!(socket = %socket.display(), "API listening on its unix socket");
     }

@@ -87,6 +87,33 @@ pub struct CommandJob {
     pub clean_env: bool,
 }
 
+impl CommandJob {
+    /// Its settings for display; environment variables by name only.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![match &self.line {
+            CommandLine::Shell(line) => ("shell line", line.clone()),
+            CommandLine::Argv(argv) => ("program and arguments", format!("{argv:?}")),
+        }];
+        if !self.env.is_empty() {
+            let names: Vec<&str> = self.env.keys().map(String::as_str).collect();
+            out.push(("environment (names)", names.join(", ")));
+        }
+        if let Some(dir) = &self.working_dir {
+            out.push(("working folder", dir.display().to_string()));
+        }
+        if let Some(user) = &self.user {
+            out.push(("user", user.name.clone()));
+        }
+        if let Some(umask) = self.umask {
+            out.push(("umask", format!("{umask:03o}")));
+        }
+        if self.clean_env {
+            out.push(("clean environment", "yes".to_string()));
+        }
+        out
+    }
+}
+
 /// Environment variables of the daemon that children must not inherit.
 const PRIVATE_ENV: &[&str] = &[
     "NOTIFY_SOCKET",

@@ -48,6 +48,36 @@ pub struct EmailJob {
 }
 
 impl EmailJob {
+    /// Its settings for display (template values by name only).
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let list = |m: &[Mailbox]| {
+            m.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = vec![
+            ("SMTP server", self.smtp.clone()),
+            ("from", self.from.to_string()),
+            ("to", list(&self.to)),
+            ("subject", self.subject.clone()),
+        ];
+        if !self.cc.is_empty() {
+            out.push(("cc", list(&self.cc)));
+        }
+        if !self.bcc.is_empty() {
+            out.push(("bcc", list(&self.bcc)));
+        }
+        if !self.attachments.is_empty() {
+            out.push(("attachments", self.attachments.join(", ")));
+        }
+        if !self.env.is_empty() {
+            let names: Vec<&str> = self.env.keys().map(String::as_str).collect();
+            out.push(("template values (names)", names.join(", ")));
+        }
+        out
+    }
+
     /// Files the attachment patterns match now, sorted, each once.
     fn attachment_files(&self) -> Result<Vec<PathBuf>, String> {
         let mut files = Vec::new();

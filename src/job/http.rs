@@ -30,6 +30,32 @@ pub struct HttpJob {
 }
 
 impl HttpJob {
+    /// Its settings for display: the URL without password or query, secret headers by name.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            ("method", self.method.to_string()),
+            ("URL", crate::http_client::redacted(&self.url)),
+        ];
+        let mut headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        headers.extend(
+            self.secret_headers
+                .iter()
+                .map(|(k, _)| format!("{k}: (secret)")),
+        );
+        if !headers.is_empty() {
+            out.push(("headers", headers.join("; ")));
+        }
+        if !self.expect_status.is_empty() {
+            let codes: Vec<String> = self.expect_status.iter().map(u16::to_string).collect();
+            out.push(("expected statuses", codes.join(", ")));
+        }
+        out
+    }
+
     /// Whether `status` counts as success.
     fn accepts(&self, status: u16) -> bool {
         if self.expect_status.is_empty() {

@@ -52,6 +52,10 @@ pub struct JobSpec {
     pub on_node_loss: NodeLoss,
     /// On a shared database: only nodes with every one of these tags run the job.
     pub run_on: Vec<String>,
+    /// What the job is for, in the user's words.
+    pub description: Option<String>,
+    /// Labels to find it by (the dashboard filters on them).
+    pub tags: Vec<String>,
     /// The work.
     pub kind: JobKind,
     /// `enabled = false`: never fires on its schedule, but `hourglass trigger` runs it.
@@ -125,6 +129,8 @@ impl JobSpec {
             enabled: true,
             on_node_loss: crate::job::NodeLoss::Abandon,
             run_on: Vec::new(),
+            description: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -165,6 +171,17 @@ impl JobKind {
             JobKind::Email(_) => "email",
             JobKind::Http(_) => "http",
             JobKind::Upload(_) => "upload",
+        }
+    }
+
+    /// The kind's settings as the dashboard shows them (label, value): never a secret's
+    /// value, nor an environment variable's.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        match self {
+            JobKind::Command(c) => c.describe(),
+            JobKind::Email(e) => e.describe(),
+            JobKind::Http(h) => h.describe(),
+            JobKind::Upload(u) => u.describe(),
         }
     }
 }

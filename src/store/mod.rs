@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 mod actions;
+mod overview;
 mod postgres;
 mod records;
 mod sqlite;
@@ -18,6 +19,7 @@ mod stats;
 mod writer;
 
 pub use actions::{Event, Pause};
+pub use overview::{NotificationRow, RunDot};
 use postgres::PgStore;
 pub use records::*;
 use sqlite::SqliteStore;

@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+mod browser;
 mod harness;
 mod servers;
 
@@ -16,6 +17,7 @@ mod bad_configs;
 mod cli;
 mod cluster;
 mod daemon;
+mod dashboard;
 mod edges;
 mod email;
 mod faults;

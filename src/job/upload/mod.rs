@@ -104,6 +104,26 @@ pub struct UploadJob {
     pub part_size: usize,
 }
 
+impl UploadJob {
+    /// Its settings for display (the destination without credentials).
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let after = match &self.after {
+            After::Keep => "keep".to_string(),
+            After::Delete => "delete".to_string(),
+            After::Move(to) => format!("move to {}", to.display()),
+        };
+        vec![
+            ("source", self.source.clone()),
+            ("destination", self.destination.describe()),
+            ("after upload", after),
+            (
+                "skip unchanged",
+                if self.skip_unchanged { "yes" } else { "no" }.to_string(),
+            ),
+        ]
+    }
+}
+
 /// A file to upload and its key below the destination prefix.
 #[derive(Debug)]
 pub(super) struct SourceFile {

@@ -1,0 +1,149 @@
+//! One run's page (`/runs/{id}`): every field of its row, the other attempts of its firing,
+//! its notification attempts, and its output with ANSI colours rendered; while the run goes
+//! on, its output grows on the page (the API's server-sent events, read by `live.js`).
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use maud::{Markup, PreEscaped, html};
+
+use super::layout::{self, Problem, Section, Visitor, status_badge, utc};
+use crate::api::ApiState;
+use crate::store::{NotificationRow, RunDot, RunRow};
+
+/// `GET /runs/{id}`.
+pub(super) async fn page(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, Problem> {
+    let store = &state.0.store;
+    let mut row = store
+        .run(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("run {id}")))?;
+    let live = state.0.ctx.services.live.get(id);
+    if let Some(live) = &live {
+        let (bytes, _) = live.since(0);
+        row.output = Some(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let attempts = store.attempts(&row.job, &row.scheduled_for).await?;
+    let notifications = store.notifications(id).await?;
+    let running = row.status == "running";
+    let visitor = Visitor::of(&state, &headers);
+    let title = format!("Run {id} of {}", row.job);
+    let body = html! {
+        h1 { "Run #" (id) " of " a href={ "/jobs/" (super::path_segment(&row.job)) } { (row.job) } }
+        (fields(&row))
+        (attempt_list(id, &attempts))
+        (notification_table(&notifications))
+        (output(&row, running))
+    };
+    Ok(layout::page(&state, &visitor, &title, Section::None, body))
+}
+
+fn fields(r: &RunRow) -> Markup {
+    let time = |t: &Option<String>| match t {
+        Some(t) => utc(t),
+        None => html! { "—" },
+    };
+    html! {
+        section aria-labelledby="fields" {
+            h2 id="fields" { "Record" }
+            dl.facts {
+                dt { "Status" } dd id="run-status" data-status=(r.status) { (status_badge(&r.status)) }
+                dt { "Intended time" } dd { (utc(&r.scheduled_for)) }
+                dt { "Started" } dd { (time(&r.started_at)) }
+                dt { "Finished" } dd { (time(&r.finished_at)) }
+                dt { "Duration" } dd data-ms=[r.duration_ms] { (layout::maybe_millis(r.duration_ms)) }
+                dt { "Lateness" } dd data-ms=[r.lateness_ms] { (layout::maybe_millis(r.lateness_ms)) }
+                dt { "Attempt" } dd { (r.attempt) }
+                dt { "Why it ran" } dd { (r.trigger.replace('_', " ")) }
+                dt { "Exit code" } dd { (r.exit_code.map_or_else(|| "—".to_string(), |c| c.to_string())) }
+                dt { "Node" } dd { (r.node) }
+                dt { "Error" } dd { @match &r.error { Some(e) => pre.error { (e) }, None => "—" } }
+                @if let Some(d) = &r.details {
+                    dt { "Details" }
+                    dd { pre { (serde_json::to_string_pretty(d).unwrap_or_default()) } }
+                }
+            }
+        }
+    }
+}
+
+fn attempt_list(id: i64, attempts: &[RunDot]) -> Markup {
+    html! {
+        @if attempts.len() > 1 {
+            section aria-labelledby="attempts" {
+                h2 id="attempts" { "Attempts of this firing" }
+                ol.attempts data-attempts=(attempts.len()) {
+                    @for a in attempts { li {
+                        @if a.id == id {
+                            span aria-current="page" { "Attempt " (a.attempt) " (this run) " (status_badge(&a.status)) }
+                        } @else {
+                            a href={ "/runs/" (a.id) } { "Attempt " (a.attempt) ", run #" (a.id) }
+                            " " (status_badge(&a.status))
+                        }
+                    } }
+                }
+            }
+        }
+    }
+}
+
+fn notification_table(rows: &[NotificationRow]) -> Markup {
+    html! {
+        section aria-labelledby="notifications" {
+            h2 id="notifications" { "Notifications" }
+            @if rows.is_empty() {
+                p data-notifications="0" { "None sent for this run." }
+            } @else {
+                div.scroll { table data-notifications=(rows.len()) {
+                    caption.visually-hidden { "Notification attempts, oldest first" }
+                    thead { tr {
+                        th scope="col" { "Event" }
+                        th scope="col" { "Channel" }
+                        th scope="col" { "Tried at" }
+                        th scope="col" { "Result" }
+                    } }
+                    tbody { @for n in rows { tr {
+                        td { (n.event) }
+                        td { (n.channel) }
+                        td { (utc(&n.sent_at)) }
+                        td { @match &n.error {
+                            Some(e) => span.s-bad { "✗ not sent: " (e) },
+                            None => span.s-ok { "✓ sent" },
+                        } }
+                    } } }
+                } }
+            }
+        }
+    }
+}
+
+fn output(r: &RunRow, running: bool) -> Markup {
+    let text = r.output.as_deref().unwrap_or("");
+    let rendered = ansi_to_html::Converter::new()
+        .four_bit_var_prefix(Some("ansi-".to_string()))
+        .convert(text);
+    html! {
+        section aria-labelledby="output-heading" {
+            h2 id="output-heading" { "Output" }
+            @if running {
+                p id="live-state" role="status" data-live-state="connecting" {
+                    "The run is going on; its output follows here."
+                }
+                noscript { p { "Reload the page to see more of the output." } }
+            }
+            pre id="output" tabindex="0" aria-label="Output"
+                data-live=[running.then(|| format!("/v1/runs/{}/output", r.id))] {
+                @match rendered {
+                    Ok(html) => (PreEscaped(html)),
+                    Err(_) => (text),
+                }
+            }
+            @if text.is_empty() && !running { p.quiet { "No output was kept." } }
+            @if running { script src="/assets/live.js" defer {} }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The dashboard in headless Chromium against a real daemon with a seeded SQLite history:
+//! every page loads with no console error; the DOM shows the numbers the database holds
+//! (counts, statuses, success rates, next firing); screenshots at 390 and 1280 px; a running
+//! run's output appears on its page as it is written; actions are refused without the token
+//! (and from another site), and done with it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::Api;
+use crate::browser::{Chromium, screenshot_dir};
+use crate::harness::{Daemon, wait_for};
+
+const SEC: Duration = Duration::from_secs(1);
+const WIDTHS: [u32; 2] = [1280, 390];
+
+/// `sqlite3 db query`'s output, trimmed.
+fn sql(d: &Daemon, query: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(d.path("history.db"))
+        .arg(query)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{query}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn sql_i64(d: &Daemon, query: &str) -> i64 {
+    sql(d, query).parse().unwrap()
+}
+
+/// 300 hourly runs of `backup` over the last 12.5 days (failures, timeouts, skips among
+/// them, coloured output), a retry of run 294's firing, and a notification for it.
+const SEED: &str = "
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger,
+                  exit_code, error, output, node)
+SELECT i, 'backup', t,
+       CASE WHEN st = 'skipped' THEN NULL ELSE strftime('%Y-%m-%dT%H:%M:%fZ', t, printf('+%d seconds', i % 5)) END,
+       CASE WHEN st = 'skipped' THEN NULL ELSE strftime('%Y-%m-%dT%H:%M:%fZ', t, printf('+%d seconds', i % 5 + 10 + i % 17)) END,
+       st, 1, 'schedule', CASE st WHEN 'failed' THEN 1 WHEN 'succeeded' THEN 0 END,
+       CASE st WHEN 'failed' THEN 'exited with status 1' END,
+       'backup ' || i || ': ' || char(27) || '[32mok' || char(27) || '[0m', 'seed'
+FROM (SELECT i, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d hours', 301 - i), '-30 minutes') AS t,
+             CASE WHEN i % 7 = 0 THEN 'failed' WHEN i % 13 = 0 THEN 'timed_out'
+                  WHEN i % 11 = 0 THEN 'skipped' ELSE 'succeeded' END AS st FROM n);
+INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, exit_code, node)
+SELECT 301, job, scheduled_for, finished_at, strftime('%Y-%m-%dT%H:%M:%fZ', finished_at, '+3 seconds'),
+       'succeeded', 2, 'retry', 0, 'seed' FROM runs WHERE id = 294;
+INSERT INTO notifications (run_id, job, event, channel, sent_at, error)
+SELECT 294, 'backup', 'failure', 'email', finished_at, NULL FROM runs WHERE id = 294;
+UPDATE daemon_state SET run_ids_reserved_through = 1000;
+";
+
+/// A daemon on TCP (`main_extra` adds to `[api]`) with four jobs and the seeded history.
+fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
+    let port = crate::servers::free_port();
+    let mut d = Daemon::prepare(
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}"),
+        "",
+    );
+    let go = d.path("go");
+    d.write_jobs(
+        "jobs.toml",
+        &format!(
+            r#"
+[jobs.backup]
+description = "The nightly backup."
+schedule = "0 30 3 * * *"
+timezone = "Europe/Berlin"
+tags = ["nightly"]
+command = "true"
+
+[jobs.report]
+every = "1h"
+tags = ["reports"]
+command = "echo report"
+
+[jobs.live]
+every = "24h"
+command = "echo first; while [ ! -e {go} ]; do sleep 0.05; done; echo second"
+
+[jobs.never]
+at = "2099-01-01T00:00:00Z"
+command = "true"
+"#,
+            go = go.display()
+        ),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = hourglass::store::Store::open(&d.path("history.db"))
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    sql(&d, SEED);
+    d.spawn_ready();
+    (d, port)
+}
+
+/// Loads `path` at each width, saves a screenshot as `name-WIDTH`, and checks that nothing
+/// went wrong in the browser.
+fn visit(b: &Chromium, base: &str, path: &str, name: &str) {
+    for width in WIDTHS {
+        b.open(&format!("{base}{path}"), width);
+        let shot = b.screenshot(&screenshot_dir(), &format!("{name}-{width}"));
+        assert!(
+            std::fs::metadata(&shot).unwrap().len() > 1000,
+            "{}",
+            shot.display()
+        );
+        assert_eq!(
+            b.take_problems(),
+            Vec::<String>::new(),
+            "{path} at {width} px"
+        );
+    }
+}
+
+#[test]
+fn pages_show_what_the_database_holds_without_console_errors() {
+    let (d, port) = seeded_daemon("");
+    let base = format!("http://127.0.0.1:{port}");
+    let b = Chromium::launch();
+
+    visit(&b, &base, "/", "jobs");
+    jobs_page_matches_the_database(&b, &d, port);
+    visit(&b, &base, "/jobs/backup", "job");
+    job_page_matches_the_database(&b, &d);
+    visit(&b, &base, "/runs/294", "run");
+    run_page_matches_the_database(&b);
+    visit(&b, &base, "/nodes", "nodes");
+    assert!(
+        b.eval::<String>("document.body.innerText")
+            .contains("SQLite")
+    );
+
+    // Filters: by tag, by status, by name.
+    b.open(&format!("{base}/?tag=nightly"), 1280);
+    assert_eq!(
+        b.eval::<Vec<String>>(
+            "[...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)"
+        ),
+        ["backup"]
+    );
+    b.open(&format!("{base}/?status=never"), 1280);
+    let never: Vec<String> =
+        b.eval("[...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)");
+    assert_eq!(never, ["live", "never", "report"]);
+    b.open(&format!("{base}/?q=REP"), 1280);
+    assert_eq!(
+        b.eval::<Vec<String>>(
+            "[...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)"
+        ),
+        ["report"]
+    );
+    assert_eq!(b.take_problems(), Vec::<String>::new());
+}
+
+fn jobs_page_matches_the_database(b: &Chromium, d: &Daemon, port: u16) {
+    b.open(&format!("http://127.0.0.1:{port}/"), 1280);
+    let jobs: Vec<String> =
+        b.eval("[...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)");
+    assert_eq!(jobs, ["backup", "live", "never", "report"]);
+    let cell = |job: &str, attr: &str| -> String {
+        b.eval(&format!(
+            "document.querySelector('tr[data-job=\"{job}\"] [data-{attr}]').getAttribute('data-{attr}')"
+        ))
+    };
+    let last = sql(
+        d,
+        "SELECT status FROM runs WHERE job = 'backup' ORDER BY id DESC LIMIT 1",
+    );
+    assert_eq!(cell("backup", "last-status"), last);
+    let week =
+        "job = 'backup' AND scheduled_for >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-7 days')";
+    let succeeded = sql_i64(
+        d,
+        &format!("SELECT count(*) FROM runs WHERE {week} AND status = 'succeeded'"),
+    );
+    let ran = sql_i64(
+        d,
+        &format!(
+            "SELECT count(*) FROM runs WHERE {week} AND status NOT IN ('skipped', 'cancelled', 'running')"
+        ),
+    );
+    assert_eq!(cell("backup", "ran"), ran.to_string());
+    assert_eq!(cell("backup", "succeeded"), succeeded.to_string());
+    let shown: String =
+        b.eval("document.querySelector('tr[data-job=\"backup\"] [data-ran]').textContent");
+    assert!(
+        shown.contains(&format!("({succeeded} of {ran})")),
+        "{shown}"
+    );
+    let failed_of_50 = sql_i64(
+        d,
+        "SELECT count(*) FROM (SELECT status FROM runs WHERE job = 'backup' ORDER BY id DESC LIMIT 50) WHERE status IN ('failed', 'timed_out', 'abandoned', 'interrupted')",
+    );
+    let strip: (u32, i64) = b.eval("(s => [+s.dataset.runs, +s.dataset.failed])(document.querySelector('tr[data-job=\"backup\"] .strip'))");
+    assert_eq!(strip, (50, failed_of_50));
+    // The next firing: the scheduler's (as the API tells it), shown in the job's zone.
+    let api: Value = Api::tcp(port).get("/v1/jobs/backup");
+    let next = chrono::DateTime::parse_from_rfc3339(api["next"][0].as_str().unwrap()).unwrap();
+    let shown: String = b.eval("document.querySelector('tr[data-job=\"backup\"] td[data-next] time').getAttribute('datetime')");
+    assert_eq!(chrono::DateTime::parse_from_rfc3339(&shown).unwrap(), next);
+    let text: String =
+        b.eval("document.querySelector('tr[data-job=\"backup\"] td[data-next]').textContent");
+    assert!(text.ends_with(" CET") || text.ends_with(" CEST"), "{text}");
+    let never: String =
+        b.eval("document.querySelector('tr[data-job=\"never\"] td:nth-of-type(3)').textContent");
+    assert_eq!(never, "never ran");
+}
+
+fn job_page_matches_the_database(b: &Chromium, d: &Daemon) {
+    let total = sql_i64(d, "SELECT count(*) FROM runs WHERE job = 'backup'");
+    assert_eq!(
+        b.eval::<String>("document.querySelector('[data-total]').dataset.total"),
+        total.to_string()
+    );
+    let ids: Vec<i64> =
+        b.eval("[...document.querySelectorAll('tr[data-run]')].map(r => +r.dataset.run)");
+    let want: Vec<i64> = sql(
+        d,
+        "SELECT id FROM runs WHERE job = 'backup' ORDER BY id DESC LIMIT 50",
+    )
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
+    assert_eq!(ids, want);
+    let plotted = sql_i64(
+        d,
+        "SELECT count(*) FROM (SELECT * FROM runs_timed WHERE job = 'backup' ORDER BY id DESC LIMIT 500) WHERE duration_ms IS NOT NULL",
+    );
+    let circles: Vec<i64> = b.eval("[...document.querySelectorAll('figure.plot svg')].map(s => s.querySelectorAll('circle').length)");
+    assert_eq!(circles, [plotted, plotted]);
+    assert!(b.eval::<i64>("+document.querySelector('[data-streaks]').dataset.streaks") > 0);
+    // The next page of runs, by its keyset link.
+    b.navigate_by("document.querySelector('a[rel=next]').click()");
+    let ids: Vec<i64> =
+        b.eval("[...document.querySelectorAll('tr[data-run]')].map(r => +r.dataset.run)");
+    let want: Vec<i64> = sql(
+        d,
+        "SELECT id FROM runs WHERE job = 'backup' ORDER BY id DESC LIMIT 50 OFFSET 50",
+    )
+    .lines()
+    .map(|l| l.parse().unwrap())
+    .collect();
+    assert_eq!(ids, want);
+    assert_eq!(b.take_problems(), Vec::<String>::new());
+}
+
+fn run_page_matches_the_database(b: &Chromium) {
+    assert_eq!(
+        b.eval::<String>("document.getElementById('run-status').dataset.status"),
+        "failed"
+    );
+    let attempts: Vec<String> =
+        b.eval("[...document.querySelectorAll('ol.attempts li')].map(l => l.textContent)");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert!(b.eval::<bool>("!!document.querySelector('ol.attempts a[href=\"/runs/301\"]')"));
+    assert_eq!(
+        b.eval::<String>("document.querySelector('[data-notifications]').dataset.notifications"),
+        "1"
+    );
+    let output: String = b.eval("document.getElementById('output').innerHTML");
+    assert!(
+        output.contains("ansi-green") && output.contains("backup 294: "),
+        "{output}"
+    );
+    assert!(!output.contains('\u{1b}'), "{output}");
+}
+
+#[test]
+fn a_running_runs_output_appears_on_its_page_as_it_is_written() {
+    let (d, port) = seeded_daemon("");
+    let api = Api::tcp(port);
+    let run = api.post("/v1/jobs/live/trigger", serde_json::json!(null));
+    let id = run["run_id"].as_i64().unwrap();
+    let b = Chromium::launch();
+    b.open(&format!("http://127.0.0.1:{port}/runs/{id}"), 1280);
+    b.wait_until(
+        "document.getElementById('live-state').dataset.liveState === 'live' \
+         && document.getElementById('output').textContent.includes('first')",
+        20 * SEC,
+    );
+    assert!(
+        !b.eval::<String>("document.getElementById('output').textContent")
+            .contains("second")
+    );
+    let url = b.url();
+    std::fs::write(d.path("go"), "").unwrap();
+    b.wait_until(
+        "document.getElementById('output').textContent.includes('second')",
+        20 * SEC,
+    );
+    b.wait_until(
+        "document.getElementById('live-state').dataset.liveState === 'ended'",
+        20 * SEC,
+    );
+    assert_eq!(b.url(), url, "the output grew without a reload");
+    assert_eq!(
+        b.eval::<String>("document.getElementById('run-status').dataset.status"),
+        "succeeded"
+    );
+    wait_for(10 * SEC, "the run's row", || {
+        (sql(&d, &format!("SELECT status FROM runs WHERE id = {id}")) == "succeeded").then_some(())
+    });
+    assert_eq!(
+        sql(&d, &format!("SELECT output FROM runs WHERE id = {id}")),
+        "first\nsecond"
+    );
+    assert_eq!(b.take_problems(), Vec::<String>::new());
+}
