@@ -21,6 +21,8 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true
 command -v runuser >/dev/null || need_apt+=(util-linux)
 # Prometheus's promtool checks the daemon's /metrics (tests/it/api.rs).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# Headless Chromium loads the dashboard's pages (tests/it/dashboard.rs).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -113,17 +113,16 @@ fn to_login(uri: &axum::http::Uri) -> Response {
         .into_response()
 }
 
-/// `s` with everything but unreserved characters and `/` percent-encoded.
+/// What a path keeps unencoded in the login's `next`: unreserved characters and `/`.
+const PATH_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 fn url_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, PATH_KEEPS).to_string()
 }
 
 /// The session cookie's value for the token whose digest is `token`: a digest of the digest,

@@ -348,52 +348,11 @@ pub(crate) fn validate_job(
         kind: kind?,
         enabled: raw.enabled != Some(false),
         on_node_loss: raw.on_node_loss.unwrap_or_default(),
-        run_on: run_on(raw.run_on.take(), &settings.tags, at),
+        run_on: super::tags::run_on(raw.run_on.take(), &settings.tags, at),
         description: raw.description.take(),
-        tags: job_tags(raw.tags.take(), at),
+        tags: super::tags::job_tags(raw.tags.take(), at),
     };
     (at.errors() == before).then_some((spec, notify))
-}
-
-/// `tags`: labels to find the job by in the dashboard (letters, digits, `-`, `_`, `.`).
-fn job_tags(tags: Option<Vec<String>>, at: &mut Located<'_>) -> Vec<String> {
-    let mut tags = tags.unwrap_or_default();
-    for t in &tags {
-        if !crate::config::valid_tag(t) {
-            at.push(
-                Some("tags"),
-                format!("{t:?} is not a tag (letters, digits, '-', '_' and '.', e.g. \"backup\")"),
-            );
-        }
-    }
-    tags.sort();
-    tags.dedup();
-    tags
-}
-
-/// `run_on`: node tags (letters, digits, `-`, `_`, `.`).
-fn run_on(tags: Option<Vec<String>>, node_tags: &[String], at: &mut Located<'_>) -> Vec<String> {
-    let tags = tags.unwrap_or_default();
-    let missing: Vec<&String> = tags.iter().filter(|t| !node_tags.contains(t)).collect();
-    if !missing.is_empty() {
-        at.warn(
-            Some("run_on"),
-            format!(
-                "this node (daemon.tags = {node_tags:?}) lacks {missing:?}: the job runs only on other nodes sharing a PostgreSQL database"
-            ),
-        );
-    }
-    for t in &tags {
-        if !crate::config::valid_tag(t) {
-            at.push(
-                Some("run_on"),
-                format!(
-                    "{t:?} is not a node tag (letters, digits, '-', '_' and '.', e.g. \"gpu\")"
-                ),
-            );
-        }
-    }
-    tags
 }
 
 /// The job's one schedule: `schedule` (cron), `every` or `at`.

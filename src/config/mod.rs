@@ -10,6 +10,7 @@ mod database;
 pub use api::ApiSettings;
 mod job_file;
 mod main_file;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

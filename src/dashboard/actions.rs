@@ -96,10 +96,26 @@ pub(super) async fn trigger(
     let done = trigger_job(&state, &actor, &name)
         .await
         .map_err(|f| refused(&f))?;
-    Ok(back(match done.run_id {
-        Some(id) if done.outcome == "started" => format!("/runs/{id}"),
-        _ => format!("/jobs/{}", super::path_segment(&name)),
-    }))
+    let started = done.run_id.filter(|_| done.outcome == "started");
+    if let Some(id) = started
+        && row_written(&state, id).await
+    {
+        return Ok(back(format!("/runs/{id}")));
+    }
+    Ok(back(format!("/jobs/{}", super::path_segment(&name))))
+}
+
+/// Whether run `id`'s row is in the history within a few seconds (the recorder writes it in
+/// its next batch), so that its page can be shown.
+async fn row_written(state: &ApiState, id: i64) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = state.0.store.run(id).await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    false
 }
 
 /// `POST /jobs/{name}/pause`.

@@ -264,14 +264,14 @@ fn row(l: &Listed, f: &Figures) -> Markup {
                 (markers(l))
                 @for tag in &spec.tags { " " span.tag { (tag) } }
             }
-            td { (spec.schedule.in_words()) br; code.expr { (spec.schedule.expression()) } }
-            td data-next=[l.view.next.map(|t| t.to_rfc3339())] {
+            td data-label="Schedule" { (spec.schedule.in_words()) br; code.expr { (spec.schedule.expression()) } }
+            td data-label="Next firing" data-next=[l.view.next.map(|t| t.to_rfc3339())] {
                 @match l.view.next {
                     Some(t) => (zoned(t, spec.tz)),
                     None => "—",
                 }
             }
-            td data-last-status=[l.last.as_ref().map(|r| r.status.as_str())] {
+            td data-label="Last run" data-last-status=[l.last.as_ref().map(|r| r.status.as_str())] {
                 @match &l.last {
                     Some(r) => {
                         a href={ "/runs/" (r.id) } { (status_badge(&r.status)) }
@@ -280,8 +280,8 @@ fn row(l: &Listed, f: &Figures) -> Markup {
                     None => span.quiet { "never ran" },
                 }
             }
-            td data-ran=(f.ran) data-succeeded=(f.succeeded) { (rate_text(f.ran, f.succeeded)) }
-            td { (strip(&f.strip)) }
+            td data-label={ "Success, " (RATE_DAYS) " days" } data-ran=(f.ran) data-succeeded=(f.succeeded) { (rate_text(f.ran, f.succeeded)) }
+            td data-label={ "Last " (STRIP) " runs" } { (strip(&f.strip)) }
         }
     }
 }
@@ -319,6 +319,9 @@ pub(super) fn strip(dots: &[RunDot]) -> Markup {
         dots.len(),
         dots.len() - ok - failed
     );
+    if dots.is_empty() {
+        return html! { span.quiet { "—" } };
+    }
     html! {
         span.strip role="img" aria-label=(label) data-runs=(dots.len()) data-failed=(failed) {
             @for d in dots.iter().rev() {

@@ -108,12 +108,12 @@ impl Chromium {
         self.eval("location.href")
     }
 
-    /// Runs `js` (which navigates, e.g. submits a form) and waits for the next page.
+    /// Runs `js` (which navigates, e.g. submits a form) and waits for the next page (which
+    /// may have the same URL: the old document is marked).
     pub fn navigate_by(&self, js: &str) {
-        let before = self.url();
-        self.eval::<bool>(&format!("{js}; true"));
+        self.eval::<bool>(&format!("window.hourglassOld = true; {js}; true"));
         self.wait_until(
-            &format!("location.href !== {before:?} && document.readyState === 'complete'"),
+            "window.hourglassOld !== true && document.readyState === 'complete'",
             Duration::from_secs(20),
         );
     }

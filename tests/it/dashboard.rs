@@ -58,8 +58,8 @@ SELECT 294, 'backup', 'failure', 'email', finished_at, NULL FROM runs WHERE id =
 UPDATE daemon_state SET run_ids_reserved_through = 1000;
 ";
 
-/// A daemon on TCP (`main_extra` adds to `[api]`) with four jobs and the seeded history.
-fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
+/// A daemon on TCP (`api_extra` adds to `[api]`, `env` to its environment) with four jobs and the seeded history.
+fn seeded_daemon(api_extra: &str, env: &[(&str, &str)]) -> (Daemon, u16) {
     let port = crate::servers::free_port();
     let mut d = Daemon::prepare(
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}"),
@@ -101,6 +101,10 @@ command = "true"
         store.close().await;
     });
     sql(&d, SEED);
+    d.extra_env.extend(
+        env.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+    );
     d.spawn_ready();
     (d, port)
 }
@@ -126,7 +130,7 @@ fn visit(b: &Chromium, base: &str, path: &str, name: &str) {
 
 #[test]
 fn pages_show_what_the_database_holds_without_console_errors() {
-    let (d, port) = seeded_daemon("");
+    let (d, port) = seeded_daemon("", &[]);
     let base = format!("http://127.0.0.1:{port}");
     let b = Chromium::launch();
 
@@ -141,6 +145,13 @@ fn pages_show_what_the_database_holds_without_console_errors() {
         b.eval::<String>("document.body.innerText")
             .contains("SQLite")
     );
+
+    // Without a token the dashboard is read-only: no action forms, and a forged one is refused.
+    b.open(&format!("{base}/jobs/backup"), 1280);
+    assert!(b.eval::<bool>("document.querySelector('.actions') === null"));
+    let (status, _) = post_form(port, "/jobs/backup/trigger", None, Some(&base), "csrf=");
+    assert_eq!(status, 403);
+    assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
 
     // Filters: by tag, by status, by name.
     b.open(&format!("{base}/?tag=nightly"), 1280);
@@ -162,6 +173,10 @@ fn pages_show_what_the_database_holds_without_console_errors() {
         ["report"]
     );
     assert_eq!(b.take_problems(), Vec::<String>::new());
+    // The watch on the console does see errors (so the checks above can fail).
+    b.eval::<bool>("console.error('probe'), true");
+    let seen = b.take_problems();
+    assert!(seen.iter().any(|p| p.contains("probe")), "{seen:?}");
 }
 
 fn jobs_page_matches_the_database(b: &Chromium, d: &Daemon, port: u16) {
@@ -279,7 +294,7 @@ fn run_page_matches_the_database(b: &Chromium) {
 
 #[test]
 fn a_running_runs_output_appears_on_its_page_as_it_is_written() {
-    let (d, port) = seeded_daemon("");
+    let (d, port) = seeded_daemon("", &[]);
     let api = Api::tcp(port);
     let run = api.post("/v1/jobs/live/trigger", serde_json::json!(null));
     let id = run["run_id"].as_i64().unwrap();
@@ -316,5 +331,155 @@ fn a_running_runs_output_appears_on_its_page_as_it_is_written() {
         sql(&d, &format!("SELECT output FROM runs WHERE id = {id}")),
         "first\nsecond"
     );
+    assert_eq!(b.take_problems(), Vec::<String>::new());
+}
+
+/// `POST path` as a browser form would send it, with the cookie and Origin given; the status
+/// and where it redirects. Redirects are not followed.
+fn post_form(
+    port: u16,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    hourglass::http_client::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = http
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    rt.block_on(async {
+        let resp = r.send().await.unwrap();
+        let to = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (resp.status().as_u16(), to)
+    })
+}
+
+const TOKEN: &str = "s3cret-dashboard-token";
+
+#[test]
+fn actions_are_refused_without_the_token_or_from_another_site() {
+    let (d, port) = seeded_daemon(
+        "token = { env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }\ndashboard_actions = true\n",
+        &[("HOURGLASS_TEST_DASHBOARD_TOKEN", TOKEN)],
+    );
+    let digest = hourglass::api::token_digest(TOKEN);
+    let cookie = format!(
+        "hourglass_session={}",
+        hourglass::api::session_value(&digest)
+    );
+    let csrf = hourglass::api::csrf_value(&digest);
+    let origin = format!("http://127.0.0.1:{port}");
+    let form = format!("csrf={csrf}");
+    let runs = || sql_i64(&d, "SELECT count(*) FROM runs WHERE job = 'report'");
+    let before = runs();
+    // No cookie: sent to the sign-in; another site, no Origin, no field: refused.
+    let (status, to) = post_form(port, "/jobs/report/trigger", None, Some(&origin), &form);
+    assert_eq!(
+        (status, to.as_str()),
+        (303, "/login?next=/jobs/report/trigger")
+    );
+    let evil = Some("http://evil.example");
+    assert_eq!(
+        post_form(port, "/jobs/report/trigger", Some(&cookie), evil, &form).0,
+        403
+    );
+    assert_eq!(
+        post_form(port, "/jobs/report/trigger", Some(&cookie), None, &form).0,
+        403
+    );
+    assert_eq!(
+        post_form(
+            port,
+            "/jobs/report/trigger",
+            Some(&cookie),
+            Some(&origin),
+            "csrf=forged"
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        post_form(port, "/jobs/report/pause", Some(&cookie), evil, &form).0,
+        403
+    );
+    let wrong = format!(
+        "hourglass_session={}",
+        hourglass::api::session_value(&hourglass::api::token_digest("guess"))
+    );
+    assert_eq!(
+        post_form(
+            port,
+            "/jobs/report/trigger",
+            Some(&wrong),
+            Some(&origin),
+            &form
+        )
+        .0,
+        303
+    );
+    assert_eq!(runs(), before, "a refused action ran the job");
+    assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
+    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
+    // With the token, in a browser: sign in (a wrong token first), run the job, pause, resume.
+    let b = Chromium::launch();
+    b.open(&format!("{origin}/jobs/report"), 1280);
+    assert!(
+        b.url().starts_with(&format!("{origin}/login?next=")),
+        "{}",
+        b.url()
+    );
+    b.navigate_by("document.getElementById('token').value = 'guess'; document.querySelector('form.login').submit()");
+    assert!(
+        b.eval::<String>("document.querySelector('[role=alert]').textContent")
+            .contains("not the token")
+    );
+    b.take_problems(); // the 401 of the wrong token
+    b.navigate_by(&format!("document.getElementById('token').value = '{TOKEN}'; document.querySelector('form.login').submit()"));
+    assert_eq!(b.url(), format!("{origin}/jobs/report"));
+    b.navigate_by("[...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Run now').click()");
+    let id: i64 = b.url().rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(
+        b.take_problems(),
+        Vec::<String>::new(),
+        "the run's page after Run now: {}",
+        b.eval::<String>("document.body.innerText"),
+    );
+    wait_for(20 * SEC, "the triggered run", || {
+        (sql(
+            &d,
+            &format!("SELECT status FROM runs WHERE id = {id} AND job = 'report'"),
+        ) == "succeeded")
+            .then_some(())
+    });
+    assert_eq!(
+        sql(&d, "SELECT action || ' ' || actor FROM events"),
+        "trigger token"
+    );
+    b.open(&format!("{origin}/jobs/report"), 1280);
+    b.navigate_by("document.querySelector('input[name=until]').value = '2h'; [...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Pause').click()");
+    assert!(b.eval::<bool>("!!document.querySelector('h1 [data-marker=paused]')"));
+    assert_eq!(sql(&d, "SELECT job FROM pauses"), "report");
+    b.navigate_by("[...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Resume').click()");
+    assert!(b.eval::<bool>("!document.querySelector('h1 [data-marker=paused]')"));
+    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
     assert_eq!(b.take_problems(), Vec::<String>::new());
 }
