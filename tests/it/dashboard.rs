@@ -439,6 +439,11 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
     assert_eq!(runs(), before, "a refused action ran the job");
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
+    signed_in_browser_acts(&d, &origin);
+}
+
+/// Signs in with a wrong token, then the right one, and runs, pauses and resumes `report`.
+fn signed_in_browser_acts(d: &Daemon, origin: &str) {
     // With the token, in a browser: sign in (a wrong token first), run the job, pause, resume.
     let b = Chromium::launch();
     b.open(&format!("{origin}/jobs/report"), 1280);
@@ -465,21 +470,21 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
     );
     wait_for(20 * SEC, "the triggered run", || {
         (sql(
-            &d,
+            d,
             &format!("SELECT status FROM runs WHERE id = {id} AND job = 'report'"),
         ) == "succeeded")
             .then_some(())
     });
     assert_eq!(
-        sql(&d, "SELECT action || ' ' || actor FROM events"),
+        sql(d, "SELECT action || ' ' || actor FROM events"),
         "trigger token"
     );
     b.open(&format!("{origin}/jobs/report"), 1280);
     b.navigate_by("document.querySelector('input[name=until]').value = '2h'; [...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Pause').click()");
     assert!(b.eval::<bool>("!!document.querySelector('h1 [data-marker=paused]')"));
-    assert_eq!(sql(&d, "SELECT job FROM pauses"), "report");
+    assert_eq!(sql(d, "SELECT job FROM pauses"), "report");
     b.navigate_by("[...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Resume').click()");
     assert!(b.eval::<bool>("!document.querySelector('h1 [data-marker=paused]')"));
-    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
+    assert_eq!(sql(d, "SELECT count(*) FROM pauses"), "0");
     assert_eq!(b.take_problems(), Vec::<String>::new());
 }
