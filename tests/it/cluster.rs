@@ -13,14 +13,14 @@ use nix::sys::signal::Signal;
 use crate::harness::{Daemon, ts, wait_for};
 
 /// A fresh database on the test server; panics when there is none (the cluster tests need it).
-fn fresh_database(label: &str) -> String {
+pub fn fresh_database(label: &str) -> String {
     harness::fresh_postgres_database(label)
         .unwrap()
         .expect("HOURGLASS_TEST_PG_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
 }
 
 /// The main file of node `node` on the database at `url`.
-fn node_main(url: &str, node: &str, extra: &str) -> String {
+pub fn node_main(url: &str, node: &str, extra: &str) -> String {
     format!(
         "[database]\nurl = \"{url}\"\nlease = \"10s\"\n\n[daemon]\nnode = \"{node}\"\ntimezone = \"UTC\"\nshutdown_grace = \"5s\"\n{extra}\n"
     )
