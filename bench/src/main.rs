@@ -8,6 +8,7 @@
 //! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
 mod cluster;
+mod dashboard;
 mod http_server;
 mod operate;
 mod peer;
@@ -31,7 +32,7 @@ struct Args {
     #[arg(long, global = true)]
     bin: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
-    /// http, scale, reload, history, idle, memory, api, cluster).
+    /// http, scale, reload, history, idle, memory, api, dashboard, cluster).
     #[arg(long, global = true, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds per compared scenario (medians are over rounds).
@@ -104,6 +105,12 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     fn start(bin: &Path, main_extra: &str, jobs: &str) -> Result<Self> {
+        Self::start_seeded(bin, main_extra, jobs, "")
+    }
+
+    /// Like [`Daemon::start`], on a history database made beforehand and given `seed` (SQL,
+    /// run by `sqlite3`) when it is not empty.
+    fn start_seeded(bin: &Path, main_extra: &str, jobs: &str, seed: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().to_path_buf();
         let config = harness::write_config(
@@ -113,6 +120,17 @@ impl Daemon {
             ),
             jobs,
         )?;
+        if !seed.is_empty() {
+            let db = path.join("history.db");
+            tokio::runtime::Runtime::new()?.block_on(async {
+                Store::open(&db).await?.close().await;
+                anyhow::Ok(())
+            })?;
+            let st = Command::new("sqlite3").arg(&db).arg(seed).status()?;
+            if !st.success() {
+                bail!("sqlite3 could not seed the history: {st}");
+            }
+        }
         let mut notify = harness::Notifications::bind(path.join("notify.sock"))?;
         let mut cmd = harness::run_command(&[bin.as_os_str()], &config, &notify);
         cmd.env("RUST_LOG", "warn").stderr(Stdio::null());
@@ -182,17 +200,23 @@ impl Daemon {
 
 /// Every run in `database`, newest first.
 fn read_history(database: &Database) -> Result<Vec<RunRow>> {
+    read_history_filtered(
+        database,
+        &HistoryFilter {
+            limit: u32::MAX,
+            ..Default::default()
+        },
+    )
+}
+
+/// The rows of `database` that `filter` picks.
+fn read_history_filtered(database: &Database, filter: &HistoryFilter) -> Result<Vec<RunRow>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let rows = rt.block_on(async {
         let store = Store::connect(database).await?;
-        let rows = store
-            .history(&HistoryFilter {
-                limit: u32::MAX,
-                ..Default::default()
-            })
-            .await;
+        let rows = store.history(filter).await;
         store.close().await;
         rows
     })?;
@@ -999,6 +1023,13 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
             operate::api_under_load(b, 200, 5, 2, 50)?;
         } else {
             operate::api_under_load(b, 10_000, 100, 20, 1000)?;
+        }
+    }
+    if want("dashboard") {
+        if smoke {
+            dashboard::pages(b, 200, 5, 10_000, 10)?;
+        } else {
+            dashboard::pages(b, 10_000, 100, 1_000_000, 200)?;
         }
     }
     if want("cluster") {
