@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+use chromiumoxide::cdp::browser_protocol::emulation::{
+    MediaFeature, SetDeviceMetricsOverrideParams, SetEmulatedMediaParams,
+};
 use chromiumoxide::cdp::browser_protocol::log::{EnableParams, EventEntryAdded, LogEntryLevel};
 use chromiumoxide::cdp::js_protocol::runtime::{
     ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown,
@@ -101,6 +103,24 @@ impl Chromium {
             assert!(Instant::now() < deadline, "timed out waiting for `{js}`");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Presses `key` (`"Tab"`, `"Enter"`) on the page, as a keyboard would.
+    pub fn press(&self, key: &str) {
+        self.rt.block_on(async {
+            let body = self.page.find_element("body").await.unwrap();
+            body.press_key(key).await.unwrap();
+        });
+    }
+
+    /// Makes the page's `prefers-color-scheme` dark (or light).
+    pub fn dark(&self, on: bool) {
+        let scheme = if on { "dark" } else { "light" };
+        let params = SetEmulatedMediaParams::builder()
+            .features(vec![MediaFeature::new("prefers-color-scheme", scheme)])
+            .build();
+        self.rt
+            .block_on(async { self.page.execute(params).await.unwrap() });
     }
 
     /// The page's URL now.

@@ -125,7 +125,62 @@ fn visit(b: &Chromium, base: &str, path: &str, name: &str) {
             Vec::<String>::new(),
             "{path} at {width} px"
         );
+        readable_structure(b, path);
     }
+}
+
+/// What a screen reader needs: one `h1`; every table with a caption and its column headers
+/// scoped; every form control labelled.
+fn readable_structure(b: &Chromium, path: &str) {
+    let h1: i64 = b.eval("document.querySelectorAll('h1').length");
+    assert_eq!(h1, 1, "{path}: h1 headings");
+    let bare: Vec<String> = b.eval(
+        "[...document.querySelectorAll('table')].filter(t => !t.caption || [...t.querySelectorAll('thead th')].some(th => th.scope !== 'col')).map(t => t.outerHTML.slice(0, 80))",
+    );
+    assert_eq!(
+        bare,
+        Vec::<String>::new(),
+        "{path}: tables without caption or scoped headers"
+    );
+    let unlabelled: Vec<String> = b.eval(
+        "[...document.querySelectorAll('input:not([type=hidden]), select')].filter(c => !c.closest('label') && !(c.id && document.querySelector(`label[for=\"${c.id}\"]`))).map(c => c.name)",
+    );
+    assert_eq!(
+        unlabelled,
+        Vec::<String>::new(),
+        "{path}: form controls without a label"
+    );
+}
+
+/// The keyboard: the first Tab reaches the skip link, Enter follows it, the next Tab the
+/// filters.
+fn keyboard_reaches_the_content(b: &Chromium, base: &str) {
+    b.open(&format!("{base}/"), 1280);
+    b.press("Tab");
+    let focused: String = b.eval("document.activeElement.textContent");
+    assert_eq!(focused, "Skip to content");
+    b.press("Enter");
+    b.wait_until("location.hash === '#main'", 5 * SEC);
+    b.press("Tab");
+    let next: String =
+        b.eval("document.activeElement.tagName + ' ' + (document.activeElement.name || '')");
+    assert_eq!(
+        next, "INPUT q",
+        "after the skip link, Tab reaches the filters"
+    );
+}
+
+/// The system's dark mode is followed: the page's background turns dark.
+fn dark_mode_follows_the_system(b: &Chromium, base: &str) {
+    b.dark(true);
+    b.open(&format!("{base}/"), 1280);
+    let bg: String = b.eval("getComputedStyle(document.body).backgroundColor");
+    assert_eq!(bg, "rgb(13, 17, 23)");
+    b.screenshot(&screenshot_dir(), "jobs-1280-dark");
+    b.dark(false);
+    b.open(&format!("{base}/"), 1280);
+    let bg: String = b.eval("getComputedStyle(document.body).backgroundColor");
+    assert_eq!(bg, "rgb(255, 255, 255)");
 }
 
 #[test]
@@ -145,6 +200,8 @@ fn pages_show_what_the_database_holds_without_console_errors() {
         b.eval::<String>("document.body.innerText")
             .contains("SQLite")
     );
+    keyboard_reaches_the_content(&b, &base);
+    dark_mode_follows_the_system(&b, &base);
 
     // Without a token the dashboard is read-only: no action forms, and a forged one is refused.
     b.open(&format!("{base}/jobs/backup"), 1280);
