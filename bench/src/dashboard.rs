@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use hourglass::store::{Database, HistoryFilter};
 
-use crate::{Bench, Daemon, fires_of, percentile, show, summarize_periodic};
+use crate::{Bench, Daemon, fires_of, percentile, show};
 
 /// `runs` runs of job `big`, one a minute up to now, newest last; ids 1..=runs.
 fn seed(runs: usize) -> String {
@@ -66,14 +66,7 @@ pub(crate) fn pages(
     )?;
     d.stop()?;
     let fires = fires_of(&rows, "f");
-    let within = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
-        let fires: Vec<_> = fires
-            .iter()
-            .filter(|f| f.intended >= from.timestamp_millis() && f.intended < to.timestamp_millis())
-            .cloned()
-            .collect();
-        summarize_periodic(&fires, fast)
-    };
+    let within = |from, to| crate::summarize_between(&fires, fast, from, to);
     let label = format!(
         "dashboard: pages on the unix socket, one request at a time ({total} jobs, {fast} every second; job `big` with {runs} runs)"
     );

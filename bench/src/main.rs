@@ -308,6 +308,22 @@ fn fires_of(runs: &[RunRow], prefix: &str) -> Vec<Fire> {
         .collect()
 }
 
+/// The summary of the `fires` of `jobs` periodic jobs whose intended time is in `[from, to)`.
+fn summarize_between(
+    fires: &[Fire],
+    jobs: usize,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Summary {
+    let (from, to) = (from.timestamp_millis(), to.timestamp_millis());
+    let within: Vec<Fire> = fires
+        .iter()
+        .filter(|f| f.intended >= from && f.intended < to)
+        .cloned()
+        .collect();
+    summarize_periodic(&within, jobs)
+}
+
 /// Lateness percentiles and firing counts of one round.
 #[derive(Debug, Clone, Copy, Default)]
 struct Summary {

@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{
-    Bench, Daemon, at_in, burst_jobs, fires_of, percentile, proc, show, summarize_periodic,
-    wait_until,
-};
+use crate::{Bench, Daemon, at_in, burst_jobs, fires_of, percentile, proc, show, wait_until};
 
 /// RSS before a burst of `n` command runs, right after the last ended, and `settle` later.
 pub(crate) fn memory_after_burst(b: &mut Bench, n: usize, settle: Duration) -> Result<()> {
@@ -74,14 +71,7 @@ pub(crate) fn api_under_load(
     let runs = d.runs()?;
     d.stop()?;
     let fires = fires_of(&runs, "f");
-    let within = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
-        let fires: Vec<_> = fires
-            .iter()
-            .filter(|f| f.intended >= from.timestamp_millis() && f.intended < to.timestamp_millis())
-            .cloned()
-            .collect();
-        summarize_periodic(&fires, fast)
-    };
+    let within = |from, to| crate::summarize_between(&fires, fast, from, to);
     let quiet = within(quiet_from, load_from);
     let loaded = within(load_from, load_to);
     let label = format!(

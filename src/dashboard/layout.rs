@@ -59,14 +59,7 @@ pub(super) fn page(
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { (title) " · hourglass" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/assets/style.css";
-            }
+            (head(title))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -91,6 +84,21 @@ pub(super) fn page(
         }
     };
     with_headers(markup.into_response())
+}
+
+/// The `head` of every page: `title`, the viewport, both colour schemes, the stylesheet (and
+/// an empty icon, so that the browser asks for none).
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="color-scheme" content="light dark";
+            title { (title) " · hourglass" }
+            link rel="icon" href="data:,";
+            link rel="stylesheet" href="/assets/style.css";
+        }
+    }
 }
 
 /// The headers every page carries: no framing, no scripts but ours, no caching.
@@ -139,13 +147,7 @@ impl IntoResponse for Problem {
         let markup = html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { "Error · hourglass" }
-                    link rel="icon" href="data:,";
-                    link rel="stylesheet" href="/assets/style.css";
-                }
+                (head("Error"))
                 body {
                     main id="main" {
                         h1 { (self.0.canonical_reason().unwrap_or("Error")) }

@@ -493,6 +493,15 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
         .0,
         303
     );
+    // The cookie reads the API but does not act through it (only the bearer token does).
+    let api_post = post_form(
+        port,
+        "/v1/jobs/report/trigger",
+        Some(&cookie),
+        Some(&origin),
+        "",
+    );
+    assert_eq!(api_post.0, 401);
     assert_eq!(runs(), before, "a refused action ran the job");
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
