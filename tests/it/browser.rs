@@ -152,9 +152,23 @@ impl Chromium {
         path
     }
 
-    /// The problems seen so far (and forgets them).
+    /// The problems seen so far (and forgets them). The browser's events come asynchronously:
+    /// a marker error is logged last and waited for, so that what the page did before it has
+    /// been heard.
     pub fn take_problems(&self) -> Vec<String> {
-        std::mem::take(&mut *self.problems.lock().unwrap())
+        const MARK: &str = "hourglass-test-barrier";
+        if self.try_eval::<bool>(&format!("console.error('{MARK}'), true")) == Some(true) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.problems.lock().unwrap().iter().any(|p| p.contains(MARK)) {
+                assert!(Instant::now() < deadline, "the console's marker never came");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The exception and log streams are read by tasks of their own.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut seen = std::mem::take(&mut *self.problems.lock().unwrap());
+        seen.retain(|p| !p.contains(MARK));
+        seen
     }
 }
 

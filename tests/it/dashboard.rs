@@ -36,7 +36,8 @@ fn sql_i64(d: &Daemon, query: &str) -> i64 {
 }
 
 /// 300 hourly runs of `backup` over the last 12.5 days (failures, timeouts, skips among
-/// them, coloured output), a retry of run 294's firing, and a notification for it.
+/// them, coloured output), a retry of run 294's firing, a notification for it, and `report`
+/// stale (its alert sent a day ago).
 const SEED: &str = "
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
 INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger,
@@ -56,6 +57,8 @@ SELECT 301, job, scheduled_for, finished_at, strftime('%Y-%m-%dT%H:%M:%fZ', fini
 INSERT INTO notifications (run_id, job, event, channel, sent_at, error)
 SELECT 294, 'backup', 'failure', 'email', finished_at, NULL FROM runs WHERE id = 294;
 UPDATE daemon_state SET run_ids_reserved_through = 1000;
+INSERT INTO stale_watch (job, watched_since, stale_since)
+VALUES ('report', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day'));
 ";
 
 /// A daemon on TCP (`api_extra` adds to `[api]`, `env` to its environment) with four jobs and the seeded history.
@@ -210,6 +213,21 @@ fn pages_show_what_the_database_holds_without_console_errors() {
     assert_eq!(status, 403);
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
 
+    // Markers and their filters: `live` paused (through the API), `report` stale.
+    Api::tcp(port).post("/v1/jobs/live/pause", serde_json::json!({"until": "2h"}));
+    let marked = |status: &str| -> Vec<(String, String)> {
+        b.open(&format!("{base}/?status={status}"), 1280);
+        b.eval("[...document.querySelectorAll('tr[data-job]')].map(r => [r.dataset.job, [...r.querySelectorAll('[data-marker]')].map(m => m.dataset.marker).join(' ')])")
+    };
+    assert_eq!(
+        marked("paused"),
+        [("live".to_string(), "paused".to_string())]
+    );
+    assert_eq!(
+        marked("stale"),
+        [("report".to_string(), "stale".to_string())]
+    );
+
     // Filters: by tag, by status, by name.
     b.open(&format!("{base}/?tag=nightly"), 1280);
     assert_eq!(
@@ -232,8 +250,12 @@ fn pages_show_what_the_database_holds_without_console_errors() {
     assert_eq!(b.take_problems(), Vec::<String>::new());
     // The watch on the console does see errors (so the checks above can fail).
     b.eval::<bool>("console.error('probe'), true");
-    let seen = b.take_problems();
-    assert!(seen.iter().any(|p| p.contains("probe")), "{seen:?}");
+    wait_for(10 * SEC, "the console error to be seen", || {
+        b.take_problems()
+            .iter()
+            .any(|p| p.contains("probe"))
+            .then_some(())
+    });
 }
 
 fn jobs_page_matches_the_database(b: &Chromium, d: &Daemon, port: u16) {
