@@ -159,7 +159,13 @@ impl Chromium {
         const MARK: &str = "hourglass-test-barrier";
         if self.try_eval::<bool>(&format!("console.error('{MARK}'), true")) == Some(true) {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !self.problems.lock().unwrap().iter().any(|p| p.contains(MARK)) {
+            while !self
+                .problems
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.contains(MARK))
+            {
                 assert!(Instant::now() < deadline, "the console's marker never came");
                 std::thread::sleep(Duration::from_millis(10));
             }
