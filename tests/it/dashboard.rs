@@ -534,6 +534,7 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
 fn signed_in_browser_acts(d: &Daemon, origin: &str) {
     // With the token, in a browser: sign in (a wrong token first), run the job, pause, resume.
     let b = Chromium::launch();
+    visit(&b, origin, "/login", "login");
     b.open(&format!("{origin}/jobs/report"), 1280);
     assert!(
         b.url().starts_with(&format!("{origin}/login?next=")),
