@@ -40,12 +40,11 @@ pub(super) struct JobSummary {
 impl JobSummary {
     fn of(view: &JobView, next: usize, last: Option<RunRow>) -> Self {
         let spec = &view.spec;
-        let mut times = Vec::new();
-        let mut at = view.next;
-        while let Some(t) = at.filter(|_| times.len() < next) {
-            times.push(t.with_timezone(&spec.tz).to_rfc3339());
-            at = spec.next_fire_after(t);
-        }
+        let times = view
+            .upcoming(next)
+            .into_iter()
+            .map(|t| t.with_timezone(&spec.tz).to_rfc3339())
+            .collect();
         Self {
             name: spec.name.clone(),
             kind: spec.kind.label(),

@@ -7,7 +7,7 @@
 mod auth;
 mod health;
 pub(crate) mod jobs;
-mod runs;
+pub(crate) mod runs;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;

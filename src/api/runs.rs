@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{ApiState, Failure, parse_time};
 use crate::job::output::LiveRun;
-use crate::store::{Cursor, HistoryFilter, RunRow, RunStatus};
+use crate::store::{Cursor, HistoryFilter, RunRow, RunStatus, StoreError};
 
 /// Rows per page unless `limit` says otherwise, and the most a page holds.
 const PAGE: u32 = 50;
@@ -83,17 +83,23 @@ pub(super) async fn one(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<Json<RunRow>, Failure> {
-    let mut row = state
-        .0
-        .store
-        .run(id)
+    let row = run_so_far(&state, id)
         .await?
         .ok_or_else(|| Failure::not_found(format!("run {id}")))?;
-    if let Some(live) = state.0.ctx.services.live.get(id) {
+    Ok(Json(row))
+}
+
+/// Run `id`'s row, with its output so far when it is running here (the row's output is
+/// written only at its end).
+pub(crate) async fn run_so_far(state: &ApiState, id: i64) -> Result<Option<RunRow>, StoreError> {
+    let mut row = state.0.store.run(id).await?;
+    if let Some(row) = &mut row
+        && let Some(live) = state.0.ctx.services.live.get(id)
+    {
         let (bytes, _) = live.since(0);
         row.output = Some(String::from_utf8_lossy(&bytes).into_owned());
     }
-    Ok(Json(row))
+    Ok(row)
 }
 
 /// Where a stream of a run's output stands.

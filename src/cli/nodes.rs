@@ -19,21 +19,13 @@ pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let digests: std::collections::BTreeSet<&str> = nodes
-        .iter()
-        .filter(|n| n.alive)
-        .map(|n| n.config_digest.as_str())
-        .collect();
+    let differ = crate::store::live_digests_differ(&nodes);
     println!(
         "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {:<16}",
         "NODE", "STATE", "HEARTBEAT", "LEASE UNTIL", "SKEW MS", "VERSION", "JOBS DIGEST"
     );
     for n in &nodes {
-        let drift = if n.alive && digests.len() > 1 {
-            " (differs)"
-        } else {
-            ""
-        };
+        let drift = if n.alive && differ { " (differs)" } else { "" };
         println!(
             "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {}{drift}",
             n.name,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::layout::{self, Problem, Visitor};
 use super::session::{check_csrf, same_site};
 use crate::api::jobs::{pause_job, resume_job, trigger_job};
-use crate::api::{Actor, ApiState, has_session};
+use crate::api::{Actor, ApiState};
 use crate::scheduler::JobView;
 
 /// An action form's fields.
@@ -60,12 +60,7 @@ fn allowed(state: &ApiState, headers: &HeaderMap, form: &ActionForm) -> Result<A
             "The dashboard is read-only: actions need dashboard_actions = true in [api].".into(),
         ));
     }
-    let signed_in = state
-        .0
-        .token_digest
-        .as_ref()
-        .is_some_and(|d| has_session(headers, d));
-    if !signed_in {
+    if !Visitor::of(state, headers).signed_in {
         return Err(Problem(
             StatusCode::FORBIDDEN,
             "Actions need the API token: sign in first.".into(),

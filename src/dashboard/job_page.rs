@@ -178,12 +178,7 @@ fn definition(spec: &JobSpec) -> Markup {
 }
 
 fn upcoming(view: &JobView) -> Markup {
-    let mut times = Vec::new();
-    let mut at = view.next;
-    while let Some(t) = at.filter(|_| times.len() < UPCOMING) {
-        times.push(t);
-        at = view.spec.next_fire_after(t);
-    }
+    let times = view.upcoming(UPCOMING);
     html! {
         section aria-labelledby="upcoming" {
             h2 id="upcoming" { "Upcoming firings (" (view.spec.tz) ")" }

@@ -2,8 +2,6 @@
 //! skew and definition digests, and the jobs whose definitions differ between them; on
 //! SQLite, this one daemon.
 
-use std::collections::HashSet;
-
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -36,11 +34,7 @@ pub(super) async fn page(
     }
     let nodes = store.nodes().await?;
     let drift = store.job_drift().await?;
-    let digests: HashSet<&str> = nodes
-        .iter()
-        .filter(|n| n.alive)
-        .map(|n| n.config_digest.as_str())
-        .collect();
+    let differ = crate::store::live_digests_differ(&nodes);
     let body = html! {
         h1 { "Nodes" }
         p { (nodes.iter().filter(|n| n.alive).count()) " of " (nodes.len())
@@ -66,7 +60,7 @@ pub(super) async fn page(
                 td { (utc(&n.lease_until)) }
                 td data-skew-ms=(n.skew_ms) { (layout::millis(n.skew_ms)) }
                 td { code { (n.config_digest.get(..12).unwrap_or(&n.config_digest)) }
-                    @if n.alive && digests.len() > 1 { " " span.marker.m-stale { "differs" } } }
+                    @if n.alive && differ { " " span.marker.m-stale { "differs" } } }
             } } }
         } }
         h2 { "Jobs defined differently between nodes" }

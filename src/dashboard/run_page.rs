@@ -9,6 +9,7 @@ use maud::{Markup, PreEscaped, html};
 
 use super::layout::{self, Problem, Section, Visitor, status_badge, utc};
 use crate::api::ApiState;
+use crate::api::runs::run_so_far;
 use crate::store::{NotificationRow, RunDot, RunRow};
 
 /// `GET /runs/{id}`.
@@ -18,15 +19,9 @@ pub(super) async fn page(
     Path(id): Path<i64>,
 ) -> Result<Response, Problem> {
     let store = &state.0.store;
-    let mut row = store
-        .run(id)
+    let row = run_so_far(&state, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("run {id}")))?;
-    let live = state.0.ctx.services.live.get(id);
-    if let Some(live) = &live {
-        let (bytes, _) = live.since(0);
-        row.output = Some(String::from_utf8_lossy(&bytes).into_owned());
-    }
     let attempts = store.attempts(&row.job, &row.scheduled_for).await?;
     let notifications = store.notifications(id).await?;
     let running = row.status == "running";

@@ -24,6 +24,19 @@ pub struct JobView {
     pub waiting: usize,
 }
 
+impl JobView {
+    /// Its next `n` firings that will run, from [`JobView::next`] on.
+    pub fn upcoming(&self, n: usize) -> Vec<DateTime<Utc>> {
+        let mut times = Vec::new();
+        let mut at = self.next;
+        while let Some(t) = at.filter(|_| times.len() < n) {
+            times.push(t);
+            at = self.spec.next_fire_after(t);
+        }
+        times
+    }
+}
+
 impl Timers {
     /// Reschedules `job` after `change` (its pause or its cursor moved); the heap gets its new
     /// next occurrence.

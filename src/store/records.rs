@@ -391,6 +391,17 @@ pub struct NodeRow {
     pub alive: bool,
 }
 
+/// Whether the live nodes among `nodes` hold different job definitions (then each live
+/// node's digest is shown as differing).
+pub fn live_digests_differ(nodes: &[NodeRow]) -> bool {
+    let digests: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| n.config_digest.as_str())
+        .collect();
+    digests.len() > 1
+}
+
 /// What became of a claim of a firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
