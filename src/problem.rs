@@ -120,6 +120,8 @@ struct SecretReference {
     job: Option<String>,
     field: String,
     secret: Secret,
+    /// What the value must be, beyond readable (a token's length): why not, if it is not.
+    check: Option<fn(&str) -> Result<(), String>>,
 }
 
 impl Findings {
@@ -137,7 +139,9 @@ impl Findings {
     /// where validation met the reference.
     pub(crate) fn read_secrets(&mut self) {
         for r in std::mem::take(&mut self.references).into_iter().rev() {
-            if let Err(message) = r.secret.read() {
+            let read = r.secret.read();
+            let checked = read.and_then(|v| r.check.map_or(Ok(()), |check| check(v)));
+            if let Err(message) = checked {
                 self.problems.insert(
                     r.position,
                     Problem {
@@ -185,6 +189,16 @@ impl Located<'_> {
     /// A secret to be read from `source` once validation is done (see
     /// [`Findings::read_secrets`]); until then it is empty.
     pub(crate) fn reference(&mut self, field: &str, source: SecretSource) -> Secret {
+        self.reference_checked(field, source, None)
+    }
+
+    /// Like [`Located::reference`], with what the value must be once read.
+    pub(crate) fn reference_checked(
+        &mut self,
+        field: &str,
+        source: SecretSource,
+        check: Option<fn(&str) -> Result<(), String>>,
+    ) -> Secret {
         let secret = Secret::unread(source);
         self.references.push(SecretReference {
             position: self.problems.len(),
@@ -192,6 +206,7 @@ impl Located<'_> {
             job: self.job.map(str::to_string),
             field: field.to_string(),
             secret: secret.clone(),
+            check,
         });
         secret
     }
@@ -317,12 +332,26 @@ pub(crate) fn display_path(path: &Path, base: &Path) -> String {
 /// The secret `raw` refers to, read later (see [`Located::reference`]); `None` when the
 /// reference is not exactly one of `env` and `file`.
 pub(crate) fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Option<Secret> {
+    checked_secret(raw, field, None, at)
+}
+
+/// Like [`secret`], with what the value must be once read (see [`Located::reference_checked`]).
+pub(crate) fn checked_secret(
+    raw: &RawSecret,
+    field: &str,
+    check: Option<fn(&str) -> Result<(), String>>,
+    at: &mut Located<'_>,
+) -> Option<Secret> {
     match (&raw.env, &raw.file) {
         (Some(var), None) => {
             crate::secret::hide_env(var);
-            Some(at.reference(field, SecretSource::Env(var.clone())))
+            Some(at.reference_checked(field, SecretSource::Env(var.clone()), check))
         }
-        (None, Some(file)) => Some(at.reference(field, SecretSource::File(file.clone()))),
+        (None, Some(file)) => Some(at.reference_checked(
+            field,
+            SecretSource::File(file.clone()),
+            check,
+        )),
         _ => {
             if let Some(var) = &raw.env {
                 crate::secret::hide_env(var);

@@ -1,11 +1,14 @@
 //! The daemon's HTTP API (axum, JSON, versioned paths under `/v1`): on a unix socket (mode
-//! 0660) by default, on TCP when `[api] listen` is set (a bearer token required off
-//! loopback). Jobs (`jobs`), runs and their live output (`runs`), health, status and
-//! metrics (`health`); who asks is known by `auth`, and every action is written to the
-//! `events` table.
+//! 0660) by default, on TCP when `[api] listen` is set (always with a bearer token). Jobs
+//! (`jobs`), runs and their live output (`runs`), health, status and metrics (`health`);
+//! who asks is known by `auth`, every action is written to the `events` table; `serve`
+//! holds the connections within their caps and timeouts.
 
 mod auth;
 mod health;
+mod serve;
+mod sessions;
+mod throttle;
 pub(crate) mod jobs;
 pub(crate) mod runs;
 
@@ -24,10 +27,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use auth::Actor;
-pub use auth::{
-    LOGIN_PATH, Peer, SESSION_COOKIE, csrf_value, has_session, session_value, token_digest,
-};
+pub(crate) use auth::{Actor, same_origin, too_many, wrong_token};
+pub use auth::{LOGIN_PATH, Peer, token_digest};
+pub use sessions::{IDLE as SESSION_IDLE, LIFETIME as SESSION_LIFETIME, SESSION_COOKIE, Sessions, SignedIn};
+pub use throttle::{BURST as THROTTLE_BURST, REFILL as THROTTLE_REFILL, Throttle};
 pub use health::{HISTORY_FAILING_BOUND, Status};
 
 use crate::config::ApiSettings;
@@ -58,8 +61,16 @@ pub struct Shared {
     pub started_at: DateTime<Utc>,
     /// SHA-256 of the bearer token TCP requests must carry.
     pub token_digest: Option<[u8; 32]>,
+    /// Host names TCP requests may name besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
     /// Whether the dashboard offers trigger, pause and resume (`[api] dashboard_actions`).
     pub dashboard_actions: bool,
+    /// Whether the session cookie is marked `Secure` (`[api] cookie_secure`).
+    pub cookie_secure: bool,
+    /// The dashboard's sign-in sessions.
+    pub sessions: Sessions,
+    /// Wrong tokens by client address.
+    pub throttle: Throttle,
     /// Stops the live output streams at shutdown.
     pub stop: CancellationToken,
     /// The job list last built, and when (see `jobs::list`).
@@ -107,24 +118,6 @@ pub struct Listening {
     pub tcp: Option<SocketAddr>,
 }
 
-/// Serves `app` on `listener` in a task of `tasks` until `stop` (a macro: the unix and TCP
-/// listeners are different types, each with its own way to name the peer).
-macro_rules! serve_on {
-    ($tasks:expr, $listener:expr, $app:expr, $stop:expr, $what:literal) => {{
-        let service = $app.into_make_service_with_connect_info::<Peer>();
-        let stop = $stop.clone();
-        let listener = $listener;
-        $tasks.spawn(async move {
-            let served = axum::serve(listener, service)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, concat!("the API stopped serving ", $what));
-            }
-        });
-    }};
-}
-
 /// Binds the listeners and serves the API on tasks in `tasks` until `stop`.
 /// The dashboard's pages (`pages`) are served beside the API, under the same rules.
 pub fn start(
@@ -135,10 +128,17 @@ pub fn start(
     stop: &CancellationToken,
 ) -> Result<Listening, ApiError> {
     let app = router(state.clone(), pages);
+    let connections = serve::Connections::new(settings.limits);
     let mut listening = Listening::default();
     if let Some(path) = &settings.socket {
-        let listener = bind_socket(path)?;
-        serve_on!(tasks, listener, app.clone(), stop, "its unix socket");
+        let listener = bind_socket(path, settings)?;
+        let serving = serve::serve(
+            serve::Listener::Unix(listener),
+            app.clone(),
+            Arc::clone(&connections),
+            stop.clone(),
+        );
+        tasks.spawn(serving);
         listening.socket = Some(path.clone());
     }
     if let Some(addr) = settings.listen {
@@ -154,15 +154,22 @@ pub fn start(
                 what: addr.to_string(),
                 source,
             })?;
-        serve_on!(tasks, listener, app, stop, "TCP");
+        let serving = serve::serve(
+            serve::Listener::Tcp(listener),
+            app,
+            connections,
+            stop.clone(),
+        );
+        tasks.spawn(serving);
         listening.tcp = Some(bound);
     }
     Ok(listening)
 }
 
-/// Binds the unix socket, mode 0660: a file left by a dead daemon is replaced, a live one is
-/// an error.
-fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
+/// Binds the unix socket with its mode (and group): a file left by a dead daemon is
+/// replaced, a live one is an error. The socket is made with no access for anyone and given
+/// its mode once its group is set, so that no one outside the group can open it meanwhile.
+fn bind_socket(path: &Path, settings: &ApiSettings) -> Result<UnixListener, ApiError> {
     let bind_error = |source| ApiError::Bind {
         what: path.display().to_string(),
         source,
@@ -178,7 +185,16 @@ fn bind_socket(path: &Path) -> Result<UnixListener, ApiError> {
         std::fs::create_dir_all(dir).map_err(bind_error)?;
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0)).map_err(bind_error)?;
+    if let Some(name) = &settings.socket_group {
+        let group = nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| bind_error(std::io::Error::other(format!("no group {name:?}"))))?;
+        std::os::unix::fs::chown(path, None, Some(group.gid.as_raw())).map_err(bind_error)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
+        .map_err(bind_error)?;
     Ok(listener)
 }
 

@@ -7,7 +7,7 @@
 mod api;
 mod database;
 
-pub use api::ApiSettings;
+pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
 mod job_file;
 mod main_file;
 mod tags;

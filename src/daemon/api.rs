@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, Listening, Shared, token_digest};
-use crate::config::Settings;
+use crate::config::{ConnectionLimits, Settings};
 use crate::metrics::Metrics;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
@@ -39,12 +39,18 @@ pub(super) fn start(
         database: settings.database.to_string(),
         started_at: Utc::now(),
         token_digest,
+        allowed_hosts: settings.api.allowed_hosts.clone(),
         dashboard_actions: settings.api.dashboard_actions,
+        cookie_secure: settings.api.cookie_secure,
+        sessions: crate::api::Sessions::default(),
+        throttle: crate::api::Throttle::default(),
         stop: stop.clone(),
         jobs_cache: tokio::sync::Mutex::default(),
     });
+    let mut api_settings = settings.api.clone();
+    api_settings.limits = fit_to_descriptors(api_settings.limits);
     let listening = crate::api::start(
-        &settings.api,
+        &api_settings,
         &state,
         crate::dashboard::routes(),
         tasks,
@@ -67,4 +73,43 @@ pub(super) fn remove_socket(listening: &Listening) {
     {
         tracing::warn!(socket = %path.display(), error = %e, "cannot remove the API socket");
     }
+}
+
+/// Descriptors kept for everything but the API's connections: runs (their pipes), the
+/// database, logs, notifications.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Raises this process's soft limit on open files to its hard limit and lowers the API's cap
+/// in all to fit under it with [`RESERVED_DESCRIPTORS`] to spare, so that no number of clients
+/// can leave a run without the descriptors it needs.
+fn fit_to_descriptors(mut limits: ConnectionLimits) -> ConnectionLimits {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open files limit");
+            return limits;
+        }
+    };
+    let room = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS))
+        .unwrap_or(usize::MAX)
+        .max(8);
+    if room < limits.in_all {
+        tracing::warn!(
+            open_files_limit = soft,
+            max_connections = limits.in_all,
+            lowered_to = room,
+            "the open files limit is low: the API's connections are capped lower (raise LimitNOFILE)"
+        );
+        limits.in_all = room;
+        limits.per_listener = limits.per_listener.min(room);
+    }
+    limits
 }

@@ -67,7 +67,7 @@ fn allowed(state: &ApiState, headers: &HeaderMap, form: &ActionForm) -> Result<A
         ));
     }
     same_site(headers)?;
-    check_csrf(state, &form.csrf)?;
+    check_csrf(state, headers, &form.csrf)?;
     Ok(Actor("token".to_string()))
 }
 

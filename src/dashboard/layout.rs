@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use maud::{DOCTYPE, Markup, html};
 
-use crate::api::{ApiState, has_session};
+use crate::api::ApiState;
 use crate::store::StoreError;
 
 /// Which part of the dashboard a page belongs to (marked in the navigation).
@@ -33,12 +33,15 @@ pub(super) struct Visitor {
 
 impl Visitor {
     pub(super) fn of(state: &ApiState, headers: &HeaderMap) -> Self {
-        let digest = state.0.token_digest.as_ref();
-        let signed_in = digest.is_some_and(|d| has_session(headers, d));
+        let session = state
+            .0
+            .token_digest
+            .and_then(|_| state.0.sessions.find(headers));
+        let signed_in = session.is_some();
         Self {
             signed_in,
             may_act: signed_in && state.0.dashboard_actions,
-            csrf: digest.map(crate::api::csrf_value).unwrap_or_default(),
+            csrf: session.map(|s| s.csrf).unwrap_or_default(),
         }
     }
 }

@@ -1,16 +1,18 @@
-//! Signing a browser in: the token is given once in a form, and the browser keeps a cookie
-//! derived from it (HttpOnly, SameSite=Strict; never the token). Forms that change anything
-//! must come from this site: their Origin is this host and they carry the anti-forgery field.
+//! Signing a browser in: the token is given once in a form, and the browser keeps the cookie
+//! of a session the daemon keeps (a random id; HttpOnly, SameSite=Strict, `Secure` with
+//! `api.cookie_secure`; never the token). Wrong tokens are slowed per client address. Forms
+//! that change anything must come from this site: their Origin is this host and they carry
+//! the session's anti-forgery field.
 
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Problem, Section, Visitor};
-use crate::api::{ApiState, SESSION_COOKIE, csrf_value, session_value, token_digest};
+use crate::api::{ApiState, Peer, SESSION_COOKIE, same_origin, token_digest, too_many, wrong_token};
 
 /// Where to go after signing in.
 #[derive(Debug, Default, Deserialize)]
@@ -66,18 +68,28 @@ fn login_page(
     r
 }
 
-/// `POST /login`: a right token sets the session cookie and goes on to `next`.
+/// `POST /login`: a right token starts a session (its cookie set) and goes on to `next`.
 pub(super) async fn login(
     State(state): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     Form(form): Form<Login>,
 ) -> Result<Response, Problem> {
     same_site(&headers)?;
     let Some(want) = state.0.token_digest else {
-        return Ok(go(safe_next(&form.next), None));
+        return Ok(go(&safe_next(&form.next), None));
     };
+    let client = match peer {
+        Peer::Tcp(client) => Some(client),
+        Peer::Unix(_) => None,
+    };
+    if let Some(wait) = client.and_then(|c| state.0.throttle.wait(c.ip())) {
+        return Ok(too_many(wait));
+    }
     if token_digest(&form.token) != want {
-        tracing::warn!("dashboard sign-in with a wrong token");
+        if let Some(client) = client {
+            wrong_token(&state, client, "dashboard sign-in with a wrong token");
+        }
         return Ok(login_page(
             &state,
             &headers,
@@ -86,11 +98,13 @@ pub(super) async fn login(
             Some("That is not the token."),
         ));
     }
+    let id = state.0.sessions.start(&headers);
+    let secure = if state.0.cookie_secure { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        session_value(&want)
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        crate::api::SESSION_LIFETIME.as_secs()
     );
-    Ok(go(safe_next(&form.next), Some(cookie)))
+    Ok(go(&safe_next(&form.next), Some(cookie)))
 }
 
 /// The logout form's field.
@@ -100,15 +114,19 @@ pub(super) struct Logout {
     csrf: String,
 }
 
-/// `POST /logout`: the cookie is dropped.
+/// `POST /logout`: the session ends (on the daemon: its cookie no longer works anywhere) and
+/// the cookie is dropped.
 pub(super) async fn logout(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Form(form): Form<Logout>,
 ) -> Result<Response, Problem> {
     same_site(&headers)?;
-    check_csrf(&state, &form.csrf)?;
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    check_csrf(&state, &headers, &form.csrf)?;
+    state.0.sessions.end(&headers);
+    let secure = if state.0.cookie_secure { "; Secure" } else { "" };
+    let cookie =
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     Ok(go("/login", Some(cookie)))
 }
 
@@ -121,22 +139,30 @@ fn go(to: &str, cookie: Option<String>) -> Response {
     layout::with_headers(r)
 }
 
-/// `next` when it is a path of this site, else `/`.
-fn safe_next(next: &str) -> &str {
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
-    if local { next } else { "/" }
+/// `next` when it is a page of this site, else `/`: parsed the way a browser parses a link
+/// (tabs and line breaks dropped, `\\` as `/`), and kept only when it stays on this origin;
+/// what is kept is the parsed path and query, never the text as given.
+fn safe_next(next: &str) -> String {
+    let Ok(base) = reqwest::Url::parse("http://dashboard.invalid/") else {
+        return "/".into();
+    };
+    match base.join(next) {
+        Ok(url) if url.origin() == base.origin() && next.starts_with('/') => {
+            let mut out = url.path().to_string();
+            if let Some(q) = url.query() {
+                out.push('?');
+                out.push_str(q);
+            }
+            out
+        }
+        _ => "/".into(),
+    }
 }
 
 /// Refuses a form that another site's page sent: its `Origin` must be this host (browsers
 /// send it with every form post), and `Sec-Fetch-Site`, when sent, must say same-origin.
 pub(super) fn same_site(headers: &HeaderMap) -> Result<(), Problem> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let host = text(header::HOST.as_str());
-    let origin_host = text(header::ORIGIN.as_str())
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    let fetch_site_ok = text("sec-fetch-site").is_none_or(|s| s == "same-origin");
-    if host.is_some() && origin_host == host && fetch_site_ok {
+    if headers.contains_key(header::ORIGIN) && same_origin(headers) {
         Ok(())
     } else {
         Err(Problem(
@@ -147,9 +173,9 @@ pub(super) fn same_site(headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// Refuses a form whose anti-forgery field is not this session's.
-pub(super) fn check_csrf(state: &ApiState, csrf: &str) -> Result<(), Problem> {
-    let want = state.0.token_digest.as_ref().map(csrf_value);
+/// Refuses a form whose anti-forgery field is not its session's.
+pub(super) fn check_csrf(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<(), Problem> {
+    let want = state.0.sessions.find(headers).map(|s| s.csrf);
     if want.is_some_and(|w| token_digest(&w) == token_digest(csrf)) {
         Ok(())
     } else {
@@ -197,8 +223,20 @@ mod tests {
     #[test]
     fn only_local_paths_are_followed_after_sign_in() {
         assert_eq!(safe_next("/jobs/a?after=1"), "/jobs/a?after=1");
-        assert_eq!(safe_next("//evil.example/"), "/");
-        assert_eq!(safe_next("https://evil.example/"), "/");
-        assert_eq!(safe_next("/\\evil.example"), "/");
+        assert_eq!(safe_next("/jobs/a%20b"), "/jobs/a%20b");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "/\t/evil.example:8787/path",
+            "/\n/evil.example",
+            "\t//evil.example",
+            " //evil.example",
+            "jobs",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(safe_next(bad), "/", "{bad:?}");
+        }
     }
 }

@@ -20,6 +20,8 @@ pub struct Api {
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
     base: String,
+    /// The token `get` and `post` carry (TCP).
+    token: Option<String>,
 }
 
 impl Api {
@@ -32,9 +34,12 @@ impl Api {
         Self::with(http, "http://hourglass".into())
     }
 
-    pub fn tcp(port: u16) -> Self {
+    /// On TCP, `get` and `post` carrying `token`.
+    pub fn tcp(port: u16, token: &str) -> Self {
         hourglass::http_client::install_crypto_provider();
-        Self::with(reqwest::Client::new(), format!("http://127.0.0.1:{port}"))
+        let mut api = Self::with(reqwest::Client::new(), format!("http://127.0.0.1:{port}"));
+        api.token = Some(token.to_string());
+        api
     }
 
     fn with(http: reqwest::Client, base: String) -> Self {
@@ -42,7 +47,12 @@ impl Api {
             .enable_all()
             .build()
             .unwrap();
-        Self { rt, http, base }
+        Self {
+            rt,
+            http,
+            base,
+            token: None,
+        }
     }
 
     /// `method path` with an optional token and JSON body: the status and the body as text.
@@ -70,16 +80,41 @@ impl Api {
         })
     }
 
+    /// `method path` with these headers (and a JSON body): the status and the body as text.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(20 * SEC);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        self.rt.block_on(async {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        })
+    }
+
     /// `GET path` as JSON, which must answer 200.
     pub fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call("GET", path, None, None);
+        let (status, body) = self.call("GET", path, self.token.as_deref(), None);
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
     /// `POST path` as JSON, which must answer 200.
     pub fn post(&self, path: &str, body: Value) -> Value {
-        let (status, text) = self.call("POST", path, None, Some(body));
+        let (status, text) = self.call("POST", path, self.token.as_deref(), Some(body));
         assert_eq!(status, 200, "POST {path}: {text}");
         serde_json::from_str(&text).unwrap()
     }
@@ -249,9 +284,9 @@ fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
         JOBS,
     );
     d.extra_env
-        .push(("HG_API_TOKEN".into(), "s3cret-token".into()));
+        .push(("HG_API_TOKEN".into(), "s3cret-token-of-20b".into()));
     d.spawn_ready();
-    let api = Api::tcp(port);
+    let api = Api::tcp(port, "s3cret-token-of-20b");
     for token in [None, Some("wrong")] {
         for (method, path) in [
             ("GET", "/v1/jobs"),
@@ -262,33 +297,43 @@ fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
             assert_eq!(code, 401, "{method} {path} with {token:?}: {body}");
         }
     }
-    let (code, body) = api.call("GET", "/v1/jobs", Some("s3cret-token"), None);
+    let token = Some("s3cret-token-of-20b");
+    let (code, body) = api.call("GET", "/v1/jobs", token, None);
     assert_eq!(code, 200, "{body}");
-    // Nothing was done by the refused trigger: no run of slow, no event.
+    // The scheme's case does not matter (RFC 9110).
+    let (code, body) = api.call_with("GET", "/v1/jobs", &[("authorization", "bearer s3cret-token-of-20b")], None);
+    assert_eq!(code, 200, "{body}");
+    // A change must be JSON: a bodyless or text/plain POST (what a page of another site can
+    // send without asking) is refused even with the token.
+    let (code, body) = api.call("POST", "/v1/jobs/slow/trigger", token, None);
+    assert_eq!(code, 415, "{body}");
+    // Nothing was done by the refused triggers: no run of slow, no event.
     std::thread::sleep(SEC);
     assert!(d.runs_of("slow").is_empty());
-    let (code, body) = api.call("GET", "/v1/events", Some("s3cret-token"), None);
+    let (code, body) = api.call("GET", "/v1/events", token, None);
     assert_eq!((code, body.as_str()), (200, "[]"));
-    let (code, body) = api.call("POST", "/v1/jobs/slow/trigger", Some("s3cret-token"), None);
+    let (code, body) = api.call("POST", "/v1/jobs/slow/trigger", token, Some(serde_json::json!({})));
     assert_eq!(code, 200, "{body}");
-    let (_, events) = api.call("GET", "/v1/events", Some("s3cret-token"), None);
+    let (_, events) = api.call("GET", "/v1/events", token, None);
     assert!(events.contains("\"actor\":\"token\""), "{events}");
-    // The token is nowhere in the log.
+    // The token is nowhere in the log; the wrong one's client address is.
     assert!(!d.log().contains("s3cret-token"));
+    assert!(d.log().contains("client=127.0.0.1"), "{}", d.log());
 }
 
 #[test]
-fn a_public_address_without_a_token_is_refused_by_check() {
-    let d = Daemon::prepare("[api]\nlisten = \"0.0.0.0:8787\"\n", JOBS);
-    let out = d.cli(&["check"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "api.token: required when api.listen (0.0.0.0:8787) is not a loopback address"
-        ),
-        "{err}"
-    );
+fn a_tcp_listener_without_a_token_is_refused_by_check_loopback_too() {
+    for addr in ["0.0.0.0:8787", "127.0.0.1:8787"] {
+        let d = Daemon::prepare(&format!("[api]\nlisten = \"{addr}\"\n"), JOBS);
+        let out = d.cli(&["check"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("api.token: required with api.listen ({addr})"))
+                && err.contains("openssl rand -hex 32"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -61,11 +61,14 @@ INSERT INTO stale_watch (job, watched_since, stale_since)
 VALUES ('report', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day'));
 ";
 
-/// A daemon on TCP (`api_extra` adds to `[api]`, `env` to its environment) with four jobs and the seeded history.
-fn seeded_daemon(api_extra: &str, env: &[(&str, &str)]) -> (Daemon, u16) {
+/// A daemon on TCP with the token [`TOKEN`] (`api_extra` adds to `[api]`) with four jobs
+/// and the seeded history.
+fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
     let port = crate::servers::free_port();
     let mut d = Daemon::prepare(
-        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\n{api_extra}"),
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n{api_extra}"
+        ),
         "",
     );
     let go = d.path("go");
@@ -104,10 +107,8 @@ command = "true"
         store.close().await;
     });
     sql(&d, SEED);
-    d.extra_env.extend(
-        env.iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
-    );
+    d.extra_env
+        .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
     d.spawn_ready();
     (d, port)
 }
@@ -186,11 +187,54 @@ fn dark_mode_follows_the_system(b: &Chromium, base: &str) {
     assert_eq!(bg, "rgb(255, 255, 255)");
 }
 
+/// Signs the browser in with [`TOKEN`] at `base`'s login page.
+pub fn browser_sign_in(b: &Chromium, base: &str) {
+    b.open(&format!("{base}/login"), 1280);
+    b.navigate_by(&format!("document.getElementById('token').value = '{TOKEN}'; document.querySelector('form.login').submit()"));
+    assert_eq!(b.url(), format!("{base}/"));
+}
+
+/// Signs in over HTTP with `token`: the session cookie (`name=value`) and the anti-forgery
+/// field of its forms (read from a page).
+pub fn http_sign_in(port: u16, token: &str) -> (String, String) {
+    let origin = format!("http://127.0.0.1:{port}");
+    let body = format!("token={token}&next=/jobs/report");
+    let (status, to, cookie) = post_form_full(port, "/login", None, Some(&origin), &body);
+    assert_eq!((status, to.as_str()), (303, "/jobs/report"));
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = get_page(port, "/jobs/report", Some(&cookie));
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    (cookie, csrf)
+}
+
+/// `GET path` with the cookie: the body (redirects not followed: empty).
+fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = http.get(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    rt.block_on(async { r.send().await.unwrap().text().await.unwrap() })
+}
+
 #[test]
 fn pages_show_what_the_database_holds_without_console_errors() {
-    let (d, port) = seeded_daemon("", &[]);
+    let (d, port) = seeded_daemon("");
     let base = format!("http://127.0.0.1:{port}");
     let b = Chromium::launch();
+    browser_sign_in(&b, &base);
 
     visit(&b, &base, "/", "jobs");
     jobs_page_matches_the_database(&b, &d, port);
@@ -206,15 +250,18 @@ fn pages_show_what_the_database_holds_without_console_errors() {
     keyboard_reaches_the_content(&b, &base);
     dark_mode_follows_the_system(&b, &base);
 
-    // Without a token the dashboard is read-only: no action forms, and a forged one is refused.
+    // Without dashboard_actions the dashboard is read-only: no action forms, and even a
+    // signed-in form with its session's field is refused.
     b.open(&format!("{base}/jobs/backup"), 1280);
     assert!(b.eval::<bool>("document.querySelector('.actions') === null"));
-    let (status, _) = post_form(port, "/jobs/backup/trigger", None, Some(&base), "csrf=");
+    let (cookie, csrf) = http_sign_in(port, TOKEN);
+    let form = format!("csrf={csrf}");
+    let (status, _) = post_form(port, "/jobs/backup/trigger", Some(&cookie), Some(&base), &form);
     assert_eq!(status, 403);
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
 
     // Markers and their filters: `live` paused (through the API), `report` stale.
-    Api::tcp(port).post("/v1/jobs/live/pause", serde_json::json!({"until": "2h"}));
+    Api::tcp(port, TOKEN).post("/v1/jobs/live/pause", serde_json::json!({"until": "2h"}));
     let marked = |status: &str| -> Vec<(String, String)> {
         b.open(&format!("{base}/?status={status}"), 1280);
         b.eval("[...document.querySelectorAll('tr[data-job]')].map(r => [r.dataset.job, [...r.querySelectorAll('[data-marker]')].map(m => m.dataset.marker).join(' ')])")
@@ -300,7 +347,7 @@ fn jobs_page_matches_the_database(b: &Chromium, d: &Daemon, port: u16) {
     let strip: (u32, i64) = b.eval("(s => [+s.dataset.runs, +s.dataset.failed])(document.querySelector('tr[data-job=\"backup\"] .strip'))");
     assert_eq!(strip, (50, failed_of_50));
     // The next firing: the scheduler's (as the API tells it), shown in the job's zone.
-    let api: Value = Api::tcp(port).get("/v1/jobs/backup");
+    let api: Value = Api::tcp(port, TOKEN).get("/v1/jobs/backup");
     let next = chrono::DateTime::parse_from_rfc3339(api["next"][0].as_str().unwrap()).unwrap();
     let shown: String = b.eval("document.querySelector('tr[data-job=\"backup\"] td[data-next] time').getAttribute('datetime')");
     assert_eq!(chrono::DateTime::parse_from_rfc3339(&shown).unwrap(), next);
@@ -373,11 +420,12 @@ fn run_page_matches_the_database(b: &Chromium) {
 
 #[test]
 fn a_running_runs_output_appears_on_its_page_as_it_is_written() {
-    let (d, port) = seeded_daemon("", &[]);
-    let api = Api::tcp(port);
+    let (d, port) = seeded_daemon("");
+    let api = Api::tcp(port, TOKEN);
     let run = api.post("/v1/jobs/live/trigger", serde_json::json!(null));
     let id = run["run_id"].as_i64().unwrap();
     let b = Chromium::launch();
+    browser_sign_in(&b, &format!("http://127.0.0.1:{port}"));
     b.open(&format!("http://127.0.0.1:{port}/runs/{id}"), 1280);
     b.wait_until(
         "document.getElementById('live-state').dataset.liveState === 'live' \
@@ -422,6 +470,18 @@ fn post_form(
     origin: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let (status, to, _) = post_form_full(port, path, cookie, origin, body);
+    (status, to)
+}
+
+/// Like [`post_form`], with the cookie the answer sets.
+fn post_form_full(
+    port: u16,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     hourglass::http_client::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -448,24 +508,22 @@ fn post_form(
             .get("location")
             .map(|l| l.to_str().unwrap().to_string())
             .unwrap_or_default();
-        (resp.status().as_u16(), to)
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (resp.status().as_u16(), to, cookie)
     })
 }
 
-const TOKEN: &str = "s3cret-dashboard-token";
+pub const TOKEN: &str = "s3cret-dashboard-token";
 
 #[test]
 fn actions_are_refused_without_the_token_or_from_another_site() {
-    let (d, port) = seeded_daemon(
-        "token = { env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }\ndashboard_actions = true\n",
-        &[("HOURGLASS_TEST_DASHBOARD_TOKEN", TOKEN)],
-    );
-    let digest = hourglass::api::token_digest(TOKEN);
-    let cookie = format!(
-        "hourglass_session={}",
-        hourglass::api::session_value(&digest)
-    );
-    let csrf = hourglass::api::csrf_value(&digest);
+    let (d, port) = seeded_daemon("dashboard_actions = true\n");
+    let (cookie, csrf) = http_sign_in(port, TOKEN);
+    assert!(cookie.starts_with("hourglass_session=") && csrf.len() == 64, "{cookie} {csrf}");
     let origin = format!("http://127.0.0.1:{port}");
     let form = format!("csrf={csrf}");
     let runs = || sql_i64(&d, "SELECT count(*) FROM runs WHERE job = 'report'");
@@ -500,10 +558,7 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
         post_form(port, "/jobs/report/pause", Some(&cookie), evil, &form).0,
         403
     );
-    let wrong = format!(
-        "hourglass_session={}",
-        hourglass::api::session_value(&hourglass::api::token_digest("guess"))
-    );
+    let wrong = format!("hourglass_session={}", "0".repeat(64));
     assert_eq!(
         post_form(
             port,
@@ -526,6 +581,21 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
     assert_eq!(api_post.0, 401);
     assert_eq!(runs(), before, "a refused action ran the job");
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
+    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
+    // Sign-out ends the session on the daemon: the old cookie no longer reads or acts.
+    let api_get = |cookie: &str| {
+        let (status, _) = Api::tcp(port, TOKEN).call_with("GET", "/v1/runs", &[("cookie", cookie)], None);
+        status
+    };
+    assert_eq!(api_get(&cookie), 200);
+    let out = post_form(port, "/logout", Some(&cookie), Some(&origin), &form);
+    assert_eq!(out, (303, "/login".to_string()));
+    assert_eq!(api_get(&cookie), 401);
+    assert!(get_page(port, "/jobs/report", Some(&cookie)).is_empty(), "sent to the login");
+    assert_eq!(
+        post_form(port, "/jobs/report/pause", Some(&cookie), Some(&origin), &form),
+        (303, "/login?next=/jobs/report/pause".to_string())
+    );
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
     signed_in_browser_acts(&d, &origin);
 }
@@ -589,12 +659,16 @@ fn the_nodes_page_shows_the_nodes_sharing_postgres() {
             "[jobs.same]\nevery = \"1h\"\ncommand = \"true\"\n[jobs.differs]\nevery = \"1h\"\ncommand = \"{cmd}\"\n"
         )
     };
-    let api = format!("[api]\nlisten = \"127.0.0.1:{port}\"\n");
+    let api = format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n"
+    );
     let mut a = Daemon::prepare_main(&crate::cluster::node_main(&url, "n1", &api), &job("true"));
     let mut b = Daemon::prepare_main(
         &crate::cluster::node_main(&url, "n2", ""),
         &job("echo changed"),
     );
+    a.extra_env
+        .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
     a.spawn_ready();
     b.spawn_ready();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -615,6 +689,7 @@ fn the_nodes_page_shows_the_nodes_sharing_postgres() {
         (drift.len() == 1).then_some(())
     });
     let chromium = Chromium::launch();
+    browser_sign_in(&chromium, &format!("http://127.0.0.1:{port}"));
     visit(
         &chromium,
         &format!("http://127.0.0.1:{port}"),
