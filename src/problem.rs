@@ -105,6 +105,9 @@ impl<'de> Deserialize<'de> for RawSecret {
     }
 }
 
+/// What a secret's value must be beyond readable: why not, if it is not.
+pub(crate) type ValueCheck = fn(&str) -> Result<(), String>;
+
 /// What validating the config found: its problems, and the secret references to read.
 #[derive(Default)]
 pub(crate) struct Findings {
@@ -121,7 +124,7 @@ struct SecretReference {
     field: String,
     secret: Secret,
     /// What the value must be, beyond readable (a token's length): why not, if it is not.
-    check: Option<fn(&str) -> Result<(), String>>,
+    check: Option<ValueCheck>,
 }
 
 impl Findings {
@@ -197,7 +200,7 @@ impl Located<'_> {
         &mut self,
         field: &str,
         source: SecretSource,
-        check: Option<fn(&str) -> Result<(), String>>,
+        check: Option<ValueCheck>,
     ) -> Secret {
         let secret = Secret::unread(source);
         self.references.push(SecretReference {
@@ -339,7 +342,7 @@ pub(crate) fn secret(raw: &RawSecret, field: &str, at: &mut Located<'_>) -> Opti
 pub(crate) fn checked_secret(
     raw: &RawSecret,
     field: &str,
-    check: Option<fn(&str) -> Result<(), String>>,
+    check: Option<ValueCheck>,
     at: &mut Located<'_>,
 ) -> Option<Secret> {
     match (&raw.env, &raw.file) {
@@ -347,11 +350,9 @@ pub(crate) fn checked_secret(
             crate::secret::hide_env(var);
             Some(at.reference_checked(field, SecretSource::Env(var.clone()), check))
         }
-        (None, Some(file)) => Some(at.reference_checked(
-            field,
-            SecretSource::File(file.clone()),
-            check,
-        )),
+        (None, Some(file)) => {
+            Some(at.reference_checked(field, SecretSource::File(file.clone()), check))
+        }
         _ => {
             if let Some(var) = &raw.env {
                 crate::secret::hide_env(var);

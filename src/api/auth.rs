@@ -43,7 +43,7 @@ pub(super) async fn authorize(
         Peer::Unix(None) => "uid:unknown".to_string(),
         Peer::Tcp(client) => match tcp_actor(&state, client, &request) {
             Ok(actor) => actor.to_string(),
-            Err(refusal) => return refusal,
+            Err(refusal) => return *refusal,
         },
     };
     request.extensions_mut().insert(Actor(actor));
@@ -52,24 +52,28 @@ pub(super) async fn authorize(
 
 /// Who a TCP request comes from (`token`, or `anonymous` for the login page and the
 /// assets), or its refusal.
-fn tcp_actor(state: &ApiState, client: SocketAddr, request: &Request) -> Result<&'static str, Response> {
+fn tcp_actor(
+    state: &ApiState,
+    client: SocketAddr,
+    request: &Request,
+) -> Result<&'static str, Box<Response>> {
     let headers = request.headers();
     let path = request.uri().path();
-    check_host(request, &state.0.allowed_hosts)?;
+    check_host(request, &state.0.allowed_hosts).map_err(|f| Box::new(f.into_response()))?;
     let Some(want) = &state.0.token_digest else {
         // `check` refuses a TCP listener without a token; never served open.
-        return Err(refused());
+        return Err(Box::new(refused()));
     };
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         if let Some(wait) = state.0.throttle.wait(client.ip()) {
-            return Err(too_many(wait));
+            return Err(Box::new(too_many(wait)));
         }
         if !bearer_matches(value, want) {
             wrong_token(state, client, "API request with a wrong bearer token");
-            return Err(refused());
+            return Err(Box::new(refused()));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            check_state_change(headers, path)?;
+            check_state_change(headers, path).map_err(|f| Box::new(f.into_response()))?;
         }
         return Ok("token");
     }
@@ -82,9 +86,9 @@ fn tcp_actor(state: &ApiState, client: SocketAddr, request: &Request) -> Result<
     if path == LOGIN_PATH || path.starts_with("/assets/") {
         Ok("anonymous")
     } else if is_page(path) {
-        Err(to_login(request.uri()))
+        Err(Box::new(to_login(request.uri())))
     } else {
-        Err(refused())
+        Err(Box::new(refused()))
     }
 }
 
@@ -102,23 +106,30 @@ pub(crate) fn wrong_token(state: &ApiState, client: SocketAddr, what: &str) {
 /// The host a TCP request names (in `Host`, and in the request line when it is absolute)
 /// must be this daemon: an IP address, `localhost`, or one of `allowed`. A page whose DNS
 /// name was rebound to this machine names its own host, and is refused.
-fn check_host(request: &Request, allowed: &[String]) -> Result<(), Response> {
+fn check_host(request: &Request, allowed: &[String]) -> Result<(), Failure> {
     let named = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(axum::http::uri::Authority::as_str));
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(axum::http::uri::Authority::as_str)
+        });
     let in_line = request.uri().host();
-    let ok = named.is_some_and(|h| host_allowed(h, allowed)) && in_line.is_none_or(|h| host_allowed(h, allowed));
+    let ok = named.is_some_and(|h| host_allowed(h, allowed))
+        && in_line.is_none_or(|h| host_allowed(h, allowed));
     if ok {
         return Ok(());
     }
     let shown: String = named.unwrap_or("").chars().take(100).collect();
     Err(Failure::new(
         StatusCode::MISDIRECTED_REQUEST,
-        format!("this daemon does not answer to the host {shown:?}; use its IP address or localhost, or list the name in api.allowed_hosts"),
-    )
-    .into_response())
+        format!(
+            "this daemon does not answer to the host {shown:?}; use its IP address or localhost, or list the name in api.allowed_hosts"
+        ),
+    ))
 }
 
 /// Whether `host` (`name`, `name:port`, `[v6]:port`) is an IP address, `localhost`, or one
@@ -132,21 +143,21 @@ pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name.parse::<std::net::IpAddr>().is_ok()
-        || name == "localhost"
-        || allowed.iter().any(|a| *a == name)
+    name.parse::<std::net::IpAddr>().is_ok() || name == "localhost" || allowed.contains(&name)
 }
 
 /// A TCP request that changes anything must be JSON (a page of another site can send a form
 /// or plain text without asking first, never JSON), and a browser's `Origin` and
 /// `Sec-Fetch-Site`, when sent, must say this site.
-fn check_state_change(headers: &HeaderMap, path: &str) -> Result<(), Response> {
+fn check_state_change(headers: &HeaderMap, path: &str) -> Result<(), Failure> {
     if !path.starts_with("/v1/") {
         return Ok(());
     }
-    let forbidden = |message: &str| Err(Failure::new(StatusCode::FORBIDDEN, message).into_response());
     if !same_origin(headers) {
-        return forbidden("this request came from another site's page (Origin or Sec-Fetch-Site); nothing was done");
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "this request came from another site's page (Origin or Sec-Fetch-Site); nothing was done",
+        ));
     }
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -159,8 +170,7 @@ fn check_state_change(headers: &HeaderMap, path: &str) -> Result<(), Response> {
         Err(Failure::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a request that changes anything must be sent as JSON (Content-Type: application/json, a body such as {})",
-        )
-        .into_response())
+        ))
     }
 }
 
@@ -301,7 +311,10 @@ mod tests {
     fn another_sites_origin_is_not_this_one() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8787".parse().unwrap());
-        assert!(same_origin(&h), "no Origin: not a browser's cross-site request");
+        assert!(
+            same_origin(&h),
+            "no Origin: not a browser's cross-site request"
+        );
         h.insert(header::ORIGIN, "http://127.0.0.1:8787".parse().unwrap());
         assert!(same_origin(&h));
         h.insert(header::ORIGIN, "http://127.0.0.1:9999".parse().unwrap());

@@ -6,11 +6,11 @@
 
 mod auth;
 mod health;
+pub(crate) mod jobs;
+pub(crate) mod runs;
 mod serve;
 mod sessions;
 mod throttle;
-pub(crate) mod jobs;
-pub(crate) mod runs;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
@@ -29,9 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use auth::{Actor, same_origin, too_many, wrong_token};
 pub use auth::{LOGIN_PATH, Peer, token_digest};
-pub use sessions::{IDLE as SESSION_IDLE, LIFETIME as SESSION_LIFETIME, SESSION_COOKIE, Sessions, SignedIn};
-pub use throttle::{BURST as THROTTLE_BURST, REFILL as THROTTLE_REFILL, Throttle};
 pub use health::{HISTORY_FAILING_BOUND, Status};
+pub use sessions::{
+    IDLE as SESSION_IDLE, LIFETIME as SESSION_LIFETIME, SESSION_COOKIE, Sessions, SignedIn,
+};
+pub use throttle::{BURST as THROTTLE_BURST, REFILL as THROTTLE_REFILL, Throttle};
 
 use crate::config::ApiSettings;
 use crate::metrics::Metrics;
@@ -93,6 +95,12 @@ impl ApiState {
     }
 }
 
+/// The most descriptors the API's connections hold with `in_all` open at most (the lines of
+/// connections over the cap, and those being closed, added).
+pub fn api_descriptors(in_all: usize) -> usize {
+    serve::Connections::most_descriptors(in_all)
+}
+
 /// Why the API cannot listen.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -147,8 +155,8 @@ pub fn start(
             source,
         })?;
         let bound = std_listener.local_addr().unwrap_or(addr);
-        let listener = std_listener
-            .set_nonblocking(true)
+        let listener = long_queue(&std_listener)
+            .and_then(|()| std_listener.set_nonblocking(true))
             .and_then(|()| TcpListener::from_std(std_listener))
             .map_err(|source| ApiError::Bind {
                 what: addr.to_string(),
@@ -185,7 +193,8 @@ fn bind_socket(path: &Path, settings: &ApiSettings) -> Result<UnixListener, ApiE
         std::fs::create_dir_all(dir).map_err(bind_error)?;
     }
     let listener = UnixListener::bind(path).map_err(bind_error)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0)).map_err(bind_error)?;
+    long_queue(&listener).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).map_err(bind_error)?;
     if let Some(name) = &settings.socket_group {
         let group = nix::unistd::Group::from_name(name)
             .ok()
@@ -196,6 +205,13 @@ fn bind_socket(path: &Path, settings: &ApiSettings) -> Result<UnixListener, ApiE
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
         .map_err(bind_error)?;
     Ok(listener)
+}
+
+/// Lets the kernel queue up to 4,096 connections (within `net.core.somaxconn`) that the
+/// daemon does not accept yet while its connections are at their cap (see `serve`).
+fn long_queue(listener: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let backlog = nix::sys::socket::Backlog::new(4096).map_err(std::io::Error::from)?;
+    nix::sys::socket::listen(listener, backlog).map_err(std::io::Error::from)
 }
 
 fn router(state: ApiState, pages: Router<ApiState>) -> Router {

@@ -1,15 +1,18 @@
 //! Serving the API's connections, bounded: each listener holds at most its cap of open
 //! connections and all of them together at most the cap in all (which the daemon's
 //! descriptor limit also bounds, keeping a reserve for runs); a connection has
-//! `header_timeout` to send each request head (new or kept alive); when a cap is reached, the
-//! oldest connection that is not in the middle of a request (half-open or idle) is closed to
-//! make room, and only when every open connection is serving is a new one refused. So slow or
-//! half-open clients can neither exhaust the daemon's descriptors nor lock out `/healthz`.
+//! `header_timeout` to send each request head (new or kept alive). A connection that comes
+//! in over a cap gets a short while to send a whole request head, in a line of its own
+//! ([`PENDING`] long); when it has, the open connection that has waited longest for a request
+//! (half-open or idle) is closed to make room for it. So slow or half-open clients can
+//! neither exhaust the daemon's descriptors nor keep a real request (`/healthz`) out.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,7 +21,7 @@ use axum::extract::ConnectInfo;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +31,17 @@ use tower::Service as _;
 use super::Peer;
 use crate::config::ConnectionLimits;
 
+/// Connections over a listener's cap that may wait at once for their request head (the
+/// oldest goes when a new one comes).
+pub(super) const PENDING: usize = 64;
+/// Connections closed to make room whose descriptors may not be given back yet (their tasks
+/// close them a moment later); past that, the listeners wait.
+const CLOSING: usize = 64;
+/// How long a connection over the cap has to send a whole request head.
+pub(super) const PENDING_FOR: Duration = Duration::from_millis(500);
+/// A request head longer than this is let through to be refused by the HTTP parser.
+const HEAD_MOST: usize = 16 * 1024;
+
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Side {
@@ -35,26 +49,56 @@ pub(super) enum Side {
     Tcp,
 }
 
-/// One open connection: how many of its requests are being answered, and how to close it.
+/// One open connection: how many of its requests are being answered, since when it waits
+/// (for its first request head, or the next), whether it came in with a whole head not yet
+/// answered, and how to close it.
 #[derive(Debug)]
 struct Open {
     side: Side,
     serving: AtomicUsize,
+    /// Milliseconds from the registry's start to when it last began waiting.
+    waiting_since: AtomicU64,
+    ready: AtomicBool,
     close: CancellationToken,
 }
 
-/// The open connections of every listener, oldest first.
+/// A connection over the cap, waiting for its head.
+#[derive(Debug)]
+struct Waiting {
+    side: Side,
+    id: u64,
+    close: CancellationToken,
+}
+
+/// The open connections of every listener, oldest first, and those waiting to come in.
 #[derive(Debug)]
 pub(super) struct Connections {
     limits: ConnectionLimits,
+    start: Instant,
     state: Mutex<Book>,
+    /// Accepted connections whose descriptor is not closed yet (open, in the line, or being
+    /// closed), and a wake-up for the listeners when one is.
+    descriptors: AtomicUsize,
+    closed_one: tokio::sync::Notify,
+}
+
+/// An accepted connection's share of the descriptors: given back when dropped.
+struct Descriptor(Arc<Connections>);
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        self.0.descriptors.fetch_sub(1, Ordering::AcqRel);
+        self.0.closed_one.notify_waiters();
+    }
 }
 
 /// What the registry keeps under its lock.
 #[derive(Debug, Default)]
 struct Book {
     open: VecDeque<Arc<Open>>,
-    /// Connections closed or refused for room since the last warning, and when it was.
+    pending: VecDeque<Waiting>,
+    next_id: u64,
+    /// Connections closed for room since the last warning, and when it was.
     pressed: u64,
     warned: Option<Instant>,
 }
@@ -62,44 +106,157 @@ struct Book {
 /// How often, at most, the daemon warns that clients are being turned away.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// What becomes of a new connection.
+#[derive(Debug)]
+enum Arrival {
+    /// Served now.
+    Open(Arc<Open>),
+    /// Over the cap: it must send its head first (see [`Connections::admit_ready`]).
+    Pending(u64, CancellationToken),
+    /// Over the cap with every connection answering: closed.
+    Refused,
+}
+
 impl Connections {
     pub(super) fn new(limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
+            start: Instant::now(),
             state: Mutex::new(Book::default()),
+            descriptors: AtomicUsize::new(0),
+            closed_one: tokio::sync::Notify::new(),
         })
     }
 
-    /// Room for a new connection on `side`: the connection's entry, after closing the oldest
-    /// waiting connection if a cap is reached; `None` when every connection is serving.
-    fn admit(&self, side: Side) -> Option<Arc<Open>> {
-        let mut book = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        book.open.retain(|c| !c.close.is_cancelled());
-        let mine = book.open.iter().filter(|c| c.side == side).count();
-        let room = if mine >= self.limits.per_listener {
-            Some(evict_oldest(&mut book, Some(side)))
-        } else if book.open.len() >= self.limits.in_all {
-            // Room is taken from the listener holding the most, so that a flood on one
-            // listener never closes the other's connections.
-            let busiest = if mine * 2 >= book.open.len() { side } else { other(side) };
-            Some(evict_oldest(&mut book, Some(busiest)) || evict_oldest(&mut book, None))
-        } else {
-            None
-        };
-        if let Some(made) = room {
-            book.pressed += 1;
-            self.warn_pressed(&mut book, side);
-            if !made {
-                return None;
+    /// The most descriptors the API's connections hold: the cap in all, both listeners'
+    /// lines, and those being closed to make room ([`CLOSING`]).
+    pub(super) fn most_descriptors(in_all: usize) -> usize {
+        in_all + 2 * PENDING + CLOSING
+    }
+
+    /// Waits until one more connection may be accepted without passing
+    /// [`Connections::most_descriptors`]; its share.
+    async fn descriptor(self: &Arc<Self>) -> Descriptor {
+        let most = Self::most_descriptors(self.limits.in_all);
+        loop {
+            let closed = self.closed_one.notified();
+            let held = self.descriptors.load(Ordering::Acquire);
+            if held < most
+                && self
+                    .descriptors
+                    .compare_exchange(held, held + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Descriptor(Arc::clone(self));
+            }
+            if held >= most {
+                closed.await;
             }
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        let mut book = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        book.open.retain(|c| !c.close.is_cancelled());
+        book.pending.retain(|w| !w.close.is_cancelled());
+        book
+    }
+
+    /// Takes a new connection on `side` in (`whole`: its request head came whole with it), or
+    /// puts it in the line of those over the cap.
+    fn arrive(&self, side: Side, whole: bool) -> Arrival {
+        let mut book = self.book();
+        if self.full(&book, side).is_none() {
+            return Arrival::Open(self.push(&mut book, side, false));
+        }
+        if whole {
+            return self
+                .take_place(&mut book, side)
+                .map_or(Arrival::Refused, Arrival::Open);
+        }
+        let mine: Vec<usize> = (0..book.pending.len())
+            .filter(|&i| book.pending[i].side == side)
+            .collect();
+        if mine.len() >= PENDING
+            && let Some(oldest) = book.pending.remove(mine[0])
+        {
+            oldest.close.cancel();
+        }
+        book.next_id += 1;
+        let id = book.next_id;
+        let close = CancellationToken::new();
+        book.pending.push_back(Waiting {
+            side,
+            id,
+            close: close.clone(),
+        });
+        Arrival::Pending(id, close)
+    }
+
+    /// Lets pending connection `id`, whose head came whole, in (see
+    /// [`Connections::take_place`]).
+    fn admit_ready(&self, side: Side, id: u64) -> Option<Arc<Open>> {
+        let mut book = self.book();
+        let at = book.pending.iter().position(|w| w.id == id)?;
+        book.pending.remove(at);
+        self.take_place(&mut book, side)
+    }
+
+    /// Takes a connection whose head came whole in: if a cap is reached, the connection that
+    /// has waited longest for a request (and did not come in the same way) is closed for it.
+    /// `None` when every connection is answering.
+    fn take_place(&self, book: &mut Book, side: Side) -> Option<Arc<Open>> {
+        if let Some(scopes) = self.full(book, side) {
+            let victim = scopes
+                .into_iter()
+                .find_map(|scope| longest_waiting(book, scope))?;
+            if let Some(v) = book.open.remove(victim) {
+                v.close.cancel();
+            }
+            book.pressed += 1;
+            self.warn_pressed(book, side);
+        }
+        Some(self.push(book, side, true))
+    }
+
+    /// Drops pending connection `id` from the line (its head did not come).
+    fn forget(&self, id: u64) {
+        self.book().pending.retain(|w| w.id != id);
+    }
+
+    /// `None` when `side` has room; else where room may be taken, in order.
+    fn full(&self, book: &Book, side: Side) -> Option<[Option<Side>; 2]> {
+        let mine = book.open.iter().filter(|c| c.side == side).count();
+        if mine >= self.limits.per_listener {
+            Some([Some(side), Some(side)])
+        } else if book.open.len() >= self.limits.in_all {
+            // Room is taken from the listener holding the most first, so that a flood on
+            // one listener does not close the other's connections.
+            let busiest = if mine * 2 >= book.open.len() {
+                side
+            } else {
+                other(side)
+            };
+            Some([Some(busiest), None])
+        } else {
+            None
+        }
+    }
+
+    fn push(&self, book: &mut Book, side: Side, ready: bool) -> Arc<Open> {
         let open = Arc::new(Open {
             side,
             serving: AtomicUsize::new(0),
+            waiting_since: AtomicU64::new(self.now_ms()),
+            ready: AtomicBool::new(ready),
             close: CancellationToken::new(),
         });
         book.open.push_back(Arc::clone(&open));
-        Some(open)
+        open
     }
 
     fn warn_pressed(&self, book: &mut Book, side: Side) {
@@ -111,8 +268,8 @@ impl Connections {
             listener = ?side,
             per_listener = self.limits.per_listener,
             in_all = self.limits.in_all,
-            closed_or_refused = book.pressed,
-            "API connections at their cap: waiting connections are closed to make room"
+            closed = book.pressed,
+            "API connections at their cap: connections waiting for a request are closed to make room"
         );
         book.pressed = 0;
         book.warned = Some(now);
@@ -121,9 +278,29 @@ impl Connections {
     /// Connections open now.
     #[cfg(test)]
     fn count(&self) -> usize {
-        let mut book = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        book.open.retain(|c| !c.close.is_cancelled());
-        book.open.len()
+        self.book().open.len()
+    }
+}
+
+/// The index of the open connection (of `scope`, or any) that has waited longest for a
+/// request, among those not answering one and not just let in with a whole head.
+fn longest_waiting(book: &Book, scope: Option<Side>) -> Option<usize> {
+    book.open
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            scope.is_none_or(|s| c.side == s)
+                && c.serving.load(Ordering::Acquire) == 0
+                && !c.ready.load(Ordering::Acquire)
+        })
+        .min_by_key(|(_, c)| c.waiting_since.load(Ordering::Acquire))
+        .map(|(i, _)| i)
+}
+
+fn side_of(peer: &Peer) -> Side {
+    match peer {
+        Peer::Unix(_) => Side::Unix,
+        Peer::Tcp(_) => Side::Tcp,
     }
 }
 
@@ -134,34 +311,30 @@ fn other(side: Side) -> Side {
     }
 }
 
-/// Closes the oldest connection (of `side`, or of any) that is not answering a request.
-/// Whether one was closed.
-fn evict_oldest(book: &mut Book, side: Option<Side>) -> bool {
-    let found = book.open.iter().position(|c| {
-        side.is_none_or(|s| c.side == s) && c.serving.load(Ordering::Acquire) == 0
-    });
-    match found.and_then(|i| book.open.remove(i)) {
-        Some(victim) => {
-            victim.close.cancel();
-            true
-        }
-        None => false,
-    }
+/// Counts a request as being answered until its answer's body is dropped (written or not);
+/// then the connection waits again, from now.
+struct Serving {
+    open: Arc<Open>,
+    connections: Arc<Connections>,
 }
 
-/// Counts a request as being answered until its answer's body is dropped (written or not).
-struct Serving(Arc<Open>);
-
 impl Serving {
-    fn new(open: &Arc<Open>) -> Self {
+    fn new(open: &Arc<Open>, connections: &Arc<Connections>) -> Self {
         open.serving.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(open))
+        open.ready.store(false, Ordering::Release);
+        Self {
+            open: Arc::clone(open),
+            connections: Arc::clone(connections),
+        }
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::AcqRel);
+        self.open
+            .waiting_since
+            .store(self.connections.now_ms(), Ordering::Release);
+        self.open.serving.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -186,16 +359,28 @@ pub(super) async fn serve(
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
-            a = accept(&listener) => a,
+            a = async {
+                let share = connections.descriptor().await;
+                accept(&listener).await.map(|a| (a, share))
+            } => a,
         };
         match accepted {
-            Ok(Accepted::Unix(stream, peer)) => {
-                spawn(&tracker, &connections, stream, peer, &app, &closing);
-                failing = false;
-            }
-            Ok(Accepted::Tcp(stream, peer)) => {
-                spawn(&tracker, &connections, stream, peer, &app, &closing);
-                failing = false;
+            Ok(((stream, peer), share)) => {
+                // What the client sent with its connection: a whole request head lets it in
+                // at once even over the cap.
+                let mut head = Vec::new();
+                let Some(whole) = stream.head_so_far(&mut head) else {
+                    continue;
+                };
+                // Taken in (or put in the line, where it may take the oldest's place) here,
+                // so that the accepting never waits for a line that is full.
+                let arrival = connections.arrive(side_of(&peer), whole);
+                let serve = Serve {
+                    connections: Arc::clone(&connections),
+                    app: app.clone(),
+                    closing: closing.clone(),
+                };
+                tracker.spawn(serve.connection(stream, peer, (arrival, head), share));
             }
             Err(e) => {
                 // Out of descriptors or memory: wait a moment rather than spin.
@@ -204,8 +389,10 @@ pub(super) async fn serve(
                 }
                 failing = true;
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         }
+        failing = false;
     }
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(1), tracker.wait())
@@ -217,66 +404,224 @@ pub(super) async fn serve(
     }
 }
 
-enum Accepted {
-    Unix(tokio::net::UnixStream, Peer),
-    Tcp(tokio::net::TcpStream, Peer),
+/// What serving one connection needs.
+struct Serve {
+    connections: Arc<Connections>,
+    app: Router,
+    closing: CancellationToken,
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+impl Serve {
+    /// Serves one connection: at once when there is room, else once its head came whole.
+    async fn connection(
+        self,
+        mut stream: Stream,
+        peer: Peer,
+        (arrival, mut head): (Arrival, Vec<u8>),
+        _share: Descriptor,
+    ) {
+        let side = side_of(&peer);
+        let open = match arrival {
+            Arrival::Open(open) => open,
+            Arrival::Refused => return,
+            Arrival::Pending(id, close) => {
+                let whole = tokio::select! {
+                    h = tokio::time::timeout(PENDING_FOR, read_head(&mut stream, &mut head)) => h,
+                    () = close.cancelled() => return,
+                    () = self.closing.cancelled() => return,
+                };
+                if whole != Ok(true) {
+                    self.connections.forget(id);
+                    return;
+                };
+                let Some(open) = self.connections.admit_ready(side, id) else {
+                    return;
+                };
+                open
+            }
+        };
+        let service = hyper::service::service_fn({
+            let (open, connections, app) = (
+                Arc::clone(&open),
+                Arc::clone(&self.connections),
+                self.app.clone(),
+            );
+            move |request| {
+                answer(
+                    app.clone(),
+                    request,
+                    peer,
+                    Serving::new(&open, &connections),
+                )
+            }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.connections.limits.header_timeout);
+        let io = Prefixed {
+            prefix: head,
+            at: 0,
+            inner: stream,
+        };
+        let conn = http.serve_connection(TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            () = open.close.cancelled() => {}
+            () = self.closing.cancelled() => {}
+        }
+        open.close.cancel();
+    }
+}
+
+/// Reads into `head` until a whole request head (or more than [`HEAD_MOST`]) has come:
+/// whether it did (`false`: the client closed first).
+async fn read_head(stream: &mut Stream, head: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 2048];
+    while !head_ends(head) {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// Whether `head` holds a whole request head (or more than [`HEAD_MOST`]).
+fn head_ends(head: &[u8]) -> bool {
+    head.len() > HEAD_MOST || head.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// A client's connection, of either kind.
+#[derive(Debug)]
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Stream, Peer)> {
     match listener {
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
             let uid = stream.peer_cred().ok().map(|c| c.uid());
-            Ok(Accepted::Unix(stream, Peer::Unix(uid)))
+            Ok((Stream::Unix(stream), Peer::Unix(uid)))
         }
         Listener::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             // Answers are small and often the last write of a request: no Nagle delay.
             let _ = stream.set_nodelay(true);
-            Ok(Accepted::Tcp(stream, Peer::Tcp(addr)))
+            Ok((Stream::Tcp(stream), Peer::Tcp(addr)))
         }
     }
 }
 
-/// Serves one connection in a task of `tracker`, if there is room for it.
-fn spawn<S>(
-    tracker: &TaskTracker,
-    connections: &Arc<Connections>,
-    stream: S,
-    peer: Peer,
-    app: &Router,
-    closing: &CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let side = match peer {
-        Peer::Unix(_) => Side::Unix,
-        Peer::Tcp(_) => Side::Tcp,
-    };
-    // No room: the stream is dropped, closing the connection at once.
-    let Some(open) = connections.admit(side) else {
-        return;
-    };
-    let app = app.clone();
-    let closing = closing.clone();
-    let header_timeout = connections.limits.header_timeout;
-    tracker.spawn(async move {
-        let service = hyper::service::service_fn({
-            let open = Arc::clone(&open);
-            move |request| answer(app.clone(), request, peer, Serving::new(&open))
-        });
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            () = open.close.cancelled() => {}
-            () = closing.cancelled() => {}
+impl Stream {
+    /// Reads into `head` what the client has sent so far, without waiting: whether a whole
+    /// request head came (`None`: the client closed, or the connection failed).
+    fn head_so_far(&self, head: &mut Vec<u8>) -> Option<bool> {
+        let mut chunk = [0u8; 2048];
+        while !head_ends(head) {
+            let read = match self {
+                Self::Unix(s) => s.try_read(&mut chunk),
+                Self::Tcp(s) => s.try_read(&mut chunk),
+            };
+            match read {
+                Ok(0) => return None,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
+                Err(_) => return None,
+            }
         }
-        open.close.cancel();
-    });
+        Some(true)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A stream whose first bytes were already read (a head read before the connection was let
+/// in): they are read again first.
+struct Prefixed {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: Stream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let rest = &this.prefix[this.at..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Answers one request with `app`, the answer's body holding `serving` until it is dropped.
@@ -308,43 +653,84 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_listener_closes_its_oldest_waiting_connection() {
-        let c = Connections::new(limits(2, 10));
-        let first = c.admit(Side::Tcp).unwrap();
-        let second = c.admit(Side::Tcp).unwrap();
-        let _busy = Serving::new(&first);
-        let third = c.admit(Side::Tcp).unwrap();
+    fn open(a: Arrival) -> Arc<Open> {
+        match a {
+            Arrival::Open(o) => o,
+            Arrival::Pending(..) | Arrival::Refused => panic!("not open"),
+        }
+    }
+
+    fn pending(a: Arrival) -> (u64, CancellationToken) {
+        match a {
+            Arrival::Pending(id, close) => (id, close),
+            Arrival::Open(_) | Arrival::Refused => panic!("not pending"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_cap_a_whole_head_takes_the_place_of_the_longest_waiting() {
+        let c = Connections::new(limits(3, 10));
+        let first = open(c.arrive(Side::Tcp, false));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let second = open(c.arrive(Side::Tcp, false));
+        let third = open(c.arrive(Side::Tcp, false));
+        let _busy = Serving::new(&first, &c);
+        // Over the cap: nothing is closed until the newcomer's head came whole.
+        let (id, _) = pending(c.arrive(Side::Tcp, false));
+        assert_eq!(c.count(), 3);
+        let fourth = c.admit_ready(Side::Tcp, id).unwrap();
         assert!(!first.close.is_cancelled(), "a serving connection stays");
-        assert!(second.close.is_cancelled(), "the oldest waiting one goes");
+        assert!(second.close.is_cancelled(), "the longest waiting one goes");
         assert!(!third.close.is_cancelled());
-        assert_eq!(c.count(), 2);
+        // A second whole head does not take the first's place before it was answered.
+        let (id, _) = pending(c.arrive(Side::Tcp, false));
+        c.admit_ready(Side::Tcp, id).unwrap();
+        assert!(!fourth.close.is_cancelled());
+        assert!(third.close.is_cancelled());
+        assert_eq!(c.count(), 3);
     }
 
     #[test]
-    fn when_every_connection_serves_a_new_one_is_refused() {
+    fn when_every_connection_answers_a_whole_head_is_closed_and_the_line_is_bounded() {
         let c = Connections::new(limits(1, 10));
-        let first = c.admit(Side::Unix).unwrap();
-        let busy = Serving::new(&first);
-        assert!(c.admit(Side::Unix).is_none());
+        let first = open(c.arrive(Side::Unix, false));
+        let busy = Serving::new(&first, &c);
+        let (id, _) = pending(c.arrive(Side::Unix, false));
+        assert!(c.admit_ready(Side::Unix, id).is_none());
         assert!(!first.close.is_cancelled());
         drop(busy);
-        assert!(c.admit(Side::Unix).is_some());
+        let line: Vec<_> = (0..=PENDING)
+            .map(|_| pending(c.arrive(Side::Unix, false)))
+            .collect();
+        assert!(line[0].1.is_cancelled(), "the oldest in the line goes");
+        assert!(line[1..].iter().all(|(_, close)| !close.is_cancelled()));
+        assert!(c.admit_ready(Side::Unix, line[0].0).is_none());
+        let second = c.admit_ready(Side::Unix, line[1].0).unwrap();
         assert!(first.close.is_cancelled());
+        // A head that came whole with its connection goes past the line, once the one let in
+        // before it was answered.
+        assert!(matches!(c.arrive(Side::Unix, true), Arrival::Refused));
+        drop(Serving::new(&second, &c));
+        let whole = open(c.arrive(Side::Unix, true));
+        assert!(second.close.is_cancelled() && !whole.close.is_cancelled());
+        assert_eq!(c.count(), 1);
     }
 
     #[test]
     fn the_cap_in_all_takes_room_from_the_busiest_listener() {
         let c = Connections::new(limits(3, 4));
-        let unix = c.admit(Side::Unix).unwrap();
-        let tcp: Vec<_> = (0..3).map(|_| c.admit(Side::Tcp).unwrap()).collect();
+        let unix = open(c.arrive(Side::Unix, false));
+        let tcp: Vec<_> = (0..3).map(|_| open(c.arrive(Side::Tcp, false))).collect();
         // The socket's new connection is over the cap in all: a TCP one makes room.
-        let unix2 = c.admit(Side::Unix).unwrap();
+        let (id, _) = pending(c.arrive(Side::Unix, false));
+        let unix2 = c.admit_ready(Side::Unix, id).unwrap();
         assert!(tcp[0].close.is_cancelled());
         assert!(!unix.close.is_cancelled() && !unix2.close.is_cancelled());
         // A flood on TCP only ever replaces TCP connections: the socket's stay.
         for _ in 0..10 {
-            c.admit(Side::Tcp).unwrap();
+            let (id, _) = pending(c.arrive(Side::Tcp, false));
+            let newer = c.admit_ready(Side::Tcp, id).unwrap();
+            drop(Serving::new(&newer, &c));
         }
         assert!(!unix.close.is_cancelled() && !unix2.close.is_cancelled());
         assert_eq!(c.count(), 4);

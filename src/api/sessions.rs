@@ -147,16 +147,25 @@ mod tests {
         assert_ne!(id, other);
         assert_eq!(id.len(), 64);
         let found = sessions.find(&with_cookie(&id)).unwrap();
-        assert_ne!(found.csrf, sessions.find(&with_cookie(&other)).unwrap().csrf);
+        assert_ne!(
+            found.csrf,
+            sessions.find(&with_cookie(&other)).unwrap().csrf
+        );
         assert!(sessions.find(&with_cookie("forged")).is_none());
 
         sessions.end(&with_cookie(&id));
         assert!(sessions.find(&with_cookie(&id)).is_none());
 
         tokio::time::advance(IDLE - Duration::from_secs(1)).await;
-        assert!(sessions.find(&with_cookie(&other)).is_some(), "used: idle again from now");
+        assert!(
+            sessions.find(&with_cookie(&other)).is_some(),
+            "used: idle again from now"
+        );
         tokio::time::advance(IDLE).await;
-        assert!(sessions.find(&with_cookie(&other)).is_none(), "idle too long");
+        assert!(
+            sessions.find(&with_cookie(&other)).is_none(),
+            "idle too long"
+        );
 
         // Used every half hour: it lasts its lifetime, then ends.
         let busy = sessions.start(&HeaderMap::new());

@@ -33,7 +33,10 @@ struct Budget {
 impl Throttle {
     /// How long `client` must wait before it may try a token again (`None`: it may now).
     pub fn wait(&self, client: IpAddr) -> Option<Duration> {
-        let map = self.by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let b = refilled(*map.get(&key(client))?, Instant::now());
         (b.left < 1.0).then(|| REFILL.mul_f64(1.0 - b.left))
     }
@@ -42,7 +45,10 @@ impl Throttle {
     /// caller says so, once).
     pub fn failed(&self, client: IpAddr) -> bool {
         let now = Instant::now();
-        let mut map = self.by_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .by_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MOST {
             map.retain(|_, b| refilled(*b, now).left < f64::from(BURST));
             if map.len() >= MOST

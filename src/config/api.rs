@@ -49,7 +49,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-
 /// The socket's name in its folder.
 const SOCKET_NAME: &str = "hourglass.sock";
 /// Where the packaged unit's runtime folder is (`RuntimeDirectory=hourglass`).
@@ -173,7 +172,8 @@ pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// Whether `token` (as read, surrounding blanks aside) is long enough to be a secret.
 fn token_strength(token: &str) -> Result<(), String> {
-    let how = "make one with `openssl rand -hex 32 > /etc/hourglass/api-token` (and `chmod 600` it)";
+    let how =
+        "make one with `openssl rand -hex 32 > /etc/hourglass/api-token` (and `chmod 600` it)";
     let token = token.trim();
     if token.is_empty() {
         return Err(format!("the token is empty; {how}"));
@@ -196,7 +196,8 @@ fn token_strength(token: &str) -> Result<(), String> {
 fn socket_mode(value: Option<&str>, at: &mut Located<'_>) -> u32 {
     const DEFAULT: u32 = 0o660;
     let Some(v) = value else { return DEFAULT };
-    let expected = "expected an octal mode such as \"0660\" (owner and group) or \"0600\" (owner only)";
+    let expected =
+        "expected an octal mode such as \"0660\" (owner and group) or \"0600\" (owner only)";
     match u32::from_str_radix(v.trim_start_matches("0o"), 8) {
         Ok(mode) if mode & 0o600 == 0o600 && mode & 0o007 == 0 && mode <= 0o770 => mode,
         Ok(mode) if mode & 0o007 != 0 => {
@@ -207,7 +208,10 @@ fn socket_mode(value: Option<&str>, at: &mut Located<'_>) -> u32 {
             DEFAULT
         }
         _ => {
-            at.push(Some("api.socket_mode"), format!("{v:?} is not a socket mode; {expected}"));
+            at.push(
+                Some("api.socket_mode"),
+                format!("{v:?} is not a socket mode; {expected}"),
+            );
             DEFAULT
         }
     }

@@ -98,9 +98,8 @@ fn fit_to_descriptors(mut limits: ConnectionLimits) -> ConnectionLimits {
             return limits;
         }
     };
-    let room = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS))
-        .unwrap_or(usize::MAX)
-        .max(8);
+    let budget = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+    let room = budget.saturating_sub(crate::api::api_descriptors(0)).max(8);
     if room < limits.in_all {
         tracing::warn!(
             open_files_limit = soft,

@@ -12,7 +12,9 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Problem, Section, Visitor};
-use crate::api::{ApiState, Peer, SESSION_COOKIE, same_origin, token_digest, too_many, wrong_token};
+use crate::api::{
+    ApiState, Peer, SESSION_COOKIE, same_origin, token_digest, too_many, wrong_token,
+};
 
 /// Where to go after signing in.
 #[derive(Debug, Default, Deserialize)]
@@ -99,7 +101,11 @@ pub(super) async fn login(
         ));
     }
     let id = state.0.sessions.start(&headers);
-    let secure = if state.0.cookie_secure { "; Secure" } else { "" };
+    let secure = if state.0.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         crate::api::SESSION_LIFETIME.as_secs()
@@ -124,9 +130,12 @@ pub(super) async fn logout(
     same_site(&headers)?;
     check_csrf(&state, &headers, &form.csrf)?;
     state.0.sessions.end(&headers);
-    let secure = if state.0.cookie_secure { "; Secure" } else { "" };
-    let cookie =
-        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+    let secure = if state.0.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
     Ok(go("/login", Some(cookie)))
 }
 

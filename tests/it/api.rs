@@ -301,7 +301,12 @@ fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
     let (code, body) = api.call("GET", "/v1/jobs", token, None);
     assert_eq!(code, 200, "{body}");
     // The scheme's case does not matter (RFC 9110).
-    let (code, body) = api.call_with("GET", "/v1/jobs", &[("authorization", "bearer s3cret-token-of-20b")], None);
+    let (code, body) = api.call_with(
+        "GET",
+        "/v1/jobs",
+        &[("authorization", "bearer s3cret-token-of-20b")],
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     // A change must be JSON: a bodyless or text/plain POST (what a page of another site can
     // send without asking) is refused even with the token.
@@ -312,7 +317,12 @@ fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
     assert!(d.runs_of("slow").is_empty());
     let (code, body) = api.call("GET", "/v1/events", token, None);
     assert_eq!((code, body.as_str()), (200, "[]"));
-    let (code, body) = api.call("POST", "/v1/jobs/slow/trigger", token, Some(serde_json::json!({})));
+    let (code, body) = api.call(
+        "POST",
+        "/v1/jobs/slow/trigger",
+        token,
+        Some(serde_json::json!({})),
+    );
     assert_eq!(code, 200, "{body}");
     let (_, events) = api.call("GET", "/v1/events", token, None);
     assert!(events.contains("\"actor\":\"token\""), "{events}");
@@ -524,4 +534,52 @@ fn actions_are_in_the_events_log(api: &Api, me: &str) {
             ("trigger", "slow", me)
         ]
     );
+}
+
+#[test]
+fn blank_whitespace_and_short_tokens_are_refused_by_check_and_at_start() {
+    let port = free_port();
+    let cases: [(&str, &str, &str); 5] = [
+        ("file", "", "the token is empty"),
+        ("file", "  \t \n", "the token is empty"),
+        (
+            "file",
+            "a\n",
+            "the token is 1 bytes long; a token is at least 16 bytes",
+        ),
+        ("env", "", "the token is empty"),
+        ("file", "two words here and more", "the token has blanks"),
+    ];
+    for (source, value, expect) in cases {
+        let reference = match source {
+            "file" => "{ file = \"api-token\" }",
+            _ => "{ env = \"HG_API_TOKEN\" }",
+        };
+        let mut d = Daemon::prepare(
+            &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {reference}\n"),
+            JOBS,
+        );
+        std::fs::write(d.path("api-token"), value).unwrap();
+        d.extra_env.push(("HG_API_TOKEN".into(), value.into()));
+        let check = Command::new(BIN)
+            .arg("--config")
+            .arg(d.config())
+            .arg("check")
+            .current_dir(d.dir.path())
+            .env("HG_API_TOKEN", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success(), "{value:?} accepted");
+        assert!(
+            err.contains("api.token: ") && err.contains(expect),
+            "{value:?}: {err}"
+        );
+        assert!(err.contains("openssl rand -hex 32"), "{err}");
+        // The daemon refuses to start on it, saying the same.
+        d.spawn();
+        let status = d.wait_exit(20 * SEC);
+        assert!(!status.success());
+        assert!(d.log().contains(expect), "{}", d.log());
+    }
 }

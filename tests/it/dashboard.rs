@@ -256,7 +256,13 @@ fn pages_show_what_the_database_holds_without_console_errors() {
     assert!(b.eval::<bool>("document.querySelector('.actions') === null"));
     let (cookie, csrf) = http_sign_in(port, TOKEN);
     let form = format!("csrf={csrf}");
-    let (status, _) = post_form(port, "/jobs/backup/trigger", Some(&cookie), Some(&base), &form);
+    let (status, _) = post_form(
+        port,
+        "/jobs/backup/trigger",
+        Some(&cookie),
+        Some(&base),
+        &form,
+    );
     assert_eq!(status, 403);
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
 
@@ -523,7 +529,10 @@ pub const TOKEN: &str = "s3cret-dashboard-token";
 fn actions_are_refused_without_the_token_or_from_another_site() {
     let (d, port) = seeded_daemon("dashboard_actions = true\n");
     let (cookie, csrf) = http_sign_in(port, TOKEN);
-    assert!(cookie.starts_with("hourglass_session=") && csrf.len() == 64, "{cookie} {csrf}");
+    assert!(
+        cookie.starts_with("hourglass_session=") && csrf.len() == 64,
+        "{cookie} {csrf}"
+    );
     let origin = format!("http://127.0.0.1:{port}");
     let form = format!("csrf={csrf}");
     let runs = || sql_i64(&d, "SELECT count(*) FROM runs WHERE job = 'report'");
@@ -584,16 +593,26 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
     // Sign-out ends the session on the daemon: the old cookie no longer reads or acts.
     let api_get = |cookie: &str| {
-        let (status, _) = Api::tcp(port, TOKEN).call_with("GET", "/v1/runs", &[("cookie", cookie)], None);
+        let (status, _) =
+            Api::tcp(port, TOKEN).call_with("GET", "/v1/runs", &[("cookie", cookie)], None);
         status
     };
     assert_eq!(api_get(&cookie), 200);
     let out = post_form(port, "/logout", Some(&cookie), Some(&origin), &form);
     assert_eq!(out, (303, "/login".to_string()));
     assert_eq!(api_get(&cookie), 401);
-    assert!(get_page(port, "/jobs/report", Some(&cookie)).is_empty(), "sent to the login");
+    assert!(
+        get_page(port, "/jobs/report", Some(&cookie)).is_empty(),
+        "sent to the login"
+    );
     assert_eq!(
-        post_form(port, "/jobs/report/pause", Some(&cookie), Some(&origin), &form),
+        post_form(
+            port,
+            "/jobs/report/pause",
+            Some(&cookie),
+            Some(&origin),
+            &form
+        ),
         (303, "/login?next=/jobs/report/pause".to_string())
     );
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");

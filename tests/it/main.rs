@@ -21,6 +21,7 @@ mod dashboard;
 mod edges;
 mod email;
 mod faults;
+mod hostile;
 mod processes;
 mod properties;
 mod stale;
