@@ -31,6 +31,12 @@ pub struct Chromium {
 
 impl Chromium {
     pub fn launch() -> Self {
+        Self::launch_with(&[])
+    }
+
+    /// Launches with more command-line switches and their values (`("host-resolver-rules",
+    /// "MAP evil.example 127.0.0.1")`).
+    pub fn launch_with(switches: &[(&str, &str)]) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -45,6 +51,7 @@ impl Chromium {
                 .user_data_dir(profile.path())
                 .arg("--disable-gpu")
                 .arg("--disable-dev-shm-usage")
+                .args(switches.iter().copied())
                 .window_size(1280, 900)
                 .viewport(None)
                 .build()

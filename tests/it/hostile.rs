@@ -280,3 +280,107 @@ fn tail(d: &Daemon) -> String {
     let log = d.log();
     log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
 }
+
+/// Python's `http.server` serving `dir` on a free loopback port: a site of its own.
+struct StaticSite {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StaticSite {
+    fn serve(dir: &std::path::Path) -> Self {
+        let port = crate::servers::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::harness::wait_for(10 * SEC, "the static site", || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Self { child, port }
+    }
+}
+
+impl Drop for StaticSite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A page of another site, in a browser signed in to the dashboard (with its actions on),
+/// makes every request a page can make without asking first (no-cors fetches with cookies,
+/// form posts of each encoding): nothing is paused, triggered or resumed, the session is not
+/// ended, and the page reads nothing. A page whose DNS name was rebound to this machine is
+/// refused for its `Host`, and so is any client naming another host, token or not.
+#[test]
+fn a_page_of_another_site_cannot_act_or_read_and_a_rebound_name_is_refused() {
+    use crate::dashboard::TOKEN as DASHBOARD_TOKEN;
+    let port = crate::servers::free_port();
+    let mut d = Daemon::prepare(
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\ndashboard_actions = true\n"
+        ),
+        "[jobs.target]\nevery = \"1h\"\ncommand = \"true\"\n[jobs.other]\nevery = \"1h\"\ncommand = \"true\"\n",
+    );
+    d.extra_env
+        .push(("HG_API_TOKEN".into(), DASHBOARD_TOKEN.into()));
+    d.spawn_ready();
+    let site = StaticSite::serve(&crate::servers::support("evil"));
+    let b = crate::browser::Chromium::launch_with(&[(
+        "host-resolver-rules",
+        "MAP evil.example 127.0.0.1",
+    )]);
+    let base = format!("http://127.0.0.1:{port}");
+    crate::dashboard::browser_sign_in(&b, &base);
+
+    b.open(&format!("http://127.0.0.1:{}/#{base}", site.port), 1280);
+    b.wait_until("document.title === 'done'", 30 * SEC);
+    let read: String = b.eval("window.result.read_jobs");
+    assert_eq!(read, "blocked", "the page read the jobs");
+    let api = crate::api::Api::tcp(port, DASHBOARD_TOKEN);
+    assert_eq!(api.get("/v1/events"), serde_json::json!([]));
+    let jobs = api.get("/v1/jobs");
+    for job in jobs.as_array().unwrap() {
+        assert!(job["pause"].is_null(), "{job}");
+    }
+    assert!(d.runs().is_empty(), "{:?}", d.runs());
+    // The session the page tried to end still works.
+    b.open(&format!("{base}/jobs/target"), 1280);
+    assert_eq!(b.url(), format!("{base}/jobs/target"));
+    assert!(b.eval::<bool>("!!document.querySelector('.actions')"));
+
+    // DNS rebinding: evil.example now resolves to this machine.
+    for path in ["/v1/jobs", "/", "/login"] {
+        b.open(&format!("http://evil.example:{port}{path}"), 1280);
+        let text: String = b.eval("document.body.innerText");
+        assert!(
+            text.contains("does not answer to the host"),
+            "{path}: {text}"
+        );
+    }
+    let bearer = format!("Bearer {DASHBOARD_TOKEN}");
+    let named = |host: &str| {
+        api.call_with(
+            "GET",
+            "/v1/jobs",
+            &[("host", host), ("authorization", &bearer)],
+            None,
+        )
+        .0
+    };
+    assert_eq!(named("evil.example"), 421);
+    assert_eq!(named(&format!("evil.example:{port}")), 421);
+    assert_eq!(named(&format!("localhost:{port}")), 200);
+    assert_eq!(named(&format!("127.0.0.1:{port}")), 200);
+}

@@ -18,7 +18,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn support(script: &str) -> PathBuf {
+pub fn support(script: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/support")
         .join(script)
