@@ -25,6 +25,8 @@ pub struct NodeInfo {
     pub max_skew: Duration,
     /// The machine it runs on ([`machine`]).
     pub machine: String,
+    /// This daemon's process on it ([`this_process`]).
+    pub process: String,
 }
 
 impl NodeInfo {
@@ -38,8 +40,38 @@ impl NodeInfo {
             local_now: Utc::now(),
             first,
             machine: &self.machine,
+            process: &self.process,
+            replaces: "",
         }
     }
+}
+
+/// This process, as a node's row names its holder: `pid/start time` (the start time, in
+/// clock ticks since boot, tells a live process from a later one given the same pid).
+pub fn this_process() -> String {
+    process_id(std::process::id()).unwrap_or_default()
+}
+
+fn process_id(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command (which may hold spaces) in parentheses; the start time is
+    // the 22nd field of the line, the 20th after the command.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let state = fields.first()?;
+    if *state == "Z" || *state == "X" {
+        return None;
+    }
+    Some(format!("{pid}/{}", fields.get(19)?))
+}
+
+/// Whether the process a node's row names (`pid/start time`) still runs on this machine.
+fn process_alive(holder: &str) -> bool {
+    holder
+        .split_once('/')
+        .and_then(|(pid, _)| pid.parse().ok())
+        .and_then(process_id)
+        .is_some_and(|now| now == holder)
 }
 
 /// This machine, for the nodes table: its host name and `/etc/machine-id`.
@@ -48,19 +80,38 @@ pub fn machine() -> String {
     format!("{}/{}", crate::job::template::host_name(), id.trim())
 }
 
-/// The node's first heartbeat, before it fires anything.
+/// The node's first heartbeat: it takes its name before it touches anything the name owns
+/// (the runs a dead life of it left, their processes, its turns).
 ///
 /// # Errors
-/// When the database does not answer, or another machine runs a live node of this name.
+/// When the database does not answer, or a live node holds the name: on another machine
+/// (its lease holds), or in another process of this machine that still runs.
 pub async fn join(
     store: &Store,
     node: &NodeInfo,
     jobs: &LoadedJobs,
 ) -> Result<(), crate::store::StoreError> {
-    store
-        .heartbeat(&node.beat(&jobs.digest, true))
-        .await
-        .map(|_| ())
+    let taken = |where_: String| crate::store::StoreError::NodeNameTaken {
+        name: node.name.clone(),
+        where_,
+    };
+    let replaces = match store.node_holder(&node.name).await? {
+        Some(h) if h.alive && h.process != node.process => {
+            if h.machine != node.machine {
+                let host = h.machine.split('/').next().unwrap_or_default();
+                return Err(taken(format!("another machine ({host})")));
+            }
+            if process_alive(&h.process) {
+                let pid = h.process.split('/').next().unwrap_or_default();
+                return Err(taken(format!("another daemon on this machine (pid {pid})")));
+            }
+            h.process
+        }
+        _ => String::new(),
+    };
+    let mut beat = node.beat(&jobs.digest, true);
+    beat.replaces = &replaces;
+    store.heartbeat(&beat).await.map(|_| ())
 }
 
 /// What the node has loaded: its job names (for trigger requests) and their digest.

@@ -29,6 +29,55 @@ pub fn hidden_env() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every secret value read so far, and its base64 forms, longest first: the log writer
+/// blanks them out of every line, whatever wrote it (see `logging`).
+static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Values shorter than this are not blanked out of log lines (they would blank ordinary
+/// words); no secret the config accepts is that short where it matters (tokens are 16 bytes
+/// at least).
+const SHORTEST_REDACTED: usize = 6;
+
+/// Remembers `value` (and its base64 forms) as a secret to blank out of log lines.
+fn remember(value: &str) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let value = value.trim();
+    if value.len() < SHORTEST_REDACTED {
+        return;
+    }
+    let forms = [
+        value.to_string(),
+        STANDARD.encode(value),
+        STANDARD_NO_PAD.encode(value),
+        URL_SAFE.encode(value),
+        URL_SAFE_NO_PAD.encode(value),
+    ];
+    let Ok(mut known) = KNOWN.write() else { return };
+    for form in forms {
+        if !known.contains(&form) {
+            known.push(form);
+        }
+    }
+    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+}
+
+/// `text` with every secret read so far (and its base64 forms) replaced by `[REDACTED]`;
+/// `None` when it holds none.
+pub fn redact(text: &str) -> Option<String> {
+    let known = KNOWN.read().ok()?;
+    if !known.iter().any(|k| text.contains(k.as_str())) {
+        return None;
+    }
+    let mut out = text.to_string();
+    for k in known.iter() {
+        if out.contains(k.as_str()) {
+            out = out.replace(k.as_str(), "[REDACTED]");
+        }
+    }
+    Some(out)
+}
+
 /// A secret value. It is made from its reference (`{ env }` or `{ file }`) while the config
 /// is validated, and holds nothing until [`Secret::read`] fills it: the daemon and `check`
 /// read every reference, the CLI's other commands only the ones they use. Clones share the
@@ -57,6 +106,7 @@ impl Secret {
             source: None,
             value: OnceLock::new(),
         };
+        remember(&value);
         let _ = cell.value.set(SecretString::from(value));
         Self(Arc::new(cell))
     }
@@ -88,6 +138,7 @@ impl Secret {
                 .trim_end_matches(['\n', '\r'])
                 .to_string(),
         };
+        remember(&value);
         Ok(self
             .0
             .value

@@ -121,7 +121,7 @@ impl Running {
         // set (the unit's `UMask=0077`). The daemon's own files are created 0600 explicitly.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(JOB_UMASK));
         crate::http_client::install_crypto_provider();
-        let (store, instance, ids, last_fired) = open_history(&settings, shutdown).await?;
+        let (store, instance, ids, last_fired) = open_history(&settings, &jobs, shutdown).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (recorder, writer) = Recorder::start(&store);
         let recorder = recorder.with_metrics(Arc::clone(&metrics));
@@ -138,12 +138,6 @@ impl Running {
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
         let (loaded, loaded_rx) =
             watch::channel(Arc::new(LoadedJobs::of(&jobs, store.is_shared())));
-        if store.is_shared() {
-            let first = Arc::clone(&loaded.borrow());
-            crate::node::join(&store, &node_info(&settings), &first)
-                .await
-                .context("cannot join the nodes sharing the database")?;
-        }
         scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
         crate::memory::release_freed();
@@ -429,9 +423,11 @@ impl Running {
 
 /// The history opened for this daemon: the store, the instance lock, run ids above any a
 /// dead daemon handed out (its spill file replayed, its runs' leftovers stopped), and each
-/// job's last firing.
+/// job's last firing. On a shared database the node takes its name (with `jobs`' digest)
+/// before anything its name owns is touched.
 async fn open_history(
     settings: &Settings,
+    jobs: &[JobSpec],
     shutdown: &Shutdown,
 ) -> anyhow::Result<(
     Store,
@@ -441,6 +437,11 @@ async fn open_history(
 )> {
     let store = Store::connect(&settings.database).await?;
     let instance = crate::instance::acquire(settings.database.local_path())?;
+    if store.is_shared() {
+        crate::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
+            .await
+            .context("cannot join the nodes sharing the database")?;
+    }
     let replayed = crate::recorder::replay_spill(&store)
         .await
         .context("cannot replay the spill file into the history database")?;
@@ -493,6 +494,7 @@ fn node_info(settings: &Settings) -> NodeInfo {
         lease: settings.lease,
         max_skew: settings.max_clock_skew,
         machine: crate::node::machine(),
+        process: crate::node::this_process(),
     }
 }
 

@@ -53,11 +53,17 @@ pub enum StoreError {
     /// The node's heartbeat found the shared database out of reach.
     #[error("history database: out of reach (the node's heartbeat fails)")]
     Unreachable,
-    /// Another machine runs a live node of this name (shared database).
+    /// A live node of this name runs elsewhere (shared database): on another machine, or
+    /// in another process of this one.
     #[error(
-        "another machine runs a node named {0:?} whose lease holds: give this daemon another daemon.node"
+        "{where_} runs a node named {name:?} whose lease holds: give this daemon another daemon.node (nothing of that node was touched)"
     )]
-    NodeNameTaken(String),
+    NodeNameTaken {
+        /// The name.
+        name: String,
+        /// Where its holder runs, in words ("another machine", "this machine (pid 123)").
+        where_: String,
+    },
     /// The database's password could not be read.
     #[error("database.password: {0}")]
     Password(String),
@@ -401,6 +407,14 @@ impl Store {
         match &self.0 {
             Backend::Sqlite(_) => Ok(0),
             Backend::Postgres(p) => p.heartbeat(beat).await,
+        }
+    }
+
+    /// Who holds node `name` now (shared database): `None` when no row names it.
+    pub async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(p) => p.node_holder(name).await,
         }
     }
 

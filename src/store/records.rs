@@ -368,6 +368,22 @@ pub struct NodeBeat<'a> {
     pub first: bool,
     /// The machine it runs on (host name and machine id).
     pub machine: &'a str,
+    /// The daemon's process on it (`pid/start time`).
+    pub process: &'a str,
+    /// On its first beat: the process of this machine that held the name and is gone (its
+    /// place may be taken), or `""`.
+    pub replaces: &'a str,
+}
+
+/// The holder of a node name, as its row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHolder {
+    /// Its machine.
+    pub machine: String,
+    /// Its process there (`pid/start time`; `""` when written by an older version).
+    pub process: String,
+    /// Whether its lease holds by the database's clock.
+    pub alive: bool,
 }
 
 /// One node sharing the database, as `hourglass nodes` shows it.

@@ -705,30 +705,107 @@ fn run_on_places_a_job_on_the_nodes_with_its_tags() {
     assert_eq!(duplicates(&runs), []);
 }
 
-/// A node name another machine's live node has is refused at start, naming the setting.
-#[test]
-fn a_live_node_name_of_another_machine_is_refused() {
-    let url = fresh_database("name_taken");
-    let jobs = "[jobs.a]\nevery = \"1h\"\ncommand = \"true\"\n";
-    let mut first = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
-    first.spawn_ready();
-    stop_all(std::slice::from_mut(&mut first));
-    // Another machine took the name and holds its lease.
+/// `query`'s rows on the database at `url`, as `psql -At` prints them.
+fn psql(url: &str, query: &str) -> String {
     let out = std::process::Command::new("psql")
-        .arg(&url)
-        .args(["-q", "-c"])
-        .arg("UPDATE nodes SET machine = 'elsewhere', lease_until = now() + interval '1 hour'")
+        .arg(url)
+        .args(["-At", "-c", query])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let mut second = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
-    second.spawn();
-    let status = second.wait_exit(Duration::from_secs(30));
-    assert!(!status.success());
-    let log = second.log();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What the nodes own, as the database has it: running runs, turns, the nodes' rows.
+fn owned(url: &str) -> [String; 3] {
+    [
+        psql(
+            url,
+            "SELECT id, job, status, node, pid FROM runs WHERE status = 'running' ORDER BY id",
+        ),
+        psql(
+            url,
+            "SELECT job, node, scheduled_for FROM active_runs ORDER BY job",
+        ),
+        psql(
+            url,
+            "SELECT name, machine, process, started_at, lease_until > now() FROM nodes ORDER BY name",
+        ),
+    ]
+}
+
+/// A second daemon taking a live node's name, from another folder of the same machine and
+/// from another machine (its own host name and process namespace), is refused at start, and
+/// nothing of the live node is touched: its running run, its turn, its row, its job's
+/// process. A node name another machine holds is refused naming the setting.
+#[test]
+fn a_live_nodes_name_is_refused_from_this_machine_and_another_and_nothing_of_it_is_touched() {
+    let url = fresh_database("name_taken");
+    let jobs = "[jobs.hold]\nevery = \"1h\"\noverlap = \"queue\"\ncommand = \"sleep 600\"\n";
+    let mut live = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
+    live.spawn_ready();
+    let out = live.cli(&["trigger", "hold"]);
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = wait_for(Duration::from_secs(20), "the run's process", || {
+        psql(
+            &url,
+            "SELECT pid FROM runs WHERE status = 'running' AND pid IS NOT NULL",
+        )
+        .parse()
+        .ok()
+    });
+    let before = owned(&url);
+    assert!(before[1].starts_with("hold|web-1|"), "{before:?}");
+    let beat = || psql(&url, "SELECT heartbeat_at FROM nodes WHERE name = 'web-1'");
+    let first_beat = beat();
+
+    let mut twin = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
+    twin.spawn();
+    assert!(!twin.wait_exit(Duration::from_secs(30)).success());
+    let expected = format!(
+        "another daemon on this machine (pid {}) runs a node named \"web-1\" whose lease holds: give this daemon another daemon.node",
+        live.pid()
+    );
+    assert!(twin.log().contains(&expected), "{}", twin.log());
+    assert_eq!(owned(&url), before);
+    assert!(crate::harness::alive(pid));
+
+    let mut other = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
+    other.wrap = [
+        "unshare",
+        "--uts",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        "hostname other-machine && exec \"$0\" \"$@\"",
+    ]
+    .map(String::from)
+    .to_vec();
+    other.spawn();
+    assert!(!other.wait_exit(Duration::from_secs(30)).success());
+    let host = hourglass::config::host_name();
     assert!(
-        log.contains("another machine runs a node named \"web-1\"") && log.contains("daemon.node"),
-        "{log}"
+        other.log().contains(&format!(
+            "another machine ({host}) runs a node named \"web-1\""
+        )),
+        "{}",
+        other.log()
+    );
+    assert_eq!(owned(&url), before);
+    assert!(crate::harness::alive(pid));
+
+    // The live node goes on: it still beats, and its run ends as its own.
+    wait_for(Duration::from_secs(20), "a beat after the refusals", || {
+        (beat() != first_beat).then_some(())
+    });
+    stop_all(std::slice::from_mut(&mut live));
+    let runs = all_runs(&url);
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(
+        (runs[0].node.as_str(), runs[0].status.as_str()),
+        ("web-1", "interrupted")
     );
 }
 

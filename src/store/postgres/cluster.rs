@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PgStore;
-use crate::store::{Claim, LostRun, NodeBeat, NodeRow, StoreError};
+use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError};
 
 impl PgStore {
     /// Claims the firing of `job` for `scheduled_for` for `node`, by the database's clock: a
@@ -275,15 +275,16 @@ impl PgStore {
         let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
         let skew: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
-             lease_until, skew_ms, machine) \
+             lease_until, skew_ms, machine, process) \
              VALUES ($1, $2, $3, now(), now(), now() + $4 * interval '1 millisecond', \
-             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint, $7) \
+             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint, $7, $8) \
              ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
              config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, \
              lease_until = excluded.lease_until, skew_ms = excluded.skew_ms, \
-             machine = excluded.machine, \
+             machine = excluded.machine, process = excluded.process, \
              started_at = CASE WHEN $6 THEN excluded.started_at ELSE nodes.started_at END \
-             WHERE nodes.machine = excluded.machine OR nodes.lease_until < now() \
+             WHERE nodes.lease_until < now() OR (nodes.machine = excluded.machine \
+             AND nodes.process IN (excluded.process, $9)) \
              RETURNING skew_ms",
         )
         .bind(beat.node)
@@ -293,9 +294,31 @@ impl PgStore {
         .bind(beat.local_now)
         .bind(beat.first)
         .bind(beat.machine)
+        .bind(beat.process)
+        .bind(beat.replaces)
         .fetch_optional(&self.members)
         .await?;
-        skew.ok_or_else(|| StoreError::NodeNameTaken(beat.node.to_string()))
+        skew.ok_or_else(|| StoreError::NodeNameTaken {
+            name: beat.node.to_string(),
+            where_: "another daemon".to_string(),
+        })
+    }
+
+    /// Who holds node `name` now.
+    pub(in crate::store) async fn node_holder(
+        &self,
+        name: &str,
+    ) -> Result<Option<NodeHolder>, StoreError> {
+        let row =
+            sqlx::query("SELECT machine, process, lease_until > now() FROM nodes WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.members)
+                .await?;
+        Ok(row.map(|r| NodeHolder {
+            machine: r.get(0),
+            process: r.get(1),
+            alive: r.get(2),
+        }))
     }
 
     /// Every node, with whether its lease still holds by the database's clock.
