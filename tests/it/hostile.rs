@@ -384,3 +384,102 @@ fn a_page_of_another_site_cannot_act_or_read_and_a_rebound_name_is_refused() {
     assert_eq!(named(&format!("localhost:{port}")), 200);
     assert_eq!(named(&format!("127.0.0.1:{port}")), 200);
 }
+
+/// Every secret of the trace-log test, and where it comes from.
+const SECRETS: [(&str, &str); 6] = [
+    ("api token (file)", "api-token-0123456789abcdef-trace"),
+    ("SMTP password (env)", "smtp-Pa55word-for-the-trace-log"),
+    (
+        "HTTP job header (file)",
+        "Bearer http-job-secret-9876543210",
+    ),
+    ("webhook header (env)", "Bearer webhook-secret-5678901234"),
+    ("S3 key id (env)", "hourglassTestKeyId"),
+    (
+        "S3 secret key (file)",
+        "hourglass-test-secret-access-key-0123",
+    ),
+];
+
+/// A daemon at `RUST_LOG=trace` runs one job of every kind with every secret set (from files
+/// and from the environment): an email through SMTP with AUTH, an HTTP job with a secret
+/// header, an upload to S3, a failing command that notifies a webhook with a secret header,
+/// and API requests with the token. Its log holds none of the secrets, nor their base64;
+/// written into the folder the daemon watches, it does not feed itself.
+#[test]
+fn a_trace_log_of_every_job_kind_holds_no_secret() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = crate::servers::Smtp::start(tmp.path(), SECRETS[1].1);
+    let http = crate::servers::Http::start(tmp.path());
+    let port = crate::servers::free_port();
+    let src = tmp.path().join("upload");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "a").unwrap();
+    let endpoint = std::env::var("HOURGLASS_TEST_S3_ENDPOINT").expect("run under scripts/test.sh");
+    let main = format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"api-token\" }}\n{}\n\
+         [notify]\non = [\"failure\"]\n[notify.webhook]\nurl = \"{}\"\n\
+         secret_headers = {{ Authorization = {{ env = \"HOOK_TOKEN\" }} }}\n",
+        smtp.config("main", "SMTP_PASSWORD", ""),
+        http.url("/hook")
+    );
+    let at = crate::harness::at_in(3);
+    let jobs = format!(
+        "[jobs.mail]\nat = \"{at}\"\n[jobs.mail.email]\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n\
+         [jobs.call]\nat = \"{at}\"\n[jobs.call.http]\nurl = \"{}\"\nsecret_headers = {{ Authorization = {{ file = \"http-token\" }} }}\n\
+         [jobs.up]\nat = \"{at}\"\n[jobs.up.upload]\nsource = \"{}/*.txt\"\ndestination = \"s3://hourglass-test/trace-{}/\"\n\
+         endpoint = \"{endpoint}\"\naccess_key_id = {{ env = \"S3_KEY\" }}\nsecret_access_key = {{ file = \"s3-secret\" }}\n\
+         [jobs.fails]\nat = \"{at}\"\ncommand = \"false\"\n",
+        http.url("/status/200"),
+        src.display(),
+        std::process::id(),
+    );
+    let mut d = Daemon::prepare(&main, &jobs);
+    for (file, secret) in [("api-token", 0), ("http-token", 2), ("s3-secret", 5)] {
+        std::fs::write(d.path(file), format!("{}\n", SECRETS[secret].1)).unwrap();
+    }
+    for (var, secret) in [("SMTP_PASSWORD", 1), ("HOOK_TOKEN", 3), ("S3_KEY", 4)] {
+        d.extra_env.push((var.into(), SECRETS[secret].1.into()));
+    }
+    d.extra_env.push(("RUST_LOG".into(), "trace".into()));
+    d.spawn_ready();
+    for job in ["mail", "call", "up", "fails"] {
+        let runs = d.wait_runs(job, 60 * SEC, "its run", |r| {
+            r.len() == 1 && crate::harness::finished(&r[0])
+        });
+        let want = if job == "fails" {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(runs[0].status, want, "{job}: {runs:#?}");
+    }
+    smtp.wait_messages(1, 20 * SEC);
+    crate::harness::wait_for(20 * SEC, "the webhook", || {
+        (!http.posts().is_empty()).then_some(())
+    });
+    let api = crate::api::Api::tcp(port, SECRETS[0].1);
+    api.get("/v1/jobs");
+    let (code, _) = api.call("GET", "/v1/jobs", Some("wrong-token-guess-0000"), None);
+    assert_eq!(code, 401);
+
+    let log = d.log();
+    assert!(log.contains(" DEBUG "), "not a trace log:\n{log}");
+    // The log is written in the config folder the daemon watches: it does not feed itself.
+    assert!(log.len() < 1 << 20, "{} bytes of log", log.len());
+    assert!(
+        !log.contains("daemon.log"),
+        "file events of the log itself were logged"
+    );
+    for (what, secret) in SECRETS {
+        let forms = [
+            secret.to_string(),
+            base64::engine::general_purpose::STANDARD.encode(secret),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret),
+        ];
+        for form in forms {
+            assert!(!log.contains(&form), "{what} in the log as {form:?}");
+        }
+    }
+}
