@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -37,7 +36,6 @@ impl NodeInfo {
             version: env!("CARGO_PKG_VERSION"),
             config_digest: digest,
             lease: self.lease,
-            local_now: Utc::now(),
             first,
             machine: &self.machine,
             process: &self.process,

@@ -211,6 +211,9 @@ pub(super) async fn pause(
     ))
 }
 
+/// The furthest a pause's end may be (100 years).
+const MAX_PAUSE_DAYS: i64 = 36_525;
+
 /// Pauses `name` (until `until`, RFC 3339 or a duration from now, when given), as `actor`
 /// asked.
 pub(crate) async fn pause_job(
@@ -227,9 +230,14 @@ pub(crate) async fn pause_job(
         None => None,
         Some(u) => {
             let t = parse_time(u, true).map_err(Failure::bad_request)?;
-            if t <= now {
+            if t <= now + chrono::TimeDelta::seconds(1) {
                 return Err(Failure::bad_request(format!(
-                    "until {u:?} has passed; expected a time ahead"
+                    "until {u:?} is not ahead; expected a time or a duration ahead (\"2h\"), or no until for a pause until resumed"
+                )));
+            }
+            if t > now + chrono::TimeDelta::days(MAX_PAUSE_DAYS) {
+                return Err(Failure::bad_request(format!(
+                    "until {u:?} is more than 100 years ahead; for a pause until resumed, give no until"
                 )));
             }
             Some(t)

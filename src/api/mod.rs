@@ -230,11 +230,36 @@ fn router(state: ApiState, pages: Router<ApiState>) -> Router {
         .route("/v1/runs/{id}", get(runs::one))
         .route("/v1/runs/{id}/output", get(runs::output))
         .fallback(|| async { Failure::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
         ))
         .with_state(state)
+}
+
+/// The API's errors are JSON (`{"error": ...}`), those of axum's extractors (a bad query, path
+/// or body, answered as plain text) included.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/v1/");
+    let response = next.run(request).await;
+    let plain = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !api
+        || !plain
+        || !(response.status().is_client_error() || response.status().is_server_error())
+    {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Failure::new(status, text).into_response()
 }
 
 /// An error answer: its status and `{"error": "..."}`.
@@ -283,8 +308,16 @@ impl IntoResponse for Failure {
 /// A time given as RFC 3339, or as a duration from now (`"2h"`: in two hours when `ahead`,
 /// two hours ago otherwise).
 pub fn parse_time(s: &str, ahead: bool) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    match DateTime::parse_from_rfc3339(s) {
+        Ok(t) => return Ok(t.with_timezone(&Utc)),
+        // A date (it starts like `2026-`): say what is wrong with it as a time, not as a
+        // duration.
+        Err(e) if looks_like_a_date(s) => {
+            return Err(format!(
+                "{s:?} is not a time in RFC 3339 ({e}); expected e.g. \"2026-11-27T18:00:00Z\", or a duration such as \"2h\""
+            ));
+        }
+        Err(_) => {}
     }
     let span = crate::config::parse_duration(s)
         .map_err(|e| format!("{e}; or a time in RFC 3339 (\"2026-11-27T18:00:00Z\")"))?;
@@ -297,4 +330,29 @@ pub fn parse_time(s: &str, ahead: bool) -> Result<DateTime<Utc>, String> {
         now.checked_sub_signed(span)
     };
     t.ok_or_else(|| format!("{s:?} is longer than the longest duration allowed here"))
+}
+
+/// Whether `s` starts as a date does (four digits and a dash).
+fn looks_like_a_date(s: &str) -> bool {
+    let b = s.trim().as_bytes();
+    b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_date_is_told_as_a_date_and_durations_still_parse() {
+        let e = parse_time("2026-13-01T00:00:00Z", true).unwrap_err();
+        assert!(e.contains("is not a time in RFC 3339"), "{e}");
+        assert!(
+            !e.contains("duration") || e.contains("or a duration such as"),
+            "{e}"
+        );
+        let e = parse_time("2026-12-01", true).unwrap_err();
+        assert!(e.contains("RFC 3339"), "{e}");
+        assert!(parse_time("2h", true).unwrap() > Utc::now());
+        assert!(parse_time("2026-12-01T00:00:00Z", true).is_ok());
+    }
 }

@@ -217,9 +217,19 @@ fn socket_mode(value: Option<&str>, at: &mut Located<'_>) -> u32 {
     }
 }
 
-/// `socket_group`: a group that exists on this machine.
+/// The socket's group when `socket_group` is not set: `hourglass`, when this machine has it
+/// (the Debian package makes it), so that its members can use the API.
+pub const DEFAULT_SOCKET_GROUP: &str = "hourglass";
+
+/// `socket_group`: a group that exists on this machine; unset, [`DEFAULT_SOCKET_GROUP`] when
+/// it exists.
 fn socket_group(value: Option<&str>, at: &mut Located<'_>) -> Option<String> {
-    let name = value?;
+    let Some(name) = value else {
+        return nix::unistd::Group::from_name(DEFAULT_SOCKET_GROUP)
+            .ok()
+            .flatten()
+            .map(|_| DEFAULT_SOCKET_GROUP.to_string());
+    };
     match nix::unistd::Group::from_name(name) {
         Ok(Some(_)) => Some(name.to_string()),
         _ => {

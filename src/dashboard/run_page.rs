@@ -120,7 +120,7 @@ fn output(r: &RunRow, running: bool) -> Markup {
     let text = r.output.as_deref().unwrap_or("");
     let rendered = ansi_to_html::Converter::new()
         .four_bit_var_prefix(Some("ansi-".to_string()))
-        .convert(text);
+        .convert(&without_bad_colours(text));
     html! {
         section aria-labelledby="output-heading" {
             h2 id="output-heading" { "Output" }
@@ -140,5 +140,62 @@ fn output(r: &RunRow, running: bool) -> Markup {
             @if text.is_empty() && !running { p.quiet { "No output was kept." } }
             @if running { script src="/assets/live.js" defer {} }
         }
+    }
+}
+
+/// `text` without the colour sequences (`ESC[...m`) whose numbers are out of range (a colour
+/// above 255, say): dropped one by one, so that one bad code does not cost the whole output
+/// its colours.
+fn without_bad_colours(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("\x1b[") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("\x1b[") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find(|c: char| !(c.is_ascii_digit() || c == ';'));
+        match end {
+            Some(e) if after[e..].starts_with('m') => {
+                let params = &after[..e];
+                let fine = params
+                    .split(';')
+                    .all(|p| p.is_empty() || p.parse::<u8>().is_ok());
+                if fine {
+                    out.push_str(&rest[at..at + 2 + e + 1]);
+                }
+                rest = &after[e + 1..];
+            }
+            _ => {
+                out.push_str("\x1b[");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_colour_out_of_range_is_dropped_and_the_others_stay() {
+        let text = "\x1b[32mok\x1b[0m \x1b[38;5;300mbad\x1b[0m \x1b[1;31merr\x1b[0m";
+        let clean = without_bad_colours(text);
+        assert_eq!(clean, "\x1b[32mok\x1b[0m bad\x1b[0m \x1b[1;31merr\x1b[0m");
+        let html = ansi_to_html::Converter::new().convert(&clean).unwrap();
+        assert!(
+            html.contains("ok") && html.contains("err") && !html.contains('\x1b'),
+            "{html}"
+        );
+        assert!(
+            ansi_to_html::Converter::new().convert(text).is_err(),
+            "the converter refuses 300"
+        );
+        assert_eq!(without_bad_colours("plain"), "plain");
+        assert_eq!(without_bad_colours("\x1b[2Kline"), "\x1b[2Kline");
     }
 }

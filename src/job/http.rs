@@ -175,6 +175,20 @@ pub(crate) fn from_raw(r: RawHttp, at: &mut Located<'_>) -> Option<HttpJob> {
     };
     let url = url(&r.url, "http.url", at);
     let (headers, secret_headers) = headers(r.headers, r.secret_headers, "http", at);
+    let authorization = headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(secret_headers.iter().map(|(k, _)| k.as_str()))
+        .any(|k| k.eq_ignore_ascii_case("authorization"));
+    if authorization
+        && let Some(u) = &url
+        && (!u.username().is_empty() || u.password().is_some())
+    {
+        at.push(
+            Some("http.url"),
+            "has credentials (user:password@) and an Authorization header is set too, which would be sent instead of them; give the credentials one way: the header in secret_headers = { Authorization = { env = \"...\" } }, or the URL alone",
+        );
+    }
     for s in r.expect_status.iter().flatten() {
         if !(100..=599).contains(s) {
             at.push(

@@ -362,8 +362,6 @@ pub struct NodeBeat<'a> {
     pub config_digest: &'a str,
     /// How long its lease lasts from this beat (by the database's clock).
     pub lease: std::time::Duration,
-    /// The node's clock when it sent the beat (its skew is measured against it).
-    pub local_now: DateTime<Utc>,
     /// Whether this is its first beat since it started.
     pub first: bool,
     /// The machine it runs on (host name and machine id).

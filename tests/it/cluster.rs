@@ -636,6 +636,17 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
         .filter(outage)
         .collect();
     assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
+    // Every node is on this machine's clock: the outage reports no skew, and its waits are
+    // not a WARN per query (the pool's "slow acquire").
+    for n in &nodes {
+        let log = n.log();
+        assert!(!log.contains("clock is off"), "a false skew:\n{log}");
+        let slow = log
+            .lines()
+            .filter(|l| l.contains("exceeded slow threshold"))
+            .count();
+        assert_eq!(slow, 0, "{slow} slow-acquire lines:\n{log}");
+    }
 }
 
 /// `overlap = "replace"` across nodes: a newer firing claimed by another node stops the run

@@ -483,3 +483,117 @@ fn a_trace_log_of_every_job_kind_holds_no_secret() {
         }
     }
 }
+
+/// Token guesses from one address are slowed after 10 (429 with Retry-After, the right token
+/// too, one WARN naming the address) while the socket goes on; extractors' errors are JSON;
+/// a pause's end must be ahead and within 100 years, and a wrong date is told as a date.
+#[test]
+fn guesses_are_slowed_errors_are_json_and_pauses_are_bounded() {
+    let port = crate::servers::free_port();
+    let mut d = Daemon::prepare(
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\n"),
+        "[jobs.a]\nevery = \"1h\"\ncommand = \"true\"\n",
+    );
+    d.extra_env.push(("HG_API_TOKEN".into(), TOKEN.into()));
+    d.spawn_ready();
+    let tcp = crate::api::Api::tcp(port, TOKEN);
+    let codes: Vec<u16> = (0..15)
+        .map(|i| {
+            tcp.call("GET", "/v1/jobs", Some(&format!("guess-{i:020}")), None)
+                .0
+        })
+        .collect();
+    assert_eq!(codes[..10], [401; 10], "{codes:?}");
+    assert_eq!(codes[10..], [429; 5], "{codes:?}");
+    let (code, body) = tcp.call("GET", "/v1/jobs", Some(TOKEN), None);
+    assert_eq!(code, 429, "the right token waits too: {body}");
+    assert!(body.contains("too many wrong tokens"), "{body}");
+    let warned = d
+        .log()
+        .lines()
+        .filter(|l| l.contains("slowed down"))
+        .count();
+    assert_eq!(warned, 1, "{}", d.log());
+    assert!(d.log().contains("client=127.0.0.1"), "{}", d.log());
+    let socket = crate::api::Api::socket(&d.path("hourglass.sock"));
+    socket.get("/v1/jobs");
+    // One more guess is allowed after the refill (6 s).
+    crate::harness::wait_for(15 * SEC, "the refill", || {
+        (tcp.call("GET", "/v1/jobs", Some(TOKEN), None).0 == 200).then_some(())
+    });
+
+    for (path, word) in [("/v1/runs?limit=lots", "limit"), ("/v1/runs/abc", "")] {
+        let (code, body) = socket.call("GET", path, None, None);
+        assert_eq!(code, 400, "{path}: {body}");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {body}: {e}"));
+        assert!(v["error"].as_str().unwrap().contains(word), "{body}");
+    }
+    for (until, says) in [
+        ("0s", "is not ahead"),
+        ("9999-12-31T00:00:00Z", "more than 100 years ahead"),
+        ("2026-13-01T00:00:00Z", "is not a time in RFC 3339"),
+    ] {
+        let (code, body) = socket.call(
+            "POST",
+            "/v1/jobs/a/pause",
+            None,
+            Some(serde_json::json!({ "until": until })),
+        );
+        assert_eq!(code, 400, "{until}: {body}");
+        assert!(body.contains(says), "{until}: {body}");
+    }
+    assert!(socket.get("/v1/jobs/a")["pause"].is_null());
+}
+
+/// The socket takes `api.socket_group` (and its mode) at every start: a member of the group
+/// uses the API, and the events log names it by uid.
+#[test]
+fn the_sockets_group_lets_its_members_in_across_restarts() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    let mut d = Daemon::prepare(
+        "[api]\nsocket_group = \"nogroup\"\n",
+        "[jobs.a]\nevery = \"1h\"\ncommand = \"true\"\n",
+    );
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = d.path("hourglass.sock");
+    for round in 0..2 {
+        d.spawn_ready();
+        let meta = std::fs::metadata(&sock).unwrap();
+        assert_eq!(meta.gid(), nogroup.gid.as_raw(), "round {round}");
+        assert_eq!(meta.mode() & 0o777, 0o660, "round {round}");
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(d.wait_exit(20 * SEC).success());
+    }
+    d.spawn_ready();
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); \
+         s.sendall(b'POST /v1/jobs/a/pause HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'); \
+         print(s.recv(200).decode())",
+        sock.display().to_string()
+    );
+    let as_nobody = |groups: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534"])
+            .args(groups)
+            .args(["/usr/bin/python3", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["--regid=65534", "--clear-groups"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
+        "{out:?}"
+    );
+    let events = crate::api::Api::socket(&sock).get("/v1/events");
+    assert_eq!(events[0]["actor"], "uid:65534", "{events}");
+    // Outside the group: the socket's mode keeps it out.
+    let daemon_group = nix::unistd::Group::from_name("daemon").unwrap().unwrap();
+    let other = format!("--regid={}", daemon_group.gid);
+    let out = as_nobody(&[&other, "--clear-groups"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionError"),
+        "{out:?}"
+    );
+}

@@ -269,10 +269,14 @@ impl PgStore {
         Ok(won.is_some())
     }
 
-    /// Renews this node's lease and records its skew (its clock, sent as `beat.local_now`,
-    /// minus the database's); returns the skew in milliseconds.
+    /// Renews this node's lease and records its skew (its clock, read once a connection is
+    /// in hand and sent with the statement, minus the database's); returns the skew in
+    /// milliseconds. (Read before a connection came, after an outage, the clock would be
+    /// behind by the wait.)
     pub(in crate::store) async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
         let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.members.acquire().await?;
+        let local_now = Utc::now();
         let skew: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
              lease_until, skew_ms, machine, process) \
@@ -291,12 +295,12 @@ impl PgStore {
         .bind(beat.version)
         .bind(beat.config_digest)
         .bind(lease_ms)
-        .bind(beat.local_now)
+        .bind(local_now)
         .bind(beat.first)
         .bind(beat.machine)
         .bind(beat.process)
         .bind(beat.replaces)
-        .fetch_optional(&self.members)
+        .fetch_optional(&mut *conn)
         .await?;
         skew.ok_or_else(|| StoreError::NodeNameTaken {
             name: beat.node.to_string(),

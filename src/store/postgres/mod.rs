@@ -58,10 +58,13 @@ impl PgStore {
     /// Connects and migrates.
     pub(super) async fn open(target: &PostgresTarget) -> Result<Self, StoreError> {
         let options = connect_options(target)?;
+        // A slow acquire is an outage's symptom, which the daemon reports once itself (the
+        // pool's own WARN comes once per waiting query: hundreds per outage).
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_slow_level(log::LevelFilter::Debug)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
@@ -70,6 +73,7 @@ impl PgStore {
         let members = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(MEMBERS_TIMEOUT)
+            .acquire_slow_level(log::LevelFilter::Debug)
             .connect_lazy_with(options);
         Ok(Self {
             pool,
