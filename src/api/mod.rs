@@ -2,7 +2,9 @@
 //! 0660) by default, on TCP when `[api] listen` is set (always with a bearer token). Jobs
 //! (`jobs`), runs and their live output (`runs`), health, status and metrics (`health`);
 //! who asks is known by `auth`, every action is written to the `events` table; `serve`
-//! holds the connections within their caps and timeouts.
+//! holds the connections within their caps and timeouts (`stream`: a connection and its
+//! head read first), `sessions` and `throttle` are the dashboard's sign-ins and the brake on
+//! wrong tokens.
 
 mod auth;
 mod health;
@@ -10,6 +12,7 @@ pub(crate) mod jobs;
 pub(crate) mod runs;
 mod serve;
 mod sessions;
+mod stream;
 mod throttle;
 
 use std::net::SocketAddr;

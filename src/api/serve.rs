@@ -9,10 +9,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +19,6 @@ use axum::extract::ConnectInfo;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service as _;
 
 use super::Peer;
+use super::stream::{Prefixed, Stream, read_head};
 use crate::config::ConnectionLimits;
 
 /// Connections over a listener's cap that may wait at once for their request head (the
@@ -39,8 +37,6 @@ pub(super) const PENDING: usize = 64;
 const CLOSING: usize = 64;
 /// How long a connection over the cap has to send a whole request head.
 pub(super) const PENDING_FOR: Duration = Duration::from_millis(500);
-/// A request head longer than this is let through to be refused by the HTTP parser.
-const HEAD_MOST: usize = 16 * 1024;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,31 +470,6 @@ impl Serve {
     }
 }
 
-/// Reads into `head` until a whole request head (or more than [`HEAD_MOST`]) has come:
-/// whether it did (`false`: the client closed first).
-async fn read_head(stream: &mut Stream, head: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 2048];
-    while !head_ends(head) {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
-/// Whether `head` holds a whole request head (or more than [`HEAD_MOST`]).
-fn head_ends(head: &[u8]) -> bool {
-    head.len() > HEAD_MOST || head.windows(4).any(|w| w == b"\r\n\r\n")
-}
-
-/// A client's connection, of either kind.
-#[derive(Debug)]
-enum Stream {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
 async fn accept(listener: &Listener) -> std::io::Result<(Stream, Peer)> {
     match listener {
         Listener::Unix(l) => {
@@ -512,115 +483,6 @@ async fn accept(listener: &Listener) -> std::io::Result<(Stream, Peer)> {
             let _ = stream.set_nodelay(true);
             Ok((Stream::Tcp(stream), Peer::Tcp(addr)))
         }
-    }
-}
-
-impl Stream {
-    /// Reads into `head` what the client has sent so far, without waiting: whether a whole
-    /// request head came (`None`: the client closed, or the connection failed).
-    fn head_so_far(&self, head: &mut Vec<u8>) -> Option<bool> {
-        let mut chunk = [0u8; 2048];
-        while !head_ends(head) {
-            let read = match self {
-                Self::Unix(s) => s.try_read(&mut chunk),
-                Self::Tcp(s) => s.try_read(&mut chunk),
-            };
-            match read {
-                Ok(0) => return None,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(false),
-                Err(_) => return None,
-            }
-        }
-        Some(true)
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
-
-/// A stream whose first bytes were already read (a head read before the connection was let
-/// in): they are read again first.
-struct Prefixed {
-    prefix: Vec<u8>,
-    at: usize,
-    inner: Stream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.at < this.prefix.len() {
-            let rest = &this.prefix[this.at..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

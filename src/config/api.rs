@@ -219,7 +219,7 @@ fn socket_mode(value: Option<&str>, at: &mut Located<'_>) -> u32 {
 
 /// The socket's group when `socket_group` is not set: `hourglass`, when this machine has it
 /// (the Debian package makes it), so that its members can use the API.
-pub const DEFAULT_SOCKET_GROUP: &str = "hourglass";
+pub(crate) const DEFAULT_SOCKET_GROUP: &str = "hourglass";
 
 /// `socket_group`: a group that exists on this machine; unset, [`DEFAULT_SOCKET_GROUP`] when
 /// it exists.

@@ -591,32 +591,37 @@ fn actions_are_refused_without_the_token_or_from_another_site() {
     assert_eq!(runs(), before, "a refused action ran the job");
     assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
     assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
-    // Sign-out ends the session on the daemon: the old cookie no longer reads or acts.
+    sign_out_ends_the_session(&d, port, &cookie, &form);
+    signed_in_browser_acts(&d, &origin);
+}
+
+/// Sign-out ends the session on the daemon: the old cookie no longer reads or acts.
+fn sign_out_ends_the_session(d: &Daemon, port: u16, cookie: &str, form: &str) {
+    let origin = format!("http://127.0.0.1:{port}");
     let api_get = |cookie: &str| {
         let (status, _) =
             Api::tcp(port, TOKEN).call_with("GET", "/v1/runs", &[("cookie", cookie)], None);
         status
     };
-    assert_eq!(api_get(&cookie), 200);
-    let out = post_form(port, "/logout", Some(&cookie), Some(&origin), &form);
+    assert_eq!(api_get(cookie), 200);
+    let out = post_form(port, "/logout", Some(cookie), Some(&origin), form);
     assert_eq!(out, (303, "/login".to_string()));
-    assert_eq!(api_get(&cookie), 401);
+    assert_eq!(api_get(cookie), 401);
     assert!(
-        get_page(port, "/jobs/report", Some(&cookie)).is_empty(),
+        get_page(port, "/jobs/report", Some(cookie)).is_empty(),
         "sent to the login"
     );
     assert_eq!(
         post_form(
             port,
             "/jobs/report/pause",
-            Some(&cookie),
+            Some(cookie),
             Some(&origin),
-            &form
+            form
         ),
         (303, "/login?next=/jobs/report/pause".to_string())
     );
-    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
-    signed_in_browser_acts(&d, &origin);
+    assert_eq!(sql(d, "SELECT count(*) FROM pauses"), "0");
 }
 
 /// Signs in with a wrong token, then the right one, and runs, pauses and resumes `report`.
