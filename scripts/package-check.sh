@@ -12,6 +12,8 @@ echo "package: $deb"
 lintian --fail-on error "$deb"
 dpkg -i "$deb"
 test -d /etc/hourglass/jobs.d
+# The group whose members may use the API's socket.
+getent group hourglass >/dev/null
 dpkg-query -W -f='${Conffiles}\n' hourglass | grep -q '/etc/hourglass/hourglass.toml'
 /usr/bin/hourglass --version
 /usr/bin/hourglass check --config /etc/hourglass/hourglass.toml
@@ -22,4 +24,5 @@ dpkg --purge hourglass
 test ! -e /usr/bin/hourglass
 test ! -e /usr/lib/systemd/system/hourglass.service
 test ! -e /etc/hourglass/hourglass.toml
+! getent group hourglass >/dev/null
 echo "package round trip: ok"

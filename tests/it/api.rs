@@ -63,24 +63,19 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, String) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .timeout(20 * SEC);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers = Vec::new();
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
         }
-        if let Some(b) = body {
-            r = r.json(&b);
+        let body = body.map(|b| b.to_string());
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
         }
-        self.rt.block_on(async {
-            let resp = r.send().await.unwrap();
-            (resp.status().as_u16(), resp.text().await.unwrap())
-        })
+        self.call_with(method, path, &headers, body.as_deref())
     }
 
-    /// `method path` with these headers (and a JSON body): the status and the body as text.
+    /// `method path` with these headers (and a body): the status and the body as text.
     pub fn call_with(
         &self,
         method: &str,
@@ -582,4 +577,24 @@ fn blank_whitespace_and_short_tokens_are_refused_by_check_and_at_start() {
         assert!(!status.success());
         assert!(d.log().contains(expect), "{}", d.log());
     }
+    // At a reload too: the configuration is rejected and the running one stays.
+    let mut d = Daemon::prepare(
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"api-token\" }}\n"),
+        JOBS,
+    );
+    std::fs::write(d.path("api-token"), "a-token-of-24-bytes-long\n").unwrap();
+    d.spawn_ready();
+    std::fs::write(d.path("api-token"), "short\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(20 * SEC, "the reload's rejection", || {
+        d.log().contains("configuration rejected").then_some(())
+    });
+    assert!(d.log().contains("the token is 5 bytes long"), "{}", d.log());
+    let (code, _) = Api::tcp(port, "a-token-of-24-bytes-long").call(
+        "GET",
+        "/v1/jobs",
+        Some("a-token-of-24-bytes-long"),
+        None,
+    );
+    assert_eq!(code, 200);
 }

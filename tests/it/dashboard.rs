@@ -212,8 +212,9 @@ pub fn http_sign_in(port: u16, token: &str) -> (String, String) {
     (cookie, csrf)
 }
 
-/// `GET path` with the cookie: the body (redirects not followed: empty).
-fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
+/// A runtime and an HTTP client that follows no redirect, as the form tests need.
+fn no_redirects() -> (tokio::runtime::Runtime, reqwest::Client) {
+    hourglass::http_client::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,6 +223,12 @@ fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    (rt, http)
+}
+
+/// `GET path` with the cookie: the body (redirects not followed: empty).
+fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
+    let (rt, http) = no_redirects();
     let mut r = http.get(format!("http://127.0.0.1:{port}{path}"));
     if let Some(c) = cookie {
         r = r.header("cookie", c);
@@ -488,15 +495,7 @@ fn post_form_full(
     origin: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    hourglass::http_client::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (rt, http) = no_redirects();
     let mut r = http
         .post(format!("http://127.0.0.1:{port}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
