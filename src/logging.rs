@@ -4,7 +4,7 @@
 //! level comes from `RUST_LOG`, else from the config; whatever it says, the libraries whose
 //! debug output carries credentials or describes the daemon's own log writes are held at
 //! [`LIBRARY_CAPS`], and every line written to stderr has the secrets read so far (and their
-//! base64) blanked out.
+//! base64) blanked out; under journald an event holding one is left out.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -74,6 +74,41 @@ impl std::io::Write for Redacted {
     }
 }
 
+/// Under journald, where lines are not written through [`Redacted`]: an event whose fields
+/// hold a secret read so far is left out whole (its fields are sent to the journal as they
+/// are, so it cannot be blanked).
+#[derive(Debug, Clone, Copy)]
+struct NoSecrets;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoSecrets {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        crate::secret::redact(&fields.0).is_none()
+    }
+}
+
+/// An event's fields as text.
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push(' ');
+        self.0.push_str(field.name());
+        self.0.push('=');
+        self.0.push_str(value);
+    }
+}
+
 /// Installs the global subscriber; later calls are ignored.
 pub fn init(format: LogFormat, level: &str) {
     let filter = || filter(level);
@@ -87,6 +122,7 @@ pub fn init(format: LogFormat, level: &str) {
                 .with_syslog_identifier("hourglass".into());
             if tracing_subscriber::registry()
                 .with(filter())
+                .with(NoSecrets)
                 .with(layer)
                 .try_init()
                 .is_ok()
@@ -104,4 +140,48 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Plain if journald => builder.with_ansi(false).without_time().try_init(),
         LogFormat::Plain => builder.with_ansi(false).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn under_journald_an_event_holding_a_secret_is_left_out() {
+        let secret = crate::secret::Secret::new("journald-secret-value-42".into());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(NoSecrets)
+            .with(Count(Arc::clone(&seen)));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(job = "a", "an ordinary line");
+            tracing::debug!(credential = %secret.expose(), "a library's debug line");
+            tracing::debug!(header = ?format!("Basic {}", "am91cm5hbGQtc2VjcmV0LXZhbHVlLTQy"), "its base64");
+            tracing::info!("a message with journald-secret-value-42 inside");
+        });
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_line_written_to_stderr_has_its_secrets_blanked() {
+        let _secret = crate::secret::Secret::new("stderr-secret-value-43".into());
+        let line = "INFO x token=stderr-secret-value-43 b64=c3RkZXJyLXNlY3JldC12YWx1ZS00Mw==\n";
+        let clean = crate::secret::redact(line).unwrap();
+        assert_eq!(clean, "INFO x token=[REDACTED] b64=[REDACTED]\n");
+        assert!(crate::secret::redact("INFO nothing secret here\n").is_none());
+    }
 }
