@@ -35,8 +35,6 @@ pub(super) const PENDING: usize = 64;
 /// Connections closed to make room whose descriptors may not be given back yet (their tasks
 /// close them a moment later); past that, the listeners wait.
 const CLOSING: usize = 64;
-/// The HTTP server's read buffer, so the longest request head it takes (hyper's least).
-const HEAD_BUFFER: usize = 16 * 1024;
 /// How long a connection over the cap has to send a whole request head.
 pub(super) const PENDING_FOR: Duration = Duration::from_millis(500);
 
@@ -455,8 +453,7 @@ impl Serve {
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(self.connections.limits.header_timeout)
-            .max_buf_size(HEAD_BUFFER);
+            .header_read_timeout(self.connections.limits.header_timeout);
         let io = Prefixed {
             prefix: head,
             at: 0,
