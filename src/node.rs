@@ -51,16 +51,7 @@ pub fn this_process() -> String {
 }
 
 fn process_id(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command (which may hold spaces) in parentheses; the start time is
-    // the 22nd field of the line, the 20th after the command.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let state = fields.first()?;
-    if *state == "Z" || *state == "X" {
-        return None;
-    }
-    Some(format!("{pid}/{}", fields.get(19)?))
+    crate::processes::start_time(pid).map(|start| format!("{pid}/{start}"))
 }
 
 /// Whether the process a node's row names (`pid/start time`) still runs on this machine.
@@ -317,5 +308,30 @@ async fn reap(m: &Membership) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot look for dead nodes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_its_pid_and_start_time_and_is_alive() {
+        let me = this_process();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let start = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(19)
+            .unwrap();
+        assert_eq!(me, format!("{}/{start}", std::process::id()));
+        assert!(process_alive(&me));
+        assert!(
+            !process_alive(&format!("{}/1", std::process::id())),
+            "another start time"
+        );
+        assert!(!process_alive("not-a-process"));
     }
 }

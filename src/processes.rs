@@ -276,24 +276,40 @@ pub fn stop_orphans(database_id: &str) -> Vec<Orphan> {
     found
 }
 
-/// The fields of `/proc/<pid>/stat` a sweep needs.
+/// The fields of `/proc/<pid>/stat` a sweep (and a node's identity) needs.
 #[derive(Debug, Clone, Copy)]
 struct Stat {
     state: char,
     ppid: Pid,
     pgrp: Pid,
+    /// When the process started, in clock ticks since boot.
+    start: u64,
 }
 
 impl Stat {
     fn read(pid: Pid) -> Option<Self> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // After "(comm)", which may hold spaces and parentheses: state, ppid, pgrp, ...
+        // After "(comm)", which may hold spaces and parentheses: state, ppid, pgrp, ...; the
+        // start time is the 20th field after it (the line's 22nd).
         let mut fields = text.rsplit_once(')')?.1.split_whitespace();
         let state = fields.next()?.chars().next()?;
         let ppid = Pid::from_raw(fields.next()?.parse().ok()?);
         let pgrp = Pid::from_raw(fields.next()?.parse().ok()?);
-        Some(Self { state, ppid, pgrp })
+        let start = fields.nth(16)?.parse().ok()?;
+        Some(Self {
+            state,
+            ppid,
+            pgrp,
+            start,
+        })
     }
+}
+
+/// When process `pid` started (clock ticks since boot), while it runs (not a zombie): with
+/// the pid, it names one process for good (a later process given the same pid starts later).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = Stat::read(Pid::from_raw(i32::try_from(pid).ok()?))?;
+    (stat.state != 'Z' && stat.state != 'X').then_some(stat.start)
 }
 
 fn all_pids() -> Vec<Pid> {
