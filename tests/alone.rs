@@ -182,6 +182,7 @@ impl Prober {
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let (mut took, mut failed, mut files) = (Vec::new(), Vec::new(), 0);
+            let mut next = Instant::now();
             while !stopped.load(Ordering::Relaxed) {
                 for t in &targets {
                     match healthz(t) {
@@ -190,7 +191,9 @@ impl Prober {
                     }
                 }
                 files = files.max(open_files(pid));
-                std::thread::sleep(SEC / 4);
+                // Paced from the start, not after each round's work: four rounds a second.
+                next += SEC / 4;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             (took, failed, files)
         });
