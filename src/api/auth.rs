@@ -65,12 +65,16 @@ fn tcp_actor(
         return Err(Box::new(refused()));
     };
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        if let Some(wait) = state.0.throttle.wait(client.ip()) {
-            return Err(Box::new(too_many(wait)));
-        }
-        if !bearer_matches(value, want) {
-            wrong_token(state, client, "API request with a wrong bearer token");
-            return Err(Box::new(refused()));
+        let judged = judge_token(
+            state,
+            Some(client),
+            || bearer_matches(value, want),
+            "API request with a wrong bearer token",
+        );
+        match judged {
+            TokenGuess::Slowed(wait) => return Err(Box::new(too_many(wait))),
+            TokenGuess::Wrong => return Err(Box::new(refused())),
+            TokenGuess::Right => {}
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             check_state_change(headers, path).map_err(|f| Box::new(f.into_response()))?;
@@ -92,15 +96,46 @@ fn tcp_actor(
     }
 }
 
-/// Counts a wrong token from `client`, and says so (the first of a run of them in full, with
-/// the address; the moment the address is slowed down, once).
-pub(crate) fn wrong_token(state: &ApiState, client: SocketAddr, what: &str) {
-    let slowed = state.0.throttle.failed(client.ip());
-    if slowed {
+/// What a token a client gave comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenGuess {
+    /// The token.
+    Right,
+    /// Not the token: counted against the client's address, and logged.
+    Wrong,
+    /// The address gave too many wrong ones: not looked at; it may try again after this.
+    Slowed(std::time::Duration),
+}
+
+/// Judges a token `client` gave (`right` says whether it is the token; a unix socket client
+/// has no address and is never slowed): while the address is slowed the token is not looked
+/// at; a wrong one is counted and logged as `what`, with the address (and, the moment the
+/// address is slowed down, saying so).
+pub(crate) fn judge_token(
+    state: &ApiState,
+    client: Option<SocketAddr>,
+    right: impl FnOnce() -> bool,
+    what: &str,
+) -> TokenGuess {
+    let Some(client) = client else {
+        if right() {
+            return TokenGuess::Right;
+        }
+        tracing::warn!("{what}");
+        return TokenGuess::Wrong;
+    };
+    if let Some(wait) = state.0.throttle.wait(client.ip()) {
+        return TokenGuess::Slowed(wait);
+    }
+    if right() {
+        return TokenGuess::Right;
+    }
+    if state.0.throttle.failed(client.ip()) {
         tracing::warn!(client = %client.ip(), "{what}; further tries from this address are slowed down (429)");
     } else {
         tracing::warn!(client = %client.ip(), "{what}");
     }
+    TokenGuess::Wrong
 }
 
 /// The host a TCP request names (in `Host`, and in the request line when it is absolute)

@@ -30,9 +30,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use auth::{Actor, same_origin, too_many, wrong_token};
+pub(crate) use auth::{Actor, TokenGuess, judge_token, same_origin, too_many};
 pub use auth::{LOGIN_PATH, Peer, token_digest};
 pub use health::{HISTORY_FAILING_BOUND, Status};
+pub use serve::BEYOND_CONNECTIONS as DESCRIPTORS_BEYOND_CONNECTIONS;
 pub use sessions::{
     IDLE as SESSION_IDLE, LIFETIME as SESSION_LIFETIME, SESSION_COOKIE, Sessions, SignedIn,
 };
@@ -96,12 +97,6 @@ impl ApiState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }
-}
-
-/// The most descriptors the API's connections hold with `in_all` open at most (the lines of
-/// connections over the cap, and those being closed, added).
-pub fn api_descriptors(in_all: usize) -> usize {
-    serve::Connections::most_descriptors(in_all)
 }
 
 /// Why the API cannot listen.

@@ -35,8 +35,11 @@ pub(super) const PENDING: usize = 64;
 /// Connections closed to make room whose descriptors may not be given back yet (their tasks
 /// close them a moment later); past that, the listeners wait.
 const CLOSING: usize = 64;
+/// Descriptors the API may hold beyond its open connections: both listeners' lines and those
+/// being closed to make room.
+pub const BEYOND_CONNECTIONS: usize = 2 * PENDING + CLOSING;
 /// How long a connection over the cap has to send a whole request head.
-pub(super) const PENDING_FOR: Duration = Duration::from_millis(500);
+const PENDING_FOR: Duration = Duration::from_millis(500);
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,16 +127,10 @@ impl Connections {
         })
     }
 
-    /// The most descriptors the API's connections hold: the cap in all, both listeners'
-    /// lines, and those being closed to make room ([`CLOSING`]).
-    pub(super) fn most_descriptors(in_all: usize) -> usize {
-        in_all + 2 * PENDING + CLOSING
-    }
-
-    /// Waits until one more connection may be accepted without passing
-    /// [`Connections::most_descriptors`]; its share.
+    /// Waits until one more connection may be accepted without holding more descriptors
+    /// than the cap in all and [`BEYOND_CONNECTIONS`]; its share.
     async fn descriptor(self: &Arc<Self>) -> Descriptor {
-        let most = Self::most_descriptors(self.limits.in_all);
+        let most = self.limits.in_all + BEYOND_CONNECTIONS;
         loop {
             let closed = self.closed_one.notified();
             let held = self.descriptors.load(Ordering::Acquire);
@@ -174,11 +171,10 @@ impl Connections {
                 .take_place(&mut book, side)
                 .map_or(Arrival::Refused, Arrival::Open);
         }
-        let mine: Vec<usize> = (0..book.pending.len())
-            .filter(|&i| book.pending[i].side == side)
-            .collect();
-        if mine.len() >= PENDING
-            && let Some(oldest) = book.pending.remove(mine[0])
+        let mine = book.pending.iter().filter(|w| w.side == side).count();
+        if mine >= PENDING
+            && let Some(at) = book.pending.iter().position(|w| w.side == side)
+            && let Some(oldest) = book.pending.remove(at)
         {
             oldest.close.cancel();
         }

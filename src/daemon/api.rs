@@ -99,7 +99,9 @@ fn fit_to_descriptors(mut limits: ConnectionLimits) -> ConnectionLimits {
         }
     };
     let budget = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
-    let room = budget.saturating_sub(crate::api::api_descriptors(0)).max(8);
+    let room = budget
+        .saturating_sub(crate::api::DESCRIPTORS_BEYOND_CONNECTIONS)
+        .max(8);
     if room < limits.in_all {
         tracing::warn!(
             open_files_limit = soft,

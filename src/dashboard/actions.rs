@@ -60,14 +60,15 @@ fn allowed(state: &ApiState, headers: &HeaderMap, form: &ActionForm) -> Result<A
             "The dashboard is read-only: actions need dashboard_actions = true in [api].".into(),
         ));
     }
-    if !Visitor::of(state, headers).signed_in {
+    let visitor = Visitor::of(state, headers);
+    if !visitor.signed_in {
         return Err(Problem(
             StatusCode::FORBIDDEN,
             "Actions need the API token: sign in first.".into(),
         ));
     }
     same_site(headers)?;
-    check_csrf(state, headers, &form.csrf)?;
+    check_csrf(&visitor, &form.csrf)?;
     Ok(Actor("token".to_string()))
 }
 

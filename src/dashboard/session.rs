@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Problem, Section, Visitor};
 use crate::api::{
-    ApiState, Peer, SESSION_COOKIE, same_origin, token_digest, too_many, wrong_token,
+    ApiState, Peer, SESSION_COOKIE, TokenGuess, judge_token, same_origin, token_digest, too_many,
 };
 
 /// Where to go after signing in.
@@ -85,13 +85,16 @@ pub(super) async fn login(
         Peer::Tcp(client) => Some(client),
         Peer::Unix(_) => None,
     };
-    if let Some(wait) = client.and_then(|c| state.0.throttle.wait(c.ip())) {
+    let judged = judge_token(
+        &state,
+        client,
+        || token_digest(&form.token) == want,
+        "dashboard sign-in with a wrong token",
+    );
+    if let TokenGuess::Slowed(wait) = judged {
         return Ok(too_many(wait));
     }
-    if token_digest(&form.token) != want {
-        if let Some(client) = client {
-            wrong_token(&state, client, "dashboard sign-in with a wrong token");
-        }
+    if judged == TokenGuess::Wrong {
         return Ok(login_page(
             &state,
             &headers,
@@ -101,16 +104,18 @@ pub(super) async fn login(
         ));
     }
     let id = state.0.sessions.start(&headers);
+    let cookie = session_cookie(&state, &id, crate::api::SESSION_LIFETIME.as_secs());
+    Ok(go(&safe_next(&form.next), Some(cookie)))
+}
+
+/// The session cookie holding `id` for `max_age` seconds (`""` and 0: dropped).
+fn session_cookie(state: &ApiState, id: &str, max_age: u64) -> String {
     let secure = if state.0.cookie_secure {
         "; Secure"
     } else {
         ""
     };
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        crate::api::SESSION_LIFETIME.as_secs()
-    );
-    Ok(go(&safe_next(&form.next), Some(cookie)))
+    format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }
 
 /// The logout form's field.
@@ -128,15 +133,9 @@ pub(super) async fn logout(
     Form(form): Form<Logout>,
 ) -> Result<Response, Problem> {
     same_site(&headers)?;
-    check_csrf(&state, &headers, &form.csrf)?;
+    check_csrf(&Visitor::of(&state, &headers), &form.csrf)?;
     state.0.sessions.end(&headers);
-    let secure = if state.0.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
-    Ok(go("/login", Some(cookie)))
+    Ok(go("/login", Some(session_cookie(&state, "", 0))))
 }
 
 /// A redirect to `to` (a path of this site), setting `cookie` when given.
@@ -182,10 +181,9 @@ pub(super) fn same_site(headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// Refuses a form whose anti-forgery field is not its session's.
-pub(super) fn check_csrf(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<(), Problem> {
-    let want = state.0.sessions.find(headers).map(|s| s.csrf);
-    if want.is_some_and(|w| token_digest(&w) == token_digest(csrf)) {
+/// Refuses a form whose anti-forgery field is not its session's (`visitor`'s).
+pub(super) fn check_csrf(visitor: &Visitor, csrf: &str) -> Result<(), Problem> {
+    if visitor.signed_in && token_digest(&visitor.csrf) == token_digest(csrf) {
         Ok(())
     } else {
         Err(Problem(
