@@ -193,12 +193,8 @@ fn bind_socket(path: &Path, settings: &ApiSettings) -> Result<UnixListener, ApiE
     let listener = UnixListener::bind(path).map_err(bind_error)?;
     long_queue(&listener).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).map_err(bind_error)?;
-    if let Some(name) = &settings.socket_group {
-        let group = nix::unistd::Group::from_name(name)
-            .ok()
-            .flatten()
-            .ok_or_else(|| bind_error(std::io::Error::other(format!("no group {name:?}"))))?;
-        std::os::unix::fs::chown(path, None, Some(group.gid.as_raw())).map_err(bind_error)?;
+    if let Some(gid) = settings.socket_group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(bind_error)?;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
         .map_err(bind_error)?;

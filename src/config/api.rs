@@ -61,8 +61,8 @@ pub struct ApiSettings {
     pub socket: Option<PathBuf>,
     /// The socket file's mode (0660 by default: who may use the API is who may open it).
     pub socket_mode: u32,
-    /// The socket file's group, by name (the daemon's own group when unset).
-    pub socket_group: Option<String>,
+    /// The socket file's group id (the daemon's own group when unset).
+    pub socket_group: Option<u32>,
     /// Where the CLI also looks for a daemon when `socket` was not set: the packaged unit's
     /// socket, which a daemon under systemd uses while a shell has no `RUNTIME_DIRECTORY`.
     pub also_try: Option<PathBuf>,
@@ -221,25 +221,26 @@ fn socket_mode(value: Option<&str>, at: &mut Located<'_>) -> u32 {
 /// (the Debian package makes it), so that its members can use the API.
 pub(crate) const DEFAULT_SOCKET_GROUP: &str = "hourglass";
 
-/// `socket_group`: a group that exists on this machine; unset, [`DEFAULT_SOCKET_GROUP`] when
-/// it exists.
-fn socket_group(value: Option<&str>, at: &mut Located<'_>) -> Option<String> {
-    let Some(name) = value else {
-        return nix::unistd::Group::from_name(DEFAULT_SOCKET_GROUP)
+/// `socket_group`: a group that exists on this machine, as its id; unset,
+/// [`DEFAULT_SOCKET_GROUP`]'s when it exists.
+fn socket_group(value: Option<&str>, at: &mut Located<'_>) -> Option<u32> {
+    let gid = |name: &str| {
+        nix::unistd::Group::from_name(name)
             .ok()
             .flatten()
-            .map(|_| DEFAULT_SOCKET_GROUP.to_string());
+            .map(|g| g.gid.as_raw())
     };
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(_)) => Some(name.to_string()),
-        _ => {
-            at.push(
-                Some("api.socket_group"),
-                format!("no group {name:?} on this machine; create it (`groupadd {name}`) or name an existing one"),
-            );
-            None
-        }
+    let Some(name) = value else {
+        return gid(DEFAULT_SOCKET_GROUP);
+    };
+    let found = gid(name);
+    if found.is_none() {
+        at.push(
+            Some("api.socket_group"),
+            format!("no group {name:?} on this machine; create it (`groupadd {name}`) or name an existing one"),
+        );
     }
+    found
 }
 
 /// `allowed_hosts`: host names (without port), lower case.
