@@ -186,6 +186,9 @@ pub struct Membership {
     pub lost: mpsc::Sender<LostRun>,
     /// Told whether the database answers each heartbeat.
     pub health: Arc<crate::runner::ClaimHealth>,
+    /// Cancelled when the daemon begins to stop: it takes over from no dead node then (it
+    /// could run none of their firings again).
+    pub stopping: CancellationToken,
 }
 
 /// What the heartbeat has seen so far.
@@ -221,7 +224,7 @@ pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
         let held = state
             .healthy_since
             .is_some_and(|t| t.elapsed() >= m.node.lease);
-        if held {
+        if held && !m.stopping.is_cancelled() {
             reap(&m).await;
         }
     }
@@ -302,8 +305,12 @@ async fn reap(m: &Membership) {
         Ok(lost) => {
             for run in lost {
                 tracing::warn!(job = %run.job, run_id = run.id, node = %run.node, scheduled_for = %run.scheduled_for, attempt = run.attempt, "run abandoned: its node stopped answering (lease ran out)");
-                if m.lost.send(run).await.is_err() {
-                    return;
+                let (job, run_id) = (run.job.clone(), run.id);
+                tokio::select! {
+                    sent = m.lost.send(run) => if sent.is_err() { return },
+                    () = m.stopping.cancelled() => {
+                        tracing::warn!(job, run_id, "the abandoned run is not run again (on_node_loss): this node began to stop as it took it over");
+                    }
                 }
             }
         }

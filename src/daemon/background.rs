@@ -41,13 +41,15 @@ pub(super) async fn record_trigger_outcome(
 }
 
 /// Claims manual trigger requests for the jobs in `jobs` (the jobs this daemon has: on a
-/// shared database, another node's request is not taken): once, then every `every` if given.
+/// shared database, another node's request is not taken): once, then every `every` if given,
+/// until the daemon begins to stop (`stopping`: no request is taken that nothing would fire;
+/// another node, or the next start, takes it).
 pub(super) async fn poll_triggers(
     store: Store,
     node: String,
     jobs: watch::Receiver<Arc<LoadedJobs>>,
     (tx, every): (mpsc::Sender<(i64, String)>, Option<Duration>),
-    cancel: CancellationToken,
+    stopping: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every.unwrap_or(TRIGGER_POLL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -55,15 +57,21 @@ pub(super) async fn poll_triggers(
     loop {
         tokio::select! {
             _ = tick.tick(), if first || every.is_some() => {}
-            () = cancel.cancelled() => return,
+            () = stopping.cancelled() => return,
         }
         first = false;
         let loaded = Arc::clone(&jobs.borrow());
         match store.claim_triggers(&node, &loaded.names).await {
             Ok(reqs) => {
-                for req in reqs {
-                    if tx.send(req).await.is_err() {
-                        return;
+                for (request, job) in reqs {
+                    tokio::select! {
+                        sent = tx.send((request, job.clone())) => if sent.is_err() { return },
+                        () = stopping.cancelled() => {
+                            tracing::info!(request, job, "manual trigger not run: the daemon is stopping");
+                            let why = Some("daemon stopping: not run");
+                            let outcome = crate::store::TriggerOutcome::Skipped;
+                            let _ = store.set_trigger_outcome(request, outcome, None, why).await;
+                        }
                     }
                 }
             }
@@ -126,7 +134,7 @@ pub(super) fn watch_files(
     };
     let handler = move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
-            && !ev.kind.is_access()
+            && written(ev.kind)
             && ev.paths.iter().any(|p| relevant(p))
         {
             let _ = tx.send(());
@@ -145,6 +153,18 @@ pub(super) fn watch_files(
         }
     }
     Some(watcher)
+}
+
+/// Whether a file event leaves a file whole: closed after writing, renamed into place (an
+/// editor's save), or removed. A file being written (created, truncated, appended to) is read
+/// once it is closed, never half-written, however long its writer pauses.
+fn written(kind: notify::EventKind) -> bool {
+    use notify::EventKind::{Access, Modify, Remove};
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    matches!(
+        kind,
+        Access(AccessKind::Close(AccessMode::Write)) | Modify(ModifyKind::Name(_)) | Remove(_)
+    )
 }
 
 /// Loads the config again (reading and parsing on a blocking thread) and applies it; a bad

@@ -238,7 +238,14 @@ impl Running {
                 }
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
-                _ = replace_tick.tick(), if self.store.is_shared() => self.replace_requested().await,
+                _ = replace_tick.tick(), if self.store.is_shared() => {
+                    // A database slow to answer must not keep a stop signal waiting.
+                    tokio::select! {
+                        () = self.replace_requested() => {}
+                        () = shutdown.drain.cancelled() => return,
+                        () = shutdown.now.cancelled() => return,
+                    }
+                }
                 () = ctx.activity.notified(), if notify && status_at.is_none() => {
                     status_at = Some(tokio::time::Instant::now() + STATUS_EVERY);
                 }
@@ -328,6 +335,10 @@ impl Running {
     /// stops what is left and kills what outlived its run.
     async fn drain(&mut self, shutdown: &Shutdown) {
         let ctx = Arc::clone(&self.ctx);
+        // Firings stop first, then it is said.
+        self.timers.cancel();
+        ctx.draining.cancel();
+        ctx.tracker.close();
         let running = ctx.running();
         systemd::stopping(&format!("stopping: waiting for {running} runs"));
         tracing::info!(
@@ -335,9 +346,6 @@ impl Running {
             grace_s = self.settings.shutdown_grace.as_secs(),
             "shutting down: no new firings; waiting for runs to finish"
         );
-        self.timers.cancel();
-        ctx.draining.cancel();
-        ctx.tracker.close();
         let drained = tokio::select! {
             () = ctx.tracker.wait() => true,
             () = tokio::time::sleep(self.settings.shutdown_grace) => false,
@@ -537,7 +545,7 @@ fn spawn_background(
         settings.node.clone(),
         loaded.clone(),
         (trigger_tx, poll_every),
-        cancel.clone(),
+        ctx.draining.clone(),
     ));
     let (lost_tx, lost) = mpsc::channel(64);
     if store.is_shared() {
@@ -548,6 +556,7 @@ fn spawn_background(
             ids: Arc::clone(ids),
             lost: lost_tx,
             health: Arc::clone(&ctx.claims),
+            stopping: ctx.draining.clone(),
         };
         tasks.spawn(heartbeat_loop(membership, cancel.clone()));
     }

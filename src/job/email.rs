@@ -134,18 +134,22 @@ impl EmailJob {
         Ok(attachments)
     }
 
-    async fn message(&self, ctx: &AttemptContext<'_>) -> Result<(Message, String), Outcome> {
+    async fn message(
+        &self,
+        ctx: &AttemptContext<'_>,
+        stop: &StopSignal,
+    ) -> Result<(Message, String), Outcome> {
         let fail = |e: String| Outcome::failed(e, false);
         let values = template::values(ctx, &self.env);
-        let subject = template::render(&self.subject, &values)
+        let subject = template::render(&self.subject, &values, stop)
             .await
             .map_err(|e| fail(format!("subject: {e}")))?;
-        let text = template::render(&self.body, &values)
+        let text = template::render(&self.body, &values, stop)
             .await
             .map_err(|e| fail(format!("body: {e}")))?;
         let html = match &self.html {
             Some(h) => Some(
-                template::render(h, &values)
+                template::render(h, &values, stop)
                     .await
                     .map_err(|e| fail(format!("html: {e}")))?,
             ),
@@ -201,7 +205,7 @@ impl EmailJob {
         // Let the other firings due now start before this one's network work (connect, TLS)
         // takes the thread: in a burst, every due job is dispatched first.
         tokio::task::yield_now().await;
-        let (msg, message_id) = match self.message(ctx).await {
+        let (msg, message_id) = match self.message(ctx, stop).await {
             Ok(m) => m,
             Err(o) => return o,
         };

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::AttemptContext;
+use super::{AttemptContext, StopSignal};
 use crate::problem::Located;
 use crate::secret::Secret;
 use std::path::Path;
@@ -39,13 +39,21 @@ pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, Secret>) -> minij
     }
 }
 
-/// Renders `template` on a blocking thread (see [`render_bounded`]).
-pub async fn render(template: &str, values: &minijinja::Value) -> Result<String, String> {
+/// Renders `template` on a blocking thread (see [`render_bounded`]). The run does not wait
+/// for it past its stop (timeout, shutdown, replaced): a rendering cannot be interrupted, so
+/// it is left to end on its thread, which its step budget bounds.
+pub async fn render(
+    template: &str,
+    values: &minijinja::Value,
+    stop: &StopSignal,
+) -> Result<String, String> {
     let template = template.to_string();
     let values = values.clone();
-    tokio::task::spawn_blocking(move || render_bounded(&template, &values))
-        .await
-        .unwrap_or_else(|e| Err(format!("template: the renderer failed: {e}")))
+    let rendering = tokio::task::spawn_blocking(move || render_bounded(&template, &values));
+    tokio::select! {
+        r = rendering => r.unwrap_or_else(|e| Err(format!("template: the renderer failed: {e}"))),
+        () = stop.soft.cancelled() => Err("template: stopped before its rendering ended".into()),
+    }
 }
 
 /// Renders `template` with at most [`FUEL`] instructions and [`OUTPUT_LIMIT`] bytes of output.

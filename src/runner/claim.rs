@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use super::claim_batch::ClaimBatches;
 use super::firing::Firing;
 use super::{Context, JobSlot, fire_series};
 use crate::due::MAX_CATCH_UP;
@@ -29,6 +30,8 @@ pub struct ClaimHealth {
     unclaimed: Mutex<Vec<Unclaimed>>,
     /// Turns (job, firing) not given back while the database did not answer.
     turns: Mutex<Vec<(String, DateTime<Utc>)>>,
+    /// The claims under way, a statement per batch.
+    batches: ClaimBatches,
 }
 
 #[derive(Debug)]
@@ -146,18 +149,19 @@ const MAX_EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) -> Option<Claim> {
     let store = &ctx.services.store;
+    let batches = &ctx.claims.batches;
     let mut answer = if ctx.claims.reachable() {
-        store.claim_firing(job, scheduled_for, &ctx.node).await
+        batches.claim(store, &ctx.node, job, scheduled_for).await
     } else {
         // The heartbeat found the database out of reach: no waiting for a connection.
-        Err(crate::store::StoreError::Unreachable)
+        Err(Arc::new(crate::store::StoreError::Unreachable))
     };
-    // Every connection busy with a burst while the heartbeat says the database answers: wait
-    // for one (the firing runs late) rather than count it as an outage.
+    // Every connection busy while the heartbeat says the database answers: wait for one
+    // (the firing runs late) rather than count it as an outage.
     for _ in 0..MAX_BUSY_RETRIES {
         match &answer {
             Err(e) if e.is_busy() && ctx.claims.reachable() && !ctx.draining.is_cancelled() => {
-                answer = store.claim_firing(job, scheduled_for, &ctx.node).await;
+                answer = batches.claim(store, &ctx.node, job, scheduled_for).await;
             }
             _ => break,
         }

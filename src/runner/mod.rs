@@ -19,6 +19,7 @@ use crate::run_ids::RunIds;
 use crate::store::{RunStatus, Trigger};
 
 mod claim;
+mod claim_batch;
 mod firing;
 mod slot;
 mod turn;

@@ -371,17 +371,17 @@ impl Store {
         each!(self, s => s.prune(before).await)
     }
 
-    /// Claims the firing of `job` for `scheduled_for` for `node`: [`Claim::Won`] when this
-    /// node is the one to run and record it, always on SQLite (one daemon per database).
-    pub async fn claim_firing(
+    /// Claims `firings` (each `(job, scheduled_for)` once) for `node` in one statement, and
+    /// answers each in order: [`Claim::Won`] when this node is the one to run and record it,
+    /// always on SQLite (one daemon per database).
+    pub async fn claim_firings(
         &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
+        firings: &[(String, DateTime<Utc>)],
         node: &str,
-    ) -> Result<Claim, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
         match &self.0 {
-            Backend::Sqlite(_) => Ok(Claim::Won),
-            Backend::Postgres(p) => p.claim_firing(job, scheduled_for, node).await,
+            Backend::Sqlite(_) => Ok(vec![Claim::Won; firings.len()]),
+            Backend::Postgres(p) => p.claim_firings(firings, node).await,
         }
     }
 

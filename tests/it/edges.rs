@@ -270,14 +270,33 @@ fn backward_steps_keep_every_second_jobs_firing() {
 
 /// SIGTERM with firings queued behind a run (`overlap = "queue"`): the run finishes within
 /// the grace, no queued firing starts after the signal, and each is recorded `skipped`
-/// ("daemon stopping").
+/// ("daemon stopping"). The signal lands in the middle of a run, seconds away from the
+/// instant the queue starts its next firing (a firing whose process is being spawned as the
+/// signal arrives started before it).
 #[test]
 fn sigterm_with_a_queue_starts_nothing_and_records_each_firing() {
-    let jobs = "[jobs.q]\nevery = \"1s\"\noverlap = \"queue\"\ncommand = \"sleep 3\"\n";
+    let jobs = "[jobs.q]\nevery = \"1s\"\noverlap = \"queue\"\ncommand = \"sleep 5\"\n";
     let mut d = Daemon::start("", jobs);
-    d.wait_runs("q", 15 * SEC, "a run", |r| !r.is_empty());
-    std::thread::sleep(Duration::from_millis(2500));
-    d.signal(Signal::SIGTERM);
+    wait_for(
+        Duration::from_secs(60),
+        "a signal 2.5-3.5 s into a run",
+        || {
+            let rows = d.runs_of("q");
+            let started = rows
+                .iter()
+                .filter(|r| r.status == "running")
+                .find_map(|r| r.started_at.as_deref().map(ts))?;
+            let aim = started + TimeDelta::milliseconds(2500);
+            if let Ok(wait) = (aim - Utc::now()).to_std() {
+                std::thread::sleep(wait);
+            }
+            if Utc::now() > started + TimeDelta::milliseconds(3500) {
+                return None;
+            }
+            d.signal(Signal::SIGTERM);
+            Some(())
+        },
+    );
     assert!(d.wait_exit(20 * SEC).success());
     let rows = d.runs_of("q");
     none_started_after("q", &rows, logged_at(&d, "shutting down", 0));

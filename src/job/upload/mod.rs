@@ -283,7 +283,7 @@ impl UploadJob {
     /// Uploads once; see [`super::JobKind::execute`].
     pub async fn execute(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Outcome {
         ctx.started.mark();
-        let prefix = match self.prefix(ctx).await {
+        let prefix = match self.prefix(ctx, stop).await {
             Ok(p) => p,
             Err(o) => return o,
         };
@@ -305,14 +305,14 @@ impl UploadJob {
     }
 
     /// The destination's prefix or path, its template rendered.
-    async fn prefix(&self, ctx: &AttemptContext<'_>) -> Result<String, Outcome> {
+    async fn prefix(&self, ctx: &AttemptContext<'_>, stop: &StopSignal) -> Result<String, Outcome> {
         let template = match &self.destination {
             Destination::S3 { prefix, .. } => prefix,
             Destination::Folder(f) => f,
             Destination::Sftp { path, .. } => path,
         };
         let values = super::template::values(ctx, &Default::default());
-        super::template::render(template, &values)
+        super::template::render(template, &values, stop)
             .await
             .map_err(|e| Outcome::failed(format!("destination: {e}"), false))
     }

@@ -11,34 +11,50 @@ use super::PgStore;
 use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError};
 
 impl PgStore {
-    /// Claims the firing of `job` for `scheduled_for` for `node`, by the database's clock: a
-    /// firing not due yet there (this node's clock is ahead) is not claimed.
-    pub(in crate::store) async fn claim_firing(
+    /// Claims `firings` for `node` in one statement, by the database's clock: a firing not due
+    /// yet there (this node's clock is ahead) is not claimed.
+    pub(in crate::store) async fn claim_firings(
         &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
+        firings: &[(String, DateTime<Utc>)],
         node: &str,
-    ) -> Result<Claim, StoreError> {
-        let (won, early_ms): (bool, f64) = sqlx::query_as(
+    ) -> Result<Vec<Claim>, StoreError> {
+        let (jobs, times): (Vec<&str>, Vec<DateTime<Utc>>) =
+            firings.iter().map(|(j, t)| (j.as_str(), *t)).unzip();
+        // A firing not yet due by the database's clock is not claimed but told how early it
+        // is. Inserted in one order on every node, so that two nodes' batches never wait for
+        // each other's rows the other way round.
+        let rows: Vec<(bool, f64)> = sqlx::query_as(
             "WITH clock AS (SELECT now() AS db_now), \
+             asked AS (SELECT a.job, a.scheduled_for, a.n \
+                       FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY \
+                       AS a (job, scheduled_for, n)), \
              won AS (INSERT INTO claims (job, scheduled_for, node) \
-                     SELECT $1, $2, $3 FROM clock WHERE $2 <= db_now + interval '2 milliseconds' \
-                     ON CONFLICT DO NOTHING RETURNING true) \
-             SELECT EXISTS (SELECT 1 FROM won), \
-                    (extract(epoch FROM $2 - db_now) * 1000)::float8 FROM clock",
+                     SELECT a.job, a.scheduled_for, $3 FROM asked a, clock \
+                     WHERE a.scheduled_for <= db_now + interval '2 milliseconds' \
+                     ORDER BY a.job, a.scheduled_for \
+                     ON CONFLICT DO NOTHING RETURNING job, scheduled_for) \
+             SELECT EXISTS (SELECT 1 FROM won w \
+                            WHERE w.job = a.job AND w.scheduled_for = a.scheduled_for), \
+                    (extract(epoch FROM a.scheduled_for - db_now) * 1000)::float8 \
+             FROM asked a, clock ORDER BY a.n",
         )
-        .bind(job)
-        .bind(scheduled_for)
+        .bind(&jobs)
+        .bind(&times)
         .bind(node)
-        .fetch_one(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(if won {
-            Claim::Won
-        } else if early_ms > 2.0 {
-            Claim::Early(Duration::from_secs_f64(early_ms / 1000.0))
-        } else {
-            Claim::Lost
-        })
+        Ok(rows
+            .into_iter()
+            .map(|(won, early_ms)| {
+                if won {
+                    Claim::Won
+                } else if early_ms > 2.0 {
+                    Claim::Early(Duration::from_secs_f64(early_ms / 1000.0))
+                } else {
+                    Claim::Lost
+                }
+            })
+            .collect())
     }
 
     /// Takes over from dead nodes (lease run out, by the database's clock): their runs still
