@@ -15,6 +15,7 @@ use crate::alert::{RawNotify, notify_policy};
 use crate::job::command::{self, CommandLine, RawCommand};
 use crate::job::email::{self, RawEmail};
 use crate::job::http::{self, RawHttp};
+use crate::job::shell::Shell;
 use crate::job::upload::{self, RawUpload};
 use crate::job::{CatchUp, JobKind, JobSpec, NodeLoss, Overlap, RetryPolicy};
 use crate::problem::parse_duration;
@@ -52,6 +53,7 @@ pub(crate) struct RawJob {
     pub(crate) user: Option<String>,
     pub(crate) umask: Option<String>,
     pub(crate) clean_env: Option<bool>,
+    pub(crate) shell: Option<crate::job::shell::RawShell>,
     pub(crate) email: Option<RawEmail>,
     pub(crate) http: Option<RawHttp>,
     pub(crate) upload: Option<RawUpload>,
@@ -466,9 +468,10 @@ fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<J
             || raw.working_dir.is_some()
             || raw.user.is_some()
             || raw.umask.is_some()
-            || raw.clean_env.is_some());
+            || raw.clean_env.is_some()
+            || raw.shell.is_some());
     let arms = [
-        ("command", command_arm(raw)),
+        ("command", command_arm(raw, &settings.shell)),
         (
             "email",
             raw.email.take().map(|e| -> KindArm<'_> {
@@ -500,14 +503,14 @@ fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<J
     if command_fields_alone {
         at.push(
             None,
-            "`env`, `working_dir`, `user`, `umask` and `clean_env` apply to `command` jobs only",
+            "`env`, `working_dir`, `user`, `umask`, `clean_env` and `shell` apply to `command` jobs only",
         );
     }
     first.and_then(|arm| arm(at))
 }
 
 /// The `command` kind's arm: its fields sit beside the common ones in the job's table.
-fn command_arm<'s>(raw: &mut RawJob) -> Option<KindArm<'s>> {
+fn command_arm<'s>(raw: &mut RawJob, default_shell: &'s Shell) -> Option<KindArm<'s>> {
     let line = raw.command.take()?;
     let fields = RawCommand {
         line,
@@ -516,9 +519,14 @@ fn command_arm<'s>(raw: &mut RawJob) -> Option<KindArm<'s>> {
         user: raw.user.take(),
         umask: raw.umask.take(),
         clean_env: raw.clean_env,
+        shell: raw.shell.take(),
     };
     Some(Box::new(move |at| {
-        Some(JobKind::Command(command::from_raw(fields, at)))
+        Some(JobKind::Command(command::from_raw(
+            fields,
+            default_shell,
+            at,
+        )))
     }))
 }
 

@@ -39,6 +39,7 @@ pub(crate) struct RawDaemon {
     pub(crate) node: Option<String>,
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) output_limit: Option<String>,
+    pub(crate) shell: Option<crate::job::shell::RawShell>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -143,6 +144,13 @@ pub(crate) fn load_settings(
             raw.daemon.output_limit.as_deref(),
             DEFAULT_OUTPUT_LIMIT,
         ),
+        shell: raw
+            .daemon
+            .shell
+            .as_ref()
+            .map_or_else(Default::default, |s| {
+                crate::job::shell::shell(s, "daemon.shell", &mut at)
+            }),
         smtp: BTreeMap::new(),
         notify: None,
     };

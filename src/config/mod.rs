@@ -88,6 +88,8 @@ pub struct Settings {
     pub log_level: String,
     /// Output kept per run unless a job says otherwise.
     pub output_limit: usize,
+    /// The shell of command lines unless a job says otherwise.
+    pub shell: crate::job::shell::Shell,
     /// SMTP servers by name.
     pub smtp: BTreeMap<String, SmtpServer>,
     /// Default notification policy of jobs without their own.

@@ -15,6 +15,7 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 
 use super::output::LiveRun;
+use super::shell::{self, RawShell, Shell};
 use super::{AttemptContext, Outcome, StopSignal};
 use crate::problem::Located;
 use std::path::Path;
@@ -85,6 +86,8 @@ pub struct CommandJob {
     pub umask: Option<u32>,
     /// Start from a minimal environment (as `user =` jobs do) instead of the daemon's.
     pub clean_env: bool,
+    /// What runs a command line.
+    pub shell: Shell,
 }
 
 impl CommandJob {
@@ -110,6 +113,9 @@ impl CommandJob {
         if self.clean_env {
             out.push(("clean environment", "yes".to_string()));
         }
+        if matches!(self.line, CommandLine::Shell(_)) && self.shell != Shell::Sh {
+            out.push(("shell", self.shell.describe()));
+        }
         out
     }
 }
@@ -127,6 +133,22 @@ const PRIVATE_ENV: &[&str] = &[
 /// `PATH` for jobs run as another user when the daemon has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A program and its arguments, run as they are.
+fn argv_command<S: AsRef<std::ffi::OsStr>>(argv: &[S]) -> Command {
+    let mut c = Command::new(argv.first().map_or_else(Default::default, AsRef::as_ref));
+    c.args(argv.iter().skip(1));
+    c
+}
+
+/// A program and its arguments, run by `/bin/sh` after it set the umask `mask`.
+fn umask_command<S: AsRef<std::ffi::OsStr>>(mask: u32, argv: &[S]) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+        .args(argv);
+    c
+}
+
 /// How long output is still read after the main process exited (a background process may hold
 /// the pipe open forever).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
@@ -134,29 +156,16 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
 impl CommandJob {
     fn command(&self, ctx: &AttemptContext<'_>) -> Command {
         let mut cmd = match (&self.line, self.umask) {
-            (CommandLine::Shell(line), None) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c").arg(line);
-                c
-            }
-            (CommandLine::Argv(argv), None) => {
-                let mut c = Command::new(argv.first().map_or("", String::as_str));
-                c.args(argv.iter().skip(1));
-                c
-            }
+            (CommandLine::Shell(line), None) => argv_command(&self.shell.argv(line)),
+            (CommandLine::Argv(argv), None) => argv_command(argv),
             // The shell sets the umask: a `pre_exec` hook would force fork+exec (see below).
-            (CommandLine::Shell(line), Some(mask)) => {
+            (CommandLine::Shell(line), Some(mask)) if self.shell == Shell::Sh => {
                 let mut c = Command::new("/bin/sh");
                 c.arg("-c").arg(format!("umask {mask:03o}\n{line}"));
                 c
             }
-            (CommandLine::Argv(argv), Some(mask)) => {
-                let mut c = Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
-                    .args(argv);
-                c
-            }
+            (CommandLine::Shell(line), Some(mask)) => umask_command(mask, &self.shell.argv(line)),
+            (CommandLine::Argv(argv), Some(mask)) => umask_command(mask, argv),
         };
         if let Some(user) = &self.user {
             // Another user's job starts from a minimal environment, not the daemon's.
@@ -381,11 +390,14 @@ pub(crate) struct RawCommand {
     pub(crate) user: Option<String>,
     pub(crate) umask: Option<String>,
     pub(crate) clean_env: Option<bool>,
+    pub(crate) shell: Option<RawShell>,
 }
 
-/// Validates a command job's fields (problems go to `at`).
-pub(crate) fn from_raw(raw: RawCommand, at: &mut Located<'_>) -> CommandJob {
+/// Validates a command job's fields (problems go to `at`); a line runs under `default_shell`
+/// unless the job names its own.
+pub(crate) fn from_raw(raw: RawCommand, default_shell: &Shell, at: &mut Located<'_>) -> CommandJob {
     check_command(&raw.line, raw.env.as_ref(), at);
+    let shell = line_shell(&raw.line, raw.shell.as_ref(), default_shell, at);
     let user = raw.user.as_deref().and_then(|u| match lookup_user(u) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -411,7 +423,35 @@ pub(crate) fn from_raw(raw: RawCommand, at: &mut Located<'_>) -> CommandJob {
         user,
         umask,
         clean_env: raw.clean_env.unwrap_or(false),
+        shell,
     }
+}
+
+/// The shell of a command line: the job's own, else the daemon's. A list (run without a
+/// shell) takes none; a pipeline whose failure `/bin/sh` would hide is warned of.
+fn line_shell(
+    line: &CommandLine,
+    own: Option<&RawShell>,
+    default: &Shell,
+    at: &mut Located<'_>,
+) -> Shell {
+    let shell = own.map_or_else(|| default.clone(), |s| shell::shell(s, "shell", at));
+    match line {
+        CommandLine::Argv(_) if own.is_some() => at.push(
+            Some("shell"),
+            "applies to a command line (a string); a list is run as it is, without a shell",
+        ),
+        CommandLine::Shell(l) if shell == Shell::Sh => {
+            if let Some(first) = shell::hidden_failure(l) {
+                at.warn(
+                    Some("command"),
+                    format!("under /bin/sh a pipeline succeeds when its last command does: the run is recorded `succeeded` even when `{first}` fails; set shell = \"bash\" (bash -o pipefail -c) to fail it when any part fails"),
+                );
+            }
+        }
+        _ => {}
+    }
+    shell
 }
 
 /// What no program can be given: an empty program, a NUL byte, a malformed variable name.

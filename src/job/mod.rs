@@ -6,6 +6,7 @@ pub mod command;
 pub mod email;
 pub mod http;
 pub mod output;
+pub mod shell;
 pub mod template;
 pub mod upload;
 
@@ -125,6 +126,7 @@ impl JobSpec {
                 user: None,
                 umask: None,
                 clean_env: false,
+                shell: shell::Shell::Sh,
             }),
             enabled: true,
             on_node_loss: crate::job::NodeLoss::Abandon,

@@ -671,6 +671,7 @@ mod tests {
             user: None,
             umask: None,
             clean_env: false,
+            shell: crate::job::shell::Shell::Sh,
         });
         sched.apply(vec![spec.clone()], &AlertPolicies::new(), &HashMap::new());
         loop {

@@ -24,5 +24,6 @@ mod faults;
 mod hostile;
 mod processes;
 mod properties;
+mod readme;
 mod stale;
 mod upload;
