@@ -195,6 +195,19 @@ impl Metrics {
         }
     }
 
+    /// Takes a job's last success from the history (at start: the gauge does not forget at a
+    /// restart); a success counted since wins.
+    pub fn last_success_was(&self, job: &str, at: DateTime<Utc>) {
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return;
+        };
+        let counts = jobs.entry(job.into()).or_default();
+        let ms = std::num::NonZeroI64::new(at.timestamp_millis());
+        if counts.last_success_ms < ms {
+            counts.last_success_ms = ms;
+        }
+    }
+
     /// Forgets the counters of jobs no longer configured (after a reload): their series end.
     pub fn forget_removed_jobs(&self, names: &[String]) {
         let Ok(mut jobs) = self.jobs.lock() else {
@@ -224,7 +237,7 @@ impl Metrics {
         );
         let mut last_success = family(
             "hourglass_job_last_success_timestamp_seconds",
-            "When each job last succeeded (since the daemon started)",
+            "When each job last succeeded (from the history: a restart keeps it)",
             MetricType::GAUGE,
         );
         if let Ok(jobs) = self.jobs.lock() {

@@ -240,3 +240,23 @@ pub(super) fn spawn_stale_watch(
     tasks.spawn(crate::stale::stale_loop(watch, background.clone()));
     policies
 }
+
+/// Gives the metrics each configured job's last success from the history (one query, off the
+/// start's path).
+pub(super) async fn recall_last_successes(
+    store: Store,
+    metrics: Arc<crate::metrics::Metrics>,
+    jobs: Vec<String>,
+) {
+    match store.last_successes().await {
+        Ok(found) => {
+            let jobs: std::collections::HashSet<String> = jobs.into_iter().collect();
+            for (job, at) in found.iter().filter(|(job, _)| jobs.contains(job)) {
+                metrics.last_success_was(job, *at);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the jobs' last successes; the metric shows those since the start")
+        }
+    }
+}

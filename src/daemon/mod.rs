@@ -33,8 +33,8 @@ use crate::store::{LostRun, Store};
 use crate::systemd;
 
 use background::{
-    TRIGGER_POLL, poll_triggers, prune_loop, record_trigger_outcome, reload, sleep_until_some,
-    spawn_stale_watch, watch_files, watchdog_loop,
+    TRIGGER_POLL, poll_triggers, prune_loop, recall_last_successes, record_trigger_outcome, reload,
+    sleep_until_some, spawn_stale_watch, watch_files, watchdog_loop,
 };
 use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
 
@@ -148,6 +148,11 @@ impl Running {
             Arc::clone(&ctx.processes),
             scheduler.clone(),
             background.clone(),
+        ));
+        tasks.spawn(recall_last_successes(
+            store.clone(),
+            Arc::clone(&metrics),
+            scheduler.names(),
         ));
         let api = api::start(
             &settings,
@@ -335,7 +340,6 @@ impl Running {
     /// stops what is left and kills what outlived its run.
     async fn drain(&mut self, shutdown: &Shutdown) {
         let ctx = Arc::clone(&self.ctx);
-        // Firings stop first, then it is said.
         self.timers.cancel();
         ctx.draining.cancel();
         ctx.tracker.close();

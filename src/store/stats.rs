@@ -36,6 +36,31 @@ pub struct JobStats {
 type StatRow = (String, String, Option<i64>, Option<i64>, Option<String>);
 
 impl Store {
+    /// When each job last succeeded (the end of its newest successful run), for the jobs that
+    /// ever did.
+    pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(String, Option<String>)> = match &self.0 {
+            Backend::Sqlite(s) => {
+                sqlx::query_as(
+                    "SELECT job, max(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY job",
+                )
+                .fetch_all(&s.pool)
+                .await?
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT job, hg_ts(max(finished_at)) FROM runs WHERE status = 'succeeded' GROUP BY job",
+                )
+                .fetch_all(&p.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(job, at)| Some((job, parse_ts(at.as_deref()?)?)))
+            .collect())
+    }
+
     /// Figures per job (of `job` only, when given) over the runs scheduled since `since`
     /// that ended; by job name.
     pub async fn stats(

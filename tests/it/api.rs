@@ -387,6 +387,35 @@ fn a_paused_job_does_not_run_until_resumed_even_across_a_restart() {
     assert!(new.iter().all(|r| r.trigger == "schedule"), "{new:?}");
 }
 
+/// A job's last success survives a restart in `hourglass_job_last_success_timestamp_seconds`
+/// (the README's staleness alert compares it with the time): a job that succeeded, then only
+/// fails after the restart, still shows the end of its last successful run.
+#[test]
+fn the_last_success_metric_is_read_from_the_history_at_start() {
+    let mut d = Daemon::start("", "[jobs.flaky]\nevery = \"1s\"\ncommand = \"true\"\n");
+    d.wait_runs("flaky", 20 * SEC, "a success", |r| {
+        r.iter().any(|r| r.status == "succeeded")
+    });
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(20 * SEC);
+    let last = d
+        .runs_of("flaky")
+        .iter()
+        .filter(|r| r.status == "succeeded")
+        .filter_map(|r| r.finished_at.as_deref().map(crate::harness::ts))
+        .max()
+        .unwrap();
+    d.write_jobs("jobs.toml", "[jobs.flaky]\nevery = \"1s\"\ncommand = \"false\"\n");
+    d.spawn_ready();
+    let api = Api::socket(&d.path("hourglass.sock"));
+    let series = "hourglass_job_last_success_timestamp_seconds{job=\"flaky\"}";
+    let shown = wait_for(10 * SEC, "the last success in the metrics", || {
+        let (_, text) = api.call("GET", "/metrics", None, None);
+        sample(&text, series)
+    });
+    assert_eq!(shown, last.timestamp_millis() as f64 / 1000.0);
+}
+
 #[test]
 fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
     let d = Daemon::start("", JOBS);
