@@ -268,6 +268,9 @@ pub(crate) fn duration_problem(s: &str, e: &humantime::DurationError) -> String 
     match e {
         E::Empty => "it is empty".into(),
         E::NumberExpected(pos) if at(*pos) == Some('-') => "it cannot be negative".into(),
+        E::NumberExpected(_) if !s.contains(|c: char| c.is_ascii_digit()) => {
+            "it has no number".into()
+        }
         E::NumberExpected(pos) => match at(*pos) {
             Some(c) => format!("a number must come before {c:?}"),
             None => "a number is missing".into(),
@@ -416,6 +419,14 @@ pub(crate) fn headers(
                 format!(
                     "{k:?} is not a header name (letters, digits and '-', e.g. \"X-Request-Id\")"
                 ),
+            );
+        }
+    }
+    for (k, v) in &plain {
+        if reqwest::header::HeaderValue::from_bytes(v.as_bytes()).is_err() {
+            at.push(
+                Some(&format!("{field}.headers.{k}")),
+                "a header value is one line of text: no line break (CR, LF) or other control character",
             );
         }
     }

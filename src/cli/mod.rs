@@ -273,14 +273,14 @@ fn check(path: &Path) -> ExitCode {
                 eprintln!("{w}");
             }
             let disabled = cfg.jobs.iter().filter(|j| !j.enabled).count();
-            let scheduled = cfg.jobs.len() - disabled;
+            let jobs = counted(cfg.jobs.len(), "job", "jobs");
             if disabled > 0 {
                 println!(
-                    "{}: ok, {scheduled} jobs ({disabled} disabled)",
+                    "{}: ok, {jobs} ({disabled} of them disabled)",
                     path.display()
                 );
             } else {
-                println!("{}: ok, {scheduled} jobs", path.display());
+                println!("{}: ok, {jobs}", path.display());
             }
             ExitCode::SUCCESS
         }
@@ -303,8 +303,9 @@ async fn run(path: &Path, json_logs: bool) -> anyhow::Result<ExitCode> {
     let shutdown = Shutdown::default();
     listen_for_signals(shutdown.clone())?;
     if let Err(e) = daemon::run_with(cfg, shutdown).await {
+        // Said once, by the log (stderr, or the journal): not printed again.
         tracing::error!(error = format!("{e:#}"), "hourglass failed");
-        return Err(e);
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -359,11 +360,17 @@ fn load_lenient(path: &Path) -> anyhow::Result<(Config, Vec<config::Problem>)> {
     config::load_lenient(path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
+/// `n` and the noun in the number it takes: "1 job", "2 jobs".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Prints the problems after a listing; exit status 1 if any is an error.
 fn report_problems(problems: &[config::Problem]) -> ExitCode {
     let errors = problems.iter().filter(|p| !p.warning).count();
     if errors > 0 {
-        eprintln!("\n{errors} problems in the configuration (jobs with one are not listed):");
+        let problems = counted(errors, "problem", "problems");
+        eprintln!("\n{problems} in the configuration (jobs with one are not listed):");
     }
     for p in problems {
         eprintln!("{p}");
@@ -386,7 +393,8 @@ pub(super) async fn open_store(path: &Path) -> anyhow::Result<Store> {
 fn note_problems(problems: &[config::Problem]) {
     let errors = problems.iter().filter(|p| !p.warning).count();
     if errors > 0 {
-        eprintln!("note: the configuration has {errors} problems; `hourglass check` lists them");
+        let problems = counted(errors, "problem", "problems");
+        eprintln!("note: the configuration has {problems}; `hourglass check` lists them");
     }
 }
 

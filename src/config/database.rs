@@ -81,11 +81,21 @@ pub(crate) fn database_settings(
                     at.push(Some(field), "only used with `url` (a PostgreSQL database)");
                 }
             }
-            Database::Sqlite(
-                raw.path
-                    .as_deref()
-                    .map_or_else(|| default_path.to_path_buf(), resolve),
-            )
+            let path = raw
+                .path
+                .as_deref()
+                .map_or_else(|| default_path.to_path_buf(), resolve);
+            if path.is_dir() {
+                at.push(
+                    Some("database.path"),
+                    format!(
+                        "{} is a folder; expected the path of the SQLite file, e.g. \"{}\"",
+                        path.display(),
+                        path.join("hourglass.db").display()
+                    ),
+                );
+            }
+            Database::Sqlite(path)
         }
         Some(url) => Database::Postgres(postgres_target(raw, url, resolve, default_path, node, at)),
     };

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::table_keys::TableKeys;
 use super::{AlertPolicies, Settings};
 use crate::alert::AlertPolicy;
 use crate::alert::{RawNotify, notify_policy};
@@ -268,6 +269,12 @@ pub(crate) fn parse_job_file(
             );
             continue;
         }
+        let mut value = value;
+        if job_keys().drop_unknown(&mut value, &mut at) {
+            // What follows from a misspelt key (`evry`: "set one of schedule, every or at")
+            // would only repeat it.
+            continue;
+        }
         let de = toml::de::ValueDeserializer::from(value);
         let raw_job: RawJob = match serde_path_to_error::deserialize(de) {
             Ok(j) => j,
@@ -288,6 +295,12 @@ pub(crate) fn parse_job_file(
         }
     }
     out
+}
+
+/// The keys a job's table takes, as serde lists them (read once).
+fn job_keys() -> &'static TableKeys {
+    static KEYS: std::sync::OnceLock<TableKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(TableKeys::of::<RawJob>)
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {

@@ -10,6 +10,7 @@ mod database;
 pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
 mod job_file;
 mod main_file;
+mod table_keys;
 mod tags;
 
 use std::collections::BTreeMap;

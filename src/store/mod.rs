@@ -32,17 +32,19 @@ use crate::secret::Secret;
 /// Errors from the history database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be created or opened.
-    #[error("cannot open history database {path}: {source}")]
+    /// The file could not be created or opened. (`why` is told in the message, not as a
+    /// cause, so that a chain of causes does not tell it twice.)
+    #[error("cannot open history database {path}: {why}")]
     Open {
         /// The database file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        why: std::io::Error,
     },
-    /// A query failed.
+    /// A query failed. (Its message is told here, not as a cause: sqlx's errors tell their
+    /// own cause again, which printed the same words three times.)
     #[error("history database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
     /// A migration failed.
     #[error("history database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -67,6 +69,12 @@ pub enum StoreError {
     /// The database's password could not be read.
     #[error("database.password: {0}")]
     Password(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Sql(e)
+    }
 }
 
 impl StoreError {
@@ -190,9 +198,9 @@ impl Store {
             std::env::temp_dir().join(format!("hourglass-scratch-{}-{n}", std::process::id()));
         let path = dir.join("history.db");
         let open = move || {
-            let io = |source| StoreError::Open {
+            let io = |why| StoreError::Open {
                 path: path.clone(),
-                source,
+                why,
             };
             std::fs::create_dir_all(&dir).map_err(io)?;
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -206,7 +214,7 @@ impl Store {
         std::thread::spawn(open).join().unwrap_or_else(|_| {
             Err(StoreError::Open {
                 path: std::env::temp_dir(),
-                source: std::io::Error::other("the thread opening it panicked"),
+                why: std::io::Error::other("the thread opening it panicked"),
             })
         })
     }

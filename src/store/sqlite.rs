@@ -30,9 +30,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 impl SqliteStore {
     /// Opens (creating with mode 0600 if missing) and migrates the database.
     pub(super) async fn open(path: &Path) -> Result<Self, StoreError> {
-        create_private(path).map_err(|source| StoreError::Open {
+        create_private(path).map_err(|why| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            why,
         })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -47,7 +47,14 @@ impl SqliteStore {
             .max_connections(4)
             .min_connections(1)
             .connect_with(options.clone())
-            .await?;
+            .await
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                why: std::io::Error::other(match e {
+                    sqlx::Error::Database(d) => d.message().to_string(),
+                    e => e.to_string(),
+                }),
+            })?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,

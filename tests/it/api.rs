@@ -405,7 +405,10 @@ fn the_last_success_metric_is_read_from_the_history_at_start() {
         .filter_map(|r| r.finished_at.as_deref().map(crate::harness::ts))
         .max()
         .unwrap();
-    d.write_jobs("jobs.toml", "[jobs.flaky]\nevery = \"1s\"\ncommand = \"false\"\n");
+    d.write_jobs(
+        "jobs.toml",
+        "[jobs.flaky]\nevery = \"1s\"\ncommand = \"false\"\n",
+    );
     d.spawn_ready();
     let api = Api::socket(&d.path("hourglass.sock"));
     let series = "hourglass_job_last_success_timestamp_seconds{job=\"flaky\"}";

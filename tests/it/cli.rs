@@ -14,7 +14,7 @@ fn check_accepts_the_example_and_rejects_bad_configs_with_located_errors() {
     let d = Daemon::prepare("", include_str!("../../config/jobs.d/examples.toml"));
     let ok = d.cli(&["check"]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
-    assert!(text(&ok.stdout).contains("ok, 3 jobs"));
+    assert!(text(&ok.stdout).contains("ok, 4 jobs (1 of them disabled)"));
 
     let bad = Daemon::prepare(
         "",
@@ -108,7 +108,7 @@ fn example_config_prints_files_the_daemon_accepts() {
     std::fs::write(dir.path().join("jobs.d/examples.toml"), &jobs.stdout).unwrap();
     let out = cli(&dir.path().join("hourglass.toml"), &["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok, 3 jobs (1 disabled)"));
+    assert!(text(&out.stdout).contains("ok, 4 jobs (1 of them disabled)"));
 }
 
 #[test]
