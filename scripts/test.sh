@@ -26,15 +26,27 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
-    # The tests start their own sshd on loopback: the package's service must not stay enabled.
+    # The packages' services are not started (Debian's policy-rc.d, for this install only):
+    # the tests start their own sshd and PostgreSQL on loopback, and of the prometheus
+    # package (Debian ships promtool only inside it) only promtool is wanted. A policy the
+    # machine already has is left as it is.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# scripts/test.sh: no service starts during its install\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        own_policy=1
+    fi
+    installed=0
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" || installed=$?
+    if [ -n "$own_policy" ]; then rm -f "$policy"; fi
+    [ "$installed" -eq 0 ] || exit "$installed"
+    # Nor do they start at the next boot.
     if printf '%s\n' "${need_apt[@]}" | grep -qx openssh-server; then
         systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
     fi
-    # Only promtool is wanted: not a Prometheus server left running.
     if printf '%s\n' "${need_apt[@]}" | grep -qx prometheus; then
-        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
-        pkill -x prometheus 2>/dev/null || true
+        systemctl disable prometheus.service >/dev/null 2>&1 || true
     fi
 fi
 

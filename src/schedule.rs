@@ -353,7 +353,7 @@ impl Schedule {
             Schedule::Cron { expr, cron, .. } => {
                 let described =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cron.describe()));
-                described.unwrap_or_else(|_| expr.clone())
+                described.map_or_else(|_| expr.clone(), |d| plain_english(&d))
             }
             Schedule::Every(p) => format!("Every {}", humantime::format_duration(*p)),
             Schedule::At(at) => format!("Once, at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
@@ -377,6 +377,17 @@ impl Schedule {
             Schedule::At(at) => format!("at {}", at.to_rfc3339()),
         }
     }
+}
+
+/// croner's description in plainer English: "At every 10 seconds." is "Every 10 seconds",
+/// "At minute 0, of every 2 hours." is "At minute 0 of every 2 hours" (a label, not a
+/// sentence: no final full stop).
+fn plain_english(described: &str) -> String {
+    let d = described.trim().trim_end_matches('.');
+    let d = d
+        .strip_prefix("At every ")
+        .map_or_else(|| d.to_string(), |rest| format!("Every {rest}"));
+    d.replace(", of ", " of ")
 }
 
 /// Cron patterns are evaluated between 1970 and 9000: at the edges of what dates can hold,
@@ -417,6 +428,25 @@ pub fn jitter_offset(job: &str, jitter: Duration) -> TimeDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_in_words_read_as_labels() {
+        let mut cache = CronCache::default();
+        for (expr, words) in [
+            ("*/10 * * * * *", "Every 10 seconds"),
+            ("0 3 * * *", "At 03:00"),
+            ("0 */2 * * *", "At minute 0 of every 2 hours"),
+        ] {
+            let cron = cache.parse(expr).unwrap();
+            let tz = chrono_tz::UTC;
+            let s = Schedule::Cron {
+                expr: expr.into(),
+                cron,
+                tz,
+            };
+            assert_eq!(s.in_words(), words);
+        }
+    }
     use chrono::TimeZone;
 
     fn cron(expr: &str, tz: Tz) -> Schedule {
