@@ -251,7 +251,7 @@ pub(crate) async fn pause_job(
     };
     state.0.store.pause(&pause).await?;
     state.0.scheduler.pause(pause.clone());
-    let until_text = until.map_or_else(|| "resumed".to_string(), |u| crate::store::format_ts(u));
+    let until_text = until.map_or_else(|| "resumed".to_string(), crate::store::format_ts);
     tracing::info!(job = %name, actor = %actor.0, until = %until_text, "job paused");
     let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
     record(state, actor, "pause", name, detail).await;
