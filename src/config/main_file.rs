@@ -176,9 +176,13 @@ fn main_tree(config_path: &Path, at: &mut Located<'_>) -> Option<serde_json::Val
         return None;
     }
     if !config_path.is_file() {
+        let looked = std::path::absolute(config_path).unwrap_or_else(|_| config_path.into());
         at.push(
             None,
-            "file not found (write one, or print the example with `hourglass example-config`)",
+            format!(
+                "file not found: looked for {} (give another with --config or HOURGLASS_CONFIG; write one, or print the example with `hourglass example-config`)",
+                looked.display()
+            ),
         );
         return None;
     }

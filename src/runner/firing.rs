@@ -185,7 +185,9 @@ impl Firing {
     pub(super) async fn wait_turn(&self, what: &str) -> Option<OwnedSemaphorePermit> {
         let turn = Arc::clone(&self.slot.serial).acquire_owned();
         let _waiting = self.ctx.wait_guard();
-        self.unless_halted(1, what, turn).await?.ok()
+        let permit = self.unless_halted(1, what, turn).await?.ok()?;
+        self.slot.took_turn(self.scheduled_for);
+        Some(permit)
     }
 
     /// Waits for a free run slot (`max_concurrent_runs`); `None`, recorded, if the firing

@@ -312,6 +312,10 @@ fn series(
 }
 
 fn dispatch(firing: Firing, overlap: Overlap) {
+    // A firing made as the daemon stops (a manual trigger) is told so at once, not queued.
+    if firing.gives_up_now(1, "just fired") {
+        return;
+    }
     let ctx = Arc::clone(&firing.ctx);
     let slot = Arc::clone(&firing.slot);
     match overlap {
@@ -320,13 +324,11 @@ fn dispatch(firing: Firing, overlap: Overlap) {
         }
         Overlap::Skip => match Arc::clone(&slot.serial).try_acquire_owned() {
             Ok(permit) => {
+                slot.took_turn(firing.scheduled_for);
                 ctx.tracker.spawn(firing.run(Some(permit)));
             }
             Err(_) => {
-                let reason = match slot.active_run() {
-                    Some(id) => format!("run {id} is still active (overlap = \"skip\")"),
-                    None => "the previous run is still active (overlap = \"skip\")".into(),
-                };
+                let reason = format!("{} (overlap = \"skip\")", slot.turn_holder());
                 firing.skip(1, &reason);
             }
         },

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +42,9 @@ pub struct JobSlot {
     pub(super) serial: Arc<Semaphore>,
     /// The id of the run holding `serial` (0: none).
     pub(super) active: AtomicI64,
+    /// The intended time (Unix ms) of the firing that took `serial` last, which holds it
+    /// while it does: named in a skip row before its run has an id (0: none yet).
+    holder: AtomicI64,
     /// The newest firing's "replaced" token (`overlap = "replace"`).
     pub(super) current: Mutex<Option<CancellationToken>>,
     /// Firings waiting their turn (`overlap = "queue"`), oldest first.
@@ -67,6 +71,7 @@ impl Default for JobSlot {
         Self {
             serial: Arc::new(Semaphore::new(1)),
             active: AtomicI64::new(0),
+            holder: AtomicI64::new(0),
             current: Mutex::new(None),
             queue: Mutex::new(QueueState::default()),
             spec: Mutex::new(None),
@@ -146,6 +151,27 @@ impl JobSlot {
     /// Firings waiting in the job's queue (`overlap = "queue"`).
     pub fn waiting(&self) -> usize {
         self.queue.lock().map_or(0, |q| q.pending.len())
+    }
+
+    /// The firing intended for `at` took the job's turn.
+    pub(super) fn took_turn(&self, at: DateTime<Utc>) {
+        self.holder.store(at.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// What holds the job's turn, in words: its run, or the firing whose run is starting.
+    pub(super) fn turn_holder(&self) -> String {
+        let firing = match self.holder.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        };
+        match (self.active_run(), firing) {
+            (Some(id), _) => format!("run {id} is still active"),
+            (None, Some(at)) => format!(
+                "the firing of {} holds the job's turn (its run is starting)",
+                crate::store::format_ts(at)
+            ),
+            (None, None) => "the previous run is still active".into(),
+        }
     }
 
     /// The run holding the job's turn (a job whose overlap policy is not `allow`), if any.

@@ -139,9 +139,10 @@ impl Timers {
                 "the clock stepped back by more than 3 hours: every schedule is rebuilt from the new time (occurrences already run may run again)"
             );
         } else {
-            tracing::info!(
+            tracing::warn!(
                 step_ms = step.num_milliseconds(),
-                "the clock stepped back: jobs go on at the new times; occurrences already run are not run again"
+                quiet_until = %crate::store::format_ts(self.seen),
+                "the clock stepped back: occurrences already run are not run again, so a job that had run up to the old time stays quiet until the clock reaches it again (an every-second job: the whole step)"
             );
         }
         for e in self.jobs.values_mut().filter(|e| rebuild || e.last > now) {
