@@ -1,4 +1,4 @@
-//! The `command` kind: a program (argv) or a `/bin/sh -c` line, in its own process group, with
+//! The `command` kind: a program (argv) or a line for the job's shell, in its own process group, with
 //! its output (stdout and stderr interleaved, as on a terminal) captured up to a cap, tail kept.
 
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ use std::path::Path;
 /// How the program is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {
-    /// Run by `/bin/sh -c`.
+    /// Run by the job's shell (`/bin/sh -c` unless it says otherwise).
     Shell(String),
     /// Executed directly, no shell.
     Argv(Vec<String>),
@@ -31,30 +31,12 @@ pub enum CommandLine {
 
 impl<'de> serde::Deserialize<'de> for CommandLine {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Line;
-        impl<'de> serde::de::Visitor<'de> for Line {
-            type Value = CommandLine;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "a shell line (\"tar czf ...\") or a list of the program and its arguments \
-                     ([\"tar\", \"czf\", ...])",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandLine, E> {
-                Ok(CommandLine::Shell(v.to_string()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<CommandLine, A::Error> {
-                let mut argv = Vec::new();
-                while let Some(arg) = seq.next_element::<String>()? {
-                    argv.push(arg);
-                }
-                Ok(CommandLine::Argv(argv))
-            }
-        }
-        d.deserialize_any(Line)
+        let expecting = "a shell line (\"tar czf ...\") or a list of the program and its \
+                         arguments ([\"tar\", \"czf\", ...])";
+        Ok(match shell::string_or_list(d, expecting)? {
+            Ok(line) => CommandLine::Shell(line),
+            Err(argv) => CommandLine::Argv(argv),
+        })
     }
 }
 

@@ -49,28 +49,40 @@ pub enum RawShell {
 
 impl<'de> serde::Deserialize<'de> for RawShell {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Written;
-        impl<'de> serde::de::Visitor<'de> for Written {
-            type Value = RawShell;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(EXPECTED)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawShell, E> {
-                Ok(RawShell::Name(v.to_string()))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<RawShell, A::Error> {
-                let mut argv = Vec::new();
-                while let Some(arg) = seq.next_element::<String>()? {
-                    argv.push(arg);
-                }
-                Ok(RawShell::Argv(argv))
-            }
-        }
-        d.deserialize_any(Written)
+        Ok(match string_or_list(d, EXPECTED)? {
+            Ok(name) => RawShell::Name(name),
+            Err(argv) => RawShell::Argv(argv),
+        })
     }
+}
+
+/// A value written as a string (`Ok`) or a list of strings (`Err`), as `command` and `shell`
+/// take; `expecting` says what else was expected.
+pub(crate) fn string_or_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    expecting: &'static str,
+) -> Result<Result<String, Vec<String>>, D::Error> {
+    struct Written(&'static str);
+    impl<'de> serde::de::Visitor<'de> for Written {
+        type Value = Result<String, Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Ok(v.to_string()))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                list.push(item);
+            }
+            Ok(Err(list))
+        }
+    }
+    d.deserialize_any(Written(expecting))
 }
 
 const EXPECTED: &str = "\"sh\" (/bin/sh -c), \"bash\" (bash -o pipefail -c) or a list of the \
