@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 
 use super::claim_batch::ClaimBatches;
 use super::firing::Firing;
@@ -257,31 +258,23 @@ fn catch_up_unclaimed(
     };
     let run: Vec<DateTime<Utc>> = in_window.iter().rev().take(keep).rev().copied().collect();
     let not_run: Vec<DateTime<Utc>> = times.iter().filter(|t| !run.contains(t)).copied().collect();
-    if let (Some(&first), Some(&last)) = (not_run.first(), not_run.last()) {
-        let reason = format!(
-            "not run: the shared database could not be reached; {} firing(s) from {} to {} (catch_up = \"{}\", catch_up_window = \"{}\")",
-            not_run.len(),
-            format_ts(first),
-            format_ts(last),
-            match job.catch_up {
-                CatchUp::Skip => "skip",
-                CatchUp::Latest => "latest",
-                CatchUp::All => "all",
-            },
-            humantime::format_duration(job.catch_up_window)
-        );
-        let firing = Firing::new(ctx, slot, job, first, Trigger::CatchUp);
-        let ctx2 = Arc::clone(ctx);
+    if !not_run.is_empty() {
+        let (ctx2, slot2, job2) = (Arc::clone(ctx), Arc::clone(slot), Arc::clone(job));
         ctx.tracker.spawn(async move {
-            match claim(&ctx2, &firing.job, firing.scheduled_for).await {
-                Claimed::Mine => firing.skip(1, &reason),
-                // Out of reach again: kept for the next time it answers.
-                Claimed::Unreachable => {
-                    for t in not_run {
-                        ctx2.claims.keep(&firing.slot, &firing.job, t);
-                    }
+            // Each firing is claimed (together, in one batch): a row covers only firings this
+            // node won, so never one that another node ran or recorded.
+            let claims = join_all(not_run.iter().map(|t| claim(&ctx2, &job2, *t))).await;
+            let mut won = Vec::new();
+            for (t, c) in not_run.iter().zip(claims) {
+                match c {
+                    Claimed::Mine => won.push(*t),
+                    // Out of reach again: kept for the next time it answers.
+                    Claimed::Unreachable => ctx2.claims.keep(&slot2, &job2, *t),
+                    Claimed::NotMine => {}
                 }
-                Claimed::NotMine => {}
+            }
+            for stretch in stretches(&job2, &won) {
+                record_not_run(&ctx2, &slot2, &job2, stretch);
             }
         });
     }
@@ -293,6 +286,58 @@ fn catch_up_unclaimed(
     }
     let series = run.into_iter().map(|t| (t, Trigger::CatchUp)).collect();
     fire_series(ctx, slot, job, series);
+}
+
+/// `times` (oldest first) cut where a firing of the job between two of them is not among them.
+fn stretches<'a>(job: &JobSpec, times: &'a [DateTime<Utc>]) -> Vec<&'a [DateTime<Utc>]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=times.len() {
+        let next_is_his = times
+            .get(i)
+            .is_some_and(|t| job.next_fire_after(times[i - 1]) == Some(*t));
+        if !next_is_his {
+            out.push(&times[start..i]);
+            start = i;
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// One `skipped` row for firings of the job not run during an outage (claimed by this node),
+/// with their count and range in `details`, as a downtime's row has.
+fn record_not_run(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    job: &Arc<JobSpec>,
+    times: &[DateTime<Utc>],
+) {
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return;
+    };
+    let reason = format!(
+        "not run: the shared database could not be reached; {} firing(s) from {} to {} (catch_up = \"{}\", catch_up_window = \"{}\")",
+        times.len(),
+        format_ts(first),
+        format_ts(last),
+        match job.catch_up {
+            CatchUp::Skip => "skip",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        },
+        humantime::format_duration(job.catch_up_window)
+    );
+    let details = serde_json::json!({
+        "missed_firings": times.len(),
+        "first": format_ts(first),
+        "last": format_ts(last),
+    });
+    Firing::new(ctx, slot, job, first, Trigger::CatchUp).skip_with(
+        1,
+        &reason,
+        Some(details.to_string()),
+    );
 }
 
 /// Runs the one `catch_up = "latest"` firing after an outage, when this node claims it

@@ -160,6 +160,11 @@ impl Firing {
 
     /// Records attempt `attempt` of this firing as skipped (not run) because of `reason`.
     pub(super) fn skip(&self, attempt: u32, reason: &str) {
+        self.skip_with(attempt, reason, None);
+    }
+
+    /// [`Firing::skip`], with `details` (JSON) in the row.
+    pub(super) fn skip_with(&self, attempt: u32, reason: &str, details: Option<String>) {
         let id = self.ctx.next_id();
         self.tell(Dispatched::Skipped {
             run_id: id,
@@ -175,7 +180,7 @@ impl Firing {
                 exit_code: None,
                 error: Some(reason.to_string()),
                 output: None,
-                details: None,
+                details,
             },
         ));
     }

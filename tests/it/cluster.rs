@@ -612,6 +612,7 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
     stop_all(&mut nodes);
     let runs = all_runs(&url);
     assert_eq!(duplicates(&runs), [], "firings recorded twice");
+    outage_rows_cover_only_their_own(&runs);
     // Claims made before the heartbeat saw the outage (within a sixth of the lease, 10 s
     // here, plus its 3 s connection timeout) wait up to 15 s for a connection: those that get
     // one once the database is back run late, as any firing up to 60 s late does. After
@@ -637,6 +638,37 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
         .collect();
     assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
     no_false_alarms(&nodes);
+}
+
+/// Each row of firings not run during an outage says how many and which (`details`), and no
+/// other row of its job is intended inside its range (it covers no firing that ran or was
+/// recorded elsewhere); its count is the firings of the range.
+fn outage_rows_cover_only_their_own(runs: &[RunRow]) {
+    let not_run = runs.iter().filter(|r| {
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not run: the shared database could not be reached"))
+    });
+    let mut rows = 0;
+    for r in not_run {
+        rows += 1;
+        let details = r
+            .details
+            .as_ref()
+            .unwrap_or_else(|| panic!("no details: {r:?}"));
+        let first = ts(details["first"].as_str().unwrap());
+        let last = ts(details["last"].as_str().unwrap());
+        let inside: Vec<&RunRow> = runs
+            .iter()
+            .filter(|o| o.job == r.job && o.id != r.id)
+            .filter(|o| (first..=last).contains(&ts(&o.scheduled_for)))
+            .collect();
+        assert!(inside.is_empty(), "{r:?} covers {inside:#?}");
+        let every_s = if r.job == "slow" { 5 } else { 1 };
+        let count = (last - first).num_seconds() / every_s + 1;
+        assert_eq!(details["missed_firings"].as_i64(), Some(count), "{r:?}");
+    }
+    eprintln!("{rows} rows of firings not run during the outage, each its own");
 }
 
 /// Every node is on this machine's clock: an outage reports no skew, and its waits are not a
