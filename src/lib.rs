@@ -35,14 +35,15 @@
 //!   `plan` starts what a wake runs and records what it misses.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records): its
 //!   `slot` (per-job state across reloads), `firing` (waits, attempts, ends), `claim` (on a
-//!   shared database, the node that wins a firing's claim runs it) and `turn` (overlap across
-//!   nodes).
+//!   shared database, the node that wins a firing's claim runs it; `claim_batch` puts the
+//!   claims asked meanwhile in one statement) and `turn` (overlap across nodes).
 //! - [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
 //!   `notify` settings), knowing jobs by name only.
 //! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
 //!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
-//!   execution; `attempt` (what an attempt knows and returns), `output`, `template`.
+//!   execution; `attempt` (what an attempt knows and returns), `output`, `template`, `shell`
+//!   (what runs a command line).
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter;
 //!   [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
 //! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead; [`processes`]: the
