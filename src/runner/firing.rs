@@ -363,24 +363,17 @@ impl Firing {
             () = self.replaced.cancelled() => Err(RunStatus::Cancelled),
         };
         let (status, outcome) = match stopped {
-            Ok(out) => {
-                let s = if out.success {
-                    RunStatus::Succeeded
-                } else {
-                    RunStatus::Failed
-                };
-                (s, out)
+            // Killed by the daemon's stop (the second signal's SIGKILL) before its stop was
+            // seen here: stopped, not failed on its own.
+            Ok(out) if !out.success && out.exit_code.is_none() && ctx.stopping() => {
+                let reason = RunStatus::Interrupted;
+                (reason, stopped_outcome(reason, job, out))
             }
+            Ok(out) if out.success => (RunStatus::Succeeded, out),
+            Ok(out) => (RunStatus::Failed, out),
             Err(reason) => {
                 stop.soft.cancel();
-                let mut out = exec.await;
-                let why = why_stopped(reason, job);
-                out.error = Some(match out.error.take() {
-                    Some(e) => format!("{why}: {e}"),
-                    None => why,
-                });
-                out.success = false;
-                (reason, out)
+                (reason, stopped_outcome(reason, job, exec.await))
             }
         };
         ctx.running.fetch_sub(1, Ordering::Relaxed);
@@ -388,4 +381,15 @@ impl Firing {
         self.record_end(job, id, &started, status, &outcome);
         (status, outcome)
     }
+}
+
+/// The outcome of an attempt stopped for `reason`: its error says why first.
+fn stopped_outcome(reason: RunStatus, job: &JobSpec, mut out: Outcome) -> Outcome {
+    let why = why_stopped(reason, job);
+    out.error = Some(match out.error.take() {
+        Some(e) => format!("{why}: {e}"),
+        None => why,
+    });
+    out.success = false;
+    out
 }

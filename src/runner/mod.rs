@@ -115,6 +115,11 @@ impl Context {
         self.ids.next()
     }
 
+    /// Whether the daemon is stopping its runs (grace over, or a second signal).
+    fn stopping(&self) -> bool {
+        self.stop.soft.is_cancelled() || self.stop.hard.is_cancelled()
+    }
+
     /// Attempts in progress.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)

@@ -315,6 +315,16 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     wait_for(5 * SEC, "the stubborn child to be killed", || {
         (!alive(pid)).then_some(())
     });
+    // Runs the stop killed were stopped by it, whichever signal took them: none `failed`.
+    for job in ["long", "stubborn"] {
+        let rows = d.runs_of(job);
+        let ran: Vec<&hourglass::store::RunRow> =
+            rows.iter().filter(|r| r.status != "skipped").collect();
+        assert!(
+            !ran.is_empty() && ran.iter().all(|r| r.status == "interrupted"),
+            "{job}: {rows:#?}"
+        );
+    }
 }
 
 #[test]
