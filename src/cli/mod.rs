@@ -304,7 +304,7 @@ async fn run(path: &Path, json_logs: bool) -> anyhow::Result<ExitCode> {
     listen_for_signals(shutdown.clone())?;
     if let Err(e) = daemon::run_with(cfg, shutdown).await {
         // Said once, by the log (stderr, or the journal): not printed again.
-        tracing::error!(error = format!("{e:#}"), "hourglass failed");
+        tracing::error!(error = %format!("{e:#}"), "hourglass failed");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
