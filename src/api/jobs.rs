@@ -251,6 +251,8 @@ pub(crate) async fn pause_job(
     };
     state.0.store.pause(&pause).await?;
     state.0.scheduler.pause(pause.clone());
+    // The next list shows it (an API reads its own writes).
+    *state.0.jobs_cache.lock().await = None;
     let until_text = until.map_or_else(|| "resumed".to_string(), crate::store::format_ts);
     tracing::info!(job = %name, actor = %actor.0, until = %until_text, "job paused");
     let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
@@ -287,6 +289,7 @@ pub(crate) async fn resume_job(
     }
     let was_paused = state.0.store.resume(name, Utc::now()).await?;
     state.0.scheduler.resume(name);
+    *state.0.jobs_cache.lock().await = None;
     tracing::info!(job = %name, actor = %actor.0, was_paused, "job resumed");
     let detail = (!was_paused).then(|| "was not paused".to_string());
     record(state, actor, "resume", name, detail).await;

@@ -218,8 +218,19 @@ fn metrics_pass_promtool_and_match_the_history() {
     wait_for(20 * SEC, "4 runs of tick", || {
         (d.runs_of("tick").len() >= 4).then_some(())
     });
-    // Quiet: no new run while the rows and the counters are compared.
+    // Quiet: no new run while the rows and the counters are compared. The job list (served
+    // from a cache a second old at most) shows the pause at once: the API reads its writes.
+    let paused = |jobs: &Value| {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == "tick")
+            .unwrap()["paused"]
+            .clone()
+    };
+    assert_eq!(paused(&api.get("/v1/jobs")), Value::Null);
     api.post("/v1/jobs/tick/pause", Value::Null);
+    assert_ne!(paused(&api.get("/v1/jobs")), Value::Null);
     let runs = wait_for(10 * SEC, "every row ended", || {
         let runs = d.runs();
         runs.iter().all(crate::harness::finished).then_some(runs)
