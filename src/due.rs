@@ -56,6 +56,17 @@ pub struct Missed {
     pub why: NotRun,
 }
 
+/// The `details` (JSON) of the row recording missed firings `first` to `last` not run:
+/// `count` of them (`None`: too many to count), as the README's missed-firings query reads.
+pub fn missed_details(count: Option<u64>, first: DateTime<Utc>, last: DateTime<Utc>) -> String {
+    serde_json::json!({
+        "missed_firings": count,
+        "first": crate::store::format_ts(first),
+        "last": crate::store::format_ts(last),
+    })
+    .to_string()
+}
+
 /// The occurrences of one job due at one wake, split by what becomes of them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {

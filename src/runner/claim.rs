@@ -301,7 +301,6 @@ fn stretches<'a>(job: &JobSpec, times: &'a [DateTime<Utc>]) -> Vec<&'a [DateTime
             start = i;
         }
     }
-    out.retain(|s| !s.is_empty());
     out
 }
 
@@ -328,16 +327,9 @@ fn record_not_run(
         },
         humantime::format_duration(job.catch_up_window)
     );
-    let details = serde_json::json!({
-        "missed_firings": times.len(),
-        "first": format_ts(first),
-        "last": format_ts(last),
-    });
-    Firing::new(ctx, slot, job, first, Trigger::CatchUp).skip_with(
-        1,
-        &reason,
-        Some(details.to_string()),
-    );
+    let count = u64::try_from(times.len()).ok();
+    let details = crate::due::missed_details(count, first, last);
+    Firing::new(ctx, slot, job, first, Trigger::CatchUp).skip_with(1, &reason, Some(details));
 }
 
 /// Runs the one `catch_up = "latest"` firing after an outage, when this node claims it

@@ -88,8 +88,9 @@ async fn claim_batches(store: Store, node: String, mut rx: mpsc::UnboundedReceiv
                 Ok(_) if !first => Ok(Claim::Lost),
                 Ok(_) => Ok(answers.next().copied().unwrap_or(Claim::Lost)),
             };
-            // An asker gone (the daemon stopping) has nothing to run: the firing follows
-            // catch_up at the next start.
+            // An asker is gone only when the process exits with its claim in flight (claims
+            // are not given up on a stop): what it won then is left as a kill at that
+            // moment leaves a claimed firing.
             let _ = ask.reply.send(answer);
         }
     }

@@ -72,11 +72,7 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
             crate::store::format_ts(m.last)
         );
         tracing::info!(job = %spec.name, run_id = id, firings = %n, first = %m.first, last = %m.last, reason = %m.why.reason(&spec), "missed firings not run");
-        let details = serde_json::json!({
-            "missed_firings": count,
-            "first": crate::store::format_ts(m.first),
-            "last": crate::store::format_ts(m.last),
-        });
+        let details = crate::due::missed_details(count, m.first, m.last);
         let now = ctx2.clock.now();
         ctx2.recorder.record(Record::Complete(
             RunStart {
@@ -96,7 +92,7 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
                 exit_code: None,
                 error: Some(error),
                 output: None,
-                details: Some(details.to_string()),
+                details: Some(details),
             },
         ));
     });
