@@ -1,5 +1,6 @@
 //! `/healthz` (the timer loop answers within 2 s, and history writes are not failing past
-//! their bound), `/v1/status` (what `hourglass status` shows) and `/metrics` (Prometheus).
+//! their bound; refused configuration files are told beside), `/v1/status` (what
+//! `hourglass status` shows) and `/metrics` (Prometheus).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ApiState;
+use crate::config::InForce;
 use crate::metrics::{JobNow, Metrics};
 use crate::store::Pause;
 
@@ -37,12 +39,23 @@ pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
             health.pending().unwrap_or(0)
         ));
     }
-    if problems.is_empty() {
-        Json(serde_json::json!({ "status": "ok" })).into_response()
+    // Refused files do not make the daemon unhealthy (it runs what it loaded, and a restart
+    // would not start at all): the answer says so beside the status.
+    let in_force = state.0.in_force.now();
+    let mut body = if problems.is_empty() {
+        serde_json::json!({ "status": "ok" })
     } else {
-        let body = serde_json::json!({ "status": "unhealthy", "problems": problems });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        serde_json::json!({ "status": "unhealthy", "problems": problems })
+    };
+    if let Some(warning) = in_force.warning() {
+        body["configuration"] = warning.into();
     }
+    let code = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
 }
 
 /// What `GET /v1/status` answers (and `hourglass status` shows).
@@ -68,6 +81,9 @@ pub struct Status {
     pub history_failing_s: Option<u64>,
     /// Paused jobs.
     pub paused: Vec<Pause>,
+    /// When the configuration it runs was loaded, and whether files changed since were
+    /// refused.
+    pub configuration: InForce,
 }
 
 /// `GET /v1/status`.
@@ -86,6 +102,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Json<Status> {
         pending_records: health.pending().unwrap_or(0),
         history_failing_s: health.failing_for().map(|d| d.as_secs()),
         paused: views.into_iter().filter_map(|v| v.pause).collect(),
+        configuration: s.in_force.now(),
     })
 }
 

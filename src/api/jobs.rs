@@ -21,20 +21,29 @@ const NEXT_FIRINGS: usize = 5;
 /// How long a trigger waits to hear whether its run started, queued or was skipped.
 const TRIGGER_NEWS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A job as the API shows it.
-#[derive(Debug, Serialize)]
-pub(super) struct JobSummary {
-    name: String,
-    kind: &'static str,
-    schedule: String,
-    timezone: String,
-    enabled: bool,
+/// A job as the API shows it (and the CLI's `list` prints it while a daemon answers).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job's name.
+    pub name: String,
+    /// Its kind (`command`, `email`, ...).
+    pub kind: String,
+    /// Its schedule in words.
+    pub schedule: String,
+    /// Its IANA time zone.
+    pub timezone: String,
+    /// Whether it fires on its schedule.
+    pub enabled: bool,
     /// The next firings that will run (RFC 3339 in the job's zone).
-    next: Vec<String>,
-    paused: Option<Pause>,
-    active_run: Option<i64>,
-    waiting: usize,
-    last_run: Option<RunRow>,
+    pub next: Vec<String>,
+    /// Its pause, if one holds.
+    pub paused: Option<Pause>,
+    /// Its run in progress.
+    pub active_run: Option<i64>,
+    /// Its firings waiting for their turn.
+    pub waiting: usize,
+    /// Its newest run.
+    pub last_run: Option<RunRow>,
 }
 
 impl JobSummary {
@@ -47,7 +56,7 @@ impl JobSummary {
             .collect();
         Self {
             name: spec.name.clone(),
-            kind: spec.kind.label(),
+            kind: spec.kind.label().to_string(),
             schedule: spec.schedule.describe(),
             timezone: spec.tz.to_string(),
             enabled: spec.enabled,
@@ -67,10 +76,12 @@ const JOBS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 /// `GET /v1/jobs`: every job, by name (at most [`JOBS_FRESH_FOR`] old).
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Response, Failure> {
     let mut cached = state.0.jobs_cache.lock().await;
+    // A reload applied since the list was built makes it stale at once.
+    let generation = state.0.in_force.generation();
     let fresh = cached
         .as_ref()
-        .filter(|(at, _)| at.elapsed() < JOBS_FRESH_FOR)
-        .map(|(_, body)| body.clone());
+        .filter(|(at, built_for, _)| at.elapsed() < JOBS_FRESH_FOR && *built_for == generation)
+        .map(|(_, _, body)| body.clone());
     let body = match fresh {
         Some(body) => body,
         None => {
@@ -94,7 +105,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Response, Fail
                     ));
                 }
             };
-            *cached = Some((tokio::time::Instant::now(), body.clone()));
+            *cached = Some((tokio::time::Instant::now(), generation, body.clone()));
             body
         }
     };

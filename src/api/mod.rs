@@ -33,13 +33,14 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use auth::{Actor, TokenGuess, judge_token, same_origin, too_many};
 pub use auth::{LOGIN_PATH, Peer, token_digest};
 pub use health::{HISTORY_FAILING_BOUND, Status};
+pub use jobs::JobSummary;
 pub use serve::BEYOND_CONNECTIONS as DESCRIPTORS_BEYOND_CONNECTIONS;
 pub use sessions::{
     IDLE as SESSION_IDLE, LIFETIME as SESSION_LIFETIME, SESSION_COOKIE, Sessions, SignedIn,
 };
 pub use throttle::{BURST as THROTTLE_BURST, REFILL as THROTTLE_REFILL, Throttle};
 
-use crate::config::ApiSettings;
+use crate::config::{ApiSettings, ConfigInForce};
 use crate::metrics::Metrics;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
@@ -79,8 +80,11 @@ pub struct Shared {
     pub throttle: Throttle,
     /// Stops the live output streams at shutdown.
     pub stop: CancellationToken,
-    /// The job list last built, and when (see `jobs::list`).
-    pub jobs_cache: tokio::sync::Mutex<Option<(tokio::time::Instant, axum::body::Bytes)>>,
+    /// The job list last built, when, and for which generation of the configuration (see
+    /// `jobs::list`).
+    pub jobs_cache: tokio::sync::Mutex<Option<(tokio::time::Instant, u64, axum::body::Bytes)>>,
+    /// Which configuration the daemon runs, and whether the files were refused since.
+    pub in_force: ConfigInForce,
 }
 
 impl std::fmt::Debug for Shared {

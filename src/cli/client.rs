@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 
-use crate::config::Settings;
+use crate::config::{InForce, Settings};
 
 /// How long the CLI waits for the daemon to answer whether it is there.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,12 +21,15 @@ pub(super) struct Daemon {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// What it said of its configuration when found.
+    pub(super) in_force: Option<InForce>,
 }
 
-/// What a daemon says of itself (the part the CLI checks).
+/// What a daemon says of itself (the part the CLI checks, and what it runs).
 #[derive(Debug, serde::Deserialize)]
 struct Identity {
     database: String,
+    configuration: Option<InForce>,
 }
 
 impl Daemon {
@@ -52,13 +55,16 @@ impl Daemon {
                     http,
                     base: format!("http://{addr}"),
                     token,
+                    in_force: None,
                 });
             }
         }
-        for daemon in candidates {
+        for mut daemon in candidates {
             let identity: Option<Identity> = daemon.probe().await;
-            if identity.is_some_and(|i| same_database(&i.database, &settings.database.to_string()))
+            if let Some(i) = identity
+                && same_database(&i.database, &settings.database.to_string())
             {
+                daemon.in_force = i.configuration;
                 return Some(daemon);
             }
         }
@@ -70,6 +76,7 @@ impl Daemon {
             http: reqwest::Client::builder().unix_socket(path).build()?,
             base: "http://hourglass".to_string(),
             token: None,
+            in_force: None,
         })
     }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::client::Daemon;
+use super::client::{Daemon, Refused};
 use super::print::local;
+use super::running::note_in_force;
 use super::{load_lenient, note_problems, open_existing};
-use crate::config::Config;
+use crate::config::{Config, InForce, Problem};
 use crate::store::{Database, Event, Pause, Store, TriggerOutcome, TriggerState};
 
 /// Exit status of `trigger` when the firing waits (behind the job's active run, or for a free
@@ -23,19 +24,61 @@ pub const TRIGGER_SKIPPED: u8 = 4;
 /// Exit status of `status` when no daemon answers (as `systemctl status`).
 pub const NOT_RUNNING: u8 = 3;
 
-/// The configuration, with `job` known in it (else a message and `Err(exit status)`).
-fn config_with_job(path: &Path, job: &str) -> anyhow::Result<Result<Config, ExitCode>> {
+/// Where an action on a job goes: the daemon that answers (it knows the jobs it runs,
+/// whatever the files on disk say now), or the history database, for a job the files define.
+enum Target {
+    Daemon {
+        daemon: Daemon,
+        cfg: Config,
+        problems: Vec<Problem>,
+    },
+    Database(Config),
+}
+
+/// Where an action on `job` goes (else a message and `Err(exit status)`).
+async fn target(path: &Path, job: &str) -> anyhow::Result<Result<Target, ExitCode>> {
     let (cfg, problems) = load_lenient(path)?;
+    if let Some(daemon) = Daemon::find(&cfg.settings).await {
+        note_in_force(daemon.in_force.as_ref(), &problems);
+        return Ok(Ok(Target::Daemon {
+            daemon,
+            cfg,
+            problems,
+        }));
+    }
+    Ok(job_in_files(cfg, &problems, job).map(Target::Database))
+}
+
+/// `cfg` if its files define `job` without a mistake (else a message and the exit status).
+fn job_in_files(cfg: Config, problems: &[Problem], job: &str) -> Result<Config, ExitCode> {
     if !cfg.jobs.iter().any(|j| j.name == job) {
         if problems.iter().any(|p| p.job.as_deref() == Some(job)) {
             eprintln!("job {job:?} has a mistake and cannot run; `hourglass check` says what");
         } else {
             eprintln!("no job named {job:?} in the configuration");
         }
-        return Ok(Err(ExitCode::FAILURE));
+        return Err(ExitCode::FAILURE);
     }
-    note_problems(&problems);
-    Ok(Ok(cfg))
+    note_problems(problems);
+    Ok(cfg)
+}
+
+/// Says why the daemon refused an action on `job` (for a job it does not run: what the
+/// files on disk say of it); exit status 1.
+fn refused(e: &Refused, job: &str, cfg: &Config, problems: &[Problem]) -> ExitCode {
+    if e.status != 404 {
+        eprintln!("{}", e.message);
+        return ExitCode::FAILURE;
+    }
+    let files = if problems.iter().any(|p| p.job.as_deref() == Some(job)) {
+        "; the files on disk define it with a mistake (`hourglass check` says what)"
+    } else if cfg.jobs.iter().any(|j| j.name == job) {
+        "; the files on disk define it, but the daemon has not loaded them (`systemctl reload hourglass`)"
+    } else {
+        ""
+    };
+    eprintln!("no job named {job:?} in the configuration the daemon runs{files}");
+    ExitCode::FAILURE
 }
 
 /// What the API answers to a trigger.
@@ -48,32 +91,38 @@ struct Triggered {
 
 /// `hourglass trigger JOB`.
 pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCode> {
-    let cfg = match config_with_job(path, job)? {
-        Ok(cfg) => cfg,
-        Err(code) => return Ok(code),
-    };
-    // Job names are letters, digits, '-', '_' and '.': one path segment as they are.
-    if let Some(daemon) = Daemon::find(&cfg.settings).await {
-        let url = format!("/v1/jobs/{job}/trigger");
-        match daemon.post::<Triggered>(&url, &serde_json::json!({})).await {
-            Ok(t) => {
-                let state = TriggerState {
-                    claimed: true,
-                    outcome: TriggerOutcome::from_name(&t.outcome),
-                    run_id: t.run_id,
-                    detail: t.detail,
-                };
-                return Ok(report_trigger(job, &state, &cfg.settings.database));
-            }
-            // On a shared database the job may be another node's only: the request goes
-            // through the database, as when no daemon answers here.
-            Err(e) if e.status == 404 && cfg.settings.database.is_shared() => {}
-            Err(e) => {
-                eprintln!("{}", e.message);
-                return Ok(ExitCode::FAILURE);
+    let cfg = match target(path, job).await? {
+        Ok(Target::Daemon {
+            daemon,
+            cfg,
+            problems,
+        }) => {
+            // Job names are letters, digits, '-', '_' and '.': one path segment as they are.
+            let url = format!("/v1/jobs/{job}/trigger");
+            match daemon.post::<Triggered>(&url, &serde_json::json!({})).await {
+                Ok(t) => {
+                    let state = TriggerState {
+                        claimed: true,
+                        outcome: TriggerOutcome::from_name(&t.outcome),
+                        run_id: t.run_id,
+                        detail: t.detail,
+                    };
+                    return Ok(report_trigger(job, &state, &cfg.settings.database));
+                }
+                // On a shared database the job may be another node's only: the request goes
+                // through the database, as when no daemon answers here.
+                Err(e) if e.status == 404 && cfg.settings.database.is_shared() => {
+                    match job_in_files(cfg, &problems, job) {
+                        Ok(cfg) => cfg,
+                        Err(code) => return Ok(code),
+                    }
+                }
+                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
             }
         }
-    }
+        Ok(Target::Database(cfg)) => cfg,
+        Err(code) => return Ok(code),
+    };
     let store = open_existing(&cfg.settings.database).await?;
     let req = store.request_trigger(job).await?;
     if no_wait {
@@ -128,38 +177,39 @@ fn report_trigger(job: &str, state: &TriggerState, database: &Database) -> ExitC
 
 /// `hourglass pause JOB [--until TIME]`.
 pub(super) async fn pause(path: &Path, job: &str, until: Option<&str>) -> anyhow::Result<ExitCode> {
-    let cfg = match config_with_job(path, job)? {
-        Ok(cfg) => cfg,
-        Err(code) => return Ok(code),
-    };
-    let paused: Pause = if let Some(daemon) = Daemon::find(&cfg.settings).await {
-        let url = format!("/v1/jobs/{job}/pause");
-        match daemon
-            .post(&url, &serde_json::json!({ "until": until }))
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("{}", e.message);
-                return Ok(ExitCode::FAILURE);
+    let paused: Pause = match target(path, job).await? {
+        Ok(Target::Daemon {
+            daemon,
+            cfg,
+            problems,
+        }) => {
+            let url = format!("/v1/jobs/{job}/pause");
+            match daemon
+                .post(&url, &serde_json::json!({ "until": until }))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
             }
         }
-    } else {
-        let until = until
-            .map(|u| crate::api::parse_time(u, true))
-            .transpose()
-            .map_err(anyhow::Error::msg)?;
-        let pause = Pause {
-            job: job.to_string(),
-            since: Utc::now(),
-            until,
-            actor: me(),
-        };
-        let store = open_existing(&cfg.settings.database).await?;
-        store.pause(&pause).await?;
-        let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
-        record_offline(&store, "pause", job, detail).await;
-        pause
+        Ok(Target::Database(cfg)) => {
+            let until = until
+                .map(|u| crate::api::parse_time(u, true))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let pause = Pause {
+                job: job.to_string(),
+                since: Utc::now(),
+                until,
+                actor: me(),
+            };
+            let store = open_existing(&cfg.settings.database).await?;
+            store.pause(&pause).await?;
+            let detail = until.map(|u| format!("until {}", u.to_rfc3339()));
+            record_offline(&store, "pause", job, detail).await;
+            pause
+        }
+        Err(code) => return Ok(code),
     };
     match paused.until {
         Some(u) => println!("{job:?} is paused until {}", local(u)),
@@ -175,24 +225,25 @@ struct Resumed {
 
 /// `hourglass resume JOB`.
 pub(super) async fn resume(path: &Path, job: &str) -> anyhow::Result<ExitCode> {
-    let cfg = match config_with_job(path, job)? {
-        Ok(cfg) => cfg,
-        Err(code) => return Ok(code),
-    };
-    let was_paused = if let Some(daemon) = Daemon::find(&cfg.settings).await {
-        let url = format!("/v1/jobs/{job}/resume");
-        match daemon.post::<Resumed>(&url, &serde_json::json!({})).await {
-            Ok(r) => r.was_paused,
-            Err(e) => {
-                eprintln!("{}", e.message);
-                return Ok(ExitCode::FAILURE);
+    let was_paused = match target(path, job).await? {
+        Ok(Target::Daemon {
+            daemon,
+            cfg,
+            problems,
+        }) => {
+            let url = format!("/v1/jobs/{job}/resume");
+            match daemon.post::<Resumed>(&url, &serde_json::json!({})).await {
+                Ok(r) => r.was_paused,
+                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
             }
         }
-    } else {
-        let store = open_existing(&cfg.settings.database).await?;
-        let was = store.resume(job, Utc::now()).await?;
-        record_offline(&store, "resume", job, None).await;
-        was
+        Ok(Target::Database(cfg)) => {
+            let store = open_existing(&cfg.settings.database).await?;
+            let was = store.resume(job, Utc::now()).await?;
+            record_offline(&store, "resume", job, None).await;
+            was
+        }
+        Err(code) => return Ok(code),
     };
     if was_paused {
         println!("{job:?} is resumed: it goes on from its next firing");
@@ -225,8 +276,8 @@ async fn record_offline(store: &Store, action: &str, job: &str, detail: Option<S
 /// `hourglass status`.
 pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let (cfg, problems) = load_lenient(path)?;
-    note_problems(&problems);
     let Some(daemon) = Daemon::find(&cfg.settings).await else {
+        note_problems(&problems);
         let socket = cfg.settings.api.socket.as_deref().map_or_else(
             || "no socket (api.socket = \"\")".to_string(),
             |p| p.display().to_string(),
@@ -258,6 +309,7 @@ pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> 
         ),
         None => println!("history    written ({} records pending)", s.pending_records),
     }
+    print_in_force(&s.configuration);
     for p in &s.paused {
         let until = p
             .until
@@ -270,4 +322,25 @@ pub(super) async fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> 
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `status`'s lines on the configuration: when it was loaded, and the files' refusal.
+fn print_in_force(c: &InForce) {
+    let Some(r) = &c.rejected else {
+        println!("config     loaded {}", local(c.loaded_at));
+        return;
+    };
+    let last = if r.last == r.since {
+        String::new()
+    } else {
+        format!(" (last tried {})", local(r.last))
+    };
+    println!(
+        "config     REJECTED since {}{last}: the daemon runs the configuration loaded {}",
+        local(r.since),
+        local(c.loaded_at)
+    );
+    for line in r.error.lines() {
+        println!("           {line}");
+    }
 }

@@ -188,6 +188,7 @@ mod follow;
 mod next;
 mod nodes;
 mod print;
+mod running;
 mod stats;
 
 use print::{print_run, print_table};
@@ -210,12 +211,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => Ok(check(&path)),
         Command::Run { json_logs } => run(&path, json_logs).await,
-        Command::List => {
-            let (cfg, problems) = load_lenient(&path)?;
-            let pauses = paused_jobs(&cfg).await;
-            print::list(&cfg, &pauses);
-            Ok(report_problems(&problems))
-        }
+        Command::List => running::list(&path).await,
         Command::History {
             job,
             status,
@@ -365,12 +361,13 @@ fn counted(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Prints the problems after a listing; exit status 1 if any is an error.
-fn report_problems(problems: &[config::Problem]) -> ExitCode {
+/// Prints the problems after a listing (`listed` says what the listing shows of them);
+/// exit status 1 if any is an error.
+fn report_problems(problems: &[config::Problem], listed: &str) -> ExitCode {
     let errors = problems.iter().filter(|p| !p.warning).count();
     if errors > 0 {
         let problems = counted(errors, "problem", "problems");
-        eprintln!("\n{problems} in the configuration (jobs with one are not listed):");
+        eprintln!("\n{problems} in the configuration files ({listed}):");
     }
     for p in problems {
         eprintln!("{p}");

@@ -2,50 +2,92 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::api::JobSummary;
 use crate::config::Config;
 use crate::store::{Pause, RunRow};
 
-pub(super) fn list(cfg: &Config, pauses: &[Pause]) {
-    let now = Utc::now();
+/// One line of `list`: a job as the files on disk define it, or as the daemon runs it.
+#[derive(Debug)]
+pub(super) struct Listed {
+    name: String,
+    kind: String,
+    schedule: String,
+    enabled: bool,
+    /// The next firing, in the job's zone.
+    next: Option<String>,
+    pause: Option<Pause>,
+}
+
+/// How `list` writes a next firing.
+const NEXT_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f %Z";
+
+impl Listed {
+    /// The jobs of `cfg` with the `pauses` on record.
+    pub(super) fn of_config(cfg: &Config, pauses: &[Pause]) -> Vec<Self> {
+        let now = Utc::now();
+        cfg.jobs
+            .iter()
+            .map(|job| Self {
+                name: job.name.clone(),
+                kind: job.kind.label().to_string(),
+                schedule: job.schedule.describe(),
+                enabled: job.enabled,
+                next: job
+                    .enabled
+                    .then(|| job.next_fire_after(now))
+                    .flatten()
+                    .map(|t| t.with_timezone(&job.tz).format(NEXT_FORMAT).to_string()),
+                pause: pauses.iter().find(|p| p.job == job.name).cloned(),
+            })
+            .collect()
+    }
+
+    /// The jobs a daemon runs, as its API lists them.
+    pub(super) fn of_daemon(jobs: Vec<JobSummary>) -> Vec<Self> {
+        let now = Utc::now();
+        jobs.into_iter()
+            .map(|j| {
+                let zone: Option<chrono_tz::Tz> = j.timezone.parse().ok();
+                let next = j.next.into_iter().next().map(|t| {
+                    match (DateTime::parse_from_rfc3339(&t), zone) {
+                        (Ok(at), Some(zone)) => {
+                            at.with_timezone(&zone).format(NEXT_FORMAT).to_string()
+                        }
+                        _ => t,
+                    }
+                });
+                Self {
+                    name: j.name,
+                    kind: j.kind,
+                    schedule: j.schedule,
+                    enabled: j.enabled,
+                    next,
+                    pause: j.paused.filter(|p| p.holds_at(now)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `list`'s table.
+pub(super) fn list(jobs: &[Listed]) {
     println!("{:<28} {:<8} {:<44} NEXT", "JOB", "KIND", "SCHEDULE");
-    for job in &cfg.jobs {
-        if let Some(p) = pauses.iter().find(|p| p.job == job.name) {
+    for job in jobs {
+        let when = if let Some(p) = &job.pause {
             let until = p
                 .until
                 .map_or_else(String::new, |u| format!(" until {}", local(u)));
-            println!(
-                "{:<28} {:<8} {:<44} paused since {}{until} (by {})",
-                job.name,
-                job.kind.label(),
-                job.schedule.describe(),
-                local(p.since),
-                p.actor
-            );
-            continue;
-        }
-        let next = if job.enabled {
-            job.next_fire_after(now)
+            format!("paused since {}{until} (by {})", local(p.since), p.actor)
+        } else if let Some(next) = &job.next {
+            next.clone()
+        } else if job.enabled {
+            "never (one-shot time passed)".to_string()
         } else {
-            None
+            "disabled (runs only by `hourglass trigger`)".to_string()
         };
-        let never = if job.enabled {
-            "never (one-shot time passed)"
-        } else {
-            "disabled (runs only by `hourglass trigger`)"
-        };
-        let next = next.map_or_else(
-            || never.to_string(),
-            |t| {
-                t.with_timezone(&job.tz)
-                    .format("%Y-%m-%d %H:%M:%S%.3f %Z")
-                    .to_string()
-            },
-        );
         println!(
-            "{:<28} {:<8} {:<44} {next}",
-            job.name,
-            job.kind.label(),
-            job.schedule.describe()
+            "{:<28} {:<8} {:<44} {when}",
+            job.name, job.kind, job.schedule
         );
     }
 }

@@ -6,8 +6,10 @@
 
 mod api;
 mod database;
+mod in_force;
 
 pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
+pub use in_force::{ConfigInForce, InForce, Rejection};
 mod job_file;
 mod main_file;
 mod table_keys;

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, Listening, Shared, token_digest};
-use crate::config::{ConnectionLimits, Settings};
+use crate::config::{ConfigInForce, ConnectionLimits, Settings};
 use crate::metrics::Metrics;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
@@ -18,11 +18,17 @@ use crate::store::Store;
 /// Binds the API's listeners and serves it on `tasks` until `stop`.
 pub(super) fn start(
     settings: &Settings,
-    parts: (&Scheduler, &Store, &Arc<Context>, &Arc<Metrics>),
+    parts: (
+        &Scheduler,
+        &Store,
+        &Arc<Context>,
+        &Arc<Metrics>,
+        &ConfigInForce,
+    ),
     tasks: &mut JoinSet<()>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Listening> {
-    let (scheduler, store, ctx, metrics) = parts;
+    let (scheduler, store, ctx, metrics, in_force) = parts;
     let token_digest = settings
         .api
         .token
@@ -46,6 +52,7 @@ pub(super) fn start(
         throttle: crate::api::Throttle::default(),
         stop: stop.clone(),
         jobs_cache: tokio::sync::Mutex::default(),
+        in_force: in_force.clone(),
     });
     let mut api_settings = settings.api.clone();
     api_settings.limits = fit_to_descriptors(api_settings.limits);

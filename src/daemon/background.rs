@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::AlertPolicies;
-use crate::config::{self, Settings};
+use crate::config::{self, ConfigInForce, Settings};
 use crate::node::LoadedJobs;
 use crate::runner::{Context, Dispatched};
 use crate::scheduler::Scheduler;
@@ -173,6 +173,7 @@ pub(super) async fn reload(
     scheduler: &mut Scheduler,
     current: &Settings,
     jobs_now: Option<&watch::Sender<Arc<LoadedJobs>>>,
+    in_force: &ConfigInForce,
 ) -> Option<crate::alert::AlertPolicies> {
     systemd::reloading();
     let path = current.config_path.clone();
@@ -194,6 +195,7 @@ pub(super) async fn reload(
                 jobs_now.send_replace(Arc::new(LoadedJobs::of(&new.jobs, true)));
             }
             let c = scheduler.apply(new.jobs, &new.alerts, &HashMap::new());
+            in_force.accepted(Utc::now());
             crate::memory::release_freed();
             tracing::info!(
                 added = ?c.added,
@@ -207,9 +209,33 @@ pub(super) async fn reload(
         Err(e) => {
             // The operator must fix the files: the daemon keeps the previous jobs meanwhile.
             tracing::error!(error = %e, "configuration rejected; the previous configuration stays in effect");
+            in_force.rejected(Utc::now(), e);
             None
         }
     }
+}
+
+/// The systemd status line: jobs, runs, and what is wrong (history writes failing, files
+/// refused).
+pub(super) fn status_line(
+    scheduler: &Scheduler,
+    ctx: &Context,
+    in_force: &ConfigInForce,
+) -> String {
+    use std::fmt::Write as _;
+    let mut line = format!(
+        "{} jobs scheduled, {} runs in progress",
+        scheduler.len(),
+        ctx.running()
+    );
+    if let Some(n) = ctx.recorder.health().pending() {
+        let _ = write!(line, "; history database failing: {n} run records waiting");
+    }
+    if let Some(r) = in_force.now().rejected {
+        let since = r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let _ = write!(line, "; configuration rejected since {since}");
+    }
+    line
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::AlertPolicies;
 use crate::clock::Clock;
-use crate::config::{Config, Settings};
+use crate::config::{Config, ConfigInForce, Settings};
 use crate::http_client::HttpClients;
 use crate::job::{JobSpec, NodeLoss, Services};
 use crate::node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
@@ -34,7 +34,7 @@ use crate::systemd;
 
 use background::{
     TRIGGER_POLL, poll_triggers, prune_loop, recall_last_successes, record_trigger_outcome, reload,
-    sleep_until_some, spawn_stale_watch, watch_files, watchdog_loop,
+    sleep_until_some, spawn_stale_watch, status_line, watch_files, watchdog_loop,
 };
 use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
 
@@ -105,6 +105,7 @@ struct Running {
     /// Every job's alert policy, for the stale-job watch (replaced at reloads).
     policies: watch::Sender<Arc<AlertPolicies>>,
     metrics: Arc<crate::metrics::Metrics>,
+    in_force: ConfigInForce,
     _instance: crate::instance::InstanceLock,
 }
 
@@ -154,9 +155,10 @@ impl Running {
             Arc::clone(&metrics),
             scheduler.names(),
         ));
+        let in_force = ConfigInForce::loaded(chrono::Utc::now());
         let api = api::start(
             &settings,
-            (&scheduler, &store, &ctx, &metrics),
+            (&scheduler, &store, &ctx, &metrics, &in_force),
             &mut tasks,
             &background,
         )?;
@@ -183,6 +185,7 @@ impl Running {
             api,
             policies,
             metrics,
+            in_force,
             _instance: instance,
         };
         tracing::info!(
@@ -197,16 +200,7 @@ impl Running {
 
     /// The systemd status line.
     fn status(&self) -> String {
-        let mut line = format!(
-            "{} jobs scheduled, {} runs in progress",
-            self.scheduler.len(),
-            self.ctx.running()
-        );
-        if let Some(n) = self.ctx.recorder.health().pending() {
-            use std::fmt::Write as _;
-            let _ = write!(line, "; history database failing: {n} run records waiting");
-        }
-        line
+        status_line(&self.scheduler, &self.ctx, &self.in_force)
     }
 
     /// Serves reloads, manual triggers and status updates until the shutdown signal.
@@ -272,7 +266,9 @@ impl Running {
 
     async fn reload(&mut self) {
         let shared = self.store.is_shared().then_some(&self.loaded);
-        if let Some(alerts) = reload(&mut self.scheduler, &self.settings, shared).await {
+        if let Some(alerts) =
+            reload(&mut self.scheduler, &self.settings, shared, &self.in_force).await
+        {
             self.policies.send_replace(Arc::new(alerts));
             self.metrics.forget_removed_jobs(&self.scheduler.names());
         }

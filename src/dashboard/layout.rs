@@ -78,6 +78,9 @@ pub(super) fn page(
                         }
                     }
                 }
+                @if let Some(warning) = state.0.in_force.now().warning() {
+                    p.problem role="alert" { (warning) }
+                }
                 main id="main" { (body) }
                 footer {
                     "node " (state.0.node) " · hourglass " (env!("CARGO_PKG_VERSION"))

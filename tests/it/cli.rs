@@ -453,7 +453,7 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
     let bad = d.cli(&["trigger", "bad"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
-        text(&bad.stderr).contains("has a mistake"),
+        text(&bad.stderr).contains("the daemon runs; the files on disk define it with a mistake"),
         "{}",
         text(&bad.stderr)
     );
