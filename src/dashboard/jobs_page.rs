@@ -275,7 +275,7 @@ fn row(l: &Listed, f: &Figures) -> Markup {
                 @match &l.last {
                     Some(r) => {
                         a href={ "/runs/" (r.id) } { (status_badge(&r.status)) }
-                        br; (layout::utc(&r.scheduled_for))
+                        br; (last_when(r))
                     }
                     None => span.quiet { "never ran" },
                 }
@@ -283,6 +283,26 @@ fn row(l: &Listed, f: &Figures) -> Markup {
             td data-label={ "Success, " (RATE_DAYS) " days" } data-ran=(f.ran) data-succeeded=(f.succeeded) { (rate_text(f.ran, f.succeeded)) }
             td data-label={ "Last " (STRIP) " runs" } { (strip(&f.strip)) }
         }
+    }
+}
+
+/// When the last row was: its intended time, or for a row standing for several missed
+/// firings (after downtime) how many and from when to when, not only the first one's time.
+fn last_when(r: &RunRow) -> Markup {
+    let details = r.details.as_ref();
+    let field = |k: &str| details.and_then(|d| d.get(k)).and_then(|v| v.as_str());
+    match (field("first"), field("last")) {
+        (Some(first), Some(last)) if first != last => {
+            let count = details
+                .and_then(|d| d.get("missed_firings"))
+                .and_then(serde_json::Value::as_u64)
+                .map_or_else(String::new, |n| format!("{n} "));
+            html! {
+                span data-missed-firings=(count.trim()) { (count) "firings not run, " }
+                (layout::utc(first)) " to " (layout::utc(last))
+            }
+        }
+        _ => layout::utc(&r.scheduled_for),
     }
 }
 
@@ -314,9 +334,13 @@ pub(super) fn strip(dots: &[RunDot]) -> Markup {
         .filter(|d| layout::is_failure(&d.status))
         .count();
     let ok = dots.iter().filter(|d| d.status == "succeeded").count();
+    let last = if dots.len() == 1 {
+        "the last run".to_string()
+    } else {
+        format!("last {} runs", dots.len())
+    };
     let label = format!(
-        "last {} runs: {ok} succeeded, {failed} failed, {} other",
-        dots.len(),
+        "{last}: {ok} succeeded, {failed} failed, {} other",
         dots.len() - ok - failed
     );
     if dots.is_empty() {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::harness::{Daemon, alive, at_in, finished, ts, wait_for};
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -546,6 +546,18 @@ fn catch_up_after_downtime_follows_each_policy() {
             .unwrap()
             .starts_with("missed (catch_up = \"skip\")"),
         "{skip:#?}"
+    );
+    // The jobs page shows that row as the job's last, with its whole range (not dated at its
+    // first missed firing alone).
+    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let page = api.call("GET", "/?q=skip", None, None).1;
+    let row = &page[page.find("href=\"/jobs/skip\"").expect("skip's row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let shown = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    assert!(row.contains("3 firings not run, "), "{row}");
+    assert!(
+        row.contains(&shown(times[0])) && row.contains(&shown(times[2])),
+        "{row}"
     );
     wait_for(10 * SEC, "skip's state to advance", || {
         let fired = rt.block_on(async {
