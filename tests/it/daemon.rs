@@ -547,18 +547,7 @@ fn catch_up_after_downtime_follows_each_policy() {
             .starts_with("missed (catch_up = \"skip\")"),
         "{skip:#?}"
     );
-    // The jobs page shows that row as the job's last, with its whole range (not dated at its
-    // first missed firing alone).
-    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
-    let page = api.call("GET", "/?q=skip", None, None).1;
-    let row = &page[page.find("href=\"/jobs/skip\"").expect("skip's row")..];
-    let row = &row[..row.find("</tr>").unwrap()];
-    let shown = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-    assert!(row.contains("3 firings not run, "), "{row}");
-    assert!(
-        row.contains(&shown(times[0])) && row.contains(&shown(times[2])),
-        "{row}"
-    );
+    the_jobs_page_shows_the_whole_range(&d, "skip", 3, (times[0], times[2]));
     wait_for(10 * SEC, "skip's state to advance", || {
         let fired = rt.block_on(async {
             let store = hourglass::store::Store::open(&db).await.unwrap();
@@ -568,6 +557,28 @@ fn catch_up_after_downtime_follows_each_policy() {
         });
         (fired.get("skip") == Some(&times[2])).then_some(())
     });
+}
+
+/// The jobs page shows a row of `count` missed firings as the job's last, with its whole
+/// range (not dated at its first missed firing alone).
+fn the_jobs_page_shows_the_whole_range(
+    d: &Daemon,
+    job: &str,
+    count: u64,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+) {
+    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let page = api.call("GET", &format!("/?q={job}"), None, None).1;
+    let row = &page[page
+        .find(&format!("href=\"/jobs/{job}\""))
+        .expect("the job's row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let shown = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    assert!(row.contains(&format!("{count} firings not run, ")), "{row}");
+    assert!(
+        row.contains(&shown(first)) && row.contains(&shown(last)),
+        "{row}"
+    );
 }
 
 #[test]
