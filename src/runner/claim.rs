@@ -341,13 +341,22 @@ fn run_latest(
     latest: DateTime<Utc>,
     first_missed: DateTime<Utc>,
 ) {
-    let since = first_missed - chrono::TimeDelta::seconds(OUTAGE_MARGIN_S);
+    // Another node's catch-up run of this outage is its latest missed firing, at or after
+    // the first one this node missed (the outages overlap); one of an earlier outage is
+    // before it (this outage began after that one ended).
+    let since = first_missed;
     let (ctx2, slot, job) = (Arc::clone(ctx), Arc::clone(slot), Arc::clone(job));
     ctx.tracker.spawn(async move {
         let store = &ctx2.services.store;
         match store.claim_latest(&job.name, latest, since, &ctx2.node).await {
             Ok(true) => super::run_claimed_series(&ctx2, &slot, &job, vec![(latest, Trigger::CatchUp)]),
-            Ok(false) => {}
+            // Another node runs this outage's catch-up: this firing is one it did not run,
+            // recorded here unless a node recorded it already (it may be the one it ran).
+            Ok(false) => match claim(&ctx2, &job, latest).await {
+                Claimed::Mine => record_not_run(&ctx2, &slot, &job, &[latest]),
+                Claimed::Unreachable => ctx2.claims.keep(&slot, &job, latest),
+                Claimed::NotMine => {}
+            },
             Err(e) => {
                 tracing::debug!(job = %job.name, error = %e, "cannot claim the catch-up run after the outage; kept for later");
                 ctx2.claims.keep(&slot, &job, latest);
@@ -355,6 +364,3 @@ fn run_latest(
         }
     });
 }
-
-/// How far before the first firing a node missed another node's list may begin.
-const OUTAGE_MARGIN_S: i64 = 60;

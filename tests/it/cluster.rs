@@ -533,58 +533,130 @@ impl Drop for OwnServer {
 }
 
 /// Whether the records of an outage that began at `down_at` are in: the slow runs going then
-/// ended (written from the spill file), a skipped row for `tick`, a catch-up run of `newest`.
+/// ended (written from the spill file), a skipped row for `tick`'s firings of the outage, a
+/// catch-up run of `newest` after it.
 fn outage_recorded(runs: &[RunRow], down_at: DateTime<Utc>) -> bool {
     let slow_done = runs
         .iter()
         .filter(|r| r.job == "slow" && ts(&r.scheduled_for) < down_at)
-        .all(|r| r.status == "succeeded");
+        .all(|r| r.status != "running");
     let skipped = runs.iter().any(|r| {
         r.job == "tick"
             && r.status == "skipped"
+            && ts(&r.scheduled_for) > down_at
             && r.error
                 .as_deref()
                 .is_some_and(|e| e.contains("shared database could not be reached"))
     });
-    let newest_ran = runs
-        .iter()
-        .any(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded");
+    let newest_ran = runs.iter().any(|r| {
+        r.job == "newest"
+            && r.trigger == "catch_up"
+            && r.status == "succeeded"
+            && ts(&r.scheduled_for) > down_at
+    });
     slow_done && skipped && newest_ran
 }
 
-/// PostgreSQL stopped for 15 s: no node crashes, no firing runs twice, a run that finished
-/// meanwhile is recorded after (the spill file), and the firings missed meanwhile follow
-/// `catch_up`: "skip" gets a skipped row, "latest" runs once.
+/// How many times, and how long, the outage test stops PostgreSQL.
+const OUTAGES: usize = 5;
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// PostgreSQL stopped for 10 s, five times, under 3 nodes: no node crashes, no firing runs
+/// twice, every firing has one row or one place in a range row (none covers a firing with a
+/// row, each says which firings in `details`), the README's missed-firings query counts
+/// them all, runs that finished meanwhile are recorded after (the spill file), and the
+/// firings missed meanwhile follow `catch_up`: "skip" gets skipped rows, "latest" runs once
+/// per outage.
 #[test]
-fn a_database_outage_loses_no_record_and_doubles_no_firing() {
+fn database_outages_lose_no_record_and_double_no_firing() {
     let server = OwnServer::start();
     let url = server.url();
     let jobs = "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n\
                 [jobs.newest]\nevery = \"1s\"\ncommand = \"true\"\ncatch_up = \"latest\"\n\
                 [jobs.slow]\nevery = \"5s\"\ncommand = \"sleep 8\"\noverlap = \"allow\"\n";
-    let mut nodes = start_nodes(&url, 2, jobs, |_| String::new());
-    wait_for(Duration::from_secs(30), "a slow run going", || {
-        all_runs(&url)
-            .iter()
-            .any(|r| r.job == "slow" && r.status == "running")
-            .then_some(())
-    });
-    let down_at = Utc::now();
-    server.down();
-    let down_done = Utc::now();
-    std::thread::sleep(Duration::from_secs(15));
-    server.up();
-    let up_at = Utc::now();
-    for d in &mut nodes {
-        let child = d.child.as_mut().unwrap();
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "a node died: {}",
-            d.log()
-        );
+    let mut nodes = start_nodes(&url, 3, jobs, |_| String::new());
+    let mut outages = Vec::new();
+    let mut last_down = Utc::now();
+    for _ in 0..OUTAGES {
+        wait_for(Duration::from_secs(30), "a slow run going", || {
+            all_runs(&url)
+                .iter()
+                .any(|r| r.job == "slow" && r.status == "running")
+                .then_some(())
+        });
+        let down_at = Utc::now();
+        server.down();
+        let down_done = Utc::now();
+        std::thread::sleep(OUTAGE);
+        server.up();
+        outages.push((down_done, Utc::now()));
+        for d in &mut nodes {
+            let child = d.child.as_mut().unwrap();
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "a node died: {}",
+                d.log()
+            );
+        }
+        wait_for_the_outages_records(&url, &nodes, down_at);
+        last_down = down_at;
     }
+    std::thread::sleep(Duration::from_secs(3));
+    stop_all(&mut nodes);
+    let runs = all_runs(&url);
+    assert_eq!(duplicates(&runs), [], "firings recorded twice");
+    outage_rows_cover_only_their_own(&runs);
+    every_firing_has_its_row(&runs, "tick");
+    // The slow runs going when an outage began ended meanwhile: recorded after, from the
+    // spill file (the stop may cut short only those of after the last outage).
+    let slow_cut: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.job == "slow" && r.started_at.is_some() && ts(&r.scheduled_for) < last_down)
+        .filter(|r| r.status != "succeeded")
+        .collect();
+    assert!(slow_cut.is_empty(), "{slow_cut:#?}");
+    let missed = missed_firings(&runs, "tick");
+    assert!(missed > 0, "the outages missed no firing of tick");
+    // psql "$URL" -c "<query>", as the README writes it.
+    let command = crate::readme::lines_after("# Missed firings per job, on PostgreSQL");
+    let query = command.split('"').nth(3).expect("the query between quotes");
+    let counted = psql(&url, query);
+    assert!(
+        counted.lines().any(|l| l == format!("tick|{missed}")),
+        "the README's query says {counted:?}, the rows {missed}"
+    );
+    // Claims made before the heartbeat saw an outage (within a sixth of the lease, 10 s
+    // here, plus its 3 s connection timeout) wait up to 15 s for a connection: those that get
+    // one once the database is back run late, as any firing up to 60 s late does. After
+    // that, claims fail at once and the missed firings follow catch_up.
+    let in_an_outage = |r: &&RunRow| {
+        let t = ts(&r.scheduled_for);
+        outages.iter().any(|&(down, up)| {
+            t > down + chrono::TimeDelta::seconds(6) && t < up - chrono::TimeDelta::seconds(2)
+        })
+    };
+    let newest = runs
+        .iter()
+        .filter(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded")
+        .count();
+    assert_eq!(
+        newest, OUTAGES,
+        "latest ran {newest} times in {OUTAGES} outages"
+    );
+    let tick_ran: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.job == "tick" && r.status == "succeeded")
+        .filter(in_an_outage)
+        .collect();
+    assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
+    no_false_alarms(&nodes);
+}
+
+/// Waits (60 s at most) for the records of the outage that began at `down_at`; else fails
+/// with the nodes' notes and the odd rows.
+fn wait_for_the_outages_records(url: &str, nodes: &[Daemon], down_at: DateTime<Utc>) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !outage_recorded(&all_runs(&url), down_at) {
+    while !outage_recorded(&all_runs(url), down_at) {
         if Instant::now() > deadline {
             let notes: Vec<String> = nodes
                 .iter()
@@ -596,7 +668,7 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            let runs = all_runs(&url);
+            let runs = all_runs(url);
             let odd: Vec<&RunRow> = runs
                 .iter()
                 .filter(|r| r.status != "succeeded" || r.trigger != "schedule")
@@ -608,36 +680,49 @@ fn a_database_outage_loses_no_record_and_doubles_no_firing() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(3));
-    stop_all(&mut nodes);
-    let runs = all_runs(&url);
-    assert_eq!(duplicates(&runs), [], "firings recorded twice");
-    outage_rows_cover_only_their_own(&runs);
-    // Claims made before the heartbeat saw the outage (within a sixth of the lease, 10 s
-    // here, plus its 3 s connection timeout) wait up to 15 s for a connection: those that get
-    // one once the database is back run late, as any firing up to 60 s late does. After
-    // that, claims fail at once and the missed firings follow catch_up.
-    let outage = |r: &&RunRow| {
-        let t = ts(&r.scheduled_for);
-        t > down_done + chrono::TimeDelta::seconds(6) && t < up_at - chrono::TimeDelta::seconds(2)
-    };
-    let newest: Vec<&RunRow> = runs
+}
+
+/// The firings of `job` (every second) from its first row to its last: each has its own row
+/// or a place in one range row (no gap; no overlap is [`outage_rows_cover_only_their_own`]).
+fn every_firing_has_its_row(runs: &[RunRow], job: &str) {
+    let rows: Vec<&RunRow> = runs
         .iter()
-        .filter(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded")
+        .filter(|r| r.job == job && r.attempt == 1)
         .collect();
+    let first = rows.iter().map(|r| ts(&r.scheduled_for)).min().unwrap();
+    let last = rows
+        .iter()
+        .map(|r| {
+            r.details
+                .as_ref()
+                .and_then(|d| d["last"].as_str())
+                .map_or_else(|| ts(&r.scheduled_for), ts)
+        })
+        .max()
+        .unwrap();
+    let firings = (last - first).num_seconds() + 1;
+    let placed: i64 = rows.iter().map(|r| places(r)).sum();
     assert_eq!(
-        newest.len(),
-        1,
-        "latest ran {} times: {newest:#?}",
-        newest.len()
+        placed, firings,
+        "{job}: {firings} firings from {first} to {last}, {placed} rows or places in a range"
     );
-    let tick_ran: Vec<&RunRow> = runs
-        .iter()
-        .filter(|r| r.job == "tick" && r.status == "succeeded")
-        .filter(outage)
-        .collect();
-    assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
-    no_false_alarms(&nodes);
+}
+
+/// How many firings a row stands for: its `missed_firings`, else 1.
+fn places(r: &RunRow) -> i64 {
+    r.details
+        .as_ref()
+        .and_then(|d| d["missed_firings"].as_i64())
+        .unwrap_or(1)
+}
+
+/// How many firings of `job` did not run, by the rows: skipped catch-up rows, each for its
+/// count.
+fn missed_firings(runs: &[RunRow], job: &str) -> i64 {
+    runs.iter()
+        .filter(|r| r.job == job && r.status == "skipped" && r.trigger == "catch_up")
+        .map(places)
+        .sum()
 }
 
 /// Each row of firings not run during an outage says how many and which (`details`), and no

@@ -13,6 +13,16 @@ fn block_after(heading: &str) -> String {
     after[start..start + len].to_string()
 }
 
+/// What follows the line starting with `marker` in one of the README's fenced blocks, up to
+/// the block's end.
+pub fn lines_after(marker: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let after = &readme[readme.find(marker).expect("the marker is in the README")..];
+    let start = after.find('\n').unwrap() + 1;
+    let len = after[start..].find("```").expect("the block ends");
+    after[start..start + len].to_string()
+}
+
 /// The README's first job, copied as written, run against a PostgreSQL that does not answer:
 /// its run is recorded `failed` (not the `succeeded` of gzip's status), with pg_dump's words.
 /// The same line without `shell = "bash"` is warned of by `check`.
