@@ -398,11 +398,11 @@ fn user_jobs_work_under_the_units_capabilities() {
 
 /// How long before a `kill -9` a run's start or end may have come and still lack its record
 /// (the README's bound: the transaction under way and what queued behind it).
-const KILL_BOUND_MS: i64 = 150;
+pub const KILL_BOUND_MS: i64 = 150;
 
 /// The runs whose `kind` line ("run started", "run finished") is in `log` and came before
 /// `before`.
-fn logged_before(log: &str, kind: &str, before: chrono::DateTime<Utc>) -> Vec<i64> {
+pub fn logged_before(log: &str, kind: &str, before: chrono::DateTime<Utc>) -> Vec<i64> {
     log.lines()
         .filter(|l| l.contains(kind))
         .filter_map(|l| {
