@@ -111,18 +111,7 @@ pub(super) fn print_header() {
 pub(super) fn print_row(r: &RunRow) {
     {
         let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let err = r
-            .error
-            .as_deref()
-            .map(|e| {
-                e.lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(60)
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
+        let err = r.error.as_deref().map(shortened).unwrap_or_default();
         println!(
             "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  {err}",
             r.id,
@@ -135,6 +124,31 @@ pub(super) fn print_row(r: &RunRow) {
             opt(r.duration_ms),
         );
     }
+}
+
+/// How much of an error `history`'s table shows.
+const ERROR_SHOWN: usize = 60;
+
+/// The error's first line, cut at a word within [`ERROR_SHOWN`] characters, with "…" (and a
+/// pointer to `show`) when anything was left out.
+fn shortened(error: &str) -> String {
+    let mut lines = error.lines();
+    let first = lines.next().unwrap_or("");
+    let cut = first.chars().count() > ERROR_SHOWN || lines.next().is_some();
+    if !cut {
+        return first.to_string();
+    }
+    let head: String = first.chars().take(ERROR_SHOWN).collect();
+    let head = if first.chars().count() > ERROR_SHOWN {
+        // Back to the last space, unless that leaves too little.
+        match head.rfind(' ') {
+            Some(i) if i > ERROR_SHOWN / 2 => head[..i].to_string(),
+            _ => head,
+        }
+    } else {
+        head
+    };
+    format!("{}… (`show` for all)", head.trim_end())
 }
 
 pub(super) fn print_run(r: &RunRow) {
@@ -169,4 +183,20 @@ pub(super) fn local(t: DateTime<Utc>) -> String {
     t.with_timezone(&crate::config::default_zone())
         .format("%Y-%m-%d %H:%M:%S %Z")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long error is cut at a word and says so; a short one is whole; a second line is
+    /// left out with the marker.
+    #[test]
+    fn errors_are_cut_at_a_word_with_a_marker() {
+        let long = "exit code 1: pg_dump: error: connection to server at localhost failed: Connection refused";
+        let s = shortened(long);
+        assert_eq!(s, "exit code 1: pg_dump: error: connection to server at… (`show` for all)");
+        assert_eq!(shortened("timed out after 30s"), "timed out after 30s");
+        assert_eq!(shortened("first\nsecond"), "first… (`show` for all)");
+    }
 }
