@@ -195,7 +195,10 @@ mod tests {
     fn errors_are_cut_at_a_word_with_a_marker() {
         let long = "exit code 1: pg_dump: error: connection to server at localhost failed: Connection refused";
         let s = shortened(long);
-        assert_eq!(s, "exit code 1: pg_dump: error: connection to server at… (`show` for all)");
+        assert_eq!(
+            s,
+            "exit code 1: pg_dump: error: connection to server at… (`show` for all)"
+        );
         assert_eq!(shortened("timed out after 30s"), "timed out after 30s");
         assert_eq!(shortened("first\nsecond"), "first… (`show` for all)");
     }

@@ -443,8 +443,11 @@ async fn open_history(
     Arc<RunIds>,
     std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
 )> {
+    let instance = crate::instance::acquire(
+        settings.database.local_path(),
+        !settings.database.is_shared(),
+    )?;
     let store = Store::connect(&settings.database).await?;
-    let instance = crate::instance::acquire(settings.database.local_path())?;
     if store.is_shared() {
         crate::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
             .await

@@ -439,11 +439,75 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
         err.contains(&format!("pid {}", d.pid())) && err.contains("history.db"),
         "{err}"
     );
+    // Through a hard link to the database, from another folder: refused too, naming it.
+    let other = Daemon::prepare_with_db(
+        "linked.db",
+        "",
+        "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n",
+    );
+    std::fs::hard_link(d.path("history.db"), other.path("linked.db")).unwrap();
+    let out = Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(other.config())
+        .arg("run")
+        .current_dir(other.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("pid {}", d.pid())) && err.contains("another path to the same file"),
+        "{err}"
+    );
     // A lock left by a daemon killed with SIGKILL does not block the next start.
     let mut d = d;
     d.signal(Signal::SIGKILL);
     d.wait_exit(10 * SEC);
     d.spawn_ready();
+}
+
+/// Two daemons started at the same instant on a database that does not exist yet, five
+/// times: one runs, the other is refused in words (never a migration's error).
+#[test]
+fn two_daemons_started_at_once_on_a_new_database_one_is_refused() {
+    for round in 0..5 {
+        let d = Daemon::prepare("", "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n");
+        let spawn = || {
+            Command::new(crate::harness::BIN)
+                .arg("--config")
+                .arg(d.config())
+                .arg("run")
+                .current_dir(d.dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut both = [spawn(), spawn()];
+        let refused = wait_for(20 * SEC, "one of the two to exit", || {
+            both.iter_mut()
+                .position(|c| c.try_wait().unwrap().is_some())
+        });
+        let running = &mut both[1 - refused];
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "round {round}: both exited"
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(running.id() as i32),
+            Signal::SIGTERM,
+        )
+        .unwrap();
+        running.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut both[refused].stderr.take().unwrap(), &mut out).unwrap();
+        assert!(
+            out.contains("another hourglass daemon") && !out.contains("migrat"),
+            "round {round}: {out}"
+        );
+    }
 }
 
 #[test]
