@@ -18,7 +18,9 @@ sed 's#/usr/local/bin/hourglass#/usr/bin/hourglass#g' systemd/hourglass.service 
 "$bin" completions bash > "$assets/hourglass.bash"
 "$bin" completions zsh > "$assets/_hourglass"
 "$bin" completions fish > "$assets/hourglass.fish"
-"$bin" man | gzip -9n > "$assets/hourglass.1.gz"
+# One man page per command (the main page's SEE ALSO names them).
+"$bin" man --dir "$assets/man" >/dev/null
+gzip -9n "$assets"/man/*.1
 # cargo-deb's warnings (e.g. about fields it fills itself) are left out; a failure is not.
 log=$(mktemp)
 if ! cargo deb --no-build --strip --locked -q -p hourglass >"$log" 2>&1; then

@@ -148,8 +148,13 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff): `hourglass man > hourglass.1`.
-    Man,
+    /// Print the man page (roff): `hourglass man > hourglass.1`; with `--dir`, write it and
+    /// one page per command (`hourglass-run.1`, ...) into that folder.
+    Man {
+        /// Write every page into this folder instead of printing the main one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print the documented example main file (`> hourglass.toml`), or with `--jobs` the
     /// example job file (`> jobs.d/examples.toml`).
     ExampleConfig {
@@ -250,7 +255,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes { json } => nodes::nodes(&path, json).await,
         Command::Next { cron, tz, count } => Ok(next::next(&cron, tz.as_deref(), count)),
         Command::Completions { shell } => docs::completions(shell),
-        Command::Man => docs::man(),
+        Command::Man { dir } => docs::man(dir.as_deref()),
     }
 }
 

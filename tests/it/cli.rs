@@ -538,13 +538,29 @@ fn completions_and_man_pages_cover_every_command() {
     assert!(out(&["completions", "zsh"]).starts_with("#compdef hourglass"));
     assert!(out(&["completions", "fish"]).contains("complete -c hourglass"));
     let man = out(&["man"]);
-    for page in [
-        "hourglass 1",
-        "hourglass-history 1",
-        "hourglass-trigger 1",
-        "hourglass-next 1",
-    ] {
-        assert!(man.contains(&format!(".TH {page}")), "no page {page}");
+    assert!(man.contains(".TH hourglass 1"), "{man}");
+    // One page per command, and every page the main one names is there.
+    let dir = tempfile::tempdir().unwrap();
+    let written = out(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let main = std::fs::read_to_string(dir.path().join("hourglass.1")).unwrap();
+    // Pages named as `hourglass\-trigger(1)` (roff escapes hyphens).
+    let main = main.replace("\\-", "-");
+    let mut named: Vec<&str> = main
+        .split("hourglass-")
+        .skip(1)
+        .filter_map(|s| {
+            let end = s.find(|c: char| !(c.is_ascii_lowercase() || c == '-'))?;
+            s[end..].starts_with("(1)").then(|| &s[..end])
+        })
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.contains(&"trigger"), "{main}");
+    assert_eq!(written.lines().count(), 1 + named.len(), "{written}");
+    for command in named {
+        let page = std::fs::read_to_string(dir.path().join(format!("hourglass-{command}.1")))
+            .unwrap_or_else(|e| panic!("hourglass-{command}(1) is named, not written: {e}"));
+        assert!(page.starts_with(".ie") || page.contains(&format!(".TH hourglass-{command} 1")));
     }
 }
 
