@@ -64,19 +64,32 @@ pub(super) async fn poll_triggers(
         match store.claim_triggers(&node, &loaded.names).await {
             Ok(reqs) => {
                 for (request, job) in reqs {
-                    tokio::select! {
-                        sent = tx.send((request, job.clone())) => if sent.is_err() { return },
-                        () = stopping.cancelled() => {
-                            tracing::info!(request, job, "manual trigger not run: the daemon is stopping");
-                            let why = Some("daemon stopping: not run");
-                            let outcome = crate::store::TriggerOutcome::Skipped;
-                            let _ = store.set_trigger_outcome(request, outcome, None, why).await;
-                        }
+                    let handed = tokio::select! {
+                        sent = tx.send((request, job.clone())) => sent.is_ok(),
+                        () = stopping.cancelled() => false,
+                    };
+                    if !handed {
+                        answer_stopping(&store, request, &job).await;
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read manual trigger requests"),
         }
+    }
+}
+
+/// Answers a manual trigger request taken as the daemon stops: not run (the CLI says so, and
+/// nothing is left claimed without an answer).
+pub(super) async fn answer_stopping(store: &Store, request: i64, job: &str) {
+    tracing::info!(
+        request,
+        job,
+        "manual trigger not run: the daemon is stopping"
+    );
+    let why = Some("daemon stopping: not run");
+    let outcome = crate::store::TriggerOutcome::Skipped;
+    if let Err(e) = store.set_trigger_outcome(request, outcome, None, why).await {
+        tracing::warn!(request, error = %e, "cannot record that a manual trigger was not run");
     }
 }
 

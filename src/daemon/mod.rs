@@ -5,6 +5,7 @@
 
 mod api;
 mod background;
+mod history;
 mod leftovers;
 
 use std::sync::Arc;
@@ -33,10 +34,12 @@ use crate::store::{LostRun, Store};
 use crate::systemd;
 
 use background::{
-    TRIGGER_POLL, poll_triggers, prune_loop, recall_last_successes, record_trigger_outcome, reload,
-    sleep_until_some, spawn_stale_watch, status_line, watch_files, watchdog_loop,
+    TRIGGER_POLL, answer_stopping, poll_triggers, prune_loop, recall_last_successes,
+    record_trigger_outcome, reload, sleep_until_some, spawn_stale_watch, status_line, watch_files,
+    watchdog_loop,
 };
-use leftovers::{final_sweep, stop_previous_runs, sweep_loop};
+use history::open_history;
+use leftovers::{final_sweep, sweep_loop};
 
 /// How the daemon is asked to stop.
 #[derive(Debug, Clone, Default)]
@@ -339,6 +342,11 @@ impl Running {
         self.timers.cancel();
         ctx.draining.cancel();
         ctx.tracker.close();
+        // Requests handed over that the serve loop had not taken: answered, not dropped.
+        self.triggers.close();
+        while let Ok((request, job)) = self.triggers.try_recv() {
+            answer_stopping(&self.store, request, &job).await;
+        }
         let running = ctx.running();
         systemd::stopping(&format!("stopping: waiting for {running} runs"));
         tracing::info!(
@@ -429,45 +437,6 @@ impl Running {
     }
 }
 
-/// The history opened for this daemon: the store, the instance lock, run ids above any a
-/// dead daemon handed out (its spill file replayed, its runs' leftovers stopped), and each
-/// job's last firing. On a shared database the node takes its name (with `jobs`' digest)
-/// before anything its name owns is touched.
-async fn open_history(
-    settings: &Settings,
-    jobs: &[JobSpec],
-    shutdown: &Shutdown,
-) -> anyhow::Result<(
-    Store,
-    crate::instance::InstanceLock,
-    Arc<RunIds>,
-    std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
-)> {
-    let instance = crate::instance::acquire(
-        settings.database.local_path(),
-        !settings.database.is_shared(),
-    )?;
-    let store = Store::connect(&settings.database).await?;
-    if store.is_shared() {
-        crate::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
-            .await
-            .context("cannot join the nodes sharing the database")?;
-    }
-    let replayed = crate::recorder::replay_spill(&store)
-        .await
-        .context("cannot replay the spill file into the history database")?;
-    if replayed > 0 {
-        tracing::info!(
-            records = replayed,
-            "run records kept in the spill file by the previous daemon written to the history database"
-        );
-    }
-    let above = stop_previous_runs(&store, &shutdown.processes, &settings.node).await?;
-    let ids = Arc::new(RunIds::reserve(&store, above).await?);
-    let last_fired = store.last_fired().await?;
-    Ok((store, instance, ids, last_fired))
-}
-
 /// What every firing shares, for this daemon.
 fn context(
     settings: &Settings,
@@ -499,7 +468,7 @@ fn context(
 }
 
 /// This node, as its heartbeat describes it.
-fn node_info(settings: &Settings) -> NodeInfo {
+pub(super) fn node_info(settings: &Settings) -> NodeInfo {
     NodeInfo {
         name: settings.node.clone(),
         lease: settings.lease,

@@ -784,3 +784,42 @@ fn jobs_create_files_with_umask_022_under_a_strict_service_umask() {
     assert_eq!(mode("history.db"), 0o600);
     assert_eq!(mode("history.db-lock"), 0o600);
 }
+
+/// Manual trigger requests written to the database while no daemon runs (as `trigger` does),
+/// and a stop as the starting daemon takes them: every request it took has an answer
+/// (started, queued, or "daemon stopping: not run"), none is left taken and unanswered.
+#[test]
+fn a_stop_while_trigger_requests_come_leaves_none_unanswered() {
+    let mut d = Daemon::prepare(
+        "",
+        "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\noverlap = \"allow\"\n",
+    );
+    let db = d.path("history.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(hourglass::store::Store::open(&db)).unwrap();
+    let requests: Vec<i64> = (0..300)
+        .map(|_| rt.block_on(store.request_trigger("t")).unwrap())
+        .collect();
+    d.spawn();
+    wait_for(10 * SEC, "the daemon to take a request", || {
+        let state = rt.block_on(store.trigger_state(requests[0])).unwrap();
+        state.claimed.then_some(())
+    });
+    d.signal(Signal::SIGTERM);
+    assert!(d.wait_exit(30 * SEC).success(), "{}", d.log());
+    let states: Vec<_> = requests
+        .iter()
+        .map(|r| rt.block_on(store.trigger_state(*r)).unwrap())
+        .collect();
+    let unanswered = states
+        .iter()
+        .filter(|s| s.claimed && s.outcome.is_none())
+        .count();
+    assert_eq!(unanswered, 0, "{states:#?}");
+    let taken = states.iter().filter(|s| s.claimed).count();
+    let stopped = d.log().matches("manual trigger not run").count();
+    eprintln!(
+        "{taken} of 300 requests taken before the stop, each answered ({stopped} 'not run: the daemon is stopping')"
+    );
+    rt.block_on(store.close());
+}

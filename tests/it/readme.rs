@@ -69,3 +69,77 @@ fn the_readmes_first_job_fails_when_its_backup_fails() {
         "{shown}"
     );
 }
+
+/// The lines of the first `sh` block after `marker` in the README, as written (trailing
+/// comments cut).
+fn sh_lines_after(marker: &str) -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let after = &readme[readme.find(marker).expect("the marker is in the README")..];
+    let start = after.find("```sh\n").expect("a sh block follows") + "```sh\n".len();
+    let len = after[start..].find("```").unwrap();
+    after[start..start + len]
+        .lines()
+        .map(|l| l.split("  #").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The README's first command, as written but for the binary (the suite's build instead of
+/// `cargo run --release --`), in a copy of the repository's `config/`; then its next lines,
+/// `./target/release/hourglass ...` the same way: the daemon starts on the example config,
+/// `list` lists the example jobs and `history` answers.
+#[test]
+fn the_readmes_first_commands_work_as_written() {
+    let first = sh_lines_after("## Two commands");
+    let run = first[0]
+        .strip_prefix("cargo run --release -- ")
+        .expect("the first command is cargo run --release -- ...");
+    let root = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let log = std::fs::File::create(root.path().join("daemon.log")).unwrap();
+    let mut daemon = std::process::Command::new(crate::harness::BIN)
+        .args(run.split_whitespace())
+        .current_dir(root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let daemon_log = || std::fs::read_to_string(root.path().join("daemon.log")).unwrap();
+    crate::harness::wait_for(Duration::from_secs(20), "the daemon to start", || {
+        daemon_log().contains("hourglass started").then_some(())
+    });
+    let next = sh_lines_after("In another terminal");
+    let mut ran = 0;
+    for line in next
+        .iter()
+        .filter(|l| l.starts_with("./target/release/hourglass "))
+    {
+        let args = line.trim_start_matches("./target/release/hourglass ");
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(args.split_whitespace())
+            .current_dir(root.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{line}: {out:?}\n{}", daemon_log());
+        if args.ends_with(" list") {
+            let jobs = text.lines().skip(1).count();
+            assert!(jobs >= 3, "{line}: {text}");
+        }
+        ran += 1;
+    }
+    assert_eq!(ran, 2, "{next:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success(), "{}", daemon_log());
+}
