@@ -90,14 +90,7 @@ fn lock_named(database: &Path) -> Result<Flock<File>, InstanceError> {
         path: path.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let file = open_private(&path).map_err(io)?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -116,20 +109,24 @@ fn lock_named(database: &Path) -> Result<Flock<File>, InstanceError> {
     Ok(lock)
 }
 
+/// Opens `path` to read and write, creating it (mode 0600) if missing, never truncating it.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The lock on the database file itself (`flock`, which SQLite's POSIX locks do not see).
 fn lock_file_itself(database: &Path) -> Result<Flock<File>, InstanceError> {
     let io = |source| InstanceError::Io {
         path: database.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(database)
-        .map_err(io)?;
+    let file = open_private(database).map_err(io)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(l),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(InstanceError::HeldThroughAnotherPath {

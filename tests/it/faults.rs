@@ -425,16 +425,7 @@ fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
 #[test]
 fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let d = Daemon::start("", "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n");
-    let out = Command::new(crate::harness::BIN)
-        .arg("--config")
-        .arg(d.config())
-        .arg("run")
-        .current_dir(d.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&d);
     assert!(
         err.contains(&format!("pid {}", d.pid())) && err.contains("history.db"),
         "{err}"
@@ -446,16 +437,7 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
         "[jobs.t]\nevery = \"1h\"\ncommand = \"true\"\n",
     );
     std::fs::hard_link(d.path("history.db"), other.path("linked.db")).unwrap();
-    let out = Command::new(crate::harness::BIN)
-        .arg("--config")
-        .arg(other.config())
-        .arg("run")
-        .current_dir(other.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&other);
     assert!(
         err.contains(&format!("pid {}", d.pid())) && err.contains("another path to the same file"),
         "{err}"
@@ -465,6 +447,20 @@ fn a_second_daemon_on_the_same_database_refuses_to_start() {
     d.signal(Signal::SIGKILL);
     d.wait_exit(10 * SEC);
     d.spawn_ready();
+}
+
+/// Runs `hourglass run` on `d`'s config, which must fail; returns what it said.
+fn refused_start(d: &Daemon) -> String {
+    let out = Command::new(crate::harness::BIN)
+        .arg("--config")
+        .arg(d.config())
+        .arg("run")
+        .current_dir(d.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// Two daemons started at the same instant on a database that does not exist yet, five
