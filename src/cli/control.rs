@@ -37,6 +37,13 @@ enum Target {
 
 /// Where an action on `job` goes (else a message and `Err(exit status)`).
 async fn target(path: &Path, job: &str) -> anyhow::Result<Result<Target, ExitCode>> {
+    // The name goes into the API's path as one segment: only a job name can be one.
+    if !crate::config::valid_job_name(job) {
+        eprintln!(
+            "no job named {job:?} (job names are letters, digits, '-', '_' and '.', starting with a letter or digit)"
+        );
+        return Ok(Err(ExitCode::FAILURE));
+    }
     let (cfg, problems) = load_lenient(path)?;
     if let Some(daemon) = Daemon::find(&cfg.settings).await {
         note_in_force(daemon.in_force.as_ref(), &problems);
@@ -97,7 +104,6 @@ pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Re
             cfg,
             problems,
         }) => {
-            // Job names are letters, digits, '-', '_' and '.': one path segment as they are.
             let url = format!("/v1/jobs/{job}/trigger");
             match daemon.post::<Triggered>(&url, &serde_json::json!({})).await {
                 Ok(t) => {

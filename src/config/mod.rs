@@ -37,6 +37,7 @@ pub use crate::problem::{
 };
 
 use job_file::load_jobs;
+pub(crate) use job_file::valid_name as valid_job_name;
 use main_file::load_settings;
 
 /// The documented example configuration, printed by `hourglass example-config`.

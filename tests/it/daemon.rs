@@ -472,6 +472,10 @@ fn manual_trigger_and_history_json() {
     assert!(rows.as_array().unwrap().is_empty());
     let out = d.cli(&["trigger", "nope"]);
     assert_eq!(out.status.code(), Some(1));
+    // A name that is no job name never reaches the API's path (it would name another route).
+    let out = d.cli(&["trigger", "../../v1/status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job names are letters"));
 }
 
 #[test]
