@@ -12,9 +12,9 @@ use lettre::message::Mailbox;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::history::recorder::Recorder;
 use crate::http_client::{HttpClients, chain, redacted};
 use crate::problem::{Located, RawSecret, headers, mailbox, mailboxes, url};
-use crate::recorder::Recorder;
 use crate::secret::Secret;
 use crate::smtp::Mailers;
 use crate::smtp::{SmtpServer, smtp_name};
@@ -202,8 +202,8 @@ impl Alerts {
         self
     }
 
-    /// A `stale` or `recovered` notice for `job` (see [`crate::stale`]): the work that sends
-    /// it, to be spawned.
+    /// A `stale` or `recovered` notice for `job` (from the daemon's stale-job watch): the work
+    /// that sends it, to be spawned.
     pub fn stale_notice(
         &self,
         job: &str,

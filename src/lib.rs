@@ -17,20 +17,22 @@
 //! (`scripts/check-structure.sh` checks the rules CI can grep).
 //!
 //! - [`cli`]: the command line (with `next`, `nodes`, `status`, `pause`/`resume`, `stats`,
-//!   `--follow`, completions and man pages; it talks to the daemon's API when one answers);
-//!   [`daemon`]: lifecycle (start, serve, drain, finish; what dead runs left; background
-//!   loops; the API on its parts); [`logging`]: tracing setup (journald fields).
+//!   `--follow`, completions and man pages; it talks to the daemon's API when one answers;
+//!   `logging`: tracing setup, journald fields); [`daemon`]: lifecycle (start, serve, drain,
+//!   finish; what dead runs left; background loops; the API on its parts) and what only the
+//!   daemon uses: `instance` (one daemon per database), `node` (this daemon as one node of a
+//!   shared PostgreSQL database: heartbeat and lease, clock skew, definition digests, taking
+//!   over from dead nodes), `stale` (the stale-job watch), `systemd` (notify protocol),
+//!   `memory` (the allocator, jemalloc, and handing freed memory back).
 //! - [`dashboard`]: the web pages served beside the API (jobs, one job with plots, one run
 //!   with live output, nodes; sign-in and the actions behind `dashboard_actions`).
 //! - [`api`]: the HTTP API (axum; unix socket, TCP with a bearer token): jobs, actions
 //!   (trigger, pause, resume, written to the events log), runs and their live output (SSE),
-//!   health, status, metrics; [`stale`]: the stale-job watch (`alert_if_no_success_within`).
-//! - [`node`]: this daemon as one node of a shared PostgreSQL database (heartbeat and lease,
-//!   clock skew, definition digests, taking over from dead nodes).
+//!   health, status, metrics.
 //! - [`config`]: the only module that reads config files and the environment: the main file
 //!   into `Settings`, the job files' common fields, then one arm per kind (each kind validates
-//!   its own table in `job/<kind>`); [`problem`]: problems located by file, job and field, and
-//!   the shared field parsers; [`messages`]: serde's errors in the user's words.
+//!   its own table in `job/<kind>`); `messages`: serde's errors in the user's words;
+//!   `in_force`: which configuration a running daemon follows.
 //! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff; its
 //!   `plan` starts what a wake runs and records what it misses.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records): its
@@ -44,19 +46,20 @@
 //!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
 //!   execution; `attempt` (what an attempt knows and returns), `output`, `template`, `shell`
 //!   (what runs a command line).
+//! - [`problem`]: problems located by file, job and field, and the shared field parsers
+//!   (config and the job kinds both use them); [`smtp`]: configured SMTP servers.
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter;
 //!   [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
-//! - [`run_ids`]: run ids from memory, reserved durably in blocks ahead; [`processes`]: the
-//!   commands' processes (groups, the marker they carry, the daemon as their subreaper,
-//!   sweeps); [`instance`]: one daemon per database; [`systemd`]: notify protocol.
-//! - [`smtp`]: configured SMTP servers; [`http_client`]: the shared HTTP clients, crypto
-//!   provider, error chains and redacted URLs; [`secret`]: secret values (referenced while
-//!   the config is validated, read afterwards by `load` only).
-//! - [`recorder`] and [`store`] (records, the batched writer, all SQL, `sqlite` and
-//!   `postgres` behind one `Store`; pauses and events, stats, the stale watch's state):
-//!   history off the firing path; [`spill`]: the file that keeps run records while the
-//!   database cannot take them; [`metrics`]: Prometheus metrics, counted as records are made.
-//! - [`memory`]: the allocator (jemalloc) and handing freed memory back to the system.
+//! - [`processes`]: the commands' processes (groups, the marker they carry, the daemon as
+//!   their subreaper, sweeps); [`http_client`]: the shared HTTP clients, crypto provider,
+//!   error chains and redacted URLs.
+//! - [`history`]: the run history off the firing path: `recorder` (the batched writer on a
+//!   thread of its own), `spill` (the file that keeps records while the database cannot take
+//!   them), `run_ids` (ids from memory, reserved durably in blocks ahead); [`metrics`]:
+//!   Prometheus metrics, counted as records are made.
+//! - [`store`] (records, all SQL, `sqlite` and `postgres` behind one `Store`; pauses and
+//!   events, stats, the stale watch's state); [`secret`]: secret values (referenced while the
+//!   config is validated, read afterwards by `load` only; the store reads its password).
 
 pub mod alert;
 pub mod api;
@@ -66,24 +69,15 @@ pub mod config;
 pub mod daemon;
 pub mod dashboard;
 pub mod due;
+pub mod history;
 pub mod http_client;
-pub mod instance;
 pub mod job;
-pub mod logging;
-pub mod memory;
-pub mod messages;
 pub mod metrics;
-pub mod node;
 pub mod problem;
 pub mod processes;
-pub mod recorder;
-pub mod run_ids;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod secret;
 pub mod smtp;
-pub mod spill;
-pub mod stale;
 pub mod store;
-pub mod systemd;

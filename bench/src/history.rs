@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use hourglass::recorder::Recorder;
+use hourglass::history::recorder::Recorder;
 use hourglass::store::{Record, RunEnd, RunStart, RunStatus, Store, StoreError, Trigger};
 
 /// How the runs' records arrive.

@@ -190,6 +190,7 @@ mod client;
 mod control;
 mod docs;
 mod follow;
+pub mod logging;
 mod next;
 mod nodes;
 mod print;
@@ -300,7 +301,7 @@ async fn run(path: &Path, json_logs: bool) -> anyhow::Result<ExitCode> {
     } else {
         cfg.settings.log_format
     };
-    crate::logging::init(format, &cfg.settings.log_level);
+    crate::cli::logging::init(format, &cfg.settings.log_level);
     let shutdown = Shutdown::default();
     listen_for_signals(shutdown.clone())?;
     if let Err(e) = daemon::run_with(cfg, shutdown).await {

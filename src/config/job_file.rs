@@ -283,7 +283,7 @@ pub(crate) fn parse_job_file(
                 let field = (field != ".").then_some(field);
                 at.push(
                     field.as_deref(),
-                    crate::messages::humanize(e.into_inner().message()),
+                    crate::config::messages::humanize(e.into_inner().message()),
                 );
                 continue;
             }

@@ -341,7 +341,7 @@ pub(crate) fn section<T: serde::de::DeserializeOwned>(
             };
             at.push(
                 Some(&field),
-                crate::messages::humanize(e.into_inner().to_string().as_str()),
+                crate::config::messages::humanize(e.into_inner().to_string().as_str()),
             );
             None
         }

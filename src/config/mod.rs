@@ -12,6 +12,7 @@ pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
 pub use in_force::{ConfigInForce, InForce, Rejection};
 mod job_file;
 mod main_file;
+pub mod messages;
 mod table_keys;
 mod tags;
 

@@ -53,7 +53,7 @@ impl TableKeys {
             .collect();
         for key in &unknown {
             let told = format!("unknown field `{key}`, expected {}", self.expected);
-            at.push(Some(key), crate::messages::humanize(&told));
+            at.push(Some(key), crate::config::messages::humanize(&told));
             table.remove(key.as_str());
         }
         !unknown.is_empty()

@@ -12,13 +12,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::node::LoadedJobs;
+use super::systemd;
 use crate::alert::AlertPolicies;
 use crate::config::{self, ConfigInForce, Settings};
-use crate::node::LoadedJobs;
 use crate::runner::{Context, Dispatched};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
-use crate::systemd;
 
 /// How often manual trigger requests are polled.
 pub(super) const TRIGGER_POLL: Duration = Duration::from_millis(250);
@@ -209,7 +209,7 @@ pub(super) async fn reload(
             }
             let c = scheduler.apply(new.jobs, &new.alerts, &HashMap::new());
             in_force.accepted(Utc::now());
-            crate::memory::release_freed();
+            super::memory::release_freed();
             tracing::info!(
                 added = ?c.added,
                 removed = ?c.removed,
@@ -269,14 +269,14 @@ pub(super) fn spawn_stale_watch(
     tasks: &mut JoinSet<()>,
 ) -> watch::Sender<Arc<AlertPolicies>> {
     let (policies, policies_rx) = watch::channel(Arc::new(alerts.clone()));
-    let watch = crate::stale::StaleWatch {
+    let watch = super::stale::StaleWatch {
         store: store.clone(),
         alerts: ctx.alerts.clone(),
         policies: policies_rx,
         successes,
         tracker: ctx.tracker.clone(),
     };
-    tasks.spawn(crate::stale::stale_loop(watch, background.clone()));
+    tasks.spawn(super::stale::stale_loop(watch, background.clone()));
     policies
 }
 

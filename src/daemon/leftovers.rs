@@ -123,7 +123,7 @@ pub(super) async fn sweep_loop(
             // (glibc keeps freed memory in its heaps until asked), the jobs' idle slots first.
             if !p.has_runs() {
                 s.forget_idle_slots();
-                crate::memory::release_freed();
+                super::memory::release_freed();
             }
             swept
         })

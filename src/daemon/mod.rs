@@ -5,8 +5,13 @@
 
 mod api;
 mod background;
-mod history;
+pub mod instance;
 mod leftovers;
+pub mod memory;
+pub mod node;
+mod open_history;
+pub mod stale;
+pub mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,25 +26,24 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::AlertPolicies;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigInForce, Settings};
+use crate::history::recorder::{Recorder, WriterReport};
+use crate::history::run_ids::RunIds;
 use crate::http_client::HttpClients;
 use crate::job::{JobSpec, NodeLoss, Services};
-use crate::node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 use crate::processes::Processes;
-use crate::recorder::{Recorder, WriterReport};
-use crate::run_ids::RunIds;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
 use crate::store::{LostRun, Store};
-use crate::systemd;
+use node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 
 use background::{
     TRIGGER_POLL, answer_stopping, poll_triggers, prune_loop, recall_last_successes,
     record_trigger_outcome, reload, sleep_until_some, spawn_stale_watch, status_line, watch_files,
     watchdog_loop,
 };
-use history::open_history;
 use leftovers::{final_sweep, sweep_loop};
+use open_history::open_history;
 
 /// How the daemon is asked to stop.
 #[derive(Debug, Clone, Default)]
@@ -109,7 +113,7 @@ struct Running {
     policies: watch::Sender<Arc<AlertPolicies>>,
     metrics: Arc<crate::metrics::Metrics>,
     in_force: ConfigInForce,
-    _instance: crate::instance::InstanceLock,
+    _instance: instance::InstanceLock,
 }
 
 impl Running {
@@ -144,7 +148,7 @@ impl Running {
             watch::channel(Arc::new(LoadedJobs::of(&jobs, store.is_shared())));
         scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
-        crate::memory::release_freed();
+        memory::release_freed();
         let background = CancellationToken::new();
         let (mut tasks, triggers, lost) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
@@ -400,7 +404,7 @@ impl Running {
         if let Some(r) = report.as_ref().filter(|r| r.spilled > 0) {
             tracing::warn!(
                 records = r.spilled,
-                path = %crate::spill::Spill::beside(store.path()).path().display(),
+                path = %crate::history::spill::Spill::beside(store.path()).path().display(),
                 "run records kept in the spill file; the next start writes them to the history database"
             );
         }
@@ -473,8 +477,8 @@ pub(super) fn node_info(settings: &Settings) -> NodeInfo {
         name: settings.node.clone(),
         lease: settings.lease,
         max_skew: settings.max_clock_skew,
-        machine: crate::node::machine(),
-        process: crate::node::this_process(),
+        machine: node::machine(),
+        process: node::this_process(),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::JobSpec;
 use crate::clock::Clock;
-use crate::recorder::Recorder;
+use crate::history::recorder::Recorder;
 use crate::store::{Record, RunStart};
 
 /// What an attempt knows about itself.

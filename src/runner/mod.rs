@@ -12,10 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::alert::Alerts;
 use crate::clock::Clock;
+use crate::history::recorder::Recorder;
+use crate::history::run_ids::RunIds;
 use crate::job::{JobSpec, Outcome, Overlap, Services, StopSignal};
 use crate::processes::Processes;
-use crate::recorder::Recorder;
-use crate::run_ids::RunIds;
 use crate::store::{RunStatus, Trigger};
 
 mod claim;

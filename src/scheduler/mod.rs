@@ -452,8 +452,8 @@ async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationTok
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::history::recorder::Recorder;
     use crate::job::{CatchUp, CommandJob, JobKind, Overlap};
-    use crate::recorder::Recorder;
     use crate::schedule::CronCache;
     use crate::store::{Record, RunStatus, Trigger};
     use chrono::DurationRound;
@@ -498,7 +498,7 @@ mod tests {
             Arc::clone(&clock),
             recorder,
             8,
-            Arc::new(crate::run_ids::RunIds::unreserved(1)),
+            Arc::new(crate::history::run_ids::RunIds::unreserved(1)),
             "test".into(),
             services,
         ));

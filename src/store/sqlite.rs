@@ -1,5 +1,5 @@
-//! The SQLite history database: one file, one daemon (see [`crate::instance`]). WAL mode,
-//! `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations
+//! The SQLite history database: one file, one daemon (the daemon holds its instance lock).
+//! WAL mode, `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations
 //! (`migrations/sqlite`) applied on open. Timestamps are UTC text (`2026-11-26T04:43:00.123Z`).
 
 use std::collections::HashMap;

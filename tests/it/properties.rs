@@ -218,12 +218,12 @@ fn schedule_and_reload(jobs: Vec<hourglass::job::JobSpec>) {
         .unwrap();
     rt.block_on(async {
         let clock = Arc::new(hourglass::clock::Clock::manual(Utc::now()));
-        let (recorder, _rx) = hourglass::recorder::Recorder::channel();
+        let (recorder, _rx) = hourglass::history::recorder::Recorder::channel();
         let ctx = Arc::new(hourglass::runner::Context::new(
             clock,
             recorder,
             8,
-            Arc::new(hourglass::run_ids::RunIds::unreserved(1)),
+            Arc::new(hourglass::history::run_ids::RunIds::unreserved(1)),
             "p".into(),
             hourglass::job::Services {
                 mailers: hourglass::smtp::Mailers::default(),

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::history::spill::{Spill, SpillError};
 use crate::metrics::Metrics;
-use crate::spill::{Spill, SpillError};
 use crate::store::{HistoryWriter, Record, Store, StoreError};
 
 /// Most records written in one transaction.

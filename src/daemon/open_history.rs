@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::leftovers::stop_previous_runs;
+use super::node::LoadedJobs;
 use super::{Shutdown, node_info};
 use crate::config::Settings;
+use crate::history::run_ids::RunIds;
 use crate::job::JobSpec;
-use crate::node::LoadedJobs;
-use crate::run_ids::RunIds;
 use crate::store::Store;
 
 /// The history opened for this daemon: the store, the instance lock, run ids above any a
@@ -24,21 +24,21 @@ pub(super) async fn open_history(
     shutdown: &Shutdown,
 ) -> anyhow::Result<(
     Store,
-    crate::instance::InstanceLock,
+    super::instance::InstanceLock,
     Arc<RunIds>,
     std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
 )> {
-    let instance = crate::instance::acquire(
+    let instance = super::instance::acquire(
         settings.database.local_path(),
         !settings.database.is_shared(),
     )?;
     let store = Store::connect(&settings.database).await?;
     if store.is_shared() {
-        crate::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
+        super::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
             .await
             .context("cannot join the nodes sharing the database")?;
     }
-    let replayed = crate::recorder::replay_spill(&store)
+    let replayed = crate::history::recorder::replay_spill(&store)
         .await
         .context("cannot replay the spill file into the history database")?;
     if replayed > 0 {

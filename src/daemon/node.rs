@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::history::run_ids::RunIds;
 use crate::job::JobSpec;
-use crate::run_ids::RunIds;
 use crate::store::{LostRun, NodeBeat, Store};
 
 /// This node, as its heartbeat describes it.
