@@ -9,6 +9,23 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// Runs `$body` on the backend's pool, named `$pool`: one statement text (with `$N`
+/// placeholders and [`Ts`] timestamps) written once for both backends.
+macro_rules! on_pool {
+    ($self:ident, $pool:ident => $body:expr) => {
+        match &$self.0 {
+            Backend::Sqlite(s) => {
+                let $pool = &s.pool;
+                $body
+            }
+            Backend::Postgres(p) => {
+                let $pool = &p.pool;
+                $body
+            }
+        }
+    };
+}
+
 mod actions;
 mod overview;
 mod postgres;
@@ -16,6 +33,7 @@ mod records;
 mod sqlite;
 mod stale_watch;
 mod stats;
+mod ts;
 mod writer;
 
 pub use actions::{Event, Pause};
@@ -25,6 +43,7 @@ pub use records::*;
 use sqlite::SqliteStore;
 pub use stale_watch::StaleState;
 pub use stats::JobStats;
+pub use ts::Ts;
 use writer::SqliteWriter;
 
 use crate::secret::Secret;
