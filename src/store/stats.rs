@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Backend, RunStatus, Store, StoreError, format_ts, parse_ts};
+use super::{Backend, RunStatus, Store, StoreError, Ts};
 
 /// One job's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -33,31 +33,22 @@ pub struct JobStats {
     pub last_failure: Option<DateTime<Utc>>,
 }
 
-type StatRow = (String, String, Option<i64>, Option<i64>, Option<String>);
+type StatRow = (String, String, Option<i64>, Option<i64>, Option<Ts>);
 
 impl Store {
     /// When each job last succeeded (the end of its newest successful run), for the jobs that
     /// ever did.
     pub async fn last_successes(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows: Vec<(String, Option<String>)> = match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT job, max(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY job",
-                )
-                .fetch_all(&s.pool)
-                .await?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT job, hg_ts(max(finished_at)) FROM runs WHERE status = 'succeeded' GROUP BY job",
-                )
-                .fetch_all(&p.pool)
-                .await?
-            }
-        };
+        let rows: Vec<(String, Option<Ts>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT job, max(finished_at) FROM runs WHERE status = 'succeeded' GROUP BY job",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         Ok(rows
             .into_iter()
-            .filter_map(|(job, at)| Some((job, parse_ts(at.as_deref()?)?)))
+            .filter_map(|(job, at)| Some((job, at?.0)))
             .collect())
     }
 
@@ -68,28 +59,17 @@ impl Store {
         since: DateTime<Utc>,
         job: Option<&str>,
     ) -> Result<Vec<JobStats>, StoreError> {
-        let rows: Vec<StatRow> = match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT job, status, duration_ms, lateness_ms, finished_at FROM runs_timed \
-                     WHERE scheduled_for >= ?1 AND (?2 IS NULL OR job = ?2) AND status <> 'running'",
-                )
-                .bind(format_ts(since))
-                .bind(job)
-                .fetch_all(&s.pool)
-                .await?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT job, status, duration_ms, lateness_ms, hg_ts(finished_at) FROM runs_timed \
-                     WHERE scheduled_for >= $1 AND ($2::text IS NULL OR job = $2) AND status <> 'running'",
-                )
-                .bind(since)
-                .bind(job)
-                .fetch_all(&p.pool)
-                .await?
-            }
-        };
+        let rows: Vec<StatRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT job, status, duration_ms, lateness_ms, finished_at FROM runs_timed \
+                 WHERE scheduled_for >= $1 AND (CAST($2 AS TEXT) IS NULL OR job = $2) \
+                 AND status <> 'running'",
+            )
+            .bind(Ts(since))
+            .bind(job)
+            .fetch_all(pool)
+            .await?
+        });
         Ok(aggregate(rows))
     }
 }
@@ -107,7 +87,7 @@ fn aggregate(rows: Vec<StatRow>) -> Vec<JobStats> {
     for (job, status, duration, lateness, finished) in rows {
         let t = jobs.entry(job).or_default();
         t.stats.runs += 1;
-        let finished = finished.as_deref().and_then(parse_ts);
+        let finished = finished.map(|t| t.0);
         match status.parse::<RunStatus>() {
             Ok(RunStatus::Succeeded) => {
                 t.stats.succeeded += 1;
