@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Backend, Store, StoreError, format_ts, parse_ts};
+use super::{Backend, Store, StoreError, Ts, format_ts, parse_ts};
 
 /// One run, as a strip or a plot shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,47 +39,48 @@ pub struct NotificationRow {
     pub error: Option<String>,
 }
 
-type DotRow = (i64, String, String, i64, Option<i64>, Option<i64>);
+type DotRow = (i64, Ts, String, i64, Option<i64>, Option<i64>);
 
 fn dots(rows: Vec<DotRow>) -> Vec<RunDot> {
     rows.into_iter()
-        .filter_map(|(id, at, status, attempt, duration_ms, lateness_ms)| {
-            Some(RunDot {
+        .map(
+            |(id, at, status, attempt, duration_ms, lateness_ms)| RunDot {
                 id,
-                scheduled_for: parse_ts(&at)?,
+                scheduled_for: at.0,
                 status,
                 attempt,
                 duration_ms,
                 lateness_ms,
-            })
-        })
+            },
+        )
         .collect()
 }
 
 impl Store {
     /// The newest `limit` runs of `job`, newest first.
     pub async fn recent_dots(&self, job: &str, limit: u32) -> Result<Vec<RunDot>, StoreError> {
-        let rows: Vec<DotRow> =
-            match &self.0 {
-                Backend::Sqlite(s) => {
-                    sqlx::query_as(
-                        "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
+        let rows: Vec<DotRow> = match &self.0 {
+            Backend::Sqlite(s) => {
+                sqlx::query_as(
+                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
                      FROM runs_timed WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
-                    )
-                    .bind(job)
-                    .bind(i64::from(limit))
-                    .fetch_all(&s.pool)
-                    .await?
-                }
-                Backend::Postgres(p) => sqlx::query_as(
-                    "SELECT id, hg_ts(scheduled_for), status, attempt, duration_ms, lateness_ms \
+                )
+                .bind(job)
+                .bind(i64::from(limit))
+                .fetch_all(&s.pool)
+                .await?
+            }
+            Backend::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
                      FROM runs_timed WHERE job = $1 ORDER BY scheduled_for DESC, id DESC LIMIT $2",
                 )
                 .bind(job)
                 .bind(i64::from(limit))
                 .fetch_all(&p.pool)
-                .await?,
-            };
+                .await?
+            }
+        };
         Ok(dots(rows))
     }
 
@@ -106,7 +107,7 @@ impl Store {
                     return Ok(Vec::new());
                 };
                 sqlx::query_as(
-                    "SELECT id, hg_ts(scheduled_for), status, attempt, duration_ms, lateness_ms \
+                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
                      FROM runs_timed WHERE job = $1 \
                      AND date_trunc('milliseconds', scheduled_for) = $2 ORDER BY attempt, id",
                 )
@@ -125,77 +126,46 @@ impl Store {
         job: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT status, count(*) FROM runs WHERE job = ?1 AND scheduled_for >= ?2 \
-                     GROUP BY status ORDER BY status",
-                )
-                .bind(job)
-                .bind(format_ts(since))
-                .fetch_all(&s.pool)
-                .await?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT status, count(*) FROM runs WHERE job = $1 AND scheduled_for >= $2 \
-                     GROUP BY status ORDER BY status",
-                )
-                .bind(job)
-                .bind(since)
-                .fetch_all(&p.pool)
-                .await?
-            }
-        })
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT status, count(*) FROM runs WHERE job = $1 AND scheduled_for >= $2 \
+                 GROUP BY status ORDER BY status",
+            )
+            .bind(job)
+            .bind(Ts(since))
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// How many runs of `job` the history holds.
     pub async fn run_count(&self, job: &str) -> Result<i64, StoreError> {
-        Ok(match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query_scalar("SELECT count(*) FROM runs WHERE job = ?1")
-                    .bind(job)
-                    .fetch_one(&s.pool)
-                    .await?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_scalar("SELECT count(*) FROM runs WHERE job = $1")
-                    .bind(job)
-                    .fetch_one(&p.pool)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE job = $1")
+                .bind(job)
+                .fetch_one(pool)
+                .await?
+        }))
     }
 
     /// The notification attempts made for run `id`, oldest first.
     pub async fn notifications(&self, id: i64) -> Result<Vec<NotificationRow>, StoreError> {
-        type Row = (String, String, String, Option<String>);
-        let rows: Vec<Row> = match &self.0 {
-            Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT event, channel, sent_at, error FROM notifications \
-                     WHERE run_id = ?1 ORDER BY id",
-                )
-                .bind(id)
-                .fetch_all(&s.pool)
-                .await?
-            }
-            Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT event, channel, hg_ts(sent_at), error FROM notifications \
-                     WHERE run_id = $1 ORDER BY id",
-                )
-                .bind(id)
-                .fetch_all(&p.pool)
-                .await?
-            }
-        };
+        type Row = (String, String, Ts, Option<String>);
+        let rows: Vec<Row> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT event, channel, sent_at, error FROM notifications \
+                 WHERE run_id = $1 ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
         Ok(rows
             .into_iter()
             .map(|(event, channel, sent_at, error)| NotificationRow {
                 event,
                 channel,
-                sent_at,
+                sent_at: format_ts(sent_at.0),
                 error,
             })
             .collect())
@@ -203,11 +173,11 @@ impl Store {
 
     /// The jobs whose stale alert was sent and that have not succeeded since.
     pub async fn stale_jobs(&self) -> Result<HashSet<String>, StoreError> {
-        let sql = "SELECT job FROM stale_watch WHERE stale_since IS NOT NULL";
-        let jobs: Vec<String> = match &self.0 {
-            Backend::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(&s.pool).await?,
-            Backend::Postgres(p) => sqlx::query_scalar(sql).fetch_all(&p.pool).await?,
-        };
+        let jobs: Vec<String> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT job FROM stale_watch WHERE stale_since IS NOT NULL")
+                .fetch_all(pool)
+                .await?
+        });
         Ok(jobs.into_iter().collect())
     }
 }

@@ -974,6 +974,13 @@ fn the_api_pauses_events_and_stats_work_against_postgres() {
         a.len() == 2 && b.len() == 2 && a.iter().all(|i| !b.contains(i)),
         "{a:?} {b:?}"
     );
+    // The dashboard's pages read their own queries (dots, counts, attempts, notifications).
+    let (code, page) = api.call("GET", "/jobs/tick", None, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let (code, page) = api.call("GET", &format!("/runs/{}", a[0]), None, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("tick"), "{page}");
     assert!(d.cli(&["pause", "tick"]).status.success());
     let status = String::from_utf8_lossy(&d.cli(&["status"]).stdout).to_string();
     assert!(status.contains("paused     tick"), "{status}");
