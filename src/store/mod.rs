@@ -33,7 +33,9 @@ mod records;
 mod sqlite;
 mod stale_watch;
 mod stats;
+mod triggers;
 mod ts;
+mod uploads;
 mod writer;
 
 pub use actions::{Event, Pause};
@@ -332,21 +334,6 @@ impl Store {
         each!(self, s => s.last_fired().await)
     }
 
-    /// The last upload of `mark`'s file (same job, destination and key), if any.
-    pub async fn upload_mark(&self, mark: &UploadMark) -> Result<Option<UploadMark>, StoreError> {
-        each!(self, s => s.upload_mark(mark).await)
-    }
-
-    /// Remembers an upload.
-    pub async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
-        each!(self, s => s.set_upload_mark(mark).await)
-    }
-
-    /// Queues a manual run of `job`; returns the request id.
-    pub async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
-        each!(self, s => s.request_trigger(job).await)
-    }
-
     /// Claims pending manual trigger requests for `jobs` (the jobs `node` has), oldest
     /// first; each request is claimed by one node only.
     pub async fn claim_triggers(
@@ -358,22 +345,6 @@ impl Store {
             Backend::Sqlite(s) => s.claim_triggers(node).await,
             Backend::Postgres(p) => p.claim_triggers(node, jobs).await,
         }
-    }
-
-    /// Where a trigger request stands.
-    pub async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
-        each!(self, s => s.trigger_state(request).await)
-    }
-
-    /// Records what became of a trigger request.
-    pub async fn set_trigger_outcome(
-        &self,
-        request: i64,
-        outcome: TriggerOutcome,
-        run_id: Option<i64>,
-        detail: Option<&str>,
-    ) -> Result<(), StoreError> {
-        each!(self, s => s.set_trigger_outcome(request, outcome, run_id, detail).await)
     }
 
     /// Runs matching `filter`, newest first.

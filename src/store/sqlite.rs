@@ -11,10 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, Row, SqlitePool};
 
 use super::writer::{SqliteWriter, write_records};
-use super::{
-    HistoryFilter, Record, RunRow, RunStart, RunStatus, StoreError, TriggerOutcome, TriggerState,
-    UploadMark, format_ts, parse_ts,
-};
+use super::{HistoryFilter, Record, RunRow, RunStart, RunStatus, StoreError, format_ts, parse_ts};
 
 /// A handle on a SQLite history database.
 #[derive(Debug, Clone)]
@@ -195,62 +192,6 @@ impl SqliteStore {
             .collect())
     }
 
-    /// The last upload of `mark`'s file (same job, destination and key), if any.
-    pub(super) async fn upload_mark(
-        &self,
-        mark: &UploadMark,
-    ) -> Result<Option<UploadMark>, StoreError> {
-        let row: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT size, mtime_ns, scheduled_for FROM uploads \
-             WHERE job = ?1 AND destination = ?2 AND key = ?3",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.and_then(|(size, mtime_ns, at)| {
-            Some(UploadMark {
-                size: u64::try_from(size).ok()?,
-                mtime_ns,
-                scheduled_for: parse_ts(&at)?,
-                ..mark.clone()
-            })
-        }))
-    }
-
-    /// Remembers an upload.
-    pub(super) async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job, destination, key) DO UPDATE SET \
-             size = excluded.size, mtime_ns = excluded.mtime_ns, \
-             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
-        .bind(mark.mtime_ns)
-        .bind(format_ts(mark.scheduled_for))
-        .bind(format_ts(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Queues a manual run of `job`; returns the request id.
-    pub(super) async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO trigger_requests (job, requested_at) VALUES (?1, ?2) RETURNING id",
-        )
-        .bind(job)
-        .bind(format_ts(Utc::now()))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
-    }
-
     /// Claims pending manual trigger requests, oldest first.
     pub(super) async fn claim_triggers(
         &self,
@@ -266,45 +207,6 @@ impl SqliteStore {
         .await?;
         rows.sort();
         Ok(rows)
-    }
-
-    /// Where a trigger request stands.
-    pub(super) async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
-        type Row = (Option<String>, Option<String>, Option<i64>, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT claimed_at, outcome, run_id, detail FROM trigger_requests WHERE id = ?1",
-        )
-        .bind(request)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(
-            row.map_or_else(TriggerState::default, |(c, o, r, d)| TriggerState {
-                claimed: c.is_some(),
-                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
-                run_id: r,
-                detail: d,
-            }),
-        )
-    }
-
-    /// Records what became of a trigger request.
-    pub(super) async fn set_trigger_outcome(
-        &self,
-        request: i64,
-        outcome: TriggerOutcome,
-        run_id: Option<i64>,
-        detail: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE trigger_requests SET outcome = ?2, run_id = ?3, detail = ?4 WHERE id = ?1",
-        )
-        .bind(request)
-        .bind(outcome.as_str())
-        .bind(run_id)
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Runs matching `filter`, newest first.

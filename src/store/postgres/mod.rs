@@ -16,10 +16,7 @@ mod batch;
 mod cluster;
 
 use super::writer::BatchPlan;
-use super::{
-    HistoryFilter, PostgresTarget, Record, RunRow, RunStart, RunStatus, StoreError, TriggerOutcome,
-    TriggerState, UploadMark,
-};
+use super::{HistoryFilter, PostgresTarget, Record, RunRow, RunStart, RunStatus, StoreError};
 use batch::write_plan;
 
 /// How long a query waits for a connection: a burst of claims (10,000 firings due at once)
@@ -184,56 +181,6 @@ impl PgStore {
         Ok(rows.into_iter().collect())
     }
 
-    pub(super) async fn upload_mark(
-        &self,
-        mark: &UploadMark,
-    ) -> Result<Option<UploadMark>, StoreError> {
-        let row: Option<(i64, i64, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT size, mtime_ns, scheduled_for FROM uploads \
-             WHERE job = $1 AND destination = $2 AND key = $3",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.and_then(|(size, mtime_ns, scheduled_for)| {
-            Some(UploadMark {
-                size: u64::try_from(size).ok()?,
-                mtime_ns,
-                scheduled_for,
-                ..mark.clone()
-            })
-        }))
-    }
-
-    pub(super) async fn set_upload_mark(&self, mark: &UploadMark) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO uploads (job, destination, key, size, mtime_ns, scheduled_for, uploaded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (job, destination, key) DO UPDATE SET \
-             size = excluded.size, mtime_ns = excluded.mtime_ns, \
-             scheduled_for = excluded.scheduled_for, uploaded_at = excluded.uploaded_at",
-        )
-        .bind(&mark.job)
-        .bind(&mark.destination)
-        .bind(&mark.key)
-        .bind(i64::try_from(mark.size).unwrap_or(i64::MAX))
-        .bind(mark.mtime_ns)
-        .bind(mark.scheduled_for)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO trigger_requests (job, requested_at) VALUES ($1, now()) RETURNING id",
-        )
-        .bind(job)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     /// Claims pending requests for the jobs this node has (one statement: a request another
     /// node claimed meanwhile is skipped, never claimed twice).
     pub(super) async fn claim_triggers(
@@ -252,43 +199,6 @@ impl PgStore {
         .await?;
         rows.sort();
         Ok(rows)
-    }
-
-    pub(super) async fn trigger_state(&self, request: i64) -> Result<TriggerState, StoreError> {
-        type Row = (bool, Option<String>, Option<i64>, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT claimed_at IS NOT NULL, outcome, run_id, detail FROM trigger_requests WHERE id = $1",
-        )
-        .bind(request)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(
-            row.map_or_else(TriggerState::default, |(claimed, o, r, d)| TriggerState {
-                claimed,
-                outcome: o.as_deref().and_then(TriggerOutcome::from_name),
-                run_id: r,
-                detail: d,
-            }),
-        )
-    }
-
-    pub(super) async fn set_trigger_outcome(
-        &self,
-        request: i64,
-        outcome: TriggerOutcome,
-        run_id: Option<i64>,
-        detail: Option<&str>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE trigger_requests SET outcome = $2, run_id = $3, detail = $4 WHERE id = $1",
-        )
-        .bind(request)
-        .bind(outcome.as_str())
-        .bind(run_id)
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Runs matching `filter`, newest first: by intended time, since ids are handed to the
