@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::layout::{self, Problem, Section, Visitor, status_badge, zoned};
 use crate::api::ApiState;
 use crate::scheduler::JobView;
-use crate::store::{RunDot, RunRow, Store, StoreError};
+use crate::store::{RunDot, RunRow, RunStatus, Store, StoreError};
 
 /// Jobs on one page.
 const PER_PAGE: usize = 100;
@@ -333,7 +333,10 @@ pub(super) fn strip(dots: &[RunDot]) -> Markup {
         .iter()
         .filter(|d| layout::is_failure(&d.status))
         .count();
-    let ok = dots.iter().filter(|d| d.status == "succeeded").count();
+    let ok = dots
+        .iter()
+        .filter(|d| d.status == RunStatus::Succeeded.as_str())
+        .count();
     let last = if dots.len() == 1 {
         "the last run".to_string()
     } else {

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::api::ApiState;
-use crate::store::StoreError;
+use crate::store::{RunStatus, StoreError};
 
 /// Which part of the dashboard a page belongs to (marked in the navigation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,16 +169,17 @@ impl IntoResponse for Problem {
 
 /// How a status reads: a symbol, a word, and its colour class.
 pub(super) fn status_badge(status: &str) -> Markup {
-    let (symbol, word) = match status {
-        "succeeded" => ("✓", "succeeded"),
-        "failed" => ("✗", "failed"),
-        "timed_out" => ("⏱", "timed out"),
-        "running" => ("▶", "running"),
-        "skipped" => ("↷", "skipped"),
-        "abandoned" => ("⚠", "abandoned"),
-        "interrupted" => ("■", "interrupted"),
-        "cancelled" => ("⊘", "cancelled"),
-        other => ("?", other),
+    let (symbol, word) = match status.parse::<RunStatus>() {
+        Ok(RunStatus::Succeeded) => ("✓", "succeeded"),
+        Ok(RunStatus::Failed) => ("✗", "failed"),
+        Ok(RunStatus::TimedOut) => ("⏱", "timed out"),
+        Ok(RunStatus::Running) => ("▶", "running"),
+        Ok(RunStatus::Skipped) => ("↷", "skipped"),
+        Ok(RunStatus::Abandoned) => ("⚠", "abandoned"),
+        Ok(RunStatus::Interrupted) => ("■", "interrupted"),
+        Ok(RunStatus::Cancelled) => ("⊘", "cancelled"),
+        // A status this version does not know (a newer daemon wrote it): shown as written.
+        Err(_) => ("?", status),
     };
     html! {
         span class={ "status s-" (status_class(status)) } data-status=(status) {
@@ -189,17 +190,17 @@ pub(super) fn status_badge(status: &str) -> Markup {
 
 /// The colour family of a status: ok, bad, busy or quiet.
 pub(super) fn status_class(status: &str) -> &'static str {
-    match status {
-        "succeeded" => "ok",
-        "failed" | "timed_out" | "abandoned" | "interrupted" => "bad",
-        "running" => "busy",
+    match status.parse::<RunStatus>() {
+        Ok(RunStatus::Succeeded) => "ok",
+        Ok(s) if s.is_failure() => "bad",
+        Ok(RunStatus::Running) => "busy",
         _ => "quiet",
     }
 }
 
-/// Whether a run that ended so counts as a failure.
+/// Whether a run that ended so counts as a failure ([`RunStatus::is_failure`]).
 pub(super) fn is_failure(status: &str) -> bool {
-    status_class(status) == "bad"
+    status.parse::<RunStatus>().is_ok_and(RunStatus::is_failure)
 }
 
 /// A UTC time as stored (`2026-11-27T08:00:00.000Z`), shown to the second.

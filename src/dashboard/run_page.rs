@@ -10,7 +10,7 @@ use maud::{Markup, PreEscaped, html};
 use super::layout::{self, Problem, Section, Visitor, status_badge, utc};
 use crate::api::ApiState;
 use crate::api::runs::run_so_far;
-use crate::store::{NotificationRow, RunDot, RunRow};
+use crate::store::{NotificationRow, RunDot, RunRow, RunStatus};
 
 /// `GET /runs/{id}`.
 pub(super) async fn page(
@@ -24,7 +24,7 @@ pub(super) async fn page(
         .ok_or_else(|| Problem::not_found(format!("run {id}")))?;
     let attempts = store.attempts(&row.job, &row.scheduled_for).await?;
     let notifications = store.notifications(id).await?;
-    let running = row.status == "running";
+    let running = row.status == RunStatus::Running.as_str();
     let visitor = Visitor::of(&state, &headers);
     let title = format!("Run {id} of {}", row.job);
     let body = html! {

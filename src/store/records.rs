@@ -41,6 +41,16 @@ impl RunStatus {
         RunStatus::Cancelled,
     ];
 
+    /// Whether a run that ended so counts as a failure in the history (its views, stats and
+    /// the dashboard): it failed, timed out, or was abandoned or interrupted. (Alerts judge a
+    /// job's health by failed and timed out runs only.)
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::Abandoned | RunStatus::Interrupted
+        )
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {

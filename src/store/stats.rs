@@ -94,8 +94,11 @@ fn aggregate(rows: Vec<StatRow>) -> Vec<JobStats> {
                 t.stats.last_success = t.stats.last_success.max(finished);
             }
             Ok(RunStatus::Skipped) => t.stats.skipped += 1,
-            Ok(RunStatus::Cancelled) => {}
-            _ => t.stats.last_failure = t.stats.last_failure.max(finished),
+            Ok(s) if s.is_failure() => {
+                t.stats.last_failure = t.stats.last_failure.max(finished);
+            }
+            // Cancelled, or a status this version does not know: neither.
+            _ => {}
         }
         t.durations.extend(duration);
         t.lateness.extend(lateness);
