@@ -344,8 +344,7 @@ impl Running {
     async fn drain(&mut self, shutdown: &Shutdown) {
         let ctx = Arc::clone(&self.ctx);
         self.timers.cancel();
-        ctx.draining.cancel();
-        ctx.tracker.close();
+        ctx.begin_drain();
         // Requests handed over that the serve loop had not taken: answered, not dropped.
         self.triggers.close();
         while let Ok((request, job)) = self.triggers.try_recv() {
@@ -358,14 +357,7 @@ impl Running {
             grace_s = self.settings.shutdown_grace.as_secs(),
             "shutting down: no new firings; waiting for runs to finish"
         );
-        let drained = tokio::select! {
-            () = ctx.tracker.wait() => true,
-            () = tokio::time::sleep(self.settings.shutdown_grace) => false,
-            () = shutdown.now.cancelled() => false,
-        };
-        if !drained {
-            stop_runs(&ctx, shutdown).await;
-        }
+        ctx.drain(self.settings.shutdown_grace, &shutdown.now).await;
         let killed = ctx.processes.signal_all(Signal::SIGKILL);
         if killed > 0 {
             tracing::warn!(groups = killed, "killed leftover process groups");
@@ -521,7 +513,7 @@ fn spawn_background(
         settings.node.clone(),
         loaded.clone(),
         (trigger_tx, poll_every),
-        ctx.draining.clone(),
+        ctx.drain_begun(),
     ));
     let (lost_tx, lost) = mpsc::channel(64);
     if store.is_shared() {
@@ -532,7 +524,7 @@ fn spawn_background(
             ids: Arc::clone(ids),
             lost: lost_tx,
             health: Arc::clone(&ctx.claims),
-            stopping: ctx.draining.clone(),
+            stopping: ctx.drain_begun(),
         };
         tasks.spawn(heartbeat_loop(membership, cancel.clone()));
     }
@@ -543,30 +535,4 @@ fn spawn_background(
         tasks.spawn(watchdog_loop(every, cancel.clone()));
     }
     (tasks, triggers, lost)
-}
-
-/// The grace period is over (or a second signal came): stops the runs still going, and at a
-/// second signal kills them at once.
-async fn stop_runs(ctx: &Context, shutdown: &Shutdown) {
-    let left = ctx.running();
-    if shutdown.now.is_cancelled() {
-        tracing::warn!(runs = left, "second signal: killing runs now");
-        ctx.stop.hard.cancel();
-    } else {
-        tracing::warn!(
-            runs = left,
-            "grace period over: stopping the runs still going"
-        );
-    }
-    ctx.stop.soft.cancel();
-    tokio::select! {
-        () = ctx.tracker.wait() => {}
-        () = shutdown.now.cancelled() => {
-            ctx.stop.hard.cancel();
-            ctx.processes.signal_all(Signal::SIGKILL);
-            // Give the runs a moment to record their end; the next start marks any that
-            // could not as abandoned.
-            let _ = tokio::time::timeout(Duration::from_secs(1), ctx.tracker.wait()).await;
-        }
-    }
 }

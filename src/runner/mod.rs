@@ -21,6 +21,7 @@ use crate::store::{RunStatus, Trigger};
 mod claim;
 mod claim_batch;
 mod firing;
+mod lifecycle;
 mod slot;
 mod turn;
 
