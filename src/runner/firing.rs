@@ -327,8 +327,7 @@ impl Firing {
     ) -> (RunStatus, Outcome) {
         let ctx = &self.ctx;
         self.tell(Dispatched::Started(id));
-        ctx.running.fetch_add(1, Ordering::Relaxed);
-        ctx.activity.notify_one();
+        let running = ctx.run_guard();
         let started = StartMark::new(
             self.start_record(id, attempt, None),
             Arc::clone(&ctx.clock),
@@ -376,8 +375,7 @@ impl Firing {
                 (reason, stopped_outcome(reason, job, exec.await))
             }
         };
-        ctx.running.fetch_sub(1, Ordering::Relaxed);
-        ctx.activity.notify_one();
+        drop(running);
         self.record_end(job, id, &started, status, &outcome);
         (status, outcome)
     }

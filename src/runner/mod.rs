@@ -132,18 +132,40 @@ impl Context {
     }
 
     /// Counts a firing as waiting while the guard lives.
-    fn wait_guard(&self) -> WaitGuard<'_> {
+    fn wait_guard(&self) -> Counted<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        WaitGuard(&self.waiting)
+        Counted {
+            count: &self.waiting,
+            activity: None,
+        }
+    }
+
+    /// Counts an attempt as running while the guard lives (however its future ends, dropped
+    /// included); its start and its end wake the status line.
+    fn run_guard(&self) -> Counted<'_> {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        self.activity.notify_one();
+        Counted {
+            count: &self.running,
+            activity: Some(&self.activity),
+        }
     }
 }
 
-/// A firing counted as waiting (see [`Context::waiting`]).
-struct WaitGuard<'a>(&'a AtomicUsize);
+/// A firing counted as waiting, or an attempt as running (see [`Context::waiting`],
+/// [`Context::running`]), until dropped.
+struct Counted<'a> {
+    count: &'a AtomicUsize,
+    /// Told when the count goes down.
+    activity: Option<&'a tokio::sync::Notify>,
+}
 
-impl Drop for WaitGuard<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(activity) = self.activity {
+            activity.notify_one();
+        }
     }
 }
 
