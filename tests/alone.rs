@@ -25,19 +25,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::harness::{Daemon, ts};
+use crate::harness::{Daemon, free_port, ts};
 
 const SEC: Duration = Duration::from_secs(1);
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Where a slow client connects.
 #[derive(Clone)]

@@ -4,7 +4,6 @@
 //! history rows; `history --follow` and `show --follow` as runs go.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,14 +112,6 @@ impl Api {
         assert_eq!(status, 200, "POST {path}: {text}");
         serde_json::from_str(&text).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `promtool check metrics` (Debian package `prometheus`) on `text`; its complaints.
@@ -284,7 +275,7 @@ fn metrics_pass_promtool_and_match_the_history() {
 
 #[test]
 fn tcp_needs_the_token_and_a_wrong_one_does_nothing() {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let mut d = Daemon::prepare(
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\n"),
         JOBS,
@@ -576,7 +567,7 @@ fn actions_are_in_the_events_log(api: &Api, me: &str) {
 
 #[test]
 fn blank_whitespace_and_short_tokens_are_refused_by_check_and_at_start() {
-    let port = free_port();
+    let port = crate::harness::free_port();
     let cases: [(&str, &str, &str); 5] = [
         ("file", "", "the token is empty"),
         ("file", "  \t \n", "the token is empty"),

@@ -442,11 +442,7 @@ impl OwnServer {
             let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
             nix::unistd::chown(dir.path(), Some(pg.uid), Some(pg.gid)).unwrap();
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::harness::free_port();
         let server = Self { dir, bin, port };
         let data = server.dir.path().join("data");
         server.pg(&[

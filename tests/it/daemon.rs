@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::harness::{Daemon, alive, at_in, finished, ts, wait_for};
+use crate::harness::{Daemon, alive, at_in, finished, on_store, ts, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
 use nix::sys::signal::Signal;
 
@@ -495,9 +495,7 @@ fn catch_up_after_downtime_follows_each_policy() {
     // down for three firings.
     let last = hourglass::store::format_ts(first_missed - TimeDelta::hours(1));
     let db = d.path("history.db");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = hourglass::store::Store::open(&db).await.unwrap();
+    on_store(&db, async |store| {
         for job in ["skip", "latest", "all"] {
             store
                 .write_batch(&[hourglass::store::Record::Fired {
@@ -507,7 +505,6 @@ fn catch_up_after_downtime_follows_each_policy() {
                 .await
                 .unwrap();
         }
-        store.close().await;
     });
     d.spawn_ready();
     let latest = d.wait_runs(
@@ -553,12 +550,7 @@ fn catch_up_after_downtime_follows_each_policy() {
     );
     the_jobs_page_shows_the_whole_range(&d, "skip", 3, (times[0], times[2]));
     wait_for(10 * SEC, "skip's state to advance", || {
-        let fired = rt.block_on(async {
-            let store = hourglass::store::Store::open(&db).await.unwrap();
-            let f = store.last_fired().await.unwrap();
-            store.close().await;
-            f
-        });
+        let fired = on_store(&db, async |store| store.last_fired().await.unwrap());
         (fired.get("skip") == Some(&times[2])).then_some(())
     });
 }

@@ -64,7 +64,7 @@ VALUES ('report', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days'), strftime('%Y
 /// A daemon on TCP with the token [`TOKEN`] (`api_extra` adds to `[api]`) with four jobs
 /// and the seeded history.
 fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
-    let port = crate::servers::free_port();
+    let port = crate::harness::free_port();
     let mut d = Daemon::prepare(
         &format!(
             "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n{api_extra}"
@@ -99,13 +99,8 @@ command = "true"
             go = go.display()
         ),
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = hourglass::store::Store::open(&d.path("history.db"))
-            .await
-            .unwrap();
-        store.close().await;
-    });
+    // The database created and migrated, to be seeded.
+    crate::harness::on_store(&d.path("history.db"), async |_| ());
     sql(&d, SEED);
     d.extra_env
         .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
@@ -676,7 +671,7 @@ fn signed_in_browser_acts(d: &Daemon, origin: &str) {
 #[test]
 fn the_nodes_page_shows_the_nodes_sharing_postgres() {
     let url = crate::cluster::fresh_database("dashboard_nodes");
-    let port = crate::servers::free_port();
+    let port = crate::harness::free_port();
     let job = |cmd: &str| {
         format!(
             "[jobs.same]\nevery = \"1h\"\ncommand = \"true\"\n[jobs.differs]\nevery = \"1h\"\ncommand = \"{cmd}\"\n"

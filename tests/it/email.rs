@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use crate::harness::free_port;
 use crate::harness::{Daemon, at_in, finished, wait_for};
-use crate::servers::{Http, Smtp, free_port};
+use crate::servers::{Http, Smtp};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);

@@ -35,6 +35,30 @@ pub fn ts(s: &str) -> DateTime<Utc> {
     hourglass::store::parse_ts(s).unwrap_or_else(|| panic!("bad timestamp {s}"))
 }
 
+/// Opens the SQLite history at `db` (creating it if missing), runs `f` on it on a runtime of
+/// its own, and closes it: how a test reads or seeds the database beside the daemon.
+pub fn on_store<T>(db: &Path, f: impl AsyncFnOnce(&Store) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(db).await.unwrap();
+        let out = f(&store).await;
+        store.close().await;
+        out
+    })
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -185,21 +209,14 @@ impl Daemon {
         if !db.exists() {
             return Vec::new();
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut rows = rt.block_on(async {
-            let store = Store::open(&db).await.unwrap();
-            let rows = store
+        let mut rows = on_store(&db, async |store| {
+            store
                 .history(&HistoryFilter {
                     limit: 1_000_000,
                     ..Default::default()
                 })
                 .await
-                .unwrap();
-            store.close().await;
-            rows
+                .unwrap()
         });
         rows.reverse();
         rows

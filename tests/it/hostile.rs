@@ -19,7 +19,7 @@ struct StaticSite {
 
 impl StaticSite {
     fn serve(dir: &std::path::Path) -> Self {
-        let port = crate::servers::free_port();
+        let port = crate::harness::free_port();
         let child = std::process::Command::new("python3")
             .args([
                 "-m",
@@ -56,7 +56,7 @@ impl Drop for StaticSite {
 #[test]
 fn a_page_of_another_site_cannot_act_or_read_and_a_rebound_name_is_refused() {
     use crate::dashboard::TOKEN as DASHBOARD_TOKEN;
-    let port = crate::servers::free_port();
+    let port = crate::harness::free_port();
     let mut d = Daemon::prepare(
         &format!(
             "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\ndashboard_actions = true\n"
@@ -142,7 +142,7 @@ fn a_trace_log_of_every_job_kind_holds_no_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let smtp = crate::servers::Smtp::start(tmp.path(), SECRETS[1].1);
     let http = crate::servers::Http::start(tmp.path());
-    let port = crate::servers::free_port();
+    let port = crate::harness::free_port();
     let src = tmp.path().join("upload");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a.txt"), "a").unwrap();
@@ -219,7 +219,7 @@ fn a_trace_log_of_every_job_kind_holds_no_secret() {
 /// a pause's end must be ahead and within 100 years, and a wrong date is told as a date.
 #[test]
 fn guesses_are_slowed_errors_are_json_and_pauses_are_bounded() {
-    let port = crate::servers::free_port();
+    let port = crate::harness::free_port();
     let mut d = Daemon::prepare(
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HG_API_TOKEN\" }}\n"),
         "[jobs.a]\nevery = \"1h\"\ncommand = \"true\"\n",

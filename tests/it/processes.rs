@@ -63,15 +63,8 @@ fn run_processes(database_id: &str) -> Vec<RunProcess> {
 }
 
 fn database_id(d: &Daemon) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = hourglass::store::Store::open(&d.path(&d.db)).await.unwrap();
-        let id = store.database_id().await.unwrap();
-        store.close().await;
-        id
+    crate::harness::on_store(&d.path(&d.db), async |store| {
+        store.database_id().await.unwrap()
     })
 }
 

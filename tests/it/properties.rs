@@ -286,10 +286,7 @@ proptest! {
         std::fs::create_dir(dir.path().join("jobs.d")).unwrap();
         let config = dir.path().join("hourglass.toml");
         // A database to read from.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            hourglass::store::Store::open(&dir.path().join("history.db")).await.unwrap().close().await;
-        });
+        crate::harness::on_store(&dir.path().join("history.db"), async |_| ());
         let commands: Vec<Vec<&str>> = vec![
             vec!["history", "--since", &since, "--limit", &limit],
             vec!["history", "--job", &job, "--status", "failed"],

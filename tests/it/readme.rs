@@ -30,11 +30,7 @@ pub fn lines_after(marker: &str) -> String {
 fn the_readmes_first_job_fails_when_its_backup_fails() {
     let job = block_after("## A first job");
     assert!(job.contains("shell = \"bash\""), "{job}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::harness::free_port();
     let out = tempfile::tempdir().unwrap();
     // Where the backups go and where the (stopped) database is: the job as written besides.
     let jobs = job.replace("/var/backups", &out.path().display().to_string())

@@ -105,7 +105,7 @@ fn wrong_credentials_and_an_unreachable_server_fail_clearly() {
             src.path().join("f.bin").display(),
         )
     };
-    let unreachable = format!("http://127.0.0.1:{}", crate::servers::free_port());
+    let unreachable = format!("http://127.0.0.1:{}", crate::harness::free_port());
     let jobs = job("badkey", &endpoint(), "WRONG_SECRET") + &job("down", &unreachable, "S3_SECRET");
     let mut d = Daemon::prepare("", &jobs);
     d.extra_env.push(("S3_KEY".into(), "AK".into()));
