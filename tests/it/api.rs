@@ -3,7 +3,6 @@
 //! the history database fails; `/metrics` checked by Prometheus's `promtool` and against the
 //! history rows; `history --follow` and `show --follow` as runs go.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -148,7 +147,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-const JOBS: &str = r#"
+pub(crate) const JOBS: &str = r#"
 [jobs.tick]
 every = "1s"
 command = "echo tick"
@@ -422,52 +421,71 @@ fn the_last_success_metric_is_read_from_the_history_at_start() {
 }
 
 #[test]
-fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
-    let d = Daemon::start("", JOBS);
-    let mut follow = Command::new(BIN)
-        .arg("--config")
-        .arg(d.config())
-        .args(["history", "--follow", "--job", "slow"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = d.cli(&["trigger", "slow"]);
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    let run: i64 = said.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut show = Command::new(BIN)
-        .arg("--config")
-        .arg(d.config())
-        .args(["show", "--follow", &run.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(show.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "line 1");
-    // The first line came while the run was still going.
-    let row = d.runs_of("slow").into_iter().find(|r| r.id == run).unwrap();
-    assert_eq!(row.status, "running");
-    assert_eq!(lines.next().unwrap().unwrap(), "line 2");
-    assert_eq!(lines.next().unwrap().unwrap(), "line 3");
-    let end = lines.next().unwrap().unwrap();
-    assert!(
-        end.starts_with(&format!(
-            "--- run {run} of \"slow\" succeeded (exit code 0) in "
-        )),
-        "{end}"
-    );
-    assert!(show.wait().unwrap().success());
-    // `history --follow` printed the run when it started and again when it ended.
-    let mut follow_lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    let mut statuses = Vec::new();
-    while statuses.len() < 2 {
-        let line = follow_lines.next().unwrap().unwrap();
-        if line.trim_start().starts_with(&run.to_string()) {
-            statuses.push(line.split_whitespace().nth(3).unwrap().to_string());
-        }
+fn blank_whitespace_and_short_tokens_are_refused_by_check_and_at_start() {
+    let port = crate::harness::free_port();
+    let cases: [(&str, &str, &str); 5] = [
+        ("file", "", "the token is empty"),
+        ("file", "  \t \n", "the token is empty"),
+        (
+            "file",
+            "a\n",
+            "the token is 1 bytes long; a token is at least 16 bytes",
+        ),
+        ("env", "", "the token is empty"),
+        ("file", "two words here and more", "the token has blanks"),
+    ];
+    for (source, value, expect) in cases {
+        let reference = match source {
+            "file" => "{ file = \"api-token\" }",
+            _ => "{ env = \"HG_API_TOKEN\" }",
+        };
+        let mut d = Daemon::prepare(
+            &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {reference}\n"),
+            JOBS,
+        );
+        std::fs::write(d.path("api-token"), value).unwrap();
+        d.extra_env.push(("HG_API_TOKEN".into(), value.into()));
+        let check = Command::new(BIN)
+            .arg("--config")
+            .arg(d.config())
+            .arg("check")
+            .current_dir(d.dir.path())
+            .env("HG_API_TOKEN", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success(), "{value:?} accepted");
+        assert!(
+            err.contains("api.token: ") && err.contains(expect),
+            "{value:?}: {err}"
+        );
+        assert!(err.contains("openssl rand -hex 32"), "{err}");
+        // The daemon refuses to start on it, saying the same.
+        d.spawn();
+        let status = d.wait_exit(20 * SEC);
+        assert!(!status.success());
+        assert!(d.log().contains(expect), "{}", d.log());
     }
-    assert_eq!(statuses, ["running", "succeeded"]);
-    let _ = follow.kill();
-    let _ = follow.wait();
+    // At a reload too: the configuration is rejected and the running one stays.
+    let mut d = Daemon::prepare(
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"api-token\" }}\n"),
+        JOBS,
+    );
+    std::fs::write(d.path("api-token"), "a-token-of-24-bytes-long\n").unwrap();
+    d.spawn_ready();
+    std::fs::write(d.path("api-token"), "short\n").unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(20 * SEC, "the reload's rejection", || {
+        d.log().contains("configuration rejected").then_some(())
+    });
+    assert!(d.log().contains("the token is 5 bytes long"), "{}", d.log());
+    let (code, _) = Api::tcp(port, "a-token-of-24-bytes-long").call(
+        "GET",
+        "/v1/jobs",
+        Some("a-token-of-24-bytes-long"),
+        None,
+    );
+    assert_eq!(code, 200);
 }
 
 /// A trigger starts a run; its output streams as it grows, then its end.
@@ -563,72 +581,4 @@ fn actions_are_in_the_events_log(api: &Api, me: &str) {
             ("trigger", "slow", me)
         ]
     );
-}
-
-#[test]
-fn blank_whitespace_and_short_tokens_are_refused_by_check_and_at_start() {
-    let port = crate::harness::free_port();
-    let cases: [(&str, &str, &str); 5] = [
-        ("file", "", "the token is empty"),
-        ("file", "  \t \n", "the token is empty"),
-        (
-            "file",
-            "a\n",
-            "the token is 1 bytes long; a token is at least 16 bytes",
-        ),
-        ("env", "", "the token is empty"),
-        ("file", "two words here and more", "the token has blanks"),
-    ];
-    for (source, value, expect) in cases {
-        let reference = match source {
-            "file" => "{ file = \"api-token\" }",
-            _ => "{ env = \"HG_API_TOKEN\" }",
-        };
-        let mut d = Daemon::prepare(
-            &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {reference}\n"),
-            JOBS,
-        );
-        std::fs::write(d.path("api-token"), value).unwrap();
-        d.extra_env.push(("HG_API_TOKEN".into(), value.into()));
-        let check = Command::new(BIN)
-            .arg("--config")
-            .arg(d.config())
-            .arg("check")
-            .current_dir(d.dir.path())
-            .env("HG_API_TOKEN", value)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&check.stderr);
-        assert!(!check.status.success(), "{value:?} accepted");
-        assert!(
-            err.contains("api.token: ") && err.contains(expect),
-            "{value:?}: {err}"
-        );
-        assert!(err.contains("openssl rand -hex 32"), "{err}");
-        // The daemon refuses to start on it, saying the same.
-        d.spawn();
-        let status = d.wait_exit(20 * SEC);
-        assert!(!status.success());
-        assert!(d.log().contains(expect), "{}", d.log());
-    }
-    // At a reload too: the configuration is rejected and the running one stays.
-    let mut d = Daemon::prepare(
-        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ file = \"api-token\" }}\n"),
-        JOBS,
-    );
-    std::fs::write(d.path("api-token"), "a-token-of-24-bytes-long\n").unwrap();
-    d.spawn_ready();
-    std::fs::write(d.path("api-token"), "short\n").unwrap();
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for(20 * SEC, "the reload's rejection", || {
-        d.log().contains("configuration rejected").then_some(())
-    });
-    assert!(d.log().contains("the token is 5 bytes long"), "{}", d.log());
-    let (code, _) = Api::tcp(port, "a-token-of-24-bytes-long").call(
-        "GET",
-        "/v1/jobs",
-        Some("a-token-of-24-bytes-long"),
-        None,
-    );
-    assert_eq!(code, 200);
 }

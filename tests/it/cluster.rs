@@ -27,7 +27,7 @@ pub fn node_main(url: &str, node: &str, extra: &str) -> String {
 }
 
 /// Every run in the database at `url`, oldest first.
-fn all_runs(url: &str) -> Vec<RunRow> {
+pub(crate) fn all_runs(url: &str) -> Vec<RunRow> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -55,7 +55,7 @@ fn all_runs(url: &str) -> Vec<RunRow> {
 }
 
 /// Firings recorded more than once (same job and intended time, first attempts).
-fn duplicates(runs: &[RunRow]) -> Vec<(String, String, usize)> {
+pub(crate) fn duplicates(runs: &[RunRow]) -> Vec<(String, String, usize)> {
     let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
     for r in runs.iter().filter(|r| r.attempt == 1) {
         *seen.entry((&r.job, &r.scheduled_for)).or_default() += 1;
@@ -67,7 +67,12 @@ fn duplicates(runs: &[RunRow]) -> Vec<(String, String, usize)> {
 }
 
 /// Starts `n` nodes `n1`... on `url` with `jobs`; `extra(i)` goes in node i's main file.
-fn start_nodes(url: &str, n: usize, jobs: &str, extra: impl Fn(usize) -> String) -> Vec<Daemon> {
+pub(crate) fn start_nodes(
+    url: &str,
+    n: usize,
+    jobs: &str,
+    extra: impl Fn(usize) -> String,
+) -> Vec<Daemon> {
     let mut nodes: Vec<Daemon> = (1..=n)
         .map(|i| Daemon::prepare_main(&node_main(url, &format!("n{i}"), &extra(i)), jobs))
         .collect();
@@ -81,7 +86,7 @@ fn start_nodes(url: &str, n: usize, jobs: &str, extra: impl Fn(usize) -> String)
 }
 
 /// SIGTERM to every node; each must exit within 30 s, successfully (else its log is shown).
-fn stop_all(nodes: &mut [Daemon]) {
+pub(crate) fn stop_all(nodes: &mut [Daemon]) {
     for d in nodes.iter() {
         d.signal(Signal::SIGTERM);
     }
@@ -420,352 +425,6 @@ fn the_cli_works_against_postgres() {
     );
 }
 
-/// A PostgreSQL server of the test's own (the outage test stops it; the shared one serves
-/// the other tests meanwhile), run as `postgres` when the tests run as root (initdb refuses
-/// root).
-struct OwnServer {
-    dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
-    port: u16,
-}
-
-impl OwnServer {
-    fn start() -> Self {
-        let pg_ctl = std::env::var("HOURGLASS_TEST_PG_CTL")
-            .expect("HOURGLASS_TEST_PG_CTL is not set: run the tests with scripts/test.sh");
-        let bin = std::path::Path::new(&pg_ctl)
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let dir = tempfile::tempdir().unwrap();
-        if nix::unistd::geteuid().is_root() {
-            let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-            nix::unistd::chown(dir.path(), Some(pg.uid), Some(pg.gid)).unwrap();
-        }
-        let port = crate::harness::free_port();
-        let server = Self { dir, bin, port };
-        let data = server.dir.path().join("data");
-        server.pg(&[
-            "initdb",
-            "-D",
-            data.to_str().unwrap(),
-            "--auth=trust",
-            "-U",
-            "postgres",
-        ]);
-        server.up();
-        server
-    }
-
-    /// Runs a PostgreSQL program (as `postgres` when root).
-    fn pg(&self, args: &[&str]) {
-        let program = self.bin.join(args[0]);
-        let mut cmd = if nix::unistd::geteuid().is_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            std::process::Command::new(&program)
-        };
-        let out = cmd.args(&args[1..]).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    }
-
-    fn up(&self) {
-        let data = self.dir.path().join("data");
-        let log = self.dir.path().join("log");
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        self.pg(&[
-            "pg_ctl",
-            "-D",
-            data.to_str().unwrap(),
-            "-w",
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            &opts,
-            "start",
-        ]);
-    }
-
-    fn down(&self) {
-        let data = self.dir.path().join("data");
-        self.pg(&[
-            "pg_ctl",
-            "-D",
-            data.to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        if data.join("postmaster.pid").exists() {
-            let _ = std::panic::catch_unwind(|| {
-                self.pg(&[
-                    "pg_ctl",
-                    "-D",
-                    data.to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ]);
-            });
-        }
-    }
-}
-
-/// Whether the records of an outage that began at `down_at` are in: the slow runs going then
-/// ended (written from the spill file), a skipped row for `tick`'s firings of the outage, a
-/// catch-up run of `newest` after it.
-fn outage_recorded(runs: &[RunRow], down_at: DateTime<Utc>) -> bool {
-    let slow_done = runs
-        .iter()
-        .filter(|r| r.job == "slow" && ts(&r.scheduled_for) < down_at)
-        .all(|r| r.status != "running");
-    let skipped = runs.iter().any(|r| {
-        r.job == "tick"
-            && r.status == "skipped"
-            && ts(&r.scheduled_for) > down_at
-            && r.error
-                .as_deref()
-                .is_some_and(|e| e.contains("shared database could not be reached"))
-    });
-    let newest_ran = runs.iter().any(|r| {
-        r.job == "newest"
-            && r.trigger == "catch_up"
-            && r.status == "succeeded"
-            && ts(&r.scheduled_for) > down_at
-    });
-    slow_done && skipped && newest_ran
-}
-
-/// How many times, and how long, the outage test stops PostgreSQL.
-const OUTAGES: usize = 5;
-const OUTAGE: Duration = Duration::from_secs(10);
-
-/// PostgreSQL stopped for 10 s, five times, under 3 nodes: no node crashes, no firing runs
-/// twice, every firing has one row or one place in a range row (none covers a firing with a
-/// row, each says which firings in `details`), the README's missed-firings query counts
-/// them all, runs that finished meanwhile are recorded after (the spill file), and the
-/// firings missed meanwhile follow `catch_up`: "skip" gets skipped rows, "latest" runs once
-/// per outage.
-#[test]
-fn database_outages_lose_no_record_and_double_no_firing() {
-    let server = OwnServer::start();
-    let url = server.url();
-    let jobs = "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n\
-                [jobs.newest]\nevery = \"1s\"\ncommand = \"true\"\ncatch_up = \"latest\"\n\
-                [jobs.slow]\nevery = \"5s\"\ncommand = \"sleep 8\"\noverlap = \"allow\"\n";
-    let mut nodes = start_nodes(&url, 3, jobs, |_| String::new());
-    let mut outages = Vec::new();
-    let mut last_down = Utc::now();
-    for _ in 0..OUTAGES {
-        wait_for(Duration::from_secs(30), "a slow run going", || {
-            all_runs(&url)
-                .iter()
-                .any(|r| r.job == "slow" && r.status == "running")
-                .then_some(())
-        });
-        let down_at = Utc::now();
-        server.down();
-        let down_done = Utc::now();
-        std::thread::sleep(OUTAGE);
-        server.up();
-        outages.push((down_done, Utc::now()));
-        for d in &mut nodes {
-            let child = d.child.as_mut().unwrap();
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "a node died: {}",
-                d.log()
-            );
-        }
-        wait_for_the_outages_records(&url, &nodes, down_at);
-        last_down = down_at;
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    stop_all(&mut nodes);
-    let runs = all_runs(&url);
-    assert_eq!(duplicates(&runs), [], "firings recorded twice");
-    outage_rows_cover_only_their_own(&runs);
-    every_firing_has_its_row(&runs, "tick");
-    // The slow runs going when an outage began ended meanwhile: recorded after, from the
-    // spill file (the stop may cut short only those of after the last outage).
-    let slow_cut: Vec<&RunRow> = runs
-        .iter()
-        .filter(|r| r.job == "slow" && r.started_at.is_some() && ts(&r.scheduled_for) < last_down)
-        .filter(|r| r.status != "succeeded")
-        .collect();
-    assert!(slow_cut.is_empty(), "{slow_cut:#?}");
-    let missed = missed_firings(&runs, "tick");
-    assert!(missed > 0, "the outages missed no firing of tick");
-    // psql "$URL" -c "<query>", as the README writes it.
-    let command = crate::readme::lines_after("# Missed firings per job, on PostgreSQL");
-    let query = command.split('"').nth(3).expect("the query between quotes");
-    let counted = psql(&url, query);
-    assert!(
-        counted.lines().any(|l| l == format!("tick|{missed}")),
-        "the README's query says {counted:?}, the rows {missed}"
-    );
-    // Claims made before the heartbeat saw an outage (within a sixth of the lease, 10 s
-    // here, plus its 3 s connection timeout) wait up to 15 s for a connection: those that get
-    // one once the database is back run late, as any firing up to 60 s late does. After
-    // that, claims fail at once and the missed firings follow catch_up.
-    let in_an_outage = |r: &&RunRow| {
-        let t = ts(&r.scheduled_for);
-        outages.iter().any(|&(down, up)| {
-            t > down + chrono::TimeDelta::seconds(6) && t < up - chrono::TimeDelta::seconds(2)
-        })
-    };
-    let newest = runs
-        .iter()
-        .filter(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded")
-        .count();
-    assert_eq!(
-        newest, OUTAGES,
-        "latest ran {newest} times in {OUTAGES} outages"
-    );
-    let tick_ran: Vec<&RunRow> = runs
-        .iter()
-        .filter(|r| r.job == "tick" && r.status == "succeeded")
-        .filter(in_an_outage)
-        .collect();
-    assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
-    no_false_alarms(&nodes);
-}
-
-/// Waits (60 s at most) for the records of the outage that began at `down_at`; else fails
-/// with the nodes' notes and the odd rows.
-fn wait_for_the_outages_records(url: &str, nodes: &[Daemon], down_at: DateTime<Utc>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !outage_recorded(&all_runs(url), down_at) {
-        if Instant::now() > deadline {
-            let notes: Vec<String> = nodes
-                .iter()
-                .flat_map(|d| {
-                    d.log()
-                        .lines()
-                        .filter(|l| !l.contains("run started") && !l.contains("run finished"))
-                        .map(String::from)
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let runs = all_runs(url);
-            let odd: Vec<&RunRow> = runs
-                .iter()
-                .filter(|r| r.status != "succeeded" || r.trigger != "schedule")
-                .collect();
-            panic!(
-                "the outage's records are not all in:\n{}\n{odd:#?}",
-                notes.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The firings of `job` (every second) from its first row to its last: each has its own row
-/// or a place in one range row (no gap; no overlap is [`outage_rows_cover_only_their_own`]).
-fn every_firing_has_its_row(runs: &[RunRow], job: &str) {
-    let rows: Vec<&RunRow> = runs
-        .iter()
-        .filter(|r| r.job == job && r.attempt == 1)
-        .collect();
-    let first = rows.iter().map(|r| ts(&r.scheduled_for)).min().unwrap();
-    let last = rows
-        .iter()
-        .map(|r| {
-            r.details
-                .as_ref()
-                .and_then(|d| d["last"].as_str())
-                .map_or_else(|| ts(&r.scheduled_for), ts)
-        })
-        .max()
-        .unwrap();
-    let firings = (last - first).num_seconds() + 1;
-    let placed: i64 = rows.iter().map(|r| places(r)).sum();
-    assert_eq!(
-        placed, firings,
-        "{job}: {firings} firings from {first} to {last}, {placed} rows or places in a range"
-    );
-}
-
-/// How many firings a row stands for: its `missed_firings`, else 1.
-fn places(r: &RunRow) -> i64 {
-    r.details
-        .as_ref()
-        .and_then(|d| d["missed_firings"].as_i64())
-        .unwrap_or(1)
-}
-
-/// How many firings of `job` did not run, by the rows: skipped catch-up rows, each for its
-/// count.
-fn missed_firings(runs: &[RunRow], job: &str) -> i64 {
-    runs.iter()
-        .filter(|r| r.job == job && r.status == "skipped" && r.trigger == "catch_up")
-        .map(places)
-        .sum()
-}
-
-/// Each row of firings not run during an outage says how many and which (`details`), and no
-/// other row of its job is intended inside its range (it covers no firing that ran or was
-/// recorded elsewhere); its count is the firings of the range.
-fn outage_rows_cover_only_their_own(runs: &[RunRow]) {
-    let not_run = runs.iter().filter(|r| {
-        r.error
-            .as_deref()
-            .is_some_and(|e| e.starts_with("not run: the shared database could not be reached"))
-    });
-    let mut rows = 0;
-    for r in not_run {
-        rows += 1;
-        let details = r
-            .details
-            .as_ref()
-            .unwrap_or_else(|| panic!("no details: {r:?}"));
-        let first = ts(details["first"].as_str().unwrap());
-        let last = ts(details["last"].as_str().unwrap());
-        let inside: Vec<&RunRow> = runs
-            .iter()
-            .filter(|o| o.job == r.job && o.id != r.id)
-            .filter(|o| (first..=last).contains(&ts(&o.scheduled_for)))
-            .collect();
-        assert!(inside.is_empty(), "{r:?} covers {inside:#?}");
-        let every_s = if r.job == "slow" { 5 } else { 1 };
-        let count = (last - first).num_seconds() / every_s + 1;
-        assert_eq!(details["missed_firings"].as_i64(), Some(count), "{r:?}");
-    }
-    eprintln!("{rows} rows of firings not run during the outage, each its own");
-}
-
-/// Every node is on this machine's clock: an outage reports no skew, and its waits are not a
-/// WARN per query (the pool's "slow acquire").
-fn no_false_alarms(nodes: &[Daemon]) {
-    for n in nodes {
-        let log = n.log();
-        assert!(!log.contains("clock is off"), "a false skew:\n{log}");
-        let slow = log
-            .lines()
-            .filter(|l| l.contains("exceeded slow threshold"))
-            .count();
-        assert_eq!(slow, 0, "{slow} slow-acquire lines:\n{log}");
-    }
-}
-
 /// `overlap = "replace"` across nodes: a newer firing claimed by another node stops the run
 /// within 2 s, and two runs never overlap for longer than that.
 #[test]
@@ -834,7 +493,7 @@ fn run_on_places_a_job_on_the_nodes_with_its_tags() {
 }
 
 /// `query`'s rows on the database at `url`, as `psql -At` prints them.
-fn psql(url: &str, query: &str) -> String {
+pub(crate) fn psql(url: &str, query: &str) -> String {
     let out = std::process::Command::new("psql")
         .arg(url)
         .args(["-At", "-c", query])
@@ -842,99 +501,6 @@ fn psql(url: &str, query: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// What the nodes own, as the database has it: running runs, turns, the nodes' rows.
-fn owned(url: &str) -> [String; 3] {
-    [
-        psql(
-            url,
-            "SELECT id, job, status, node, pid FROM runs WHERE status = 'running' ORDER BY id",
-        ),
-        psql(
-            url,
-            "SELECT job, node, scheduled_for FROM active_runs ORDER BY job",
-        ),
-        psql(
-            url,
-            "SELECT name, machine, process, started_at, lease_until > now() FROM nodes ORDER BY name",
-        ),
-    ]
-}
-
-/// A second daemon taking a live node's name, from another folder of the same machine and
-/// from another machine (its own host name and process namespace), is refused at start, and
-/// nothing of the live node is touched: its running run, its turn, its row, its job's
-/// process. A node name another machine holds is refused naming the setting.
-#[test]
-fn a_live_nodes_name_is_refused_from_this_machine_and_another_and_nothing_of_it_is_touched() {
-    let url = fresh_database("name_taken");
-    let jobs = "[jobs.hold]\nevery = \"1h\"\noverlap = \"queue\"\ncommand = \"sleep 600\"\n";
-    let mut live = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
-    live.spawn_ready();
-    let out = live.cli(&["trigger", "hold"]);
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = wait_for(Duration::from_secs(20), "the run's process", || {
-        psql(
-            &url,
-            "SELECT pid FROM runs WHERE status = 'running' AND pid IS NOT NULL",
-        )
-        .parse()
-        .ok()
-    });
-    let before = owned(&url);
-    assert!(before[1].starts_with("hold|web-1|"), "{before:?}");
-    let beat = || psql(&url, "SELECT heartbeat_at FROM nodes WHERE name = 'web-1'");
-    let first_beat = beat();
-
-    let mut twin = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
-    twin.spawn();
-    assert!(!twin.wait_exit(Duration::from_secs(30)).success());
-    let expected = format!(
-        "another daemon on this machine (pid {}) runs a node named \"web-1\" whose lease holds: give this daemon another daemon.node",
-        live.pid()
-    );
-    assert!(twin.log().contains(&expected), "{}", twin.log());
-    assert_eq!(owned(&url), before);
-    assert!(crate::harness::alive(pid));
-
-    let mut other = Daemon::prepare_main(&node_main(&url, "web-1", ""), jobs);
-    other.wrap = [
-        "unshare",
-        "--uts",
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "sh",
-        "-c",
-        "hostname other-machine && exec \"$0\" \"$@\"",
-    ]
-    .map(String::from)
-    .to_vec();
-    other.spawn();
-    assert!(!other.wait_exit(Duration::from_secs(30)).success());
-    let host = hourglass::config::host_name();
-    assert!(
-        other.log().contains(&format!(
-            "another machine ({host}) runs a node named \"web-1\""
-        )),
-        "{}",
-        other.log()
-    );
-    assert_eq!(owned(&url), before);
-    assert!(crate::harness::alive(pid));
-
-    // The live node goes on: it still beats, and its run ends as its own.
-    wait_for(Duration::from_secs(20), "a beat after the refusals", || {
-        (beat() != first_beat).then_some(())
-    });
-    stop_all(std::slice::from_mut(&mut live));
-    let runs = all_runs(&url);
-    assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!(
-        (runs[0].node.as_str(), runs[0].status.as_str()),
-        ("web-1", "interrupted")
-    );
 }
 
 /// The API, pauses, events, stats, keyset pages and the stale watch on PostgreSQL (their SQL

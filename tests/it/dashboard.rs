@@ -17,7 +17,7 @@ const SEC: Duration = Duration::from_secs(1);
 const WIDTHS: [u32; 2] = [1280, 390];
 
 /// `sqlite3 db query`'s output, trimmed.
-fn sql(d: &Daemon, query: &str) -> String {
+pub(crate) fn sql(d: &Daemon, query: &str) -> String {
     let out = Command::new("sqlite3")
         .arg(d.path("history.db"))
         .arg(query)
@@ -31,7 +31,7 @@ fn sql(d: &Daemon, query: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn sql_i64(d: &Daemon, query: &str) -> i64 {
+pub(crate) fn sql_i64(d: &Daemon, query: &str) -> i64 {
     sql(d, query).parse().unwrap()
 }
 
@@ -63,7 +63,7 @@ VALUES ('report', strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 days'), strftime('%Y
 
 /// A daemon on TCP with the token [`TOKEN`] (`api_extra` adds to `[api]`) with four jobs
 /// and the seeded history.
-fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
+pub(crate) fn seeded_daemon(api_extra: &str) -> (Daemon, u16) {
     let port = crate::harness::free_port();
     let mut d = Daemon::prepare(
         &format!(
@@ -110,7 +110,7 @@ command = "true"
 
 /// Loads `path` at each width, saves a screenshot as `name-WIDTH`, and checks that nothing
 /// went wrong in the browser.
-fn visit(b: &Chromium, base: &str, path: &str, name: &str) {
+pub(crate) fn visit(b: &Chromium, base: &str, path: &str, name: &str) {
     for width in WIDTHS {
         b.open(&format!("{base}{path}"), width);
         let shot = b.screenshot(&screenshot_dir(), &format!("{name}-{width}"));
@@ -208,7 +208,7 @@ pub fn http_sign_in(port: u16, token: &str) -> (String, String) {
 }
 
 /// A runtime and an HTTP client that follows no redirect, as the form tests need.
-fn no_redirects() -> (tokio::runtime::Runtime, reqwest::Client) {
+pub(crate) fn no_redirects() -> (tokio::runtime::Runtime, reqwest::Client) {
     hourglass::http_client::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -222,7 +222,7 @@ fn no_redirects() -> (tokio::runtime::Runtime, reqwest::Client) {
 }
 
 /// `GET path` with the cookie: the body (redirects not followed: empty).
-fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
+pub(crate) fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
     let (rt, http) = no_redirects();
     let mut r = http.get(format!("http://127.0.0.1:{port}{path}"));
     if let Some(c) = cookie {
@@ -469,9 +469,11 @@ fn a_running_runs_output_appears_on_its_page_as_it_is_written() {
     assert_eq!(b.take_problems(), Vec::<String>::new());
 }
 
+pub const TOKEN: &str = "s3cret-dashboard-token";
+
 /// `POST path` as a browser form would send it, with the cookie and Origin given; the status
 /// and where it redirects. Redirects are not followed.
-fn post_form(
+pub(crate) fn post_form(
     port: u16,
     path: &str,
     cookie: Option<&str>,
@@ -483,7 +485,7 @@ fn post_form(
 }
 
 /// Like [`post_form`], with the cookie the answer sets.
-fn post_form_full(
+pub(crate) fn post_form_full(
     port: u16,
     path: &str,
     cookie: Option<&str>,
@@ -515,239 +517,4 @@ fn post_form_full(
             .unwrap_or_default();
         (resp.status().as_u16(), to, cookie)
     })
-}
-
-pub const TOKEN: &str = "s3cret-dashboard-token";
-
-#[test]
-fn actions_are_refused_without_the_token_or_from_another_site() {
-    let (d, port) = seeded_daemon("dashboard_actions = true\n");
-    let (cookie, csrf) = http_sign_in(port, TOKEN);
-    assert!(
-        cookie.starts_with("hourglass_session=") && csrf.len() == 64,
-        "{cookie} {csrf}"
-    );
-    let origin = format!("http://127.0.0.1:{port}");
-    let form = format!("csrf={csrf}");
-    let runs = || sql_i64(&d, "SELECT count(*) FROM runs WHERE job = 'report'");
-    let before = runs();
-    // No cookie: sent to the sign-in; another site, no Origin, no field: refused.
-    let (status, to) = post_form(port, "/jobs/report/trigger", None, Some(&origin), &form);
-    assert_eq!(
-        (status, to.as_str()),
-        (303, "/login?next=/jobs/report/trigger")
-    );
-    let evil = Some("http://evil.example");
-    assert_eq!(
-        post_form(port, "/jobs/report/trigger", Some(&cookie), evil, &form).0,
-        403
-    );
-    assert_eq!(
-        post_form(port, "/jobs/report/trigger", Some(&cookie), None, &form).0,
-        403
-    );
-    assert_eq!(
-        post_form(
-            port,
-            "/jobs/report/trigger",
-            Some(&cookie),
-            Some(&origin),
-            "csrf=forged"
-        )
-        .0,
-        403
-    );
-    assert_eq!(
-        post_form(port, "/jobs/report/pause", Some(&cookie), evil, &form).0,
-        403
-    );
-    let wrong = format!("hourglass_session={}", "0".repeat(64));
-    assert_eq!(
-        post_form(
-            port,
-            "/jobs/report/trigger",
-            Some(&wrong),
-            Some(&origin),
-            &form
-        )
-        .0,
-        303
-    );
-    // The cookie reads the API but does not act through it (only the bearer token does).
-    let api_post = post_form(
-        port,
-        "/v1/jobs/report/trigger",
-        Some(&cookie),
-        Some(&origin),
-        "",
-    );
-    assert_eq!(api_post.0, 401);
-    assert_eq!(runs(), before, "a refused action ran the job");
-    assert_eq!(sql(&d, "SELECT count(*) FROM events"), "0");
-    assert_eq!(sql(&d, "SELECT count(*) FROM pauses"), "0");
-    sign_out_ends_the_session(&d, port, &cookie, &form);
-    signed_in_browser_acts(&d, &origin);
-}
-
-/// Sign-out ends the session on the daemon: the old cookie no longer reads or acts.
-fn sign_out_ends_the_session(d: &Daemon, port: u16, cookie: &str, form: &str) {
-    let origin = format!("http://127.0.0.1:{port}");
-    let api_get = |cookie: &str| {
-        let (status, _) =
-            Api::tcp(port, TOKEN).call_with("GET", "/v1/runs", &[("cookie", cookie)], None);
-        status
-    };
-    assert_eq!(api_get(cookie), 200);
-    let out = post_form(port, "/logout", Some(cookie), Some(&origin), form);
-    assert_eq!(out, (303, "/login".to_string()));
-    assert_eq!(api_get(cookie), 401);
-    assert!(
-        get_page(port, "/jobs/report", Some(cookie)).is_empty(),
-        "sent to the login"
-    );
-    assert_eq!(
-        post_form(
-            port,
-            "/jobs/report/pause",
-            Some(cookie),
-            Some(&origin),
-            form
-        ),
-        (303, "/login?next=/jobs/report/pause".to_string())
-    );
-    assert_eq!(sql(d, "SELECT count(*) FROM pauses"), "0");
-}
-
-/// Signs in with a wrong token, then the right one, and runs, pauses and resumes `report`.
-fn signed_in_browser_acts(d: &Daemon, origin: &str) {
-    // With the token, in a browser: sign in (a wrong token first), run the job, pause, resume.
-    let b = Chromium::launch();
-    visit(&b, origin, "/login", "login");
-    b.open(&format!("{origin}/jobs/report"), 1280);
-    assert!(
-        b.url().starts_with(&format!("{origin}/login?next=")),
-        "{}",
-        b.url()
-    );
-    b.navigate_by("document.getElementById('token').value = 'guess'; document.querySelector('form.login').submit()");
-    assert!(
-        b.eval::<String>("document.querySelector('[role=alert]').textContent")
-            .contains("not the token")
-    );
-    b.take_problems(); // the 401 of the wrong token
-    b.navigate_by(&format!("document.getElementById('token').value = '{TOKEN}'; document.querySelector('form.login').submit()"));
-    assert_eq!(b.url(), format!("{origin}/jobs/report"));
-    b.navigate_by("[...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Run now').click()");
-    let id: i64 = b.url().rsplit('/').next().unwrap().parse().unwrap();
-    assert_eq!(
-        b.take_problems(),
-        Vec::<String>::new(),
-        "the run's page after Run now: {}",
-        b.eval::<String>("document.body.innerText"),
-    );
-    wait_for(20 * SEC, "the triggered run", || {
-        (sql(
-            d,
-            &format!("SELECT status FROM runs WHERE id = {id} AND job = 'report'"),
-        ) == "succeeded")
-            .then_some(())
-    });
-    assert_eq!(
-        sql(d, "SELECT action || ' ' || actor FROM events"),
-        "trigger token"
-    );
-    b.open(&format!("{origin}/jobs/report"), 1280);
-    b.navigate_by("document.querySelector('input[name=until]').value = '2h'; [...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Pause').click()");
-    assert!(b.eval::<bool>("!!document.querySelector('h1 [data-marker=paused]')"));
-    assert_eq!(sql(d, "SELECT job FROM pauses"), "report");
-    b.navigate_by("[...document.querySelectorAll('.actions button')].find(x => x.textContent === 'Resume').click()");
-    assert!(b.eval::<bool>("!document.querySelector('h1 [data-marker=paused]')"));
-    assert_eq!(sql(d, "SELECT count(*) FROM pauses"), "0");
-    assert_eq!(b.take_problems(), Vec::<String>::new());
-}
-
-/// Two daemons sharing PostgreSQL, one job defined differently on each: the nodes page shows
-/// both nodes as the database has them (alive, digests, skew) and the job that differs.
-#[test]
-fn the_nodes_page_shows_the_nodes_sharing_postgres() {
-    let url = crate::cluster::fresh_database("dashboard_nodes");
-    let port = crate::harness::free_port();
-    let job = |cmd: &str| {
-        format!(
-            "[jobs.same]\nevery = \"1h\"\ncommand = \"true\"\n[jobs.differs]\nevery = \"1h\"\ncommand = \"{cmd}\"\n"
-        )
-    };
-    let api = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n"
-    );
-    let mut a = Daemon::prepare_main(&crate::cluster::node_main(&url, "n1", &api), &job("true"));
-    let mut b = Daemon::prepare_main(
-        &crate::cluster::node_main(&url, "n2", ""),
-        &job("echo changed"),
-    );
-    a.extra_env
-        .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
-    a.spawn_ready();
-    b.spawn_ready();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(async {
-        let target = hourglass::store::PostgresTarget {
-            url: url.clone(),
-            password: None,
-            tls: None,
-            ca_file: None,
-            local: std::env::temp_dir().join("hourglass-test-reader"),
-        };
-        hourglass::store::Store::connect(&hourglass::store::Database::Postgres(target))
-            .await
-            .unwrap()
-    });
-    wait_for(30 * SEC, "both nodes' job digests and the drift", || {
-        let drift = rt.block_on(store.job_drift()).unwrap();
-        (drift.len() == 1).then_some(())
-    });
-    let chromium = Chromium::launch();
-    browser_sign_in(&chromium, &format!("http://127.0.0.1:{port}"));
-    visit(
-        &chromium,
-        &format!("http://127.0.0.1:{port}"),
-        "/nodes",
-        "nodes-postgres",
-    );
-    let nodes = rt.block_on(store.nodes()).unwrap();
-    let shown: Vec<(String, String, String)> = chromium.eval(
-        "[...document.querySelectorAll('tr[data-node]')].map(r => [r.dataset.node, r.cells[1].textContent.trim(), r.querySelector('td code').textContent])",
-    );
-    let want: Vec<(String, String, String)> = nodes
-        .iter()
-        .map(|n| {
-            (
-                n.name.clone(),
-                if n.alive { "✓ alive" } else { "✗ gone" }.to_string(),
-                n.config_digest[..12].to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(shown, want);
-    let skews: Vec<i64> = chromium
-        .eval("[...document.querySelectorAll('[data-skew-ms]')].map(c => +c.dataset.skewMs)");
-    for (shown, n) in skews.iter().zip(&nodes) {
-        assert!(
-            (shown - n.skew_ms).abs() < 1000,
-            "{shown} ms shown, {} ms in the database",
-            n.skew_ms
-        );
-    }
-    let drift: String = chromium.eval("document.querySelector('ul[data-drift]').textContent");
-    assert!(
-        drift.starts_with("differs: ") && drift.contains("n1=") && drift.contains("n2="),
-        "{drift}"
-    );
-    drop(chromium);
-    rt.block_on(store.close());
-    for d in [&a, &b] {
-        d.signal(nix::sys::signal::Signal::SIGTERM);
-    }
-    a.wait_exit(30 * SEC);
-    b.wait_exit(30 * SEC);
 }
