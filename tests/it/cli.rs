@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{BIN, Daemon, cli};
+use crate::harness::{BIN, Daemon, cli, fails_with};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -27,8 +27,7 @@ fn check_accepts_the_example_and_rejects_bad_configs_with_located_errors() {
     )
     .unwrap();
     let out = bad.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails_with(&out, &[]);
     assert!(err.contains(r#"jobs.d/jobs.toml: job "nightly-backup": schedule: "61 3 * * *": minute 61 is out of range 0-59"#), "{err}");
     assert!(
         err.contains(r#"jobs.d/jobs.toml: job "x": timeout: "soon" is not a duration"#),
@@ -42,19 +41,13 @@ fn check_accepts_the_example_and_rejects_bad_configs_with_located_errors() {
 
     let syntax = Daemon::prepare("", "[jobs.a\nevery = 1");
     let out = syntax.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("jobs.d/jobs.toml: TOML parse error at line 1"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, &["jobs.d/jobs.toml: TOML parse error at line 1"]);
 
     let missing = cli(
         std::path::Path::new("/nonexistent/hourglass.toml"),
         &["check"],
     );
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing.stderr).contains("hourglass.toml: file not found"));
+    fails_with(&missing, &["hourglass.toml: file not found"]);
 }
 
 #[test]
@@ -228,8 +221,7 @@ fn commands_that_need_no_secret_work_without_the_daemons_environment() {
          subject = \"s\"\nbody = \"{{ env.HG_TEST_UNSET_URL }}\"\nenv = [\"HG_TEST_UNSET_URL\"]\n",
     );
     let check = d.cli(&["check"]);
-    assert_eq!(check.status.code(), Some(1));
-    let err = text(&check.stderr);
+    let err = fails_with(&check, &[]);
     assert!(
         err.contains("HG_TEST_UNSET_PW") && err.contains("HG_TEST_UNSET_URL"),
         "{err}"
@@ -253,8 +245,7 @@ fn out_of_range_durations_and_counts_are_errors_not_panics() {
          [jobs.midnight]\nschedule = \"@midnight\"\ncommand = \"true\"\n",
     );
     let out = d.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails_with(&out, &[]);
     for expected in [
         r#"job "far": jitter: "99999999999d" is longer than the longest duration allowed, "3650d" (10 years)"#,
         r#"job "zero": timeout: a zero timeout would stop every run at once; leave timeout out for no limit"#,
@@ -293,8 +284,7 @@ fn job_folder_entries_that_are_not_job_files_are_named() {
     std::os::unix::fs::symlink("loop-a.toml", jobs.join("loop-b.toml")).unwrap();
     std::fs::create_dir(jobs.join("x.toml")).unwrap();
     let out = d.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails_with(&out, &[]);
     for line in [
         "jobs.d/dangling.toml: is a broken symbolic link (to /nonexistent/hg.toml, which does not exist)",
         "jobs.d/loop-a.toml: is a symbolic link in a loop (to loop-b.toml)",
@@ -309,19 +299,9 @@ fn a_missing_jobs_folder_or_a_main_file_that_is_a_folder_is_an_error() {
     let d = Daemon::prepare("", "");
     std::fs::remove_dir_all(d.path("jobs.d")).unwrap();
     let out = d.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("jobs.d: the jobs folder does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, &["jobs.d: the jobs folder does not exist"]);
     let out = cli(d.dir.path(), &["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("is a folder; expected the main file"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, &["is a folder; expected the main file"]);
 }
 
 #[test]
@@ -331,8 +311,7 @@ fn main_file_and_job_file_problems_are_listed_together() {
         "[jobs.a]\nschedule = \"0 5-2 * * *\"\ncommand = \"true\"\n",
     );
     let out = d.cli(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = fails_with(&out, &[]);
     for line in [
         r#"hourglass.toml: log.format: "xml" is not one of "plain", "json""#,
         r#"hourglass.toml: daemon.shutdwon_grace: unknown key "shutdwon_grace" (did you mean "shutdown_grace"?)"#,
@@ -451,11 +430,9 @@ fn a_job_file_with_a_typo_leaves_the_cli_working() {
     let trigger = d.cli(&["trigger", "good"]);
     assert!(trigger.status.success(), "{}", text(&trigger.stderr));
     let bad = d.cli(&["trigger", "bad"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        text(&bad.stderr).contains("the daemon runs; the files on disk define it with a mistake"),
-        "{}",
-        text(&bad.stderr)
+    fails_with(
+        &bad,
+        &["the daemon runs; the files on disk define it with a mistake"],
     );
     let history = d.cli(&["history"]);
     assert!(history.status.success(), "{}", text(&history.stderr));

@@ -50,6 +50,17 @@ pub fn on_store<T>(db: &Path, f: impl AsyncFnOnce(&Store) -> T) -> T {
     })
 }
 
+/// Asserts that a command failed (exit status 1) saying each of `expected` on stderr; returns
+/// its stderr.
+pub fn fails_with(out: &Output, expected: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for e in expected {
+        assert!(err.contains(e), "no {e:?} in:\n{err}");
+    }
+    err
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
