@@ -567,7 +567,14 @@ mod tests {
     async fn stores(label: &str) -> (Vec<Store>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut stores = vec![Store::open(&dir.path().join("h.db")).await.unwrap()];
-        if let Some(url) = harness::fresh_postgres_database(label).unwrap() {
+        let url = harness::fresh_postgres_database(label).unwrap();
+        // Never a silent skip: without PostgreSQL the backends' conformance is not shown.
+        assert!(
+            url.is_some() || std::env::var_os("HOURGLASS_TEST_SQLITE_ONLY").is_some(),
+            "HOURGLASS_TEST_PG_URL is not set: run the tests with scripts/test.sh (it starts \
+             PostgreSQL), or set HOURGLASS_TEST_SQLITE_ONLY=1 to try SQLite alone"
+        );
+        if let Some(url) = url {
             let target = PostgresTarget {
                 url,
                 password: None,
@@ -774,5 +781,162 @@ mod tests {
             1
         );
         assert!(store.run(1).await.unwrap().is_none());
+    }
+
+    /// The statements written once for both backends answer the same on both: pauses and
+    /// events, the stale watch, stats and last successes, the dashboard's counts, dots and
+    /// notifications, trigger requests and upload marks.
+    #[tokio::test]
+    async fn every_shared_statement_answers_the_same_on_both_backends() {
+        let (stores, _dir) = stores("conformance").await;
+        let answers: Vec<String> = {
+            let mut all = Vec::new();
+            for store in &stores {
+                all.push(conformance_on(store).await);
+            }
+            all
+        };
+        for a in &answers[1..] {
+            assert_eq!(a, &answers[0]);
+        }
+    }
+
+    /// Runs every shared statement on `store`; returns what they answered, written out.
+    async fn conformance_on(store: &Store) -> String {
+        use std::fmt::Write as _;
+        let at = |s: &str| parse_ts(s).unwrap();
+        let mut out = String::new();
+        // Runs: a success, a failure, a skip; a notification of the failure.
+        let t0 = "2026-01-01T00:00:00.000Z";
+        let t1 = "2026-01-01T00:00:10.000Z";
+        let t2 = "2026-01-01T00:00:20.000Z";
+        let mut skipped = start(3, "a", t2);
+        skipped.started_at = None;
+        store
+            .write_batch(&[
+                Record::Started(start(1, "a", t0)),
+                Record::Finished(end(1, RunStatus::Succeeded, "ok")),
+                Record::Started(start(2, "a", t1)),
+                Record::Finished(end(2, RunStatus::Failed, "no")),
+                Record::Complete(skipped, end(3, RunStatus::Skipped, "")),
+                Record::Notification(NotificationRecord {
+                    run_id: 2,
+                    job: "a".into(),
+                    event: "failure".into(),
+                    channel: "email".into(),
+                    sent_at: at("2026-01-01T00:01:01.500Z"),
+                    error: Some("refused".into()),
+                }),
+            ])
+            .await
+            .unwrap();
+        // Pauses and events.
+        let pause = Pause {
+            job: "a".into(),
+            since: at(t0),
+            until: Some(at("2026-01-02T00:00:00.250Z")),
+            actor: "uid:0".into(),
+        };
+        store.pause(&pause).await.unwrap();
+        writeln!(out, "pauses {:?}", store.pauses().await.unwrap()).unwrap();
+        writeln!(out, "resumed {}", store.resume("a", at(t1)).await.unwrap()).unwrap();
+        writeln!(
+            out,
+            "resumed again {}",
+            store.resume("a", at(t1)).await.unwrap()
+        )
+        .unwrap();
+        for (i, job) in [Some("a"), None].into_iter().enumerate() {
+            let event = Event {
+                at: at(t0) + chrono::TimeDelta::seconds(i64::try_from(i).unwrap()),
+                action: "trigger".into(),
+                job: job.map(str::to_string),
+                actor: "token".into(),
+                node: "n1".into(),
+                detail: None,
+            };
+            store.record_event(&event).await.unwrap();
+        }
+        writeln!(out, "events {:?}", store.events(None, 10).await.unwrap()).unwrap();
+        writeln!(
+            out,
+            "events of a {:?}",
+            store.events(Some("a"), 10).await.unwrap()
+        )
+        .unwrap();
+        // The stale watch.
+        let state = store.stale_state("a", at(t1)).await.unwrap();
+        writeln!(out, "stale {state:?}").unwrap();
+        writeln!(
+            out,
+            "marked {}",
+            store.mark_stale("a", at(t2)).await.unwrap()
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "marked again {}",
+            store.mark_stale("a", at(t2)).await.unwrap()
+        )
+        .unwrap();
+        writeln!(out, "stale jobs {:?}", store.stale_jobs().await.unwrap()).unwrap();
+        writeln!(out, "cleared {}", store.clear_stale("a").await.unwrap()).unwrap();
+        // Stats, last successes, the dashboard's reads.
+        writeln!(out, "stats {:?}", store.stats(at(t0), None).await.unwrap()).unwrap();
+        writeln!(
+            out,
+            "stats of b {:?}",
+            store.stats(at(t0), Some("b")).await.unwrap()
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "last successes {:?}",
+            store.last_successes().await.unwrap()
+        )
+        .unwrap();
+        writeln!(
+            out,
+            "counts {:?}",
+            store.status_counts("a", at(t0)).await.unwrap()
+        )
+        .unwrap();
+        writeln!(out, "run count {}", store.run_count("a").await.unwrap()).unwrap();
+        writeln!(
+            out,
+            "notifications {:?}",
+            store.notifications(2).await.unwrap()
+        )
+        .unwrap();
+        // Trigger requests and upload marks.
+        let req = store.request_trigger("a").await.unwrap();
+        writeln!(out, "request {:?}", store.trigger_state(req).await.unwrap()).unwrap();
+        store
+            .set_trigger_outcome(req, TriggerOutcome::Started, Some(9), None)
+            .await
+            .unwrap();
+        writeln!(
+            out,
+            "request then {:?}",
+            store.trigger_state(req).await.unwrap()
+        )
+        .unwrap();
+        let mark = UploadMark {
+            job: "up".into(),
+            destination: "s3://b".into(),
+            key: "k".into(),
+            size: 7,
+            mtime_ns: 42,
+            scheduled_for: at("2026-01-01T00:00:00.125Z"),
+        };
+        writeln!(
+            out,
+            "mark before {:?}",
+            store.upload_mark(&mark).await.unwrap()
+        )
+        .unwrap();
+        store.set_upload_mark(&mark).await.unwrap();
+        writeln!(out, "mark {:?}", store.upload_mark(&mark).await.unwrap()).unwrap();
+        out
     }
 }
