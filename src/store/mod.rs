@@ -803,20 +803,27 @@ mod tests {
 
     /// Runs every shared statement on `store`; returns what they answered, written out.
     async fn conformance_on(store: &Store) -> String {
-        use std::fmt::Write as _;
-        let at = |s: &str| parse_ts(s).unwrap();
         let mut out = String::new();
-        // Runs: a success, a failure, a skip; a notification of the failure.
-        let t0 = "2026-01-01T00:00:00.000Z";
-        let t1 = "2026-01-01T00:00:10.000Z";
-        let t2 = "2026-01-01T00:00:20.000Z";
-        let mut skipped = start(3, "a", t2);
+        seed_conformance(store).await;
+        pauses_and_events(store, &mut out).await;
+        stale_watch_and_reads(store, &mut out).await;
+        requests_and_marks(store, &mut out).await;
+        out
+    }
+
+    const T0: &str = "2026-01-01T00:00:00.000Z";
+    const T1: &str = "2026-01-01T00:00:10.000Z";
+    const T2: &str = "2026-01-01T00:00:20.000Z";
+
+    /// Runs of job a: a success, a failure, a skip; a notification of the failure.
+    async fn seed_conformance(store: &Store) {
+        let mut skipped = start(3, "a", T2);
         skipped.started_at = None;
         store
             .write_batch(&[
-                Record::Started(start(1, "a", t0)),
+                Record::Started(start(1, "a", T0)),
                 Record::Finished(end(1, RunStatus::Succeeded, "ok")),
-                Record::Started(start(2, "a", t1)),
+                Record::Started(start(2, "a", T1)),
                 Record::Finished(end(2, RunStatus::Failed, "no")),
                 Record::Complete(skipped, end(3, RunStatus::Skipped, "")),
                 Record::Notification(NotificationRecord {
@@ -824,31 +831,35 @@ mod tests {
                     job: "a".into(),
                     event: "failure".into(),
                     channel: "email".into(),
-                    sent_at: at("2026-01-01T00:01:01.500Z"),
+                    sent_at: parse_ts("2026-01-01T00:01:01.500Z").unwrap(),
                     error: Some("refused".into()),
                 }),
             ])
             .await
             .unwrap();
-        // Pauses and events.
+    }
+
+    async fn pauses_and_events(store: &Store, out: &mut String) {
+        use std::fmt::Write as _;
+        let at = |s: &str| parse_ts(s).unwrap();
         let pause = Pause {
             job: "a".into(),
-            since: at(t0),
+            since: at(T0),
             until: Some(at("2026-01-02T00:00:00.250Z")),
             actor: "uid:0".into(),
         };
         store.pause(&pause).await.unwrap();
         writeln!(out, "pauses {:?}", store.pauses().await.unwrap()).unwrap();
-        writeln!(out, "resumed {}", store.resume("a", at(t1)).await.unwrap()).unwrap();
+        writeln!(out, "resumed {}", store.resume("a", at(T1)).await.unwrap()).unwrap();
         writeln!(
             out,
             "resumed again {}",
-            store.resume("a", at(t1)).await.unwrap()
+            store.resume("a", at(T1)).await.unwrap()
         )
         .unwrap();
         for (i, job) in [Some("a"), None].into_iter().enumerate() {
             let event = Event {
-                at: at(t0) + chrono::TimeDelta::seconds(i64::try_from(i).unwrap()),
+                at: at(T0) + chrono::TimeDelta::seconds(i64::try_from(i).unwrap()),
                 action: "trigger".into(),
                 job: job.map(str::to_string),
                 actor: "token".into(),
@@ -864,29 +875,32 @@ mod tests {
             store.events(Some("a"), 10).await.unwrap()
         )
         .unwrap();
-        // The stale watch.
-        let state = store.stale_state("a", at(t1)).await.unwrap();
+    }
+
+    async fn stale_watch_and_reads(store: &Store, out: &mut String) {
+        use std::fmt::Write as _;
+        let at = |s: &str| parse_ts(s).unwrap();
+        let state = store.stale_state("a", at(T1)).await.unwrap();
         writeln!(out, "stale {state:?}").unwrap();
         writeln!(
             out,
             "marked {}",
-            store.mark_stale("a", at(t2)).await.unwrap()
+            store.mark_stale("a", at(T2)).await.unwrap()
         )
         .unwrap();
         writeln!(
             out,
             "marked again {}",
-            store.mark_stale("a", at(t2)).await.unwrap()
+            store.mark_stale("a", at(T2)).await.unwrap()
         )
         .unwrap();
         writeln!(out, "stale jobs {:?}", store.stale_jobs().await.unwrap()).unwrap();
         writeln!(out, "cleared {}", store.clear_stale("a").await.unwrap()).unwrap();
-        // Stats, last successes, the dashboard's reads.
-        writeln!(out, "stats {:?}", store.stats(at(t0), None).await.unwrap()).unwrap();
+        writeln!(out, "stats {:?}", store.stats(at(T0), None).await.unwrap()).unwrap();
         writeln!(
             out,
             "stats of b {:?}",
-            store.stats(at(t0), Some("b")).await.unwrap()
+            store.stats(at(T0), Some("b")).await.unwrap()
         )
         .unwrap();
         writeln!(
@@ -898,7 +912,7 @@ mod tests {
         writeln!(
             out,
             "counts {:?}",
-            store.status_counts("a", at(t0)).await.unwrap()
+            store.status_counts("a", at(T0)).await.unwrap()
         )
         .unwrap();
         writeln!(out, "run count {}", store.run_count("a").await.unwrap()).unwrap();
@@ -908,7 +922,10 @@ mod tests {
             store.notifications(2).await.unwrap()
         )
         .unwrap();
-        // Trigger requests and upload marks.
+    }
+
+    async fn requests_and_marks(store: &Store, out: &mut String) {
+        use std::fmt::Write as _;
         let req = store.request_trigger("a").await.unwrap();
         writeln!(out, "request {:?}", store.trigger_state(req).await.unwrap()).unwrap();
         store
@@ -927,7 +944,7 @@ mod tests {
             key: "k".into(),
             size: 7,
             mtime_ns: 42,
-            scheduled_for: at("2026-01-01T00:00:00.125Z"),
+            scheduled_for: parse_ts("2026-01-01T00:00:00.125Z").unwrap(),
         };
         writeln!(
             out,
@@ -937,6 +954,5 @@ mod tests {
         .unwrap();
         store.set_upload_mark(&mark).await.unwrap();
         writeln!(out, "mark {:?}", store.upload_mark(&mark).await.unwrap()).unwrap();
-        out
     }
 }
