@@ -448,19 +448,17 @@ fn context(
         store: store.clone(),
         live: crate::job::output::LiveOutputs::default(),
     };
-    let mut ctx = Context::new(
+    Ok(Context::new(
         Arc::new(Clock::system()),
         recorder,
         settings.max_concurrent_runs,
         Arc::clone(ids),
         settings.node.clone(),
         services,
-    );
-    ctx.processes = Arc::clone(&shutdown.processes);
-    ctx.alerts = ctx.alerts.clone().with_successes(successes);
-    ctx.shared = store.is_shared();
-    ctx.tags.clone_from(&settings.tags);
-    Ok(ctx)
+    )
+    .with_processes(Arc::clone(&shutdown.processes))
+    .with_successes(successes)
+    .on_shared_database(store.is_shared(), settings.tags.clone()))
 }
 
 /// This node, as its heartbeat describes it.

@@ -67,12 +67,12 @@ pub struct Context {
     pub alerts: Alerts,
     /// Whether the history database is shared with other nodes: each firing is then claimed
     /// before it runs, and runs on the node that wins the claim only.
-    pub shared: bool,
+    shared: bool,
     /// Whether claims are failing (shared with the heartbeat, which says whether the
     /// database answers).
     pub claims: Arc<ClaimHealth>,
     /// This node's tags: a job whose `run_on` asks for others does not run here.
-    pub tags: Vec<String>,
+    tags: Vec<String>,
 }
 
 impl Context {
@@ -110,6 +110,36 @@ impl Context {
             claims: Arc::default(),
             tags: Vec::new(),
         }
+    }
+
+    /// The same, with the commands' processes kept in `processes` (shared with the daemon's
+    /// signal thread).
+    #[must_use]
+    pub fn with_processes(mut self, processes: Arc<Processes>) -> Self {
+        self.processes = processes;
+        self
+    }
+
+    /// The same, telling `successes` each job that succeeds (the stale-job watch).
+    #[must_use]
+    pub fn with_successes(mut self, successes: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        self.alerts = self.alerts.with_successes(successes);
+        self
+    }
+
+    /// The same, on a history database shared with other nodes (each firing claimed before
+    /// it runs), as a node with `tags`.
+    #[must_use]
+    pub fn on_shared_database(mut self, shared: bool, tags: Vec<String>) -> Self {
+        self.shared = shared;
+        self.tags = tags;
+        self
+    }
+
+    /// Whether the history database is shared with other nodes (see
+    /// [`Context::on_shared_database`]).
+    pub fn shares_database(&self) -> bool {
+        self.shared
     }
 
     fn next_id(&self) -> i64 {

@@ -19,7 +19,7 @@ pub(super) fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<Job
         record_missed(ctx, spec, *m);
     }
     // On a shared database the node that claims a firing records it (see `runner::fire`).
-    if let Some(newest) = p.newest.filter(|_| !ctx.shared) {
+    if let Some(newest) = p.newest.filter(|_| !ctx.shares_database()) {
         ctx.recorder.record(Record::Fired {
             job: spec.name.clone(),
             scheduled_for: newest,
@@ -45,7 +45,7 @@ pub(super) fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<Job
 /// their count and range in `details` and the reason in `error`. Counting a cron pattern's
 /// occurrences walks them, so it happens on a blocking thread.
 fn record_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
-    if !ctx.shared {
+    if !ctx.shares_database() {
         write_missed(ctx, spec, m);
         return;
     }
