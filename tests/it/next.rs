@@ -8,19 +8,19 @@ use crate::harness::BIN;
 /// `hourglass next` shows fire times with the daemon's DST rule: a spring-forward gap fires at
 /// the first instant after it, a repeated hour once (its first pass). The clock is set with
 /// libfaketime (Debian package `faketime`).
+/// `hourglass next` for 02:30 daily in Berlin, two fire times.
+const BERLIN_0230: [&str; 6] = [
+    "next",
+    "30 2 * * *",
+    "--tz",
+    "Europe/Berlin",
+    "--count",
+    "2",
+];
+
 #[test]
 fn next_previews_fire_times_across_dst() {
-    let (code, out, _) = next_at(
-        "2027-03-27 12:00:00",
-        &[
-            "next",
-            "30 2 * * *",
-            "--tz",
-            "Europe/Berlin",
-            "--count",
-            "2",
-        ],
-    );
+    let (code, out, _) = next_at("2027-03-27 12:00:00", &BERLIN_0230);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("Sun 2027-03-28 03:00:00 CEST  (2027-03-28 01:00:00 UTC)"),
@@ -30,17 +30,7 @@ fn next_previews_fire_times_across_dst() {
         out.contains("Mon 2027-03-29 02:30:00 CEST  (2027-03-29 00:30:00 UTC)"),
         "{out}"
     );
-    let (_, out, _) = next_at(
-        "2027-10-30 12:00:00",
-        &[
-            "next",
-            "30 2 * * *",
-            "--tz",
-            "Europe/Berlin",
-            "--count",
-            "2",
-        ],
-    );
+    let (_, out, _) = next_at("2027-10-30 12:00:00", &BERLIN_0230);
     assert!(
         out.contains("Sun 2027-10-31 02:30:00 CEST  (2027-10-31 00:30:00 UTC)"),
         "{out}"
