@@ -435,6 +435,27 @@ fn was_going(holder: &RunRow, skip: &RunRow) -> bool {
         || holder.finished_at.is_none()
 }
 
+/// The row of what a `skipped` row says held the job's turn: "run N ..." or "the firing of T
+/// holds the job's turn ..." (that firing's run). Panics on a skip that names nothing.
+fn holder_of<'a>(skip: &RunRow, rows: &'a [RunRow]) -> Option<&'a RunRow> {
+    let why = skip.error.as_deref().unwrap_or_default();
+    if let Some(id) = why
+        .strip_prefix("run ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|id| id.parse::<i64>().ok())
+    {
+        rows.iter().find(|r| r.id == id)
+    } else if let Some(at) = why
+        .strip_prefix("the firing of ")
+        .and_then(|r| r.split_whitespace().next())
+    {
+        rows.iter()
+            .find(|r| r.scheduled_for == at && r.status != "skipped")
+    } else {
+        panic!("a skipped row that names nothing: {skip:?}")
+    }
+}
+
 /// A restart after a few seconds down (every firing missed is late, within the late grace):
 /// the late firings due at once meet `overlap = "skip"`; every `skipped` row names what held
 /// the job's turn (a run, or the firing whose run was starting), and that was going then.
@@ -448,28 +469,21 @@ fn late_firings_after_a_restart_name_what_they_were_skipped_for() {
     std::thread::sleep(8 * SEC);
     let before = d.runs_of("s").len();
     d.spawn_ready();
-    let rows = d.wait_runs("s", 20 * SEC, "the late firings' rows", |r| {
-        r.len() >= before + 3 && r.iter().filter(|r| r.status == "skipped").count() >= 2
-    });
-    let by_id: BTreeMap<i64, &RunRow> = rows.iter().map(|r| (r.id, r)).collect();
+    // A skipped row is written at once; the run it names gets its row as it starts: the
+    // rows are read once every skip's holder has one.
+    let rows = d.wait_runs(
+        "s",
+        20 * SEC,
+        "the late firings' rows and their holders",
+        |r| {
+            let skips: Vec<&RunRow> = r.iter().filter(|r| r.status == "skipped").collect();
+            r.len() >= before + 3
+                && skips.len() >= 2
+                && skips.iter().all(|s| holder_of(s, r).is_some())
+        },
+    );
     for skip in rows.iter().filter(|r| r.status == "skipped") {
-        let why = skip.error.as_deref().unwrap_or_default();
-        let holder = if let Some(id) = why
-            .strip_prefix("run ")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|id| id.parse::<i64>().ok())
-        {
-            by_id.get(&id).copied()
-        } else if let Some(at) = why
-            .strip_prefix("the firing of ")
-            .and_then(|r| r.split_whitespace().next())
-        {
-            rows.iter()
-                .find(|r| r.scheduled_for == at && r.status != "skipped")
-        } else {
-            panic!("a skipped row that names nothing: {skip:?}")
-        };
-        let holder = holder.unwrap_or_else(|| panic!("names no run of this job: {skip:?}"));
+        let holder = holder_of(skip, &rows).unwrap();
         assert!(
             was_going(holder, skip),
             "{holder:?} was not going at {skip:?}"
