@@ -27,12 +27,15 @@ pub const NOT_RUNNING: u8 = 3;
 /// Where an action on a job goes: the daemon that answers (it knows the jobs it runs,
 /// whatever the files on disk say now), or the history database, for a job the files define.
 enum Target {
-    Daemon {
-        daemon: Daemon,
-        cfg: Config,
-        problems: Vec<Problem>,
-    },
+    Daemon(Answering),
     Database(Config),
+}
+
+/// A daemon that answers, with the configuration on disk (and its problems) beside it.
+struct Answering {
+    daemon: Daemon,
+    cfg: Config,
+    problems: Vec<Problem>,
 }
 
 /// Where an action on `job` goes (else a message and `Err(exit status)`).
@@ -47,11 +50,11 @@ async fn target(path: &Path, job: &str) -> anyhow::Result<Result<Target, ExitCod
     let (cfg, problems) = load_lenient(path)?;
     if let Some(daemon) = Daemon::find(&cfg.settings).await {
         note_in_force(daemon.in_force.as_ref(), &problems);
-        return Ok(Ok(Target::Daemon {
+        return Ok(Ok(Target::Daemon(Answering {
             daemon,
             cfg,
             problems,
-        }));
+        })));
     }
     Ok(job_in_files(cfg, &problems, job).map(Target::Database))
 }
@@ -70,22 +73,24 @@ fn job_in_files(cfg: Config, problems: &[Problem], job: &str) -> Result<Config, 
     Ok(cfg)
 }
 
-/// Says why the daemon refused an action on `job` (for a job it does not run: what the
-/// files on disk say of it); exit status 1.
-fn refused(e: &Refused, job: &str, cfg: &Config, problems: &[Problem]) -> ExitCode {
-    if e.status != 404 {
-        eprintln!("{}", e.message);
-        return ExitCode::FAILURE;
+impl Answering {
+    /// Says why the daemon refused an action on `job` (for a job it does not run: what the
+    /// files on disk say of it); exit status 1.
+    fn refused(&self, e: &Refused, job: &str) -> ExitCode {
+        if e.status != 404 {
+            eprintln!("{}", e.message);
+            return ExitCode::FAILURE;
+        }
+        let files = if self.problems.iter().any(|p| p.job.as_deref() == Some(job)) {
+            "; the files on disk define it with a mistake (`hourglass check` says what)"
+        } else if self.cfg.jobs.iter().any(|j| j.name == job) {
+            "; the files on disk define it, but the daemon has not loaded them (`systemctl reload hourglass`)"
+        } else {
+            ""
+        };
+        eprintln!("no job named {job:?} in the configuration the daemon runs{files}");
+        ExitCode::FAILURE
     }
-    let files = if problems.iter().any(|p| p.job.as_deref() == Some(job)) {
-        "; the files on disk define it with a mistake (`hourglass check` says what)"
-    } else if cfg.jobs.iter().any(|j| j.name == job) {
-        "; the files on disk define it, but the daemon has not loaded them (`systemctl reload hourglass`)"
-    } else {
-        ""
-    };
-    eprintln!("no job named {job:?} in the configuration the daemon runs{files}");
-    ExitCode::FAILURE
 }
 
 /// What the API answers to a trigger.
@@ -99,13 +104,13 @@ struct Triggered {
 /// `hourglass trigger JOB`.
 pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCode> {
     let cfg = match target(path, job).await? {
-        Ok(Target::Daemon {
-            daemon,
-            cfg,
-            problems,
-        }) => {
+        Ok(Target::Daemon(answering)) => {
             let url = format!("/v1/jobs/{job}/trigger");
-            match daemon.post::<Triggered>(&url, &serde_json::json!({})).await {
+            match answering
+                .daemon
+                .post::<Triggered>(&url, &serde_json::json!({}))
+                .await
+            {
                 Ok(t) => {
                     let state = TriggerState {
                         claimed: true,
@@ -113,17 +118,21 @@ pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Re
                         run_id: t.run_id,
                         detail: t.detail,
                     };
-                    return Ok(report_trigger(job, &state, &cfg.settings.database));
+                    return Ok(report_trigger(
+                        job,
+                        &state,
+                        &answering.cfg.settings.database,
+                    ));
                 }
                 // On a shared database the job may be another node's only: the request goes
                 // through the database, as when no daemon answers here.
-                Err(e) if e.status == 404 && cfg.settings.database.is_shared() => {
-                    match job_in_files(cfg, &problems, job) {
+                Err(e) if e.status == 404 && answering.cfg.settings.database.is_shared() => {
+                    match job_in_files(answering.cfg, &answering.problems, job) {
                         Ok(cfg) => cfg,
                         Err(code) => return Ok(code),
                     }
                 }
-                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
+                Err(e) => return Ok(answering.refused(&e, job)),
             }
         }
         Ok(Target::Database(cfg)) => cfg,
@@ -184,18 +193,15 @@ fn report_trigger(job: &str, state: &TriggerState, database: &Database) -> ExitC
 /// `hourglass pause JOB [--until TIME]`.
 pub(super) async fn pause(path: &Path, job: &str, until: Option<&str>) -> anyhow::Result<ExitCode> {
     let paused: Pause = match target(path, job).await? {
-        Ok(Target::Daemon {
-            daemon,
-            cfg,
-            problems,
-        }) => {
+        Ok(Target::Daemon(answering)) => {
             let url = format!("/v1/jobs/{job}/pause");
-            match daemon
+            match answering
+                .daemon
                 .post(&url, &serde_json::json!({ "until": until }))
                 .await
             {
                 Ok(p) => p,
-                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
+                Err(e) => return Ok(answering.refused(&e, job)),
             }
         }
         Ok(Target::Database(cfg)) => {
@@ -232,15 +238,15 @@ struct Resumed {
 /// `hourglass resume JOB`.
 pub(super) async fn resume(path: &Path, job: &str) -> anyhow::Result<ExitCode> {
     let was_paused = match target(path, job).await? {
-        Ok(Target::Daemon {
-            daemon,
-            cfg,
-            problems,
-        }) => {
+        Ok(Target::Daemon(answering)) => {
             let url = format!("/v1/jobs/{job}/resume");
-            match daemon.post::<Resumed>(&url, &serde_json::json!({})).await {
+            match answering
+                .daemon
+                .post::<Resumed>(&url, &serde_json::json!({}))
+                .await
+            {
                 Ok(r) => r.was_paused,
-                Err(e) => return Ok(refused(&e, job, &cfg, &problems)),
+                Err(e) => return Ok(answering.refused(&e, job)),
             }
         }
         Ok(Target::Database(cfg)) => {

@@ -31,12 +31,18 @@ pub struct Rejection {
 }
 
 impl InForce {
-    /// "configuration rejected since T (...)" while reloads are refused.
-    pub fn warning(&self) -> Option<String> {
+    /// "configuration rejected since T" while reloads are refused (the systemd status line).
+    pub fn rejected_since(&self) -> Option<String> {
         let r = self.rejected.as_ref()?;
+        Some(format!("configuration rejected since {}", rfc3339(r.since)))
+    }
+
+    /// "configuration rejected since T: ..." with what runs instead, while reloads are
+    /// refused.
+    pub fn warning(&self) -> Option<String> {
         Some(format!(
-            "configuration rejected since {}: the daemon runs the configuration it loaded at {} (`hourglass check` says what is wrong with the files)",
-            rfc3339(r.since),
+            "{}: the daemon runs the configuration it loaded at {} (`hourglass check` says what is wrong with the files)",
+            self.rejected_since()?,
             rfc3339(self.loaded_at)
         ))
     }

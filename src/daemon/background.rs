@@ -244,9 +244,8 @@ pub(super) fn status_line(
     if let Some(n) = ctx.recorder.health().pending() {
         let _ = write!(line, "; history database failing: {n} run records waiting");
     }
-    if let Some(r) = in_force.now().rejected {
-        let since = r.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let _ = write!(line, "; configuration rejected since {since}");
+    if let Some(rejected) = in_force.now().rejected_since() {
+        let _ = write!(line, "; {rejected}");
     }
     line
 }
