@@ -248,7 +248,8 @@ fn soon() -> String {
         .to_rfc3339()
 }
 
-fn read_pid(d: &Daemon, file: &str) -> i32 {
+/// The pid a job wrote in `file` (beside the config), waiting for it at most 10 s.
+pub(crate) fn read_pid(d: &Daemon, file: &str) -> i32 {
     wait_for(10 * SEC, file, || {
         std::fs::read_to_string(d.path(file))
             .ok()?

@@ -37,13 +37,7 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     let mut d = d;
     d.spawn_ready();
     d.wait_runs("stubborn", 20 * SEC, "the run to start", |r| r.len() == 1);
-    let pid: i32 = wait_for(10 * SEC, "the pid file", || {
-        std::fs::read_to_string(d.path("stubborn.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    let pid = crate::processes::read_pid(&d, "stubborn.pid");
     d.signal(Signal::SIGTERM);
     // After the 1 s grace, `long` gets SIGTERM and ends; `stubborn` ignores it (30 s grace).
     d.wait_runs("long", 20 * SEC, "long interrupted", |r| {
@@ -74,13 +68,7 @@ fn a_crash_leaves_runs_that_the_next_start_marks_abandoned() {
     let mut d = Daemon::start("", &jobs);
     let runs = d.wait_runs("work", 20 * SEC, "the run to start", |r| r.len() == 1);
     assert_eq!(runs[0].status, "running");
-    let pid: i32 = wait_for(10 * SEC, "the pid file", || {
-        std::fs::read_to_string(d.path("pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    });
+    let pid = crate::processes::read_pid(&d, "pid");
     d.signal(Signal::SIGKILL);
     d.wait_exit(10 * SEC);
     // Like cron, a crashed daemon's runs go on (under systemd, the cgroup stops them) ...
