@@ -258,8 +258,8 @@ fn immutable_database_files_lose_no_record() {
 }
 
 /// An immutable `-shm` file: SQLite keeps its WAL index in a shared memory map of it, and its
-/// next write there (the next commit, or the first read after one) is a SIGBUS, in any
-/// program (python's sqlite3 as well). The daemon dies as under kill -9; restarted once the
+/// next write there (the next commit, or the first read after one) once the page was written
+/// back is a SIGBUS, in any program (python's sqlite3 as well). The daemon dies as under kill -9; restarted once the
 /// file is writable again, every logged run has its row: those it had not recorded yet are
 /// `abandoned`, and they are the runs of the last moments only. (A test that read the
 /// database just before making all three files immutable survived by luck: that read had
@@ -275,7 +275,10 @@ fn an_immutable_shm_file_ends_the_daemon_as_a_kill_would() {
     let shm = Immutable(vec![d.path("history.db-shm")]);
     let made = chrono::Utc::now();
     chattr("+i", &shm.0);
-    let status = d.wait_exit(20 * SEC);
+    // A map page already dirty takes writes until the kernel writes it back (within about
+    // 30 s, dirty_expire_centisecs); written back now, the next write to it faults.
+    std::fs::File::open(&shm.0[0]).unwrap().sync_all().unwrap();
+    let status = d.wait_exit(60 * SEC);
     assert_eq!(
         status.signal(),
         Some(nix::libc::SIGBUS),
