@@ -31,7 +31,7 @@ pub(super) async fn healthz(State(state): State<ApiState>) -> Response {
             TIMER_ANSWER.as_secs()
         ));
     }
-    let health = state.0.ctx.recorder.health();
+    let health = state.0.ctx.recorder().health();
     if let Some(failing) = health.failing_for().filter(|f| *f > HISTORY_FAILING_BOUND) {
         problems.push(format!(
             "history writes have been failing for {} s ({} records waiting)",
@@ -90,7 +90,7 @@ pub struct Status {
 pub(super) async fn status(State(state): State<ApiState>) -> Json<Status> {
     let s = &state.0;
     let views = s.scheduler.views();
-    let health = s.ctx.recorder.health();
+    let health = s.ctx.recorder().health();
     Json(Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         node: s.node.clone(),
@@ -110,7 +110,7 @@ pub(super) async fn status(State(state): State<ApiState>) -> Json<Status> {
 pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     let s = &state.0;
     let m = &s.metrics;
-    let health = s.ctx.recorder.health();
+    let health = s.ctx.recorder().health();
     m.running.set(gauge(s.ctx.running()));
     m.waiting.set(gauge(s.ctx.waiting()));
     m.pending_records.set(gauge(health.pending().unwrap_or(0)));

@@ -94,7 +94,7 @@ pub(super) async fn one(
 pub(crate) async fn run_so_far(state: &ApiState, id: i64) -> Result<Option<RunRow>, StoreError> {
     let mut row = state.0.store.run(id).await?;
     if let Some(row) = &mut row
-        && let Some(live) = state.0.ctx.services.live.get(id)
+        && let Some(live) = state.0.ctx.services().live.get(id)
     {
         let (bytes, _) = live.since(0);
         row.output = Some(String::from_utf8_lossy(&bytes).into_owned());
@@ -122,7 +122,7 @@ pub(super) async fn output(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Failure> {
-    let live = state.0.ctx.services.live.get(id);
+    let live = state.0.ctx.services().live.get(id);
     if live.is_none() && state.0.store.run(id).await?.is_none() {
         return Err(Failure::not_found(format!("run {id}")));
     }

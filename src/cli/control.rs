@@ -126,7 +126,10 @@ pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Re
                 }
                 // On a shared database the job may be another node's only: the request goes
                 // through the database, as when no daemon answers here.
-                Err(e) if e.status == 404 && answering.cfg.settings.database.is_shared() => {
+                Err(e)
+                    if e.status == 404
+                        && matches!(answering.cfg.settings.database, Database::Postgres(_)) =>
+                {
                     match job_in_files(answering.cfg, &answering.problems, job) {
                         Ok(cfg) => cfg,
                         Err(code) => return Ok(code),

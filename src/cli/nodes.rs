@@ -8,13 +8,13 @@ use super::open_store;
 /// `hourglass nodes`.
 pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(path).await?;
-    if !store.is_shared() {
+    let Some(cluster) = store.cluster() else {
         eprintln!(
             "the history database is a SQLite file, used by one daemon; several daemons share a PostgreSQL database (`[database] url`)"
         );
         return Ok(ExitCode::SUCCESS);
-    }
-    let nodes = store.nodes().await?;
+    };
+    let nodes = cluster.nodes().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(ExitCode::SUCCESS);
@@ -37,7 +37,7 @@ pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             n.config_digest,
         );
     }
-    for (job, digests) in store.job_drift().await? {
+    for (job, digests) in cluster.job_drift().await? {
         println!(
             "job {job:?} differs between live nodes: {}",
             digests.join(" ")

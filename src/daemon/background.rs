@@ -241,7 +241,7 @@ pub(super) fn status_line(
         scheduler.len(),
         ctx.running()
     );
-    if let Some(n) = ctx.recorder.health().pending() {
+    if let Some(n) = ctx.recorder().health().pending() {
         let _ = write!(line, "; history database failing: {n} run records waiting");
     }
     if let Some(rejected) = in_force.now().rejected_since() {
@@ -270,10 +270,10 @@ pub(super) fn spawn_stale_watch(
     let (policies, policies_rx) = watch::channel(Arc::new(alerts.clone()));
     let watch = super::stale::StaleWatch {
         store: store.clone(),
-        alerts: ctx.alerts.clone(),
+        alerts: ctx.alerts().clone(),
         policies: policies_rx,
         successes,
-        tracker: ctx.tracker.clone(),
+        tracker: ctx.tracker().clone(),
     };
     tasks.spawn(super::stale::stale_loop(watch, background.clone()));
     policies

@@ -35,7 +35,7 @@ pub(super) async fn stop_previous_runs(
     // On a shared database every node's jobs carry the node's name too: a node starting
     // stops what its own dead life left, never another node's runs on the same machine.
     let database_id = store.database_id().await?;
-    let marker = if store.is_shared() {
+    let marker = if store.cluster().is_some() {
         format!("{database_id}/{node}")
     } else {
         database_id

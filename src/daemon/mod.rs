@@ -34,7 +34,7 @@ use crate::processes::Processes;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
-use crate::store::{LostRun, Store};
+use crate::store::{Cluster, LostRun, Store};
 use node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 
 use background::{
@@ -90,6 +90,8 @@ const REPLACE_POLL: Duration = Duration::from_millis(500);
 struct Running {
     settings: Settings,
     store: Store,
+    /// The nodes sharing the database, if it is shared.
+    cluster: Option<Cluster>,
     ids: Arc<RunIds>,
     ctx: Arc<Context>,
     scheduler: Scheduler,
@@ -145,7 +147,7 @@ impl Running {
         let timers = CancellationToken::new();
         let mut scheduler = Scheduler::new(Arc::clone(&ctx), timers.clone());
         let (loaded, loaded_rx) =
-            watch::channel(Arc::new(LoadedJobs::of(&jobs, store.is_shared())));
+            watch::channel(Arc::new(LoadedJobs::of(&jobs, store.cluster().is_some())));
         scheduler.set_pauses(store.pauses().await?);
         scheduler.apply(jobs, alerts, &last_fired);
         memory::release_freed();
@@ -153,7 +155,7 @@ impl Running {
         let (mut tasks, triggers, lost) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
         tasks.spawn(sweep_loop(
-            Arc::clone(&ctx.processes),
+            Arc::clone(ctx.processes()),
             scheduler.clone(),
             background.clone(),
         ));
@@ -175,6 +177,7 @@ impl Running {
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
         let daemon = Self {
             settings,
+            cluster: store.cluster(),
             store,
             ids,
             ctx,
@@ -244,7 +247,7 @@ impl Running {
                 }
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
-                _ = replace_tick.tick(), if self.store.is_shared() => {
+                _ = replace_tick.tick(), if self.cluster.is_some() => {
                     // A database slow to answer must not keep a stop signal waiting.
                     tokio::select! {
                         () = self.replace_requested() => {}
@@ -252,7 +255,7 @@ impl Running {
                         () = shutdown.now.cancelled() => return,
                     }
                 }
-                () = ctx.activity.notified(), if notify && status_at.is_none() => {
+                () = ctx.activity().notified(), if notify && status_at.is_none() => {
                     status_at = Some(tokio::time::Instant::now() + STATUS_EVERY);
                 }
                 () = sleep_until_some(status_at) => {
@@ -263,7 +266,7 @@ impl Running {
                         last_status = line;
                     }
                     // A failing history keeps the line fresh while records wait.
-                    if self.ctx.recorder.health().pending().is_some() {
+                    if self.ctx.recorder().health().pending().is_some() {
                         status_at = Some(tokio::time::Instant::now() + STATUS_EVERY);
                     }
                 }
@@ -272,7 +275,7 @@ impl Running {
     }
 
     async fn reload(&mut self) {
-        let shared = self.store.is_shared().then_some(&self.loaded);
+        let shared = self.cluster.is_some().then_some(&self.loaded);
         if let Some(alerts) =
             reload(&mut self.scheduler, &self.settings, shared, &self.in_force).await
         {
@@ -285,11 +288,14 @@ impl Running {
     /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`), and
     /// follows the pauses other nodes made.
     async fn replace_requested(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
         match self.store.pauses().await {
             Ok(pauses) => self.scheduler.set_pauses(pauses),
             Err(e) => tracing::debug!(error = %e, "cannot read paused jobs"),
         }
-        match self.store.replace_requests(&self.settings.node).await {
+        match cluster.replace_requests(&self.settings.node).await {
             Ok(jobs) => {
                 // The database answers: firings kept while it did not follow catch_up now.
                 crate::runner::recovered(&self.ctx);
@@ -308,11 +314,14 @@ impl Running {
         let Some(spec) = self.scheduler.spec(&run.job) else {
             return;
         };
-        if spec.on_node_loss != NodeLoss::Retry {
+        let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| spec.on_node_loss == NodeLoss::Retry)
+        else {
             return;
-        }
-        if let Err(e) = self
-            .store
+        };
+        if let Err(e) = cluster
             .take_over(&run.job, run.scheduled_for, &self.settings.node)
             .await
         {
@@ -358,11 +367,11 @@ impl Running {
             "shutting down: no new firings; waiting for runs to finish"
         );
         ctx.drain(self.settings.shutdown_grace, &shutdown.now).await;
-        let killed = ctx.processes.signal_all(Signal::SIGKILL);
+        let killed = ctx.processes().signal_all(Signal::SIGKILL);
         if killed > 0 {
             tracing::warn!(groups = killed, "killed leftover process groups");
         }
-        let escaped = final_sweep(Arc::clone(&ctx.processes)).await;
+        let escaped = final_sweep(Arc::clone(ctx.processes())).await;
         if escaped > 0 {
             tracing::warn!(
                 processes = escaped,
@@ -458,7 +467,7 @@ fn context(
     )
     .with_processes(Arc::clone(&shutdown.processes))
     .with_successes(successes)
-    .on_shared_database(store.is_shared(), settings.tags.clone()))
+    .in_cluster(store.cluster(), settings.tags.clone()))
 }
 
 /// This node, as its heartbeat describes it.
@@ -492,7 +501,7 @@ fn spawn_background(
 ) -> Background {
     let mut tasks = JoinSet::new();
     {
-        let clock = Arc::clone(&ctx.clock);
+        let clock = Arc::clone(ctx.clock());
         let cancel = cancel.clone();
         tasks.spawn(async move { clock.watch(cancel).await });
     }
@@ -505,7 +514,7 @@ fn spawn_background(
     // once at start (requests made while it was down), and all along only on a shared
     // database (for a job only another node has) or without a listener.
     let api_listens = settings.api.socket.is_some() || settings.api.listen.is_some();
-    let poll_every = (store.is_shared() || !api_listens).then_some(TRIGGER_POLL);
+    let poll_every = (store.cluster().is_some() || !api_listens).then_some(TRIGGER_POLL);
     tasks.spawn(poll_triggers(
         store.clone(),
         settings.node.clone(),
@@ -514,14 +523,14 @@ fn spawn_background(
         ctx.drain_begun(),
     ));
     let (lost_tx, lost) = mpsc::channel(64);
-    if store.is_shared() {
+    if let Some(cluster) = store.cluster() {
         let membership = Membership {
-            store: store.clone(),
+            cluster,
             node: node_info(settings),
             jobs: loaded,
             ids: Arc::clone(ids),
             lost: lost_tx,
-            health: Arc::clone(&ctx.claims),
+            health: Arc::clone(ctx.claims()),
             stopping: ctx.drain_begun(),
         };
         tasks.spawn(heartbeat_loop(membership, cancel.clone()));

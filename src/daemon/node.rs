@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::history::run_ids::RunIds;
 use crate::job::JobSpec;
-use crate::store::{LostRun, NodeBeat, Store};
+use crate::store::{Cluster, LostRun, NodeBeat};
 
 /// This node, as its heartbeat describes it.
 #[derive(Debug, Clone)]
@@ -76,7 +76,7 @@ pub fn machine() -> String {
 /// When the database does not answer, or a live node holds the name: on another machine
 /// (its lease holds), or in another process of this machine that still runs.
 pub async fn join(
-    store: &Store,
+    cluster: &Cluster,
     node: &NodeInfo,
     jobs: &LoadedJobs,
 ) -> Result<(), crate::store::StoreError> {
@@ -84,7 +84,7 @@ pub async fn join(
         name: node.name.clone(),
         where_,
     };
-    let replaces = match store.node_holder(&node.name).await? {
+    let replaces = match cluster.node_holder(&node.name).await? {
         Some(h) if h.alive && h.process != node.process => {
             if h.machine != node.machine {
                 let host = h.machine.split('/').next().unwrap_or_default();
@@ -100,7 +100,7 @@ pub async fn join(
     };
     let mut beat = node.beat(&jobs.digest, true);
     beat.replaces = &replaces;
-    store.heartbeat(&beat).await.map(|_| ())
+    cluster.heartbeat(&beat).await.map(|_| ())
 }
 
 /// What the node has loaded: its job names (for trigger requests) and their digest.
@@ -175,7 +175,7 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub struct Membership {
     /// The shared database.
-    pub store: Store,
+    pub cluster: Cluster,
     /// This node.
     pub node: NodeInfo,
     /// The jobs loaded now (for the digest).
@@ -228,7 +228,7 @@ pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
             reap(&m).await;
         }
     }
-    if let Err(e) = m.store.leave(&m.node.name).await {
+    if let Err(e) = m.cluster.leave(&m.node.name).await {
         tracing::warn!(node = %m.node.name, error = %e, "cannot end this node's lease; the other nodes see it stopped when the lease runs out");
     }
 }
@@ -238,7 +238,7 @@ async fn beat(m: &Membership, state: &mut BeatState) -> bool {
     let digest = m.jobs.borrow().digest.clone();
     let beat = m.node.beat(&digest, false);
     let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
-    let answer = m.store.heartbeat(&beat).await;
+    let answer = m.cluster.heartbeat(&beat).await;
     m.health.set_reachable(answer.is_ok());
     match answer {
         Ok(skew_ms) => {
@@ -277,12 +277,12 @@ async fn check_definitions(m: &mut Membership, state: &mut BeatState) {
     }
     if !state.jobs_written {
         let jobs = Arc::clone(&m.jobs.borrow());
-        match m.store.set_node_jobs(&m.node.name, &jobs.jobs).await {
+        match m.cluster.set_node_jobs(&m.node.name, &jobs.jobs).await {
             Ok(()) => state.jobs_written = true,
             Err(e) => tracing::warn!(error = %e, "cannot record this node's job definitions"),
         }
     }
-    let Ok(drift) = m.store.job_drift().await else {
+    let Ok(drift) = m.cluster.job_drift().await else {
         return;
     };
     let drift: std::collections::BTreeMap<String, Vec<String>> = drift.into_iter().collect();
@@ -301,7 +301,7 @@ async fn check_definitions(m: &mut Membership, state: &mut BeatState) {
 async fn reap(m: &Membership) {
     let ids = Arc::clone(&m.ids);
     let next_id = move || ids.next();
-    match m.store.reap_dead_nodes(&m.node.name, &next_id).await {
+    match m.cluster.reap_dead_nodes(&m.node.name, &next_id).await {
         Ok(lost) => {
             for run in lost {
                 tracing::warn!(job = %run.job, run_id = run.id, node = %run.node, scheduled_for = %run.scheduled_for, attempt = run.attempt, "run abandoned: its node stopped answering (lease ran out)");

@@ -30,11 +30,11 @@ pub(super) async fn open_history(
 )> {
     let instance = super::instance::acquire(
         settings.database.local_path(),
-        !settings.database.is_shared(),
+        matches!(settings.database, crate::store::Database::Sqlite(_)),
     )?;
     let store = Store::connect(&settings.database).await?;
-    if store.is_shared() {
-        super::node::join(&store, &node_info(settings), &LoadedJobs::of(jobs, true))
+    if let Some(cluster) = store.cluster() {
+        super::node::join(&cluster, &node_info(settings), &LoadedJobs::of(jobs, true))
             .await
             .context("cannot join the nodes sharing the database")?;
     }

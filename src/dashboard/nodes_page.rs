@@ -17,7 +17,7 @@ pub(super) async fn page(
 ) -> Result<Response, Problem> {
     let store = &state.0.store;
     let visitor = Visitor::of(&state, &headers);
-    if !store.is_shared() {
+    let Some(cluster) = store.cluster() else {
         let body = html! {
             h1 { "Nodes" }
             p { "This daemon, " strong { (state.0.node) } ", keeps its history in SQLite ("
@@ -31,9 +31,9 @@ pub(super) async fn page(
             Section::Nodes,
             body,
         ));
-    }
-    let nodes = store.nodes().await?;
-    let drift = store.job_drift().await?;
+    };
+    let nodes = cluster.nodes().await?;
+    let drift = cluster.job_drift().await?;
     let differ = crate::store::live_digests_differ(&nodes);
     let body = html! {
         h1 { "Nodes" }

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Claim, Store, StoreError};
+use crate::store::{Claim, Cluster, StoreError};
 
 /// Most firings claimed in one statement.
 const MAX_BATCH: usize = 2_000;
@@ -25,7 +25,7 @@ struct Ask {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The node's claim batches: started at the first claim, on the store and node it names.
+/// The node's claim batches: started at the first claim, on the cluster and node it names.
 #[derive(Debug, Default)]
 pub(super) struct ClaimBatches {
     asks: OnceLock<mpsc::UnboundedSender<Ask>>,
@@ -35,7 +35,7 @@ impl ClaimBatches {
     /// Claims the firing of `job` for `at` for `node`, in the next batch.
     pub(super) async fn claim(
         &self,
-        store: &Store,
+        cluster: &Cluster,
         node: &str,
         job: &str,
         at: DateTime<Utc>,
@@ -43,7 +43,7 @@ impl ClaimBatches {
         let asks = self.asks.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             // Not on the firings' tracker: it serves claims until the context goes.
-            tokio::spawn(claim_batches(store.clone(), node.to_string(), rx));
+            tokio::spawn(claim_batches(cluster.clone(), node.to_string(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -62,7 +62,7 @@ impl ClaimBatches {
 }
 
 /// Claims what was asked, a batch per statement, until no one can ask any more.
-async fn claim_batches(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Ask>) {
+async fn claim_batches(cluster: Cluster, node: String, mut rx: mpsc::UnboundedReceiver<Ask>) {
     let mut asks = Vec::new();
     while rx.recv_many(&mut asks, MAX_BATCH).await > 0 {
         // Each firing once per statement: a repeat in the same batch finds it claimed.
@@ -77,7 +77,10 @@ async fn claim_batches(store: Store, node: String, mut rx: mpsc::UnboundedReceiv
             .filter(|(_, first)| **first)
             .map(|(a, _)| (a.job.clone(), a.at))
             .collect();
-        let claimed = store.claim_firings(&firings, &node).await.map_err(Arc::new);
+        let claimed = cluster
+            .claim_firings(&firings, &node)
+            .await
+            .map_err(Arc::new);
         let mut answers = match &claimed {
             Ok(claims) => claims.iter(),
             Err(_) => [].iter(),

@@ -217,7 +217,7 @@ impl Firing {
     /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any; on a
     /// shared database the job's turn across nodes is taken too (see [`Firing::cluster_turn`]).
     pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
-        if turn.is_none() || !self.ctx.shared {
+        if turn.is_none() || self.ctx.cluster.is_none() {
             return self.attempts(turn).await;
         }
         if !self.cluster_turn().await {
@@ -229,7 +229,7 @@ impl Firing {
             self.scheduled_for,
         );
         self.attempts(turn).await;
-        super::turn::give_turn(&ctx, &job, at).await;
+        super::cluster::give_turn(&ctx, &job, at).await;
     }
 
     async fn attempts(self, turn: Option<OwnedSemaphorePermit>) {

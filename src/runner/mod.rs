@@ -16,16 +16,15 @@ use crate::history::recorder::Recorder;
 use crate::history::run_ids::RunIds;
 use crate::job::{JobSpec, Outcome, Overlap, Services, StopSignal};
 use crate::processes::Processes;
-use crate::store::{RunStatus, Trigger};
+use crate::store::{Cluster, RunStatus, Trigger};
 
-mod claim;
 mod claim_batch;
+mod cluster;
 mod firing;
 mod lifecycle;
 mod slot;
-mod turn;
 
-pub use claim::{ClaimHealth, Claimed, claim, recovered};
+pub use cluster::{ClaimHealth, Claimed, claim, recovered};
 use firing::Firing;
 use slot::queue_worker;
 
@@ -38,39 +37,39 @@ pub const MAX_QUEUED: usize = 100;
 #[derive(Debug)]
 pub struct Context {
     /// The scheduler's clock.
-    pub clock: Arc<Clock>,
+    clock: Arc<Clock>,
     /// Where records go.
-    pub recorder: Recorder,
+    recorder: Recorder,
     /// Global limit on runs in progress.
-    pub limit: Arc<Semaphore>,
+    limit: Arc<Semaphore>,
     /// Run ids.
-    pub ids: Arc<RunIds>,
+    ids: Arc<RunIds>,
     /// This daemon's node name.
-    pub node: String,
+    node: String,
     /// Tracks every firing task.
-    pub tracker: TaskTracker,
+    tracker: TaskTracker,
     /// Cancelled when shutdown begins: no new retries, queued firings give up.
-    pub draining: CancellationToken,
+    draining: CancellationToken,
     /// `soft`: stop runs (drain grace over); `hard`: kill now (second signal).
-    pub stop: StopSignal,
+    stop: StopSignal,
     /// The commands' processes (shared with the daemon's signal thread).
-    pub processes: Arc<Processes>,
+    processes: Arc<Processes>,
     /// Attempts in progress.
     running: AtomicUsize,
     /// Firings waiting for their turn or a free run slot.
     waiting: AtomicUsize,
     /// Signalled when a run starts or ends (the systemd status line follows).
-    pub activity: tokio::sync::Notify,
+    activity: tokio::sync::Notify,
     /// SMTP transports and HTTP clients.
-    pub services: Services,
+    services: Services,
     /// Sends failure/recovery notifications.
-    pub alerts: Alerts,
-    /// Whether the history database is shared with other nodes: each firing is then claimed
+    alerts: Alerts,
+    /// The nodes sharing the history database, if it is shared: each firing is then claimed
     /// before it runs, and runs on the node that wins the claim only.
-    shared: bool,
+    cluster: Option<Cluster>,
     /// Whether claims are failing (shared with the heartbeat, which says whether the
     /// database answers).
-    pub claims: Arc<ClaimHealth>,
+    claims: Arc<ClaimHealth>,
     /// This node's tags: a job whose `run_on` asks for others does not run here.
     tags: Vec<String>,
 }
@@ -106,7 +105,7 @@ impl Context {
             running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             activity: tokio::sync::Notify::new(),
-            shared: false,
+            cluster: None,
             claims: Arc::default(),
             tags: Vec::new(),
         }
@@ -127,19 +126,64 @@ impl Context {
         self
     }
 
-    /// The same, on a history database shared with other nodes (each firing claimed before
-    /// it runs), as a node with `tags`.
+    /// The same, as a node with `tags`, in `cluster` when the history database is shared
+    /// with other nodes (each firing claimed before it runs).
     #[must_use]
-    pub fn on_shared_database(mut self, shared: bool, tags: Vec<String>) -> Self {
-        self.shared = shared;
+    pub fn in_cluster(mut self, cluster: Option<Cluster>, tags: Vec<String>) -> Self {
+        self.cluster = cluster;
         self.tags = tags;
         self
     }
 
-    /// Whether the history database is shared with other nodes (see
-    /// [`Context::on_shared_database`]).
-    pub fn shares_database(&self) -> bool {
-        self.shared
+    /// The scheduler's clock.
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    /// Where records go.
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    /// Run ids.
+    pub fn ids(&self) -> &Arc<RunIds> {
+        &self.ids
+    }
+
+    /// This daemon's node name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Tracks every firing task: what runs for a firing is spawned on it, so the drain waits
+    /// for it.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// The commands' processes.
+    pub fn processes(&self) -> &Arc<Processes> {
+        &self.processes
+    }
+
+    /// SMTP transports and HTTP clients (and the runs' live output).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Sends failure/recovery notifications.
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    /// Whether claims are failing (the heartbeat says whether the database answers).
+    pub fn claims(&self) -> &Arc<ClaimHealth> {
+        &self.claims
+    }
+
+    /// Told when a run starts or ends.
+    pub fn activity(&self) -> &tokio::sync::Notify {
+        &self.activity
     }
 
     fn next_id(&self) -> i64 {
@@ -251,7 +295,7 @@ pub fn fire(
     scheduled_for: DateTime<Utc>,
 ) {
     let firing = Firing::new(ctx, slot, job, scheduled_for, Trigger::Schedule);
-    if ctx.shared || !job.run_on.is_empty() {
+    if ctx.cluster.is_some() || !job.run_on.is_empty() {
         let ctx = Arc::clone(ctx);
         ctx.tracker.clone().spawn(async move {
             match claim(&ctx, &firing.job, scheduled_for).await {
@@ -267,6 +311,36 @@ pub fn fire(
     } else {
         dispatch(firing, job.overlap);
     }
+}
+
+/// Records `at` as the newest firing time of `job`, unless in a cluster: there the node
+/// that claims a firing records it (see [`fire`]).
+pub fn record_newest(ctx: &Context, job: &str, at: DateTime<Utc>) {
+    if ctx.cluster.is_none() {
+        ctx.recorder.record(crate::store::Record::Fired {
+            job: job.to_string(),
+            scheduled_for: at,
+        });
+    }
+}
+
+/// Does `then` for the firing of `spec` at `at` on the one node that has it: at once on a
+/// database of its own; in a cluster, once this node has claimed it.
+pub fn once_claimed(
+    ctx: &Arc<Context>,
+    spec: &Arc<JobSpec>,
+    at: DateTime<Utc>,
+    then: impl FnOnce(&Arc<Context>) + Send + 'static,
+) {
+    if ctx.cluster.is_none() {
+        return then(ctx);
+    }
+    let (ctx, spec) = (Arc::clone(ctx), Arc::clone(spec));
+    ctx.tracker.clone().spawn(async move {
+        if claim(&ctx, &spec, at).await == Claimed::Mine {
+            then(&ctx);
+        }
+    });
 }
 
 /// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` hears
@@ -347,7 +421,7 @@ fn series(
                 claim(&firing.ctx, &firing.job, firing.scheduled_for).await
             };
             match claimed {
-                Claimed::Mine if firing.ctx.shared => firing.record_fired(),
+                Claimed::Mine if firing.ctx.cluster.is_some() => firing.record_fired(),
                 Claimed::Mine => {}
                 Claimed::Unreachable => {
                     let ctx = &firing.ctx;

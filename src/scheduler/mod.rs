@@ -270,7 +270,7 @@ impl Scheduler {
         alerts: &AlertPolicies,
         last_fired: &HashMap<String, DateTime<Utc>>,
     ) -> Changes {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         let mut changes = Changes::default();
         let mut wanted: HashMap<String, JobSpec> =
             specs.into_iter().map(|s| (s.name.clone(), s)).collect();
@@ -421,20 +421,20 @@ fn schedule(
 /// The timer task: fires what is due, then sleeps until the earliest next occurrence, a
 /// change of the job set, or a step of the clock.
 async fn timer(ctx: Arc<Context>, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut clock_changed = ctx.clock.subscribe();
+    let mut clock_changed = ctx.clock().subscribe();
     loop {
         if shutdown.is_cancelled() {
             return;
         }
         // A step of the system clock is seen here before anything fires, not up to a second
         // later by the clock's watcher: no firing gets an intended time from the old clock.
-        ctx.clock.resync();
-        let now = ctx.clock.now();
+        ctx.clock().resync();
+        let now = ctx.clock().now();
         let next = shared.lock().fire_due(&ctx, now);
         shared.turns.send_modify(|n| *n = n.wrapping_add(1));
         let sleep = async {
             match next {
-                Some(at) => tokio::time::sleep_until(ctx.clock.instant_at(at)).await,
+                Some(at) => tokio::time::sleep_until(ctx.clock().instant_at(at)).await,
                 None => std::future::pending().await,
             }
         };
@@ -886,8 +886,8 @@ mod tests {
         sched: &Scheduler,
         rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>,
     ) -> Vec<Record> {
-        sched.ctx.tracker.close();
-        sched.ctx.tracker.wait().await;
+        sched.ctx.tracker().close();
+        sched.ctx.tracker().wait().await;
         let mut out = Vec::new();
         while let Ok(r) = rx.try_recv() {
             out.push(r);
@@ -927,7 +927,7 @@ mod tests {
         sched.apply(vec![spec], &AlertPolicies::new(), &HashMap::new());
         started(&mut rx, 1).await;
         queued(&sched, "q", 3).await;
-        sched.ctx.draining.cancel();
+        sched.ctx.begin_drain();
         sched.shared.lock().jobs.clear();
         let records = records_until_idle(&sched, &mut rx).await;
         assert_eq!(starts(&records, "q"), 0, "{records:#?}");
@@ -976,7 +976,7 @@ mod tests {
             }
             seen.push(r);
         }
-        sched.ctx.draining.cancel();
+        sched.ctx.begin_drain();
         seen.extend(records_until_idle(&sched, &mut rx).await);
         let reasons = skipped_reasons(&seen, "old");
         assert!(reasons.len() >= 3, "{seen:#?}");
@@ -1063,8 +1063,8 @@ mod tests {
                 ended += 1;
             }
         }
-        sched.ctx.tracker.close();
-        sched.ctx.tracker.wait().await;
+        sched.ctx.tracker().close();
+        sched.ctx.tracker().wait().await;
         let has_slot = |name: &str| sched.shared.lock().jobs[name].slot.is_some();
         assert!(has_slot("good") && has_slot("bad"));
         sched.forget_idle_slots();

@@ -74,7 +74,7 @@ impl Timers {
 impl Scheduler {
     /// Pauses a job (in the timers only: the caller keeps it in the history database).
     pub fn pause(&self, pause: Pause) {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         let mut t = self.shared.lock();
         let job = pause.job.clone();
         t.paused.insert(job.clone(), pause);
@@ -85,7 +85,7 @@ impl Scheduler {
 
     /// Resumes a job: it goes on from now; what passed under the pause does not run.
     pub fn resume(&self, job: &str) {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         let mut t = self.shared.lock();
         if t.paused.remove(job).is_some() {
             t.rewake(job, now, true);
@@ -97,7 +97,7 @@ impl Scheduler {
     /// Makes the pauses equal to `pauses` (at start-up, and on a shared database as other
     /// nodes pause and resume).
     pub fn set_pauses(&self, pauses: Vec<Pause>) {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         let mut t = self.shared.lock();
         let gone: Vec<String> = t
             .paused
@@ -122,13 +122,13 @@ impl Scheduler {
 
     /// One job as the timers hold it, if it is here.
     pub fn view(&self, job: &str) -> Option<JobView> {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         self.shared.lock().view(job, now)
     }
 
     /// Every job (the disabled ones too), by name.
     pub fn views(&self) -> Vec<JobView> {
-        let now = self.ctx.clock.now();
+        let now = self.ctx.clock().now();
         let t = self.shared.lock();
         let mut names: Vec<&String> = t.jobs.keys().collect();
         names.sort();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::due::{Missed, Plan};
 use crate::job::JobSpec;
-use crate::runner::{Claimed, Context, JobSlot, claim, fire, fire_series};
+use crate::runner::{Context, JobSlot, fire, fire_series, once_claimed, record_newest};
 use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
 
 /// Most occurrences counted one by one for a row of missed firings (a cron pattern firing
@@ -18,12 +18,8 @@ pub(super) fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<Job
     for m in &p.not_run {
         record_missed(ctx, spec, *m);
     }
-    // On a shared database the node that claims a firing records it (see `runner::fire`).
-    if let Some(newest) = p.newest.filter(|_| !ctx.shares_database()) {
-        ctx.recorder.record(Record::Fired {
-            job: spec.name.clone(),
-            scheduled_for: newest,
-        });
+    if let Some(newest) = p.newest {
+        record_newest(ctx, &spec.name, newest);
     }
     if p.catch_up.is_empty() {
         for at in p.late {
@@ -45,24 +41,16 @@ pub(super) fn apply_plan(ctx: &Arc<Context>, slot: &Arc<JobSlot>, spec: &Arc<Job
 /// their count and range in `details` and the reason in `error`. Counting a cron pattern's
 /// occurrences walks them, so it happens on a blocking thread.
 fn record_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
-    if !ctx.shares_database() {
-        write_missed(ctx, spec, m);
-        return;
-    }
-    // On a shared database the row is claimed like a firing (by its first occurrence), so
-    // that one node writes it.
-    let (ctx, spec) = (Arc::clone(ctx), Arc::clone(spec));
-    ctx.tracker.clone().spawn(async move {
-        if claim(&ctx, &spec, m.first).await == Claimed::Mine {
-            write_missed(&ctx, &spec, m);
-        }
-    });
+    // In a cluster the row is claimed like a firing (by its first occurrence), so that one
+    // node writes it.
+    let spec2 = Arc::clone(spec);
+    once_claimed(ctx, spec, m.first, move |ctx| write_missed(ctx, &spec2, m));
 }
 
 fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
-    let id = ctx.ids.next();
+    let id = ctx.ids().next();
     let (ctx2, spec) = (Arc::clone(ctx), Arc::clone(spec));
-    ctx.tracker.spawn_blocking(move || {
+    ctx.tracker().spawn_blocking(move || {
         let count = spec.count_fires(m.first, m.last, MAX_COUNTED);
         let n = count.map_or_else(|| format!("more than {MAX_COUNTED}"), |n| n.to_string());
         let error = format!(
@@ -73,8 +61,8 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
         );
         tracing::info!(job = %spec.name, run_id = id, firings = %n, first = %m.first, last = %m.last, reason = %m.why.reason(&spec), "missed firings not run");
         let details = crate::due::missed_details(count, m.first, m.last);
-        let now = ctx2.clock.now();
-        ctx2.recorder.record(Record::Complete(
+        let now = ctx2.clock().now();
+        ctx2.recorder().record(Record::Complete(
             RunStart {
                 id,
                 job: spec.name.clone(),
@@ -82,7 +70,7 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
                 started_at: None,
                 attempt: 1,
                 trigger: Trigger::CatchUp,
-                node: ctx2.node.clone(),
+                node: ctx2.node().to_string(),
                 pid: None,
             },
             RunEnd {

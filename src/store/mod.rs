@@ -27,6 +27,7 @@ macro_rules! on_pool {
 }
 
 mod actions;
+mod cluster;
 mod overview;
 mod postgres;
 mod records;
@@ -39,6 +40,7 @@ mod uploads;
 mod writer;
 
 pub use actions::{Event, Pause};
+pub use cluster::Cluster;
 pub use overview::{NotificationRow, RunDot};
 use postgres::PgStore;
 pub use records::*;
@@ -135,11 +137,6 @@ impl Database {
             Database::Sqlite(p) => p,
             Database::Postgres(t) => &t.local,
         }
-    }
-
-    /// Whether several daemons may share it.
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Database::Postgres(_))
     }
 }
 
@@ -240,9 +237,13 @@ impl Store {
         })
     }
 
-    /// Whether several daemons may share this database (PostgreSQL).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.0, Backend::Postgres(_))
+    /// The statements of a database several daemons share (PostgreSQL); `None` on SQLite,
+    /// where this daemon is the only one and runs every firing it has.
+    pub fn cluster(&self) -> Option<Cluster> {
+        match &self.0 {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(p) => Some(Cluster(p.clone())),
+        }
     }
 
     /// A connection of its own for the run recorder: see [`HistoryWriter`].
@@ -367,153 +368,6 @@ impl Store {
     /// shared database, old claims); returns how many runs went.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         each!(self, s => s.prune(before).await)
-    }
-
-    /// Claims `firings` (each `(job, scheduled_for)` once) for `node` in one statement, and
-    /// answers each in order: [`Claim::Won`] when this node is the one to run and record it,
-    /// always on SQLite (one daemon per database).
-    pub async fn claim_firings(
-        &self,
-        firings: &[(String, DateTime<Utc>)],
-        node: &str,
-    ) -> Result<Vec<Claim>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(vec![Claim::Won; firings.len()]),
-            Backend::Postgres(p) => p.claim_firings(firings, node).await,
-        }
-    }
-
-    /// Claims the one run `catch_up = "latest"` makes after an outage of the shared
-    /// database: `true` when this node runs the firing of `scheduled_for` (no node claimed
-    /// such a run for the job since `since`). Always `true` on SQLite.
-    pub async fn claim_latest(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        since: DateTime<Utc>,
-        node: &str,
-    ) -> Result<bool, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(true),
-            Backend::Postgres(p) => p.claim_latest(job, scheduled_for, since, node).await,
-        }
-    }
-
-    /// Renews this node's lease (shared database only); returns its clock's skew against
-    /// the database's in milliseconds.
-    pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(0),
-            Backend::Postgres(p) => p.heartbeat(beat).await,
-        }
-    }
-
-    /// Who holds node `name` now (shared database): `None` when no row names it.
-    pub async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(None),
-            Backend::Postgres(p) => p.node_holder(name).await,
-        }
-    }
-
-    /// Takes over from dead nodes (shared database): see [`LostRun`]. `ids` gives run ids for
-    /// firings a dead node claimed without recording them.
-    pub async fn reap_dead_nodes(
-        &self,
-        me: &str,
-        ids: &(dyn Fn() -> i64 + Sync),
-    ) -> Result<Vec<LostRun>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(p) => p.reap_dead_nodes(me, ids).await,
-        }
-    }
-
-    /// Makes a lost run's firing this node's, to run its next attempt (shared database).
-    pub async fn take_over(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        me: &str,
-    ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(p) => p.take_over(job, scheduled_for, me).await,
-        }
-    }
-
-    /// Takes the job's turn across nodes (shared database) for the firing of `scheduled_for`:
-    /// `None` when this node has it, else who holds it (node and firing). With `replace`, the
-    /// holder is asked to stop its run.
-    pub async fn take_turn(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        me: &str,
-        replace: bool,
-    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(None),
-            Backend::Postgres(p) => p.take_turn(job, scheduled_for, me, replace).await,
-        }
-    }
-
-    /// Gives the job's turn back (shared database).
-    pub async fn give_turn(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        me: &str,
-    ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(p) => p.give_turn(job, scheduled_for, me).await,
-        }
-    }
-
-    /// The jobs whose run on node `me` another node asked to replace (shared database).
-    pub async fn replace_requests(&self, me: &str) -> Result<Vec<String>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(p) => p.replace_requests(me).await,
-        }
-    }
-
-    /// Records the digests of the job definitions node `me` has loaded (shared database).
-    pub async fn set_node_jobs(
-        &self,
-        me: &str,
-        jobs: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(p) => p.set_node_jobs(me, jobs).await,
-        }
-    }
-
-    /// The jobs whose definition differs between live nodes, each with its `node=digest`
-    /// pairs (shared database).
-    pub async fn job_drift(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(p) => p.job_drift().await,
-        }
-    }
-
-    /// Ends this node's lease at a clean stop (shared database).
-    pub async fn leave(&self, me: &str) -> Result<(), StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(p) => p.leave(me).await,
-        }
-    }
-
-    /// The nodes sharing this database (none on SQLite).
-    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        match &self.0 {
-            Backend::Sqlite(_) => Ok(Vec::new()),
-            Backend::Postgres(p) => p.nodes().await,
-        }
     }
 }
 
@@ -730,7 +584,7 @@ mod tests {
         assert_eq!(one.output.as_deref(), Some("hi\n"));
         assert_eq!(one.details, Some(serde_json::json!({"k": 1})));
         assert_eq!(store.take_run_ids(0, 1).await.unwrap(), (3, 3));
-        if store.is_shared() {
+        if store.cluster().is_some() {
             // Another node's restart leaves this node's runs alone.
             assert_eq!(store.mark_abandoned(Utc::now(), "other").await.unwrap(), 0);
         }

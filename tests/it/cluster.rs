@@ -26,6 +26,18 @@ pub fn node_main(url: &str, node: &str, extra: &str) -> String {
     )
 }
 
+/// The history database at `url`, as a reader (not a node) opens it.
+pub(crate) async fn connect(url: &str) -> Store {
+    let target = PostgresTarget {
+        url: url.to_string(),
+        password: None,
+        tls: None,
+        ca_file: None,
+        local: std::env::temp_dir().join("hourglass-test-reader"),
+    };
+    Store::connect(&Database::Postgres(target)).await.unwrap()
+}
+
 /// Every run in the database at `url`, oldest first.
 pub(crate) fn all_runs(url: &str) -> Vec<RunRow> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -33,14 +45,7 @@ pub(crate) fn all_runs(url: &str) -> Vec<RunRow> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let target = PostgresTarget {
-            url: url.to_string(),
-            password: None,
-            tls: None,
-            ca_file: None,
-            local: std::env::temp_dir().join("hourglass-test-reader"),
-        };
-        let store = Store::connect(&Database::Postgres(target)).await.unwrap();
+        let store = connect(url).await;
         let mut rows = store
             .history(&HistoryFilter {
                 limit: 10_000_000,

@@ -33,20 +33,10 @@ fn the_nodes_page_shows_the_nodes_sharing_postgres() {
     a.spawn_ready();
     b.spawn_ready();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(async {
-        let target = hourglass::store::PostgresTarget {
-            url: url.clone(),
-            password: None,
-            tls: None,
-            ca_file: None,
-            local: std::env::temp_dir().join("hourglass-test-reader"),
-        };
-        hourglass::store::Store::connect(&hourglass::store::Database::Postgres(target))
-            .await
-            .unwrap()
-    });
+    let store = rt.block_on(crate::cluster::connect(&url));
+    let cluster = store.cluster().expect("a PostgreSQL store has a cluster");
     wait_for(30 * SEC, "both nodes' job digests and the drift", || {
-        let drift = rt.block_on(store.job_drift()).unwrap();
+        let drift = rt.block_on(cluster.job_drift()).unwrap();
         (drift.len() == 1).then_some(())
     });
     let chromium = Chromium::launch();
@@ -57,7 +47,7 @@ fn the_nodes_page_shows_the_nodes_sharing_postgres() {
         "/nodes",
         "nodes-postgres",
     );
-    let nodes = rt.block_on(store.nodes()).unwrap();
+    let nodes = rt.block_on(cluster.nodes()).unwrap();
     let shown: Vec<(String, String, String)> = chromium.eval(
         "[...document.querySelectorAll('tr[data-node]')].map(r => [r.dataset.node, r.cells[1].textContent.trim(), r.querySelector('td code').textContent])",
     );

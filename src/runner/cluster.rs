@@ -1,12 +1,18 @@
-//! Claiming a firing on a shared database: before anything of a firing runs or is recorded,
-//! the node claims `(job, scheduled_for)` in one statement; only the node that wins runs it.
-//! A node that cannot reach the database claims nothing (another node may), says so once per
+//! The runner on a database several nodes share ([`Cluster`]): before anything of a firing
+//! runs or is recorded, the node claims `(job, scheduled_for)` in one statement, and only the
+//! node that wins runs it; a job's overlap policy holds across nodes through its turn. A
+//! node that cannot reach the database claims nothing (another node may), says so once per
 //! outage, and keeps the firings it could not claim: when the database answers again they
 //! follow the job's `catch_up` policy, claimed like any firing (so once across the nodes).
+//!
+//! A job's turn: before its first attempt a firing takes the job's row in `active_runs`; a
+//! `skip` firing that finds another node's run is recorded skipped, a `queue` firing waits,
+//! a `replace` firing asks the holder to stop and waits.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -15,8 +21,8 @@ use super::claim_batch::ClaimBatches;
 use super::firing::Firing;
 use super::{Context, JobSlot, fire_series};
 use crate::due::MAX_CATCH_UP;
-use crate::job::{CatchUp, JobSpec};
-use crate::store::{Claim, Trigger, format_ts};
+use crate::job::{CatchUp, JobSpec, Overlap};
+use crate::store::{Claim, Cluster, Trigger, format_ts};
 
 /// Firings kept while the database does not answer, at most (the oldest go first).
 const MAX_KEPT: usize = 100_000;
@@ -100,9 +106,9 @@ pub async fn claim(ctx: &Arc<Context>, spec: &JobSpec, scheduled_for: DateTime<U
     if !spec.run_on.iter().all(|t| ctx.tags.contains(t)) {
         return Claimed::NotMine;
     }
-    if !ctx.shared {
+    let Some(cluster) = &ctx.cluster else {
         return Claimed::Mine;
-    }
+    };
     let busy = busy_delay(ctx);
     if !busy.is_zero() {
         tokio::select! {
@@ -111,7 +117,7 @@ pub async fn claim(ctx: &Arc<Context>, spec: &JobSpec, scheduled_for: DateTime<U
         }
     }
     for _ in 0..MAX_EARLY_RETRIES {
-        match try_claim(ctx, &spec.name, scheduled_for).await {
+        match try_claim(ctx, cluster, &spec.name, scheduled_for).await {
             Some(Claim::Won) => return Claimed::Mine,
             Some(Claim::Early(wait)) => {
                 tokio::select! {
@@ -148,11 +154,15 @@ const MAX_EARLY_RETRIES: usize = 4;
 /// far past `database.max_clock_skew`, and the other nodes run the firing.
 const MAX_EARLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) -> Option<Claim> {
-    let store = &ctx.services.store;
+async fn try_claim(
+    ctx: &Arc<Context>,
+    cluster: &Cluster,
+    job: &str,
+    scheduled_for: DateTime<Utc>,
+) -> Option<Claim> {
     let batches = &ctx.claims.batches;
     let mut answer = if ctx.claims.reachable() {
-        batches.claim(store, &ctx.node, job, scheduled_for).await
+        batches.claim(cluster, &ctx.node, job, scheduled_for).await
     } else {
         // The heartbeat found the database out of reach: no waiting for a connection.
         Err(Arc::new(crate::store::StoreError::Unreachable))
@@ -162,7 +172,7 @@ async fn try_claim(ctx: &Arc<Context>, job: &str, scheduled_for: DateTime<Utc>) 
     for _ in 0..MAX_BUSY_RETRIES {
         match &answer {
             Err(e) if e.is_busy() && ctx.claims.reachable() && !ctx.draining.is_cancelled() => {
-                answer = batches.claim(store, &ctx.node, job, scheduled_for).await;
+                answer = batches.claim(cluster, &ctx.node, job, scheduled_for).await;
             }
             _ => break,
         }
@@ -211,7 +221,7 @@ pub fn recovered(ctx: &Arc<Context>) {
     ctx.tracker.spawn(async move {
         // First the turns of runs that ended meanwhile, so that they block nothing.
         for (job, at) in turns {
-            super::turn::give_turn(&ctx2, &job, at).await;
+            give_turn(&ctx2, &job, at).await;
         }
         catch_up_kept(&ctx2, kept);
     });
@@ -345,10 +355,12 @@ fn run_latest(
     // the first one this node missed (the outages overlap); one of an earlier outage is
     // before it (this outage began after that one ended).
     let since = first_missed;
+    let Some(cluster) = ctx.cluster.clone() else {
+        return super::run_claimed_series(ctx, slot, job, vec![(latest, Trigger::CatchUp)]);
+    };
     let (ctx2, slot, job) = (Arc::clone(ctx), Arc::clone(slot), Arc::clone(job));
     ctx.tracker.spawn(async move {
-        let store = &ctx2.services.store;
-        match store.claim_latest(&job.name, latest, since, &ctx2.node).await {
+        match cluster.claim_latest(&job.name, latest, since, &ctx2.node).await {
             Ok(true) => super::run_claimed_series(&ctx2, &slot, &job, vec![(latest, Trigger::CatchUp)]),
             // Another node runs this outage's catch-up: this firing is one it did not run,
             // recorded here unless a node recorded it already (it may be the one it ran).
@@ -363,4 +375,78 @@ fn run_latest(
             }
         }
     });
+}
+
+/// How often a waiting firing asks for the turn again.
+const POLL: Duration = Duration::from_millis(250);
+/// How many failed tries (a database that does not answer, a pool whose connections are all
+/// busy with a burst) a `skip` firing makes before it is recorded skipped for it.
+const MAX_FAILURES: u32 = 4;
+
+impl Firing {
+    /// Takes the job's turn across nodes; `false` when the firing gives up (recorded).
+    pub(super) async fn cluster_turn(&self) -> bool {
+        // Catch-up firings are never skipped by the overlap policy (they run one after
+        // another): they wait their turn as `queue` does.
+        let overlap = match (self.job.overlap, self.trigger) {
+            (Overlap::Skip, Trigger::CatchUp) => Overlap::Queue,
+            (overlap, _) => overlap,
+        };
+        let Some(cluster) = &self.ctx.cluster else {
+            return true;
+        };
+        let (mut asked, mut failures) = (false, 0);
+        loop {
+            let replace = overlap == Overlap::Replace && !asked;
+            match cluster
+                .take_turn(&self.job.name, self.scheduled_for, &self.ctx.node, replace)
+                .await
+            {
+                Ok(None) => return true,
+                Ok(Some((node, held_for))) => {
+                    asked |= replace;
+                    if overlap == Overlap::Skip {
+                        let at = crate::store::format_ts(held_for);
+                        self.skip(
+                            1,
+                            &format!("the run of {at} is still active on node {node} (overlap = \"skip\")"),
+                        );
+                        return false;
+                    }
+                }
+                Err(e) if overlap == Overlap::Skip && failures >= MAX_FAILURES => {
+                    self.skip(1, &format!("cannot check the shared database for a run of this job on another node ({e})"));
+                    return false;
+                }
+                Err(e) => {
+                    // Busy connections while the database answers are not its failure.
+                    if !(e.is_busy() && self.ctx.claims.reachable()) {
+                        failures += 1;
+                    }
+                    tracing::debug!(job = %self.job.name, error = %e, "cannot take the job's turn; trying again");
+                }
+            }
+            let what = "waiting for the job's run on another node to end";
+            if self
+                .unless_halted(1, what, tokio::time::sleep(POLL))
+                .await
+                .is_none()
+            {
+                return false;
+            }
+        }
+    }
+}
+
+/// Gives the job's turn back. When the database does not answer, the turn is kept to give
+/// back first thing once it does (before the firings missed meanwhile are caught up), so a
+/// finished run never blocks the job's next firings for longer than the outage.
+pub(super) async fn give_turn(ctx: &Arc<Context>, job: &str, at: DateTime<Utc>) {
+    let Some(cluster) = &ctx.cluster else {
+        return;
+    };
+    if let Err(e) = cluster.give_turn(job, at, &ctx.node).await {
+        tracing::debug!(job, error = %e, "cannot give the job's turn back; given back when the database answers");
+        ctx.claims.keep_turn(job, at);
+    }
 }
