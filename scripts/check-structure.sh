@@ -15,6 +15,41 @@ if grep -nE 'crate::job\b' src/alert.rs; then
     echo "check-structure: src/alert.rs imports from job (above)" >&2
     fail=1
 fi
+# The architecture map in src/lib.rs lists the modules top to bottom (one bullet per level):
+# a module uses only those on its bullet or below, as the map says.
+if ! python3 - <<'PY'
+import glob, os, re, sys
+lib=open('src/lib.rs').read()
+levels=[]
+bullet=None
+for line in lib.split('\n'):
+    if line.startswith('//! - '):
+        bullet=[line]; levels.append(bullet)
+    elif line.startswith('//!   ') and bullet is not None:
+        bullet.append(line)
+    else:
+        bullet=None
+levels=[re.findall(r'\[`(\w+)`\]', ' '.join(b)) for b in levels]
+level={}
+for i,names in enumerate(levels):
+    for n in names: level[n]=i
+mods=re.findall(r'^pub mod (\w+);', lib, re.M)
+bad=0
+for m in mods:
+    if m not in level:
+        print(f"check-structure: src/lib.rs's map does not name module {m}"); bad=1; continue
+    files=[f'src/{m}.rs'] if os.path.exists(f'src/{m}.rs') else glob.glob(f'src/{m}/**/*.rs', recursive=True)
+    for f in files:
+        text='\n'.join(l for l in open(f).read().split('\n') if not l.lstrip().startswith('//'))
+        for u in sorted(set(re.findall(r'crate::(\w+)', text))):
+            if u==m or u not in level: continue
+            if level[u] < level[m]:
+                print(f"check-structure: {f} uses crate::{u}, which src/lib.rs's map puts above {m}"); bad=1
+sys.exit(bad)
+PY
+then
+    fail=1
+fi
 # No file over 600 lines of code before its tests, in the library, the bench, the harness and
 # the tests alike.
 while IFS= read -r f; do

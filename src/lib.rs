@@ -35,10 +35,11 @@
 //!   `in_force`: which configuration a running daemon follows.
 //! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff; its
 //!   `plan` starts what a wake runs and records what it misses.
-//! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records): its
-//!   `slot` (per-job state across reloads), `firing` (waits, attempts, ends), `claim` (on a
-//!   shared database, the node that wins a firing's claim runs it; `claim_batch` puts the
-//!   claims asked meanwhile in one statement) and `turn` (overlap across nodes).
+//! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records), built
+//!   whole and owning its stop (`lifecycle`: the drain the daemon asks for): its `slot`
+//!   (per-job state across reloads), `firing` (waits, attempts, ends), `cluster` (with a
+//!   `store::Cluster`, the node that wins a firing's claim runs it, and a job's turn holds
+//!   across nodes; `claim_batch` puts the claims asked meanwhile in one statement).
 //! - [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
 //!   `notify` settings), knowing jobs by name only.
@@ -57,9 +58,14 @@
 //!   thread of its own), `spill` (the file that keeps records while the database cannot take
 //!   them), `run_ids` (ids from memory, reserved durably in blocks ahead); [`metrics`]:
 //!   Prometheus metrics, counted as records are made.
-//! - [`store`] (records, all SQL, `sqlite` and `postgres` behind one `Store`; pauses and
-//!   events, stats, the stale watch's state); [`secret`]: secret values (referenced while the
-//!   config is validated, read afterwards by `load` only; the store reads its password).
+//! - [`store`]: all SQL, behind one `Store` on SQLite or PostgreSQL: typed rows (`records`,
+//!   `Ts` timestamps, statuses and triggers read as types), each statement written once for
+//!   both backends where the SQL is the same (`actions`, `overview`, `stats`, `stale_watch`,
+//!   `triggers`, `uploads`, `runs`), per backend only where it differs (`sqlite`, `postgres`:
+//!   the writer's batches, keyset order, run-id blocks); `Cluster` holds the statements only
+//!   a shared PostgreSQL database has (claims, turns, leases, nodes); [`secret`]: secret
+//!   values (referenced while the config is validated, read afterwards by `load` only; the
+//!   store reads its password).
 
 pub mod alert;
 pub mod api;

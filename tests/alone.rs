@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::harness::{Daemon, free_port, ts};
+use crate::harness::{Daemon, free_port};
+use hourglass::store::RunStatus;
 
 const SEC: Duration = Duration::from_secs(1);
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
@@ -212,11 +213,14 @@ fn ran_on_time(d: &Daemon, job: &str, from: DateTime<Utc>, to: DateTime<Utc>) {
     let runs: Vec<_> = d
         .runs_of(job)
         .into_iter()
-        .filter(|r| ts(&r.scheduled_for) > from && ts(&r.scheduled_for) < to)
+        .filter(|r| r.scheduled_for > from && r.scheduled_for < to)
         .collect();
     let expected = (to - from).num_seconds() - 2;
     assert!(runs.len() as i64 >= expected, "{job}: {} runs", runs.len());
-    let failed: Vec<_> = runs.iter().filter(|r| r.status != "succeeded").collect();
+    let failed: Vec<_> = runs
+        .iter()
+        .filter(|r| r.status != RunStatus::Succeeded)
+        .collect();
     assert!(failed.is_empty(), "{job}: {failed:#?}");
     let mut late: Vec<i64> = runs.iter().map(|r| r.lateness_ms.unwrap()).collect();
     late.sort_unstable();

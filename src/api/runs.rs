@@ -188,7 +188,7 @@ async fn step(phase: Follow, state: &ApiState, id: i64) -> Option<(Event, Follow
 async fn ended_row(state: &ApiState, id: i64) -> Option<RunRow> {
     loop {
         if let Ok(Some(row)) = state.0.store.run(id).await
-            && row.status != RunStatus::Running.as_str()
+            && row.status != RunStatus::Running
         {
             return Some(row);
         }

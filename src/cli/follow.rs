@@ -26,7 +26,7 @@ pub(super) async fn history(path: &Path, filter: HistoryFilter) -> anyhow::Resul
     let store = open_store(path).await?;
     let mut watch = filter.clone();
     watch.limit = watch.limit.max(WATCHED);
-    let mut seen: HashMap<i64, String> = HashMap::new();
+    let mut seen: HashMap<i64, RunStatus> = HashMap::new();
     print_header();
     let mut first = true;
     loop {
@@ -42,7 +42,7 @@ pub(super) async fn history(path: &Path, filter: HistoryFilter) -> anyhow::Resul
                 if i < shown {
                     print_row(row);
                 }
-                seen.insert(row.id, row.status.clone());
+                seen.insert(row.id, row.status);
             }
         }
         std::io::stdout().flush()?;
@@ -102,7 +102,7 @@ pub(super) async fn show(path: &Path, run_id: i64) -> anyhow::Result<ExitCode> {
 }
 
 fn exit_for(run: &RunRow) -> ExitCode {
-    if run.status == RunStatus::Succeeded.as_str() {
+    if run.status == RunStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::open_store;
+use crate::store::format_ts;
 
 /// `hourglass nodes`.
 pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -30,8 +31,8 @@ pub(super) async fn nodes(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "{:<20} {:<5} {:<24} {:<24} {:>8} {:<9} {}{drift}",
             n.name,
             if n.alive { "alive" } else { "dead" },
-            n.heartbeat_at,
-            n.lease_until,
+            format_ts(n.heartbeat_at),
+            format_ts(n.lease_until),
             n.skew_ms,
             n.version,
             n.config_digest,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::JobSummary;
 use crate::config::Config;
-use crate::store::{Pause, RunRow};
+use crate::store::{Pause, RunRow, format_ts};
 
 /// One line of `list`: a job as the files on disk define it, or as the daemon runs it.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ pub(super) fn print_row(r: &RunRow) {
             "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  {err}",
             r.id,
             r.job,
-            r.scheduled_for,
+            format_ts(r.scheduled_for),
             r.status,
             r.trigger,
             r.attempt,
@@ -152,11 +152,11 @@ fn shortened(error: &str) -> String {
 }
 
 pub(super) fn print_run(r: &RunRow) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let opt = |v: &Option<DateTime<Utc>>| v.map_or_else(|| "-".into(), format_ts);
     println!("run {} of job {:?}", r.id, r.job);
     println!("  status:        {}", r.status);
     println!("  trigger:       {} (attempt {})", r.trigger, r.attempt);
-    println!("  scheduled for: {}", r.scheduled_for);
+    println!("  scheduled for: {}", format_ts(r.scheduled_for));
     println!("  started at:    {}", opt(&r.started_at));
     println!("  finished at:   {}", opt(&r.finished_at));
     if let Some(l) = r.lateness_ms {

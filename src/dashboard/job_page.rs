@@ -15,7 +15,7 @@ use super::plot::{self, Measure};
 use crate::api::ApiState;
 use crate::job::JobSpec;
 use crate::scheduler::JobView;
-use crate::store::{Cursor, HistoryFilter, RunDot, RunRow};
+use crate::store::{Cursor, HistoryFilter, RunDot, RunRow, RunStatus};
 
 /// Runs per page of the table.
 const PAGE: u32 = 50;
@@ -106,7 +106,7 @@ fn summary(view: &JobView, counts: &[(String, i64)], total: i64, recent: &[RunDo
                 dt { "Last run" }
                 dd data-last-status=[recent.first().map(|d| d.status.as_str())] {
                     @match recent.first() {
-                        Some(d) => a href={ "/runs/" (d.id) } { (status_badge(&d.status)) },
+                        Some(d) => a href={ "/runs/" (d.id) } { (status_badge(d.status)) },
                         None => "never ran",
                     }
                 }
@@ -210,9 +210,9 @@ fn failure_streaks(recent: &[RunDot]) -> Vec<(&RunDot, &RunDot, usize)> {
     let mut open: Option<(&RunDot, &RunDot, usize)> = None;
     for d in recent
         .iter()
-        .filter(|d| d.status != "skipped" && d.status != "running")
+        .filter(|d| !matches!(d.status, RunStatus::Skipped | RunStatus::Running))
     {
-        if layout::is_failure(&d.status) {
+        if d.status.is_failure() {
             open = Some(match open {
                 Some((newest, _, n)) => (newest, d, n + 1),
                 None => (d, d, 1),
@@ -229,8 +229,8 @@ fn streaks(recent: &[RunDot]) -> Markup {
     let streaks = failure_streaks(recent);
     let failing_now = recent
         .iter()
-        .find(|d| d.status != "skipped" && d.status != "running")
-        .is_some_and(|d| layout::is_failure(&d.status));
+        .find(|d| !matches!(d.status, RunStatus::Skipped | RunStatus::Running))
+        .is_some_and(|d| d.status.is_failure());
     html! {
         section aria-labelledby="streaks" {
             h2 id="streaks" { "Failure streaks in the last " (recent.len()) " runs" }
@@ -282,10 +282,10 @@ fn runs_table(name: &str, runs: &[RunRow], paged: bool) -> Markup {
                 } }
                 tbody { @for r in runs { tr data-run=(r.id) {
                     th scope="row" { a href={ "/runs/" (r.id) } { "#" (r.id) } }
-                    td { (utc(&r.scheduled_for)) }
-                    td { (status_badge(&r.status)) }
+                    td { (utc(r.scheduled_for)) }
+                    td { (status_badge(r.status)) }
                     td { (r.attempt) }
-                    td { (r.trigger.replace('_', " ")) }
+                    td { (r.trigger.as_str().replace('_', " ")) }
                     td { (layout::maybe_millis(r.duration_ms)) }
                     td { (layout::maybe_millis(r.lateness_ms)) }
                     td { (r.node) }
@@ -308,7 +308,7 @@ mod tests {
         let d = |id, status: &str| RunDot {
             id,
             scheduled_for: Utc::now(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             attempt: 1,
             duration_ms: None,
             lateness_ms: None,

@@ -67,11 +67,11 @@ impl Listed {
         let spec = &self.view.spec;
         let name_ok = q.q.is_empty() || spec.name.to_lowercase().contains(&q.q.to_lowercase());
         let tag_ok = q.tag.is_empty() || spec.tags.contains(&q.tag);
-        let last = self.last.as_ref().map(|r| r.status.as_str());
+        let last = self.last.as_ref().map(|r| r.status);
         let status_ok = match q.status.as_str() {
-            "succeeded" => last == Some("succeeded"),
-            "failing" => last.is_some_and(layout::is_failure),
-            "running" => self.view.active_run.is_some() || last == Some("running"),
+            "succeeded" => last == Some(RunStatus::Succeeded),
+            "failing" => last.is_some_and(RunStatus::is_failure),
+            "running" => self.view.active_run.is_some() || last == Some(RunStatus::Running),
             "never" => last.is_none(),
             "paused" => self.view.pause.is_some(),
             "stale" => self.stale,
@@ -156,8 +156,12 @@ fn sort(listed: &mut [Listed], by: &str) {
             at(b).cmp(&at(a))
         }),
         "status" => listed.sort_by_key(|l| {
-            let s = l.last.as_ref().map_or("", |r| r.status.as_str());
-            (!layout::is_failure(s), !l.stale, s != "running")
+            let s = l.last.as_ref().map(|r| r.status);
+            (
+                !s.is_some_and(RunStatus::is_failure),
+                !l.stale,
+                s != Some(RunStatus::Running),
+            )
         }),
         _ => {}
     }
@@ -274,7 +278,7 @@ fn row(l: &Listed, f: &Figures) -> Markup {
             td data-label="Last run" data-last-status=[l.last.as_ref().map(|r| r.status.as_str())] {
                 @match &l.last {
                     Some(r) => {
-                        a href={ "/runs/" (r.id) } { (status_badge(&r.status)) }
+                        a href={ "/runs/" (r.id) } { (status_badge(r.status)) }
                         br; (last_when(r))
                     }
                     None => span.quiet { "never ran" },
@@ -290,7 +294,12 @@ fn row(l: &Listed, f: &Figures) -> Markup {
 /// firings (after downtime) how many and from when to when, not only the first one's time.
 fn last_when(r: &RunRow) -> Markup {
     let details = r.details.as_ref();
-    let field = |k: &str| details.and_then(|d| d.get(k)).and_then(|v| v.as_str());
+    let field = |k: &str| {
+        details
+            .and_then(|d| d.get(k))
+            .and_then(|v| v.as_str())
+            .and_then(crate::store::parse_ts)
+    };
     match (field("first"), field("last")) {
         (Some(first), Some(last)) if first != last => {
             let count = details
@@ -302,7 +311,7 @@ fn last_when(r: &RunRow) -> Markup {
                 (layout::utc(first)) " to " (layout::utc(last))
             }
         }
-        _ => layout::utc(&r.scheduled_for),
+        _ => layout::utc(r.scheduled_for),
     }
 }
 
@@ -329,13 +338,10 @@ pub(super) fn strip(dots: &[RunDot]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let failed = dots
-        .iter()
-        .filter(|d| layout::is_failure(&d.status))
-        .count();
+    let failed = dots.iter().filter(|d| d.status.is_failure()).count();
     let ok = dots
         .iter()
-        .filter(|d| d.status == RunStatus::Succeeded.as_str())
+        .filter(|d| d.status == RunStatus::Succeeded)
         .count();
     let last = if dots.len() == 1 {
         "the last run".to_string()
@@ -353,7 +359,7 @@ pub(super) fn strip(dots: &[RunDot]) -> Markup {
         span.strip role="img" aria-label=(label) data-runs=(dots.len()) data-failed=(failed) {
             @for d in dots.iter().rev() {
                 @let tenth = d.duration_ms.map_or(1, |ms| 1 + (ms.max(0) * 9 / longest));
-                span class={ "bar s-" (layout::status_class(&d.status)) " h" (tenth) }
+                span class={ "bar s-" (layout::status_class(d.status)) " h" (tenth) }
                     title={ "#" (d.id) " " (d.status) " " (layout::maybe_millis(d.duration_ms)) } {}
             }
         }

@@ -168,18 +168,16 @@ impl IntoResponse for Problem {
 }
 
 /// How a status reads: a symbol, a word, and its colour class.
-pub(super) fn status_badge(status: &str) -> Markup {
-    let (symbol, word) = match status.parse::<RunStatus>() {
-        Ok(RunStatus::Succeeded) => ("✓", "succeeded"),
-        Ok(RunStatus::Failed) => ("✗", "failed"),
-        Ok(RunStatus::TimedOut) => ("⏱", "timed out"),
-        Ok(RunStatus::Running) => ("▶", "running"),
-        Ok(RunStatus::Skipped) => ("↷", "skipped"),
-        Ok(RunStatus::Abandoned) => ("⚠", "abandoned"),
-        Ok(RunStatus::Interrupted) => ("■", "interrupted"),
-        Ok(RunStatus::Cancelled) => ("⊘", "cancelled"),
-        // A status this version does not know (a newer daemon wrote it): shown as written.
-        Err(_) => ("?", status),
+pub(super) fn status_badge(status: RunStatus) -> Markup {
+    let (symbol, word) = match status {
+        RunStatus::Succeeded => ("✓", "succeeded"),
+        RunStatus::Failed => ("✗", "failed"),
+        RunStatus::TimedOut => ("⏱", "timed out"),
+        RunStatus::Running => ("▶", "running"),
+        RunStatus::Skipped => ("↷", "skipped"),
+        RunStatus::Abandoned => ("⚠", "abandoned"),
+        RunStatus::Interrupted => ("■", "interrupted"),
+        RunStatus::Cancelled => ("⊘", "cancelled"),
     };
     html! {
         span class={ "status s-" (status_class(status)) } data-status=(status) {
@@ -189,27 +187,20 @@ pub(super) fn status_badge(status: &str) -> Markup {
 }
 
 /// The colour family of a status: ok, bad, busy or quiet.
-pub(super) fn status_class(status: &str) -> &'static str {
-    match status.parse::<RunStatus>() {
-        Ok(RunStatus::Succeeded) => "ok",
-        Ok(s) if s.is_failure() => "bad",
-        Ok(RunStatus::Running) => "busy",
+pub(super) fn status_class(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "ok",
+        s if s.is_failure() => "bad",
+        RunStatus::Running => "busy",
         _ => "quiet",
     }
 }
 
-/// Whether a run that ended so counts as a failure ([`RunStatus::is_failure`]).
-pub(super) fn is_failure(status: &str) -> bool {
-    status.parse::<RunStatus>().is_ok_and(RunStatus::is_failure)
-}
-
 /// A UTC time as stored (`2026-11-27T08:00:00.000Z`), shown to the second.
-pub(super) fn utc(ts: &str) -> Markup {
-    let shown = crate::store::parse_ts(ts).map_or_else(
-        || ts.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-    );
-    html! { time datetime=(ts) { (shown) } }
+pub(super) fn utc(t: DateTime<Utc>) -> Markup {
+    html! {
+        time datetime=(crate::store::format_ts(t)) { (t.format("%Y-%m-%d %H:%M:%S")) }
+    }
 }
 
 /// An instant in a job's zone, with the zone's abbreviation.

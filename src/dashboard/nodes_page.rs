@@ -55,9 +55,9 @@ pub(super) async fn page(
                 th scope="row" { (n.name) @if n.name == state.0.node { " (this one)" } }
                 td { @if n.alive { span.s-ok { "✓ alive" } } @else { span.s-quiet { "✗ gone" } } }
                 td { (n.version) }
-                td { (utc(&n.started_at)) }
-                td { (utc(&n.heartbeat_at)) }
-                td { (utc(&n.lease_until)) }
+                td { (utc(n.started_at)) }
+                td { (utc(n.heartbeat_at)) }
+                td { (utc(n.lease_until)) }
                 td data-skew-ms=(n.skew_ms) { (layout::millis(n.skew_ms)) }
                 td { code { (n.config_digest.get(..12).unwrap_or(&n.config_digest)) }
                     @if n.alive && differ { " " span.marker.m-stale { "differs" } } }

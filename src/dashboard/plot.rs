@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use plotters::prelude::*;
 
-use crate::store::RunDot;
+use crate::store::{RunDot, RunStatus};
 
 /// Width and height of a plot, in SVG units (it scales to the page's width).
 const SIZE: (u32, u32) = (760, 240);
@@ -47,7 +47,7 @@ pub(super) fn svg(dots: &[RunDot], measure: Measure) -> Option<String> {
             Some((
                 d.scheduled_for.timestamp() as f64,
                 v as f64,
-                colour(&d.status),
+                colour(d.status),
             ))
         })
         .collect();
@@ -64,7 +64,7 @@ pub(super) fn svg(dots: &[RunDot], measure: Measure) -> Option<String> {
     }
 }
 
-fn colour(status: &str) -> RGBColor {
+fn colour(status: RunStatus) -> RGBColor {
     match super::layout::status_class(status) {
         "ok" => OK,
         "bad" => BAD,
@@ -134,7 +134,7 @@ mod tests {
         RunDot {
             id,
             scheduled_for: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             attempt: 1,
             duration_ms: Some(ms),
             lateness_ms: None,

@@ -5,6 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use maud::{Markup, PreEscaped, html};
 
 use super::layout::{self, Problem, Section, Visitor, status_badge, utc};
@@ -22,9 +23,9 @@ pub(super) async fn page(
     let row = run_so_far(&state, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("run {id}")))?;
-    let attempts = store.attempts(&row.job, &row.scheduled_for).await?;
+    let attempts = store.attempts(&row.job, row.scheduled_for).await?;
     let notifications = store.notifications(id).await?;
-    let running = row.status == RunStatus::Running.as_str();
+    let running = row.status == RunStatus::Running;
     let visitor = Visitor::of(&state, &headers);
     let title = format!("Run {id} of {}", row.job);
     let body = html! {
@@ -38,7 +39,7 @@ pub(super) async fn page(
 }
 
 fn fields(r: &RunRow) -> Markup {
-    let time = |t: &Option<String>| match t {
+    let time = |t: &Option<DateTime<Utc>>| match *t {
         Some(t) => utc(t),
         None => html! { "—" },
     };
@@ -46,14 +47,14 @@ fn fields(r: &RunRow) -> Markup {
         section aria-labelledby="fields" {
             h2 id="fields" { "Record" }
             dl.facts {
-                dt { "Status" } dd id="run-status" data-status=(r.status) { (status_badge(&r.status)) }
-                dt { "Intended time" } dd { (utc(&r.scheduled_for)) }
+                dt { "Status" } dd id="run-status" data-status=(r.status) { (status_badge(r.status)) }
+                dt { "Intended time" } dd { (utc(r.scheduled_for)) }
                 dt { "Started" } dd { (time(&r.started_at)) }
                 dt { "Finished" } dd { (time(&r.finished_at)) }
                 dt { "Duration" } dd data-ms=[r.duration_ms] { (layout::maybe_millis(r.duration_ms)) }
                 dt { "Lateness" } dd data-ms=[r.lateness_ms] { (layout::maybe_millis(r.lateness_ms)) }
                 dt { "Attempt" } dd { (r.attempt) }
-                dt { "Why it ran" } dd { (r.trigger.replace('_', " ")) }
+                dt { "Why it ran" } dd { (r.trigger.as_str().replace('_', " ")) }
                 dt { "Exit code" } dd { (r.exit_code.map_or_else(|| "—".to_string(), |c| c.to_string())) }
                 dt { "Node" } dd { (r.node) }
                 dt { "Error" } dd { @match &r.error { Some(e) => pre.error { (e) }, None => "—" } }
@@ -74,10 +75,10 @@ fn attempt_list(id: i64, attempts: &[RunDot]) -> Markup {
                 ol.attempts data-attempts=(attempts.len()) {
                     @for a in attempts { li {
                         @if a.id == id {
-                            span aria-current="page" { "Attempt " (a.attempt) " (this run) " (status_badge(&a.status)) }
+                            span aria-current="page" { "Attempt " (a.attempt) " (this run) " (status_badge(a.status)) }
                         } @else {
                             a href={ "/runs/" (a.id) } { "Attempt " (a.attempt) ", run #" (a.id) }
-                            " " (status_badge(&a.status))
+                            " " (status_badge(a.status))
                         }
                     } }
                 }
@@ -104,7 +105,7 @@ fn notification_table(rows: &[NotificationRow]) -> Markup {
                     tbody { @for n in rows { tr {
                         td { (n.event) }
                         td { (n.channel) }
-                        td { (utc(&n.sent_at)) }
+                        td { (utc(n.sent_at)) }
                         td { @match &n.error {
                             Some(e) => span.s-bad { "✗ not sent: " (e) },
                             None => span.s-ok { "✓ sent" },

@@ -28,9 +28,11 @@ macro_rules! on_pool {
 
 mod actions;
 mod cluster;
+mod decode;
 mod overview;
 mod postgres;
 mod records;
+mod runs;
 mod sqlite;
 mod stale_watch;
 mod stats;
@@ -353,17 +355,6 @@ impl Store {
         each!(self, s => s.history(filter).await)
     }
 
-    /// The newest run of each job, by job name.
-    pub async fn last_runs(&self) -> Result<HashMap<String, RunRow>, StoreError> {
-        let rows = each!(self, s => s.last_runs().await)?;
-        Ok(rows.into_iter().map(|r| (r.job.clone(), r)).collect())
-    }
-
-    /// One run, with its output.
-    pub async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
-        each!(self, s => s.run(id).await)
-    }
-
     /// Deletes finished runs scheduled before `before` and old trigger requests (and, on a
     /// shared database, old claims); returns how many runs went.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -491,8 +482,14 @@ mod tests {
             }
         }
         store.write_batch(&first).await.unwrap();
-        assert_eq!(store.run(2).await.unwrap().unwrap().status, "succeeded");
-        assert_eq!(store.run(3).await.unwrap().unwrap().status, "running");
+        assert_eq!(
+            store.run(2).await.unwrap().unwrap().status,
+            RunStatus::Succeeded
+        );
+        assert_eq!(
+            store.run(3).await.unwrap().unwrap().status,
+            RunStatus::Running
+        );
         assert_eq!(
             store.last_fired().await.unwrap()["a"],
             at("2026-01-01T00:00:05Z")
@@ -531,7 +528,7 @@ mod tests {
                 (r.status.as_str(), r.output.as_deref()),
                 (status, Some(output))
             );
-            assert_eq!(r.finished_at.as_deref(), Some("2026-01-01T00:01:00.000Z"));
+            assert_eq!(r.finished_at, parse_ts("2026-01-01T00:01:00.000Z"));
         }
         assert_eq!(
             store.last_fired().await.unwrap()["a"],
@@ -578,7 +575,7 @@ mod tests {
             .await
             .unwrap();
         let one = store.run(1).await.unwrap().unwrap();
-        assert_eq!(one.status, "succeeded");
+        assert_eq!(one.status, RunStatus::Succeeded);
         assert_eq!(one.lateness_ms, Some(3));
         assert_eq!(one.duration_ms, Some(2000));
         assert_eq!(one.output.as_deref(), Some("hi\n"));
@@ -589,7 +586,10 @@ mod tests {
             assert_eq!(store.mark_abandoned(Utc::now(), "other").await.unwrap(), 0);
         }
         assert_eq!(store.mark_abandoned(Utc::now(), "n1").await.unwrap(), 1);
-        assert_eq!(store.run(2).await.unwrap().unwrap().status, "abandoned");
+        assert_eq!(
+            store.run(2).await.unwrap().unwrap().status,
+            RunStatus::Abandoned
+        );
         let fired = store.last_fired().await.unwrap();
         assert_eq!(fired["a"], parse_ts("2026-01-01T00:00:00Z").unwrap());
         let failed = store
@@ -602,6 +602,19 @@ mod tests {
             .unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].job, "b");
+        trigger_requests_on(store).await;
+        assert_eq!(
+            store
+                .prune(parse_ts("2026-01-01T00:00:00.500Z").unwrap())
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.run(1).await.unwrap().is_none());
+    }
+
+    /// A trigger request is claimed once and keeps its outcome.
+    async fn trigger_requests_on(store: &Store) {
         let req = store.request_trigger("a").await.unwrap();
         assert_eq!(
             store.trigger_state(req).await.unwrap(),
@@ -627,14 +640,6 @@ mod tests {
                 detail: Some("why".into())
             }
         );
-        assert_eq!(
-            store
-                .prune(parse_ts("2026-01-01T00:00:00.500Z").unwrap())
-                .await
-                .unwrap(),
-            1
-        );
-        assert!(store.run(1).await.unwrap().is_none());
     }
 
     /// The statements written once for both backends answer the same on both: pauses and

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Backend, Store, StoreError, Ts, format_ts, parse_ts};
+use super::{Backend, RunStatus, Store, StoreError, Ts};
 
 /// One run, as a strip or a plot shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,7 +17,7 @@ pub struct RunDot {
     /// Its firing.
     pub scheduled_for: DateTime<Utc>,
     /// Its status.
-    pub status: String,
+    pub status: RunStatus,
     /// Which attempt of the firing.
     pub attempt: i64,
     /// finished_at − started_at.
@@ -34,12 +34,12 @@ pub struct NotificationRow {
     /// `email` or `webhook`.
     pub channel: String,
     /// When it was tried.
-    pub sent_at: String,
+    pub sent_at: DateTime<Utc>,
     /// Why it was not sent, if it was not.
     pub error: Option<String>,
 }
 
-type DotRow = (i64, Ts, String, i64, Option<i64>, Option<i64>);
+type DotRow = (i64, Ts, RunStatus, i64, Option<i64>, Option<i64>);
 
 fn dots(rows: Vec<DotRow>) -> Vec<RunDot> {
     rows.into_iter()
@@ -84,12 +84,11 @@ impl Store {
         Ok(dots(rows))
     }
 
-    /// The attempts of `job`'s firing at `scheduled_for` (as the run rows spell it), by
-    /// attempt.
+    /// The attempts of `job`'s firing at `scheduled_for` (to the millisecond), by attempt.
     pub async fn attempts(
         &self,
         job: &str,
-        scheduled_for: &str,
+        scheduled_for: DateTime<Utc>,
     ) -> Result<Vec<RunDot>, StoreError> {
         let rows: Vec<DotRow> = match &self.0 {
             Backend::Sqlite(s) => {
@@ -98,21 +97,18 @@ impl Store {
                      FROM runs_timed WHERE job = ?1 AND scheduled_for = ?2 ORDER BY attempt, id",
                 )
                 .bind(job)
-                .bind(scheduled_for)
+                .bind(Ts(scheduled_for))
                 .fetch_all(&s.pool)
                 .await?
             }
             Backend::Postgres(p) => {
-                let Some(at) = parse_ts(scheduled_for) else {
-                    return Ok(Vec::new());
-                };
                 sqlx::query_as(
                     "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
                      FROM runs_timed WHERE job = $1 \
                      AND date_trunc('milliseconds', scheduled_for) = $2 ORDER BY attempt, id",
                 )
                 .bind(job)
-                .bind(at)
+                .bind(scheduled_for)
                 .fetch_all(&p.pool)
                 .await?
             }
@@ -165,7 +161,7 @@ impl Store {
             .map(|(event, channel, sent_at, error)| NotificationRow {
                 event,
                 channel,
-                sent_at: format_ts(sent_at.0),
+                sent_at: sent_at.0,
                 error,
             })
             .collect())

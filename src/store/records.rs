@@ -66,6 +66,12 @@ impl RunStatus {
     }
 }
 
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Why a run started (`trigger` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -101,6 +107,12 @@ impl Trigger {
         ]
         .into_iter()
         .find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -218,7 +230,8 @@ impl Record {
     }
 }
 
-/// One row of history, as shown by the CLI.
+/// One row of history, as shown by the CLI. In JSON its times are written as the database
+/// keeps them (`2026-11-26T04:43:00.123Z`).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRow {
     /// Run id.
@@ -226,17 +239,20 @@ pub struct RunRow {
     /// Job name.
     pub job: String,
     /// Intended time.
-    pub scheduled_for: String,
+    #[serde(serialize_with = "ts_text")]
+    pub scheduled_for: DateTime<Utc>,
     /// Start.
-    pub started_at: Option<String>,
+    #[serde(serialize_with = "opt_ts_text")]
+    pub started_at: Option<DateTime<Utc>>,
     /// End.
-    pub finished_at: Option<String>,
+    #[serde(serialize_with = "opt_ts_text")]
+    pub finished_at: Option<DateTime<Utc>>,
     /// Status.
-    pub status: String,
+    pub status: RunStatus,
     /// Attempt number.
     pub attempt: i64,
     /// Why it ran.
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Exit code.
     pub exit_code: Option<i64>,
     /// Error text.
@@ -252,6 +268,56 @@ pub struct RunRow {
     pub lateness_ms: Option<i64>,
     /// finished_at − started_at.
     pub duration_ms: Option<i64>,
+}
+
+impl RunRow {
+    /// Reads a row of the run columns in their order (`id, job, scheduled_for, started_at,
+    /// finished_at, status, attempt, trigger, exit_code, error, output, node, lateness_ms,
+    /// duration_ms, details`), from either backend.
+    pub(super) fn from_columns<'r, R>(r: &'r R) -> Result<Self, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        RunStatus: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Trigger: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        super::Ts: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(RunRow {
+            id: r.try_get(0)?,
+            job: r.try_get(1)?,
+            scheduled_for: r.try_get::<super::Ts, _>(2)?.0,
+            started_at: r.try_get::<Option<super::Ts>, _>(3)?.map(|t| t.0),
+            finished_at: r.try_get::<Option<super::Ts>, _>(4)?.map(|t| t.0),
+            status: r.try_get(5)?,
+            attempt: r.try_get(6)?,
+            trigger: r.try_get(7)?,
+            exit_code: r.try_get(8)?,
+            error: r.try_get(9)?,
+            output: r.try_get(10)?,
+            node: r.try_get(11)?,
+            lateness_ms: r.try_get(12)?,
+            duration_ms: r.try_get(13)?,
+            details: r
+                .try_get::<Option<String>, _>(14)?
+                .and_then(|d| serde_json::from_str(&d).ok()),
+        })
+    }
+}
+
+/// Writes a timestamp as the database keeps it.
+pub(super) fn ts_text<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&super::format_ts(*t))
+}
+
+/// Writes a timestamp, if any, as the database keeps it.
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes a reference to the field
+fn opt_ts_text<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ts_text(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Filters for [`super::Store::history`].
@@ -284,7 +350,7 @@ impl Cursor {
     /// The cursor after `row`.
     pub fn after(row: &RunRow) -> Self {
         Self {
-            scheduled_for: super::parse_ts(&row.scheduled_for).unwrap_or_default(),
+            scheduled_for: row.scheduled_for,
             id: row.id,
         }
     }
@@ -404,11 +470,14 @@ pub struct NodeRow {
     /// Digest of its job definitions.
     pub config_digest: String,
     /// When it started.
-    pub started_at: String,
+    #[serde(serialize_with = "ts_text")]
+    pub started_at: DateTime<Utc>,
     /// Its last heartbeat (database clock).
-    pub heartbeat_at: String,
+    #[serde(serialize_with = "ts_text")]
+    pub heartbeat_at: DateTime<Utc>,
     /// Until when its lease holds (database clock).
-    pub lease_until: String,
+    #[serde(serialize_with = "ts_text")]
+    pub lease_until: DateTime<Utc>,
     /// Its clock minus the database's, in milliseconds.
     pub skew_ms: i64,
     /// Whether its lease still holds.

@@ -225,30 +225,10 @@ impl SqliteStore {
         .bind(filter.after.map(|c| c.id))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(run_row).collect())
-    }
-
-    /// The newest run of each job.
-    pub(super) async fn last_runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM last_runs",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(run_row).collect())
-    }
-
-    /// One run, with its output.
-    pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, output, node, lateness_ms, duration_ms, details FROM runs_timed WHERE id = ?1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(run_row))
+        Ok(rows
+            .iter()
+            .map(RunRow::from_columns)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Deletes finished runs scheduled before `before` and old trigger requests; returns how
@@ -266,28 +246,6 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
-    }
-}
-
-fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
-    RunRow {
-        id: r.get(0),
-        job: r.get(1),
-        scheduled_for: r.get(2),
-        started_at: r.get(3),
-        finished_at: r.get(4),
-        status: r.get(5),
-        attempt: r.get(6),
-        trigger: r.get(7),
-        exit_code: r.get(8),
-        error: r.get(9),
-        output: r.get(10),
-        node: r.get(11),
-        lateness_ms: r.get(12),
-        duration_ms: r.get(13),
-        details: r
-            .get::<Option<String>, _>(14)
-            .and_then(|d| serde_json::from_str(&d).ok()),
     }
 }
 

@@ -1,8 +1,9 @@
 //! A timestamp as both backends keep it ([`Ts`]): UTC text with milliseconds on SQLite
 //! (`2026-11-26T04:43:00.123Z`, which sqlite3's date functions read and which sorts as text),
-//! `timestamptz` on PostgreSQL; one statement binds and reads it on either.
+//! `timestamptz` on PostgreSQL (read back to the millisecond, as SQLite keeps it); one
+//! statement binds and reads it on either.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type};
@@ -68,7 +69,8 @@ impl Encode<'_, Postgres> for Ts {
 
 impl Decode<'_, Postgres> for Ts {
     fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, BoxDynError> {
-        <DateTime<Utc> as Decode<'_, Postgres>>::decode(value).map(Ts)
+        // Milliseconds, as SQLite keeps them (PostgreSQL keeps microseconds).
+        <DateTime<Utc> as Decode<'_, Postgres>>::decode(value).map(|t| Ts(t.trunc_subsecs(3)))
     }
 }
 

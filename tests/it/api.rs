@@ -3,115 +3,16 @@
 //! the history database fails; `/metrics` checked by Prometheus's `promtool` and against the
 //! history rows; `history --follow` and `show --follow` as runs go.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::harness::{BIN, Daemon, wait_for};
+use crate::http::Api;
+use hourglass::store::{RunStatus, Trigger};
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// A real HTTP client on the daemon's socket or TCP address.
-pub struct Api {
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-    base: String,
-    /// The token `get` and `post` carry (TCP).
-    token: Option<String>,
-}
-
-impl Api {
-    pub fn socket(path: &Path) -> Self {
-        hourglass::http_client::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .unix_socket(path)
-            .build()
-            .unwrap();
-        Self::with(http, "http://hourglass".into())
-    }
-
-    /// On TCP, `get` and `post` carrying `token`.
-    pub fn tcp(port: u16, token: &str) -> Self {
-        hourglass::http_client::install_crypto_provider();
-        let mut api = Self::with(reqwest::Client::new(), format!("http://127.0.0.1:{port}"));
-        api.token = Some(token.to_string());
-        api
-    }
-
-    fn with(http: reqwest::Client, base: String) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Self {
-            rt,
-            http,
-            base,
-            token: None,
-        }
-    }
-
-    /// `method path` with an optional token and JSON body: the status and the body as text.
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String) {
-        let bearer = token.map(|t| format!("Bearer {t}"));
-        let mut headers = Vec::new();
-        if let Some(b) = &bearer {
-            headers.push(("authorization", b.as_str()));
-        }
-        let body = body.map(|b| b.to_string());
-        if body.is_some() {
-            headers.push(("content-type", "application/json"));
-        }
-        self.call_with(method, path, &headers, body.as_deref())
-    }
-
-    /// `method path` with these headers (and a body): the status and the body as text.
-    pub fn call_with(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> (u16, String) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .timeout(20 * SEC);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        if let Some(b) = body {
-            r = r.body(b.to_string());
-        }
-        self.rt.block_on(async {
-            let resp = r.send().await.unwrap();
-            (resp.status().as_u16(), resp.text().await.unwrap())
-        })
-    }
-
-    /// `GET path` as JSON, which must answer 200.
-    pub fn get(&self, path: &str) -> Value {
-        let (status, body) = self.call("GET", path, self.token.as_deref(), None);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    /// `POST path` as JSON, which must answer 200.
-    pub fn post(&self, path: &str, body: Value) -> Value {
-        let (status, text) = self.call("POST", path, self.token.as_deref(), Some(body));
-        assert_eq!(status, 200, "POST {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-}
 
 /// Runs `promtool check metrics` (Debian package `prometheus`) on `text`; its complaints.
 fn promtool(text: &str) -> Result<(), String> {
@@ -229,6 +130,7 @@ fn metrics_pass_promtool_and_match_the_history() {
     assert_eq!(code, 200);
     promtool(&text).unwrap_or_else(|e| panic!("promtool check metrics: {e}\n{text}"));
     let count = |job: &str, status: &str| {
+        let status: RunStatus = status.parse().unwrap();
         runs.iter()
             .filter(|r| r.job == job && r.status == status)
             .count() as f64
@@ -379,13 +281,15 @@ fn a_paused_job_does_not_run_until_resumed_even_across_a_restart() {
     // Nothing that passed under the pause was caught up: the new rows are after the resume.
     let runs = d.runs_of("tick");
     let new = &runs[n..];
-    let gap =
-        crate::harness::ts(&new[0].scheduled_for) - crate::harness::ts(&runs[n - 1].scheduled_for);
+    let gap = new[0].scheduled_for - runs[n - 1].scheduled_for;
     assert!(
         gap.num_seconds() as u64 >= paused_at.elapsed().as_secs() - 3,
         "caught up: {new:?}"
     );
-    assert!(new.iter().all(|r| r.trigger == "schedule"), "{new:?}");
+    assert!(
+        new.iter().all(|r| r.trigger == Trigger::Schedule),
+        "{new:?}"
+    );
 }
 
 /// A job's last success survives a restart in `hourglass_job_last_success_timestamp_seconds`
@@ -395,15 +299,15 @@ fn a_paused_job_does_not_run_until_resumed_even_across_a_restart() {
 fn the_last_success_metric_is_read_from_the_history_at_start() {
     let mut d = Daemon::start("", "[jobs.flaky]\nevery = \"1s\"\ncommand = \"true\"\n");
     d.wait_runs("flaky", 20 * SEC, "a success", |r| {
-        r.iter().any(|r| r.status == "succeeded")
+        r.iter().any(|r| r.status == RunStatus::Succeeded)
     });
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit(20 * SEC);
     let last = d
         .runs_of("flaky")
         .iter()
-        .filter(|r| r.status == "succeeded")
-        .filter_map(|r| r.finished_at.as_deref().map(crate::harness::ts))
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .filter_map(|r| r.finished_at)
         .max()
         .unwrap();
     d.write_jobs(

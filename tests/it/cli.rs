@@ -4,6 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{BIN, Daemon, cli, fails_with};
+use hourglass::store::RunStatus;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -111,7 +112,7 @@ fn history_prune_and_readme_queries_work_with_the_stock_sqlite3() {
         "[jobs.ok]\nevery = \"1s\"\ncommand = \"echo fine\"\n[jobs.bad]\nevery = \"1s\"\ncommand = \"exit 3\"\n",
     );
     d.wait_runs("bad", Duration::from_secs(20), "two failures", |r| {
-        r.iter().filter(|r| r.status == "failed").count() >= 2
+        r.iter().filter(|r| r.status == RunStatus::Failed).count() >= 2
     });
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Timelike, Utc};
-use hourglass::store::{Database, HistoryFilter, PostgresTarget, RunRow, Store};
+use hourglass::store::{
+    Database, HistoryFilter, PostgresTarget, RunRow, RunStatus, Store, Trigger,
+};
 use nix::sys::signal::Signal;
 
-use crate::harness::{Daemon, ts, wait_for};
+use crate::harness::{Daemon, wait_for};
 
 /// A fresh database on the test server; panics when there is none (the cluster tests need it).
 pub fn fresh_database(label: &str) -> String {
@@ -61,13 +63,13 @@ pub(crate) fn all_runs(url: &str) -> Vec<RunRow> {
 
 /// Firings recorded more than once (same job and intended time, first attempts).
 pub(crate) fn duplicates(runs: &[RunRow]) -> Vec<(String, String, usize)> {
-    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut seen: HashMap<(&str, DateTime<Utc>), usize> = HashMap::new();
     for r in runs.iter().filter(|r| r.attempt == 1) {
-        *seen.entry((&r.job, &r.scheduled_for)).or_default() += 1;
+        *seen.entry((&r.job, r.scheduled_for)).or_default() += 1;
     }
     seen.into_iter()
         .filter(|(_, n)| *n > 1)
-        .map(|((j, s), n)| (j.to_string(), s.to_string(), n))
+        .map(|((j, s), n)| (j.to_string(), hourglass::store::format_ts(s), n))
         .collect()
 }
 
@@ -158,13 +160,10 @@ fn three_nodes_run_every_firing_exactly_once() {
     let mut per_job: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
     let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &runs {
-        per_job
-            .entry(&r.job)
-            .or_default()
-            .push(ts(&r.scheduled_for));
+        per_job.entry(&r.job).or_default().push(r.scheduled_for);
         *per_node.entry(&r.node).or_default() += 1;
-        if ts(&r.scheduled_for) < to {
-            assert_eq!(r.status, "succeeded", "{r:?}");
+        if r.scheduled_for < to {
+            assert_eq!(r.status, RunStatus::Succeeded, "{r:?}");
         }
     }
     let mut checked = 0;
@@ -207,7 +206,7 @@ fn a_killed_node_is_taken_over_and_rejoins() {
         let runs = all_runs(&url);
         let running = |job: &str| {
             runs.iter()
-                .any(|r| r.node == "n3" && r.job == job && r.status == "running")
+                .any(|r| r.node == "n3" && r.job == job && r.status == RunStatus::Running)
         };
         (running("slow_retry") && running("slow_abandon")).then_some(())
     });
@@ -221,7 +220,7 @@ fn a_killed_node_is_taken_over_and_rejoins() {
             let runs = all_runs(&url);
             let lost: Vec<RunRow> = runs
                 .into_iter()
-                .filter(|r| r.node == "n3" && r.status == "abandoned")
+                .filter(|r| r.node == "n3" && r.status == RunStatus::Abandoned)
                 .collect();
             let both = ["slow_retry", "slow_abandon"]
                 .iter()
@@ -240,7 +239,7 @@ fn a_killed_node_is_taken_over_and_rejoins() {
                 && r.attempt == retried.attempt + 1
         })
     });
-    assert_eq!(again.trigger, "retry");
+    assert_eq!(again.trigger, Trigger::Retry);
     assert_ne!(again.node, "n3");
     // n3 comes back and rejoins.
     nodes[2].spawn();
@@ -249,21 +248,21 @@ fn a_killed_node_is_taken_over_and_rejoins() {
     wait_for(Duration::from_secs(20), "n3 running firings again", || {
         all_runs(&url)
             .iter()
-            .any(|r| r.node == "n3" && ts(&r.scheduled_for) > rejoined)
+            .any(|r| r.node == "n3" && r.scheduled_for > rejoined)
             .then_some(())
     });
     stop_all(&mut nodes);
     let runs = all_runs(&url);
     assert_eq!(duplicates(&runs), [], "firings recorded twice");
     // The every-second jobs missed nothing while n3 was dead.
-    let from = ts(&runs[0].scheduled_for) + chrono::TimeDelta::seconds(3);
-    let to = ts(&runs[runs.len() - 1].scheduled_for) - chrono::TimeDelta::seconds(3);
+    let from = runs[0].scheduled_for + chrono::TimeDelta::seconds(3);
+    let to = runs[runs.len() - 1].scheduled_for - chrono::TimeDelta::seconds(3);
     for i in 0..10 {
         let job = format!("j{i:03}");
         let times: Vec<DateTime<Utc>> = runs
             .iter()
             .filter(|r| r.job == job)
-            .map(|r| ts(&r.scheduled_for))
+            .map(|r| r.scheduled_for)
             .collect();
         let mut t = from.with_nanosecond(0).unwrap();
         while t < to {
@@ -282,21 +281,20 @@ fn overlap_skip_holds_across_nodes() {
     let mut nodes = start_nodes(&url, 3, jobs, |_| String::new());
     wait_for(Duration::from_secs(40), "4 finished runs", || {
         let runs = all_runs(&url);
-        (runs.iter().filter(|r| r.status == "succeeded").count() >= 4).then_some(())
+        (runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count()
+            >= 4)
+            .then_some(())
     });
     stop_all(&mut nodes);
     let runs = all_runs(&url);
     assert_eq!(duplicates(&runs), []);
     let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>, &str)> = runs
         .iter()
-        .filter(|r| r.status != "skipped")
-        .filter_map(|r| {
-            Some((
-                ts(r.started_at.as_deref()?),
-                ts(r.finished_at.as_deref()?),
-                r.node.as_str(),
-            ))
-        })
+        .filter(|r| r.status != RunStatus::Skipped)
+        .filter_map(|r| Some((r.started_at?, r.finished_at?, r.node.as_str())))
         .collect();
     spans.sort();
     for w in spans.windows(2) {
@@ -304,7 +302,7 @@ fn overlap_skip_holds_across_nodes() {
     }
     let nodes_used: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.2).collect();
     let elsewhere = runs.iter().any(|r| {
-        r.status == "skipped"
+        r.status == RunStatus::Skipped
             && r.error
                 .as_deref()
                 .is_some_and(|e| e.contains("is still active on node"))
@@ -401,7 +399,7 @@ fn the_cli_works_against_postgres() {
     let id = wait_for(Duration::from_secs(20), "the manual run", || {
         all_runs(&url)
             .into_iter()
-            .find(|r| r.trigger == "manual" && r.status == "succeeded")
+            .find(|r| r.trigger == Trigger::Manual && r.status == RunStatus::Succeeded)
             .map(|r| r.id)
     });
     let history = d.cli(&["history", "--job", "hello"]);
@@ -441,15 +439,17 @@ fn overlap_replace_stops_the_run_on_the_other_node() {
         let runs = all_runs(&url);
         runs.windows(2)
             .find(|w| {
-                w[0].status == "cancelled" && w[1].started_at.is_some() && w[0].node != w[1].node
+                w[0].status == RunStatus::Cancelled
+                    && w[1].started_at.is_some()
+                    && w[0].node != w[1].node
             })
             .map(|w| (w[0].clone(), w[1].clone()))
     });
     stop_all(&mut nodes);
     let (old, new) = across;
-    let stopped = ts(old.finished_at.as_deref().unwrap());
-    let started = ts(new.started_at.as_deref().unwrap());
-    let due = ts(&new.scheduled_for);
+    let stopped = old.finished_at.unwrap();
+    let started = new.started_at.unwrap();
+    let due = new.scheduled_for;
     println!(
         "run {} on {} stopped {} ms after the newer firing was due; run {} on {} started {} ms after",
         old.id,
@@ -519,7 +519,7 @@ fn the_api_pauses_events_and_stats_work_against_postgres() {
                  [notify.webhook]\nurl = \"http://127.0.0.1:9/never\"\n";
     let mut d = Daemon::prepare_main(&node_main(&url, "solo", extra), jobs);
     d.spawn_ready();
-    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let api = crate::http::Api::socket(&d.path("hourglass.sock"));
     wait_for(Duration::from_secs(20), "5 runs", || {
         (all_runs(&url).len() >= 5).then_some(())
     });

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::harness::{Daemon, alive, at_in, fails_with, finished, on_store, ts, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
+use hourglass::store::{RunStatus, Trigger};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -23,12 +24,9 @@ fn three_slow_jobs_due_together_run_in_parallel() {
         let runs = d.wait_runs(&format!("slow{i}"), 20 * SEC, "the run to finish", |r| {
             r.len() == 1 && finished(&r[0])
         });
-        assert_eq!(runs[0].status, "succeeded");
-        assert_eq!(
-            runs[0].scheduled_for,
-            ts(&at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
-        ends.push(ts(runs[0].finished_at.as_deref().unwrap()));
+        assert_eq!(runs[0].status, RunStatus::Succeeded);
+        assert_eq!(runs[0].scheduled_for, ts(&at));
+        ends.push(runs[0].finished_at.unwrap());
     }
     let last = ends.iter().max().unwrap();
     let took = (*last - ts(&at)).num_milliseconds();
@@ -48,7 +46,7 @@ fn a_hung_job_does_not_delay_an_every_second_job() {
     let runs = d.wait_runs("tick", 30 * SEC, "six ticks", |r| {
         r.iter().filter(|r| finished(r)).count() >= 6
     });
-    let times: Vec<_> = runs.iter().map(|r| ts(&r.scheduled_for)).collect();
+    let times: Vec<_> = runs.iter().map(|r| r.scheduled_for).collect();
     let distinct: HashSet<_> = times.iter().collect();
     assert_eq!(
         distinct.len(),
@@ -63,7 +61,7 @@ fn a_hung_job_does_not_delay_an_every_second_job() {
         );
     }
     for r in &runs {
-        assert_eq!(r.trigger, "schedule");
+        assert_eq!(r.trigger, Trigger::Schedule);
         let late = r.lateness_ms.unwrap();
         assert!(
             (0..500).contains(&late),
@@ -73,8 +71,13 @@ fn a_hung_job_does_not_delay_an_every_second_job() {
     }
     // The hung job fired once and then skipped (overlap = skip by default).
     let hung = d.runs_of("hung");
-    assert_eq!(hung.iter().filter(|r| r.status == "running").count(), 1);
-    assert!(hung.iter().any(|r| r.status == "skipped"));
+    assert_eq!(
+        hung.iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .count(),
+        1
+    );
+    assert!(hung.iter().any(|r| r.status == RunStatus::Skipped));
 }
 
 #[test]
@@ -87,31 +90,43 @@ fn overlap_policies() {
     std::thread::sleep(Duration::from_millis(100));
     let enough = |r: &[hourglass::store::RunRow]| r.len() >= 4;
     let skip = d.wait_runs("skip", 30 * SEC, "skip rows", |r| {
-        r.iter().any(|r| r.status == "skipped")
-            && r.iter().filter(|r| r.status == "succeeded").count() >= 1
+        r.iter().any(|r| r.status == RunStatus::Skipped)
+            && r.iter()
+                .filter(|r| r.status == RunStatus::Succeeded)
+                .count()
+                >= 1
     });
-    for r in skip.iter().filter(|r| r.status == "skipped") {
+    for r in skip.iter().filter(|r| r.status == RunStatus::Skipped) {
         assert!(r.started_at.is_none());
         assert!(r.error.as_deref().unwrap().contains("still active"));
     }
     let allow = d.wait_runs("allow", 30 * SEC, "overlapping runs", |r| {
-        r.iter().filter(|r| r.status == "running").count() >= 2
+        r.iter().filter(|r| r.status == RunStatus::Running).count() >= 2
     });
-    assert!(allow.iter().all(|r| r.status != "skipped"));
+    assert!(allow.iter().all(|r| r.status != RunStatus::Skipped));
     let queue = d.wait_runs("queue", 30 * SEC, "three queued runs done", |r| {
-        r.iter().filter(|r| r.status == "succeeded").count() >= 3
+        r.iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count()
+            >= 3
     });
-    let done: Vec<_> = queue.iter().filter(|r| r.status == "succeeded").collect();
+    let done: Vec<_> = queue
+        .iter()
+        .filter(|r| r.status == RunStatus::Succeeded)
+        .collect();
     for w in done.windows(2) {
-        let prev_end = ts(w[0].finished_at.as_deref().unwrap());
-        let next_start = ts(w[1].started_at.as_deref().unwrap());
+        let prev_end = w[0].finished_at.unwrap();
+        let next_start = w[1].started_at.unwrap();
         assert!(next_start >= prev_end, "queued runs overlapped: {w:#?}");
     }
-    assert!(queue.iter().all(|r| r.status != "skipped"));
+    assert!(queue.iter().all(|r| r.status != RunStatus::Skipped));
     let replace = d.wait_runs("replace", 30 * SEC, "a replaced run", |r| {
-        r.iter().any(|r| r.status == "cancelled")
+        r.iter().any(|r| r.status == RunStatus::Cancelled)
     });
-    let c = replace.iter().find(|r| r.status == "cancelled").unwrap();
+    let c = replace
+        .iter()
+        .find(|r| r.status == RunStatus::Cancelled)
+        .unwrap();
     assert!(c.error.as_deref().unwrap().contains("replaced"), "{c:?}");
     assert!(enough(&replace));
 }
@@ -129,7 +144,7 @@ fn timeout_kills_the_whole_process_group() {
         r.len() == 1 && finished(&r[0])
     });
     let r = &runs[0];
-    assert_eq!(r.status, "timed_out", "{r:?}");
+    assert_eq!(r.status, RunStatus::TimedOut, "{r:?}");
     assert!(
         r.error
             .as_deref()
@@ -192,8 +207,7 @@ fn retries_until_success_with_backoff() {
     );
     // Backoff: at least half of 200 ms, then of 400 ms, between attempts.
     let gap = |a: &hourglass::store::RunRow, b: &hourglass::store::RunRow| {
-        (ts(b.started_at.as_deref().unwrap()) - ts(a.finished_at.as_deref().unwrap()))
-            .num_milliseconds()
+        (b.started_at.unwrap() - a.finished_at.unwrap()).num_milliseconds()
     };
     assert!(gap(&runs[0], &runs[1]) >= 100);
     assert!(gap(&runs[1], &runs[2]) >= 200);
@@ -220,8 +234,8 @@ fn manual_trigger_and_history_json() {
     let runs = d.wait_runs("yearly", 10 * SEC, "the manual run", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].trigger, "manual");
-    assert_eq!(runs[0].status, "succeeded");
+    assert_eq!(runs[0].trigger, Trigger::Manual);
+    assert_eq!(runs[0].status, RunStatus::Succeeded);
     let out = d.cli(&["history", "--json", "--job", "yearly"]);
     assert!(out.status.success());
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -277,14 +291,17 @@ fn catch_up_after_downtime_follows_each_policy() {
         |r| r.len() == 2 && r.iter().all(finished),
     );
     // The two older missed firings: one `skipped` row, with their count and range.
-    assert_eq!(latest[0].status, "skipped");
+    assert_eq!(latest[0].status, RunStatus::Skipped);
     assert_eq!(latest[0].details.as_ref().unwrap()["missed_firings"], 2);
-    assert_eq!(latest[1].trigger, "catch_up");
+    assert_eq!(latest[1].trigger, Trigger::CatchUp);
     let all = d.wait_runs("all", 10 * SEC, "three catch-up runs", |r| {
         r.len() >= 3 && r.iter().all(finished)
     });
-    assert!(all.iter().all(|r| r.status == "succeeded"), "{all:#?}");
-    let times: Vec<_> = all.iter().map(|r| ts(&r.scheduled_for)).collect();
+    assert!(
+        all.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{all:#?}"
+    );
+    let times: Vec<_> = all.iter().map(|r| r.scheduled_for).collect();
     assert_eq!(times[0], first_missed);
     for w in times.windows(2) {
         assert_eq!(w[1] - w[0], TimeDelta::hours(1), "{times:?}");
@@ -294,14 +311,14 @@ fn catch_up_after_downtime_follows_each_policy() {
         assert!(w[1].started_at >= w[0].finished_at, "{w:#?}");
     }
     assert_eq!(all.len(), 3);
-    assert!(all.iter().all(|r| r.trigger == "catch_up"));
-    assert_eq!(ts(&latest[1].scheduled_for), times[2]);
-    assert_eq!(ts(&latest[0].scheduled_for), times[0]);
+    assert!(all.iter().all(|r| r.trigger == Trigger::CatchUp));
+    assert_eq!(latest[1].scheduled_for, times[2]);
+    assert_eq!(latest[0].scheduled_for, times[0]);
     // `skip` ran none of the three: one `skipped` row says so, and its state moved past them.
     let skip = d.wait_runs("skip", 10 * SEC, "the row of its missed firings", |r| {
         r.len() == 1
     });
-    assert_eq!(skip[0].status, "skipped");
+    assert_eq!(skip[0].status, RunStatus::Skipped);
     assert_eq!(skip[0].details.as_ref().unwrap()["missed_firings"], 3);
     assert!(
         skip[0]
@@ -326,7 +343,7 @@ fn the_jobs_page_shows_the_whole_range(
     count: u64,
     (first, last): (DateTime<Utc>, DateTime<Utc>),
 ) {
-    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let api = crate::http::Api::socket(&d.path("hourglass.sock"));
     let page = api.call("GET", &format!("/?q={job}"), None, None).1;
     let row = &page[page
         .find(&format!("href=\"/jobs/{job}\""))
@@ -375,10 +392,10 @@ fn firings_waiting_for_a_slot_keep_their_intended_time() {
             r.len() == 1 && finished(&r[0])
         }));
     }
-    runs.sort_by_key(|r| r.started_at.clone());
+    runs.sort_by_key(|r| r.started_at);
     for r in &runs {
-        assert_eq!(ts(&r.scheduled_for), ts(&at));
-        assert_eq!(r.status, "succeeded");
+        assert_eq!(r.scheduled_for, ts(&at));
+        assert_eq!(r.status, RunStatus::Succeeded);
     }
     // One at a time: each starts after the previous one finished.
     for w in runs.windows(2) {
@@ -530,7 +547,7 @@ fn jobs_create_files_with_umask_022_under_a_strict_service_umask() {
     d.spawn_ready();
     for job in ["backup", "private", "argv"] {
         d.wait_runs(job, 20 * SEC, "the run", |r| {
-            r.len() == 1 && r[0].status == "succeeded"
+            r.len() == 1 && r[0].status == RunStatus::Succeeded
         });
     }
     use std::os::unix::fs::PermissionsExt;

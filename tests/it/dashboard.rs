@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::Api;
 use crate::browser::{Chromium, screenshot_dir};
 use crate::harness::{Daemon, wait_for};
+use crate::http::Api;
 
 const SEC: Duration = Duration::from_secs(1);
 const WIDTHS: [u32; 2] = [1280, 390];
@@ -207,28 +207,10 @@ pub fn http_sign_in(port: u16, token: &str) -> (String, String) {
     (cookie, csrf)
 }
 
-/// A runtime and an HTTP client that follows no redirect, as the form tests need.
-pub(crate) fn no_redirects() -> (tokio::runtime::Runtime, reqwest::Client) {
-    hourglass::http_client::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    (rt, http)
-}
-
 /// `GET path` with the cookie: the body (redirects not followed: empty).
 pub(crate) fn get_page(port: u16, path: &str, cookie: Option<&str>) -> String {
-    let (rt, http) = no_redirects();
-    let mut r = http.get(format!("http://127.0.0.1:{port}{path}"));
-    if let Some(c) = cookie {
-        r = r.header("cookie", c);
-    }
-    rt.block_on(async { r.send().await.unwrap().text().await.unwrap() })
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    Api::on_port(port).send("GET", path, &headers, None).body
 }
 
 #[test]
@@ -492,29 +474,9 @@ pub(crate) fn post_form_full(
     origin: Option<&str>,
     body: &str,
 ) -> (u16, String, String) {
-    let (rt, http) = no_redirects();
-    let mut r = http
-        .post(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_string());
-    if let Some(c) = cookie {
-        r = r.header("cookie", c);
-    }
-    if let Some(o) = origin {
-        r = r.header("origin", o);
-    }
-    rt.block_on(async {
-        let resp = r.send().await.unwrap();
-        let to = resp
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let cookie = resp
-            .headers()
-            .get("set-cookie")
-            .map(|l| l.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        (resp.status().as_u16(), to, cookie)
-    })
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    headers.extend(cookie.map(|c| ("cookie", c)));
+    headers.extend(origin.map(|o| ("origin", o)));
+    let answer = Api::on_port(port).send("POST", path, &headers, Some(body));
+    (answer.status, answer.location, answer.set_cookie)
 }

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 
-use crate::api::Api;
 use crate::browser::Chromium;
 use crate::dashboard::{
     TOKEN, get_page, http_sign_in, post_form, seeded_daemon, sql, sql_i64, visit,
 };
 use crate::harness::{Daemon, wait_for};
+use crate::http::Api;
 
 #[test]
 fn actions_are_refused_without_the_token_or_from_another_site() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::harness::{Daemon, finished, ts, wait_for};
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
-use hourglass::store::RunRow;
+use hourglass::store::{RunRow, RunStatus, Trigger};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -38,7 +38,7 @@ fn coverage(rows: &[RunRow], period: TimeDelta) -> BTreeMap<DateTime<Utc>, u32> 
                 }
                 assert_eq!(counted, n, "summary row count: {r:#?}");
             }
-            None => *seen.entry(ts(&r.scheduled_for)).or_default() += 1,
+            None => *seen.entry(r.scheduled_for).or_default() += 1,
         }
     }
     let (first, last) = (*seen.keys().next().unwrap(), *seen.keys().last().unwrap());
@@ -77,7 +77,7 @@ fn logged_at(d: &Daemon, needle: &str, nth: usize) -> DateTime<Utc> {
 /// The errors of a job's `skipped` rows.
 fn skipped_errors(rows: &[RunRow]) -> Vec<String> {
     rows.iter()
-        .filter(|r| r.status == "skipped")
+        .filter(|r| r.status == RunStatus::Skipped)
         .map(|r| r.error.clone().unwrap_or_default())
         .collect()
 }
@@ -85,8 +85,8 @@ fn skipped_errors(rows: &[RunRow]) -> Vec<String> {
 /// Every run of `rows` started before `at`.
 fn none_started_after(name: &str, rows: &[RunRow], at: DateTime<Utc>) {
     for r in rows {
-        if let Some(s) = &r.started_at {
-            assert!(ts(s) < at, "{name} started a run after {at}: {r:#?}");
+        if let Some(s) = r.started_at {
+            assert!(s < at, "{name} started a run after {at}: {r:#?}");
         }
     }
 }
@@ -129,12 +129,12 @@ fn forward_steps_follow_each_catch_up_policy() {
         clock.set_offset(hours * 3600);
         let missed_10s = (hours * 360 - 6) as usize;
         d.wait_runs("all10", 60 * SEC, "its catch-up", |r| {
-            r.iter().filter(|r| r.trigger == "catch_up").count() >= missed_10s
+            r.iter().filter(|r| r.trigger == Trigger::CatchUp).count() >= missed_10s
                 && r.iter().all(finished)
         });
         d.wait_runs("all", 90 * SEC, "its catch-up", |r| {
             r.iter()
-                .filter(|r| r.trigger == "catch_up" && r.status == "succeeded")
+                .filter(|r| r.trigger == Trigger::CatchUp && r.status == RunStatus::Succeeded)
                 .count()
                 >= 1000
         });
@@ -147,7 +147,7 @@ fn forward_steps_follow_each_catch_up_policy() {
             assert_each_once(job, &rows, TimeDelta::seconds(period));
             let ran_catch_up = rows
                 .iter()
-                .filter(|r| r.trigger == "catch_up" && summary(r).is_none())
+                .filter(|r| r.trigger == Trigger::CatchUp && summary(r).is_none())
                 .count();
             let expected = match job {
                 "skip" => 0,
@@ -157,14 +157,14 @@ fn forward_steps_follow_each_catch_up_policy() {
             };
             assert_eq!(ran_catch_up, expected, "{job}, {hours} h: catch-up runs");
             for r in &rows {
-                let at = ts(&r.scheduled_for);
+                let at = r.scheduled_for;
                 let lateness = noticed - at;
-                if r.trigger == "catch_up" && summary(r).is_none() {
+                if r.trigger == Trigger::CatchUp && summary(r).is_none() {
                     assert!(lateness > TimeDelta::seconds(59), "{job}: {r:#?}");
-                    assert_eq!(r.status, "succeeded", "{job}: {r:#?}");
-                } else if r.trigger == "schedule" && lateness > TimeDelta::seconds(61) {
+                    assert_eq!(r.status, RunStatus::Succeeded, "{job}: {r:#?}");
+                } else if r.trigger == Trigger::Schedule && lateness > TimeDelta::seconds(61) {
                     // Only the firings before the step, run on time.
-                    let started = ts(r.started_at.as_deref().unwrap_or(&r.scheduled_for));
+                    let started = r.started_at.unwrap_or(r.scheduled_for);
                     assert!(started - at < TimeDelta::seconds(2), "{job}: {r:#?}");
                 }
             }
@@ -225,7 +225,7 @@ fn backward_steps_keep_every_second_jobs_firing() {
     );
     for job in ["sec", "every"] {
         let rows = d.runs_of(job);
-        let times: Vec<_> = rows.iter().map(|r| ts(&r.scheduled_for)).collect();
+        let times: Vec<_> = rows.iter().map(|r| r.scheduled_for).collect();
         let mut unique = times.clone();
         unique.sort();
         unique.dedup();
@@ -235,9 +235,9 @@ fn backward_steps_keep_every_second_jobs_firing() {
             "{job}: an occurrence ran twice: {times:?}"
         );
         for r in &rows {
-            assert_eq!(r.status, "succeeded", "{r:#?}");
+            assert_eq!(r.status, RunStatus::Succeeded, "{r:#?}");
             assert!(
-                ts(r.started_at.as_deref().unwrap()) >= ts(&r.scheduled_for),
+                r.started_at.unwrap() >= r.scheduled_for,
                 "{job}: intended for a time ahead of the clock: {r:#?}"
             );
         }
@@ -285,8 +285,8 @@ fn sigterm_with_a_queue_starts_nothing_and_records_each_firing() {
             let rows = d.runs_of("q");
             let started = rows
                 .iter()
-                .filter(|r| r.status == "running")
-                .find_map(|r| r.started_at.as_deref().map(ts))?;
+                .filter(|r| r.status == RunStatus::Running)
+                .find_map(|r| r.started_at)?;
             let aim = started + TimeDelta::milliseconds(2500);
             if let Ok(wait) = (aim - Utc::now()).to_std() {
                 std::thread::sleep(wait);
@@ -307,7 +307,10 @@ fn sigterm_with_a_queue_starts_nothing_and_records_each_firing() {
         stopping.iter().all(|e| e.starts_with("daemon stopping")),
         "{stopping:?}"
     );
-    assert!(rows.iter().any(|r| r.status == "succeeded"), "{rows:#?}");
+    assert!(
+        rows.iter().any(|r| r.status == RunStatus::Succeeded),
+        "{rows:#?}"
+    );
 }
 
 /// A reload renames a job with firings queued, then removes the new name: the old name's
@@ -370,7 +373,7 @@ fn tz_is_the_default_zone_for_list_and_the_daemon() {
     let rows = d.wait_runs("ny", 20 * SEC, "a New York firing", |r| {
         !r.is_empty() && finished(&r[0])
     });
-    assert_eq!(ts(&rows[0].scheduled_for).with_timezone(&ny).hour(), hour);
+    assert_eq!(rows[0].scheduled_for.with_timezone(&ny).hour(), hour);
 }
 
 /// `hourglass trigger` says what happened, with an exit status for each: 0 and the run id
@@ -412,7 +415,10 @@ fn trigger_says_started_queued_or_skipped() {
     let runs = d.wait_runs("q", 20 * SEC, "both runs", |r| {
         r.len() == 2 && r.iter().all(finished)
     });
-    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:#?}");
+    assert!(
+        runs.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{runs:#?}"
+    );
     let help = d.cli(&["trigger", "--help"]);
     let help = text(&help);
     assert!(
@@ -422,16 +428,16 @@ fn trigger_says_started_queued_or_skipped() {
     wait_for(5 * SEC, "the skipped row", || {
         d.runs_of("s")
             .iter()
-            .any(|r| r.status == "skipped")
+            .any(|r| r.status == RunStatus::Skipped)
             .then_some(())
     });
 }
 
 /// Whether the run `holder` held the job's turn when `skip` was recorded: it had not ended.
 fn was_going(holder: &RunRow, skip: &RunRow) -> bool {
-    let recorded = skip.finished_at.as_deref().map(ts);
-    holder.finished_at.as_deref().map(ts) >= recorded
-        || holder.status == "running"
+    let recorded = skip.finished_at;
+    holder.finished_at >= recorded
+        || holder.status == RunStatus::Running
         || holder.finished_at.is_none()
 }
 
@@ -449,8 +455,9 @@ fn holder_of<'a>(skip: &RunRow, rows: &'a [RunRow]) -> Option<&'a RunRow> {
         .strip_prefix("the firing of ")
         .and_then(|r| r.split_whitespace().next())
     {
-        rows.iter()
-            .find(|r| r.scheduled_for == at && r.status != "skipped")
+        rows.iter().find(|r| {
+            hourglass::store::format_ts(r.scheduled_for) == at && r.status != RunStatus::Skipped
+        })
     } else {
         panic!("a skipped row that names nothing: {skip:?}")
     }
@@ -476,13 +483,16 @@ fn late_firings_after_a_restart_name_what_they_were_skipped_for() {
         20 * SEC,
         "the late firings' rows and their holders",
         |r| {
-            let skips: Vec<&RunRow> = r.iter().filter(|r| r.status == "skipped").collect();
+            let skips: Vec<&RunRow> = r
+                .iter()
+                .filter(|r| r.status == RunStatus::Skipped)
+                .collect();
             r.len() >= before + 3
                 && skips.len() >= 2
                 && skips.iter().all(|s| holder_of(s, r).is_some())
         },
     );
-    for skip in rows.iter().filter(|r| r.status == "skipped") {
+    for skip in rows.iter().filter(|r| r.status == RunStatus::Skipped) {
         let holder = holder_of(skip, &rows).unwrap();
         assert!(
             was_going(holder, skip),
@@ -510,7 +520,7 @@ fn a_step_back_after_a_minute_of_running_is_quiet_until_the_old_time() {
     let clock = d.fake_clock();
     d.spawn_ready();
     d.wait_runs("sec", 90 * SEC, "a minute of firings", |r| r.len() >= 60);
-    let newest = |d: &Daemon| d.runs_of("sec").iter().map(|r| ts(&r.scheduled_for)).max();
+    let newest = |d: &Daemon| d.runs_of("sec").iter().map(|r| r.scheduled_for).max();
     let before = newest(&d).unwrap();
     clock.set_offset(-30);
     let stepped = std::time::Instant::now();
@@ -528,7 +538,7 @@ fn a_step_back_after_a_minute_of_running_is_quiet_until_the_old_time() {
     assert!(d.wait_exit(20 * SEC).success());
     let mut rows = d.runs_of("sec");
     rows.sort_by_key(|r| r.id);
-    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| ts(&r.scheduled_for)).collect();
+    let times: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_for).collect();
     for w in times.windows(2) {
         assert_eq!(
             w[1] - w[0],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::harness::free_port;
 use crate::harness::{Daemon, at_in, finished, wait_for};
 use crate::servers::{Http, Smtp};
+use hourglass::store::RunStatus;
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -70,7 +71,7 @@ fn an_email_job_delivers_headers_body_and_attachment() {
         r.len() == 1 && finished(&r[0])
     });
     let run = &runs[0];
-    assert_eq!(run.status, "succeeded", "{run:#?}\n{}", d.log());
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}\n{}", d.log());
     let msgs = smtp.wait_messages(1, 10 * SEC);
     assert_eq!(msgs.len(), 1);
     let m = &msgs[0];
@@ -160,7 +161,7 @@ fn a_wrong_password_fails_clearly_and_is_never_written_anywhere() {
         r.len() == 1 && finished(&r[0])
     });
     let r = &runs[0];
-    assert_eq!(r.status, "failed");
+    assert_eq!(r.status, RunStatus::Failed);
     // 535 is permanent: no retry.
     assert_eq!(r.attempt, 1);
     let err = r.error.as_deref().unwrap();
@@ -192,7 +193,7 @@ fn a_server_that_is_down_is_retried_then_fails() {
         r.len() == 3 && r.iter().all(finished)
     });
     for (i, r) in runs.iter().enumerate() {
-        assert_eq!(r.status, "failed");
+        assert_eq!(r.status, RunStatus::Failed);
         assert_eq!(r.attempt as usize, i + 1);
         assert!(
             r.error
@@ -228,18 +229,17 @@ fn a_stalling_server_times_out_without_delaying_other_jobs() {
     let runs = d.wait_runs("mail", 30 * SEC, "the timeout", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "timed_out", "{runs:?}");
-    let started = crate::harness::ts(runs[0].started_at.as_deref().unwrap());
-    let ended = crate::harness::ts(runs[0].finished_at.as_deref().unwrap());
+    assert_eq!(runs[0].status, RunStatus::TimedOut, "{runs:?}");
+    let started = runs[0].started_at.unwrap();
+    let ended = runs[0].finished_at.unwrap();
     // Every second while the send hung was fired on time.
     let ticks = d.wait_runs("tick", 20 * SEC, "ticks after the timeout", |r| {
-        r.iter()
-            .any(|t| crate::harness::ts(&t.scheduled_for) > ended)
+        r.iter().any(|t| t.scheduled_for > ended)
     });
     let during: Vec<_> = ticks
         .iter()
         .filter(|t| {
-            let s = crate::harness::ts(&t.scheduled_for);
+            let s = t.scheduled_for;
             s > started && s < ended
         })
         .collect();
@@ -274,7 +274,7 @@ fn failure_then_recovery_notify_by_email_and_webhook_once_each() {
     d.spawn_ready();
     // Several failures, one notice per channel.
     d.wait_runs("flaky", 30 * SEC, "three failures", |r| {
-        r.iter().filter(|r| r.status == "failed").count() >= 3
+        r.iter().filter(|r| r.status == RunStatus::Failed).count() >= 3
     });
     let first = smtp.wait_messages(1, 10 * SEC);
     wait_for(10 * SEC, "the failure webhook", || {
@@ -347,10 +347,10 @@ fn http_jobs_check_the_status() {
         .remove(0)
     };
     let ok = get("ok");
-    assert_eq!(ok.status, "succeeded");
+    assert_eq!(ok.status, RunStatus::Succeeded);
     assert_eq!(ok.details.as_ref().unwrap()["status"], 200);
     let missing = get("missing");
-    assert_eq!(missing.status, "failed");
+    assert_eq!(missing.status, RunStatus::Failed);
     assert!(
         missing
             .error
@@ -360,12 +360,12 @@ fn http_jobs_check_the_status() {
         "{missing:?}"
     );
     let expected = get("expected");
-    assert_eq!(expected.status, "succeeded", "{expected:?}");
+    assert_eq!(expected.status, RunStatus::Succeeded, "{expected:?}");
     let shown = d.cli(&["show", &expected.id.to_string(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(v["output"], "status 404 for POST /status/404\n");
     let refused = get("refused");
-    assert_eq!(refused.status, "failed");
+    assert_eq!(refused.status, RunStatus::Failed);
     assert!(
         refused
             .error
@@ -420,7 +420,7 @@ fn a_rejected_recipient_fails_with_the_servers_words_and_no_retry() {
     let runs = d.wait_runs("mail", 30 * SEC, "the failure", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "failed");
+    assert_eq!(runs[0].status, RunStatus::Failed);
     assert_eq!(runs[0].attempt, 1, "a 5xx is not retried");
     let err = runs[0].error.as_deref().unwrap();
     assert!(
@@ -454,7 +454,7 @@ fn a_runaway_template_fails_its_run_within_its_timeout_and_never_wedges_the_daem
         r.len() == 1 && finished(&r[0])
     });
     let cut = &cut[0];
-    assert_eq!(cut.status, "timed_out", "{cut:?}");
+    assert_eq!(cut.status, RunStatus::TimedOut, "{cut:?}");
     assert_eq!(
         cut.error.as_deref(),
         Some("timed out after 100ms: subject: template: stopped before its rendering ended"),
@@ -464,7 +464,7 @@ fn a_runaway_template_fails_its_run_within_its_timeout_and_never_wedges_the_daem
         r.len() == 1 && finished(&r[0])
     });
     let run = &runs[0];
-    assert_eq!(run.status, "failed", "{run:?}");
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     let error = run.error.as_deref().unwrap();
     assert!(
         error.contains("subject: template: stopped after"),

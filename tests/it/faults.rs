@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Daemon, wait_for};
-use hourglass::store::RunRow;
+use hourglass::store::{RunRow, RunStatus};
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -64,7 +64,7 @@ fn every_logged_run_has_its_row(d: &Daemon, timeout: Duration) -> usize {
             .iter()
             .filter(|(id, job)| {
                 rows.get(id)
-                    .is_none_or(|r| r.job != **job || r.status != "succeeded")
+                    .is_none_or(|r| r.job != **job || r.status != RunStatus::Succeeded)
             })
             .collect();
         if missing.is_empty() {
@@ -300,7 +300,8 @@ fn an_immutable_shm_file_ends_the_daemon_as_a_kill_would() {
     }
     for id in &finished {
         assert_eq!(
-            rows[id].status, "succeeded",
+            rows[id].status,
+            RunStatus::Succeeded,
             "run {id} finished: {:?}",
             rows[id]
         );
@@ -310,7 +311,10 @@ fn an_immutable_shm_file_ends_the_daemon_as_a_kill_would() {
         .filter(|r| !["succeeded", "abandoned"].contains(&r.status.as_str()))
         .collect();
     assert!(others.is_empty(), "{others:#?}");
-    let abandoned = rows.values().filter(|r| r.status == "abandoned").count();
+    let abandoned = rows
+        .values()
+        .filter(|r| r.status == RunStatus::Abandoned)
+        .count();
     eprintln!(
         "immutable -shm: SIGBUS; {} runs had started and {} finished {KILL_BOUND_MS} ms before: each has its row; {abandoned} abandoned",
         started.len(),
@@ -363,7 +367,7 @@ fn a_lock_held_by_another_writer_loses_no_record() {
         let times: Vec<_> = d
             .runs_of(&format!("j{i}"))
             .iter()
-            .map(|r| crate::harness::ts(&r.scheduled_for))
+            .map(|r| r.scheduled_for)
             .collect();
         let distinct: HashSet<_> = times.iter().collect();
         assert_eq!(distinct.len(), times.len(), "a firing recorded twice");
@@ -420,7 +424,7 @@ fn a_daemon_stopped_during_a_fault_spills_and_the_next_start_replays() {
     let first: Vec<RunRow> = d
         .runs()
         .into_iter()
-        .filter(|r| r.status == "abandoned")
+        .filter(|r| r.status == RunStatus::Abandoned)
         .collect();
     assert!(first.is_empty(), "{first:#?}");
 }
@@ -537,7 +541,7 @@ fn a_stop_when_no_record_can_be_saved_anywhere_exits_non_zero() {
 #[test]
 fn healthz_is_unhealthy_while_history_writes_fail_and_healthy_after() {
     let d = Daemon::start("", "[jobs.tick]\nevery = \"1s\"\ncommand = \"true\"\n");
-    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let api = crate::http::Api::socket(&d.path("hourglass.sock"));
     d.wait_runs("tick", 20 * SEC, "a first run", |r| !r.is_empty());
     assert_eq!(api.call("GET", "/healthz", None, None).0, 200);
     let lock = HeldLock::take(&d.path("history.db"));

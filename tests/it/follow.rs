@@ -5,6 +5,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::harness::{BIN, Daemon};
+use hourglass::store::RunStatus;
 
 #[test]
 fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
@@ -30,7 +31,7 @@ fn show_follow_prints_lines_as_they_come_and_history_follow_prints_runs() {
     assert_eq!(lines.next().unwrap().unwrap(), "line 1");
     // The first line came while the run was still going.
     let row = d.runs_of("slow").into_iter().find(|r| r.id == run).unwrap();
-    assert_eq!(row.status, "running");
+    assert_eq!(row.status, RunStatus::Running);
     assert_eq!(lines.next().unwrap().unwrap(), "line 2");
     assert_eq!(lines.next().unwrap().unwrap(), "line 3");
     let end = lines.next().unwrap().unwrap();

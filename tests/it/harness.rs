@@ -6,7 +6,7 @@ use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hourglass::store::{HistoryFilter, RunRow, Store};
+use hourglass::store::{HistoryFilter, RunRow, RunStatus, Store};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hourglass");
 
@@ -332,7 +332,7 @@ impl Drop for Daemon {
 }
 
 pub fn finished(r: &RunRow) -> bool {
-    r.status != "running"
+    r.status != RunStatus::Running
 }
 
 /// Whether a process exists and is not a zombie.

@@ -78,7 +78,7 @@ fn a_page_of_another_site_cannot_act_or_read_and_a_rebound_name_is_refused() {
     b.wait_until("document.title === 'done'", 30 * SEC);
     let read: String = b.eval("window.result.read_jobs");
     assert_eq!(read, "blocked", "the page read the jobs");
-    let api = crate::api::Api::tcp(port, DASHBOARD_TOKEN);
+    let api = crate::http::Api::tcp(port, DASHBOARD_TOKEN);
     assert_eq!(api.get("/v1/events"), serde_json::json!([]));
     let jobs = api.get("/v1/jobs");
     for job in jobs.as_array().unwrap() {
@@ -179,9 +179,9 @@ fn a_trace_log_of_every_job_kind_holds_no_secret() {
             r.len() == 1 && crate::harness::finished(&r[0])
         });
         let want = if job == "fails" {
-            "failed"
+            hourglass::store::RunStatus::Failed
         } else {
-            "succeeded"
+            hourglass::store::RunStatus::Succeeded
         };
         assert_eq!(runs[0].status, want, "{job}: {runs:#?}");
     }
@@ -189,7 +189,7 @@ fn a_trace_log_of_every_job_kind_holds_no_secret() {
     crate::harness::wait_for(20 * SEC, "the webhook", || {
         (!http.posts().is_empty()).then_some(())
     });
-    let api = crate::api::Api::tcp(port, SECRETS[0].1);
+    let api = crate::http::Api::tcp(port, SECRETS[0].1);
     api.get("/v1/jobs");
     let (code, _) = api.call("GET", "/v1/jobs", Some("wrong-token-guess-0000"), None);
     assert_eq!(code, 401);
@@ -226,7 +226,7 @@ fn guesses_are_slowed_errors_are_json_and_pauses_are_bounded() {
     );
     d.extra_env.push(("HG_API_TOKEN".into(), TOKEN.into()));
     d.spawn_ready();
-    let tcp = crate::api::Api::tcp(port, TOKEN);
+    let tcp = crate::http::Api::tcp(port, TOKEN);
     let codes: Vec<u16> = (0..15)
         .map(|i| {
             tcp.call("GET", "/v1/jobs", Some(&format!("guess-{i:020}")), None)
@@ -245,7 +245,7 @@ fn guesses_are_slowed_errors_are_json_and_pauses_are_bounded() {
         .count();
     assert_eq!(warned, 1, "{}", d.log());
     assert!(d.log().contains("client=127.0.0.1"), "{}", d.log());
-    let socket = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let socket = crate::http::Api::socket(&d.path("hourglass.sock"));
     socket.get("/v1/jobs");
     // One more guess is allowed after the refill (6 s).
     crate::harness::wait_for(15 * SEC, "the refill", || {
@@ -316,7 +316,7 @@ fn the_sockets_group_lets_its_members_in_across_restarts() {
         String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
         "{out:?}"
     );
-    let events = crate::api::Api::socket(&sock).get("/v1/events");
+    let events = crate::http::Api::socket(&sock).get("/v1/events");
     assert_eq!(events[0]["actor"], "uid:65534", "{events}");
     // Outside the group: the socket's mode keeps it out.
     let daemon_group = nix::unistd::Group::from_name("daemon").unwrap().unwrap();

@@ -10,6 +10,7 @@
 
 mod browser;
 mod harness;
+mod http;
 mod servers;
 
 mod api;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hourglass::store::RunRow;
+use hourglass::store::{RunRow, RunStatus, Trigger};
 
 use crate::cluster::{all_runs, duplicates, psql, start_nodes, stop_all};
 use crate::harness::{Daemon, ts, wait_for};
@@ -124,21 +124,21 @@ impl Drop for OwnServer {
 fn outage_recorded(runs: &[RunRow], down_at: DateTime<Utc>) -> bool {
     let slow_done = runs
         .iter()
-        .filter(|r| r.job == "slow" && ts(&r.scheduled_for) < down_at)
-        .all(|r| r.status != "running");
+        .filter(|r| r.job == "slow" && r.scheduled_for < down_at)
+        .all(|r| r.status != RunStatus::Running);
     let skipped = runs.iter().any(|r| {
         r.job == "tick"
-            && r.status == "skipped"
-            && ts(&r.scheduled_for) > down_at
+            && r.status == RunStatus::Skipped
+            && r.scheduled_for > down_at
             && r.error
                 .as_deref()
                 .is_some_and(|e| e.contains("shared database could not be reached"))
     });
     let newest_ran = runs.iter().any(|r| {
         r.job == "newest"
-            && r.trigger == "catch_up"
-            && r.status == "succeeded"
-            && ts(&r.scheduled_for) > down_at
+            && r.trigger == Trigger::CatchUp
+            && r.status == RunStatus::Succeeded
+            && r.scheduled_for > down_at
     });
     slow_done && skipped && newest_ran
 }
@@ -167,7 +167,7 @@ fn database_outages_lose_no_record_and_double_no_firing() {
         wait_for(Duration::from_secs(30), "a slow run going", || {
             all_runs(&url)
                 .iter()
-                .any(|r| r.job == "slow" && r.status == "running")
+                .any(|r| r.job == "slow" && r.status == RunStatus::Running)
                 .then_some(())
         });
         let down_at = Utc::now();
@@ -197,8 +197,8 @@ fn database_outages_lose_no_record_and_double_no_firing() {
     // spill file (the stop may cut short only those of after the last outage).
     let slow_cut: Vec<&RunRow> = runs
         .iter()
-        .filter(|r| r.job == "slow" && r.started_at.is_some() && ts(&r.scheduled_for) < last_down)
-        .filter(|r| r.status != "succeeded")
+        .filter(|r| r.job == "slow" && r.started_at.is_some() && r.scheduled_for < last_down)
+        .filter(|r| r.status != RunStatus::Succeeded)
         .collect();
     assert!(slow_cut.is_empty(), "{slow_cut:#?}");
     let missed = missed_firings(&runs, "tick");
@@ -216,14 +216,16 @@ fn database_outages_lose_no_record_and_double_no_firing() {
     // one once the database is back run late, as any firing up to 60 s late does. After
     // that, claims fail at once and the missed firings follow catch_up.
     let in_an_outage = |r: &&RunRow| {
-        let t = ts(&r.scheduled_for);
+        let t = r.scheduled_for;
         outages.iter().any(|&(down, up)| {
             t > down + chrono::TimeDelta::seconds(6) && t < up - chrono::TimeDelta::seconds(2)
         })
     };
     let newest = runs
         .iter()
-        .filter(|r| r.job == "newest" && r.trigger == "catch_up" && r.status == "succeeded")
+        .filter(|r| {
+            r.job == "newest" && r.trigger == Trigger::CatchUp && r.status == RunStatus::Succeeded
+        })
         .count();
     assert_eq!(
         newest, OUTAGES,
@@ -231,7 +233,7 @@ fn database_outages_lose_no_record_and_double_no_firing() {
     );
     let tick_ran: Vec<&RunRow> = runs
         .iter()
-        .filter(|r| r.job == "tick" && r.status == "succeeded")
+        .filter(|r| r.job == "tick" && r.status == RunStatus::Succeeded)
         .filter(in_an_outage)
         .collect();
     assert!(tick_ran.is_empty(), "catch_up = \"skip\" ran {tick_ran:#?}");
@@ -257,7 +259,7 @@ fn wait_for_the_outages_records(url: &str, nodes: &[Daemon], down_at: DateTime<U
             let runs = all_runs(url);
             let odd: Vec<&RunRow> = runs
                 .iter()
-                .filter(|r| r.status != "succeeded" || r.trigger != "schedule")
+                .filter(|r| r.status != RunStatus::Succeeded || r.trigger != Trigger::Schedule)
                 .collect();
             panic!(
                 "the outage's records are not all in:\n{}\n{odd:#?}",
@@ -275,14 +277,14 @@ fn every_firing_has_its_row(runs: &[RunRow], job: &str) {
         .iter()
         .filter(|r| r.job == job && r.attempt == 1)
         .collect();
-    let first = rows.iter().map(|r| ts(&r.scheduled_for)).min().unwrap();
+    let first = rows.iter().map(|r| r.scheduled_for).min().unwrap();
     let last = rows
         .iter()
         .map(|r| {
             r.details
                 .as_ref()
                 .and_then(|d| d["last"].as_str())
-                .map_or_else(|| ts(&r.scheduled_for), ts)
+                .map_or_else(|| r.scheduled_for, ts)
         })
         .max()
         .unwrap();
@@ -306,7 +308,7 @@ fn places(r: &RunRow) -> i64 {
 /// count.
 fn missed_firings(runs: &[RunRow], job: &str) -> i64 {
     runs.iter()
-        .filter(|r| r.job == job && r.status == "skipped" && r.trigger == "catch_up")
+        .filter(|r| r.job == job && r.status == RunStatus::Skipped && r.trigger == Trigger::CatchUp)
         .map(places)
         .sum()
 }
@@ -332,7 +334,7 @@ fn outage_rows_cover_only_their_own(runs: &[RunRow]) {
         let inside: Vec<&RunRow> = runs
             .iter()
             .filter(|o| o.job == r.job && o.id != r.id)
-            .filter(|o| (first..=last).contains(&ts(&o.scheduled_for)))
+            .filter(|o| (first..=last).contains(&o.scheduled_for))
             .collect();
         assert!(inside.is_empty(), "{r:?} covers {inside:#?}");
         let every_s = if r.job == "slow" { 5 } else { 1 };

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Daemon, alive, wait_for};
 use chrono::Utc;
+use hourglass::store::RunStatus;
 use nix::sys::signal::Signal;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -140,7 +141,7 @@ fn check_recorded(
             p.run_id
         );
         assert_eq!(
-            hourglass::store::format_ts(crate::harness::ts(&row.scheduled_for)),
+            hourglass::store::format_ts(row.scheduled_for),
             p.scheduled_for,
             "round {round}: run {} is another firing's id",
             p.run_id
@@ -153,16 +154,20 @@ fn check_recorded(
 fn check_no_overlap(d: &Daemon) {
     let mut by_job: BTreeMap<String, Vec<hourglass::store::RunRow>> = BTreeMap::new();
     for r in d.runs() {
-        if r.started_at.is_some() && r.status != "skipped" {
+        if r.started_at.is_some() && r.status != RunStatus::Skipped {
             by_job.entry(r.job.clone()).or_default().push(r);
         }
     }
     for (job, runs) in &by_job {
         for pair in runs.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            let ended = a.finished_at.as_deref().unwrap_or("9999");
+            let ended = a
+                .finished_at
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
             assert!(
-                b.started_at.as_deref().unwrap_or("") >= ended,
+                b.started_at
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+                    >= ended,
                 "{job}: run {} started before run {} ended",
                 b.id,
                 a.id
@@ -367,7 +372,7 @@ fn user_jobs_work_under_the_units_capabilities() {
         r.len() == 1 && crate::harness::finished(&r[0])
     });
     let run = &runs[0];
-    assert_eq!(run.status, "succeeded", "{run:?}\n{}", d.log());
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:?}\n{}", d.log());
     let shown = d.cli(&["show", &run.id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     let output = shown["output"].as_str().unwrap_or_default().to_string();
@@ -447,7 +452,8 @@ fn a_kill_during_a_burst_loses_no_run_that_ended_before_its_last_moment() {
         }
         for id in &finished {
             assert_eq!(
-                rows[id].status, "succeeded",
+                rows[id].status,
+                RunStatus::Succeeded,
                 "{after_ms} ms: run {id} finished: {:?}",
                 rows[id]
             );

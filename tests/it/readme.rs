@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::harness::{Daemon, finished};
+use hourglass::store::RunStatus;
 
 /// The first fenced block after `heading` in the README.
 fn block_after(heading: &str) -> String {
@@ -58,7 +59,7 @@ fn the_readmes_first_job_fails_when_its_backup_fails() {
         r.iter().any(|r| r.attempt == 1 && finished(r))
     });
     let run = runs.iter().find(|r| r.attempt == 1).unwrap();
-    assert_eq!(run.status, "failed", "{run:?}");
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
     let shown = String::from_utf8_lossy(&d.cli(&["show", &run.id.to_string()]).stdout).to_string();
     assert!(
         shown.contains("pg_dump: error: connection to server"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::harness::{Daemon, wait_for};
+use hourglass::store::RunStatus;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -14,7 +15,7 @@ const SEC: Duration = Duration::from_secs(1);
 fn reload_adds_changes_removes_and_rejects_bad_config() {
     let mut d = Daemon::start("", "[jobs.a]\nevery = \"1s\"\ncommand = \"echo v1\"\n");
     d.wait_runs("a", 20 * SEC, "a v1", |r| {
-        r.iter().any(|r| r.status == "succeeded")
+        r.iter().any(|r| r.status == RunStatus::Succeeded)
     });
 
     // Add b (SIGHUP).
@@ -23,7 +24,7 @@ fn reload_adds_changes_removes_and_rejects_bad_config() {
     d.wait_note("RELOADING=1", 10 * SEC);
     d.wait_note("READY=1", 10 * SEC);
     d.wait_runs("b", 20 * SEC, "b to run", |r| {
-        r.iter().any(|r| r.status == "succeeded")
+        r.iter().any(|r| r.status == RunStatus::Succeeded)
     });
 
     // Change a, by editing the file only (the watcher reloads).
@@ -33,7 +34,7 @@ fn reload_adds_changes_removes_and_rejects_bad_config() {
     );
     let runs = d.wait_runs("a", 20 * SEC, "a v2", |r| {
         r.iter().any(|r| {
-            r.status == "succeeded"
+            r.status == RunStatus::Succeeded
                 && d.cli(&["show", &r.id.to_string()])
                     .stdout
                     .windows(2)
@@ -116,7 +117,7 @@ fn the_cli_tells_the_running_definitions_and_the_refusal(d: &mut Daemon) {
     let out = text(&status.stdout);
     assert!(out.contains("config     REJECTED since "), "{out}");
     assert!(out.contains("jobs.d/jobs.toml: job \"a\": every"), "{out}");
-    let api = crate::api::Api::socket(&d.path("hourglass.sock"));
+    let api = crate::http::Api::socket(&d.path("hourglass.sock"));
     let health = api.get("/healthz");
     assert_eq!(health["status"], "ok");
     assert!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::harness::{Daemon, wait_for};
 use crate::servers::{Http, Smtp};
+use hourglass::store::RunStatus;
 
 const SEC: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "stale-Pa55word";
@@ -42,7 +43,7 @@ fn stale_alerts_fire_once_for_a_failing_and_a_paused_job_then_recovered() {
     d.extra_env.push(("SMTP_PASSWORD".into(), PASSWORD.into()));
     d.spawn_ready();
     d.wait_runs("napping", 20 * SEC, "a success", |r| {
-        r.iter().any(|r| r.status == "succeeded")
+        r.iter().any(|r| r.status == RunStatus::Succeeded)
     });
     assert!(d.cli(&["pause", "napping"]).status.success());
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::harness::{Daemon, alive, at_in, wait_for};
+use hourglass::store::RunStatus;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -21,7 +22,7 @@ fn sigterm_drains_running_runs() {
     let status = d.wait_exit(20 * SEC);
     assert!(status.success(), "{status}");
     let runs = d.runs_of("work");
-    assert_eq!(runs[0].status, "succeeded", "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:?}");
 }
 
 #[test]
@@ -41,7 +42,7 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     d.signal(Signal::SIGTERM);
     // After the 1 s grace, `long` gets SIGTERM and ends; `stubborn` ignores it (30 s grace).
     d.wait_runs("long", 20 * SEC, "long interrupted", |r| {
-        r.iter().any(|r| r.status == "interrupted")
+        r.iter().any(|r| r.status == RunStatus::Interrupted)
     });
     // The second signal: gone within 1 s, although `stubborn` ignores SIGTERM.
     d.signal(Signal::SIGTERM);
@@ -52,10 +53,12 @@ fn sigterm_after_grace_interrupts_and_a_second_signal_exits_at_once() {
     // Runs the stop killed were stopped by it, whichever signal took them: none `failed`.
     for job in ["long", "stubborn"] {
         let rows = d.runs_of(job);
-        let ran: Vec<&hourglass::store::RunRow> =
-            rows.iter().filter(|r| r.status != "skipped").collect();
+        let ran: Vec<&hourglass::store::RunRow> = rows
+            .iter()
+            .filter(|r| r.status != RunStatus::Skipped)
+            .collect();
         assert!(
-            !ran.is_empty() && ran.iter().all(|r| r.status == "interrupted"),
+            !ran.is_empty() && ran.iter().all(|r| r.status == RunStatus::Interrupted),
             "{job}: {rows:#?}"
         );
     }
@@ -67,7 +70,7 @@ fn a_crash_leaves_runs_that_the_next_start_marks_abandoned() {
     let jobs = format!("[jobs.work]\nat = \"{at}\"\ncommand = \"echo $$ > pid; exec sleep 60\"\n");
     let mut d = Daemon::start("", &jobs);
     let runs = d.wait_runs("work", 20 * SEC, "the run to start", |r| r.len() == 1);
-    assert_eq!(runs[0].status, "running");
+    assert_eq!(runs[0].status, RunStatus::Running);
     let pid = crate::processes::read_pid(&d, "pid");
     d.signal(Signal::SIGKILL);
     d.wait_exit(10 * SEC);
@@ -78,7 +81,7 @@ fn a_crash_leaves_runs_that_the_next_start_marks_abandoned() {
     wait_for(5 * SEC, "the orphan to die", || (!alive(pid)).then_some(()));
     let runs = d.runs_of("work");
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "abandoned");
+    assert_eq!(runs[0].status, RunStatus::Abandoned);
     assert!(runs[0].finished_at.is_some());
 }
 

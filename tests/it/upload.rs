@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::harness::{Daemon, at_in, finished};
 use chrono::Utc;
+use hourglass::store::RunStatus;
 
 const SEC: Duration = Duration::from_secs(1);
 const BUCKET: &str = "hourglass-test";
@@ -68,7 +69,12 @@ fn s3_upload_reads_back_and_skips_unchanged_files() {
     let runs = d.wait_runs("up", 60 * SEC, "the upload", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "succeeded", "{runs:#?}\n{}", d.log());
+    assert_eq!(
+        runs[0].status,
+        RunStatus::Succeeded,
+        "{runs:#?}\n{}",
+        d.log()
+    );
     let det = runs[0].details.as_ref().unwrap();
     assert_eq!(det["files_uploaded"], 2);
     assert_eq!(det["bytes_uploaded"], (a.len() + b.len()) as u64);
@@ -83,7 +89,7 @@ fn s3_upload_reads_back_and_skips_unchanged_files() {
     let runs = d.wait_runs("up", 60 * SEC, "the second upload", |r| {
         r.len() == 2 && r.iter().all(finished)
     });
-    assert_eq!(runs[1].status, "succeeded");
+    assert_eq!(runs[1].status, RunStatus::Succeeded);
     let det = runs[1].details.as_ref().unwrap();
     assert_eq!(det["files_uploaded"], 1, "{det}");
     assert_eq!(det["files_skipped"], 2, "{det}");
@@ -117,7 +123,7 @@ fn wrong_credentials_and_an_unreachable_server_fail_clearly() {
         let runs = d.wait_runs(name, 60 * SEC, "the failure", |r| {
             r.len() == 1 && finished(&r[0])
         });
-        assert_eq!(runs[0].status, "failed", "{runs:#?}");
+        assert_eq!(runs[0].status, RunStatus::Failed, "{runs:#?}");
         let err = runs[0].error.as_deref().unwrap();
         assert!(err.contains("f.bin") && err.contains("0 uploaded"), "{err}");
         assert!(!err.contains("not-the-secret-xyz"));
@@ -144,7 +150,7 @@ fn folder_upload_moves_sources_after_success() {
     let runs = d.wait_runs("up", 30 * SEC, "the upload", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "succeeded", "{runs:#?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
     let day = Utc::now().format("%Y-%m-%d").to_string();
     let out = dest.path().join(&day);
     assert_eq!(std::fs::read(out.join("one.txt")).unwrap(), b"one");
@@ -191,7 +197,7 @@ fn a_512_mib_upload_keeps_memory_bounded() {
     let runs = d.wait_runs("big", 300 * SEC, "the big upload", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "succeeded", "{runs:#?}");
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{runs:#?}");
     let peak = vm_kb(d.pid(), "VmHWM:");
     let growth_mib = (peak.saturating_sub(before)) / 1024;
     println!(
@@ -247,7 +253,12 @@ fn sftp_upload_with_a_pinned_host_key() {
     let runs = d.wait_runs("pinned", 60 * SEC, "the upload", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "succeeded", "{runs:#?}\n{}", d.log());
+    assert_eq!(
+        runs[0].status,
+        RunStatus::Succeeded,
+        "{runs:#?}\n{}",
+        d.log()
+    );
     assert_eq!(std::fs::read(out.join("pinned/big.bin")).unwrap(), big);
     assert_eq!(
         std::fs::read(out.join("pinned/nested/small.txt")).unwrap(),
@@ -257,7 +268,7 @@ fn sftp_upload_with_a_pinned_host_key() {
     let runs = d.wait_runs("impostor", 60 * SEC, "the refusal", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    assert_eq!(runs[0].status, "failed");
+    assert_eq!(runs[0].status, RunStatus::Failed);
     assert!(!out.join("impostor").exists());
     let err = runs[0].error.as_deref().unwrap();
     assert!(err.contains("sftp://"), "{err}");

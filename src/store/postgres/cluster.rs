@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PgStore;
-use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError};
+use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError, Ts};
 
 impl PgStore {
     /// Claims `firings` for `node` in one statement, by the database's clock: a firing not due
@@ -344,23 +344,23 @@ impl PgStore {
     /// Every node, with whether its lease still holds by the database's clock.
     pub(in crate::store) async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, version, config_digest, hg_ts(started_at), hg_ts(heartbeat_at), \
-             hg_ts(lease_until), skew_ms, lease_until > now() FROM nodes ORDER BY name",
+            "SELECT name, version, config_digest, started_at, heartbeat_at, lease_until, skew_ms, \
+             lease_until > now() FROM nodes ORDER BY name",
         )
         .fetch_all(&self.members)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| NodeRow {
-                name: r.get(0),
-                version: r.get(1),
-                config_digest: r.get(2),
-                started_at: r.get(3),
-                heartbeat_at: r.get(4),
-                lease_until: r.get(5),
-                skew_ms: r.get(6),
-                alive: r.get(7),
+        let node = |r: &sqlx::postgres::PgRow| -> Result<NodeRow, sqlx::Error> {
+            Ok(NodeRow {
+                name: r.try_get(0)?,
+                version: r.try_get(1)?,
+                config_digest: r.try_get(2)?,
+                started_at: r.try_get::<Ts, _>(3)?.0,
+                heartbeat_at: r.try_get::<Ts, _>(4)?.0,
+                lease_until: r.try_get::<Ts, _>(5)?.0,
+                skew_ms: r.try_get(6)?,
+                alive: r.try_get(7)?,
             })
-            .collect())
+        };
+        Ok(rows.iter().map(node).collect::<Result<_, _>>()?)
     }
 }

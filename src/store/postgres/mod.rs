@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode};
-use sqlx::{ConnectOptions as _, PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{ConnectOptions as _, PgPool};
 
 mod batch;
 mod cluster;
@@ -39,17 +39,14 @@ pub(in crate::store) struct PgStore {
     local: PathBuf,
 }
 
-/// The runs the CLI reads, timestamps as text (see `hg_ts` in the migration).
-const HISTORY: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), \
-     hg_ts(finished_at), status, attempt, trigger, exit_code, error, NULL::text, node, \
-     lateness_ms, duration_ms, details FROM runs_timed WHERE ($1::text IS NULL OR job = $1) \
+/// The runs the CLI reads, a page in keyset order (intended time to the millisecond, then
+/// id).
+const HISTORY: &str = "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, \
+     trigger, exit_code, error, NULL::text, node, lateness_ms, duration_ms, details FROM runs_timed \
+     WHERE ($1::text IS NULL OR job = $1) \
      AND ($2::text IS NULL OR status = $2) AND ($3::timestamptz IS NULL OR scheduled_for >= $3) \
      AND ($5::timestamptz IS NULL OR (date_trunc('milliseconds', scheduled_for), id) < ($5, $6)) \
      ORDER BY date_trunc('milliseconds', scheduled_for) DESC, id DESC LIMIT $4";
-
-const ONE_RUN: &str = "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), \
-     hg_ts(finished_at), status, attempt, trigger, exit_code, error, output, node, \
-     lateness_ms, duration_ms, details FROM runs_timed WHERE id = $1";
 
 impl PgStore {
     /// Connects and migrates.
@@ -213,26 +210,10 @@ impl PgStore {
             .bind(filter.after.map(|c| c.id))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(run_row).collect())
-    }
-
-    pub(super) async fn last_runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, job, hg_ts(scheduled_for), hg_ts(started_at), hg_ts(finished_at), status, \
-             attempt, trigger, exit_code, error, NULL::text, node, lateness_ms, duration_ms, details \
-             FROM last_runs",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(run_row).collect())
-    }
-
-    pub(super) async fn run(&self, id: i64) -> Result<Option<RunRow>, StoreError> {
-        let row = sqlx::query(ONE_RUN)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(run_row))
+        Ok(rows
+            .iter()
+            .map(RunRow::from_columns)
+            .collect::<Result<_, _>>()?)
     }
 
     pub(super) async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -273,26 +254,4 @@ fn connect_options(target: &PostgresTarget) -> Result<PgConnectOptions, StoreErr
         options = options.ssl_root_cert(ca);
     }
     Ok(options)
-}
-
-fn run_row(r: &PgRow) -> RunRow {
-    RunRow {
-        id: r.get(0),
-        job: r.get(1),
-        scheduled_for: r.get(2),
-        started_at: r.get(3),
-        finished_at: r.get(4),
-        status: r.get(5),
-        attempt: r.get(6),
-        trigger: r.get(7),
-        exit_code: r.get(8),
-        error: r.get(9),
-        output: r.get(10),
-        node: r.get(11),
-        lateness_ms: r.get(12),
-        duration_ms: r.get(13),
-        details: r
-            .get::<Option<String>, _>(14)
-            .and_then(|d| serde_json::from_str(&d).ok()),
-    }
 }
