@@ -120,4 +120,9 @@ impl Cluster {
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         self.0.nodes().await
     }
+
+    /// Deletes the claims of firings before `before` (pruning, with the runs).
+    pub async fn prune_claims(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
+        self.0.prune_claims(before).await
+    }
 }

@@ -4,7 +4,6 @@
 //! have the same tables, views and CLI behaviour; run records are written in batches by the
 //! recorder through a [`HistoryWriter`].
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -38,6 +37,7 @@ mod stale_watch;
 mod stats;
 mod triggers;
 mod ts;
+mod upkeep;
 mod uploads;
 mod writer;
 
@@ -311,30 +311,9 @@ impl Store {
         }
     }
 
-    /// This database's own id, which every job carries in `HOURGLASS_DATABASE_ID`.
-    pub async fn database_id(&self) -> Result<String, StoreError> {
-        each!(self, s => s.database_id().await)
-    }
-
-    /// Gives rows to runs of a dead daemon found only by their processes (their start was
-    /// never written): `abandoned`, finished `now`. Runs that have a row are left alone.
-    pub async fn insert_abandoned(
-        &self,
-        runs: &[RunStart],
-        now: DateTime<Utc>,
-        error: &str,
-    ) -> Result<u64, StoreError> {
-        each!(self, s => s.insert_abandoned(runs, now, error).await)
-    }
-
     /// Writes a batch of records in one transaction (see [`HistoryWriter::write_batch`]).
     pub async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
         each!(self, s => s.write_batch(records).await)
-    }
-
-    /// The last intended firing time of each job.
-    pub async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        each!(self, s => s.last_fired().await)
     }
 
     /// Claims pending manual trigger requests for `jobs` (the jobs `node` has), oldest
@@ -353,12 +332,6 @@ impl Store {
     /// Runs matching `filter`, newest first.
     pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
         each!(self, s => s.history(filter).await)
-    }
-
-    /// Deletes finished runs scheduled before `before` and old trigger requests (and, on a
-    /// shared database, old claims); returns how many runs went.
-    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        each!(self, s => s.prune(before).await)
     }
 }
 
@@ -775,6 +748,15 @@ mod tests {
         )
         .unwrap();
         writeln!(out, "run count {}", store.run_count("a").await.unwrap()).unwrap();
+        let last: std::collections::BTreeMap<_, _> =
+            store.last_runs().await.unwrap().into_iter().collect();
+        writeln!(out, "last runs {last:?}").unwrap();
+        let lost = [start(50, "c", T1)];
+        for _ in 0..2 {
+            let written = store.insert_abandoned(&lost, at(T2), "lost").await.unwrap();
+            writeln!(out, "abandoned rows written {written}").unwrap();
+        }
+        writeln!(out, "abandoned {:?}", store.run(50).await.unwrap()).unwrap();
         writeln!(
             out,
             "notifications {:?}",

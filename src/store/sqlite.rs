@@ -2,16 +2,15 @@
 //! WAL mode, `synchronous=NORMAL`, a busy timeout, the file created with mode 0600, migrations
 //! (`migrations/sqlite`) applied on open. Timestamps are UTC text (`2026-11-26T04:43:00.123Z`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, Row, SqlitePool};
+use sqlx::{Connection as _, SqlitePool};
 
 use super::writer::{SqliteWriter, write_records};
-use super::{HistoryFilter, Record, RunRow, RunStart, RunStatus, StoreError, format_ts, parse_ts};
+use super::{HistoryFilter, Record, RunRow, RunStatus, StoreError, format_ts};
 
 /// A handle on a SQLite history database.
 #[derive(Debug, Clone)]
@@ -122,48 +121,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// This database's own id, which every job carries in `HOURGLASS_DATABASE_ID`.
-    pub(super) async fn database_id(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    /// Gives rows to runs of a dead daemon found only by their processes (their start was
-    /// never written): `abandoned`, finished `now`. Runs that have a row are left alone.
-    pub(super) async fn insert_abandoned(
-        &self,
-        runs: &[RunStart],
-        now: DateTime<Utc>,
-        error: &str,
-    ) -> Result<u64, StoreError> {
-        let mut written = 0;
-        let mut tx = self.pool.begin().await?;
-        for run in runs {
-            let r = sqlx::query(
-                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
-                 attempt, trigger, error, node, pid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'abandoned', ?6, ?7, ?8, ?9, ?10) \
-                 ON CONFLICT(id) DO NOTHING",
-            )
-            .bind(run.id)
-            .bind(&run.job)
-            .bind(format_ts(run.scheduled_for))
-            .bind(run.started_at.map(format_ts))
-            .bind(format_ts(now))
-            .bind(run.attempt)
-            .bind(run.trigger.as_str())
-            .bind(error)
-            .bind(&run.node)
-            .bind(run.pid)
-            .execute(&mut *tx)
-            .await?;
-            written += r.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(written)
-    }
-
     /// Writes a batch of records in one transaction (see [`SqliteWriter::write_batch`]);
     /// a connection whose write failed is closed, never handed back holding a lock.
     pub(super) async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
@@ -175,21 +132,6 @@ impl SqliteStore {
                 Err(e.into())
             }
         }
-    }
-
-    /// The last intended firing time of each job.
-    pub(super) async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let rows = sqlx::query("SELECT job, last_fired_for FROM job_state")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let job: String = r.get(0);
-                let at: String = r.get(1);
-                parse_ts(&at).map(|t| (job, t))
-            })
-            .collect())
     }
 
     /// Claims pending manual trigger requests, oldest first.
@@ -229,23 +171,6 @@ impl SqliteStore {
             .iter()
             .map(RunRow::from_columns)
             .collect::<Result<_, _>>()?)
-    }
-
-    /// Deletes finished runs scheduled before `before` and old trigger requests; returns how
-    /// many runs went.
-    pub(super) async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let cut = format_ts(before);
-        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < ?1 AND status <> 'running'")
-            .bind(&cut)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "DELETE FROM trigger_requests WHERE requested_at < ?1 AND claimed_at IS NOT NULL",
-        )
-        .bind(&cut)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
     }
 }
 

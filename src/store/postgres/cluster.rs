@@ -363,4 +363,16 @@ impl PgStore {
         };
         Ok(rows.iter().map(node).collect::<Result<_, _>>()?)
     }
+
+    /// Deletes the claims of firings before `before`.
+    pub(in crate::store) async fn prune_claims(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM claims WHERE scheduled_for < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }

@@ -4,7 +4,6 @@
 //! and the firing claims ([`cluster`]). Every time comparison that decides ownership uses the
 //! database's clock (`now()`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ mod batch;
 mod cluster;
 
 use super::writer::BatchPlan;
-use super::{HistoryFilter, PostgresTarget, Record, RunRow, RunStart, RunStatus, StoreError};
+use super::{HistoryFilter, PostgresTarget, Record, RunRow, RunStatus, StoreError};
 use batch::write_plan;
 
 /// How long a query waits for a connection: a burst of claims (10,000 firings due at once)
@@ -120,45 +119,6 @@ impl PgStore {
         Ok((through - size + 1, through))
     }
 
-    pub(super) async fn database_id(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar("SELECT database_id FROM daemon_state")
-            .fetch_one(&self.pool)
-            .await?)
-    }
-
-    pub(super) async fn insert_abandoned(
-        &self,
-        runs: &[RunStart],
-        now: DateTime<Utc>,
-        error: &str,
-    ) -> Result<u64, StoreError> {
-        let mut written = 0;
-        let mut tx = self.pool.begin().await?;
-        for run in runs {
-            let r = sqlx::query(
-                "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, \
-                 attempt, trigger, error, node, pid) \
-                 VALUES ($1, $2, $3, $4, $5, 'abandoned', $6, $7, $8, $9, $10) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(run.id)
-            .bind(&run.job)
-            .bind(run.scheduled_for)
-            .bind(run.started_at)
-            .bind(now)
-            .bind(i64::from(run.attempt))
-            .bind(run.trigger.as_str())
-            .bind(error)
-            .bind(&run.node)
-            .bind(run.pid.map(i64::from))
-            .execute(&mut *tx)
-            .await?;
-            written += r.rows_affected();
-        }
-        tx.commit().await?;
-        Ok(written)
-    }
-
     /// Writes a batch in one transaction (see [`BatchPlan`]). The end of a run is written only
     /// over a row still `running`: a node that comes back after another one marked its runs
     /// `abandoned` writes nothing over them.
@@ -168,14 +128,6 @@ impl PgStore {
         write_plan(&mut tx, plan).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    pub(super) async fn last_fired(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-        let rows: Vec<(String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT job, last_fired_for FROM job_state")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().collect())
     }
 
     /// Claims pending requests for the jobs this node has (one statement: a request another
@@ -214,24 +166,6 @@ impl PgStore {
             .iter()
             .map(RunRow::from_columns)
             .collect::<Result<_, _>>()?)
-    }
-
-    pub(super) async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM runs WHERE scheduled_for < $1 AND status <> 'running'")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query(
-            "DELETE FROM trigger_requests WHERE requested_at < $1 AND claimed_at IS NOT NULL",
-        )
-        .bind(before)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query("DELETE FROM claims WHERE scheduled_for < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
     }
 }
 
