@@ -26,7 +26,7 @@ fn s3(root: &str) -> opendal::Operator {
         .access_key_id("AK")
         .secret_access_key("SK")
         .disable_config_load();
-    opendal::Operator::new(b).unwrap().finish()
+    opendal::Operator::new(b).unwrap()
 }
 
 fn read_s3(root: &str, key: &str) -> Vec<u8> {

@@ -212,10 +212,10 @@ impl UploadJob {
                 if let Some(e) = endpoint {
                     b = b.endpoint(e);
                 }
-                Operator::new(b).map(|o| o.finish())
+                Operator::new(b)
             }
             Destination::Folder(_) | Destination::Sftp { .. } => {
-                Operator::new(opendal::services::Fs::default().root(prefix)).map(|o| o.finish())
+                Operator::new(opendal::services::Fs::default().root(prefix))
             }
         };
         op.map_err(|e| format!("destination {}: {e}", self.destination.describe()))
