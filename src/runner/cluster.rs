@@ -200,18 +200,8 @@ pub fn recovered(ctx: &Arc<Context>) {
     if !ctx.claims.reachable() || !ctx.claims.failing.swap(false, Ordering::Relaxed) {
         return;
     }
-    let kept = ctx
-        .claims
-        .unclaimed
-        .lock()
-        .map(|mut k| std::mem::take(&mut *k))
-        .unwrap_or_default();
-    let turns = ctx
-        .claims
-        .turns
-        .lock()
-        .map(|mut t| std::mem::take(&mut *t))
-        .unwrap_or_default();
+    let kept = take_all(&ctx.claims.unclaimed);
+    let turns = take_all(&ctx.claims.turns);
     tracing::info!(
         firings = kept.len(),
         turns = turns.len(),
@@ -225,6 +215,13 @@ pub fn recovered(ctx: &Arc<Context>) {
         }
         catch_up_kept(&ctx2, kept);
     });
+}
+
+/// Empties `kept`, returning what it held.
+fn take_all<T>(kept: &Mutex<Vec<T>>) -> Vec<T> {
+    kept.lock()
+        .map(|mut k| std::mem::take(&mut *k))
+        .unwrap_or_default()
 }
 
 /// The firings kept during an outage, per job, under each job's `catch_up` policy.

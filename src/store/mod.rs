@@ -26,7 +26,6 @@ macro_rules! on_pool {
 }
 
 mod actions;
-mod cluster;
 mod decode;
 mod overview;
 mod postgres;
@@ -42,8 +41,8 @@ mod uploads;
 mod writer;
 
 pub use actions::{Event, Pause};
-pub use cluster::Cluster;
 pub use overview::{NotificationRow, RunDot};
+pub use postgres::Cluster;
 use postgres::PgStore;
 pub use records::*;
 use sqlite::SqliteStore;

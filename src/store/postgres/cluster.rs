@@ -10,10 +10,16 @@ use sqlx::Row;
 use super::PgStore;
 use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError, Ts};
 
-impl PgStore {
+/// The statements of a database several nodes share, which only PostgreSQL is (see
+/// [`Store::cluster`](crate::store::Store::cluster)): a daemon on SQLite has none and runs
+/// every firing it has.
+#[derive(Debug, Clone)]
+pub struct Cluster(pub(in crate::store) PgStore);
+
+impl Cluster {
     /// Claims `firings` for `node` in one statement, by the database's clock: a firing not due
     /// yet there (this node's clock is ahead) is not claimed.
-    pub(in crate::store) async fn claim_firings(
+    pub async fn claim_firings(
         &self,
         firings: &[(String, DateTime<Utc>)],
         node: &str,
@@ -41,7 +47,7 @@ impl PgStore {
         .bind(&jobs)
         .bind(&times)
         .bind(node)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.0.pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -61,12 +67,12 @@ impl PgStore {
     /// `running` become `abandoned`, and the firings they claimed but never recorded get an
     /// `abandoned` row (ids from `ids`). The claims of both are marked reaped, so that a dead
     /// node that comes back writes nothing more for them. Returns what was lost.
-    pub(in crate::store) async fn reap_dead_nodes(
+    pub async fn reap_dead_nodes(
         &self,
         me: &str,
         ids: &(dyn Fn() -> i64 + Sync),
     ) -> Result<Vec<LostRun>, StoreError> {
-        let mut tx = self.members.begin().await?;
+        let mut tx = self.0.members.begin().await?;
         let mut lost: Vec<LostRun> = sqlx::query_as(
             "UPDATE runs SET status = 'abandoned', finished_at = now(), \
              error = 'node ' || runs.node || ' stopped answering (its lease ran out at ' || \
@@ -132,7 +138,7 @@ impl PgStore {
 
     /// Takes the firing of a lost run over (`on_node_loss = "retry"`): its claim becomes this
     /// node's, so that this node's next attempt is written.
-    pub(in crate::store) async fn take_over(
+    pub async fn take_over(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
@@ -144,14 +150,14 @@ impl PgStore {
         .bind(job)
         .bind(scheduled_for)
         .bind(me)
-        .execute(&self.pool)
+        .execute(&self.0.pool)
         .await?;
         Ok(())
     }
 
     /// Takes the job's turn across nodes for the firing of `scheduled_for`: `None` when this
     /// node has it now, else who holds it (node, firing).
-    pub(in crate::store) async fn take_turn(
+    pub async fn take_turn(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
@@ -170,13 +176,13 @@ impl PgStore {
         .bind(me)
         .bind(scheduled_for)
         .bind(replace)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.0.pool)
         .await?;
         Ok((!inserted).then_some((node, held_for)))
     }
 
     /// Gives the job's turn back.
-    pub(in crate::store) async fn give_turn(
+    pub async fn give_turn(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
@@ -186,33 +192,30 @@ impl PgStore {
             .bind(job)
             .bind(me)
             .bind(scheduled_for)
-            .execute(&self.pool)
+            .execute(&self.0.pool)
             .await?;
         Ok(())
     }
 
     /// The jobs whose run on this node another node asked to replace.
-    pub(in crate::store) async fn replace_requests(
-        &self,
-        me: &str,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn replace_requests(&self, me: &str) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT job FROM active_runs WHERE node = $1 AND replace_requested")
                 .bind(me)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.0.pool)
                 .await?,
         )
     }
 
     /// Replaces the digests of the job definitions node `me` has loaded.
-    pub(in crate::store) async fn set_node_jobs(
+    pub async fn set_node_jobs(
         &self,
         me: &str,
         jobs: &[(String, String)],
     ) -> Result<(), StoreError> {
         let (names, digests): (Vec<&str>, Vec<&str>) =
             jobs.iter().map(|(n, d)| (n.as_str(), d.as_str())).unzip();
-        let mut tx = self.members.begin().await?;
+        let mut tx = self.0.members.begin().await?;
         sqlx::query("DELETE FROM node_jobs WHERE node = $1")
             .bind(me)
             .execute(&mut *tx)
@@ -231,24 +234,22 @@ impl PgStore {
     }
 
     /// The jobs whose definition differs between live nodes: each with `node=digest` pairs.
-    pub(in crate::store) async fn job_drift(
-        &self,
-    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    pub async fn job_drift(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT j.job, array_agg(j.node || '=' || j.digest ORDER BY j.node) \
              FROM node_jobs j JOIN nodes n ON n.name = j.node AND n.lease_until > now() \
              WHERE (SELECT count(DISTINCT config_digest) FROM nodes WHERE lease_until > now()) > 1 \
              GROUP BY j.job HAVING count(DISTINCT j.digest) > 1 ORDER BY j.job",
         )
-        .fetch_all(&self.members)
+        .fetch_all(&self.0.members)
         .await?)
     }
 
     /// Ends this node's lease at a clean stop: it shows as stopped at once.
-    pub(in crate::store) async fn leave(&self, me: &str) -> Result<(), StoreError> {
+    pub async fn leave(&self, me: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE nodes SET lease_until = now() WHERE name = $1")
             .bind(me)
-            .execute(&self.members)
+            .execute(&self.0.members)
             .await?;
         Ok(())
     }
@@ -257,14 +258,14 @@ impl PgStore {
     /// was out of reach: the firing of `scheduled_for`, unless a node already claimed such a
     /// run for this job since `since` (the nodes' lists of missed firings may end a firing
     /// apart; the job's advisory lock makes the check and the claim one step).
-    pub(in crate::store) async fn claim_latest(
+    pub async fn claim_latest(
         &self,
         job: &str,
         scheduled_for: DateTime<Utc>,
         since: DateTime<Utc>,
         node: &str,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.0.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('hourglass latest ' || $1))")
             .bind(job)
             .execute(&mut *tx)
@@ -289,9 +290,9 @@ impl PgStore {
     /// in hand and sent with the statement, minus the database's); returns the skew in
     /// milliseconds. (Read before a connection came, after an outage, the clock would be
     /// behind by the wait.)
-    pub(in crate::store) async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
+    pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
         let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
-        let mut conn = self.members.acquire().await?;
+        let mut conn = self.0.members.acquire().await?;
         let local_now = Utc::now();
         let skew: Option<i64> = sqlx::query_scalar(
             "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
@@ -325,14 +326,11 @@ impl PgStore {
     }
 
     /// Who holds node `name` now.
-    pub(in crate::store) async fn node_holder(
-        &self,
-        name: &str,
-    ) -> Result<Option<NodeHolder>, StoreError> {
+    pub async fn node_holder(&self, name: &str) -> Result<Option<NodeHolder>, StoreError> {
         let row =
             sqlx::query("SELECT machine, process, lease_until > now() FROM nodes WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.members)
+                .fetch_optional(&self.0.members)
                 .await?;
         Ok(row.map(|r| NodeHolder {
             machine: r.get(0),
@@ -342,12 +340,12 @@ impl PgStore {
     }
 
     /// Every node, with whether its lease still holds by the database's clock.
-    pub(in crate::store) async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, version, config_digest, started_at, heartbeat_at, lease_until, skew_ms, \
              lease_until > now() FROM nodes ORDER BY name",
         )
-        .fetch_all(&self.members)
+        .fetch_all(&self.0.members)
         .await?;
         let node = |r: &sqlx::postgres::PgRow| -> Result<NodeRow, sqlx::Error> {
             Ok(NodeRow {
@@ -365,13 +363,10 @@ impl PgStore {
     }
 
     /// Deletes the claims of firings before `before`.
-    pub(in crate::store) async fn prune_claims(
-        &self,
-        before: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn prune_claims(&self, before: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM claims WHERE scheduled_for < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.0.pool)
             .await?;
         Ok(())
     }

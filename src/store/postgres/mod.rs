@@ -14,6 +14,8 @@ use sqlx::{ConnectOptions as _, PgPool};
 mod batch;
 mod cluster;
 
+pub use cluster::Cluster;
+
 use super::writer::BatchPlan;
 use super::{HistoryFilter, PostgresTarget, Record, RunRow, RunStatus, StoreError};
 use batch::write_plan;
