@@ -100,7 +100,10 @@ pub(crate) fn http_burst(b: &mut Bench, n: usize) -> Result<()> {
             })
             .collect();
         let runs = until_finished(b, "", &jobs, n)?;
-        let failed = runs.iter().filter(|r| r.status != "succeeded").count();
+        let failed = runs
+            .iter()
+            .filter(|r| r.status != hourglass::store::RunStatus::Succeeded)
+            .count();
         if failed > 0 {
             bail!("{failed} of {n} HTTP runs did not succeed");
         }

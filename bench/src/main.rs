@@ -163,11 +163,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<
 /// When the last of `runs` finished.
 fn last_finished(runs: &[RunRow]) -> Result<chrono::DateTime<chrono::Utc>> {
     runs.iter()
-        .filter_map(|r| {
-            r.finished_at
-                .as_deref()
-                .and_then(hourglass::store::parse_ts)
-        })
+        .filter_map(|r| r.finished_at)
         .max()
         .context("no run finished")
 }
@@ -183,7 +179,7 @@ fn seed(b: &mut Bench) -> Result<()> {
         Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() == 3)
     })?;
     let runs = d.runs()?;
-    let due = hourglass::store::parse_ts(&runs[0].scheduled_for).context("timestamp")?;
+    let due = runs[0].scheduled_for;
     let last = last_finished(&runs)?;
     d.stop()?;
     b.row(

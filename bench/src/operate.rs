@@ -17,7 +17,10 @@ pub(crate) fn memory_after_burst(b: &mut Bench, n: usize, settle: Duration) -> R
     let before_text = proc::memory(d.pid());
     wait_until(Duration::from_secs(300), || {
         let runs = d.runs()?;
-        Ok(runs.len() >= n && runs.iter().all(|r| r.status != "running"))
+        Ok(runs.len() >= n
+            && runs
+                .iter()
+                .all(|r| r.status != hourglass::store::RunStatus::Running))
     })?;
     let after_text = proc::memory(d.pid());
     std::thread::sleep(settle);

@@ -13,10 +13,10 @@ pub(crate) struct Fire {
 
 pub(crate) fn fires_of(runs: &[RunRow], prefix: &str) -> Vec<Fire> {
     runs.iter()
-        .filter(|r| r.job.starts_with(prefix) && r.trigger == "schedule")
+        .filter(|r| r.job.starts_with(prefix) && r.trigger == hourglass::store::Trigger::Schedule)
         .filter_map(|r| {
-            let intended = hourglass::store::parse_ts(&r.scheduled_for)?;
-            let started = hourglass::store::parse_ts(r.started_at.as_deref()?)?;
+            let intended = r.scheduled_for;
+            let started = r.started_at?;
             Some(Fire {
                 job: r.job.clone(),
                 intended: intended.timestamp_millis(),
