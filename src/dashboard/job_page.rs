@@ -93,7 +93,7 @@ pub(super) async fn page(
     Ok(layout::page(&state, &visitor, &name, Section::Jobs, body))
 }
 
-fn summary(view: &JobView, counts: &[(String, i64)], total: i64, recent: &[RunDot]) -> Markup {
+fn summary(view: &JobView, counts: &[(RunStatus, i64)], total: i64, recent: &[RunDot]) -> Markup {
     let (ran, succeeded) = rate_counts(counts);
     html! {
         section aria-labelledby="summary" {
@@ -115,7 +115,7 @@ fn summary(view: &JobView, counts: &[(String, i64)], total: i64, recent: &[RunDo
                 dt { "Runs in the history" }
                 dd data-total=(total) { (total) }
                 @for (status, n) in counts {
-                    dt { "Runs " (status.replace('_', " ")) ", " (RATE_DAYS) " days" }
+                    dt { "Runs " (status.as_str().replace('_', " ")) ", " (RATE_DAYS) " days" }
                     dd data-count=(status) { (n) }
                 }
                 dt { "Last " (STRIP) " runs" }

@@ -181,16 +181,16 @@ async fn figures(store: &Store, job: &str) -> Result<Figures, StoreError> {
 
 /// Of the runs counted by status: how many ran to an end (not skipped, cancelled or still
 /// running), and how many of them succeeded.
-pub(super) fn rate_counts(counts: &[(String, i64)]) -> (i64, i64) {
+pub(super) fn rate_counts(counts: &[(RunStatus, i64)]) -> (i64, i64) {
     let mut ran = 0;
     let mut succeeded = 0;
     for (status, n) in counts {
-        match status.as_str() {
-            "succeeded" => {
+        match status {
+            RunStatus::Succeeded => {
                 succeeded += n;
                 ran += n;
             }
-            "skipped" | "cancelled" | "running" => {}
+            RunStatus::Skipped | RunStatus::Cancelled | RunStatus::Running => {}
             _ => ran += n,
         }
     }

@@ -121,7 +121,7 @@ impl Store {
         &self,
         job: &str,
         since: DateTime<Utc>,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<(RunStatus, i64)>, StoreError> {
         Ok(on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT status, count(*) FROM runs WHERE job = $1 AND scheduled_for >= $2 \

@@ -33,7 +33,7 @@ pub struct JobStats {
     pub last_failure: Option<DateTime<Utc>>,
 }
 
-type StatRow = (String, String, Option<i64>, Option<i64>, Option<Ts>);
+type StatRow = (String, RunStatus, Option<i64>, Option<i64>, Option<Ts>);
 
 impl Store {
     /// When each job last succeeded (the end of its newest successful run), for the jobs that
@@ -88,16 +88,16 @@ fn aggregate(rows: Vec<StatRow>) -> Vec<JobStats> {
         let t = jobs.entry(job).or_default();
         t.stats.runs += 1;
         let finished = finished.map(|t| t.0);
-        match status.parse::<RunStatus>() {
-            Ok(RunStatus::Succeeded) => {
+        match status {
+            RunStatus::Succeeded => {
                 t.stats.succeeded += 1;
                 t.stats.last_success = t.stats.last_success.max(finished);
             }
-            Ok(RunStatus::Skipped) => t.stats.skipped += 1,
-            Ok(s) if s.is_failure() => {
+            RunStatus::Skipped => t.stats.skipped += 1,
+            s if s.is_failure() => {
                 t.stats.last_failure = t.stats.last_failure.max(finished);
             }
-            // Cancelled, or a status this version does not know: neither.
+            // Cancelled or still running: neither.
             _ => {}
         }
         t.durations.extend(duration);
@@ -132,11 +132,12 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank_and_skips_do_not_count_against_success() {
-        let row =
-            |status: &str, d: i64| ("a".to_string(), status.to_string(), Some(d), Some(d), None);
-        let mut rows: Vec<StatRow> = (1..=19).map(|d| row("succeeded", d * 10)).collect();
-        rows.push(row("failed", 1000));
-        rows.push(("a".into(), "skipped".into(), None, None, None));
+        let row = |status, d: i64| ("a".to_string(), status, Some(d), Some(d), None);
+        let mut rows: Vec<StatRow> = (1..=19)
+            .map(|d| row(RunStatus::Succeeded, d * 10))
+            .collect();
+        rows.push(row(RunStatus::Failed, 1000));
+        rows.push(("a".into(), RunStatus::Skipped, None, None, None));
         let s = &aggregate(rows)[0];
         assert_eq!((s.runs, s.succeeded, s.skipped), (21, 19, 1));
         assert_eq!(s.success_rate, Some(0.95));
