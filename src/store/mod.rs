@@ -639,7 +639,34 @@ mod tests {
         pauses_and_events(store, &mut out).await;
         stale_watch_and_reads(store, &mut out).await;
         requests_and_marks(store, &mut out).await;
+        pages_dots_and_ids(store, &mut out).await;
         out
+    }
+
+    /// History in pages (each backend's keyset order), a job's dots and one firing's
+    /// attempts, run-id blocks.
+    async fn pages_dots_and_ids(store: &Store, out: &mut String) {
+        use std::fmt::Write as _;
+        let mut filter = HistoryFilter {
+            job: Some("a".into()),
+            limit: 2,
+            ..Default::default()
+        };
+        for page in 1..=2 {
+            let rows = store.history(&filter).await.unwrap();
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            writeln!(out, "page {page} {ids:?}").unwrap();
+            filter.after = rows.last().map(Cursor::after);
+        }
+        writeln!(out, "dots {:?}", store.recent_dots("a", 10).await.unwrap()).unwrap();
+        let at = parse_ts(T1).unwrap();
+        writeln!(out, "attempts {:?}", store.attempts("a", at).await.unwrap()).unwrap();
+        assert!(!store.database_id().await.unwrap().is_empty());
+        let (first, through) = store.take_run_ids(100, 10).await.unwrap();
+        writeln!(out, "block of {}", through - first + 1).unwrap();
+        let (_, next) = store.reserve_run_ids(through + 10, 10).await.unwrap();
+        writeln!(out, "reserved through the ask {}", next >= through + 10).unwrap();
+        store.release_run_ids(first).await.unwrap();
     }
 
     const T0: &str = "2026-01-01T00:00:00.000Z";
