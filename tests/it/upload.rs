@@ -18,6 +18,7 @@ fn endpoint() -> String {
 
 fn s3(root: &str) -> opendal::Operator {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    opendal_http_transport_reqwest::install_default();
     let b = opendal::services::S3::default()
         .bucket(BUCKET)
         .endpoint(&endpoint())

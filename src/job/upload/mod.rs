@@ -193,6 +193,9 @@ fn source_files(source: &str) -> Result<Vec<SourceFile>, String> {
 
 impl UploadJob {
     fn operator(&self, prefix: &str) -> Result<Operator, String> {
+        // OpenDAL's HTTP transport (reqwest, built at its first request, after the daemon
+        // installed its TLS crypto provider); installing it again does nothing.
+        opendal_http_transport_reqwest::install_default();
         let op = match &self.destination {
             Destination::S3 {
                 bucket,
