@@ -65,8 +65,10 @@ export PATH="$PWD/$venv/bin:$PATH"
 s3dir=$(mktemp -d)
 pgdir=$(mktemp -d)
 cleanup() {
-    [ -n "${weed_pid:-}" ] && kill "$weed_pid" 2>/dev/null
-    [ -f "$pgdir/data/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1
+    if [ -n "${weed_pid:-}" ]; then kill "$weed_pid" 2>/dev/null || true; fi
+    if [ -f "$pgdir/data/postmaster.pid" ]; then
+        runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
     wait 2>/dev/null
     rm -rf "$s3dir" "$pgdir"
 }
@@ -83,6 +85,12 @@ for _ in $(seq 1 120); do
     fi
     sleep 0.5
 done
+# The tests must talk to this server, not to another one already on the port.
+if ! kill -0 "$weed_pid" 2>/dev/null; then
+    echo "test.sh: SeaweedFS did not start (is port 8333 or 9333 taken?):" >&2
+    tail -5 "$s3dir/weed.log" >&2
+    exit 1
+fi
 export HOURGLASS_TEST_S3_ENDPOINT=http://127.0.0.1:8333
 
 # A throw-away PostgreSQL cluster on loopback (initdb refuses root: it runs as `postgres`).
