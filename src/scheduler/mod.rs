@@ -22,9 +22,10 @@ use crate::schedule::Schedule;
 mod entry;
 mod pause;
 mod plan;
+mod view;
 
 use entry::{Entry, Wake};
-pub use pause::JobView;
+pub use view::JobView;
 
 pub use crate::due::MAX_CATCH_UP;
 pub use crate::schedule::LATE_GRACE;

@@ -1,41 +1,10 @@
-//! Pausing and resuming jobs in the timers, and what the API shows of each job (its
-//! definition, next occurrence and pause).
-
-use std::sync::Arc;
+//! Pausing and resuming jobs in the timers: a paused job's next occurrence moves past its
+//! pause, and a resumed job goes on from now.
 
 use chrono::{DateTime, Utc};
 
 use super::{Scheduler, Timers};
-use crate::job::JobSpec;
 use crate::store::Pause;
-
-/// One job as the timers hold it now.
-#[derive(Debug, Clone)]
-pub struct JobView {
-    /// Its definition.
-    pub spec: Arc<JobSpec>,
-    /// Its next occurrence that will run (none: disabled, paused without end, or no more).
-    pub next: Option<DateTime<Utc>>,
-    /// Its pause, when one holds now.
-    pub pause: Option<Pause>,
-    /// The run holding its turn (a job whose overlap policy is not `allow`).
-    pub active_run: Option<i64>,
-    /// Firings waiting in its queue.
-    pub waiting: usize,
-}
-
-impl JobView {
-    /// Its next `n` firings that will run, from [`JobView::next`] on.
-    pub fn upcoming(&self, n: usize) -> Vec<DateTime<Utc>> {
-        let mut times = Vec::new();
-        let mut at = self.next;
-        while let Some(t) = at.filter(|_| times.len() < n) {
-            times.push(t);
-            at = self.spec.next_fire_after(t);
-        }
-        times
-    }
-}
 
 impl Timers {
     /// Reschedules `job` after `change` (its pause or its cursor moved); the heap gets its new
@@ -56,18 +25,6 @@ impl Timers {
             }
             self.heap.extend(entry.wake());
         }
-    }
-
-    fn view(&self, name: &str, now: DateTime<Utc>) -> Option<JobView> {
-        let entry = self.jobs.get(name)?;
-        let slot = entry.slot.as_ref();
-        Some(JobView {
-            spec: Arc::clone(&entry.spec),
-            next: entry.next,
-            pause: self.paused.get(name).filter(|p| p.holds_at(now)).cloned(),
-            active_run: slot.and_then(|s| s.active_run()),
-            waiting: slot.map_or(0, |s| s.waiting()),
-        })
     }
 }
 
@@ -118,20 +75,5 @@ impl Scheduler {
         }
         drop(t);
         self.shared.changed.notify_one();
-    }
-
-    /// One job as the timers hold it, if it is here.
-    pub fn view(&self, job: &str) -> Option<JobView> {
-        let now = self.ctx.clock().now();
-        self.shared.lock().view(job, now)
-    }
-
-    /// Every job (the disabled ones too), by name.
-    pub fn views(&self) -> Vec<JobView> {
-        let now = self.ctx.clock().now();
-        let t = self.shared.lock();
-        let mut names: Vec<&String> = t.jobs.keys().collect();
-        names.sort();
-        names.into_iter().filter_map(|n| t.view(n, now)).collect()
     }
 }
