@@ -27,7 +27,7 @@ macro_rules! on_pool {
 
 mod actions;
 mod decode;
-mod overview;
+mod dashboard;
 mod postgres;
 mod records;
 mod runs;
@@ -41,7 +41,7 @@ mod uploads;
 mod writer;
 
 pub use actions::{Event, Pause};
-pub use overview::{NotificationRow, RunDot};
+pub use dashboard::{NotificationRow, RunDot};
 pub use postgres::Cluster;
 use postgres::PgStore;
 pub use records::*;
