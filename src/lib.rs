@@ -60,10 +60,11 @@
 //!   Prometheus metrics, counted as records are made.
 //! - [`store`]: all SQL, behind one `Store` on SQLite or PostgreSQL: typed rows (`records`,
 //!   `Ts` timestamps, statuses and triggers read as types), each statement written once for
-//!   both backends where the SQL is the same (`actions`, `dashboard`: what the dashboard reads, `stats`, `stale_watch`,
-//!   `triggers`, `uploads`, `runs`), per backend only where it differs (`sqlite`, `postgres`:
-//!   the writer's batches, keyset order, run-id blocks); `Cluster` holds the statements only
-//!   a shared PostgreSQL database has (claims, turns, leases, nodes); [`secret`]: secret
+//!   both backends where the SQL is the same (`actions`, `dashboard`: what the dashboard
+//!   reads, `stats`, `stale_watch`, `triggers`, `uploads`, `runs`, `upkeep`), per backend only
+//!   where it differs (`sqlite`, `postgres`: the writer's batches, keyset order, run-id
+//!   blocks); `Cluster` holds the statements only a shared PostgreSQL database has (claims,
+//!   turns, leases, nodes); [`secret`]: secret
 //!   values (referenced while the config is validated, read afterwards by `load` only; the
 //!   store reads its password).
 

@@ -26,8 +26,8 @@ macro_rules! on_pool {
 }
 
 mod actions;
-mod decode;
 mod dashboard;
+mod decode;
 mod postgres;
 mod records;
 mod runs;
