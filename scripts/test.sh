@@ -65,7 +65,12 @@ export PATH="$PWD/$venv/bin:$PATH"
 s3dir=$(mktemp -d)
 pgdir=$(mktemp -d)
 cleanup() {
-    if [ -n "${weed_pid:-}" ]; then kill "$weed_pid" 2>/dev/null || true; fi
+    if [ -n "${weed_pid:-}" ]; then
+        kill "$weed_pid" 2>/dev/null || true
+        # SeaweedFS can hang after saying it stopped (seen with the disk nearly full): 10 s.
+        for _ in $(seq 1 50); do kill -0 "$weed_pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$weed_pid" 2>/dev/null || true
+    fi
     if [ -f "$pgdir/data/postmaster.pid" ]; then
         runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
     fi
