@@ -34,7 +34,7 @@ use crate::processes::Processes;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
-use crate::store::{Cluster, LostRun, Store};
+use crate::store::{LostRun, Store};
 use node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 
 use background::{
@@ -90,8 +90,6 @@ const REPLACE_POLL: Duration = Duration::from_millis(500);
 struct Running {
     settings: Settings,
     store: Store,
-    /// The nodes sharing the database, if it is shared.
-    cluster: Option<Cluster>,
     ids: Arc<RunIds>,
     ctx: Arc<Context>,
     scheduler: Scheduler,
@@ -177,7 +175,6 @@ impl Running {
         let hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
         let daemon = Self {
             settings,
-            cluster: store.cluster(),
             store,
             ids,
             ctx,
@@ -247,7 +244,7 @@ impl Running {
                 }
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
-                _ = replace_tick.tick(), if self.cluster.is_some() => {
+                _ = replace_tick.tick(), if self.store.cluster().is_some() => {
                     // A database slow to answer must not keep a stop signal waiting.
                     tokio::select! {
                         () = self.replace_requested() => {}
@@ -275,7 +272,7 @@ impl Running {
     }
 
     async fn reload(&mut self) {
-        let shared = self.cluster.is_some().then_some(&self.loaded);
+        let shared = self.store.cluster().is_some().then_some(&self.loaded);
         if let Some(alerts) =
             reload(&mut self.scheduler, &self.settings, shared, &self.in_force).await
         {
@@ -288,7 +285,7 @@ impl Running {
     /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`), and
     /// follows the pauses other nodes made.
     async fn replace_requested(&self) {
-        let Some(cluster) = &self.cluster else {
+        let Some(cluster) = self.store.cluster() else {
             return;
         };
         match self.store.pauses().await {
@@ -314,11 +311,10 @@ impl Running {
         let Some(spec) = self.scheduler.spec(&run.job) else {
             return;
         };
-        let Some(cluster) = self
-            .cluster
-            .as_ref()
-            .filter(|_| spec.on_node_loss == NodeLoss::Retry)
-        else {
+        if spec.on_node_loss != NodeLoss::Retry {
+            return;
+        }
+        let Some(cluster) = self.store.cluster() else {
             return;
         };
         if let Err(e) = cluster
