@@ -105,7 +105,7 @@ chown postgres "$pgdir"
 pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 runuser -u postgres -- "$pg_bin/initdb" -D "$pgdir/data" --auth=trust -U postgres >/dev/null
 runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdir/data" -w -l "$pgdir/log" \
-    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdir -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdir -c fsync=off -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" start >/dev/null
 export HOURGLASS_TEST_PG_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
 export HOURGLASS_TEST_PG_CTL="$pg_bin/pg_ctl"
 export HOURGLASS_TEST_PG_DATA="$pgdir/data"

@@ -11,10 +11,12 @@ mod burst;
 mod cluster;
 mod daemons;
 mod dashboard;
+mod delay_proxy;
 mod http_server;
 mod isolation;
 mod operate;
 mod peer;
+mod pg_counters;
 mod proc;
 mod steady;
 mod summary;
@@ -269,11 +271,8 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
         }
     }
     if want("cluster") {
-        if smoke {
-            cluster::cluster(b, 5, 3, 50)?;
-        } else {
-            cluster::cluster(b, 100, 20, 10_000)?;
-        }
+        let sizes = cluster::Sizes::new(smoke);
+        cluster::cluster(b, &sizes)?;
     }
     Ok(())
 }

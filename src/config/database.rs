@@ -20,6 +20,7 @@ pub(crate) struct RawDatabase {
     pub(crate) ca_file: Option<String>,
     pub(crate) lease: Option<String>,
     pub(crate) max_clock_skew: Option<String>,
+    pub(crate) fallback_poll: Option<String>,
 }
 
 /// How long a node's lease lasts when `database.lease` is not set.
@@ -27,6 +28,9 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The shortest lease: a node renews it every sixth of it, and must not be declared dead by a
 /// slow query.
 const MIN_LEASE: Duration = Duration::from_secs(3);
+/// `database.fallback_poll` when not set: how long a lost notification (or a pooler that
+/// drops them) delays a pause, a manual trigger or a replace request made on another node.
+const DEFAULT_FALLBACK_POLL: Duration = Duration::from_secs(30);
 /// `database.max_clock_skew` when not set.
 const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(1);
 /// The `sslmode` values PostgreSQL knows.
@@ -44,6 +48,7 @@ pub(crate) struct DatabaseSettings {
     pub(crate) database: Database,
     pub(crate) lease: Duration,
     pub(crate) max_clock_skew: Duration,
+    pub(crate) fallback_poll: Duration,
 }
 
 /// Validates the section. `default_path` is the SQLite file when `path` is not set; a
@@ -70,9 +75,15 @@ pub(crate) fn database_settings(
         raw.max_clock_skew.as_deref(),
         DEFAULT_MAX_SKEW,
     );
+    let fallback_poll = at.duration(
+        "database.fallback_poll",
+        raw.fallback_poll.as_deref(),
+        DEFAULT_FALLBACK_POLL,
+    );
     let database = match &raw.url {
         None => {
             for (field, set) in [
+                ("database.fallback_poll", raw.fallback_poll.is_some()),
                 ("database.password", raw.password.is_some()),
                 ("database.tls", raw.tls.is_some()),
                 ("database.ca_file", raw.ca_file.is_some()),
@@ -103,6 +114,7 @@ pub(crate) fn database_settings(
         database,
         lease,
         max_clock_skew,
+        fallback_poll,
     }
 }
 

@@ -105,6 +105,7 @@ pub(crate) fn load_settings(
         database,
         lease,
         max_clock_skew,
+        fallback_poll,
     } = database_settings(
         &raw.database,
         &resolve,
@@ -137,6 +138,7 @@ pub(crate) fn load_settings(
         tags: node_tags(raw.daemon.tags.unwrap_or_default(), &mut at),
         lease,
         max_clock_skew,
+        fallback_poll,
         log_format: raw.log.format.unwrap_or_default(),
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         output_limit: at.size(

@@ -75,6 +75,9 @@ pub struct Settings {
     pub lease: Duration,
     /// The clock skew against the database over which a node logs an ERROR.
     pub max_clock_skew: Duration,
+    /// How often a node's heartbeat also looks for what a lost notification would have said
+    /// (shared database).
+    pub fallback_poll: Duration,
     /// Runs older than this are deleted by the daemon (hourly); `None` keeps everything.
     pub retention: Option<Duration>,
     /// Default zone of jobs without `timezone`.

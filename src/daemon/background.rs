@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,14 +41,15 @@ pub(super) async fn record_trigger_outcome(
 }
 
 /// Claims manual trigger requests for the jobs in `jobs` (the jobs this daemon has: on a
-/// shared database, another node's request is not taken): once, then every `every` if given,
-/// until the daemon begins to stop (`stopping`: no request is taken that nothing would fire;
+/// shared database, another node's request is not taken): once, then every `every` if given
+/// and whenever `wake` is notified (the database said a request was made), until the daemon
+/// begins to stop (`stopping`: no request is taken that nothing would fire;
 /// another node, or the next start, takes it).
 pub(super) async fn poll_triggers(
     store: Store,
     node: String,
     jobs: watch::Receiver<Arc<LoadedJobs>>,
-    (tx, every): (mpsc::Sender<(i64, String)>, Option<Duration>),
+    (tx, every, wake): (mpsc::Sender<(i64, String)>, Option<Duration>, Arc<Notify>),
     stopping: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every.unwrap_or(TRIGGER_POLL));
@@ -57,6 +58,7 @@ pub(super) async fn poll_triggers(
     loop {
         tokio::select! {
             _ = tick.tick(), if first || every.is_some() => {}
+            () = wake.notified() => {}
             () = stopping.cancelled() => return,
         }
         first = false;

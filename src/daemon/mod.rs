@@ -7,6 +7,7 @@ mod api;
 mod background;
 pub mod instance;
 mod leftovers;
+mod listen;
 pub mod memory;
 pub mod node;
 mod open_history;
@@ -34,7 +35,7 @@ use crate::processes::Processes;
 use crate::runner::Context;
 use crate::scheduler::Scheduler;
 use crate::smtp::Mailers;
-use crate::store::{LostRun, Store};
+use crate::store::{ClusterEvent, LostRun, Store};
 use node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 
 use background::{
@@ -83,9 +84,6 @@ pub async fn run_with(config: Config, shutdown: Shutdown) -> anyhow::Result<()> 
     daemon.finish().await
 }
 
-/// How often a node on a shared database looks for requests to replace its runs.
-const REPLACE_POLL: Duration = Duration::from_millis(500);
-
 /// A started daemon: what the serve loop, the drain and the last writes work on.
 struct Running {
     settings: Settings,
@@ -102,6 +100,8 @@ struct Running {
     triggers: mpsc::Receiver<(i64, String)>,
     /// Runs lost with a dead node (shared database).
     lost: mpsc::Receiver<LostRun>,
+    /// What the other nodes said (shared database): pauses and replace requests.
+    heard: mpsc::Receiver<ClusterEvent>,
     /// The jobs loaded now (names and digest), for trigger claims and the heartbeat.
     loaded: watch::Sender<Arc<LoadedJobs>>,
     changes: mpsc::UnboundedReceiver<()>,
@@ -150,7 +150,7 @@ impl Running {
         scheduler.apply(jobs, alerts, &last_fired);
         memory::release_freed();
         let background = CancellationToken::new();
-        let (mut tasks, triggers, lost) =
+        let (mut tasks, triggers, lost, heard) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
         tasks.spawn(sweep_loop(
             Arc::clone(ctx.processes()),
@@ -185,6 +185,7 @@ impl Running {
             writer,
             triggers,
             lost,
+            heard,
             loaded,
             changes,
             _watcher: watcher,
@@ -216,8 +217,6 @@ impl Running {
         // The systemd status line follows runs starting and ending, at most once a second:
         // an idle daemon does not wake for it.
         let mut status_at: Option<tokio::time::Instant> = None;
-        let mut replace_tick = tokio::time::interval(REPLACE_POLL);
-        replace_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = String::new();
         let notify = systemd::listening();
         let ctx = Arc::clone(&self.ctx);
@@ -244,10 +243,10 @@ impl Running {
                 }
                 Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
-                _ = replace_tick.tick(), if self.store.cluster().is_some() => {
+                Some(heard) = self.heard.recv() => {
                     // A database slow to answer must not keep a stop signal waiting.
                     tokio::select! {
-                        () = self.replace_requested() => {}
+                        () = self.follow(heard) => {}
                         () = shutdown.drain.cancelled() => return,
                         () = shutdown.now.cancelled() => return,
                     }
@@ -282,26 +281,38 @@ impl Running {
         systemd::ready(&self.status());
     }
 
-    /// Stops the runs that another node's newer firing replaces (`overlap = "replace"`), and
-    /// follows the pauses other nodes made.
-    async fn replace_requested(&self) {
+    /// Follows what another node said: its pauses, or that its newer firing replaces a run
+    /// of this node (`overlap = "replace"`); both after a lost notification.
+    async fn follow(&self, heard: ClusterEvent) {
         let Some(cluster) = self.store.cluster() else {
             return;
         };
-        match self.store.pauses().await {
-            Ok(pauses) => self.scheduler.set_pauses(pauses),
-            Err(e) => tracing::debug!(error = %e, "cannot read paused jobs"),
+        let me = &self.settings.node;
+        if matches!(heard, ClusterEvent::Pauses | ClusterEvent::Missed) {
+            match self.store.pauses().await {
+                Ok(pauses) => self.scheduler.set_pauses(pauses),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read paused jobs; read again at the next fallback poll")
+                }
+            }
         }
-        match cluster.replace_requests(&self.settings.node).await {
+        let replace = match &heard {
+            ClusterEvent::Replace(node) => node == me,
+            other => *other == ClusterEvent::Missed,
+        };
+        if !replace {
+            return;
+        }
+        match cluster.replace_requests(me).await {
             Ok(jobs) => {
-                // The database answers: firings kept while it did not follow catch_up now.
-                crate::runner::recovered(&self.ctx);
                 for job in jobs {
                     tracing::info!(job = %job, "another node's newer firing replaces this node's run (overlap = \"replace\")");
                     self.scheduler.replace_active(&job);
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "cannot read replace requests"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read replace requests; read again at the next fallback poll")
+            }
         }
     }
 
@@ -474,6 +485,8 @@ pub(super) fn node_info(settings: &Settings) -> NodeInfo {
         max_skew: settings.max_clock_skew,
         machine: node::machine(),
         process: node::this_process(),
+        tags: settings.tags.clone(),
+        fallback_poll: settings.fallback_poll,
     }
 }
 
@@ -483,6 +496,7 @@ type Background = (
     JoinSet<()>,
     mpsc::Receiver<(i64, String)>,
     mpsc::Receiver<LostRun>,
+    mpsc::Receiver<ClusterEvent>,
 );
 
 /// Starts the background tasks (clock watch, run id reservations, sweeps, trigger polling,
@@ -506,27 +520,40 @@ fn spawn_background(
         tasks.spawn(async move { ids.keep_reserved(store, cancel).await });
     }
     let (trigger_tx, triggers) = mpsc::channel(64);
+    let (heard_tx, heard) = mpsc::channel(64);
+    let routes = listen::Routes {
+        daemon: heard_tx,
+        triggers: Arc::default(),
+        beat: Arc::default(),
+    };
     // With the API, `hourglass trigger` asks this daemon directly: the requests table is read
-    // once at start (requests made while it was down), and all along only on a shared
-    // database (for a job only another node has) or without a listener.
+    // once at start (requests made while it was down), and all along without a listener. On
+    // a shared database (for a job only another node has) the database says when.
     let api_listens = settings.api.socket.is_some() || settings.api.listen.is_some();
-    let poll_every = (store.cluster().is_some() || !api_listens).then_some(TRIGGER_POLL);
+    let poll_every = (store.cluster().is_none() && !api_listens).then_some(TRIGGER_POLL);
     tasks.spawn(poll_triggers(
         store.clone(),
         settings.node.clone(),
         loaded.clone(),
-        (trigger_tx, poll_every),
+        (trigger_tx, poll_every, Arc::clone(&routes.triggers)),
         ctx.drain_begun(),
     ));
     let (lost_tx, lost) = mpsc::channel(64);
     if let Some(cluster) = store.cluster() {
+        tasks.spawn(listen::listen_loop(
+            cluster.clone(),
+            routes.clone(),
+            settings.fallback_poll,
+            cancel.clone(),
+        ));
         let membership = Membership {
             cluster,
             node: node_info(settings),
             jobs: loaded,
             ids: Arc::clone(ids),
             lost: lost_tx,
-            health: Arc::clone(ctx.claims()),
+            ctx: Arc::clone(ctx),
+            routes,
             stopping: ctx.drain_begun(),
         };
         tasks.spawn(heartbeat_loop(membership, cancel.clone()));
@@ -537,5 +564,5 @@ fn spawn_background(
     if let Some(every) = systemd::watchdog_interval() {
         tasks.spawn(watchdog_loop(every, cancel.clone()));
     }
-    (tasks, triggers, lost)
+    (tasks, triggers, lost, heard)
 }

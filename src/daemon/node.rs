@@ -26,6 +26,11 @@ pub struct NodeInfo {
     pub machine: String,
     /// This daemon's process on it ([`this_process`]).
     pub process: String,
+    /// Its tags (`daemon.tags`).
+    pub tags: Vec<String>,
+    /// How often a heartbeat also looks for what a lost notification would have said
+    /// (`database.fallback_poll`).
+    pub fallback_poll: Duration,
 }
 
 impl NodeInfo {
@@ -40,6 +45,8 @@ impl NodeInfo {
             machine: &self.machine,
             process: &self.process,
             replaces: "",
+            tags: &self.tags,
+            poll: false,
         }
     }
 }
@@ -184,8 +191,10 @@ pub struct Membership {
     pub ids: Arc<RunIds>,
     /// Where runs lost with a dead node go (the daemon retries them per `on_node_loss`).
     pub lost: mpsc::Sender<LostRun>,
-    /// Told whether the database answers each heartbeat.
-    pub health: Arc<crate::runner::ClaimHealth>,
+    /// The runner: told whether the database answers each heartbeat, and which nodes live.
+    pub ctx: Arc<crate::runner::Context>,
+    /// Who acts on what a polling beat finds waiting.
+    pub routes: super::listen::Routes,
     /// Cancelled when the daemon begins to stop: it takes over from no dead node then (it
     /// could run none of their firings again).
     pub stopping: CancellationToken,
@@ -202,29 +211,40 @@ struct BeatState {
     failing: bool,
     /// Since when beats have been succeeding without a break.
     healthy_since: Option<tokio::time::Instant>,
+    /// When a beat last polled.
+    polled_at: Option<tokio::time::Instant>,
+    /// The pauses' digest the last poll found.
+    pauses: Option<String>,
 }
 
-/// Renews the node's lease every sixth of it until `cancel`. Once its own beats have held for
-/// a whole lease (after an outage every node gets time to renew first), it takes over from
-/// nodes whose lease ran out. Logs an ERROR when the node's clock is further from the
-/// database's than `max_skew` (once per crossing) and a WARN when the database does not answer.
+/// Renews the node's lease every sixth of it (and at once when a node joins or leaves) until
+/// `cancel`. Once its own beats have held for a whole lease (after an outage every node gets
+/// time to renew first), it takes over from nodes whose lease ran out. Logs an ERROR when the
+/// node's clock is further from the database's than `max_skew` (once per crossing) and a WARN
+/// when the database does not answer. Every `fallback_poll`, a beat also looks for what a lost
+/// notification would have said.
 pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(m.node.lease / 6);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = BeatState::default();
+    let beat_now = Arc::clone(&m.routes.beat);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = beat_now.notified() => {}
             () = cancel.cancelled() => break,
         }
-        if !beat(&m, &mut state).await {
+        let Some(answer) = beat(&m, &mut state).await else {
             continue;
+        };
+        if let Some(waiting) = &answer.waiting {
+            follow_waiting(&m, &mut state, waiting).await;
         }
-        check_definitions(&mut m, &mut state).await;
+        check_definitions(&mut m, &mut state, answer.configs).await;
         let held = state
             .healthy_since
             .is_some_and(|t| t.elapsed() >= m.node.lease);
-        if held && !m.stopping.is_cancelled() {
+        if held && answer.dead_to_reap && !m.stopping.is_cancelled() {
             reap(&m).await;
         }
     }
@@ -233,21 +253,48 @@ pub async fn heartbeat_loop(mut m: Membership, cancel: CancellationToken) {
     }
 }
 
-/// One heartbeat; `true` when it was written.
-async fn beat(m: &Membership, state: &mut BeatState) -> bool {
+/// Hands what a polling beat found waiting to who acts on it.
+async fn follow_waiting(m: &Membership, state: &mut BeatState, waiting: &crate::store::Waiting) {
+    if waiting.triggers {
+        m.routes.triggers.notify_one();
+    }
+    if waiting.replace {
+        m.routes
+            .route(crate::store::ClusterEvent::Replace(m.node.name.clone()))
+            .await;
+    }
+    if state.pauses.as_ref() != Some(&waiting.pauses) {
+        if state.pauses.is_some() {
+            m.routes.route(crate::store::ClusterEvent::Pauses).await;
+        }
+        state.pauses = Some(waiting.pauses.clone());
+    }
+}
+
+/// One heartbeat; what it learned when it was written.
+async fn beat(m: &Membership, state: &mut BeatState) -> Option<crate::store::BeatAnswer> {
     let digest = m.jobs.borrow().digest.clone();
-    let beat = m.node.beat(&digest, false);
+    let mut beat = m.node.beat(&digest, false);
+    beat.poll = state
+        .polled_at
+        .is_none_or(|t| t.elapsed() >= m.node.fallback_poll);
     let max_ms = i64::try_from(m.node.max_skew.as_millis()).unwrap_or(i64::MAX);
     let answer = m.cluster.heartbeat(&beat).await;
-    m.health.set_reachable(answer.is_ok());
+    m.ctx.claims().set_reachable(answer.is_ok());
     match answer {
-        Ok(skew_ms) => {
+        Ok(answer) => {
+            if beat.poll {
+                state.polled_at = Some(tokio::time::Instant::now());
+            }
             state
                 .healthy_since
                 .get_or_insert_with(tokio::time::Instant::now);
             if std::mem::take(&mut state.failing) {
                 tracing::info!(node = %m.node.name, "heartbeat written again");
             }
+            // Firings kept while the database did not answer follow catch_up now.
+            crate::runner::recovered(&m.ctx);
+            let skew_ms = answer.skew_ms;
             let over = skew_ms.abs() > max_ms;
             if over && !state.skewed {
                 tracing::error!(node = %m.node.name, skew_ms, max_skew_ms = max_ms, "this node's clock is off from the database's by more than database.max_clock_skew: fix its time synchronisation (firings are claimed by the database's clock, so none runs twice, but this node's start off time)");
@@ -255,7 +302,7 @@ async fn beat(m: &Membership, state: &mut BeatState) -> bool {
                 tracing::info!(node = %m.node.name, skew_ms, "this node's clock is back within database.max_clock_skew");
             }
             state.skewed = over;
-            true
+            Some(answer)
         }
         Err(e) => {
             if !state.failing {
@@ -263,14 +310,15 @@ async fn beat(m: &Membership, state: &mut BeatState) -> bool {
             }
             state.failing = true;
             state.healthy_since = None;
-            false
+            None
         }
     }
 }
 
 /// Writes this node's job digests when they changed, and logs a WARN for each job whose
-/// definition differs between live nodes (once per change; INFO when they agree again).
-async fn check_definitions(m: &mut Membership, state: &mut BeatState) {
+/// definition differs between live nodes (once per change; INFO when they agree again). The
+/// jobs are compared only when the live nodes' `configs` differ, or differed.
+async fn check_definitions(m: &mut Membership, state: &mut BeatState, configs: i64) {
     if m.jobs.has_changed().unwrap_or(false) {
         m.jobs.mark_unchanged();
         state.jobs_written = false;
@@ -281,6 +329,9 @@ async fn check_definitions(m: &mut Membership, state: &mut BeatState) {
             Ok(()) => state.jobs_written = true,
             Err(e) => tracing::warn!(error = %e, "cannot record this node's job definitions"),
         }
+    }
+    if configs <= 1 && state.drift.is_empty() {
+        return;
     }
     let Ok(drift) = m.cluster.job_drift().await else {
         return;

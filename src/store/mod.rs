@@ -42,8 +42,8 @@ mod writer;
 
 pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
-pub use postgres::Cluster;
 use postgres::PgStore;
+pub use postgres::{Cluster, ClusterEvent, ClusterEvents};
 pub use records::*;
 use sqlite::SqliteStore;
 pub use stale_watch::StaleState;

@@ -447,6 +447,37 @@ pub struct NodeBeat<'a> {
     /// On its first beat: the process of this machine that held the name and is gone (its
     /// place may be taken), or `""`.
     pub replaces: &'a str,
+    /// Its tags (`daemon.tags`).
+    pub tags: &'a [String],
+    /// Whether this beat also looks for what a lost notification would have said (manual
+    /// trigger requests, replace requests, pauses).
+    pub poll: bool,
+}
+
+/// What a heartbeat learned of the other nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BeatAnswer {
+    /// This node's clock minus the database's, in milliseconds.
+    pub skew_ms: i64,
+    /// The other live nodes, by name, with their tags.
+    pub others: Vec<(String, Vec<String>)>,
+    /// How many different job configurations the live nodes have (this one's included).
+    pub configs: i64,
+    /// A node's lease ran out and no node has taken its work over since.
+    pub dead_to_reap: bool,
+    /// On a polling beat, what is waiting (`None` on the others).
+    pub waiting: Option<Waiting>,
+}
+
+/// What a polling heartbeat found waiting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Manual trigger requests no node has taken.
+    pub triggers: bool,
+    /// A replace request for a run of this node.
+    pub replace: bool,
+    /// A digest of the pauses.
+    pub pauses: String,
 }
 
 /// The holder of a node name, as its row says.

@@ -17,6 +17,7 @@ mod api;
 mod bad_configs;
 mod cli;
 mod cluster;
+mod cluster_notify;
 mod daemon;
 mod dashboard;
 mod dashboard_actions;

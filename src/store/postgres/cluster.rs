@@ -8,7 +8,40 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PgStore;
-use crate::store::{Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError, Ts};
+use crate::store::{
+    BeatAnswer, Claim, LostRun, NodeBeat, NodeHolder, NodeRow, StoreError, Ts, Waiting,
+};
+
+/// The heartbeat: the lease renewed (a dead holder's name taken, a live one's not), and what
+/// the node follows read in the same statement (the other subqueries see the nodes as they
+/// were before this beat, so this node is left out of them and counted by its parameters).
+const HEARTBEAT: &str = "WITH beat AS (INSERT INTO nodes (name, version, config_digest, \
+     started_at, heartbeat_at, lease_until, skew_ms, machine, process, tags) \
+     VALUES ($1, $2, $3, now(), now(), now() + $4 * interval '1 millisecond', \
+     round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint, $7, $8, $10) \
+     ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
+     config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, \
+     lease_until = excluded.lease_until, skew_ms = excluded.skew_ms, \
+     machine = excluded.machine, process = excluded.process, tags = excluded.tags, \
+     started_at = CASE WHEN $6 THEN excluded.started_at ELSE nodes.started_at END \
+     WHERE nodes.lease_until < now() OR (nodes.machine = excluded.machine \
+     AND nodes.process IN (excluded.process, $9)) \
+     RETURNING skew_ms), \
+     others AS (SELECT name, tags, config_digest FROM nodes \
+     WHERE lease_until > now() AND name <> $1) \
+     SELECT b.skew_ms, \
+     ARRAY(SELECT name FROM others ORDER BY name), \
+     ARRAY(SELECT array_to_string(tags, ',') FROM others ORDER BY name), \
+     (SELECT count(DISTINCT d) FROM (SELECT config_digest FROM others UNION SELECT $3) AS c (d)), \
+     EXISTS (SELECT 1 FROM nodes WHERE lease_until < now() AND name <> $1 \
+     AND (reaped_at IS NULL OR reaped_at < lease_until)), \
+     CASE WHEN $11 THEN EXISTS (SELECT 1 FROM trigger_requests WHERE claimed_at IS NULL) \
+     ELSE false END, \
+     CASE WHEN $11 THEN EXISTS (SELECT 1 FROM active_runs WHERE node = $1 \
+     AND replace_requested) ELSE false END, \
+     CASE WHEN $11 THEN (SELECT md5(coalesce(string_agg(job || ' ' || since::text || ' ' || \
+     coalesce(until::text, '-'), ',' ORDER BY job), '')) FROM pauses) END \
+     FROM beat b";
 
 /// The statements of a database several nodes share, which only PostgreSQL is (see
 /// [`Store::cluster`](crate::store::Store::cluster)): a daemon on SQLite has none and runs
@@ -120,6 +153,13 @@ impl Cluster {
         sqlx::query(
             "DELETE FROM active_runs a USING nodes n WHERE n.name = a.node \
              AND n.lease_until < now() AND a.node <> $1",
+        )
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE nodes SET reaped_at = now() WHERE lease_until < now() AND name <> $1 \
+             AND (reaped_at IS NULL OR reaped_at < lease_until)",
         )
         .bind(me)
         .execute(&mut *tx)
@@ -287,41 +327,55 @@ impl Cluster {
     }
 
     /// Renews this node's lease and records its skew (its clock, read once a connection is
-    /// in hand and sent with the statement, minus the database's); returns the skew in
-    /// milliseconds. (Read before a connection came, after an outage, the clock would be
-    /// behind by the wait.)
-    pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<i64, StoreError> {
+    /// in hand and sent with the statement, minus the database's), in one statement that also
+    /// tells the other live nodes, whether a dead node's work waits to be taken over, and on
+    /// a polling beat what is waiting. (Read before a connection came, after an outage, the
+    /// clock would be behind by the wait.)
+    pub async fn heartbeat(&self, beat: &NodeBeat<'_>) -> Result<BeatAnswer, StoreError> {
         let lease_ms = i64::try_from(beat.lease.as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.0.members.acquire().await?;
         let local_now = Utc::now();
-        let skew: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO nodes (name, version, config_digest, started_at, heartbeat_at, \
-             lease_until, skew_ms, machine, process) \
-             VALUES ($1, $2, $3, now(), now(), now() + $4 * interval '1 millisecond', \
-             round(extract(epoch FROM $5::timestamptz - now()) * 1000)::bigint, $7, $8) \
-             ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
-             config_digest = excluded.config_digest, heartbeat_at = excluded.heartbeat_at, \
-             lease_until = excluded.lease_until, skew_ms = excluded.skew_ms, \
-             machine = excluded.machine, process = excluded.process, \
-             started_at = CASE WHEN $6 THEN excluded.started_at ELSE nodes.started_at END \
-             WHERE nodes.lease_until < now() OR (nodes.machine = excluded.machine \
-             AND nodes.process IN (excluded.process, $9)) \
-             RETURNING skew_ms",
-        )
-        .bind(beat.node)
-        .bind(beat.version)
-        .bind(beat.config_digest)
-        .bind(lease_ms)
-        .bind(local_now)
-        .bind(beat.first)
-        .bind(beat.machine)
-        .bind(beat.process)
-        .bind(beat.replaces)
-        .fetch_optional(&mut *conn)
-        .await?;
-        skew.ok_or_else(|| StoreError::NodeNameTaken {
+        let row = sqlx::query(HEARTBEAT)
+            .bind(beat.node)
+            .bind(beat.version)
+            .bind(beat.config_digest)
+            .bind(lease_ms)
+            .bind(local_now)
+            .bind(beat.first)
+            .bind(beat.machine)
+            .bind(beat.process)
+            .bind(beat.replaces)
+            .bind(beat.tags)
+            .bind(beat.poll)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let row = row.ok_or_else(|| StoreError::NodeNameTaken {
             name: beat.node.to_string(),
             where_: "another daemon".to_string(),
+        })?;
+        let names: Vec<String> = row.try_get(1)?;
+        let tags: Vec<String> = row.try_get(2)?;
+        let split = |t: String| -> Vec<String> {
+            t.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let pauses: Option<String> = row.try_get(7)?;
+        Ok(BeatAnswer {
+            skew_ms: row.try_get(0)?,
+            others: names.into_iter().zip(tags.into_iter().map(split)).collect(),
+            configs: row.try_get(3)?,
+            dead_to_reap: row.try_get(4)?,
+            waiting: pauses
+                .map(|pauses| -> Result<Waiting, sqlx::Error> {
+                    Ok(Waiting {
+                        triggers: row.try_get(5)?,
+                        replace: row.try_get(6)?,
+                        pauses,
+                    })
+                })
+                .transpose()?,
         })
     }
 

@@ -13,8 +13,10 @@ use sqlx::{ConnectOptions as _, PgPool};
 
 mod batch;
 mod cluster;
+mod listen;
 
 pub use cluster::Cluster;
+pub use listen::{ClusterEvent, ClusterEvents};
 
 use super::writer::BatchPlan;
 use super::{HistoryFilter, PostgresTarget, Record, RunRow, RunStatus, StoreError};
