@@ -164,7 +164,7 @@ impl Metrics {
                         .inc();
                 }
             }
-            Record::Fired { .. } => {}
+            Record::Fired { .. } | Record::TurnGiven { .. } => {}
         }
     }
 

@@ -294,6 +294,7 @@ async fn beat(m: &Membership, state: &mut BeatState) -> Option<crate::store::Bea
             }
             // Firings kept while the database did not answer follow catch_up now.
             crate::runner::recovered(&m.ctx);
+            m.ctx.claims().members().set_others(answer.others.clone());
             let skew_ms = answer.skew_ms;
             let over = skew_ms.abs() > max_ms;
             if over && !state.skewed {

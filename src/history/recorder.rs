@@ -124,6 +124,7 @@ impl Recorder {
             spilled: 0,
             fault: None,
             health: Arc::clone(&health),
+            last_batch: None,
         };
         let task = writer_runtime().spawn(writer.run(rx));
         (
@@ -304,6 +305,8 @@ struct Writer {
     since_release: usize,
     fault: Option<Fault>,
     health: Arc<HistoryHealth>,
+    /// When the last batch began (for the database's least gap between batches).
+    last_batch: Option<Instant>,
 }
 
 fn output_len(r: &mut Record) -> usize {
@@ -318,6 +321,9 @@ impl Writer {
         loop {
             if open {
                 open = self.receive(&mut rx).await;
+            }
+            if open {
+                open = self.linger(&mut rx).await;
             }
             if !open && self.memory.is_empty() && !self.spill_pending {
                 break;
@@ -389,6 +395,34 @@ impl Writer {
         open
     }
 
+    /// Waits out the database's least gap since the last batch began (none for SQLite),
+    /// taking what arrives meanwhile; `false` once the channel is closed.
+    async fn linger(&mut self, rx: &mut mpsc::UnboundedReceiver<Record>) -> bool {
+        let gap = self.db.batch_gap();
+        let Some(last) = self.last_batch else {
+            return true;
+        };
+        if gap.is_zero() || self.fault.is_some() {
+            return true;
+        }
+        let until = last + gap;
+        while self.memory.len() < BATCH && Instant::now() < until {
+            let mut buf = Vec::new();
+            let open = tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => n > 0,
+                () = tokio::time::sleep_until(until) => true,
+            };
+            for mut r in buf {
+                self.memory_output += output_len(&mut r);
+                self.memory.push_back(r);
+            }
+            if !open {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Replays the spill file if it holds records, then writes one batch from memory.
     async fn flush(&mut self) -> Result<(), RecorderError> {
         if self.spill_pending {
@@ -405,6 +439,7 @@ impl Writer {
         }
         let batch = &self.memory.make_contiguous()[..n];
         let began = Instant::now();
+        self.last_batch = Some(began);
         self.db.write_batch(batch).await?;
         tracing::debug!(
             records = n,

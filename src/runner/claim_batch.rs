@@ -22,6 +22,8 @@ pub(super) type Answer = Result<Claim, Arc<StoreError>>;
 struct Ask {
     job: String,
     at: DateTime<Utc>,
+    /// The job's turn is taken with the claim.
+    turn: bool,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -32,13 +34,13 @@ pub(super) struct ClaimBatches {
 }
 
 impl ClaimBatches {
-    /// Claims the firing of `job` for `at` for `node`, in the next batch.
+    /// Claims the firing of `job` for `at` for `node` (and the job's turn, when `turn`), in
+    /// the next batch.
     pub(super) async fn claim(
         &self,
         cluster: &Cluster,
         node: &str,
-        job: &str,
-        at: DateTime<Utc>,
+        (job, at, turn): (&str, DateTime<Utc>, bool),
     ) -> Answer {
         let asks = self.asks.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -50,6 +52,7 @@ impl ClaimBatches {
         let ask = Ask {
             job: job.to_string(),
             at,
+            turn,
             reply,
         };
         if asks.send(ask).is_err() {
@@ -71,11 +74,11 @@ async fn claim_batches(cluster: Cluster, node: String, mut rx: mpsc::UnboundedRe
             .iter()
             .map(|a| seen.insert((a.job.as_str(), a.at)))
             .collect();
-        let firings: Vec<(String, DateTime<Utc>)> = asks
+        let firings: Vec<(String, DateTime<Utc>, bool)> = asks
             .iter()
             .zip(&firsts)
             .filter(|(_, first)| **first)
-            .map(|(a, _)| (a.job.clone(), a.at))
+            .map(|(a, _)| (a.job.clone(), a.at, a.turn))
             .collect();
         let claimed = cluster
             .claim_firings(&firings, &node)

@@ -19,10 +19,11 @@ use futures_util::future::join_all;
 
 use super::claim_batch::ClaimBatches;
 use super::firing::Firing;
+use super::rendezvous::{HEAD_START, Members};
 use super::{Context, JobSlot, fire_series};
 use crate::due::MAX_CATCH_UP;
 use crate::job::{CatchUp, JobSpec, Overlap};
-use crate::store::{Claim, Cluster, Trigger, format_ts};
+use crate::store::{Claim, Cluster, Record, Trigger, format_ts};
 
 /// Firings kept while the database does not answer, at most (the oldest go first).
 const MAX_KEPT: usize = 100_000;
@@ -35,10 +36,10 @@ pub struct ClaimHealth {
     /// reach, not merely busy.
     unreachable: AtomicBool,
     unclaimed: Mutex<Vec<Unclaimed>>,
-    /// Turns (job, firing) not given back while the database did not answer.
-    turns: Mutex<Vec<(String, DateTime<Utc>)>>,
     /// The claims under way, a statement per batch.
     batches: ClaimBatches,
+    /// The other live nodes, for which firings this node claims first.
+    members: Members,
 }
 
 #[derive(Debug)]
@@ -65,12 +66,9 @@ impl ClaimHealth {
         !self.unreachable.load(Ordering::Relaxed)
     }
 
-    /// Keeps a turn that could not be given back, for when the database answers again.
-    pub(super) fn keep_turn(&self, job: &str, at: DateTime<Utc>) {
-        if let Ok(mut turns) = self.turns.lock() {
-            turns.push((job.to_string(), at));
-        }
-        self.failing.store(true, Ordering::Relaxed);
+    /// The other live nodes, as the heartbeat last saw them.
+    pub fn members(&self) -> &Members {
+        &self.members
     }
 
     /// Keeps a firing that could not be claimed, for when the database answers again.
@@ -103,46 +101,51 @@ pub enum Claimed {
 /// own). A firing not due yet by the database's clock (this node's clock is ahead) is claimed
 /// when it is due there.
 pub async fn claim(ctx: &Arc<Context>, spec: &JobSpec, scheduled_for: DateTime<Utc>) -> Claimed {
+    claim_with_turn(ctx, spec, scheduled_for, false).await.0
+}
+
+/// [`claim`], taking the job's turn across nodes in the same statement when `turn` (a `skip`
+/// job's firing); the second value says whether it was taken (when not, the firing asks for it
+/// as a `queue` or `replace` firing does, and learns who holds it). The firing's preferred
+/// node (see [`super::rendezvous`]) claims at once; this node, when it is not that node or has
+/// no free run slot, claims what is still unclaimed [`HEAD_START`] later.
+pub(super) async fn claim_with_turn(
+    ctx: &Arc<Context>,
+    spec: &JobSpec,
+    scheduled_for: DateTime<Utc>,
+    turn: bool,
+) -> (Claimed, bool) {
     if !spec.run_on.iter().all(|t| ctx.tags.contains(t)) {
-        return Claimed::NotMine;
+        return (Claimed::NotMine, false);
     }
     let Some(cluster) = &ctx.cluster else {
-        return Claimed::Mine;
+        return (Claimed::Mine, false);
     };
-    let busy = busy_delay(ctx);
-    if !busy.is_zero() {
+    let first = ctx
+        .claims
+        .members
+        .prefers(&ctx.node, &spec.name, scheduled_for, &spec.run_on)
+        && ctx.limit.available_permits() > 0;
+    if !first {
         tokio::select! {
-            () = tokio::time::sleep(busy) => {}
-            () = ctx.draining.cancelled() => return Claimed::NotMine,
+            () = tokio::time::sleep(HEAD_START) => {}
+            () = ctx.draining.cancelled() => return (Claimed::NotMine, false),
         }
     }
     for _ in 0..MAX_EARLY_RETRIES {
-        match try_claim(ctx, cluster, &spec.name, scheduled_for).await {
-            Some(Claim::Won) => return Claimed::Mine,
+        match try_claim(ctx, cluster, &spec.name, scheduled_for, turn).await {
+            Some(Claim::Won { turn }) => return (Claimed::Mine, turn),
             Some(Claim::Early(wait)) => {
                 tokio::select! {
                     () = tokio::time::sleep(wait.min(MAX_EARLY_WAIT)) => {}
-                    () = ctx.draining.cancelled() => return Claimed::NotMine,
+                    () = ctx.draining.cancelled() => return (Claimed::NotMine, false),
                 }
             }
-            Some(Claim::Lost) => return Claimed::NotMine,
-            None => return Claimed::Unreachable,
+            Some(Claim::Lost) => return (Claimed::NotMine, false),
+            None => return (Claimed::Unreachable, false),
         }
     }
-    Claimed::NotMine
-}
-
-/// How long a busy node lets the others claim first: a millisecond per attempt it runs (up
-/// to 20), and 200 ms when it has no free run slot, so that firings go to the nodes with the
-/// most room.
-fn busy_delay(ctx: &Context) -> std::time::Duration {
-    let running = u64::try_from(ctx.running().min(20)).unwrap_or(20);
-    let full = if ctx.limit.available_permits() == 0 {
-        200
-    } else {
-        0
-    };
-    std::time::Duration::from_millis(running + full)
+    (Claimed::NotMine, false)
 }
 
 /// How many more times a claim waits for a connection while all are busy (15 s each).
@@ -159,10 +162,11 @@ async fn try_claim(
     cluster: &Cluster,
     job: &str,
     scheduled_for: DateTime<Utc>,
+    turn: bool,
 ) -> Option<Claim> {
     let batches = &ctx.claims.batches;
     let mut answer = if ctx.claims.reachable() {
-        batches.claim(cluster, &ctx.node, job, scheduled_for).await
+        batches.claim(cluster, &ctx.node, (job, scheduled_for, turn)).await
     } else {
         // The heartbeat found the database out of reach: no waiting for a connection.
         Err(Arc::new(crate::store::StoreError::Unreachable))
@@ -172,7 +176,9 @@ async fn try_claim(
     for _ in 0..MAX_BUSY_RETRIES {
         match &answer {
             Err(e) if e.is_busy() && ctx.claims.reachable() && !ctx.draining.is_cancelled() => {
-                answer = batches.claim(cluster, &ctx.node, job, scheduled_for).await;
+                answer = batches
+                    .claim(cluster, &ctx.node, (job, scheduled_for, turn))
+                    .await;
             }
             _ => break,
         }
@@ -201,20 +207,13 @@ pub fn recovered(ctx: &Arc<Context>) {
         return;
     }
     let kept = take_all(&ctx.claims.unclaimed);
-    let turns = take_all(&ctx.claims.turns);
     tracing::info!(
         firings = kept.len(),
-        turns = turns.len(),
         "the shared database answers again: this node claims firings again"
     );
-    let ctx2 = Arc::clone(ctx);
-    ctx.tracker.spawn(async move {
-        // First the turns of runs that ended meanwhile, so that they block nothing.
-        for (job, at) in turns {
-            give_turn(&ctx2, &job, at).await;
-        }
-        catch_up_kept(&ctx2, kept);
-    });
+    // (The turns of runs that ended meanwhile are given back by the history writer, which
+    // kept them with the runs' ends.)
+    catch_up_kept(ctx, kept);
 }
 
 /// Empties `kept`, returning what it held.
@@ -399,7 +398,10 @@ impl Firing {
                 .take_turn(&self.job.name, self.scheduled_for, &self.ctx.node, replace)
                 .await
             {
-                Ok(None) => return true,
+                Ok(None) => {
+                    self.turn_held.store(true, Ordering::Relaxed);
+                    return true;
+                }
                 Ok(Some((node, held_for))) => {
                     asked |= replace;
                     if overlap == Overlap::Skip {
@@ -435,15 +437,15 @@ impl Firing {
     }
 }
 
-/// Gives the job's turn back. When the database does not answer, the turn is kept to give
-/// back first thing once it does (before the firings missed meanwhile are caught up), so a
-/// finished run never blocks the job's next firings for longer than the outage.
-pub(super) async fn give_turn(ctx: &Arc<Context>, job: &str, at: DateTime<Utc>) {
-    let Some(cluster) = &ctx.cluster else {
-        return;
-    };
-    if let Err(e) = cluster.give_turn(job, at, &ctx.node).await {
-        tracing::debug!(job, error = %e, "cannot give the job's turn back; given back when the database answers");
-        ctx.claims.keep_turn(job, at);
+/// Gives the job's turn back, with the history's next batch (which keeps it while the
+/// database does not answer and writes it when it does, after the run's end): a finished run
+/// never blocks the job's next firings for longer than an outage.
+pub(super) fn give_turn(ctx: &Context, job: &str, at: DateTime<Utc>) {
+    if ctx.cluster.is_some() {
+        ctx.recorder.record(Record::TurnGiven {
+            job: job.to_string(),
+            scheduled_for: at,
+            node: ctx.node.clone(),
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! backoff) under the stop, removal and replace signals, each attempt under its timeout, and
 //! the records and alerts of its end.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,17 @@ pub(crate) struct Firing {
     pub(super) reply: Mutex<Option<tokio::sync::oneshot::Sender<Dispatched>>>,
     /// The attempt it starts with: 1, or the next one of a run lost with its node.
     pub(super) first_attempt: u32,
+    /// It holds the job's turn across nodes (a shared database's), given back when it is
+    /// dropped: after its last attempt, or when it gives up.
+    pub(super) turn_held: AtomicBool,
+}
+
+impl Drop for Firing {
+    fn drop(&mut self) {
+        if self.turn_held.load(Ordering::Relaxed) {
+            super::cluster::give_turn(&self.ctx, &self.job.name, self.scheduled_for);
+        }
+    }
 }
 
 impl Firing {
@@ -53,6 +64,7 @@ impl Firing {
             removed: slot.removed_token(),
             reply: Mutex::new(None),
             first_attempt: 1,
+            turn_held: AtomicBool::new(false),
         }
     }
 
@@ -217,19 +229,11 @@ impl Firing {
     /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any; on a
     /// shared database the job's turn across nodes is taken too (see [`Firing::cluster_turn`]).
     pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
-        if turn.is_none() || self.ctx.cluster.is_none() {
-            return self.attempts(turn).await;
-        }
-        if !self.cluster_turn().await {
+        let needs_turn = turn.is_some() && self.ctx.cluster.is_some();
+        if needs_turn && !self.turn_held.load(Ordering::Relaxed) && !self.cluster_turn().await {
             return;
         }
-        let (ctx, job, at) = (
-            Arc::clone(&self.ctx),
-            self.job.name.clone(),
-            self.scheduled_for,
-        );
         self.attempts(turn).await;
-        super::cluster::give_turn(&ctx, &job, at).await;
     }
 
     async fn attempts(self, turn: Option<OwnedSemaphorePermit>) {

@@ -22,12 +22,14 @@ mod claim_batch;
 mod cluster;
 mod firing;
 mod lifecycle;
+mod rendezvous;
 mod slot;
 
 pub use cluster::{ClaimHealth, Claimed, claim, recovered};
 use firing::Firing;
 use slot::queue_worker;
 
+pub use rendezvous::{HEAD_START, Members, preferred_node};
 pub use slot::JobSlot;
 
 /// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.
@@ -298,7 +300,12 @@ pub fn fire(
     if ctx.cluster.is_some() || !job.run_on.is_empty() {
         let ctx = Arc::clone(ctx);
         ctx.tracker.clone().spawn(async move {
-            match claim(&ctx, &firing.job, scheduled_for).await {
+            // A `skip` firing takes the job's turn with its claim, in the same statement.
+            let wants_turn = firing.job.overlap == Overlap::Skip;
+            let (claimed, turn) =
+                cluster::claim_with_turn(&ctx, &firing.job, scheduled_for, wants_turn).await;
+            firing.turn_held.store(turn, std::sync::atomic::Ordering::Relaxed);
+            match claimed {
                 Claimed::Mine => {
                     firing.record_fired();
                     let overlap = firing.job.overlap;

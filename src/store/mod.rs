@@ -334,6 +334,10 @@ impl Store {
     }
 }
 
+/// The least time between two of the history writer's batches on PostgreSQL: records wait
+/// at most this long, and a burst of thousands of runs takes a few dozen transactions.
+pub const PG_BATCH_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The recorder's connection to the history database. A write that fails is rolled back and
 /// its connection closed, so no lock outlives a fault; the next write connects again.
 #[derive(Debug)]
@@ -356,6 +360,16 @@ impl HistoryWriter {
         match &mut self.0 {
             WriterBackend::Sqlite(w) => w.write_batch(records).await,
             WriterBackend::Postgres(p) => p.write_batch(records).await,
+        }
+    }
+
+    /// The least time between two batches: none for a SQLite file; for PostgreSQL (a
+    /// server, often over a network, shared by nodes) [`PG_BATCH_GAP`], so that a burst costs
+    /// a transaction per gap, not one per round trip.
+    pub fn batch_gap(&self) -> std::time::Duration {
+        match &self.0 {
+            WriterBackend::Sqlite(_) => std::time::Duration::ZERO,
+            WriterBackend::Postgres(_) => PG_BATCH_GAP,
         }
     }
 

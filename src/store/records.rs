@@ -208,6 +208,16 @@ pub enum Record {
         /// The intended time.
         scheduled_for: DateTime<Utc>,
     },
+    /// A firing's run ended on `node`: the job's turn across nodes is given back (a shared
+    /// database's; a database of its own has no turns and nothing to write).
+    TurnGiven {
+        /// Job name.
+        job: String,
+        /// The firing that held the turn.
+        scheduled_for: DateTime<Utc>,
+        /// The node that held it.
+        node: String,
+    },
 }
 
 impl Record {
@@ -217,7 +227,7 @@ impl Record {
             Record::Started(s) | Record::Complete(s, _) => Some(s.id),
             Record::Finished(e) => Some(e.id),
             Record::Notification(n) => Some(n.run_id),
-            Record::Fired { .. } => None,
+            Record::Fired { .. } | Record::TurnGiven { .. } => None,
         }
     }
 
@@ -529,8 +539,12 @@ pub fn live_digests_differ(nodes: &[NodeRow]) -> bool {
 /// What became of a claim of a firing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// This node runs it.
-    Won,
+    /// This node runs it; `turn`: the job's turn across nodes was taken with it (asked for,
+    /// and free).
+    Won {
+        /// Whether the turn was taken.
+        turn: bool,
+    },
     /// Another node claimed it first.
     Lost,
     /// It is not due yet by the database's clock, for this long (this node's clock is ahead).

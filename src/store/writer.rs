@@ -124,6 +124,8 @@ pub(crate) struct BatchPlan<'a> {
     /// The latest intended firing per job.
     pub(super) fired: HashMap<&'a str, DateTime<Utc>>,
     pub(super) notifications: Vec<&'a NotificationRecord>,
+    /// Turns given back (job, firing, node): a shared database's only.
+    pub(super) turns_given: Vec<(&'a str, DateTime<Utc>, &'a str)>,
 }
 
 impl<'a> BatchPlan<'a> {
@@ -150,6 +152,11 @@ impl<'a> BatchPlan<'a> {
                     let latest = plan.fired.entry(job).or_insert(*scheduled_for);
                     *latest = (*latest).max(*scheduled_for);
                 }
+                Record::TurnGiven {
+                    job,
+                    scheduled_for,
+                    node,
+                } => plan.turns_given.push((job, *scheduled_for, node)),
             }
         }
         plan

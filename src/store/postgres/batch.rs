@@ -36,6 +36,9 @@ pub(super) async fn write_plan(
         );
         q.build().persistent(false).execute(&mut **tx).await?;
     }
+    if !plan.turns_given.is_empty() {
+        give_turns(tx, &plan.turns_given).await?;
+    }
     for n in plan.notifications {
         sqlx::query(
             "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
@@ -51,6 +54,32 @@ pub(super) async fn write_plan(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Gives the turns back, in one statement.
+async fn give_turns(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    turns: &[(&str, DateTime<Utc>, &str)],
+) -> Result<(), sqlx::Error> {
+    let mut jobs = Vec::with_capacity(turns.len());
+    let mut times = Vec::with_capacity(turns.len());
+    let mut nodes = Vec::with_capacity(turns.len());
+    for (job, at, node) in turns {
+        jobs.push(*job);
+        times.push(*at);
+        nodes.push(*node);
+    }
+    sqlx::query(
+        "DELETE FROM active_runs a USING unnest($1::text[], $2::timestamptz[], $3::text[]) \
+         AS t (job, scheduled_for, node) \
+         WHERE a.job = t.job AND a.node = t.node AND a.scheduled_for = t.scheduled_for",
+    )
+    .bind(jobs)
+    .bind(times)
+    .bind(nodes)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

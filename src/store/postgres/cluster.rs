@@ -50,43 +50,59 @@ const HEARTBEAT: &str = "WITH beat AS (INSERT INTO nodes (name, version, config_
 pub struct Cluster(pub(in crate::store) PgStore);
 
 impl Cluster {
-    /// Claims `firings` for `node` in one statement, by the database's clock: a firing not due
-    /// yet there (this node's clock is ahead) is not claimed.
+    /// Claims `firings` (job, time, whether its turn is wanted too) for `node` in one
+    /// statement, by the database's clock: a firing not due yet there (this node's clock is
+    /// ahead) is not claimed. The turn of a won firing that wants one is taken in the same
+    /// statement when no run of its job holds it.
     pub async fn claim_firings(
         &self,
-        firings: &[(String, DateTime<Utc>)],
+        firings: &[(String, DateTime<Utc>, bool)],
         node: &str,
     ) -> Result<Vec<Claim>, StoreError> {
-        let (jobs, times): (Vec<&str>, Vec<DateTime<Utc>>) =
-            firings.iter().map(|(j, t)| (j.as_str(), *t)).unzip();
+        let mut jobs = Vec::with_capacity(firings.len());
+        let mut times = Vec::with_capacity(firings.len());
+        let mut turns = Vec::with_capacity(firings.len());
+        for (job, at, turn) in firings {
+            jobs.push(job.as_str());
+            times.push(*at);
+            turns.push(*turn);
+        }
         // A firing not yet due by the database's clock is not claimed but told how early it
-        // is. Inserted in one order on every node, so that two nodes' batches never wait for
-        // each other's rows the other way round.
-        let rows: Vec<(bool, f64)> = sqlx::query_as(
+        // is. Rows are inserted in one order on every node, so that two nodes' batches never
+        // wait for each other's rows the other way round.
+        let rows: Vec<(bool, f64, bool)> = sqlx::query_as(
             "WITH clock AS (SELECT now() AS db_now), \
-             asked AS (SELECT a.job, a.scheduled_for, a.n \
-                       FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY \
-                       AS a (job, scheduled_for, n)), \
+             asked AS (SELECT a.job, a.scheduled_for, a.turn, a.n \
+                       FROM unnest($1::text[], $2::timestamptz[], $4::bool[]) WITH ORDINALITY \
+                       AS a (job, scheduled_for, turn, n)), \
              won AS (INSERT INTO claims (job, scheduled_for, node) \
                      SELECT a.job, a.scheduled_for, $3 FROM asked a, clock \
                      WHERE a.scheduled_for <= db_now + interval '2 milliseconds' \
                      ORDER BY a.job, a.scheduled_for \
-                     ON CONFLICT DO NOTHING RETURNING job, scheduled_for) \
+                     ON CONFLICT DO NOTHING RETURNING job, scheduled_for), \
+             turned AS (INSERT INTO active_runs (job, node, scheduled_for) \
+                     SELECT w.job, $3, w.scheduled_for FROM won w JOIN asked a \
+                     ON a.job = w.job AND a.scheduled_for = w.scheduled_for WHERE a.turn \
+                     ORDER BY w.job, w.scheduled_for \
+                     ON CONFLICT (job) DO NOTHING RETURNING job, scheduled_for) \
              SELECT EXISTS (SELECT 1 FROM won w \
                             WHERE w.job = a.job AND w.scheduled_for = a.scheduled_for), \
-                    (extract(epoch FROM a.scheduled_for - db_now) * 1000)::float8 \
+                    (extract(epoch FROM a.scheduled_for - db_now) * 1000)::float8, \
+                    EXISTS (SELECT 1 FROM turned t \
+                            WHERE t.job = a.job AND t.scheduled_for = a.scheduled_for) \
              FROM asked a, clock ORDER BY a.n",
         )
         .bind(&jobs)
         .bind(&times)
         .bind(node)
+        .bind(&turns)
         .fetch_all(&self.0.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(won, early_ms)| {
+            .map(|(won, early_ms, turn)| {
                 if won {
-                    Claim::Won
+                    Claim::Won { turn }
                 } else if early_ms > 2.0 {
                     Claim::Early(Duration::from_secs_f64(early_ms / 1000.0))
                 } else {
@@ -219,22 +235,6 @@ impl Cluster {
         .fetch_one(&self.0.pool)
         .await?;
         Ok((!inserted).then_some((node, held_for)))
-    }
-
-    /// Gives the job's turn back.
-    pub async fn give_turn(
-        &self,
-        job: &str,
-        scheduled_for: DateTime<Utc>,
-        me: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM active_runs WHERE job = $1 AND node = $2 AND scheduled_for = $3")
-            .bind(job)
-            .bind(me)
-            .bind(scheduled_for)
-            .execute(&self.0.pool)
-            .await?;
-        Ok(())
     }
 
     /// The jobs whose run on this node another node asked to replace.
