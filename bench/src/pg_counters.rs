@@ -3,9 +3,16 @@
 //! of one database, read through `psql`.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+
+/// The role the bench reads as, so that its own statements are not counted.
+const READER: &str = "hg_bench_reader";
+
+/// Transactions the bench has run as [`READER`] (one per `psql -c`), taken off the counts.
+static READER_TRANSACTIONS: AtomicI64 = AtomicI64::new(0);
 
 /// Statements and transactions run in a database so far.
 #[derive(Debug, Clone, Copy)]
@@ -18,29 +25,51 @@ pub(crate) struct Counters {
 /// (PostgreSQL flushes an idle backend's statistics within 10 s).
 pub(crate) const STATS_LAG: Duration = Duration::from_secs(11);
 
-/// Makes `pg_stat_statements` readable in the database at `url`; `false` when the server does
-/// not preload it.
+/// Makes `pg_stat_statements` readable in the database at `url`, and the reader's role;
+/// `false` when the server does not preload it.
 pub(crate) fn enable(url: &str) -> bool {
-    psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements").is_ok()
+    let role = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER}') \
+         THEN CREATE ROLE {READER} LOGIN SUPERUSER; END IF; END $$"
+    );
+    psql(url, &role).is_ok()
+        && psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements").is_ok()
         && psql(url, "SELECT count(*) FROM pg_stat_statements").is_ok()
 }
 
-/// The counters now. Statements leave out `BEGIN`/`COMMIT`/`ROLLBACK` (a transaction's
-/// bounds, counted as transactions) and this reading's own.
+/// `url` (`postgres://user@host/db`) as the reader's role.
+fn as_reader(url: &str) -> Result<String> {
+    let (scheme, rest) = url.split_once("://").context("no scheme in the URL")?;
+    let (_, host) = rest.split_once('@').context("no user in the URL")?;
+    Ok(format!("{scheme}://{READER}@{host}"))
+}
+
+/// Runs `sql` as the reader (not counted); its output.
+pub(crate) fn read_as_reader(url: &str, sql: &str) -> Result<String> {
+    READER_TRANSACTIONS.fetch_add(1, Ordering::Relaxed);
+    psql(&as_reader(url)?, sql)
+}
+
+/// The counters now: the daemons' (the reader's own statements and transactions are left
+/// out). Statements leave out `BEGIN`/`COMMIT`/`ROLLBACK` (a transaction's bounds, counted as
+/// transactions).
 pub(crate) fn read(url: &str) -> Result<Counters> {
-    let out = psql(
+    let out = read_as_reader(
         url,
-        "SELECT (SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s \
-         WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-         AND s.query !~* '^\\s*(begin|commit|rollback|select \\(select coalesce\\(sum\\(calls)'), \
-         (SELECT xact_commit + xact_rollback FROM pg_stat_database \
-         WHERE datname = current_database())",
+        &format!(
+            "SELECT (SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s \
+             WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND s.userid <> (SELECT oid FROM pg_roles WHERE rolname = '{READER}') \
+             AND s.query !~* '^\\s*(begin|commit|rollback)'), \
+             (SELECT xact_commit + xact_rollback FROM pg_stat_database \
+             WHERE datname = current_database())"
+        ),
     )?;
     let mut it = out.trim().split('|').map(str::parse::<i64>);
     match (it.next(), it.next()) {
         (Some(Ok(statements)), Some(Ok(transactions))) => Ok(Counters {
             statements,
-            transactions,
+            transactions: transactions - READER_TRANSACTIONS.load(Ordering::Relaxed),
         }),
         _ => bail!("unexpected counters: {out}"),
     }

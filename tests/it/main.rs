@@ -18,6 +18,7 @@ mod bad_configs;
 mod cli;
 mod cluster;
 mod cluster_notify;
+mod cluster_scale;
 mod daemon;
 mod dashboard;
 mod dashboard_actions;
