@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Failed history writes (brought up to the recorder's count at each scrape).
     pub write_errors: IntCounter,
     notifications_failed: IntCounterVec,
+    /// Firings this node asked to claim on a shared database, by round and result (brought
+    /// up to the runner's counts at each scrape).
+    claims: IntCounterVec,
     /// Runs ended, by job and status, and each job's last success.
     jobs: Mutex<HashMap<Box<str>, JobCounts>>,
     /// Runs started and not yet ended: their job and start, for the end's labels.
@@ -106,6 +109,15 @@ impl Metrics {
                 ),
                 &["channel"],
             )?,
+            claims: IntCounterVec::new(
+                Opts::new(
+                    "hourglass_cluster_claims_total",
+                    "Firings this node asked to claim on a shared database: round `first` (it is \
+                     the firing's preferred node) or `later` (after the head start), result \
+                     `won` or `lost` (another node had it)",
+                ),
+                &["round", "result"],
+            )?,
             jobs: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
         };
@@ -128,7 +140,16 @@ impl Metrics {
         r.register(Box::new(self.pending_records.clone()))?;
         r.register(Box::new(self.write_errors.clone()))?;
         r.register(Box::new(self.notifications_failed.clone()))?;
+        r.register(Box::new(self.claims.clone()))?;
         Ok(())
+    }
+
+    /// Brings the claim counters up to `counts` (`(round, result, total)`).
+    pub fn set_claims(&self, counts: &[(&str, &str, u64)]) {
+        for (round, result, total) in counts {
+            let c = self.claims.with_label_values(&[*round, *result]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
     }
 
     /// Counts a record on its way to the history.
@@ -221,6 +242,9 @@ impl Metrics {
     pub fn encode(&self, now: &[JobNow<'_>]) -> String {
         let mut families = self.registry.gather();
         families.extend(self.job_families(now));
+        // A family with no series (no job has a next firing: one-shot jobs all past) would
+        // make the encoder refuse the whole text.
+        families.retain(|f| !f.get_metric().is_empty());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         TextEncoder::new()
             .encode_to_string(&families)
@@ -324,4 +348,30 @@ fn gauge(job: &str, value: f64) -> proto::Metric {
     let mut m = sample(&[("job", job)]);
     m.set_gauge(g);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_with_no_next_firing_leaves_the_text_whole() {
+        let m = Metrics::new().unwrap();
+        // A one-shot job whose time has passed: no next firing, so an empty family.
+        let now = [JobNow {
+            name: "once",
+            next: None,
+            paused: false,
+        }];
+        let text = m.encode(&now);
+        assert!(text.contains("hourglass_build_info"), "{text}");
+        assert!(
+            text.contains("hourglass_job_paused{job=\"once\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hourglass_job_next_firing_timestamp_seconds{"),
+            "{text}"
+        );
+    }
 }

@@ -59,15 +59,21 @@ impl Sizes {
 
 /// One daemon on the shared database.
 struct Node {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
 }
+
+/// Claims asked, over nodes: first round won, lost; later round won, lost.
+type Claims = [u64; 4];
 
 impl Node {
     fn start(bin: &Path, url: &str, name: &str, jobs: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("api.sock");
         let main = format!(
-            "[database]\nurl = \"{url}\"\n[daemon]\nnode = \"{name}\"\ntimezone = \"UTC\"\n"
+            "[database]\nurl = \"{url}\"\n[daemon]\nnode = \"{name}\"\ntimezone = \"UTC\"\n\
+             [api]\nsocket = \"{}\"\n",
+            socket.display()
         );
         let config = harness::write_config(dir.path(), &main, jobs)?;
         let mut notify = harness::Notifications::bind(dir.path().join("notify.sock"))?;
@@ -76,7 +82,32 @@ impl Node {
         let (child, _) = harness::start_ready(&mut cmd, &mut notify, Duration::from_secs(120))
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("starting node {name}"))?;
-        Ok(Self { _dir: dir, child })
+        Ok(Self { dir, child })
+    }
+
+    /// The node's `hourglass_cluster_claims_total` counters (from its API socket).
+    fn claims(&self) -> Result<Claims> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.dir.path().join("api.sock"))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let mut out = [0; 4];
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("hourglass_cluster_claims_total{"))
+        {
+            let value = line
+                .rsplit(' ')
+                .next()
+                .unwrap_or("0")
+                .parse::<f64>()
+                .unwrap_or(0.0);
+            let first = line.contains("round=\"first\"");
+            let won = line.contains("result=\"won\"");
+            out[usize::from(!first) * 2 + usize::from(!won)] += value as u64;
+        }
+        Ok(out)
     }
 
     fn stop(mut self) -> Result<()> {
@@ -230,6 +261,7 @@ struct Burst {
     cost: Option<Counters>,
     /// Runs per node, least to most.
     shares: Vec<usize>,
+    claims: Claims,
 }
 
 /// `n` commands due at one instant on `nodes` nodes, the database `delay` away each way.
@@ -269,6 +301,13 @@ fn burst(b: &Bench, n: usize, nodes: usize, delay: Duration) -> Result<Burst> {
     std::thread::sleep(STATS_LAG);
     let after = counted.then(|| pg_counters::read(&url)).transpose()?;
     let all = runs(&url)?;
+    let mut claims = [0; 4];
+    for node in &started {
+        let c = node.claims()?;
+        for (sum, n) in claims.iter_mut().zip(c) {
+            *sum += n;
+        }
+    }
     stop_nodes(started)?;
     drop(proxy);
     let mut per_node = std::collections::BTreeMap::<&str, usize>::new();
@@ -283,6 +322,7 @@ fn burst(b: &Bench, n: usize, nodes: usize, delay: Duration) -> Result<Burst> {
         done_ms: (last_finished(&all)? - at).num_milliseconds(),
         cost: after.zip(before).map(|(a, b)| a.since(b)),
         shares,
+        claims,
     })
 }
 
@@ -311,6 +351,12 @@ fn burst_rows(b: &mut Bench, n: usize, nodes: &[usize]) -> Result<()> {
             &name,
             &format!("{who}: last run finished after its time; runs per node (least .. most)"),
             format!("{} ms; {:?}", r.done_ms, r.shares),
+        );
+        let [fw, fl, lw, ll] = r.claims;
+        b.row(
+            &name,
+            &format!("{who}: claims as preferred node won / lost; after the head start won / lost"),
+            format!("{fw} / {fl}; {lw} / {ll}"),
         );
     }
     Ok(())

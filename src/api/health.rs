@@ -114,6 +114,9 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Response {
     m.running.set(gauge(s.ctx.running()));
     m.waiting.set(gauge(s.ctx.waiting()));
     m.pending_records.set(gauge(health.pending().unwrap_or(0)));
+    if s.store.cluster().is_some() {
+        m.set_claims(&s.ctx.claims().counts().all());
+    }
     let errors = health.write_errors();
     m.write_errors
         .inc_by(errors.saturating_sub(m.write_errors.get()));

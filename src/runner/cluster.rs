@@ -10,7 +10,7 @@
 //! a `replace` firing asks the holder to stop and waits.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,42 @@ pub struct ClaimHealth {
     batches: ClaimBatches,
     /// The other live nodes, for which firings this node claims first.
     members: Members,
+    /// Firings claimed, by round and answer.
+    counts: ClaimCounts,
+}
+
+/// Firings this node asked to claim: as their preferred node (at once) or after the head
+/// start, won or found claimed by another node.
+#[derive(Debug, Default)]
+pub struct ClaimCounts {
+    first_won: AtomicU64,
+    first_lost: AtomicU64,
+    later_won: AtomicU64,
+    later_lost: AtomicU64,
+}
+
+impl ClaimCounts {
+    fn count(&self, first: bool, won: bool) {
+        let c = match (first, won) {
+            (true, true) => &self.first_won,
+            (true, false) => &self.first_lost,
+            (false, true) => &self.later_won,
+            (false, false) => &self.later_lost,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(round, result, count)`: round `first` (this node preferred) or `later` (after the
+    /// head start); result `won` or `lost`.
+    pub fn all(&self) -> [(&'static str, &'static str, u64); 4] {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("first", "won", get(&self.first_won)),
+            ("first", "lost", get(&self.first_lost)),
+            ("later", "won", get(&self.later_won)),
+            ("later", "lost", get(&self.later_lost)),
+        ]
+    }
 }
 
 #[derive(Debug)]
@@ -69,6 +105,11 @@ impl ClaimHealth {
     /// The other live nodes, as the heartbeat last saw them.
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// The firings this node asked to claim so far.
+    pub fn counts(&self) -> &ClaimCounts {
+        &self.counts
     }
 
     /// Keeps a firing that could not be claimed, for when the database answers again.
@@ -134,14 +175,20 @@ pub(super) async fn claim_with_turn(
     }
     for _ in 0..MAX_EARLY_RETRIES {
         match try_claim(ctx, cluster, &spec.name, scheduled_for, turn).await {
-            Some(Claim::Won { turn }) => return (Claimed::Mine, turn),
+            Some(Claim::Won { turn }) => {
+                ctx.claims.counts.count(first, true);
+                return (Claimed::Mine, turn);
+            }
             Some(Claim::Early(wait)) => {
                 tokio::select! {
                     () = tokio::time::sleep(wait.min(MAX_EARLY_WAIT)) => {}
                     () = ctx.draining.cancelled() => return (Claimed::NotMine, false),
                 }
             }
-            Some(Claim::Lost) => return (Claimed::NotMine, false),
+            Some(Claim::Lost) => {
+                ctx.claims.counts.count(first, false);
+                return (Claimed::NotMine, false);
+            }
             None => return (Claimed::Unreachable, false),
         }
     }
@@ -166,7 +213,9 @@ async fn try_claim(
 ) -> Option<Claim> {
     let batches = &ctx.claims.batches;
     let mut answer = if ctx.claims.reachable() {
-        batches.claim(cluster, &ctx.node, (job, scheduled_for, turn)).await
+        batches
+            .claim(cluster, &ctx.node, (job, scheduled_for, turn))
+            .await
     } else {
         // The heartbeat found the database out of reach: no waiting for a connection.
         Err(Arc::new(crate::store::StoreError::Unreachable))

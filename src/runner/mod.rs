@@ -25,7 +25,7 @@ mod lifecycle;
 mod rendezvous;
 mod slot;
 
-pub use cluster::{ClaimHealth, Claimed, claim, recovered};
+pub use cluster::{ClaimCounts, ClaimHealth, Claimed, claim, recovered};
 use firing::Firing;
 use slot::queue_worker;
 
@@ -304,7 +304,9 @@ pub fn fire(
             let wants_turn = firing.job.overlap == Overlap::Skip;
             let (claimed, turn) =
                 cluster::claim_with_turn(&ctx, &firing.job, scheduled_for, wants_turn).await;
-            firing.turn_held.store(turn, std::sync::atomic::Ordering::Relaxed);
+            firing
+                .turn_held
+                .store(turn, std::sync::atomic::Ordering::Relaxed);
             match claimed {
                 Claimed::Mine => {
                     firing.record_fired();

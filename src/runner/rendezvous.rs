@@ -102,7 +102,10 @@ mod tests {
             shares[who[0]] += 1;
         }
         // 1,000 each when even; 10 % is more than 6 standard deviations.
-        assert!(shares.iter().all(|&n| (900..=1100).contains(&n)), "{shares:?}");
+        assert!(
+            shares.iter().all(|&n| (900..=1100).contains(&n)),
+            "{shares:?}"
+        );
     }
 
     #[test]

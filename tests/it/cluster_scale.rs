@@ -18,7 +18,9 @@ use crate::harness::wait_for;
 /// the next firings of its job into skips).
 fn jobs(count: usize) -> String {
     (0..count)
-        .map(|i| format!("[jobs.s{i:02}]\nevery = \"1s\"\ncommand = \"true\"\noverlap = \"allow\"\n"))
+        .map(|i| {
+            format!("[jobs.s{i:02}]\nevery = \"1s\"\ncommand = \"true\"\noverlap = \"allow\"\n")
+        })
         .collect()
 }
 
@@ -32,7 +34,9 @@ fn second_in(secs: i64) -> DateTime<Utc> {
 fn firings_between(url: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<RunRow> {
     all_runs(url)
         .into_iter()
-        .filter(|r| r.trigger == Trigger::Schedule && r.scheduled_for >= from && r.scheduled_for < to)
+        .filter(|r| {
+            r.trigger == Trigger::Schedule && r.scheduled_for >= from && r.scheduled_for < to
+        })
         .collect()
 }
 
@@ -66,7 +70,11 @@ fn ten_nodes_share_the_firings_evenly_and_run_each_once() {
     assert_eq!(shares.len(), 10, "{shares:?}");
     for (node, n) in &shares {
         let off = (*n as f64 - even).abs() / even;
-        assert!(off <= 0.3, "{node} ran {n}, {:.0} % off even ({even}): {shares:?}", off * 100.0);
+        assert!(
+            off <= 0.3,
+            "{node} ran {n}, {:.0} % off even ({even}): {shares:?}",
+            off * 100.0
+        );
     }
 }
 
@@ -90,7 +98,9 @@ fn a_stalled_preferred_node_costs_its_firings_the_head_start_not_a_miss() {
     let resumed = Utc::now();
     // What n1 had due while stopped fires late now: its claims find the firings taken.
     std::thread::sleep(Duration::from_secs(3));
-    let from = (stopped + TimeDelta::seconds(1)).with_nanosecond(0).unwrap();
+    let from = (stopped + TimeDelta::seconds(1))
+        .with_nanosecond(0)
+        .unwrap();
     let to = resumed.with_nanosecond(0).unwrap();
     let window = firings_between(&url, from, to);
     let all = all_runs(&url);
@@ -107,11 +117,22 @@ fn a_stalled_preferred_node_costs_its_firings_the_head_start_not_a_miss() {
         .map(|r| r.lateness_ms.unwrap())
         .collect();
     late.sort_unstable();
-    println!("n1's share while stopped: {} firings, lateness {late:?} ms", late.len());
-    assert!(late.len() >= 5, "n1 is preferred for about a third: {late:?}");
-    assert!(late[0] >= head_start - 5, "the others waited the head start: {late:?}");
+    println!(
+        "n1's share while stopped: {} firings, lateness {late:?} ms",
+        late.len()
+    );
     assert!(
-        *late.last().unwrap() < head_start + 750,
+        late.len() >= 5,
+        "n1 is preferred for about a third: {late:?}"
+    );
+    assert!(
+        late[0] >= head_start - 5,
+        "the others waited the head start: {late:?}"
+    );
+    // Run elsewhere once the head start is over (the slack is for a loaded test machine:
+    // the other nodes' claim and spawn; 2 to 40 ms here when idle).
+    assert!(
+        *late.last().unwrap() < head_start + 1500,
         "run elsewhere within the head start: {late:?}"
     );
     let dups = duplicates(&all);
@@ -124,5 +145,8 @@ fn a_stalled_preferred_node_costs_its_firings_the_head_start_not_a_miss() {
         .iter()
         .filter(|r| r.node == "n1" && owned_by_others(r.scheduled_for))
         .collect();
-    assert!(n1_late.is_empty(), "n1 wrote firings it did not own: {n1_late:?}");
+    assert!(
+        n1_late.is_empty(),
+        "n1 wrote firings it did not own: {n1_late:?}"
+    );
 }

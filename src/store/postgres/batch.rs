@@ -1,45 +1,60 @@
-//! Writing a batch of run records to PostgreSQL: multi-row statements, fenced by the firing
-//! claims so that a node taken for dead writes nothing more for firings it no longer owns.
+//! Writing a batch of run records to PostgreSQL in one statement: new rows, ends of earlier
+//! rows, each job's latest firing time and the turns given back go as arrays (`unnest`), so a
+//! batch of any size is one round trip and one transaction (notifications, rare, add theirs).
+//! New rows are fenced by the firing claims, so that a node taken for dead writes nothing more
+//! for firings it no longer owns.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::Postgres;
 
-use crate::store::writer::{BatchPlan, ROWS_PER_STATEMENT};
+use crate::store::writer::BatchPlan;
 use crate::store::{RunEnd, RunStart, RunStatus};
 
-/// Writes a batch's plan: new rows in multi-row upserts, ends of earlier rows in
-/// `UPDATE ... FROM (VALUES ...)`, each firing time kept at its latest, notifications once.
+/// The batch: every part a data-modifying `WITH` (each runs to completion, on one snapshot).
+/// Rows written before (a replayed record) only take an end they did not have, and only
+/// while still `running`. Firing times and turns go in one order on every node, so that two
+/// nodes' batches never wait for each other's rows the other way round.
+const BATCH: &str = "WITH inserted AS (INSERT INTO runs (id, job, scheduled_for, started_at, \
+     finished_at, status, attempt, trigger, exit_code, error, output, node, details, pid) \
+     SELECT v.* FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
+     $5::timestamptz[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::text[], \
+     $11::text[], $12::text[], $13::text[], $14::bigint[]) \
+     AS v (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+     exit_code, error, output, node, details, pid) \
+     WHERE v.trigger = 'manual' OR NOT EXISTS (SELECT 1 FROM claims c \
+     WHERE c.job = v.job AND c.scheduled_for = v.scheduled_for \
+     AND (c.node <> v.node OR c.reaped_by IS NOT NULL)) \
+     ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
+     status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
+     output = excluded.output, details = excluded.details \
+     WHERE excluded.status <> 'running' AND runs.status = 'running' RETURNING 1), \
+     ended AS (UPDATE runs SET finished_at = e.finished_at, status = e.status, \
+     exit_code = e.exit_code, error = e.error, output = e.output, details = e.details \
+     FROM unnest($15::bigint[], $16::timestamptz[], $17::text[], $18::bigint[], $19::text[], \
+     $20::text[], $21::text[]) AS e (id, finished_at, status, exit_code, error, output, details) \
+     WHERE runs.id = e.id AND runs.status = 'running' RETURNING 1), \
+     fired AS (INSERT INTO job_state (job, last_fired_for, updated_at) \
+     SELECT f.job, f.at, now() FROM unnest($22::text[], $23::timestamptz[]) AS f (job, at) \
+     ORDER BY f.job ON CONFLICT (job) DO UPDATE SET \
+     last_fired_for = greatest(job_state.last_fired_for, excluded.last_fired_for), \
+     updated_at = excluded.updated_at RETURNING 1), \
+     given AS (DELETE FROM active_runs a \
+     USING unnest($24::text[], $25::timestamptz[], $26::text[]) AS t (job, scheduled_for, node) \
+     WHERE a.job = t.job AND a.node = t.node AND a.scheduled_for = t.scheduled_for RETURNING 1) \
+     SELECT 1";
+
+/// Writes a batch's plan (in a transaction when it has notifications; else its one statement
+/// is its own).
 pub(super) async fn write_plan(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
+    pool: &sqlx::PgPool,
     plan: BatchPlan<'_>,
 ) -> Result<(), sqlx::Error> {
-    for rows in plan.inserts.chunks(ROWS_PER_STATEMENT) {
-        insert_runs(tx, rows).await?;
+    if plan.notifications.is_empty() {
+        return batch_statement(&plan).execute(pool).await.map(|_| ());
     }
-    for ends in plan.updates.chunks(ROWS_PER_STATEMENT) {
-        update_runs(tx, ends).await?;
-    }
-    // In one order on every node: two nodes' batches never wait for each other's rows.
-    let mut fired: Vec<(&str, DateTime<Utc>)> = plan.fired.into_iter().collect();
-    fired.sort_unstable();
-    for chunk in fired.chunks(ROWS_PER_STATEMENT) {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "INSERT INTO job_state (job, last_fired_for, updated_at) ",
-        );
-        q.push_values(chunk, |mut row, (job, at)| {
-            row.push_bind(job.to_string()).push_bind(*at).push("now()");
-        });
-        q.push(
-            " ON CONFLICT (job) DO UPDATE SET \
-             last_fired_for = greatest(job_state.last_fired_for, excluded.last_fired_for), \
-             updated_at = excluded.updated_at",
-        );
-        q.build().persistent(false).execute(&mut **tx).await?;
-    }
-    if !plan.turns_given.is_empty() {
-        give_turns(tx, &plan.turns_given).await?;
-    }
-    for n in plan.notifications {
+    let mut tx = pool.begin().await?;
+    batch_statement(&plan).execute(&mut *tx).await?;
+    for n in &plan.notifications {
         sqlx::query(
             "INSERT INTO notifications (run_id, job, event, channel, sent_at, error) \
              SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM notifications \
@@ -51,101 +66,117 @@ pub(super) async fn write_plan(
         .bind(n.channel.as_ref())
         .bind(n.sent_at)
         .bind(n.error.as_deref())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
-    Ok(())
+    tx.commit().await
 }
 
-/// Gives the turns back, in one statement.
-async fn give_turns(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    turns: &[(&str, DateTime<Utc>, &str)],
-) -> Result<(), sqlx::Error> {
-    let mut jobs = Vec::with_capacity(turns.len());
-    let mut times = Vec::with_capacity(turns.len());
-    let mut nodes = Vec::with_capacity(turns.len());
-    for (job, at, node) in turns {
-        jobs.push(*job);
-        times.push(*at);
-        nodes.push(*node);
+/// The columns of the new rows, each an array.
+#[derive(Default)]
+struct NewRows<'a> {
+    id: Vec<i64>,
+    job: Vec<&'a str>,
+    scheduled_for: Vec<DateTime<Utc>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    status: Vec<&'static str>,
+    attempt: Vec<i64>,
+    trigger: Vec<&'static str>,
+    exit_code: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+    output: Vec<Option<&'a str>>,
+    node: Vec<&'a str>,
+    details: Vec<Option<&'a str>>,
+    pid: Vec<Option<i64>>,
+}
+
+impl<'a> NewRows<'a> {
+    fn push(&mut self, s: &'a RunStart, end: Option<&'a RunEnd>) {
+        self.id.push(s.id);
+        self.job.push(&s.job);
+        self.scheduled_for.push(s.scheduled_for);
+        self.started_at.push(s.started_at);
+        self.finished_at.push(end.map(|e| e.finished_at));
+        self.status
+            .push(end.map_or(RunStatus::Running, |e| e.status).as_str());
+        self.attempt.push(i64::from(s.attempt));
+        self.trigger.push(s.trigger.as_str());
+        self.exit_code
+            .push(end.and_then(|e| e.exit_code).map(i64::from));
+        self.error.push(end.and_then(|e| e.error.as_deref()));
+        self.output.push(end.and_then(|e| e.output.as_deref()));
+        self.node.push(&s.node);
+        self.details.push(end.and_then(|e| e.details.as_deref()));
+        self.pid.push(s.pid.map(i64::from));
     }
-    sqlx::query(
-        "DELETE FROM active_runs a USING unnest($1::text[], $2::timestamptz[], $3::text[]) \
-         AS t (job, scheduled_for, node) \
-         WHERE a.job = t.job AND a.node = t.node AND a.scheduled_for = t.scheduled_for",
-    )
-    .bind(jobs)
-    .bind(times)
-    .bind(nodes)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
-async fn insert_runs(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    rows: &[(&RunStart, Option<&RunEnd>)],
-) -> Result<(), sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(
-        "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details, pid) SELECT v.* FROM (",
-    );
-    q.push_values(rows, |mut row, (s, end)| {
-        row.push_bind(s.id)
-            .push_bind(s.job.clone())
-            .push_bind(s.scheduled_for)
-            .push_bind(s.started_at)
-            .push_bind(end.map(|e| e.finished_at))
-            .push_bind(end.map_or(RunStatus::Running, |e| e.status).as_str())
-            .push_bind(i64::from(s.attempt))
-            .push_bind(s.trigger.as_str())
-            .push_bind(end.and_then(|e| e.exit_code).map(i64::from))
-            .push_bind(end.and_then(|e| e.error.clone()))
-            .push_bind(end.and_then(|e| e.output.clone()))
-            .push_bind(s.node.clone())
-            .push_bind(end.and_then(|e| e.details.clone()))
-            .push_bind(s.pid.map(i64::from));
-    });
-    // Fenced: nothing is written for a firing whose claim another node holds or reaped (this
-    // node was taken for dead). A row written before (a replayed record) only takes an end it
-    // did not have, and only while it is still `running`.
-    q.push(
-        ") AS v (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-         exit_code, error, output, node, details, pid) \
-         WHERE v.trigger = 'manual' OR NOT EXISTS (SELECT 1 FROM claims c \
-         WHERE c.job = v.job AND c.scheduled_for = v.scheduled_for \
-         AND (c.node <> v.node OR c.reaped_by IS NOT NULL)) \
-         ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
-         status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
-         output = excluded.output, details = excluded.details \
-         WHERE excluded.status <> 'running' AND runs.status = 'running'",
-    );
-    q.build().persistent(false).execute(&mut **tx).await?;
-    Ok(())
+/// The columns of the ends of earlier rows, each an array.
+#[derive(Default)]
+struct Ends<'a> {
+    id: Vec<i64>,
+    finished_at: Vec<DateTime<Utc>>,
+    status: Vec<&'static str>,
+    exit_code: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+    output: Vec<Option<&'a str>>,
+    details: Vec<Option<&'a str>>,
 }
 
-async fn update_runs(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    ends: &[&RunEnd],
-) -> Result<(), sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(
-        "UPDATE runs SET finished_at = v.finished_at, status = v.status, \
-         exit_code = v.exit_code, error = v.error, output = v.output, details = v.details FROM (",
-    );
-    q.push_values(ends, |mut row, e| {
-        row.push_bind(e.id)
-            .push_bind(e.finished_at)
-            .push_bind(e.status.as_str())
-            .push_bind(e.exit_code.map(i64::from))
-            .push_bind(e.error.clone())
-            .push_bind(e.output.clone())
-            .push_bind(e.details.clone());
-    });
-    q.push(
-        ") AS v (id, finished_at, status, exit_code, error, output, details) \
-         WHERE runs.id = v.id AND runs.status = 'running'",
-    );
-    q.build().persistent(false).execute(&mut **tx).await?;
-    Ok(())
+fn batch_statement<'q>(
+    plan: &'q BatchPlan<'q>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let mut rows = NewRows::default();
+    for (s, end) in &plan.inserts {
+        rows.push(s, *end);
+    }
+    let mut ends = Ends::default();
+    for e in &plan.updates {
+        ends.id.push(e.id);
+        ends.finished_at.push(e.finished_at);
+        ends.status.push(e.status.as_str());
+        ends.exit_code.push(e.exit_code.map(i64::from));
+        ends.error.push(e.error.as_deref());
+        ends.output.push(e.output.as_deref());
+        ends.details.push(e.details.as_deref());
+    }
+    let mut fired: Vec<(&str, DateTime<Utc>)> = plan.fired.iter().map(|(j, t)| (*j, *t)).collect();
+    fired.sort_unstable();
+    let (fired_jobs, fired_at): (Vec<&str>, Vec<DateTime<Utc>>) = fired.into_iter().unzip();
+    let mut turns = plan.turns_given.clone();
+    turns.sort_unstable();
+    let mut given = (Vec::new(), Vec::new(), Vec::new());
+    for (job, at, node) in turns {
+        given.0.push(job);
+        given.1.push(at);
+        given.2.push(node);
+    }
+    sqlx::query(BATCH)
+        .bind(rows.id)
+        .bind(rows.job)
+        .bind(rows.scheduled_for)
+        .bind(rows.started_at)
+        .bind(rows.finished_at)
+        .bind(rows.status)
+        .bind(rows.attempt)
+        .bind(rows.trigger)
+        .bind(rows.exit_code)
+        .bind(rows.error)
+        .bind(rows.output)
+        .bind(rows.node)
+        .bind(rows.details)
+        .bind(rows.pid)
+        .bind(ends.id)
+        .bind(ends.finished_at)
+        .bind(ends.status)
+        .bind(ends.exit_code)
+        .bind(ends.error)
+        .bind(ends.output)
+        .bind(ends.details)
+        .bind(fired_jobs)
+        .bind(fired_at)
+        .bind(given.0)
+        .bind(given.1)
+        .bind(given.2)
 }

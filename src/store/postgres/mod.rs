@@ -127,10 +127,7 @@ impl PgStore {
     /// over a row still `running`: a node that comes back after another one marked its runs
     /// `abandoned` writes nothing over them.
     pub(super) async fn write_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let plan = BatchPlan::of(records);
-        let mut tx = self.pool.begin().await?;
-        write_plan(&mut tx, plan).await?;
-        tx.commit().await?;
+        write_plan(&self.pool, BatchPlan::of(records)).await?;
         Ok(())
     }
 
