@@ -39,7 +39,8 @@
 //!   whole and owning its stop (`lifecycle`: the drain the daemon asks for): its `slot`
 //!   (per-job state across reloads), `firing` (waits, attempts, ends), `cluster` (with a
 //!   `store::Cluster`, the node that wins a firing's claim runs it, and a job's turn holds
-//!   across nodes; `claim_batch` puts the claims asked meanwhile in one statement).
+//!   across nodes; `claim_batch` puts the claims asked meanwhile in one statement;
+//!   `rendezvous`: which node a firing prefers, which claims it first).
 //! - [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
 //!   `notify` settings), knowing jobs by name only.

@@ -435,16 +435,7 @@ fn overlap_replace_stops_the_run_on_the_other_node() {
     let url = fresh_database("replace");
     let jobs = "[jobs.long]\nevery = \"3s\"\ncommand = \"sleep 30\"\noverlap = \"replace\"\n";
     let mut nodes = start_nodes(&url, 2, jobs, |_| String::new());
-    let across = wait_for(Duration::from_secs(60), "a replace across nodes", || {
-        let runs = all_runs(&url);
-        runs.windows(2)
-            .find(|w| {
-                w[0].status == RunStatus::Cancelled
-                    && w[1].started_at.is_some()
-                    && w[0].node != w[1].node
-            })
-            .map(|w| (w[0].clone(), w[1].clone()))
-    });
+    let across = replace_across(&url, "long");
     stop_all(&mut nodes);
     let (old, new) = across;
     let stopped = old.finished_at.unwrap();
@@ -468,6 +459,21 @@ fn overlap_replace_stops_the_run_on_the_other_node() {
         old.error.as_deref().unwrap_or("").contains("replaced"),
         "{old:?}"
     );
+}
+
+/// The first run of `job` stopped by a newer firing on another node, and that firing's run
+/// (waited for up to a minute).
+pub(crate) fn replace_across(url: &str, job: &str) -> (RunRow, RunRow) {
+    wait_for(Duration::from_secs(60), "a replace across nodes", || {
+        let runs: Vec<RunRow> = all_runs(url).into_iter().filter(|r| r.job == job).collect();
+        runs.windows(2)
+            .find(|w| {
+                w[0].status == RunStatus::Cancelled
+                    && w[1].started_at.is_some()
+                    && w[0].node != w[1].node
+            })
+            .map(|w| (w[0].clone(), w[1].clone()))
+    })
 }
 
 /// `run_on`: a job asking for a tag runs only on the node that has it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Timelike, Utc};
 use hourglass::store::RunStatus;
 
-use crate::cluster::{all_runs, connect, fresh_database, stop_all};
+use crate::cluster::{all_runs, connect, fresh_database, replace_across, stop_all};
 use crate::harness::{Daemon, wait_for};
 
 /// Node `node` on `url`, polling once an hour, with `tags`.
@@ -40,19 +40,7 @@ fn pauses_triggers_and_replace_requests_reach_the_other_node_without_polling() {
 /// `long` (every 2 s, `sleep 30`, `overlap = "replace"`): each newer firing stops the run
 /// before it, on whichever node it runs, at once.
 fn replace_reaches_the_holder(url: &str) {
-    let across = wait_for(Duration::from_secs(60), "a replace across nodes", || {
-        let runs: Vec<_> = all_runs(url)
-            .into_iter()
-            .filter(|r| r.job == "long")
-            .collect();
-        runs.windows(2)
-            .find(|w| {
-                w[0].status == RunStatus::Cancelled
-                    && w[1].started_at.is_some()
-                    && w[0].node != w[1].node
-            })
-            .map(|w| (w[0].clone(), w[1].clone()))
-    });
+    let across = replace_across(url, "long");
     let (old, new) = across;
     let stopped = (old.finished_at.unwrap() - new.scheduled_for).num_milliseconds();
     println!(
