@@ -388,11 +388,16 @@ impl Writer {
                 }
             }
         };
+        self.take(buf);
+        open
+    }
+
+    /// Queues records that arrived, counting their output.
+    fn take(&mut self, buf: Vec<Record>) {
         for mut r in buf {
             self.memory_output += output_len(&mut r);
             self.memory.push_back(r);
         }
-        open
     }
 
     /// Waits out the database's least gap since the last batch began (none for SQLite),
@@ -412,10 +417,7 @@ impl Writer {
                 n = rx.recv_many(&mut buf, BATCH) => n > 0,
                 () = tokio::time::sleep_until(until) => true,
             };
-            for mut r in buf {
-                self.memory_output += output_len(&mut r);
-                self.memory.push_back(r);
-            }
+            self.take(buf);
             if !open {
                 return false;
             }

@@ -33,20 +33,22 @@ impl Members {
         let Ok(others) = self.others.read() else {
             return true;
         };
-        let mine = (score(me, job, at), me);
-        others
+        let candidates = others
             .iter()
             .filter(|(_, tags)| run_on.iter().all(|t| tags.contains(t)))
-            .all(|(node, _)| (score(node, job, at), node.as_str()) < mine)
+            .map(|(node, _)| node.as_str());
+        best(candidates.chain([me]), job, at) == Some(me)
     }
 }
 
 /// The preferred node of the firing of `job` for `at` among `nodes` (all of which may run it).
 pub fn preferred_node<'a>(nodes: &[&'a str], job: &str, at: DateTime<Utc>) -> Option<&'a str> {
-    nodes
-        .iter()
-        .max_by_key(|n| (score(n, job, at), **n))
-        .copied()
+    best(nodes.iter().copied(), job, at)
+}
+
+/// The node of highest score for the firing (ties, impossible in practice, go to the name).
+fn best<'a>(nodes: impl Iterator<Item = &'a str>, job: &str, at: DateTime<Utc>) -> Option<&'a str> {
+    nodes.max_by_key(|n| (score(n, job, at), *n))
 }
 
 /// The node's score for a firing: the same on every node and version (SHA-256).
