@@ -59,6 +59,7 @@ pub(crate) struct RawJob {
     pub(crate) http: Option<RawHttp>,
     pub(crate) upload: Option<RawUpload>,
     pub(crate) notify: Option<RawNotify>,
+    pub(crate) after: Option<crate::job::after::RawAfter>,
 }
 
 /// The job's alert policy with its own `alert_if_no_success_within`, which needs a policy to
@@ -119,11 +120,41 @@ pub(crate) fn load_jobs(
         jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, found));
     }
     jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    dependency_problems(&jobs, base, &mut found.problems);
     let alerts = jobs
         .iter()
         .filter_map(|(spec, alert)| Some((spec.name.clone(), Arc::clone(alert.as_ref()?))))
         .collect();
     (jobs.into_iter().map(|(spec, _)| spec).collect(), alerts)
+}
+
+/// The problems of the jobs' `after` graph (parents that are no job, cycles), each on the
+/// job's file, name and `after`.
+fn dependency_problems(
+    jobs: &[(JobSpec, Option<Arc<AlertPolicy>>)],
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) {
+    let graph: BTreeMap<&str, Option<&crate::job::after::After>> = jobs
+        .iter()
+        .map(|(spec, _)| (spec.name.as_str(), spec.after.as_ref()))
+        .collect();
+    let files: HashMap<&str, &Path> = jobs
+        .iter()
+        .map(|(spec, _)| (spec.name.as_str(), &*spec.source))
+        .collect();
+    for (job, message) in crate::job::after::graph_problems(&graph) {
+        problems.push(Problem {
+            file: files
+                .get(job.as_str())
+                .map(|p| display_path(p, base))
+                .unwrap_or_default(),
+            job: Some(job),
+            field: Some("after".into()),
+            message,
+            warning: false,
+        });
+    }
 }
 
 /// The `*.toml` files of the jobs folder. A missing folder, and entries named `*.toml` that are
@@ -366,6 +397,10 @@ pub(crate) fn validate_job(
         run_on: super::tags::run_on(raw.run_on.take(), &settings.tags, at),
         description: raw.description.take(),
         tags: super::tags::job_tags(raw.tags.take(), at),
+        after: raw
+            .after
+            .take()
+            .and_then(|a| crate::job::after::after(a, at)),
     };
     (at.errors() == before).then_some((spec, notify))
 }

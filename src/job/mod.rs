@@ -1,6 +1,7 @@
 //! What a job is once its config has been validated: schedule, policies and the kind of work.
 //! One file per kind of work; each kind turns one attempt into an [`Outcome`].
 
+pub mod after;
 pub mod attempt;
 pub mod command;
 pub mod email;
@@ -61,6 +62,8 @@ pub struct JobSpec {
     pub kind: JobKind,
     /// `enabled = false`: never fires on its schedule, but `hourglass trigger` runs it.
     pub enabled: bool,
+    /// The jobs whose runs fire this one (`after`), if any.
+    pub after: Option<after::After>,
 }
 
 impl JobSpec {
@@ -129,6 +132,7 @@ impl JobSpec {
                 shell: shell::Shell::Sh,
             }),
             enabled: true,
+            after: None,
             on_node_loss: crate::job::NodeLoss::Abandon,
             run_on: Vec::new(),
             description: None,

@@ -1,0 +1,273 @@
+//! Jobs that run after other jobs (`after`): one parent (`after = "extract"`) or several with a
+//! condition and a window (`after = { jobs = ["extract", "rates"], when = "all_succeeded",
+//! within = "2h" }`), and the graph's checks across jobs: parents that exist, no job after
+//! itself, no cycle (named by its path, `load → extract → load`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::problem::Located;
+
+/// `after` as written: a job's name, or a table.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawAfter {
+    /// One parent, `when = "all_succeeded"`, no window.
+    One(String),
+    /// Parents with a condition and a window.
+    Table(RawAfterTable),
+}
+
+/// `after = { jobs = [...], when = "...", within = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAfterTable {
+    jobs: Vec<String>,
+    when: Option<When>,
+    within: Option<String>,
+}
+
+/// Which runs of the parents fire the child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// A successful run of every parent (the default).
+    #[default]
+    AllSucceeded,
+    /// A successful run of any parent.
+    AnySucceeded,
+    /// A failed run of any parent (failed, timed out, abandoned, interrupted).
+    AnyFailed,
+    /// A finished run of every parent, whatever its status.
+    AllDone,
+}
+
+impl When {
+    /// The name as written in a job file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::AllSucceeded => "all_succeeded",
+            When::AnySucceeded => "any_succeeded",
+            When::AnyFailed => "any_failed",
+            When::AllDone => "all_done",
+        }
+    }
+}
+
+/// A job's parents and when their runs fire it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// The parents, as named (sorted, each once).
+    pub parents: Vec<String>,
+    /// Which of their runs count.
+    pub when: When,
+    /// How close together the parents' qualifying runs must end (fan-in); `None`: any time
+    /// since the child last ran.
+    pub within: Option<Duration>,
+}
+
+/// Validates one job's `after` (names well formed, each once, a window above zero).
+pub(crate) fn after(raw: RawAfter, at: &mut Located<'_>) -> Option<After> {
+    let (jobs, when, within) = match raw {
+        RawAfter::One(job) => (vec![job], When::default(), None),
+        RawAfter::Table(t) => (t.jobs, t.when.unwrap_or_default(), t.within),
+    };
+    let before = at.errors();
+    if jobs.is_empty() {
+        at.push(
+            Some("after.jobs"),
+            "is empty; name the jobs this one runs after, e.g. jobs = [\"extract\"]",
+        );
+    }
+    let mut parents = BTreeSet::new();
+    for job in jobs {
+        if job.trim().is_empty() {
+            at.push(Some("after"), "names a job with an empty name");
+        } else if !parents.insert(job.clone()) {
+            at.push(Some("after"), format!("names {job:?} twice"));
+        }
+    }
+    let within = within.map(|w| at.duration("after.within", Some(&w), Duration::ZERO));
+    if within.is_some_and(|w| w.is_zero()) {
+        at.push(
+            Some("after.within"),
+            "must be above zero, e.g. \"2h\"; leave it out for no window",
+        );
+    }
+    (at.errors() == before).then(|| After {
+        parents: parents.into_iter().collect(),
+        when,
+        within,
+    })
+}
+
+/// What is wrong with the dependency graph of `jobs` (each job's name and its `after`, if
+/// any): `(job, message)` for parents that are no job, a job after itself, and each cycle once
+/// (reported on its first job by name, with its path).
+pub fn graph_problems(jobs: &BTreeMap<&str, Option<&After>>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (job, after) in jobs {
+        for parent in after.iter().flat_map(|a| &a.parents) {
+            if parent == job {
+                out.push((
+                    (*job).to_string(),
+                    "names the job itself; a job cannot run after itself".to_string(),
+                ));
+            } else if !jobs.contains_key(parent.as_str()) {
+                out.push((
+                    (*job).to_string(),
+                    format!("names {parent:?}, which is no job; expected one of the jobs' names"),
+                ));
+            }
+        }
+    }
+    for cycle in cycles(jobs) {
+        out.push((
+            cycle[0].clone(),
+            format!(
+                "the jobs run after each other in a circle: {}; remove one of these `after`s",
+                cycle.join(" → ")
+            ),
+        ));
+    }
+    out
+}
+
+/// Each cycle of the graph once (a job's parents are its edges; self-edges and unknown
+/// parents left out), as a path starting and ending at its least name.
+fn cycles(jobs: &BTreeMap<&str, Option<&After>>) -> Vec<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let parents = |job: &str| -> Vec<&str> {
+        jobs.get(job)
+            .copied()
+            .flatten()
+            .map(|a| {
+                a.parents
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|p| *p != job && jobs.contains_key(p))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut marks: BTreeMap<&str, Mark> = jobs.keys().map(|j| (*j, Mark::New)).collect();
+    let mut found: BTreeSet<Vec<String>> = BTreeSet::new();
+    for start in jobs.keys() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // Depth first, without recursion: the path and each step's remaining parents.
+        let mut path: Vec<&str> = vec![start];
+        let mut todo: Vec<Vec<&str>> = vec![parents(start)];
+        marks.insert(start, Mark::Open);
+        while let Some(next) = todo.last_mut() {
+            match next.pop() {
+                Some(p) => match marks[p] {
+                    Mark::New => {
+                        marks.insert(p, Mark::Open);
+                        path.push(p);
+                        todo.push(parents(p));
+                    }
+                    Mark::Open => {
+                        let from = path.iter().position(|j| *j == p).unwrap_or(0);
+                        found.insert(rotated(&path[from..]));
+                    }
+                    Mark::Done => {}
+                },
+                None => {
+                    if let Some(done) = path.pop() {
+                        marks.insert(done, Mark::Done);
+                    }
+                    todo.pop();
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// A cycle (jobs each after the next) as the path a reader follows, from its least name back
+/// to it: `load → extract → load` when load runs after extract, which runs after load.
+fn rotated(cycle: &[&str]) -> Vec<String> {
+    let least = (0..cycle.len()).min_by_key(|i| cycle[*i]).unwrap_or(0);
+    let mut out: Vec<String> = cycle[least..]
+        .iter()
+        .chain(&cycle[..least])
+        .map(|s| (*s).to_string())
+        .collect();
+    out.push(out[0].clone());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(parents: &[&str]) -> After {
+        After {
+            parents: parents.iter().map(|p| (*p).to_string()).collect(),
+            when: When::AllSucceeded,
+            within: None,
+        }
+    }
+
+    fn problems(edges: &[(&str, Option<After>)]) -> Vec<(String, String)> {
+        let jobs: BTreeMap<&str, Option<&After>> =
+            edges.iter().map(|(j, a)| (*j, a.as_ref())).collect();
+        graph_problems(&jobs)
+    }
+
+    #[test]
+    fn a_chain_and_a_fan_in_are_fine() {
+        let p = problems(&[
+            ("extract", None),
+            ("rates", None),
+            ("load", Some(after(&["extract", "rates"]))),
+            ("report", Some(after(&["load"]))),
+        ]);
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_parents_and_the_job_itself_are_named() {
+        let p = problems(&[("load", Some(after(&["load", "extrct"])))]);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].1.contains("itself"), "{p:?}");
+        assert!(p[1].1.contains("\"extrct\", which is no job"), "{p:?}");
+    }
+
+    #[test]
+    fn a_cycle_is_named_once_by_its_path() {
+        let p = problems(&[
+            ("extract", Some(after(&["load"]))),
+            ("load", Some(after(&["extract"]))),
+            ("report", Some(after(&["load"]))),
+        ]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "extract");
+        assert!(p[0].1.contains("extract → load → extract"), "{p:?}");
+    }
+
+    #[test]
+    fn a_longer_cycle_and_a_separate_one_are_each_named() {
+        let p = problems(&[
+            ("a", Some(after(&["c"]))),
+            ("b", Some(after(&["a"]))),
+            ("c", Some(after(&["b"]))),
+            ("x", Some(after(&["y"]))),
+            ("y", Some(after(&["x"]))),
+        ]);
+        let texts: Vec<&str> = p.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(p.len(), 2, "{p:?}");
+        // a runs after c, c after b, b after a.
+        assert!(texts[0].contains("a → c → b → a"), "{texts:?}");
+        assert!(texts[1].contains("x → y → x"), "{texts:?}");
+    }
+}
