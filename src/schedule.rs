@@ -42,6 +42,8 @@ pub enum Schedule {
     Every(Duration),
     /// Once, at this instant.
     At(DateTime<Utc>),
+    /// No schedule: the job runs after its parents (`after`) and by hand only.
+    Unscheduled,
 }
 
 /// Parses cron expressions and shares the parsed patterns.
@@ -284,6 +286,7 @@ impl Schedule {
                 DateTime::from_timestamp_millis(next)
             }
             Schedule::At(at) => (*at > t).then_some(*at),
+            Schedule::Unscheduled => None,
         }
     }
 
@@ -305,6 +308,7 @@ impl Schedule {
                 DateTime::from_timestamp_millis(ms.div_euclid(p).checked_mul(p)?)
             }
             Schedule::At(at) => (*at <= t).then_some(*at),
+            Schedule::Unscheduled => None,
         }
     }
 
@@ -330,6 +334,7 @@ impl Schedule {
                 u64::try_from(n).unwrap_or(0)
             }
             Schedule::At(at) => u64::from(*at >= first && *at <= last),
+            Schedule::Unscheduled => 0,
             Schedule::Cron { .. } => {
                 let mut n = 0;
                 let mut t = first - TimeDelta::milliseconds(1);
@@ -357,6 +362,7 @@ impl Schedule {
             }
             Schedule::Every(p) => format!("Every {}", humantime::format_duration(*p)),
             Schedule::At(at) => format!("Once, at {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+            Schedule::Unscheduled => "After its parents, and by hand".to_string(),
         }
     }
 
@@ -366,6 +372,7 @@ impl Schedule {
             Schedule::Cron { expr, .. } => expr.clone(),
             Schedule::Every(p) => format!("every = \"{}\"", humantime::format_duration(*p)),
             Schedule::At(at) => format!("at = \"{}\"", at.to_rfc3339()),
+            Schedule::Unscheduled => "no schedule".to_string(),
         }
     }
 
@@ -375,6 +382,7 @@ impl Schedule {
             Schedule::Cron { expr, tz, .. } => format!("cron {expr:?} ({tz})"),
             Schedule::Every(p) => format!("every {}", humantime::format_duration(*p)),
             Schedule::At(at) => format!("at {}", at.to_rfc3339()),
+            Schedule::Unscheduled => "no schedule (after its parents, or by hand)".to_string(),
         }
     }
 }

@@ -36,7 +36,11 @@ impl Listed {
                     .enabled
                     .then(|| job.next_fire_after(now))
                     .flatten()
-                    .map(|t| t.with_timezone(&job.tz).format(NEXT_FORMAT).to_string()),
+                    .map(|t| t.with_timezone(&job.tz).format(NEXT_FORMAT).to_string())
+                    .or_else(|| {
+                        let after = job.after.as_ref().filter(|_| job.enabled)?;
+                        Some(after.in_words())
+                    }),
                 pause: pauses.iter().find(|p| p.job == job.name).cloned(),
             })
             .collect()

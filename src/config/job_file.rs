@@ -415,10 +415,14 @@ fn schedule(raw: &RawJob, tz: Tz, cache: &mut CronCache, at: &mut Located<'_>) -
     .iter()
     .filter(|b| **b)
     .count();
-    if given != 1 {
+    if given == 0 && raw.after.is_some() {
+        // A job after other jobs needs no schedule of its own.
+        Some(Schedule::Unscheduled)
+    } else if given != 1 {
         at.push(
             None,
-            "set exactly one of `schedule` (cron), `every` (interval) or `at` (one-shot time)",
+            "set exactly one of `schedule` (cron), `every` (interval) or `at` (one-shot time), \
+             or `after` (run after other jobs)",
         );
         None
     } else if let Some(expr) = &raw.schedule {

@@ -68,6 +68,37 @@ pub struct After {
     pub within: Option<Duration>,
 }
 
+impl After {
+    /// When the job runs, in words: `after extract and rates succeed (within 2h)`.
+    pub fn in_words(&self) -> String {
+        let joined = |sep: &str| match self.parents.as_slice() {
+            [] => String::new(),
+            [one] => one.clone(),
+            [init @ .., last] => format!("{} {sep} {last}", init.join(", ")),
+        };
+        let one = self.parents.len() == 1;
+        let verb = |single: &str, plural: &str| {
+            if one {
+                single.to_string()
+            } else {
+                plural.to_string()
+            }
+        };
+        let text = match self.when {
+            When::AllSucceeded => {
+                format!("after {} {}", joined("and"), verb("succeeds", "succeed"))
+            }
+            When::AnySucceeded => format!("after {} succeeds", joined("or")),
+            When::AnyFailed => format!("after {} fails", joined("or")),
+            When::AllDone => format!("after {} {}", joined("and"), verb("finishes", "finish")),
+        };
+        match self.within {
+            Some(w) => format!("{text} (within {})", humantime::format_duration(w)),
+            None => text,
+        }
+    }
+}
+
 /// Validates one job's `after` (names well formed, each once, a window above zero).
 pub(crate) fn after(raw: RawAfter, at: &mut Located<'_>) -> Option<After> {
     let (jobs, when, within) = match raw {
@@ -222,6 +253,20 @@ mod tests {
         let jobs: BTreeMap<&str, Option<&After>> =
             edges.iter().map(|(j, a)| (*j, a.as_ref())).collect();
         graph_problems(&jobs)
+    }
+
+    #[test]
+    fn when_a_child_runs_reads_as_a_sentence() {
+        assert_eq!(after(&["extract"]).in_words(), "after extract succeeds");
+        let mut fan_in = after(&["extract", "load", "rates"]);
+        fan_in.within = Some(Duration::from_secs(7200));
+        assert_eq!(
+            fan_in.in_words(),
+            "after extract, load and rates succeed (within 2h)"
+        );
+        fan_in.when = When::AnyFailed;
+        fan_in.within = None;
+        assert_eq!(fan_in.in_words(), "after extract, load or rates fails");
     }
 
     #[test]
