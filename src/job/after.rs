@@ -2,6 +2,15 @@
 //! condition and a window (`after = { jobs = ["extract", "rates"], when = "all_succeeded",
 //! within = "2h" }`), and the graph's checks across jobs: parents that exist, no job after
 //! itself, no cycle (named by its path, `load → extract → load`).
+//!
+//! WIP (issue 27, branch `issue-27`): parsed and checked; nothing fires a child yet. The plan:
+//! a parent's firing ends (final attempt) → for each child, its condition is evaluated from the
+//! history, not memory: per parent, the newest final run not yet consumed by the child (a
+//! `causes (child_run_id, parent_run_id)` table, unique per child and parent run), matching
+//! `when`, ended within `within`; when met, the child fires with trigger `dependency` and its
+//! causes, claimed by a key derived from the causes (so two nodes, or a restart that rechecks
+//! every child at start, fire it once). Groups (`[groups.<name>] max_running`) next, then the
+//! graph (dashboard SVG, `list --graph`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
