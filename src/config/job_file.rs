@@ -60,6 +60,7 @@ pub(crate) struct RawJob {
     pub(crate) upload: Option<RawUpload>,
     pub(crate) notify: Option<RawNotify>,
     pub(crate) after: Option<crate::job::after::RawAfter>,
+    pub(crate) group: Option<String>,
 }
 
 /// The job's alert policy with its own `alert_if_no_success_within`, which needs a policy to
@@ -401,6 +402,7 @@ pub(crate) fn validate_job(
             .after
             .take()
             .and_then(|a| crate::job::after::after(a, at)),
+        group: super::groups::job_group(raw.group.take(), &settings.groups, at),
     };
     (at.errors() == before).then_some((spec, notify))
 }

@@ -27,6 +27,7 @@ pub(crate) struct RawMain {
     pub(crate) log: RawLog,
     pub(crate) smtp: BTreeMap<String, RawSmtp>,
     pub(crate) notify: Option<RawNotify>,
+    pub(crate) groups: BTreeMap<String, super::groups::RawGroup>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,7 +156,9 @@ pub(crate) fn load_settings(
             }),
         smtp: BTreeMap::new(),
         notify: None,
+        groups: BTreeMap::new(),
     };
+    settings.groups = super::groups::groups(raw.groups, &mut at);
     for (name, r) in raw.smtp {
         if let Some(server) = smtp_server(&name, r, base, &mut at) {
             settings.smtp.insert(name, server);
@@ -299,30 +302,48 @@ pub(crate) fn raw_main(tree: serde_json::Value, at: &mut Located<'_>) -> RawMain
         log: section(&mut top, "log", at).unwrap_or_default(),
         smtp: BTreeMap::new(),
         notify: section(&mut top, "notify", at),
+        groups: BTreeMap::new(),
     };
-    match top.remove("smtp") {
-        None => {}
-        Some(serde_json::Value::Object(servers)) => {
-            for (name, value) in servers {
-                let key = format!("smtp.{name}");
-                let mut one = serde_json::Map::new();
-                one.insert(key.clone(), value);
-                if let Some(server) = section(&mut one, &key, at) {
-                    raw.smtp.insert(name, server);
-                }
-            }
-        }
-        Some(_) => at.push(Some("smtp"), "expected tables [smtp.<name>]"),
+    for (table, what) in [("smtp", "[smtp.<name>]"), ("groups", "[groups.<name>]")] {
+        named_tables(&mut top, table, what, &mut raw, at);
     }
     for key in top.keys() {
         at.push(
             None,
             format!(
-                "unknown table [{key}]; expected [daemon], [database], [api], [log], [smtp.<name>] or [notify] (jobs go in the jobs folder)"
+                "unknown table [{key}]; expected [daemon], [database], [api], [log], [smtp.<name>], [notify] or [groups.<name>] (jobs go in the jobs folder)"
             ),
         );
     }
     raw
+}
+
+/// Reads the `[table.<name>]` tables (`smtp`, `groups`) into `raw`, each on its own.
+fn named_tables(
+    top: &mut serde_json::Map<String, serde_json::Value>,
+    table: &str,
+    what: &str,
+    raw: &mut RawMain,
+    at: &mut Located<'_>,
+) {
+    match top.remove(table) {
+        None => {}
+        Some(serde_json::Value::Object(entries)) => {
+            for (name, value) in entries {
+                let key = format!("{table}.{name}");
+                let mut one = serde_json::Map::new();
+                one.insert(key.clone(), value);
+                if table == "smtp" {
+                    if let Some(server) = section(&mut one, &key, at) {
+                        raw.smtp.insert(name, server);
+                    }
+                } else if let Some(group) = section(&mut one, &key, at) {
+                    raw.groups.insert(name, group);
+                }
+            }
+        }
+        Some(_) => at.push(Some(table), format!("expected tables {what}")),
+    }
 }
 
 /// Reads `[key]` of the main file; a problem is reported with the key's path.

@@ -10,6 +10,7 @@ mod in_force;
 
 pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
 pub use in_force::{ConfigInForce, InForce, Rejection};
+mod groups;
 mod job_file;
 mod main_file;
 pub mod messages;
@@ -102,6 +103,8 @@ pub struct Settings {
     pub smtp: BTreeMap<String, SmtpServer>,
     /// Default notification policy of jobs without their own.
     pub notify: Option<Arc<AlertPolicy>>,
+    /// Mutual exclusion groups by name (`[groups.<name>]`).
+    pub groups: BTreeMap<String, groups::Group>,
 }
 
 /// A complete, validated configuration.

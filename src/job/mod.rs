@@ -64,6 +64,8 @@ pub struct JobSpec {
     pub enabled: bool,
     /// The jobs whose runs fire this one (`after`), if any.
     pub after: Option<after::After>,
+    /// Its mutual exclusion group (`group`), if any.
+    pub group: Option<String>,
 }
 
 impl JobSpec {
@@ -133,6 +135,7 @@ impl JobSpec {
             }),
             enabled: true,
             after: None,
+            group: None,
             on_node_loss: crate::job::NodeLoss::Abandon,
             run_on: Vec::new(),
             description: None,
