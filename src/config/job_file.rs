@@ -121,41 +121,12 @@ pub(crate) fn load_jobs(
         jobs.extend(parse_job_file(&text, &ctx, &mut seen, &mut cache, found));
     }
     jobs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    dependency_problems(&jobs, base, &mut found.problems);
+    crate::job::after::problems_of(jobs.iter().map(|(spec, _)| spec), base, &mut found.problems);
     let alerts = jobs
         .iter()
         .filter_map(|(spec, alert)| Some((spec.name.clone(), Arc::clone(alert.as_ref()?))))
         .collect();
     (jobs.into_iter().map(|(spec, _)| spec).collect(), alerts)
-}
-
-/// The problems of the jobs' `after` graph (parents that are no job, cycles), each on the
-/// job's file, name and `after`.
-fn dependency_problems(
-    jobs: &[(JobSpec, Option<Arc<AlertPolicy>>)],
-    base: &Path,
-    problems: &mut Vec<Problem>,
-) {
-    let graph: BTreeMap<&str, Option<&crate::job::after::After>> = jobs
-        .iter()
-        .map(|(spec, _)| (spec.name.as_str(), spec.after.as_ref()))
-        .collect();
-    let files: HashMap<&str, &Path> = jobs
-        .iter()
-        .map(|(spec, _)| (spec.name.as_str(), &*spec.source))
-        .collect();
-    for (job, message) in crate::job::after::graph_problems(&graph) {
-        problems.push(Problem {
-            file: files
-                .get(job.as_str())
-                .map(|p| display_path(p, base))
-                .unwrap_or_default(),
-            job: Some(job),
-            field: Some("after".into()),
-            message,
-            warning: false,
-        });
-    }
 }
 
 /// The `*.toml` files of the jobs folder. A missing folder, and entries named `*.toml` that are

@@ -143,6 +143,34 @@ pub(crate) fn after(raw: RawAfter, at: &mut Located<'_>) -> Option<After> {
     })
 }
 
+/// The problems of the jobs' `after` graph (parents that are no job, cycles), each on the
+/// job's file, name and `after`.
+pub(crate) fn problems_of<'a>(
+    jobs: impl Iterator<Item = &'a super::JobSpec> + Clone,
+    base: &std::path::Path,
+    problems: &mut Vec<crate::problem::Problem>,
+) {
+    let graph: BTreeMap<&str, Option<&After>> = jobs
+        .clone()
+        .map(|spec| (spec.name.as_str(), spec.after.as_ref()))
+        .collect();
+    let files: BTreeMap<&str, &std::path::Path> = jobs
+        .map(|spec| (spec.name.as_str(), &*spec.source))
+        .collect();
+    for (job, message) in graph_problems(&graph) {
+        problems.push(crate::problem::Problem {
+            file: files
+                .get(job.as_str())
+                .map(|p| crate::problem::display_path(p, base))
+                .unwrap_or_default(),
+            job: Some(job),
+            field: Some("after".into()),
+            message,
+            warning: false,
+        });
+    }
+}
+
 /// What is wrong with the dependency graph of `jobs` (each job's name and its `after`, if
 /// any): `(job, message)` for parents that are no job, a job after itself, and each cycle once
 /// (reported on its first job by name, with its path).
