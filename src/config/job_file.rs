@@ -3,7 +3,7 @@
 //! validating its own table.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -92,7 +92,7 @@ pub(crate) fn load_jobs(
     found: &mut Findings,
 ) -> (Vec<JobSpec>, AlertPolicies) {
     let dir = &settings.jobs_dir;
-    let mut files = job_files(dir, base, &mut found.problems);
+    let mut files = super::jobs_folder::job_files(dir, base, &mut found.problems);
     files.sort();
     let mut cache = CronCache::default();
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -127,61 +127,6 @@ pub(crate) fn load_jobs(
         .filter_map(|(spec, alert)| Some((spec.name.clone(), Arc::clone(alert.as_ref()?))))
         .collect();
     (jobs.into_iter().map(|(spec, _)| spec).collect(), alerts)
-}
-
-/// The `*.toml` files of the jobs folder. A missing folder, and entries named `*.toml` that are
-/// not readable files (a folder, a broken or looping symbolic link), are problems: they would
-/// otherwise pass as "0 jobs".
-pub(crate) fn job_files(dir: &Path, base: &Path, problems: &mut Vec<Problem>) -> Vec<PathBuf> {
-    let problem = |path: &Path, message: String| Problem {
-        file: display_path(path, base),
-        job: None,
-        field: None,
-        message,
-        warning: false,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) => {
-            let message = match e.kind() {
-                std::io::ErrorKind::NotFound => "the jobs folder does not exist; create it (jobs go in *.toml files there) or set daemon.jobs_dir".to_string(),
-                std::io::ErrorKind::NotADirectory => "the jobs folder is not a folder; set daemon.jobs_dir to the folder of job files".to_string(),
-                _ => format!("cannot read the jobs folder: {e}"),
-            };
-            problems.push(problem(dir, message));
-            return Vec::new();
-        }
-    };
-    let mut files = Vec::new();
-    for entry in entries.filter_map(Result::ok) {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "toml") {
-            continue;
-        }
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => files.push(path),
-            Ok(m) if m.is_dir() => problems.push(problem(
-                &path,
-                "is a folder, not a job file (job files are *.toml files in the jobs folder)"
-                    .into(),
-            )),
-            Ok(_) => problems.push(problem(&path, "is not a regular file".into())),
-            Err(e) => {
-                let message = match std::fs::read_link(&path) {
-                    Ok(target) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-                        format!("is a symbolic link in a loop (to {})", target.display())
-                    }
-                    Ok(target) => format!(
-                        "is a broken symbolic link (to {}, which does not exist)",
-                        target.display()
-                    ),
-                    Err(_) => format!("cannot be read: {e}"),
-                };
-                problems.push(problem(&path, message));
-            }
-        }
-    }
-    files
 }
 
 /// Where a job file is and what it inherits.

@@ -12,6 +12,7 @@ pub use api::{ApiSettings, ConnectionLimits, MIN_TOKEN_BYTES};
 pub use in_force::{ConfigInForce, InForce, Rejection};
 mod groups;
 mod job_file;
+mod jobs_folder;
 mod main_file;
 pub mod messages;
 mod table_keys;
