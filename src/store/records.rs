@@ -84,6 +84,8 @@ pub enum Trigger {
     Retry,
     /// A firing missed during downtime.
     CatchUp,
+    /// Its parents' runs met its `after` condition.
+    Dependency,
 }
 
 impl Trigger {
@@ -94,6 +96,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Retry => "retry",
             Trigger::CatchUp => "catch_up",
+            Trigger::Dependency => "dependency",
         }
     }
 
@@ -104,6 +107,7 @@ impl Trigger {
             Trigger::Manual,
             Trigger::Retry,
             Trigger::CatchUp,
+            Trigger::Dependency,
         ]
         .into_iter()
         .find(|t| t.as_str() == name)
