@@ -16,9 +16,9 @@
 //!   on every node), claimed like any firing, so it runs once across nodes; its causes are
 //!   written with its start. At start the daemon evaluates every child once (a kill between a
 //!   parent's end and the child's start).
-//! - `runs.trigger` has a CHECK of the four triggers on both backends: PostgreSQL can swap the
-//!   constraint; SQLite needs the table rebuilt (new table, copy, rename; the `runs_timed`
-//!   view and the indexes again) in an append-only migration.
+//! - Done: the migrations (`dependencies`: the `dependency` trigger in `runs.trigger`'s CHECK,
+//!   SQLite rebuilding `runs` with its views and indexes, tried on a database of the main
+//!   branch with rows: kept, views answer; and `run_causes`), `Trigger::Dependency`.
 //! - Groups: a second turn table keyed by group with `max_running` slots, taken like the
 //!   job's turn (in the claim's statement for `skip`).
 
