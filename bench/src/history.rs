@@ -34,7 +34,7 @@ pub fn records(runs: usize, shape: Shape) -> Vec<Record> {
         });
         out.push(Record::Started(RunStart {
             id,
-            job,
+            job: job.clone(),
             scheduled_for: due,
             started_at: Some(due + TimeDelta::milliseconds(2)),
             attempt: 1,
@@ -44,12 +44,14 @@ pub fn records(runs: usize, shape: Shape) -> Vec<Record> {
         }));
         let end = Record::Finished(RunEnd {
             id,
+            job: job.clone(),
             finished_at: due + TimeDelta::milliseconds(40),
             status: RunStatus::Succeeded,
             exit_code: Some(0),
             error: None,
             output: Some("backup done: 1234 files, 56 MiB\n".into()),
             details: None,
+            retried: false,
         });
         match shape {
             Shape::Quick => out.push(end),
@@ -69,7 +71,7 @@ pub async fn store_in(dir: &Path) -> Result<Store, StoreError> {
 /// written them all; returns the time taken.
 pub async fn through_recorder(store: Store, records: Vec<Record>) -> Duration {
     let t0 = Instant::now();
-    let (recorder, writer) = Recorder::start(&store);
+    let (recorder, writer) = Recorder::start(&store, None);
     for r in records {
         recorder.record(r);
     }

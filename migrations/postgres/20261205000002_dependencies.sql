@@ -2,12 +2,18 @@
 ALTER TABLE runs DROP CONSTRAINT runs_trigger_check;
 ALTER TABLE runs ADD CONSTRAINT runs_trigger_check
     CHECK (trigger IN ('schedule', 'manual', 'retry', 'catch_up', 'dependency'));
+-- True when a retry of the firing follows this attempt: it is not the firing's last word.
+ALTER TABLE runs ADD COLUMN retried boolean NOT NULL DEFAULT false;
+-- A parent's newest ended run (what its children look at).
+CREATE INDEX runs_by_job_end ON runs (job, finished_at);
 
 -- The parent runs that fired a dependent run: a parent's run fires each child at most once.
 CREATE TABLE run_causes (
     child         text   NOT NULL,
     parent_run_id bigint NOT NULL,
     run_id        bigint NOT NULL,
+    -- The node that claimed the dependent firing (a run id without a row is its to start).
+    node          text   NOT NULL,
     PRIMARY KEY (child, parent_run_id)
 );
 CREATE INDEX run_causes_by_run ON run_causes (run_id);

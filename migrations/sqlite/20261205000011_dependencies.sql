@@ -24,7 +24,9 @@ CREATE TABLE runs_new (
     output        TEXT,
     node          TEXT    NOT NULL,
     details       TEXT,
-    pid           INTEGER
+    pid           INTEGER,
+    -- 1 when a retry of the firing follows this attempt: it is not the firing's last word.
+    retried       INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO runs_new (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger,
                       exit_code, error, output, node, details, pid)
@@ -37,6 +39,8 @@ CREATE INDEX runs_by_job ON runs (job, id);
 CREATE INDEX runs_by_scheduled ON runs (scheduled_for);
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
 CREATE INDEX runs_by_job_time ON runs (job, scheduled_for, status);
+-- A parent's newest ended run (what its children look at).
+CREATE INDEX runs_by_job_end ON runs (job, finished_at);
 
 -- Every run with its lateness and duration in milliseconds.
 CREATE VIEW runs_timed AS
@@ -73,6 +77,8 @@ CREATE TABLE run_causes (
     child         TEXT    NOT NULL,
     parent_run_id INTEGER NOT NULL,
     run_id        INTEGER NOT NULL,
+    -- The node that claimed the dependent firing (a run id without a row is its to start).
+    node          TEXT    NOT NULL,
     PRIMARY KEY (child, parent_run_id)
 );
 CREATE INDEX run_causes_by_run ON run_causes (run_id);

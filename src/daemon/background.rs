@@ -219,6 +219,8 @@ pub(super) async fn reload(
                 jobs = scheduler.len(),
                 "configuration reloaded"
             );
+            // An edge added or removed may complete (or hold back) a half-met condition.
+            scheduler.parents_ended(None);
             Some(new.alerts)
         }
         Err(e) => {

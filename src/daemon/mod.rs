@@ -5,6 +5,7 @@
 
 mod api;
 mod background;
+mod dependents;
 pub mod instance;
 mod leftovers;
 mod listen;
@@ -131,7 +132,8 @@ impl Running {
         crate::http_client::install_crypto_provider();
         let (store, instance, ids, last_fired) = open_history(&settings, &jobs, shutdown).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
-        let (recorder, writer) = Recorder::start(&store);
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let (recorder, writer) = Recorder::start(&store, Some(ended_tx));
         let recorder = recorder.with_metrics(Arc::clone(&metrics));
         let (successes_tx, successes) = mpsc::unbounded_channel();
         let ctx = Arc::new(context(
@@ -152,6 +154,13 @@ impl Running {
         let background = CancellationToken::new();
         let (mut tasks, triggers, lost, heard) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
+        tasks.spawn(dependents::follow(
+            scheduler.clone(),
+            store.clone(),
+            settings.node.clone(),
+            ended,
+            background.clone(),
+        ));
         tasks.spawn(sweep_loop(
             Arc::clone(ctx.processes()),
             scheduler.clone(),

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::history::spill::{Spill, SpillError};
 use crate::metrics::Metrics;
-use crate::store::{HistoryWriter, Record, Store, StoreError};
+use crate::store::{HistoryWriter, Record, RunStatus, Store, StoreError};
 
 /// Most records written in one transaction.
 const BATCH: usize = 4096;
@@ -99,6 +99,15 @@ impl HistoryHealth {
     }
 }
 
+/// What the writer tells once runs' last words are in the database: whose children may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// These jobs' runs ended for good (no retry follows) and are written.
+    Jobs(Vec<String>),
+    /// Records kept through an outage are written: any job's may be among them.
+    All,
+}
+
 /// Sends records to the writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -109,8 +118,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer task on `store`. The task ends once every `Recorder` clone is dropped
-    /// and the queue is written or spilled.
-    pub fn start(store: &Store) -> (Self, JoinHandle<WriterReport>) {
+    /// and the queue is written or spilled. `ended` hears whose runs' last words each batch
+    /// wrote (see [`Ended`]).
+    pub fn start(
+        store: &Store,
+        ended: Option<mpsc::UnboundedSender<Ended>>,
+    ) -> (Self, JoinHandle<WriterReport>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::new(HistoryHealth::default());
         let spill = Spill::beside(store.path());
@@ -125,6 +138,7 @@ impl Recorder {
             fault: None,
             health: Arc::clone(&health),
             last_batch: None,
+            ended,
         };
         let task = writer_runtime().spawn(writer.run(rx));
         (
@@ -173,6 +187,24 @@ impl Recorder {
     pub fn health(&self) -> &HistoryHealth {
         &self.health
     }
+}
+
+/// The jobs whose runs end for good in `batch` (each once).
+fn last_words(batch: &[Record]) -> Vec<String> {
+    let mut jobs: Vec<String> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Record::Finished(e) | Record::Complete(_, e)
+                if e.status != RunStatus::Skipped && !e.retried =>
+            {
+                Some(e.job.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
 }
 
 /// Where the writer runs: a runtime of its own (one thread, kept for the life of the
@@ -291,6 +323,8 @@ struct Fault {
 #[derive(Debug)]
 struct Writer {
     db: HistoryWriter,
+    /// Told whose runs' last words were written.
+    ended: Option<mpsc::UnboundedSender<Ended>>,
     spill: Spill,
     /// Whether the spill file holds records not yet in the database.
     spill_pending: bool,
@@ -434,6 +468,7 @@ impl Writer {
             self.note_written(count);
             self.spill_pending = false;
             self.spilled = 0;
+            self.tell(Ended::All);
         }
         let n = self.memory.len().min(BATCH);
         if n == 0 {
@@ -443,6 +478,10 @@ impl Writer {
         let began = Instant::now();
         self.last_batch = Some(began);
         self.db.write_batch(batch).await?;
+        let ended = last_words(batch);
+        if !ended.is_empty() {
+            self.tell(Ended::Jobs(ended));
+        }
         tracing::debug!(
             records = n,
             ms = began.elapsed().as_millis(),
@@ -464,6 +503,12 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    fn tell(&self, ended: Ended) {
+        if let Some(tx) = &self.ended {
+            let _ = tx.send(ended);
+        }
     }
 
     fn note_written(&mut self, n: usize) {

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::problem::Located;
+use crate::store::{Newest, ParentRun, RunStatus};
 
 /// `after` as written: a job's name, or a table.
 #[derive(Debug, Deserialize)]
@@ -118,6 +119,80 @@ impl After {
     }
 }
 
+/// A parent's name as it appears in environment variables: upper case, `_` for any other
+/// character than a letter or digit (`fetch-rates` → `FETCH_RATES`).
+fn env_name(job: &str) -> String {
+    job.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// What a dependent run's command learns of its parents' runs (newest last):
+/// `HOURGLASS_PARENTS` (their jobs, space-separated), `HOURGLASS_PARENT_<JOB>_RUN_ID`,
+/// `_STATUS`, `_EXIT_CODE` for each, and `HOURGLASS_PARENT_JOB`, `_RUN_ID`, `_STATUS`,
+/// `_EXIT_CODE` for the newest (the one whose end ran it). Nothing for other runs.
+pub fn parent_env(parents: &[ParentRun]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let Some(newest) = parents.last() else {
+        return env;
+    };
+    let names: Vec<&str> = parents.iter().map(|p| p.job.as_str()).collect();
+    env.push(("HOURGLASS_PARENTS".into(), names.join(" ")));
+    let mut facts = |prefix: &str, p: &ParentRun| {
+        let code = p.exit_code.map(|c| c.to_string()).unwrap_or_default();
+        env.push((format!("{prefix}_RUN_ID"), p.run_id.to_string()));
+        env.push((format!("{prefix}_STATUS"), p.status.as_str().to_string()));
+        env.push((format!("{prefix}_EXIT_CODE"), code));
+    };
+    for p in parents {
+        facts(&format!("HOURGLASS_PARENT_{}", env_name(&p.job)), p);
+    }
+    facts("HOURGLASS_PARENT", newest);
+    env.push(("HOURGLASS_PARENT_JOB".into(), newest.job.clone()));
+    env
+}
+
+/// Whether the parents' newest runs (`newest`: each parent's newest last word and whether
+/// the child ran after it already) fire the child under `after`: the parents' runs that do
+/// (its causes, oldest end first), or `None`.
+pub fn met(after: &After, newest: &[Newest]) -> Option<Vec<ParentRun>> {
+    let fresh = |run: &&Newest| !run.1;
+    let counts = |run: &ParentRun| match after.when {
+        When::AllSucceeded | When::AnySucceeded => run.status == RunStatus::Succeeded,
+        When::AnyFailed => run.status.is_failure(),
+        When::AllDone => true,
+    };
+    let mut causes: Vec<ParentRun> = match after.when {
+        When::AllSucceeded | When::AllDone => {
+            let all = newest.len() == after.parents.len()
+                && newest.iter().all(|n| fresh(&n) && counts(&n.0));
+            if !all {
+                return None;
+            }
+            newest.iter().map(|n| n.0.clone()).collect()
+        }
+        When::AnySucceeded | When::AnyFailed => newest
+            .iter()
+            .filter(fresh)
+            .filter(|n| counts(&n.0))
+            .map(|n| n.0.clone())
+            .collect(),
+    };
+    causes.sort_by_key(|c| (c.finished_at, c.run_id));
+    let (first, last) = (causes.first()?, causes.last()?);
+    let span = (last.finished_at - first.finished_at).to_std().unwrap_or_default();
+    match after.within {
+        Some(within) if span > within => None,
+        _ => Some(causes),
+    }
+}
+
 /// Validates one job's `after` (names well formed, each once, a window above zero).
 pub(crate) fn after(raw: RawAfter, at: &mut Located<'_>) -> Option<After> {
     let (jobs, when, within) = match raw {
@@ -144,6 +219,14 @@ pub(crate) fn after(raw: RawAfter, at: &mut Located<'_>) -> Option<After> {
         at.push(
             Some("after.within"),
             "must be above zero, e.g. \"2h\"; leave it out for no window",
+        );
+    }
+    let several = parents.len() > 1 && matches!(when, When::AllSucceeded | When::AllDone);
+    if within.is_some() && !several {
+        at.push(
+            Some("after.within"),
+            "has no effect here: it is how close together the runs of several parents must \
+             end for when = \"all_succeeded\" or \"all_done\"; leave it out",
         );
     }
     (at.errors() == before).then(|| After {

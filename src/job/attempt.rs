@@ -32,6 +32,8 @@ pub struct AttemptContext<'a> {
     pub started: &'a StartMark,
     /// Connections shared by all runs.
     pub services: &'a Services,
+    /// The parents' runs that fired it (trigger `dependency`; else empty), newest last.
+    pub parents: &'a [crate::store::ParentRun],
 }
 
 /// What job kinds share: SMTP transports and HTTP clients.

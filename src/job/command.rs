@@ -184,6 +184,7 @@ impl CommandJob {
                 "HOURGLASS_SCHEDULED_FOR",
                 crate::store::format_ts(ctx.scheduled_for),
             );
+        cmd.envs(super::after::parent_env(ctx.parents));
         cmd.envs(&self.env);
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);

@@ -18,7 +18,9 @@ pub const FUEL: u64 = 1_000_000;
 pub const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// The values a template sees: `job`, `run_id`, `attempt`, `scheduled_for` (in the job's
-/// zone), `date`, `time`, `timezone`, `host`, `env.NAME`.
+/// zone), `date`, `time`, `timezone`, `host`, `env.NAME`; for a run fired by its parents,
+/// `parents` (each with `job`, `run_id`, `status`, `exit_code`, `finished_at`, newest last)
+/// and `parent` (the newest).
 pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, Secret>) -> minijinja::Value {
     let env: BTreeMap<&str, String> = env
         .iter()
@@ -26,6 +28,19 @@ pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, Secret>) -> minij
         .collect();
     let zone = ctx.job.tz;
     let local = ctx.scheduled_for.with_timezone(&zone);
+    let parents: Vec<minijinja::Value> = ctx
+        .parents
+        .iter()
+        .map(|p| {
+            minijinja::context! {
+                job => &p.job,
+                run_id => p.run_id,
+                status => p.status.as_str(),
+                exit_code => p.exit_code,
+                finished_at => p.finished_at.with_timezone(&zone).format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+            }
+        })
+        .collect();
     minijinja::context! {
         job => &ctx.job.name,
         run_id => ctx.run_id,
@@ -36,6 +51,8 @@ pub fn values(ctx: &AttemptContext<'_>, env: &BTreeMap<String, Secret>) -> minij
         timezone => zone.name(),
         host => host_name(),
         env => &env,
+        parent => parents.last().cloned(),
+        parents => parents,
     }
 }
 

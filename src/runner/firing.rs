@@ -2,7 +2,7 @@
 //! backoff) under the stop, removal and replace signals, each attempt under its timeout, and
 //! the records and alerts of its end.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::slot::{Halt, JobSlot};
 use super::{Context, Dispatched, panicked, why_stopped};
 use crate::alert::FiringEnd;
 use crate::job::{AttemptContext, JobSpec, Outcome, StartMark, StopSignal};
-use crate::store::{Record, RunEnd, RunStart, RunStatus, Trigger};
+use crate::store::{ParentRun, Record, RunEnd, RunStart, RunStatus, Trigger};
 
 #[derive(Debug)]
 pub(crate) struct Firing {
@@ -36,6 +36,10 @@ pub(crate) struct Firing {
     /// It holds the job's turn across nodes (a shared database's), given back when it is
     /// dropped: after its last attempt, or when it gives up.
     pub(super) turn_held: AtomicBool,
+    /// The parents' runs that fired it (trigger `dependency`), newest last.
+    pub(super) parents: Arc<[ParentRun]>,
+    /// The id its first row takes (claimed with its causes), if one was reserved.
+    pub(super) reserved_id: AtomicI64,
 }
 
 impl Drop for Firing {
@@ -65,6 +69,16 @@ impl Firing {
             reply: Mutex::new(None),
             first_attempt: 1,
             turn_held: AtomicBool::new(false),
+            parents: Arc::from(Vec::new()),
+            reserved_id: AtomicI64::new(0),
+        }
+    }
+
+    /// The id of the firing's next row: the one reserved for it first, then new ones.
+    fn next_id(&self) -> i64 {
+        match self.reserved_id.swap(0, Ordering::Relaxed) {
+            0 => self.ctx.next_id(),
+            id => id,
         }
     }
 
@@ -177,7 +191,7 @@ impl Firing {
 
     /// [`Firing::skip`], with `details` (JSON) in the row.
     pub(super) fn skip_with(&self, attempt: u32, reason: &str, details: Option<String>) {
-        let id = self.ctx.next_id();
+        let id = self.next_id();
         self.tell(Dispatched::Skipped {
             run_id: id,
             reason: reason.to_string(),
@@ -187,12 +201,14 @@ impl Firing {
             self.start_record(id, attempt, None),
             RunEnd {
                 id,
+                job: self.job.name.clone(),
                 finished_at: self.ctx.clock.now(),
                 status: RunStatus::Skipped,
                 exit_code: None,
                 error: Some(reason.to_string()),
                 output: None,
                 details,
+                retried: false,
             },
         ));
     }
@@ -243,7 +259,7 @@ impl Firing {
                 return;
             };
             let job = self.job();
-            let id = self.ctx.next_id();
+            let id = self.next_id();
             if turn.is_some() {
                 self.slot.active.store(id, Ordering::Relaxed);
             }
@@ -252,10 +268,7 @@ impl Firing {
                 self.slot.active.store(0, Ordering::Relaxed);
             }
             drop(global);
-            let retry = matches!(status, RunStatus::Failed | RunStatus::TimedOut)
-                && outcome.retryable
-                && attempt <= job.retry.retries;
-            if !retry {
+            if !retries(&job, attempt, status, &outcome) {
                 let end = FiringEnd {
                     run_id: id,
                     scheduled_for: self.scheduled_for,
@@ -291,6 +304,7 @@ impl Firing {
         &self,
         job: &JobSpec,
         id: i64,
+        attempt: u32,
         started: &StartMark,
         status: RunStatus,
         outcome: &Outcome,
@@ -313,12 +327,14 @@ impl Firing {
         }
         self.ctx.recorder.record(Record::Finished(RunEnd {
             id,
+            job: job.name.clone(),
             finished_at,
             status,
             exit_code: outcome.exit_code,
             error: outcome.error.clone(),
             output: outcome.output.clone(),
             details: outcome.details.as_ref().map(ToString::to_string),
+            retried: retries(job, attempt, status, outcome),
         }));
     }
 
@@ -346,6 +362,7 @@ impl Firing {
             processes: &ctx.processes,
             started: &started,
             services: &ctx.services,
+            parents: &self.parents,
         };
         let stop = StopSignal {
             soft: CancellationToken::new(),
@@ -380,9 +397,16 @@ impl Firing {
             }
         };
         drop(running);
-        self.record_end(job, id, &started, status, &outcome);
+        self.record_end(job, id, attempt, &started, status, &outcome);
         (status, outcome)
     }
+}
+
+/// Whether attempt `attempt` of `job`, which ended `status`, is retried.
+fn retries(job: &JobSpec, attempt: u32, status: RunStatus, outcome: &Outcome) -> bool {
+    matches!(status, RunStatus::Failed | RunStatus::TimedOut)
+        && outcome.retryable
+        && attempt <= job.retry.retries
 }
 
 /// The outcome of an attempt stopped for `reason`: its error says why first.

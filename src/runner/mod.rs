@@ -20,6 +20,7 @@ use crate::store::{Cluster, RunStatus, Trigger};
 
 mod claim_batch;
 mod cluster;
+mod dependents;
 mod firing;
 mod lifecycle;
 mod rendezvous;
@@ -30,6 +31,7 @@ use firing::Firing;
 use slot::queue_worker;
 
 pub use rendezvous::{HEAD_START, Members, preferred_node};
+pub use dependents::{Dependent, consider, fire as fire_dependent};
 pub use slot::JobSlot;
 
 /// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.

@@ -19,6 +19,7 @@ use crate::job::JobSpec;
 use crate::runner::{Context, Dispatched, JobSlot};
 use crate::schedule::Schedule;
 
+mod dependents;
 mod entry;
 mod pause;
 mod plan;

@@ -75,12 +75,14 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
             },
             RunEnd {
                 id,
+                job: spec.name.clone(),
                 finished_at: now,
                 status: RunStatus::Skipped,
                 exit_code: None,
                 error: Some(error),
                 output: None,
                 details: Some(details),
+                retried: false,
             },
         ));
     });

@@ -28,6 +28,7 @@ macro_rules! on_pool {
 mod actions;
 mod dashboard;
 mod decode;
+mod dependencies;
 mod postgres;
 mod records;
 mod runs;
@@ -42,6 +43,7 @@ mod writer;
 
 pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
+pub use dependencies::{ChildRun, Newest, ParentRun};
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents};
 pub use records::*;
@@ -434,12 +436,14 @@ mod tests {
     fn end(id: i64, status: RunStatus, output: &str) -> RunEnd {
         RunEnd {
             id,
+            job: String::new(),
             finished_at: parse_ts("2026-01-01T00:01:00.000Z").unwrap(),
             status,
             exit_code: Some(i32::from(status != RunStatus::Succeeded)),
             error: None,
             output: Some(output.into()),
             details: None,
+            retried: false,
         }
     }
 
@@ -546,12 +550,14 @@ mod tests {
                 Record::Started(start(2, "b", "2026-01-01T00:00:01.000Z")),
                 Record::Finished(RunEnd {
                     id: 1,
+                    job: "a".into(),
                     finished_at: parse_ts("2026-01-01T00:00:02.003Z").unwrap(),
                     status: RunStatus::Succeeded,
                     exit_code: Some(0),
                     error: None,
                     output: Some("hi\n".into()),
                     details: Some(r#"{"k":1}"#.into()),
+                    retried: false,
                 }),
                 Record::Fired {
                     job: "a".into(),

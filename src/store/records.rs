@@ -146,6 +146,9 @@ pub struct RunStart {
 pub struct RunEnd {
     /// Run id.
     pub id: i64,
+    /// Job name (what the run's children look for once it is written).
+    #[serde(default)]
+    pub job: String,
     /// When it ended.
     pub finished_at: DateTime<Utc>,
     /// Final status.
@@ -158,6 +161,10 @@ pub struct RunEnd {
     pub output: Option<String>,
     /// Kind-specific facts (JSON).
     pub details: Option<String>,
+    /// A retry of the firing follows this attempt: not the firing's last word (its children
+    /// wait for the last attempt).
+    #[serde(default)]
+    pub retried: bool,
 }
 
 /// A notification attempt.

@@ -213,7 +213,7 @@ pub(crate) async fn insert_runs(
 ) -> Result<(), sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details, pid) ",
+         trigger, exit_code, error, output, node, details, pid, retried) ",
     );
     q.push_values(rows, |mut row, (s, end)| {
         row.push_bind(s.id)
@@ -229,13 +229,14 @@ pub(crate) async fn insert_runs(
             .push_bind(end.and_then(|e| e.output.clone()))
             .push_bind(s.node.clone())
             .push_bind(end.and_then(|e| e.details.clone()))
-            .push_bind(s.pid);
+            .push_bind(s.pid)
+            .push_bind(end.is_some_and(|e| e.retried));
     });
     // A row written before (a replayed record) only takes an end it did not have.
     q.push(
         " ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
          status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
-         output = excluded.output, details = excluded.details \
+         output = excluded.output, details = excluded.details, retried = excluded.retried \
          WHERE excluded.status <> 'running'",
     );
     q.build().persistent(false).execute(&mut **tx).await?;
@@ -248,7 +249,7 @@ pub(crate) async fn update_runs(
 ) -> Result<(), sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new(
         "UPDATE runs SET finished_at = v.column2, status = v.column3, exit_code = v.column4, \
-         error = v.column5, output = v.column6, details = v.column7 FROM (",
+         error = v.column5, output = v.column6, details = v.column7, retried = v.column8 FROM (",
     );
     q.push_values(ends, |mut row, e| {
         row.push_bind(e.id)
@@ -257,7 +258,8 @@ pub(crate) async fn update_runs(
             .push_bind(e.exit_code)
             .push_bind(e.error.clone())
             .push_bind(e.output.clone())
-            .push_bind(e.details.clone());
+            .push_bind(e.details.clone())
+            .push_bind(e.retried);
     });
     q.push(") AS v WHERE runs.id = v.column1");
     q.build().persistent(false).execute(&mut **tx).await?;

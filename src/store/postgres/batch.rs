@@ -15,23 +15,26 @@ use crate::store::{RunEnd, RunStart, RunStatus};
 /// while still `running`. Firing times and turns go in one order on every node, so that two
 /// nodes' batches never wait for each other's rows the other way round.
 const BATCH: &str = "WITH inserted AS (INSERT INTO runs (id, job, scheduled_for, started_at, \
-     finished_at, status, attempt, trigger, exit_code, error, output, node, details, pid) \
+     finished_at, status, attempt, trigger, exit_code, error, output, node, details, pid, \
+     retried) \
      SELECT v.* FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
      $5::timestamptz[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::text[], \
-     $11::text[], $12::text[], $13::text[], $14::bigint[]) \
+     $11::text[], $12::text[], $13::text[], $14::bigint[], $27::boolean[]) \
      AS v (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-     exit_code, error, output, node, details, pid) \
-     WHERE v.trigger = 'manual' OR NOT EXISTS (SELECT 1 FROM claims c \
+     exit_code, error, output, node, details, pid, retried) \
+     WHERE v.trigger IN ('manual', 'dependency') OR NOT EXISTS (SELECT 1 FROM claims c \
      WHERE c.job = v.job AND c.scheduled_for = v.scheduled_for \
      AND (c.node <> v.node OR c.reaped_by IS NOT NULL)) \
      ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
      status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
-     output = excluded.output, details = excluded.details \
+     output = excluded.output, details = excluded.details, retried = excluded.retried \
      WHERE excluded.status <> 'running' AND runs.status = 'running' RETURNING 1), \
      ended AS (UPDATE runs SET finished_at = e.finished_at, status = e.status, \
-     exit_code = e.exit_code, error = e.error, output = e.output, details = e.details \
+     exit_code = e.exit_code, error = e.error, output = e.output, details = e.details, \
+     retried = e.retried \
      FROM unnest($15::bigint[], $16::timestamptz[], $17::text[], $18::bigint[], $19::text[], \
-     $20::text[], $21::text[]) AS e (id, finished_at, status, exit_code, error, output, details) \
+     $20::text[], $21::text[], $28::boolean[]) \
+     AS e (id, finished_at, status, exit_code, error, output, details, retried) \
      WHERE runs.id = e.id AND runs.status = 'running' RETURNING 1), \
      fired AS (INSERT INTO job_state (job, last_fired_for, updated_at) \
      SELECT f.job, f.at, now() FROM unnest($22::text[], $23::timestamptz[]) AS f (job, at) \
@@ -89,6 +92,7 @@ struct NewRows<'a> {
     node: Vec<&'a str>,
     details: Vec<Option<&'a str>>,
     pid: Vec<Option<i64>>,
+    retried: Vec<bool>,
 }
 
 impl<'a> NewRows<'a> {
@@ -109,6 +113,7 @@ impl<'a> NewRows<'a> {
         self.node.push(&s.node);
         self.details.push(end.and_then(|e| e.details.as_deref()));
         self.pid.push(s.pid.map(i64::from));
+        self.retried.push(end.is_some_and(|e| e.retried));
     }
 }
 
@@ -122,6 +127,7 @@ struct Ends<'a> {
     error: Vec<Option<&'a str>>,
     output: Vec<Option<&'a str>>,
     details: Vec<Option<&'a str>>,
+    retried: Vec<bool>,
 }
 
 fn batch_statement<'q>(
@@ -140,6 +146,7 @@ fn batch_statement<'q>(
         ends.error.push(e.error.as_deref());
         ends.output.push(e.output.as_deref());
         ends.details.push(e.details.as_deref());
+        ends.retried.push(e.retried);
     }
     let mut fired: Vec<(&str, DateTime<Utc>)> = plan.fired.iter().map(|(j, t)| (*j, *t)).collect();
     fired.sort_unstable();
@@ -179,4 +186,6 @@ fn batch_statement<'q>(
         .bind(given.0)
         .bind(given.1)
         .bind(given.2)
+        .bind(rows.retried)
+        .bind(ends.retried)
 }

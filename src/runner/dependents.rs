@@ -1,0 +1,104 @@
+//! Jobs that run after other jobs, at run time: once parents' runs are written, each of their
+//! children looks at its parents' newest last words in the history; when they meet its
+//! `after`, it claims them (`run_causes`: a parent's run fires a child once, on one node) and
+//! fires with trigger `dependency`, under its overlap policy. A child held back (disabled or
+//! paused) lets its parents' runs pass: claimed for no run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Context, JobSlot, dispatch};
+use crate::job::JobSpec;
+use crate::job::after::met;
+use crate::store::{ParentRun, StoreError, Trigger};
+
+use super::firing::Firing;
+
+/// The run id a parent's run is claimed for when its child was held back (no run).
+pub(super) const NO_RUN: i64 = 0;
+/// First wait before looking again when the database did not answer.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two looks while the database does not answer.
+const RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// A job that runs after others, as the scheduler has it now.
+#[derive(Debug, Clone)]
+pub struct Dependent {
+    /// Its slot (who runs, who waits).
+    pub slot: Arc<JobSlot>,
+    /// Its definition.
+    pub spec: Arc<JobSpec>,
+    /// Whether it is held back now (disabled or paused).
+    pub held: bool,
+}
+
+/// Looks at `child`'s parents and fires it if they meet its condition, in a task of its own;
+/// while the database does not answer it looks again (1 s, doubling to 30 s) until it does
+/// or the daemon stops.
+pub fn consider(ctx: &Arc<Context>, child: Dependent) {
+    let ctx2 = Arc::clone(ctx);
+    ctx.tracker.spawn(async move {
+        let mut delay = RETRY_FIRST;
+        loop {
+            match look(&ctx2, &child).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(job = %child.spec.name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot look at this job's parents' runs; looking again");
+                }
+            }
+            tokio::select! {
+                () = ctx2.draining.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RETRY_MOST);
+        }
+    });
+}
+
+/// One look: the parents' newest last words, and the claim and firing when they meet the
+/// condition.
+async fn look(ctx: &Arc<Context>, child: &Dependent) -> Result<(), StoreError> {
+    let Some(after) = &child.spec.after else {
+        return Ok(());
+    };
+    let store = &ctx.services.store;
+    let newest = store
+        .newest_parent_runs(&child.spec.name, &after.parents)
+        .await?;
+    let Some(causes) = met(after, &newest) else {
+        return Ok(());
+    };
+    let ids: Vec<i64> = causes.iter().map(|c| c.run_id).collect();
+    let run_id = if child.held { NO_RUN } else { ctx.next_id() };
+    if !store
+        .claim_causes(&child.spec.name, run_id, &ctx.node, &ids)
+        .await?
+    {
+        return Ok(());
+    }
+    if child.held {
+        tracing::info!(job = %child.spec.name, parent_runs = ?ids, "parents' runs passed: the job is disabled or paused");
+        return Ok(());
+    }
+    fire(ctx, &child.slot, &child.spec, causes, run_id);
+    Ok(())
+}
+
+/// Fires `spec` as run `run_id` for its parents' runs `causes` (claimed), under its overlap
+/// policy; its intended time is the end of the newest of them.
+pub fn fire(
+    ctx: &Arc<Context>,
+    slot: &Arc<JobSlot>,
+    spec: &Arc<JobSpec>,
+    causes: Vec<ParentRun>,
+    run_id: i64,
+) {
+    let Some(at) = causes.iter().map(|c| c.finished_at).max() else {
+        return;
+    };
+    let mut firing = Firing::new(ctx, slot, spec, at, Trigger::Dependency);
+    tracing::info!(job = %spec.name, run_id, parents = ?causes.iter().map(|c| &c.job).collect::<Vec<_>>(), "parents' runs met its condition; firing");
+    firing.parents = Arc::from(causes);
+    firing.reserved_id = run_id.into();
+    dispatch(firing, spec.overlap);
+}

@@ -1,0 +1,62 @@
+//! The jobs that run after other jobs, as the timers have them: which children to look at
+//! once parents' runs are written (and every child at a start or reload), and the dependent
+//! runs a dead daemon claimed but never started.
+
+use std::sync::Arc;
+
+use super::Scheduler;
+use crate::runner::Dependent;
+use crate::store::ParentRun;
+
+impl Scheduler {
+    /// The jobs that run after any of `ended`, or every job that runs after others (`None`):
+    /// each with its slot, definition, and whether it is held back now (disabled, paused).
+    pub fn dependents(&self, ended: Option<&[String]>) -> Vec<Dependent> {
+        let now = self.ctx.clock().now();
+        let mut t = self.shared.lock();
+        let paused: Vec<String> = t
+            .paused
+            .values()
+            .filter(|p| p.holds_at(now))
+            .map(|p| p.job.clone())
+            .collect();
+        let mut out = Vec::new();
+        for entry in t.jobs.values_mut() {
+            let Some(after) = &entry.spec.after else {
+                continue;
+            };
+            if ended.is_some_and(|e| !after.parents.iter().any(|p| e.contains(p))) {
+                continue;
+            }
+            let held = !entry.spec.enabled || paused.contains(&entry.spec.name);
+            out.push(Dependent {
+                slot: entry.slot(),
+                spec: Arc::clone(&entry.spec),
+                held,
+            });
+        }
+        out
+    }
+
+    /// Looks at the parents of the jobs that run after any of `ended` (every such job when
+    /// `None`), each in a task of its own, and fires those whose condition is met.
+    pub fn parents_ended(&self, ended: Option<&[String]>) {
+        for child in self.dependents(ended) {
+            crate::runner::consider(&self.ctx, child);
+        }
+    }
+
+    /// Fires run `run_id` of `job`, claimed for its parents' runs `causes` by a daemon that
+    /// died before it started; `false` if the job is no longer here or runs after no job.
+    pub fn fire_claimed(&self, job: &str, run_id: i64, causes: Vec<ParentRun>) -> bool {
+        let Some(child) = self
+            .dependents(None)
+            .into_iter()
+            .find(|d| d.spec.name == job)
+        else {
+            return false;
+        };
+        crate::runner::fire_dependent(&self.ctx, &child.slot, &child.spec, causes, run_id);
+        true
+    }
+}

@@ -1,0 +1,190 @@
+//! Jobs that run after other jobs, in the history database: each parent's newest last word
+//! (its newest ended run that no retry follows), the claim of a dependent firing (its causes,
+//! `run_causes`: a parent's run fires each child at most once, on one node), the firings a
+//! node claimed but never started, and a run's parents and children.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Backend, RunStatus, Store, StoreError, Ts};
+
+/// A parent's run, as its child sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentRun {
+    /// Its run id.
+    pub run_id: i64,
+    /// The parent job.
+    pub job: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// Its exit code, if it had one.
+    pub exit_code: Option<i64>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A parent's run claimed for run id 0 passed while its child was held back (disabled or
+/// paused): no run, and no child to show.
+/// A run that ran after another (a row of `run_causes` seen from the parent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildRun {
+    /// The dependent job.
+    pub job: String,
+    /// The dependent run's id (its firing's first row).
+    pub run_id: i64,
+    /// Its status, if it has a row yet.
+    pub status: Option<RunStatus>,
+}
+
+/// A parent's run and whether the child has run after it already.
+pub type Newest = (ParentRun, bool);
+
+/// A parent's newest last word: not running, not skipped, no retry following it.
+const NEWEST: &str = "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at, \
+     EXISTS (SELECT 1 FROM run_causes c WHERE c.child = $2 AND c.parent_run_id = r.id) \
+     FROM runs r WHERE r.job = $1 AND r.finished_at IS NOT NULL \
+     AND r.status NOT IN ('running', 'skipped') AND NOT r.retried \
+     ORDER BY r.finished_at DESC, r.id DESC LIMIT 1";
+
+/// The parents' runs of a run.
+const PARENTS: &str = "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at \
+     FROM run_causes c JOIN runs r ON r.id = c.parent_run_id WHERE c.run_id = $1 ORDER BY r.job";
+
+fn parent_run<R>(row: &R) -> Result<ParentRun, sqlx::Error>
+where
+    R: Row,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> RunStatus: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Ts: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(ParentRun {
+        run_id: row.try_get(0)?,
+        job: row.try_get(1)?,
+        status: row.try_get(2)?,
+        exit_code: row.try_get(3)?,
+        finished_at: row.try_get::<Ts, _>(4)?.0,
+    })
+}
+
+impl Store {
+    /// Each of `parents`' newest last word (a parent that never ended a run has none), and
+    /// whether `child` ran after it already.
+    pub async fn newest_parent_runs(
+        &self,
+        child: &str,
+        parents: &[String],
+    ) -> Result<Vec<Newest>, StoreError> {
+        let mut out = Vec::with_capacity(parents.len());
+        for parent in parents {
+            let found = on_pool!(self, pool => {
+                match sqlx::query(NEWEST).bind(parent).bind(child).fetch_optional(pool).await? {
+                    Some(row) => Some((parent_run(&row)?, row.try_get::<bool, _>(5)?)),
+                    None => None,
+                }
+            });
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Claims the firing of `child` caused by the parents' runs `causes` as run `run_id` on
+    /// `node`: `false` when any of them fired `child` already (here or on another node).
+    pub async fn claim_causes(
+        &self,
+        child: &str,
+        run_id: i64,
+        node: &str,
+        causes: &[i64],
+    ) -> Result<bool, StoreError> {
+        let mut sorted = causes.to_vec();
+        sorted.sort_unstable();
+        // In one order on every node, so that two claims never wait for each other's rows.
+        Ok(on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut all = true;
+            for parent_run_id in &sorted {
+                let done = sqlx::query(
+                    "INSERT INTO run_causes (child, parent_run_id, run_id, node) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(child)
+                .bind(parent_run_id)
+                .bind(run_id)
+                .bind(node)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if done == 0 {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            all
+        }))
+    }
+
+    /// The dependent firings `node` claimed whose run has no row (the daemon died between
+    /// the claim and the run's start): `(child, run id, parents' runs)`.
+    pub async fn unstarted_dependents(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, i64, Vec<ParentRun>)>, StoreError> {
+        let claimed: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT DISTINCT c.child, c.run_id FROM run_causes c WHERE c.node = $1 \
+                 AND c.run_id <> 0 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = c.run_id) ORDER BY c.run_id",
+            )
+            .bind(node)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut out = Vec::with_capacity(claimed.len());
+        for (child, run_id) in claimed {
+            let parents = self.run_parents(run_id).await?;
+            out.push((child, run_id, parents));
+        }
+        Ok(out)
+    }
+
+    /// The parents' runs that fired run `run_id` (none unless its trigger is `dependency`).
+    pub async fn run_parents(&self, run_id: i64) -> Result<Vec<ParentRun>, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query(PARENTS)
+                .bind(run_id)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(parent_run)
+                .collect::<Result<Vec<_>, _>>()?
+        }))
+    }
+
+    /// The runs that run `run_id` fired (its children), by job.
+    pub async fn run_children(&self, run_id: i64) -> Result<Vec<ChildRun>, StoreError> {
+        let rows: Vec<(String, i64, Option<RunStatus>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT c.child, c.run_id, r.status FROM run_causes c \
+                 LEFT JOIN runs r ON r.id = c.run_id WHERE c.parent_run_id = $1 AND c.run_id <> 0 \
+                 ORDER BY c.child",
+            )
+            .bind(run_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(job, run_id, status)| ChildRun {
+                job,
+                run_id,
+                status,
+            })
+            .collect())
+    }
+}
