@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use super::{ApiState, Failure, parse_time};
 use crate::job::output::LiveRun;
-use crate::store::{Cursor, HistoryFilter, RunRow, RunStatus, StoreError};
+use crate::store::{Cursor, HistoryFilter, RunDetail, RunRow, RunStatus, StoreError};
 
 /// Rows per page unless `limit` says otherwise, and the most a page holds.
 const PAGE: u32 = 50;
@@ -78,15 +78,17 @@ pub(super) async fn list(
     Ok(Json(RunsPage { runs, next }))
 }
 
-/// `GET /v1/runs/{id}`: one run, with its output (so far, for a run in progress here).
+/// `GET /v1/runs/{id}`: one run, with its output (so far, for a run in progress here), the
+/// parents' runs that fired it and the runs it fired (`parents`, `children`).
 pub(super) async fn one(
     State(state): State<ApiState>,
     Path(id): Path<i64>,
-) -> Result<Json<RunRow>, Failure> {
-    let row = run_so_far(&state, id)
+) -> Result<Json<RunDetail>, Failure> {
+    let run = run_so_far(&state, id)
         .await?
         .ok_or_else(|| Failure::not_found(format!("run {id}")))?;
-    Ok(Json(row))
+    let lineage = state.0.store.lineage(id).await?;
+    Ok(Json(RunDetail { run, lineage }))
 }
 
 /// Run `id`'s row, with its output so far when it is running here (the row's output is

@@ -67,7 +67,7 @@ pub(super) async fn show(path: &Path, run_id: i64) -> anyhow::Result<ExitCode> {
             eprintln!("no run with id {run_id}");
             return Ok(ExitCode::FAILURE);
         };
-        print_run(&run);
+        print_run(&run, &store.lineage(run_id).await?);
         return Ok(exit_for(&run));
     };
     let response = daemon.stream(&format!("/v1/runs/{run_id}/output")).await?;

@@ -331,10 +331,12 @@ async fn show(path: &Path, run_id: i64, json: bool) -> anyhow::Result<ExitCode> 
         eprintln!("no run with id {run_id}");
         return Ok(ExitCode::FAILURE);
     };
+    let lineage = store.lineage(run_id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&run)?);
+        let detail = crate::store::RunDetail { run, lineage };
+        println!("{}", serde_json::to_string_pretty(&detail)?);
     } else {
-        print_run(&run);
+        print_run(&run, &lineage);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::JobSummary;
 use crate::config::Config;
-use crate::store::{Pause, RunRow, format_ts};
+use crate::store::{Lineage, Pause, RunRow, format_ts};
 
 /// One line of `list`: a job as the files on disk define it, or as the daemon runs it.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ pub(super) fn print_table(rows: &[RunRow]) {
 /// The header of `history`'s table.
 pub(super) fn print_header() {
     println!(
-        "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  ERROR",
+        "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10}  ERROR",
         "ID", "JOB", "SCHEDULED (UTC)", "STATUS", "TRIGGER", "TRY", "LATE(ms)", "TOOK(ms)"
     );
 }
@@ -117,7 +117,7 @@ pub(super) fn print_row(r: &RunRow) {
         let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         let err = r.error.as_deref().map(shortened).unwrap_or_default();
         println!(
-            "{:>6}  {:<24} {:<24} {:<11} {:<9} {:>4} {:>9} {:>10}  {err}",
+            "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10}  {err}",
             r.id,
             r.job,
             format_ts(r.scheduled_for),
@@ -155,7 +155,7 @@ fn shortened(error: &str) -> String {
     format!("{}… (`show` for all)", head.trim_end())
 }
 
-pub(super) fn print_run(r: &RunRow) {
+pub(super) fn print_run(r: &RunRow, lineage: &Lineage) {
     let opt = |v: &Option<DateTime<Utc>>| v.map_or_else(|| "-".into(), format_ts);
     println!("run {} of job {:?}", r.id, r.job);
     println!("  status:        {}", r.status);
@@ -173,6 +173,25 @@ pub(super) fn print_run(r: &RunRow) {
         println!("  exit code:     {c}");
     }
     println!("  node:          {}", r.node);
+    if !lineage.parents.is_empty() {
+        let parents: Vec<String> = lineage
+            .parents
+            .iter()
+            .map(|p| format!("{} run {} ({})", p.job, p.run_id, p.status))
+            .collect();
+        println!("  after:         {}", parents.join(", "));
+    }
+    if !lineage.children.is_empty() {
+        let children: Vec<String> = lineage
+            .children
+            .iter()
+            .map(|c| {
+                let status = c.status.map_or("not started", |s| s.as_str());
+                format!("{} run {} ({status})", c.job, c.run_id)
+            })
+            .collect();
+        println!("  fired:         {}", children.join(", "));
+    }
     if let Some(e) = &r.error {
         println!("  error:         {e}");
     }

@@ -4,12 +4,13 @@
 //! node claimed but never started, and a run's parents and children.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Backend, RunStatus, Store, StoreError, Ts};
 
 /// A parent's run, as its child sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentRun {
     /// Its run id.
     pub run_id: i64,
@@ -20,13 +21,14 @@ pub struct ParentRun {
     /// Its exit code, if it had one.
     pub exit_code: Option<i64>,
     /// When it ended.
+    #[serde(serialize_with = "super::records::ts_text")]
     pub finished_at: DateTime<Utc>,
 }
 
 /// A parent's run claimed for run id 0 passed while its child was held back (disabled or
 /// paused): no run, and no child to show.
 /// A run that ran after another (a row of `run_causes` seen from the parent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildRun {
     /// The dependent job.
     pub job: String,
@@ -34,6 +36,26 @@ pub struct ChildRun {
     pub run_id: i64,
     /// Its status, if it has a row yet.
     pub status: Option<RunStatus>,
+}
+
+/// A run's parents' runs (those that fired it) and its children (the runs it fired).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The parents' runs that fired it, by job.
+    pub parents: Vec<ParentRun>,
+    /// The runs it fired, by job.
+    pub children: Vec<ChildRun>,
+}
+
+/// One run with its lineage (`show`, `GET /v1/runs/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    /// The run's row.
+    #[serde(flatten)]
+    pub run: super::RunRow,
+    /// Its parents and children.
+    #[serde(flatten)]
+    pub lineage: Lineage,
 }
 
 /// A parent's run and whether the child has run after it already.
@@ -151,6 +173,14 @@ impl Store {
             out.push((child, run_id, parents));
         }
         Ok(out)
+    }
+
+    /// Run `run_id`'s parents and children.
+    pub async fn lineage(&self, run_id: i64) -> Result<Lineage, StoreError> {
+        Ok(Lineage {
+            parents: self.run_parents(run_id).await?,
+            children: self.run_children(run_id).await?,
+        })
     }
 
     /// The parents' runs that fired run `run_id` (none unless its trigger is `dependency`).

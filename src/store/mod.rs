@@ -43,7 +43,7 @@ mod writer;
 
 pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
-pub use dependencies::{ChildRun, Newest, ParentRun};
+pub use dependencies::{ChildRun, Lineage, Newest, ParentRun, RunDetail};
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents};
 pub use records::*;
