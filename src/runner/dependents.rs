@@ -68,6 +68,10 @@ async fn look(ctx: &Arc<Context>, child: &Dependent) -> Result<(), StoreError> {
     let Some(causes) = met(after, &newest) else {
         return Ok(());
     };
+    // A daemon stopping fires nothing more: the next start looks again and fires it.
+    if ctx.draining.is_cancelled() {
+        return Ok(());
+    }
     let ids: Vec<i64> = causes.iter().map(|c| c.run_id).collect();
     let run_id = if child.held { NO_RUN } else { ctx.next_id() };
     if !store
@@ -96,6 +100,11 @@ pub fn fire(
     let Some(at) = causes.iter().map(|c| c.finished_at).max() else {
         return;
     };
+    if ctx.draining.is_cancelled() {
+        // Claimed but not started: the next start of this node starts it.
+        tracing::info!(job = %spec.name, run_id, "the daemon is stopping: this run its parents fired starts at the next start");
+        return;
+    }
     let mut firing = Firing::new(ctx, slot, spec, at, Trigger::Dependency);
     tracing::info!(job = %spec.name, run_id, parents = ?causes.iter().map(|c| &c.job).collect::<Vec<_>>(), "parents' runs met its condition; firing");
     firing.parents = Arc::from(causes);

@@ -20,6 +20,7 @@ mod cluster;
 mod cluster_notify;
 mod cluster_scale;
 mod daemon;
+mod dependencies;
 mod dashboard;
 mod dashboard_actions;
 mod dashboard_nodes;

@@ -1,0 +1,175 @@
+//! Jobs that run after other jobs, with the real daemon: a chain with a fan-in and a failure
+//! path over 20 rounds (each child once per qualifying round, its causes recorded, a retry
+//! counted once), and a kill -9 between a parent's end and its child's start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hourglass::store::{Lineage, RunRow, RunStatus, Trigger};
+use nix::sys::signal::Signal;
+
+use crate::harness::{Daemon, at_in, on_store, wait_for};
+
+/// `extract` and `rates` every second; `rates` fails for good when its second is 2 mod 5
+/// (exit 3), and fails its first attempt then succeeds on its retry when it is 0 mod 5.
+/// `load` runs after both succeed (within 5 s), `report` after `load`, `on_fail` after
+/// `rates` fails.
+const CHAIN: &str = r#"
+[jobs.extract]
+every = "1s"
+command = "echo extracted"
+
+[jobs.rates]
+every = "1s"
+retries = 1
+retry_backoff = "100ms"
+retry_backoff_max = "100ms"
+command = '''m=$(expr $(echo $HOURGLASS_SCHEDULED_FOR | cut -c18-19) % 5); if [ $m = 2 ]; then exit 3; fi; if [ $m = 0 ] && [ $HOURGLASS_ATTEMPT = 1 ]; then exit 4; fi; echo rates'''
+
+[jobs.load]
+after = { jobs = ["extract", "rates"], when = "all_succeeded", within = "5s" }
+command = 'echo "$HOURGLASS_PARENT_EXTRACT_RUN_ID $HOURGLASS_PARENT_RATES_RUN_ID $HOURGLASS_PARENT_RATES_STATUS"'
+
+[jobs.report]
+after = "load"
+command = 'echo "$HOURGLASS_PARENT_JOB $HOURGLASS_PARENT_RUN_ID"'
+
+[jobs.on_fail]
+after = { jobs = ["rates"], when = "any_failed" }
+command = 'echo "$HOURGLASS_PARENT_RUN_ID $HOURGLASS_PARENT_EXIT_CODE"'
+"#;
+
+/// The second of a run's intended time, mod 5 (what `rates` decides by).
+fn phase(r: &RunRow) -> u32 {
+    use chrono::Timelike;
+    r.scheduled_for.second() % 5
+}
+
+#[test]
+fn a_chain_with_a_fan_in_runs_each_child_once_per_qualifying_round() {
+    let mut d = Daemon::start("", CHAIN);
+    d.wait_runs("extract", Duration::from_secs(60), "23 rounds", |r| {
+        r.len() >= 23
+    });
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    let runs = d.runs();
+    let of = |job: &str| runs.iter().filter(|r| r.job == job).cloned().collect::<Vec<_>>();
+    // The first 20 rounds, by `rates`' intended time: each long settled at the stop.
+    let mut rounds: Vec<_> = of("rates").iter().map(|r| r.scheduled_for).collect();
+    rounds.dedup();
+    rounds.truncate(20);
+    let last = *rounds.last().unwrap();
+    let lineage = |id: i64| on_store(&d.path("history.db"), async |s| s.lineage(id).await.unwrap());
+    // Who each dependent run ran after, by job and parents' run ids.
+    let mut fired: BTreeMap<(String, Vec<i64>), Vec<RunRow>> = BTreeMap::new();
+    for child in runs.iter().filter(|r| r.trigger == Trigger::Dependency) {
+        let Lineage { parents, .. } = lineage(child.id);
+        let ids = sorted(&parents.iter().map(|p| p.run_id).collect::<Vec<_>>());
+        fired.entry((child.job.clone(), ids)).or_default().push(child.clone());
+    }
+    let (mut loads, mut fails, mut retried) = (0, 0, 0);
+    for at in &rounds {
+        let rates: Vec<&RunRow> = runs.iter().filter(|r| r.job == "rates" && r.scheduled_for == *at).collect();
+        let extract = runs.iter().find(|r| r.job == "extract" && r.scheduled_for == *at).unwrap();
+        let last_word = *rates.iter().max_by_key(|r| r.attempt).unwrap();
+        let p = phase(last_word);
+        if p == 0 {
+            assert_eq!(rates.len(), 2, "a failed first attempt and its retry: {rates:#?}");
+            retried += 1;
+        }
+        let load = fired.get(&("load".into(), sorted(&[extract.id, last_word.id])));
+        let fail = fired.get(&("on_fail".into(), vec![last_word.id]));
+        if p == 2 {
+            assert_eq!(last_word.status, RunStatus::Failed);
+            assert!(load.is_none(), "load ran after a failed rates: {load:#?}");
+            let fail = fail.unwrap_or_else(|| panic!("no on_fail after {last_word:#?}"));
+            assert_eq!(fail.len(), 1, "on_fail once: {fail:#?}");
+            assert_eq!(output(&d, fail[0].id), format!("{} 3", last_word.id));
+            fails += 1;
+        } else {
+            assert_eq!(last_word.status, RunStatus::Succeeded, "{rates:#?}");
+            assert!(fail.is_none(), "on_fail after a success or a retried attempt: {fail:#?}");
+            let load = load.unwrap_or_else(|| panic!("no load after {extract:#?} and {last_word:#?}"));
+            assert_eq!(load.len(), 1, "load once per round: {load:#?}");
+            let out = format!("{} {} succeeded", extract.id, last_word.id);
+            assert_eq!(output(&d, load[0].id), out);
+            let report = fired.get(&("report".into(), vec![load[0].id]));
+            assert_eq!(report.map(Vec::len), Some(1), "report once after load {}", load[0].id);
+            loads += 1;
+        }
+        // A retried attempt fires nothing: nothing ran after rates' first attempts.
+        for r in rates.iter().filter(|r| r.attempt == 1 && rates.len() == 2) {
+            assert!(fired.keys().all(|(_, ids)| !ids.contains(&r.id)), "{r:#?} fired a child");
+        }
+    }
+    // Nothing else ran after the parents' runs of these rounds.
+    let in_rounds = |id: i64| runs.iter().any(|r| r.id == id && r.scheduled_for <= last);
+    let children_in_rounds: usize = fired
+        .iter()
+        .filter(|((job, ids), _)| job != "report" && ids.iter().all(|i| in_rounds(*i)))
+        .map(|(_, runs)| runs.len())
+        .sum();
+    assert_eq!(children_in_rounds, loads + fails);
+    assert!(fails >= 3 && retried >= 3, "each path taken: {fails} failures, {retried} retries");
+    println!("20 rounds: {loads} loads, {fails} failure paths, {retried} retried rounds");
+}
+
+/// Run `id`'s output, trimmed (history pages leave it out).
+fn output(d: &Daemon, id: i64) -> String {
+    on_store(&d.path("history.db"), async |s| s.run(id).await.unwrap())
+        .and_then(|r| r.output)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn sorted(ids: &[i64]) -> Vec<i64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The child is claimed at the parent's end but cannot start (both run slots are held, and a
+/// firing waiting since before has the next one): `kill -9` then. After the restart the child
+/// runs once, as the run its parents fired.
+#[test]
+fn a_child_claimed_when_the_daemon_is_killed_runs_once_after_the_restart() {
+    let t0 = at_in(2);
+    let t1 = at_in(3);
+    let jobs = format!(
+        "[jobs.block1]\nat = \"{t0}\"\ncommand = \"sleep 60\"\n\
+         [jobs.parent]\nat = \"{t0}\"\ncommand = \"sleep 2\"\n\
+         [jobs.block2]\nat = \"{t1}\"\ncommand = \"sleep 60\"\n\
+         [jobs.child]\nafter = \"parent\"\ncommand = 'echo \"after $HOURGLASS_PARENT_RUN_ID\"'\n"
+    );
+    let mut d = Daemon::start("[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 2\n", &jobs);
+    let parent = d.wait_runs("parent", Duration::from_secs(30), "the parent's end", |r| {
+        r.len() == 1 && r[0].status == RunStatus::Succeeded
+    })[0]
+        .clone();
+    let db = d.path("history.db");
+    let claimed = wait_for(Duration::from_secs(30), "the child's claim", || {
+        on_store(&db, async |s| s.lineage(parent.id).await.unwrap())
+            .children
+            .into_iter()
+            .next()
+    });
+    assert_eq!(claimed.status, None, "the child waits for a run slot, no row yet");
+    d.signal(Signal::SIGKILL);
+    d.wait_exit(Duration::from_secs(10));
+    assert!(d.runs_of("child").is_empty());
+    d.spawn_ready();
+    d.wait_runs("child", Duration::from_secs(30), "the child's run", |r| {
+        r.first().is_some_and(|r| r.status == RunStatus::Succeeded)
+    });
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    let child = d.runs_of("child");
+    assert_eq!(child.len(), 1, "once: {child:#?}");
+    assert_eq!(child[0].id, claimed.run_id);
+    assert_eq!(child[0].trigger, Trigger::Dependency);
+    assert_eq!(output(&d, child[0].id), format!("after {}", parent.id));
+    assert_eq!(d.runs_of("parent").len(), 1, "the parent did not run again");
+    assert!(d.log().contains("starting a run its parents fired before the daemon was killed"));
+}
