@@ -173,3 +173,66 @@ fn a_child_claimed_when_the_daemon_is_killed_runs_once_after_the_restart() {
     assert_eq!(d.runs_of("parent").len(), 1, "the parent did not run again");
     assert!(d.log().contains("starting a run its parents fired before the daemon was killed"));
 }
+
+/// Three nodes on PostgreSQL; `pa` runs only on n1 and `pb` only on n2 (by tags), both
+/// every second and ending together (`sleep 0.2`), so that each node writes one parent's
+/// end at the same instant and looks at the child's condition after its own write. The
+/// child runs once per round, on whichever node claims it.
+#[test]
+fn parents_ending_together_on_two_nodes_fire_their_child_once() {
+    let url = crate::cluster::fresh_database("deps");
+    let jobs = "[jobs.pa]\nevery = \"1s\"\ncommand = \"sleep 0.2\"\nrun_on = [\"a\"]\n\
+                [jobs.pb]\nevery = \"1s\"\ncommand = \"sleep 0.2\"\nrun_on = [\"b\"]\n\
+                [jobs.child]\nafter = { jobs = [\"pa\", \"pb\"], within = \"800ms\" }\ncommand = \"true\"\n";
+    let mut nodes: Vec<Daemon> = [("n1", "\"a\""), ("n2", "\"b\""), ("n3", "")]
+        .iter()
+        .map(|(node, tags)| {
+            let main = crate::cluster::node_main(&url, node, &format!("tags = [{tags}]"));
+            let mut d = Daemon::prepare_main(&main, jobs);
+            d.spawn_ready();
+            d
+        })
+        .collect();
+    wait_for(Duration::from_secs(60), "16 rounds", || {
+        let runs = crate::cluster::all_runs(&url);
+        (runs.iter().filter(|r| r.job == "pb").count() >= 16).then_some(())
+    });
+    crate::cluster::stop_all(&mut nodes);
+    let runs = crate::cluster::all_runs(&url);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(crate::cluster::connect(&url));
+    // The rounds both parents had (the nodes start one after another), but the last two.
+    let mut rounds: Vec<_> = runs
+        .iter()
+        .filter(|r| r.job == "pa")
+        .map(|r| r.scheduled_for)
+        .filter(|at| runs.iter().any(|r| r.job == "pb" && r.scheduled_for == *at))
+        .collect();
+    rounds.truncate(rounds.len().saturating_sub(2));
+    assert!(rounds.len() >= 12, "{} rounds", rounds.len());
+    let mut nodes_seen = std::collections::BTreeSet::new();
+    let mut apart = Vec::new();
+    for at in rounds {
+        let pa = runs.iter().find(|r| r.job == "pa" && r.scheduled_for == at).unwrap();
+        let pb = runs.iter().find(|r| r.job == "pb" && r.scheduled_for == at).unwrap();
+        assert_eq!((pa.node.as_str(), pb.node.as_str()), ("n1", "n2"));
+        let ended_apart = (pa.finished_at.unwrap() - pb.finished_at.unwrap()).num_milliseconds();
+        apart.push(ended_apart.abs());
+        let children: Vec<_> = [pa.id, pb.id]
+            .iter()
+            .flat_map(|id| rt.block_on(store.lineage(*id)).unwrap().children)
+            .collect();
+        assert_eq!(children.len(), 2, "one child, caused by both: {children:?} ({ended_apart} ms apart)");
+        assert_eq!(children[0].run_id, children[1].run_id);
+        let child: Vec<&RunRow> = runs.iter().filter(|r| r.id == children[0].run_id).collect();
+        assert_eq!(child.len(), 1);
+        assert_eq!(child[0].status, RunStatus::Succeeded);
+        nodes_seen.insert(child[0].node.clone());
+    }
+    let all_children = runs.iter().filter(|r| r.job == "child").count();
+    let rounds_done = runs.iter().filter(|r| r.job == "pa").count();
+    assert!(all_children <= rounds_done, "{all_children} children for {rounds_done} rounds");
+    apart.sort_unstable();
+    println!("children ran on {nodes_seen:?}; parents' ends apart (ms): {apart:?}");
+    rt.block_on(store.close());
+}
