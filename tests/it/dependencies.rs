@@ -236,3 +236,22 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
     println!("children ran on {nodes_seen:?}; parents' ends apart (ms): {apart:?}");
     rt.block_on(store.close());
 }
+
+/// `check` names a cycle by its path, a parent that is no job, and a window that can do
+/// nothing, each with its file, job and field.
+#[test]
+fn check_names_a_cycle_by_its_path() {
+    let jobs = "[jobs.extract]\nafter = \"load\"\ncommand = \"true\"\n\
+                [jobs.load]\nafter = { jobs = [\"extract\", \"rates\"] }\ncommand = \"true\"\n\
+                [jobs.report]\nafter = { jobs = [\"load\"], within = \"1h\" }\ncommand = \"true\"\n";
+    let d = Daemon::prepare("", jobs);
+    let out = d.cli(&["check"]);
+    crate::harness::fails_with(
+        &out,
+        &[
+            "jobs.d/jobs.toml: job \"extract\": after: the jobs run after each other in a circle: extract → load → extract",
+            "jobs.d/jobs.toml: job \"load\": after: names \"rates\", which is no job",
+            "jobs.d/jobs.toml: job \"report\": after.within: has no effect here",
+        ],
+    );
+}
