@@ -285,7 +285,7 @@ pub(super) fn spawn_stale_watch(
 
 /// Gives the metrics each configured job's last success from the history (one query, off the
 /// start's path).
-pub(super) async fn recall_last_successes(
+async fn recall_last_successes(
     store: Store,
     metrics: Arc<crate::metrics::Metrics>,
     jobs: Vec<String>,
@@ -302,3 +302,36 @@ pub(super) async fn recall_last_successes(
         }
     }
 }
+
+/// The tasks that follow the scheduler's jobs: their children (`after`), the processes that
+/// leave their runs' groups, and each job's last success for the metrics.
+pub(super) fn spawn_followers(
+    tasks: &mut JoinSet<()>,
+    (scheduler, store, node, ended, background): Followers,
+    ctx: &Context,
+    metrics: &Arc<crate::metrics::Metrics>,
+) {
+    let names = scheduler.names();
+    tasks.spawn(recall_last_successes(
+        store.clone(),
+        Arc::clone(metrics),
+        names,
+    ));
+    tasks.spawn(super::leftovers::sweep_loop(
+        Arc::clone(ctx.processes()),
+        scheduler.clone(),
+        background.clone(),
+    ));
+    tasks.spawn(super::dependents::follow(
+        scheduler, store, node, ended, background,
+    ));
+}
+
+/// What [`spawn_followers`] needs.
+pub(super) type Followers = (
+    Scheduler,
+    Store,
+    String,
+    mpsc::UnboundedReceiver<crate::history::recorder::Ended>,
+    CancellationToken,
+);

@@ -40,11 +40,10 @@ use crate::store::{ClusterEvent, LostRun, Store};
 use node::{LoadedJobs, Membership, NodeInfo, heartbeat_loop};
 
 use background::{
-    TRIGGER_POLL, answer_stopping, poll_triggers, prune_loop, recall_last_successes,
-    record_trigger_outcome, reload, sleep_until_some, spawn_stale_watch, status_line, watch_files,
-    watchdog_loop,
+    TRIGGER_POLL, answer_stopping, poll_triggers, prune_loop, record_trigger_outcome, reload,
+    sleep_until_some, spawn_stale_watch, status_line, watch_files, watchdog_loop,
 };
-use leftovers::{final_sweep, sweep_loop};
+use leftovers::final_sweep;
 use open_history::open_history;
 
 /// How the daemon is asked to stop.
@@ -154,23 +153,15 @@ impl Running {
         let background = CancellationToken::new();
         let (mut tasks, triggers, lost, heard) =
             spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
-        tasks.spawn(dependents::follow(
+        let node = settings.node.clone();
+        let followers = (
             scheduler.clone(),
             store.clone(),
-            settings.node.clone(),
+            node,
             ended,
             background.clone(),
-        ));
-        tasks.spawn(sweep_loop(
-            Arc::clone(ctx.processes()),
-            scheduler.clone(),
-            background.clone(),
-        ));
-        tasks.spawn(recall_last_successes(
-            store.clone(),
-            Arc::clone(&metrics),
-            scheduler.names(),
-        ));
+        );
+        background::spawn_followers(&mut tasks, followers, &ctx, &metrics);
         let in_force = ConfigInForce::loaded(chrono::Utc::now());
         let api = api::start(
             &settings,

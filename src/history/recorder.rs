@@ -11,17 +11,20 @@
 //! spilled; the next start replays the file before anything else.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use crate::history::ended::Ended;
+use crate::history::ended::last_words;
+pub use crate::history::health::HistoryHealth;
 use crate::history::spill::{Spill, SpillError};
 use crate::metrics::Metrics;
-use crate::store::{HistoryWriter, Record, RunStatus, Store, StoreError};
+use crate::store::{HistoryWriter, Record, Store, StoreError};
 
 /// Most records written in one transaction.
 const BATCH: usize = 4096;
@@ -57,55 +60,6 @@ pub struct WriterReport {
     pub spilled: usize,
     /// Records saved nowhere (the database and the spill file both failed).
     pub lost: usize,
-}
-
-/// Whether history writes fail, since when, and how many records wait, for the daemon's
-/// status line, `/healthz` and the metrics.
-#[derive(Debug, Default)]
-pub struct HistoryHealth {
-    failing: AtomicBool,
-    pending: AtomicUsize,
-    /// When the failure streak began (`None`: writes succeed).
-    failing_since: Mutex<Option<Instant>>,
-    /// Batch writes that failed since the daemon started.
-    errors: AtomicU64,
-}
-
-impl HistoryHealth {
-    /// Records waiting for the database while its writes fail; `None` when they succeed.
-    pub fn pending(&self) -> Option<usize> {
-        self.failing
-            .load(Ordering::Relaxed)
-            .then(|| self.pending.load(Ordering::Relaxed))
-    }
-
-    /// How long writes have been failing; `None` when they succeed.
-    pub fn failing_for(&self) -> Option<Duration> {
-        self.failing_since
-            .lock()
-            .ok()
-            .and_then(|s| s.map(|since| since.elapsed()))
-    }
-
-    /// Batch writes that failed since the daemon started.
-    pub fn write_errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    fn set_failing_since(&self, since: Option<Instant>) {
-        if let Ok(mut s) = self.failing_since.lock() {
-            *s = since;
-        }
-    }
-}
-
-/// What the writer tells once runs' last words are in the database: whose children may run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
-    /// These jobs' runs ended for good (no retry follows) and are written.
-    Jobs(Vec<String>),
-    /// Records kept through an outage are written: any job's may be among them.
-    All,
 }
 
 /// Sends records to the writer. Cheap to clone.
@@ -187,24 +141,6 @@ impl Recorder {
     pub fn health(&self) -> &HistoryHealth {
         &self.health
     }
-}
-
-/// The jobs whose runs end for good in `batch` (each once).
-fn last_words(batch: &[Record]) -> Vec<String> {
-    let mut jobs: Vec<String> = batch
-        .iter()
-        .filter_map(|r| match r {
-            Record::Finished(e) | Record::Complete(_, e)
-                if e.status != RunStatus::Skipped && !e.retried =>
-            {
-                Some(e.job.clone())
-            }
-            _ => None,
-        })
-        .collect();
-    jobs.sort_unstable();
-    jobs.dedup();
-    jobs
 }
 
 /// Where the writer runs: a runtime of its own (one thread, kept for the life of the

@@ -186,7 +186,9 @@ pub fn met(after: &After, newest: &[Newest]) -> Option<Vec<ParentRun>> {
     };
     causes.sort_by_key(|c| (c.finished_at, c.run_id));
     let (first, last) = (causes.first()?, causes.last()?);
-    let span = (last.finished_at - first.finished_at).to_std().unwrap_or_default();
+    let span = (last.finished_at - first.finished_at)
+        .to_std()
+        .unwrap_or_default();
     match after.within {
         Some(within) if span > within => None,
         _ => Some(causes),

@@ -30,8 +30,8 @@ pub use cluster::{ClaimCounts, ClaimHealth, Claimed, claim, recovered};
 use firing::Firing;
 use slot::queue_worker;
 
-pub use rendezvous::{HEAD_START, Members, preferred_node};
 pub use dependents::{Dependent, consider, fire as fire_dependent};
+pub use rendezvous::{HEAD_START, Members, preferred_node};
 pub use slot::JobSlot;
 
 /// Most firings waiting behind an active run with `overlap = "queue"`; more are skipped.

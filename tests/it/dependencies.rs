@@ -54,53 +54,41 @@ fn a_chain_with_a_fan_in_runs_each_child_once_per_qualifying_round() {
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
     let runs = d.runs();
-    let of = |job: &str| runs.iter().filter(|r| r.job == job).cloned().collect::<Vec<_>>();
+    let of = |job: &str| {
+        runs.iter()
+            .filter(|r| r.job == job)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     // The first 20 rounds, by `rates`' intended time: each long settled at the stop.
     let mut rounds: Vec<_> = of("rates").iter().map(|r| r.scheduled_for).collect();
     rounds.dedup();
     rounds.truncate(20);
     let last = *rounds.last().unwrap();
-    let lineage = |id: i64| on_store(&d.path("history.db"), async |s| s.lineage(id).await.unwrap());
+    let lineage = |id: i64| {
+        on_store(&d.path("history.db"), async |s| {
+            s.lineage(id).await.unwrap()
+        })
+    };
     // Who each dependent run ran after, by job and parents' run ids.
     let mut fired: BTreeMap<(String, Vec<i64>), Vec<RunRow>> = BTreeMap::new();
     for child in runs.iter().filter(|r| r.trigger == Trigger::Dependency) {
         let Lineage { parents, .. } = lineage(child.id);
         let ids = sorted(&parents.iter().map(|p| p.run_id).collect::<Vec<_>>());
-        fired.entry((child.job.clone(), ids)).or_default().push(child.clone());
+        fired
+            .entry((child.job.clone(), ids))
+            .or_default()
+            .push(child.clone());
     }
     let (mut loads, mut fails, mut retried) = (0, 0, 0);
     for at in &rounds {
-        let rates: Vec<&RunRow> = runs.iter().filter(|r| r.job == "rates" && r.scheduled_for == *at).collect();
-        let extract = runs.iter().find(|r| r.job == "extract" && r.scheduled_for == *at).unwrap();
-        let last_word = *rates.iter().max_by_key(|r| r.attempt).unwrap();
-        let p = phase(last_word);
-        if p == 0 {
-            assert_eq!(rates.len(), 2, "a failed first attempt and its retry: {rates:#?}");
-            retried += 1;
-        }
-        let load = fired.get(&("load".into(), sorted(&[extract.id, last_word.id])));
-        let fail = fired.get(&("on_fail".into(), vec![last_word.id]));
-        if p == 2 {
-            assert_eq!(last_word.status, RunStatus::Failed);
-            assert!(load.is_none(), "load ran after a failed rates: {load:#?}");
-            let fail = fail.unwrap_or_else(|| panic!("no on_fail after {last_word:#?}"));
-            assert_eq!(fail.len(), 1, "on_fail once: {fail:#?}");
-            assert_eq!(output(&d, fail[0].id), format!("{} 3", last_word.id));
-            fails += 1;
-        } else {
-            assert_eq!(last_word.status, RunStatus::Succeeded, "{rates:#?}");
-            assert!(fail.is_none(), "on_fail after a success or a retried attempt: {fail:#?}");
-            let load = load.unwrap_or_else(|| panic!("no load after {extract:#?} and {last_word:#?}"));
-            assert_eq!(load.len(), 1, "load once per round: {load:#?}");
-            let out = format!("{} {} succeeded", extract.id, last_word.id);
-            assert_eq!(output(&d, load[0].id), out);
-            let report = fired.get(&("report".into(), vec![load[0].id]));
-            assert_eq!(report.map(Vec::len), Some(1), "report once after load {}", load[0].id);
-            loads += 1;
-        }
-        // A retried attempt fires nothing: nothing ran after rates' first attempts.
-        for r in rates.iter().filter(|r| r.attempt == 1 && rates.len() == 2) {
-            assert!(fired.keys().all(|(_, ids)| !ids.contains(&r.id)), "{r:#?} fired a child");
+        match round(&d, &runs, &fired, *at) {
+            Path::Loaded => loads += 1,
+            Path::Failed => fails += 1,
+            Path::Retried => {
+                loads += 1;
+                retried += 1;
+            }
         }
     }
     // Nothing else ran after the parents' runs of these rounds.
@@ -111,8 +99,85 @@ fn a_chain_with_a_fan_in_runs_each_child_once_per_qualifying_round() {
         .map(|(_, runs)| runs.len())
         .sum();
     assert_eq!(children_in_rounds, loads + fails);
-    assert!(fails >= 3 && retried >= 3, "each path taken: {fails} failures, {retried} retries");
+    assert!(
+        fails >= 3 && retried >= 3,
+        "each path taken: {fails} failures, {retried} retries"
+    );
     println!("20 rounds: {loads} loads, {fails} failure paths, {retried} retried rounds");
+}
+
+/// What a round of the chain took.
+enum Path {
+    /// `rates` succeeded: `load` and `report` ran.
+    Loaded,
+    /// `rates` succeeded on its retry: `load` and `report` ran.
+    Retried,
+    /// `rates` failed: `on_fail` ran.
+    Failed,
+}
+
+/// Checks the children of the round due `at`: once each, after the right parents' runs.
+fn round(
+    d: &Daemon,
+    runs: &[RunRow],
+    fired: &BTreeMap<(String, Vec<i64>), Vec<RunRow>>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Path {
+    let rates: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.job == "rates" && r.scheduled_for == at)
+        .collect();
+    let extract = runs
+        .iter()
+        .find(|r| r.job == "extract" && r.scheduled_for == at)
+        .unwrap();
+    let last_word = *rates.iter().max_by_key(|r| r.attempt).unwrap();
+    let p = phase(last_word);
+    if p == 0 {
+        assert_eq!(
+            rates.len(),
+            2,
+            "a failed first attempt and its retry: {rates:#?}"
+        );
+    }
+    let load = fired.get(&("load".into(), sorted(&[extract.id, last_word.id])));
+    let fail = fired.get(&("on_fail".into(), vec![last_word.id]));
+    if p == 2 {
+        assert_eq!(last_word.status, RunStatus::Failed);
+        assert!(load.is_none(), "load ran after a failed rates: {load:#?}");
+        let fail = fail.unwrap_or_else(|| panic!("no on_fail after {last_word:#?}"));
+        assert_eq!(fail.len(), 1, "on_fail once: {fail:#?}");
+        assert_eq!(output(d, fail[0].id), format!("{} 3", last_word.id));
+    } else {
+        assert_eq!(last_word.status, RunStatus::Succeeded, "{rates:#?}");
+        assert!(
+            fail.is_none(),
+            "on_fail after a success or a retried attempt: {fail:#?}"
+        );
+        let load = load.unwrap_or_else(|| panic!("no load after {extract:#?} and {last_word:#?}"));
+        assert_eq!(load.len(), 1, "load once per round: {load:#?}");
+        let out = format!("{} {} succeeded", extract.id, last_word.id);
+        assert_eq!(output(d, load[0].id), out);
+        let report = fired.get(&("report".into(), vec![load[0].id]));
+        assert_eq!(
+            report.map(Vec::len),
+            Some(1),
+            "report once after load {}",
+            load[0].id
+        );
+    }
+    // A retried attempt fires nothing: nothing ran after rates' first attempts.
+    for r in rates.iter().filter(|r| r.attempt == 1 && rates.len() == 2) {
+        assert!(
+            fired.keys().all(|(_, ids)| !ids.contains(&r.id)),
+            "{r:#?} fired a child"
+        );
+    }
+    match p {
+        0 => Path::Retried,
+        2 => Path::Failed,
+        _ => Path::Loaded,
+    }
 }
 
 /// Run `id`'s output, trimmed (history pages leave it out).
@@ -143,7 +208,10 @@ fn a_child_claimed_when_the_daemon_is_killed_runs_once_after_the_restart() {
          [jobs.block2]\nat = \"{t1}\"\ncommand = \"sleep 60\"\n\
          [jobs.child]\nafter = \"parent\"\ncommand = 'echo \"after $HOURGLASS_PARENT_RUN_ID\"'\n"
     );
-    let mut d = Daemon::start("[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 2\n", &jobs);
+    let mut d = Daemon::start(
+        "[daemon]\ntimezone = \"UTC\"\nmax_concurrent_runs = 2\n",
+        &jobs,
+    );
     let parent = d.wait_runs("parent", Duration::from_secs(30), "the parent's end", |r| {
         r.len() == 1 && r[0].status == RunStatus::Succeeded
     })[0]
@@ -155,7 +223,10 @@ fn a_child_claimed_when_the_daemon_is_killed_runs_once_after_the_restart() {
             .into_iter()
             .next()
     });
-    assert_eq!(claimed.status, None, "the child waits for a run slot, no row yet");
+    assert_eq!(
+        claimed.status, None,
+        "the child waits for a run slot, no row yet"
+    );
     d.signal(Signal::SIGKILL);
     d.wait_exit(Duration::from_secs(10));
     assert!(d.runs_of("child").is_empty());
@@ -171,7 +242,10 @@ fn a_child_claimed_when_the_daemon_is_killed_runs_once_after_the_restart() {
     assert_eq!(child[0].trigger, Trigger::Dependency);
     assert_eq!(output(&d, child[0].id), format!("after {}", parent.id));
     assert_eq!(d.runs_of("parent").len(), 1, "the parent did not run again");
-    assert!(d.log().contains("starting a run its parents fired before the daemon was killed"));
+    assert!(
+        d.log()
+            .contains("starting a run its parents fired before the daemon was killed")
+    );
 }
 
 /// Three nodes on PostgreSQL; `pa` runs only on n1 and `pb` only on n2 (by tags), both
@@ -199,7 +273,10 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
     });
     crate::cluster::stop_all(&mut nodes);
     let runs = crate::cluster::all_runs(&url);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = rt.block_on(crate::cluster::connect(&url));
     // The rounds both parents had (the nodes start one after another), but the last two.
     let mut rounds: Vec<_> = runs
@@ -213,8 +290,14 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
     let mut nodes_seen = std::collections::BTreeSet::new();
     let mut apart = Vec::new();
     for at in rounds {
-        let pa = runs.iter().find(|r| r.job == "pa" && r.scheduled_for == at).unwrap();
-        let pb = runs.iter().find(|r| r.job == "pb" && r.scheduled_for == at).unwrap();
+        let pa = runs
+            .iter()
+            .find(|r| r.job == "pa" && r.scheduled_for == at)
+            .unwrap();
+        let pb = runs
+            .iter()
+            .find(|r| r.job == "pb" && r.scheduled_for == at)
+            .unwrap();
         assert_eq!((pa.node.as_str(), pb.node.as_str()), ("n1", "n2"));
         let ended_apart = (pa.finished_at.unwrap() - pb.finished_at.unwrap()).num_milliseconds();
         apart.push(ended_apart.abs());
@@ -222,7 +305,11 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
             .iter()
             .flat_map(|id| rt.block_on(store.lineage(*id)).unwrap().children)
             .collect();
-        assert_eq!(children.len(), 2, "one child, caused by both: {children:?} ({ended_apart} ms apart)");
+        assert_eq!(
+            children.len(),
+            2,
+            "one child, caused by both: {children:?} ({ended_apart} ms apart)"
+        );
         assert_eq!(children[0].run_id, children[1].run_id);
         let child: Vec<&RunRow> = runs.iter().filter(|r| r.id == children[0].run_id).collect();
         assert_eq!(child.len(), 1);
@@ -231,7 +318,10 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
     }
     let all_children = runs.iter().filter(|r| r.job == "child").count();
     let rounds_done = runs.iter().filter(|r| r.job == "pa").count();
-    assert!(all_children <= rounds_done, "{all_children} children for {rounds_done} rounds");
+    assert!(
+        all_children <= rounds_done,
+        "{all_children} children for {rounds_done} rounds"
+    );
     apart.sort_unstable();
     println!("children ran on {nodes_seen:?}; parents' ends apart (ms): {apart:?}");
     rt.block_on(store.close());
