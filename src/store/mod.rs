@@ -842,4 +842,70 @@ mod tests {
         store.set_upload_mark(&mark).await.unwrap();
         writeln!(out, "mark {:?}", store.upload_mark(&mark).await.unwrap()).unwrap();
     }
+
+    /// A parent's newest last word (a retried attempt is none), the claim of its child (a
+    /// parent's run claimed once), the run a dead daemon claimed but never started, a child
+    /// held back (claimed for no run), and a run's lineage: the same on both backends.
+    #[tokio::test]
+    async fn dependencies_answer_the_same_on_both_backends() {
+        let (stores, _dir) = stores("deps").await;
+        let ended = |id: i64, job: &str, status: RunStatus, secs: i64, retried: bool| {
+            let mut e = end(id, status, "");
+            e.job = job.into();
+            e.finished_at += chrono::TimeDelta::seconds(secs);
+            e.retried = retried;
+            Record::Finished(e)
+        };
+        for store in &stores {
+            store
+                .write_batch(&[
+                    Record::Started(start(1, "p", "2026-01-01T00:00:00.000Z")),
+                    ended(1, "p", RunStatus::Succeeded, 0, false),
+                    Record::Started(start(2, "p", "2026-01-01T00:00:10.000Z")),
+                    ended(2, "p", RunStatus::Failed, 10, true),
+                    Record::Started(start(3, "q", "2026-01-01T00:00:00.000Z")),
+                    ended(3, "q", RunStatus::Succeeded, 5, false),
+                ])
+                .await
+                .unwrap();
+            let parents = ["p".to_string(), "q".to_string()];
+            let newest = store.newest_parent_runs("c", &parents).await.unwrap();
+            let seen: Vec<(i64, bool)> = newest.iter().map(|(r, used)| (r.run_id, *used)).collect();
+            assert_eq!(
+                seen,
+                [(1, false), (3, false)],
+                "the retried attempt is no last word"
+            );
+            assert_eq!(newest[1].0.status, RunStatus::Succeeded);
+            assert!(store.claim_causes("c", 10, "n1", &[3, 1]).await.unwrap());
+            assert!(!store.claim_causes("c", 11, "n2", &[3]).await.unwrap());
+            assert!(!store.claim_causes("c", 12, "n2", &[1, 3]).await.unwrap());
+            let newest = store.newest_parent_runs("c", &parents).await.unwrap();
+            assert!(newest.iter().all(|(_, used)| *used));
+            // Held back: claimed for no run; not to start, not a child.
+            assert!(store.claim_causes("d", 0, "n1", &[1]).await.unwrap());
+            let unstarted = store.unstarted_dependents("n1").await.unwrap();
+            assert_eq!(unstarted.len(), 1);
+            assert_eq!((unstarted[0].0.as_str(), unstarted[0].1), ("c", 10));
+            let ids: Vec<i64> = unstarted[0].2.iter().map(|p| p.run_id).collect();
+            assert_eq!(ids, [1, 3]);
+            assert!(store.unstarted_dependents("n2").await.unwrap().is_empty());
+            let of_parent = store.lineage(1).await.unwrap();
+            assert_eq!(of_parent.children.len(), 1);
+            assert_eq!(of_parent.children[0].run_id, 10);
+            assert_eq!(of_parent.children[0].status, None);
+            store
+                .write_batch(&[Record::Started(start(10, "c", "2026-01-01T00:00:05.000Z"))])
+                .await
+                .unwrap();
+            assert!(store.unstarted_dependents("n1").await.unwrap().is_empty());
+            let of_child = store.lineage(10).await.unwrap();
+            let ids: Vec<i64> = of_child.parents.iter().map(|p| p.run_id).collect();
+            assert_eq!(ids, [1, 3]);
+            assert_eq!(
+                store.lineage(1).await.unwrap().children[0].status,
+                Some(RunStatus::Running)
+            );
+        }
+    }
 }
