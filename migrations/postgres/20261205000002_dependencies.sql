@@ -17,3 +17,15 @@ CREATE TABLE run_causes (
     PRIMARY KEY (child, parent_run_id)
 );
 CREATE INDEX run_causes_by_run ON run_causes (run_id);
+
+-- Mutual exclusion groups across nodes: a row per run of a group's jobs in progress, in one
+-- of the group's `max_running` slots; freed at the run's end, or when its node is taken over.
+CREATE TABLE group_runs (
+    grp           text        NOT NULL,
+    slot          integer     NOT NULL,
+    node          text        NOT NULL,
+    job           text        NOT NULL,
+    scheduled_for timestamptz NOT NULL,
+    since         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (grp, slot)
+);

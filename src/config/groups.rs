@@ -58,10 +58,13 @@ pub(crate) fn job_group(
     group: Option<String>,
     groups: &BTreeMap<String, Group>,
     at: &mut Located<'_>,
-) -> Option<String> {
+) -> Option<crate::job::JobGroup> {
     let name = group?;
-    if groups.contains_key(&name) {
-        return Some(name);
+    if let Some(g) = groups.get(&name) {
+        return Some(crate::job::JobGroup {
+            name,
+            max_running: g.max_running,
+        });
     }
     let known: Vec<&str> = groups.keys().map(String::as_str).collect();
     let expected = if known.is_empty() {

@@ -65,7 +65,16 @@ pub struct JobSpec {
     /// The jobs whose runs fire this one (`after`), if any.
     pub after: Option<after::After>,
     /// Its mutual exclusion group (`group`), if any.
-    pub group: Option<String>,
+    pub group: Option<JobGroup>,
+}
+
+/// A mutual exclusion group as a job in it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobGroup {
+    /// The group's name (`[groups.<name>]`).
+    pub name: String,
+    /// At most this many runs of the group's jobs at once (across nodes on a shared database).
+    pub max_running: usize,
 }
 
 impl JobSpec {

@@ -12,10 +12,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::group::{CLUSTER_WAIT, GroupTurn, run_in_words};
 use super::slot::{Halt, JobSlot};
 use super::{Context, Dispatched, panicked, why_stopped};
 use crate::alert::FiringEnd;
-use crate::job::{AttemptContext, JobSpec, Outcome, StartMark, StopSignal};
+use crate::job::{AttemptContext, JobSpec, Outcome, Overlap, StartMark, StopSignal};
 use crate::store::{ParentRun, Record, RunEnd, RunStart, RunStatus, Trigger};
 
 #[derive(Debug)]
@@ -242,6 +243,73 @@ impl Firing {
         self.unless_halted(attempt, what, slot).await?.ok()
     }
 
+    /// Waits for a place in the job's group (none without a group; `None`, recorded, if the
+    /// firing gives up): on this node, and across nodes on a shared database. A `skip` job's
+    /// first attempt that finds the group full is skipped, naming who holds it.
+    async fn wait_group(&self, attempt: u32) -> Option<Option<GroupTurn>> {
+        let job = self.job();
+        let Some(group) = &job.group else {
+            return Some(None);
+        };
+        let skip = attempt == self.first_attempt && job.overlap == Overlap::Skip;
+        let what = "waiting for its group (max_running)";
+        let full = |holders: String| {
+            format!(
+                "its group {:?} is full (max_running = {}): {holders} (overlap = \"skip\")",
+                group.name, group.max_running
+            )
+        };
+        let gate = self.ctx.groups.gate(group);
+        let me = run_in_words(&job.name, self.scheduled_for, None);
+        let permit = match Arc::clone(&gate.permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if skip => {
+                self.skip(attempt, &full(gate.holders()));
+                return None;
+            }
+            Err(_) => {
+                let _waiting = self.ctx.wait_guard();
+                let acquire = Arc::clone(&gate.permits).acquire_owned();
+                self.unless_halted(attempt, what, acquire).await?.ok()?
+            }
+        };
+        let turn = GroupTurn::new(permit, &gate, me);
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return Some(Some(turn));
+        };
+        loop {
+            let (node, at) = (&self.ctx.node, self.scheduled_for);
+            match cluster
+                .take_group_slot(&group.name, group.max_running, node, &job.name, at)
+                .await
+            {
+                Ok(Some(slot)) => return Some(Some(turn.with_slot(&self.ctx, &group.name, slot))),
+                Ok(None) if skip => {
+                    let holders = cluster.group_holders(&group.name).await.unwrap_or_default();
+                    let words: Vec<String> = holders
+                        .iter()
+                        .map(|h| {
+                            format!(
+                                "{} on {}",
+                                run_in_words(&h.job, h.scheduled_for, None),
+                                h.node
+                            )
+                        })
+                        .collect();
+                    self.skip(attempt, &full(words.join(", ")));
+                    return None;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job = %job.name, error = %e, "cannot take a slot of the job's group; asking again")
+                }
+            }
+            let _waiting = self.ctx.wait_guard();
+            self.unless_halted(attempt, what, tokio::time::sleep(CLUSTER_WAIT))
+                .await?;
+        }
+    }
+
     /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any; on a
     /// shared database the job's turn across nodes is taken too (see [`Firing::cluster_turn`]).
     pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
@@ -255,11 +323,17 @@ impl Firing {
     async fn attempts(self, turn: Option<OwnedSemaphorePermit>) {
         let mut attempt = self.first_attempt;
         loop {
+            let Some(group) = self.wait_group(attempt).await else {
+                return;
+            };
             let Some(global) = self.wait_run_slot(attempt).await else {
                 return;
             };
             let job = self.job();
             let id = self.next_id();
+            if let Some(g) = &group {
+                g.held_by(run_in_words(&job.name, self.scheduled_for, Some(id)));
+            }
             if turn.is_some() {
                 self.slot.active.store(id, Ordering::Relaxed);
             }
@@ -268,6 +342,7 @@ impl Firing {
                 self.slot.active.store(0, Ordering::Relaxed);
             }
             drop(global);
+            drop(group);
             if !retries(&job, attempt, status, &outcome) {
                 let end = FiringEnd {
                     run_id: id,

@@ -22,6 +22,7 @@ mod claim_batch;
 mod cluster;
 mod dependents;
 mod firing;
+mod group;
 mod lifecycle;
 mod rendezvous;
 mod slot;
@@ -76,6 +77,8 @@ pub struct Context {
     claims: Arc<ClaimHealth>,
     /// This node's tags: a job whose `run_on` asks for others does not run here.
     tags: Vec<String>,
+    /// The mutual exclusion groups' gates on this node.
+    groups: group::Groups,
 }
 
 impl Context {
@@ -112,6 +115,7 @@ impl Context {
             cluster: None,
             claims: Arc::default(),
             tags: Vec::new(),
+            groups: group::Groups::default(),
         }
     }
 

@@ -45,7 +45,7 @@ pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
 pub use dependencies::{ChildRun, Lineage, Newest, ParentRun, RunDetail};
 use postgres::PgStore;
-pub use postgres::{Cluster, ClusterEvent, ClusterEvents};
+pub use postgres::{Cluster, ClusterEvent, ClusterEvents, GroupHolder};
 pub use records::*;
 use sqlite::SqliteStore;
 pub use stale_watch::StaleState;

@@ -28,6 +28,7 @@ mod edges;
 mod email;
 mod faults;
 mod follow;
+mod groups;
 mod hostile;
 mod next;
 mod node_names;

@@ -174,6 +174,13 @@ impl Cluster {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
+            "DELETE FROM group_runs g USING nodes n WHERE n.name = g.node \
+             AND n.lease_until < now() AND g.node <> $1",
+        )
+        .bind(me)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
             "UPDATE nodes SET reaped_at = now() WHERE lease_until < now() AND name <> $1 \
              AND (reaped_at IS NULL OR reaped_at < lease_until)",
         )

@@ -13,9 +13,11 @@ use sqlx::{ConnectOptions as _, PgPool};
 
 mod batch;
 mod cluster;
+mod groups;
 mod listen;
 
 pub use cluster::Cluster;
+pub use groups::GroupHolder;
 pub use listen::{ClusterEvent, ClusterEvents};
 
 use super::writer::BatchPlan;
@@ -104,6 +106,10 @@ impl PgStore {
         .execute(&self.pool)
         .await?;
         sqlx::query("DELETE FROM active_runs WHERE node = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM group_runs WHERE node = $1")
             .bind(node)
             .execute(&self.pool)
             .await?;
