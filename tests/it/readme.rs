@@ -140,3 +140,40 @@ fn the_readmes_first_commands_work_as_written() {
     .unwrap();
     assert!(daemon.wait().unwrap().success(), "{}", daemon_log());
 }
+
+/// The README's chain, copied as written (its folder moved to a temporary one): `check`
+/// accepts it, `list` says when `load` runs, and when `extract` fails (its table is missing)
+/// the failure path runs once, naming it, and `load` does not.
+#[test]
+fn the_readmes_chain_takes_its_failure_path_when_a_step_fails() {
+    let etl = block_after("## Dependencies and groups");
+    assert!(etl.contains("[jobs.etl-failed]"), "{etl}");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = etl.replace("/srv/etl", &dir.path().display().to_string());
+    let mut d = Daemon::prepare("", &jobs);
+    let check = d.cli(&["check"]);
+    assert!(check.status.success(), "{check:?}");
+    let list = String::from_utf8_lossy(&d.cli(&["list"]).stdout).to_string();
+    assert!(
+        list.contains("after extract and fetch-rates succeed (within 1h)"),
+        "{list}"
+    );
+    d.spawn_ready();
+    let trigger = d.cli(&["trigger", "extract"]);
+    assert!(trigger.status.success(), "started: {trigger:?}");
+    let failed = d.wait_runs("etl-failed", Duration::from_secs(30), "the failure path", |r| {
+        r.iter().any(finished)
+    });
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0].status, RunStatus::Succeeded);
+    let extract = d.runs_of("extract");
+    assert_eq!(extract[0].status, RunStatus::Failed);
+    let shown = String::from_utf8_lossy(&d.cli(&["show", &failed[0].id.to_string()]).stdout).to_string();
+    assert!(
+        shown.contains(&format!("after:         extract run {} (failed)", extract[0].id)),
+        "{shown}"
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    assert!(d.runs_of("load").is_empty(), "load ran after a failed extract");
+}
