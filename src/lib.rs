@@ -34,13 +34,15 @@
 //!   its own table in `job/<kind>`); `messages`: serde's errors in the user's words;
 //!   `in_force`: which configuration a running daemon follows.
 //! - [`scheduler`]: one timer over a heap of next firings, clock steps, reload as a diff; its
-//!   `plan` starts what a wake runs and records what it misses.
+//!   `plan` starts what a wake runs and records what it misses; `dependents`: the jobs that
+//!   run after others.
 //! - [`runner`]: one firing end to end (overlap, limit, attempts, retries, records), built
 //!   whole and owning its stop (`lifecycle`: the drain the daemon asks for): its `slot`
 //!   (per-job state across reloads), `firing` (waits, attempts, ends), `cluster` (with a
 //!   `store::Cluster`, the node that wins a firing's claim runs it, and a job's turn holds
 //!   across nodes; `claim_batch` puts the claims asked meanwhile in one statement;
-//!   `rendezvous`: which node a firing prefers, which claims it first).
+//!   `rendezvous`: which node a firing prefers, which claims it first; `dependents`: jobs
+//!   that run after others, looked at and claimed; `group`: mutual exclusion groups).
 //! - [`due`]: which of the occurrences due at once are late, caught up or missed.
 //! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
 //!   `notify` settings), knowing jobs by name only.
@@ -56,7 +58,8 @@
 //!   their subreaper, sweeps); [`http_client`]: the shared HTTP clients, crypto provider,
 //!   error chains and redacted URLs.
 //! - [`history`]: the run history off the firing path: `recorder` (the batched writer on a
-//!   thread of its own), `spill` (the file that keeps records while the database cannot take
+//!   thread of its own; `health`: whether its writes fail; `ended`: whose runs a batch ended,
+//!   for their children), `spill` (the file that keeps records while the database cannot take
 //!   them), `run_ids` (ids from memory, reserved durably in blocks ahead); [`metrics`]:
 //!   Prometheus metrics, counted as records are made.
 //! - [`store`]: all SQL, behind one `Store` on SQLite or PostgreSQL: typed rows (`records`,

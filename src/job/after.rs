@@ -2,25 +2,9 @@
 //! condition and a window (`after = { jobs = ["extract", "rates"], when = "all_succeeded",
 //! within = "2h" }`), and the graph's checks across jobs: parents that exist, no job after
 //! itself, no cycle (named by its path, `load → extract → load`).
-//!
-//! WIP (issue 27, branch `issue-27`): parsed and checked (also `[groups]`/`group`, in
-//! `config/groups.rs`); nothing fires a child or enforces a group yet. The plan:
-//! - A `run_causes (child, parent_run_id, run_id)` table on both backends, unique on
-//!   `(child, parent_run_id)`: a parent's run is consumed once per child; trigger `dependency`.
-//! - Evaluation is driven by the history writer *after a batch commits* (it knows which final
-//!   ends it wrote), never by the runner's in-memory end: two parents ending at the same instant
-//!   on two nodes each evaluate after their own commit, so the later one sees both. Per parent:
-//!   its newest final run (last attempt, not running) not yet consumed by the child, matching
-//!   `when`, ended within `within` of the others.
-//! - When met, the child fires with `scheduled_for` = the newest cause's `finished_at` (the same
-//!   on every node), claimed like any firing, so it runs once across nodes; its causes are
-//!   written with its start. At start the daemon evaluates every child once (a kill between a
-//!   parent's end and the child's start).
-//! - Done: the migrations (`dependencies`: the `dependency` trigger in `runs.trigger`'s CHECK,
-//!   SQLite rebuilding `runs` with its views and indexes, tried on a database of the main
-//!   branch with rows: kept, views answer; and `run_causes`), `Trigger::Dependency`.
-//! - Groups: a second turn table keyed by group with `max_running` slots, taken like the
-//!   job's turn (in the claim's statement for `skip`).
+//! Also what a dependent run learns of its parents (`HOURGLASS_PARENT_*`) and whether the
+//! parents' newest last words fire a child ([`met`]). At run time: `runner::dependents`
+//! (looks and claims), `store` (`run_causes`), the history writer (who ended).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -161,19 +161,29 @@ fn the_readmes_chain_takes_its_failure_path_when_a_step_fails() {
     d.spawn_ready();
     let trigger = d.cli(&["trigger", "extract"]);
     assert!(trigger.status.success(), "started: {trigger:?}");
-    let failed = d.wait_runs("etl-failed", Duration::from_secs(30), "the failure path", |r| {
-        r.iter().any(finished)
-    });
+    let failed = d.wait_runs(
+        "etl-failed",
+        Duration::from_secs(30),
+        "the failure path",
+        |r| r.iter().any(finished),
+    );
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0].status, RunStatus::Succeeded);
     let extract = d.runs_of("extract");
     assert_eq!(extract[0].status, RunStatus::Failed);
-    let shown = String::from_utf8_lossy(&d.cli(&["show", &failed[0].id.to_string()]).stdout).to_string();
+    let shown =
+        String::from_utf8_lossy(&d.cli(&["show", &failed[0].id.to_string()]).stdout).to_string();
     assert!(
-        shown.contains(&format!("after:         extract run {} (failed)", extract[0].id)),
+        shown.contains(&format!(
+            "after:         extract run {} (failed)",
+            extract[0].id
+        )),
         "{shown}"
     );
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
-    assert!(d.runs_of("load").is_empty(), "load ran after a failed extract");
+    assert!(
+        d.runs_of("load").is_empty(),
+        "load ran after a failed extract"
+    );
 }
