@@ -15,13 +15,36 @@ use crate::problem::Located;
 use crate::store::{Newest, ParentRun, RunStatus};
 
 /// `after` as written: a job's name, or a table.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum RawAfter {
     /// One parent, `when = "all_succeeded"`, no window.
     One(String),
     /// Parents with a condition and a window.
     Table(RawAfterTable),
+}
+
+impl<'de> Deserialize<'de> for RawAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAfter;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a job's name (\"extract\") or a table ({ jobs = [\"extract\", \"rates\"], \
+                     when = \"all_succeeded\", within = \"2h\" })",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAfter, E> {
+                Ok(RawAfter::One(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawAfter, A::Error> {
+                let table =
+                    RawAfterTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawAfter::Table(table))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `after = { jobs = [...], when = "...", within = "..." }`.

@@ -345,3 +345,79 @@ fn check_names_a_cycle_by_its_path() {
         ],
     );
 }
+
+/// A paused child lets its parent's runs pass (they do not run it, now or after the resume);
+/// a reload that adds a parent makes the child wait for a run of each.
+#[test]
+fn a_paused_child_lets_runs_pass_and_a_reload_adds_a_parent() {
+    let jobs = "[jobs.p]\nevery = \"1s\"\ncommand = \"true\"\n\
+                [jobs.c]\nafter = \"p\"\ncommand = \"true\"\n";
+    let mut d = Daemon::start("", jobs);
+    d.wait_runs("c", Duration::from_secs(30), "a first child", |r| {
+        !r.is_empty()
+    });
+    assert!(d.cli(&["pause", "c"]).status.success());
+    let paused = chrono::Utc::now();
+    d.wait_runs("p", Duration::from_secs(30), "runs while paused", |r| {
+        r.iter()
+            .filter(|r| r.started_at.is_some_and(|s| s > paused))
+            .count()
+            >= 3
+    });
+    let resumed = chrono::Utc::now();
+    assert!(d.cli(&["resume", "c"]).status.success());
+    let db = d.path("history.db");
+    let children = |id: i64| on_store(&db, async |s| s.lineage(id).await.unwrap()).children;
+    let passed: Vec<RunRow> = d
+        .runs_of("p")
+        .into_iter()
+        .filter(|r| {
+            r.started_at.is_some_and(|s| s > paused) && r.finished_at.is_some_and(|f| f < resumed)
+        })
+        .collect();
+    assert!(passed.len() >= 2, "{passed:#?}");
+    for r in &passed {
+        assert!(
+            children(r.id).is_empty(),
+            "run {} ran its paused child",
+            r.id
+        );
+    }
+    // After the resume, the parent's next runs run it again.
+    d.wait_runs(
+        "c",
+        Duration::from_secs(30),
+        "a child after the resume",
+        |r| r.iter().any(|r| r.scheduled_for > resumed),
+    );
+    // Add q as a second parent.
+    let two = "[jobs.p]\nevery = \"1s\"\ncommand = \"true\"\n\
+               [jobs.q]\nevery = \"2s\"\ncommand = \"true\"\n\
+               [jobs.c]\nafter = { jobs = [\"p\", \"q\"] }\ncommand = \"true\"\n";
+    d.write_jobs("jobs.toml", two);
+    d.signal(Signal::SIGHUP);
+    d.wait_note("RELOADING=1", Duration::from_secs(10));
+    d.wait_note("READY=1", Duration::from_secs(10));
+    let reloaded = chrono::Utc::now();
+    let after_reload = d.wait_runs(
+        "c",
+        Duration::from_secs(30),
+        "two children after the reload",
+        |r| {
+            r.iter()
+                .filter(|r| r.started_at.is_some_and(|s| s > reloaded))
+                .count()
+                >= 2
+        },
+    );
+    for r in after_reload
+        .iter()
+        .filter(|r| r.started_at.is_some_and(|s| s > reloaded))
+    {
+        let parents = on_store(&db, async |s| s.lineage(r.id).await.unwrap()).parents;
+        let jobs: Vec<&str> = parents.iter().map(|p| p.job.as_str()).collect();
+        assert_eq!(jobs, ["p", "q"], "run {} waited for both parents", r.id);
+    }
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+}
