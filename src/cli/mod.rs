@@ -37,7 +37,11 @@ pub enum Command {
     /// Validate the configuration: exit 0 if valid, 1 with every problem listed if not.
     Check,
     /// List jobs with their next fire time, in their own time zone.
-    List,
+    List {
+        /// Draw which jobs run after which (`after`) instead, as text.
+        #[arg(long)]
+        graph: bool,
+    },
     /// Show run history, newest first.
     History {
         /// Only this job.
@@ -133,8 +137,9 @@ pub enum Command {
     /// Preview a cron expression's next fire times, like `systemd-analyze calendar`: in the
     /// zone given (default: `TZ`, else /etc/localtime), with its DST rule applied (a time skipped by a
     /// spring-forward fires at the first instant after the gap; a repeated one fires once).
+    /// Given a job's name instead, that job's next firings (and what it runs after).
     Next {
-        /// The expression: 5 fields, 6 with seconds first, or a macro (`@daily`).
+        /// The expression: 5 fields, 6 with seconds first, or a macro (`@daily`); or a job's name.
         cron: String,
         /// An IANA zone, e.g. "Europe/Berlin".
         #[arg(long)]
@@ -217,7 +222,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => Ok(check(&path)),
         Command::Run { json_logs } => run(&path, json_logs).await,
-        Command::List => running::list(&path).await,
+        Command::List { graph: false } => running::list(&path).await,
+        Command::List { graph: true } => running::graph(&path),
         Command::History {
             job,
             status,
@@ -254,7 +260,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Prune { older_than } => prune(&path, &older_than).await,
         Command::Nodes { json } => nodes::nodes(&path, json).await,
-        Command::Next { cron, tz, count } => Ok(next::next(&cron, tz.as_deref(), count)),
+        Command::Next { cron, tz, count } => Ok(next::of_job(&path, &cron, count)
+            .unwrap_or_else(|| next::next(&cron, tz.as_deref(), count))),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(dir.as_deref()),
     }

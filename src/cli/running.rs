@@ -28,6 +28,18 @@ pub(super) async fn list(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(report_problems(&problems, "jobs with one are not listed"))
 }
 
+/// `hourglass list --graph`: which jobs of the files run after which.
+pub(super) fn graph(path: &Path) -> anyhow::Result<ExitCode> {
+    let (cfg, problems) = load_lenient(path)?;
+    let graph = crate::job::graph::Graph::of(&cfg.jobs);
+    if graph.edges.is_empty() {
+        println!("no job runs after another (`after`)");
+    } else {
+        print!("{}", graph.text());
+    }
+    Ok(report_problems(&problems, "jobs with one are not drawn"))
+}
+
 /// One line on stderr when the daemon does not run what the files say: they were refused
 /// (since when, and what it runs instead), or they have problems it has not seen yet.
 pub(super) fn note_in_force(in_force: Option<&InForce>, problems: &[Problem]) {

@@ -5,6 +5,7 @@ pub mod after;
 pub mod attempt;
 pub mod command;
 pub mod email;
+pub mod graph;
 pub mod http;
 pub mod output;
 pub mod shell;
