@@ -19,10 +19,13 @@ pub(super) fn of_job(path: &std::path::Path, name: &str, count: u32) -> Option<E
     let job = cfg.jobs.iter().find(|j| j.name == name)?;
     println!("            Job: {name}");
     if job.schedule == Schedule::Unscheduled {
-        println!("    Next elapse: {}", job.after.as_ref().map_or_else(
-            || "only by hand (`hourglass trigger`)".to_string(),
-            crate::job::after::After::in_words,
-        ));
+        println!(
+            "    Next elapse: {}",
+            job.after.as_ref().map_or_else(
+                || "only by hand (`hourglass trigger`)".to_string(),
+                crate::job::after::After::in_words,
+            )
+        );
         return Some(ExitCode::SUCCESS);
     }
     if let Some(after) = &job.after {

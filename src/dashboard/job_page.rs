@@ -64,6 +64,8 @@ pub(super) async fn page(
     let total = store.run_count(&name).await?;
     let stale = store.stale_jobs().await?.contains(&name);
     let visitor = Visitor::of(&state, &headers);
+    let views = state.0.scheduler.views();
+    let graph = crate::job::graph::Graph::of(views.iter().map(|v| &*v.spec));
     let plots = tokio::task::spawn_blocking({
         let recent = recent.clone();
         move || {
@@ -81,6 +83,7 @@ pub(super) async fn page(
         (super::actions::forms(&view, &visitor))
         (summary(&view, &counts, total, &recent))
         (definition(&view.spec))
+        (super::graph_page::upstream_downstream(&graph, &name))
         (upcoming(&view))
         section aria-labelledby="plots" {
             h2 id="plots" { "Duration and lateness of the last " (recent.len()) " runs" }
@@ -101,7 +104,11 @@ fn summary(view: &JobView, counts: &[(RunStatus, i64)], total: i64, recent: &[Ru
             dl.facts {
                 dt { "Next firing" }
                 dd data-next=[view.next.map(|t| t.to_rfc3339())] {
-                    @match view.next { Some(t) => (zoned(t, view.spec.tz)), None => "none" }
+                    @match (view.next, &view.spec.after) {
+                        (Some(t), _) => (zoned(t, view.spec.tz)),
+                        (None, Some(after)) => (after.in_words()),
+                        (None, None) => "none",
+                    }
                 }
                 dt { "Last run" }
                 dd data-last-status=[recent.first().map(|d| d.status.as_str())] {

@@ -15,6 +15,7 @@ use crate::store::{RunStatus, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Section {
     Jobs,
+    Graph,
     Nodes,
     None,
 }
@@ -69,6 +70,7 @@ pub(super) fn page(
                     span.brand { "hourglass" }
                     nav aria-label="Sections" {
                         (nav("/", "Jobs", Section::Jobs))
+                        (nav("/graph", "Dependencies", Section::Graph))
                         (nav("/nodes", "Nodes", Section::Nodes))
                     }
                     @if visitor.signed_in {

@@ -7,6 +7,7 @@
 
 mod actions;
 mod assets;
+mod graph_page;
 mod job_page;
 mod jobs_page;
 mod layout;
@@ -29,6 +30,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/jobs/{name}/pause", post(actions::pause))
         .route("/jobs/{name}/resume", post(actions::resume))
         .route("/runs/{id}", get(run_page::page))
+        .route("/graph", get(graph_page::page))
         .route("/nodes", get(nodes_page::page))
         .route(LOGIN_PATH, get(session::form).post(session::login))
         .route("/logout", post(session::logout))

@@ -11,7 +11,7 @@ use maud::{Markup, PreEscaped, html};
 use super::layout::{self, Problem, Section, Visitor, status_badge, utc};
 use crate::api::ApiState;
 use crate::api::runs::run_so_far;
-use crate::store::{NotificationRow, RunDot, RunRow, RunStatus};
+use crate::store::{Lineage, NotificationRow, RunDot, RunRow, RunStatus};
 
 /// `GET /runs/{id}`.
 pub(super) async fn page(
@@ -25,17 +25,58 @@ pub(super) async fn page(
         .ok_or_else(|| Problem::not_found(format!("run {id}")))?;
     let attempts = store.attempts(&row.job, row.scheduled_for).await?;
     let notifications = store.notifications(id).await?;
+    let lineage = store.lineage(id).await?;
     let running = row.status == RunStatus::Running;
     let visitor = Visitor::of(&state, &headers);
     let title = format!("Run {id} of {}", row.job);
     let body = html! {
         h1 { "Run #" (id) " of " a href={ "/jobs/" (super::path_segment(&row.job)) } { (row.job) } }
         (fields(&row))
+        (lineage_links(&lineage))
         (attempt_list(id, &attempts))
         (notification_table(&notifications))
         (output(&row, running))
     };
     Ok(layout::page(&state, &visitor, &title, Section::None, body))
+}
+
+/// The parents' runs that fired this run and the runs it fired, linked.
+fn lineage_links(lineage: &Lineage) -> Markup {
+    html! {
+        @if !lineage.parents.is_empty() || !lineage.children.is_empty() {
+            section aria-labelledby="lineage" {
+                h2 id="lineage" { "Parents and children" }
+                dl.facts {
+                    @if !lineage.parents.is_empty() {
+                        dt { "Ran after" }
+                        dd {
+                            ul.runs-list {
+                                @for p in &lineage.parents {
+                                    li data-parent-run=(p.run_id) {
+                                        a href={ "/runs/" (p.run_id) } { (p.job) " #" (p.run_id) }
+                                        " " (status_badge(p.status))
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if !lineage.children.is_empty() {
+                        dt { "Fired" }
+                        dd {
+                            ul.runs-list {
+                                @for c in &lineage.children {
+                                    li data-child-run=(c.run_id) {
+                                        a href={ "/runs/" (c.run_id) } { (c.job) " #" (c.run_id) }
+                                        " " @match c.status { Some(s) => (status_badge(s)), None => "not started" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn fields(r: &RunRow) -> Markup {

@@ -91,11 +91,21 @@ impl Graph {
         out
     }
 
-    fn draw<'a>(&'a self, job: &'a str, depth: usize, shown: &mut BTreeSet<&'a str>, out: &mut String) {
+    fn draw<'a>(
+        &'a self,
+        job: &'a str,
+        depth: usize,
+        shown: &mut BTreeSet<&'a str>,
+        out: &mut String,
+    ) {
         let indent = "    ".repeat(depth.saturating_sub(1));
         let arrow = if depth == 0 { "" } else { "└─▶ " };
         let again = !shown.insert(job);
-        let condition = self.condition.get(job).map(|c| format!("  ({c})")).unwrap_or_default();
+        let condition = self
+            .condition
+            .get(job)
+            .map(|c| format!("  ({c})"))
+            .unwrap_or_default();
         if again {
             out.push_str(&format!("{indent}{arrow}{job}  (shown above)\n"));
             return;
@@ -135,7 +145,10 @@ mod tests {
             spec("alone", &[]),
         ];
         let g = Graph::of(&specs);
-        assert_eq!(g.layers(), vec![vec!["extract", "rates"], vec!["clean"], vec!["load"]]);
+        assert_eq!(
+            g.layers(),
+            vec![vec!["extract", "rates"], vec!["clean"], vec!["load"]]
+        );
         assert_eq!(g.parents("load"), ["clean", "rates"]);
         assert_eq!(g.children("extract"), ["clean"]);
         assert_eq!(

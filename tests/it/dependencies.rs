@@ -421,3 +421,78 @@ fn a_paused_child_lets_runs_pass_and_a_reload_adds_a_parent() {
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
 }
+
+/// The dashboard in Chromium with the chain running: the graph draws exactly the config's
+/// jobs and edges, each job with its last status, without a console error; a job's page
+/// names its upstream and downstream jobs; a run's page links the parents' runs that fired it.
+#[test]
+fn the_dashboard_draws_the_graph_the_config_says() {
+    use crate::browser::Chromium;
+    use crate::dashboard::{TOKEN, browser_sign_in, visit};
+    let port = crate::harness::free_port();
+    let api = format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n"
+    );
+    let mut d = Daemon::prepare(&api, CHAIN);
+    d.extra_env
+        .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
+    d.spawn_ready();
+    let load = d.wait_runs("report", Duration::from_secs(30), "a report", |r| {
+        !r.is_empty()
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let b = Chromium::launch();
+    browser_sign_in(&b, &base);
+    visit(&b, &base, "/graph", "graph");
+    let edges: Vec<(String, String)> = b.eval(
+        "[...document.querySelectorAll('path.edge')].map(e => [e.dataset.from, e.dataset.to]).sort()",
+    );
+    let want: Vec<(String, String)> = [
+        ("extract", "load"),
+        ("load", "report"),
+        ("rates", "load"),
+        ("rates", "on_fail"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(edges, want);
+    let jobs: Vec<(String, String)> = b.eval(
+        "[...document.querySelectorAll('g.job')].map(g => [g.dataset.job, g.dataset.status]).sort()",
+    );
+    let names: Vec<&str> = jobs.iter().map(|(j, _)| j.as_str()).collect();
+    assert_eq!(names, ["extract", "load", "on_fail", "rates", "report"]);
+    // Each box's status is the job's last run's, as the history had it when the page was made.
+    for (job, status) in &jobs {
+        let last = d.runs_of(job).last().map(|r| r.status.as_str().to_string());
+        assert!(
+            status == "never" && last.is_none()
+                || last.is_some() && ["succeeded", "failed", "running"].contains(&status.as_str()),
+            "{job}: {status} ({last:?})"
+        );
+    }
+    assert_eq!(
+        jobs.iter().find(|(j, _)| j == "report").unwrap().1,
+        "succeeded"
+    );
+    visit(&b, &base, "/jobs/load", "job-after");
+    assert_eq!(
+        b.eval::<String>("document.querySelector('[data-upstream]').dataset.upstream"),
+        "extract rates"
+    );
+    assert_eq!(
+        b.eval::<String>("document.querySelector('[data-downstream]').dataset.downstream"),
+        "report"
+    );
+    let report = &load[0];
+    let parents = on_store(&d.path("history.db"), async |s| {
+        s.lineage(report.id).await.unwrap()
+    })
+    .parents;
+    visit(&b, &base, &format!("/runs/{}", report.id), "run-after");
+    let shown: Vec<i64> = b
+        .eval("[...document.querySelectorAll('[data-parent-run]')].map(l => +l.dataset.parentRun)");
+    assert_eq!(shown, parents.iter().map(|p| p.run_id).collect::<Vec<_>>());
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+}
