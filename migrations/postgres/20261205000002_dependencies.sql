@@ -29,3 +29,6 @@ CREATE TABLE group_runs (
     since         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (grp, slot)
 );
+
+-- A manual run asked to fire none of the jobs that run after it (`trigger --no-deps`).
+ALTER TABLE trigger_requests ADD COLUMN no_deps boolean NOT NULL DEFAULT false;

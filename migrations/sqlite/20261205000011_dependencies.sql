@@ -82,3 +82,6 @@ CREATE TABLE run_causes (
     PRIMARY KEY (child, parent_run_id)
 );
 CREATE INDEX run_causes_by_run ON run_causes (run_id);
+
+-- A manual run asked to fire none of the jobs that run after it (`trigger --no-deps`).
+ALTER TABLE trigger_requests ADD COLUMN no_deps INTEGER NOT NULL DEFAULT 0;

@@ -143,13 +143,22 @@ pub(crate) struct Triggered {
     pub(crate) detail: Option<String>,
 }
 
-/// `POST /v1/jobs/{name}/trigger`: runs the job now under its overlap policy.
+/// `?no_deps=true` of a trigger: the run fires none of the jobs that run after it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct TriggerQuery {
+    no_deps: bool,
+}
+
+/// `POST /v1/jobs/{name}/trigger`: runs the job now under its overlap policy
+/// (`?no_deps=true`: alone, firing none of the jobs that run after it).
 pub(super) async fn trigger(
     State(state): State<ApiState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<TriggerQuery>,
 ) -> Result<Json<Triggered>, Failure> {
-    Ok(Json(trigger_job(&state, &actor, &name).await?))
+    Ok(Json(trigger_job(&state, &actor, &name, q.no_deps).await?))
 }
 
 /// Runs `name` now under its overlap policy, as `actor` asked; what came of it within a few
@@ -158,13 +167,14 @@ pub(crate) async fn trigger_job(
     state: &ApiState,
     actor: &Actor,
     name: &str,
+    no_deps: bool,
 ) -> Result<Triggered, Failure> {
     let news = state
         .0
         .scheduler
-        .trigger(name)
+        .trigger(name, no_deps)
         .ok_or_else(|| Failure::not_found(format!("job {name:?}")))?;
-    tracing::info!(job = %name, actor = %actor.0, "manual trigger");
+    tracing::info!(job = %name, actor = %actor.0, no_deps, "manual trigger");
     let news = tokio::time::timeout(TRIGGER_NEWS_WAIT, news).await;
     let answer = match news {
         Ok(Ok(news)) => {

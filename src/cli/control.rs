@@ -102,10 +102,19 @@ struct Triggered {
 }
 
 /// `hourglass trigger JOB`.
-pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Result<ExitCode> {
+pub(super) async fn trigger(
+    path: &Path,
+    job: &str,
+    no_wait: bool,
+    no_deps: bool,
+) -> anyhow::Result<ExitCode> {
     let cfg = match target(path, job).await? {
         Ok(Target::Daemon(answering)) => {
-            let url = format!("/v1/jobs/{job}/trigger");
+            let url = if no_deps {
+                format!("/v1/jobs/{job}/trigger?no_deps=true")
+            } else {
+                format!("/v1/jobs/{job}/trigger")
+            };
             match answering
                 .daemon
                 .post::<Triggered>(&url, &serde_json::json!({}))
@@ -142,7 +151,7 @@ pub(super) async fn trigger(path: &Path, job: &str, no_wait: bool) -> anyhow::Re
         Err(code) => return Ok(code),
     };
     let store = open_existing(&cfg.settings.database).await?;
-    let req = store.request_trigger(job).await?;
+    let req = store.request_trigger(job, no_deps).await?;
     if no_wait {
         println!("requested a manual run of {job:?}");
         return Ok(ExitCode::SUCCESS);

@@ -86,6 +86,9 @@ pub enum Command {
         /// Return without waiting for the daemon to pick the request up.
         #[arg(long)]
         no_wait: bool,
+        /// Run it alone: this run fires none of the jobs that run after it (`after`).
+        #[arg(long)]
+        no_deps: bool,
     },
     /// Pause a job: its firings are not run (nor recorded one by one) until `resume`, or
     /// until `--until`. Holds across restarts and reloads.
@@ -251,7 +254,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => follow::show(&path, run_id).await,
         Command::Show { run_id, json, .. } => show(&path, run_id, json).await,
-        Command::Trigger { job, no_wait } => control::trigger(&path, &job, no_wait).await,
+        Command::Trigger {
+            job,
+            no_wait,
+            no_deps,
+        } => control::trigger(&path, &job, no_wait, no_deps).await,
         Command::Pause { job, until } => control::pause(&path, &job, until.as_deref()).await,
         Command::Resume { job } => control::resume(&path, &job).await,
         Command::Status { json } => control::status(&path, json).await,

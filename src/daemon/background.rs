@@ -49,7 +49,7 @@ pub(super) async fn poll_triggers(
     store: Store,
     node: String,
     jobs: watch::Receiver<Arc<LoadedJobs>>,
-    (tx, every, wake): (mpsc::Sender<(i64, String)>, Option<Duration>, Arc<Notify>),
+    (tx, every, wake): (mpsc::Sender<TriggerRequest>, Option<Duration>, Arc<Notify>),
     stopping: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every.unwrap_or(TRIGGER_POLL));
@@ -65,9 +65,9 @@ pub(super) async fn poll_triggers(
         let loaded = Arc::clone(&jobs.borrow());
         match store.claim_triggers(&node, &loaded.names).await {
             Ok(reqs) => {
-                for (request, job) in reqs {
+                for (request, job, no_deps) in reqs {
                     let handed = tokio::select! {
-                        sent = tx.send((request, job.clone())) => sent.is_ok(),
+                        sent = tx.send((request, job.clone(), no_deps)) => sent.is_ok(),
                         () = stopping.cancelled() => false,
                     };
                     if !handed {
@@ -79,6 +79,10 @@ pub(super) async fn poll_triggers(
         }
     }
 }
+
+/// A manual trigger request taken from the database: its id, the job, and whether the run
+/// fires none of the jobs after it (`--no-deps`).
+pub(super) type TriggerRequest = (i64, String, bool);
 
 /// Answers a manual trigger request taken as the daemon stops: not run (the CLI says so, and
 /// nothing is left claimed without an answer).

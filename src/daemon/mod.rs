@@ -97,7 +97,7 @@ struct Running {
     background: CancellationToken,
     tasks: JoinSet<()>,
     writer: JoinHandle<WriterReport>,
-    triggers: mpsc::Receiver<(i64, String)>,
+    triggers: mpsc::Receiver<background::TriggerRequest>,
     /// Runs lost with a dead node (shared database).
     lost: mpsc::Receiver<LostRun>,
     /// What the other nodes said (shared database): pauses and replace requests.
@@ -241,7 +241,7 @@ impl Running {
                     tracing::info!("configuration files changed: reloading");
                     self.reload().await;
                 }
-                Some((request, job)) = self.triggers.recv() => self.trigger(request, &job),
+                Some((request, job, no_deps)) = self.triggers.recv() => self.trigger(request, &job, no_deps),
                 Some(run) = self.lost.recv() => self.lost_run(&run).await,
                 Some(heard) = self.heard.recv() => {
                     // A database slow to answer must not keep a stop signal waiting.
@@ -342,9 +342,9 @@ impl Running {
     }
 
     /// Fires a manual trigger request; what became of it is written to its request row.
-    fn trigger(&mut self, request: i64, job: &str) {
-        if let Some(news) = self.scheduler.trigger(job) {
-            tracing::info!(job, "manual trigger");
+    fn trigger(&mut self, request: i64, job: &str, no_deps: bool) {
+        if let Some(news) = self.scheduler.trigger(job, no_deps) {
+            tracing::info!(job, no_deps, "manual trigger");
             self.tasks
                 .spawn(record_trigger_outcome(self.store.clone(), request, news));
         } else {
@@ -363,7 +363,7 @@ impl Running {
         ctx.begin_drain();
         // Requests handed over that the serve loop had not taken: answered, not dropped.
         self.triggers.close();
-        while let Ok((request, job)) = self.triggers.try_recv() {
+        while let Ok((request, job, _)) = self.triggers.try_recv() {
             answer_stopping(&self.store, request, &job).await;
         }
         let running = ctx.running();
@@ -494,7 +494,7 @@ pub(super) fn node_info(settings: &Settings) -> NodeInfo {
 /// lost with a dead node.
 type Background = (
     JoinSet<()>,
-    mpsc::Receiver<(i64, String)>,
+    mpsc::Receiver<background::TriggerRequest>,
     mpsc::Receiver<LostRun>,
     mpsc::Receiver<ClusterEvent>,
 );

@@ -89,7 +89,7 @@ pub(super) async fn trigger(
     Form(form): Form<ActionForm>,
 ) -> Result<Response, Problem> {
     let actor = allowed(&state, &headers, &form)?;
-    let done = trigger_job(&state, &actor, &name)
+    let done = trigger_job(&state, &actor, &name, false)
         .await
         .map_err(|f| refused(&f))?;
     let started = done.run_id.filter(|_| done.outcome == "started");

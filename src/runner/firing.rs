@@ -41,6 +41,8 @@ pub(crate) struct Firing {
     pub(super) parents: Arc<[ParentRun]>,
     /// The id its first row takes (claimed with its causes), if one was reserved.
     pub(super) reserved_id: AtomicI64,
+    /// Its runs fire none of the jobs that run after it (`hourglass trigger --no-deps`).
+    pub(super) alone: bool,
 }
 
 impl Drop for Firing {
@@ -72,6 +74,7 @@ impl Firing {
             turn_held: AtomicBool::new(false),
             parents: Arc::from(Vec::new()),
             reserved_id: AtomicI64::new(0),
+            alone: false,
         }
     }
 
@@ -310,6 +313,29 @@ impl Firing {
         }
     }
 
+    /// Marks run `id` as firing none of the jobs that run after it, before it starts; when
+    /// the database cannot take the mark, the attempt is recorded `skipped` and `false`
+    /// returned (it would fire them).
+    async fn fires_no_child(&self, id: i64, attempt: u32) -> bool {
+        match self
+            .ctx
+            .services
+            .store
+            .fire_no_child(id, &self.ctx.node)
+            .await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.reserved_id.store(id, Ordering::Relaxed);
+                self.skip(
+                    attempt,
+                    &format!("--no-deps: cannot mark the run as firing no job after it: {e}"),
+                );
+                false
+            }
+        }
+    }
+
     /// Runs every attempt of the firing. `turn` holds the job's serial permit, if any; on a
     /// shared database the job's turn across nodes is taken too (see [`Firing::cluster_turn`]).
     pub(super) async fn run(self, turn: Option<OwnedSemaphorePermit>) {
@@ -331,6 +357,9 @@ impl Firing {
             };
             let job = self.job();
             let id = self.next_id();
+            if self.alone && !self.fires_no_child(id, attempt).await {
+                return;
+            }
             if let Some(g) = &group {
                 g.held_by(run_in_words(&job.name, self.scheduled_for, Some(id)));
             }

@@ -359,15 +359,17 @@ pub fn once_claimed(
 }
 
 /// Fires a manual run (`hourglass trigger`) now, under the job's overlap policy; `reply` hears
-/// what became of it.
+/// what became of it. `alone`: its runs fire none of the jobs that run after it.
 pub fn fire_manual(
     ctx: &Arc<Context>,
     slot: &Arc<JobSlot>,
     job: &Arc<JobSpec>,
     reply: tokio::sync::oneshot::Sender<Dispatched>,
+    alone: bool,
 ) {
     let now = ctx.clock.now();
-    let firing = Firing::new(ctx, slot, job, now, Trigger::Manual);
+    let mut firing = Firing::new(ctx, slot, job, now, Trigger::Manual);
+    firing.alone = alone;
     if let Ok(mut r) = firing.reply.lock() {
         *r = Some(reply);
     }

@@ -320,15 +320,20 @@ impl Scheduler {
     }
 
     /// Runs `job` now (trigger `manual`), under its overlap policy, disabled or not; the
-    /// receiver hears what became of it. `None` if there is no such job.
-    pub fn trigger(&self, job: &str) -> Option<tokio::sync::oneshot::Receiver<Dispatched>> {
+    /// receiver hears what became of it. `None` if there is no such job. `alone`: the run
+    /// fires none of the jobs that run after it (`--no-deps`).
+    pub fn trigger(
+        &self,
+        job: &str,
+        alone: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<Dispatched>> {
         let mut t = self.shared.lock();
         let entry = t.jobs.get_mut(job)?;
         let slot = entry.slot();
         let spec = Arc::clone(&entry.spec);
         drop(t);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        crate::runner::fire_manual(&self.ctx, &slot, &spec, tx);
+        crate::runner::fire_manual(&self.ctx, &slot, &spec, tx, alone);
         Some(rx)
     }
 }
@@ -1006,11 +1011,11 @@ mod tests {
         };
         skip.overlap = Overlap::Skip;
         sched.apply(vec![skip, queue], &AlertPolicies::new(), &HashMap::new());
-        let first = sched.trigger("skip").unwrap().await.unwrap();
+        let first = sched.trigger("skip", false).unwrap().await.unwrap();
         let Dispatched::Started(id) = first else {
             panic!("{first:?}")
         };
-        match sched.trigger("skip").unwrap().await.unwrap() {
+        match sched.trigger("skip", false).unwrap().await.unwrap() {
             Dispatched::Skipped { reason, .. } => {
                 assert_eq!(
                     reason,
@@ -1019,10 +1024,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let Dispatched::Started(q) = sched.trigger("queue").unwrap().await.unwrap() else {
+        let Dispatched::Started(q) = sched.trigger("queue", false).unwrap().await.unwrap() else {
             panic!("not started")
         };
-        let second = sched.trigger("queue").unwrap().await.unwrap();
+        let second = sched.trigger("queue", false).unwrap().await.unwrap();
         assert_eq!(
             second,
             Dispatched::Queued {
@@ -1030,7 +1035,7 @@ mod tests {
                 ahead: 0
             }
         );
-        let third = sched.trigger("queue").unwrap().await.unwrap();
+        let third = sched.trigger("queue", false).unwrap().await.unwrap();
         assert_eq!(
             third,
             Dispatched::Queued {
@@ -1038,7 +1043,7 @@ mod tests {
                 ahead: 1
             }
         );
-        assert!(sched.trigger("nope").is_none());
+        assert!(sched.trigger("nope", false).is_none());
     }
 
     /// Once the last run has ended, a job's slot is forgotten when it holds nothing (a burst

@@ -63,7 +63,7 @@ pub type Newest = (ParentRun, bool);
 
 /// A parent's newest last word: not running, not skipped, no retry following it.
 const NEWEST: &str = "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at, \
-     EXISTS (SELECT 1 FROM run_causes c WHERE c.child = $2 AND c.parent_run_id = r.id) \
+     EXISTS (SELECT 1 FROM run_causes c WHERE c.child IN ($2, '*') AND c.parent_run_id = r.id) \
      FROM runs r WHERE r.job = $1 AND r.finished_at IS NOT NULL \
      AND r.status NOT IN ('running', 'skipped') AND NOT r.retried \
      ORDER BY r.finished_at DESC, r.id DESC LIMIT 1";
@@ -150,6 +150,12 @@ impl Store {
             }
             all
         }))
+    }
+
+    /// Marks run `run_id` as firing none of the jobs that run after it (`--no-deps`): claimed
+    /// for every child (`*`, a name no job has) and for no run.
+    pub async fn fire_no_child(&self, run_id: i64, node: &str) -> Result<(), StoreError> {
+        self.claim_causes("*", 0, node, &[run_id]).await.map(|_| ())
     }
 
     /// The dependent firings `node` claimed whose run has no row (the daemon died between

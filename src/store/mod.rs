@@ -318,12 +318,12 @@ impl Store {
     }
 
     /// Claims pending manual trigger requests for `jobs` (the jobs `node` has), oldest
-    /// first; each request is claimed by one node only.
+    /// first; each request is claimed by one node only: `(request, job, no_deps)`.
     pub async fn claim_triggers(
         &self,
         node: &str,
         jobs: &[String],
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    ) -> Result<Vec<(i64, String, bool)>, StoreError> {
         match &self.0 {
             Backend::Sqlite(s) => s.claim_triggers(node).await,
             Backend::Postgres(p) => p.claim_triggers(node, jobs).await,
@@ -607,7 +607,7 @@ mod tests {
 
     /// A trigger request is claimed once and keeps its outcome.
     async fn trigger_requests_on(store: &Store) {
-        let req = store.request_trigger("a").await.unwrap();
+        let req = store.request_trigger("a", false).await.unwrap();
         assert_eq!(
             store.trigger_state(req).await.unwrap(),
             TriggerState::default()
@@ -615,7 +615,7 @@ mod tests {
         let jobs = ["a".to_string()];
         assert_eq!(
             store.claim_triggers("n1", &jobs).await.unwrap(),
-            [(req, "a".into())]
+            [(req, "a".into(), false)]
         );
         assert!(store.claim_triggers("n1", &jobs).await.unwrap().is_empty());
         assert!(store.trigger_state(req).await.unwrap().claimed);
@@ -813,7 +813,7 @@ mod tests {
 
     async fn requests_and_marks(store: &Store, out: &mut String) {
         use std::fmt::Write as _;
-        let req = store.request_trigger("a").await.unwrap();
+        let req = store.request_trigger("a", false).await.unwrap();
         writeln!(out, "request {:?}", store.trigger_state(req).await.unwrap()).unwrap();
         store
             .set_trigger_outcome(req, TriggerOutcome::Started, Some(9), None)

@@ -138,10 +138,10 @@ impl SqliteStore {
     pub(super) async fn claim_triggers(
         &self,
         node: &str,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+    ) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let mut rows: Vec<(i64, String, bool)> = sqlx::query_as(
             "UPDATE trigger_requests SET claimed_at = ?1, claimed_by = ?2 \
-             WHERE claimed_at IS NULL RETURNING id, job",
+             WHERE claimed_at IS NULL RETURNING id, job, no_deps",
         )
         .bind(format_ts(Utc::now()))
         .bind(node)

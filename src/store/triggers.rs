@@ -7,14 +7,17 @@ use chrono::Utc;
 use super::{Backend, Store, StoreError, TriggerOutcome, TriggerState, Ts};
 
 impl Store {
-    /// Queues a manual run of `job`; returns the request id.
-    pub async fn request_trigger(&self, job: &str) -> Result<i64, StoreError> {
+    /// Queues a manual run of `job` (`no_deps`: one that fires none of the jobs that run
+    /// after it); returns the request id.
+    pub async fn request_trigger(&self, job: &str, no_deps: bool) -> Result<i64, StoreError> {
         Ok(on_pool!(self, pool => {
             sqlx::query_scalar(
-                "INSERT INTO trigger_requests (job, requested_at) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO trigger_requests (job, requested_at, no_deps) VALUES ($1, $2, $3) \
+                 RETURNING id",
             )
             .bind(job)
             .bind(Ts(Utc::now()))
+            .bind(no_deps)
             .fetch_one(pool)
             .await?
         }))

@@ -63,7 +63,7 @@ fn triggers_reach_the_node_that_has_the_job(url: &str) {
     let mut delays = Vec::new();
     for _ in 0..5 {
         let asked = Utc::now();
-        let request = rt.block_on(store.request_trigger("only2")).unwrap();
+        let request = rt.block_on(store.request_trigger("only2", false)).unwrap();
         let run = wait_for(Duration::from_secs(30), "the triggered run", || {
             all_runs(url)
                 .into_iter()

@@ -496,3 +496,63 @@ fn the_dashboard_draws_the_graph_the_config_says() {
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
 }
+
+/// Manual runs of a parent count (`trigger`), one with `--no-deps` fires nothing, a child
+/// still running when its parent ends again follows its overlap policy (`skip`: recorded
+/// `skipped`, naming the active run), and a parent that timed out is a failure
+/// (`any_failed`).
+#[test]
+fn manual_runs_count_no_deps_fires_nothing_and_a_running_child_follows_its_policy() {
+    let jobs = "[jobs.p]\nat = \"2099-01-01T00:00:00Z\"\ncommand = \"sleep 0.2\"\n\
+                [jobs.c]\nafter = \"p\"\noverlap = \"skip\"\ncommand = \"sleep 3\"\n\
+                [jobs.slow]\nat = \"2099-01-01T00:00:00Z\"\ntimeout = \"1s\"\ncommand = \"sleep 30\"\n\
+                [jobs.t]\nafter = { jobs = [\"slow\"], when = \"any_failed\" }\ncommand = 'echo \"$HOURGLASS_PARENT_STATUS\"'\n";
+    let mut d = Daemon::start("", jobs);
+    let ended = |d: &Daemon, job: &str, n: usize| {
+        d.wait_runs(job, Duration::from_secs(30), "its end", |r| {
+            r.len() >= n && r.iter().all(crate::harness::finished)
+        })
+    };
+    // --no-deps first: p ends, nothing fires; then a plain trigger fires c once.
+    assert!(d.cli(&["trigger", "p", "--no-deps"]).status.success());
+    let alone = ended(&d, "p", 1)[0].clone();
+    assert!(d.cli(&["trigger", "p"]).status.success());
+    let second = ended(&d, "p", 2)[1].clone();
+    let c = d.wait_runs("c", Duration::from_secs(30), "c", |r| !r.is_empty());
+    assert_eq!(c.len(), 1);
+    let db = d.path("history.db");
+    let parents = on_store(&db, async |s| s.lineage(c[0].id).await.unwrap()).parents;
+    assert_eq!(
+        parents.iter().map(|p| p.run_id).collect::<Vec<_>>(),
+        [second.id]
+    );
+    assert!(
+        on_store(&db, async |s| s.lineage(alone.id).await.unwrap())
+            .children
+            .is_empty()
+    );
+    // c (3 s) is still running when p ends again: its next firing is skipped, naming it.
+    assert!(d.cli(&["trigger", "p"]).status.success());
+    let c = d.wait_runs("c", Duration::from_secs(30), "a skipped c", |r| {
+        r.iter().any(|r| r.status == RunStatus::Skipped)
+    });
+    let skipped = c.iter().find(|r| r.status == RunStatus::Skipped).unwrap();
+    assert_eq!(skipped.trigger, Trigger::Dependency);
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("run {} is still active", c[0].id)),
+        "{skipped:#?}"
+    );
+    // A parent that timed out fires its any_failed child, which sees the status.
+    assert!(d.cli(&["trigger", "slow"]).status.success());
+    let t = d.wait_runs("t", Duration::from_secs(30), "t", |r| {
+        r.iter().any(crate::harness::finished)
+    });
+    assert_eq!(output(&d, t[0].id), "timed_out");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    assert_eq!(d.runs_of("t").len(), 1);
+}

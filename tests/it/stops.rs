@@ -98,7 +98,7 @@ fn a_stop_while_trigger_requests_come_leaves_none_unanswered() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = rt.block_on(hourglass::store::Store::open(&db)).unwrap();
     let requests: Vec<i64> = (0..300)
-        .map(|_| rt.block_on(store.request_trigger("t")).unwrap())
+        .map(|_| rt.block_on(store.request_trigger("t", false)).unwrap())
         .collect();
     d.spawn();
     wait_for(10 * SEC, "the daemon to take a request", || {

@@ -143,11 +143,11 @@ impl PgStore {
         &self,
         node: &str,
         jobs: &[String],
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+    ) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let mut rows: Vec<(i64, String, bool)> = sqlx::query_as(
             "UPDATE trigger_requests SET claimed_at = now(), claimed_by = $1 \
              WHERE id IN (SELECT id FROM trigger_requests WHERE claimed_at IS NULL \
-             AND job = ANY($2) ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, job",
+             AND job = ANY($2) ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, job, no_deps",
         )
         .bind(node)
         .bind(jobs)
