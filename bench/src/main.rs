@@ -8,6 +8,7 @@
 //! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
 mod burst;
+mod chains;
 mod cluster;
 mod daemons;
 mod dashboard;
@@ -269,6 +270,9 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
         } else {
             dashboard::pages(b, 10_000, 100, 1_000_000, 200)?;
         }
+    }
+    if want("chains") {
+        chains::chains(b, if smoke { 20 } else { 1000 })?;
     }
     if want("cluster") {
         let sizes = cluster::Sizes::new(smoke);

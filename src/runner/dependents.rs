@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{Context, JobSlot, dispatch};
 use crate::job::JobSpec;
 use crate::job::after::met;
-use crate::store::{ParentRun, StoreError, Trigger};
+use crate::store::{CauseClaim, Newest, ParentRun, StoreError, Trigger};
 
 use super::firing::Firing;
 
@@ -32,18 +32,22 @@ pub struct Dependent {
     pub held: bool,
 }
 
-/// Looks at `child`'s parents and fires it if they meet its condition, in a task of its own;
-/// while the database does not answer it looks again (1 s, doubling to 30 s) until it does
-/// or the daemon stops.
-pub fn consider(ctx: &Arc<Context>, child: Dependent) {
+/// Looks at the parents of `children` and fires those whose condition is met, all in one
+/// task: the parents' last words in one statement, which children they fired in another, the
+/// claims in one transaction. While the database does not answer it looks again (1 s,
+/// doubling to 30 s) until it does or the daemon stops.
+pub fn consider(ctx: &Arc<Context>, children: Vec<Dependent>) {
+    if children.is_empty() {
+        return;
+    }
     let ctx2 = Arc::clone(ctx);
     ctx.tracker.spawn(async move {
         let mut delay = RETRY_FIRST;
         loop {
-            match look(&ctx2, &child).await {
+            match look(&ctx2, &children).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(job = %child.spec.name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot look at this job's parents' runs; looking again");
+                    tracing::warn!(jobs = children.len(), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot look at the parents' runs of jobs that run after others; looking again");
                 }
             }
             tokio::select! {
@@ -55,36 +59,65 @@ pub fn consider(ctx: &Arc<Context>, child: Dependent) {
     });
 }
 
-/// One look: the parents' newest last words, and the claim and firing when they meet the
-/// condition.
-async fn look(ctx: &Arc<Context>, child: &Dependent) -> Result<(), StoreError> {
-    let Some(after) = &child.spec.after else {
-        return Ok(());
-    };
+/// One look at every child: the parents' newest last words, then the claims and firings of
+/// the children whose condition they meet.
+async fn look(ctx: &Arc<Context>, children: &[Dependent]) -> Result<(), StoreError> {
     let store = &ctx.services.store;
-    let newest = store
-        .newest_parent_runs(&child.spec.name, &after.parents)
-        .await?;
-    let Some(causes) = met(after, &newest) else {
-        return Ok(());
-    };
+    let mut parents: Vec<String> = children
+        .iter()
+        .filter_map(|c| c.spec.after.as_ref())
+        .flat_map(|a| a.parents.iter().cloned())
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let last = store.last_words(&parents).await?;
+    let ids: Vec<i64> = last.values().map(|r| r.run_id).collect();
+    let fired = store.fired_children(&ids).await?;
     // A daemon stopping fires nothing more: the next start looks again and fires it.
     if ctx.draining.is_cancelled() {
         return Ok(());
     }
-    let ids: Vec<i64> = causes.iter().map(|c| c.run_id).collect();
-    let run_id = if child.held { NO_RUN } else { ctx.next_id() };
-    if !store
-        .claim_causes(&child.spec.name, run_id, &ctx.node, &ids)
-        .await?
-    {
+    let mut claims = Vec::new();
+    let mut met_children = Vec::new();
+    for child in children {
+        let Some(after) = &child.spec.after else {
+            continue;
+        };
+        let newest: Vec<Newest> = after
+            .parents
+            .iter()
+            .filter_map(|p| last.get(p))
+            .map(|r| {
+                let used = fired.contains(&(child.spec.name.clone(), r.run_id))
+                    || fired.contains(&("*".to_string(), r.run_id));
+                (r.clone(), used)
+            })
+            .collect();
+        let Some(causes) = met(after, &newest) else {
+            continue;
+        };
+        let run_id = if child.held { NO_RUN } else { ctx.next_id() };
+        claims.push(CauseClaim {
+            child: child.spec.name.clone(),
+            run_id,
+            causes: causes.iter().map(|c| c.run_id).collect(),
+        });
+        met_children.push((child, causes));
+    }
+    if claims.is_empty() {
         return Ok(());
     }
-    if child.held {
-        tracing::info!(job = %child.spec.name, parent_runs = ?ids, "parents' runs passed: the job is disabled or paused");
-        return Ok(());
+    let won = store.claim_causes(&ctx.node, &claims).await?;
+    for ((child, causes), (claim, won)) in met_children.into_iter().zip(claims.iter().zip(won)) {
+        if !won {
+            continue;
+        }
+        if child.held {
+            tracing::info!(job = %child.spec.name, parent_runs = ?claim.causes, "parents' runs passed: the job is disabled or paused");
+        } else {
+            fire(ctx, &child.slot, &child.spec, causes, claim.run_id);
+        }
     }
-    fire(ctx, &child.slot, &child.spec, causes, run_id);
     Ok(())
 }
 

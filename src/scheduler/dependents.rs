@@ -39,11 +39,9 @@ impl Scheduler {
     }
 
     /// Looks at the parents of the jobs that run after any of `ended` (every such job when
-    /// `None`), each in a task of its own, and fires those whose condition is met.
+    /// `None`), all in one task, and fires those whose condition is met.
     pub fn parents_ended(&self, ended: Option<&[String]>) {
-        for child in self.dependents(ended) {
-            crate::runner::consider(&self.ctx, child);
-        }
+        crate::runner::consider(&self.ctx, self.dependents(ended));
     }
 
     /// Fires run `run_id` of `job`, claimed for its parents' runs `causes` by a daemon that

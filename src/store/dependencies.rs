@@ -4,6 +4,8 @@
 //! node claimed but never started, and a run's parents and children.
 
 use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -61,12 +63,41 @@ pub struct RunDetail {
 /// A parent's run and whether the child has run after it already.
 pub type Newest = (ParentRun, bool);
 
-/// A parent's newest last word: not running, not skipped, no retry following it.
-const NEWEST: &str = "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at, \
-     EXISTS (SELECT 1 FROM run_causes c WHERE c.child IN ($2, '*') AND c.parent_run_id = r.id) \
-     FROM runs r WHERE r.job = $1 AND r.finished_at IS NOT NULL \
-     AND r.status NOT IN ('running', 'skipped') AND NOT r.retried \
-     ORDER BY r.finished_at DESC, r.id DESC LIMIT 1";
+/// The claim of a dependent firing: the child, the run id it gets (0: none, the child is held
+/// back), the parents' runs that fire it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CauseClaim {
+    /// The dependent job (`*`: every job, for a run that fires none).
+    pub child: String,
+    /// The run id its firing gets.
+    pub run_id: i64,
+    /// The parents' runs.
+    pub causes: Vec<i64>,
+}
+
+/// Most jobs or runs named in one statement.
+const CHUNK: usize = 500;
+
+/// `$1, $2, ...` for `n` values (from `$first`).
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The newest last word of each job of an `IN` list: not running, not skipped, no retry
+/// following it (one indexed look per job).
+fn last_words_sql(n: usize) -> String {
+    format!(
+        "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at FROM runs r WHERE r.id IN \
+         (SELECT (SELECT r2.id FROM runs r2 WHERE r2.job = j.job AND r2.finished_at IS NOT NULL \
+         AND r2.status NOT IN ('running', 'skipped') AND NOT r2.retried \
+         ORDER BY r2.finished_at DESC, r2.id DESC LIMIT 1) \
+         FROM (SELECT DISTINCT job FROM runs WHERE job IN ({})) j)",
+        placeholders(1, n)
+    )
+}
 
 /// The parents' runs of a run.
 const PARENTS: &str = "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at \
@@ -91,71 +122,112 @@ where
 }
 
 impl Store {
-    /// Each of `parents`' newest last word (a parent that never ended a run has none), and
-    /// whether `child` ran after it already.
-    pub async fn newest_parent_runs(
+    /// Each of `jobs`' newest last word (a job that never ended a run has none): one
+    /// statement per 500 jobs.
+    pub async fn last_words(
         &self,
-        child: &str,
-        parents: &[String],
-    ) -> Result<Vec<Newest>, StoreError> {
-        let mut out = Vec::with_capacity(parents.len());
-        for parent in parents {
-            let found = on_pool!(self, pool => {
-                match sqlx::query(NEWEST).bind(parent).bind(child).fetch_optional(pool).await? {
-                    Some(row) => Some((parent_run(&row)?, row.try_get::<bool, _>(5)?)),
-                    None => None,
+        jobs: &[String],
+    ) -> Result<HashMap<String, ParentRun>, StoreError> {
+        let mut out = HashMap::with_capacity(jobs.len());
+        for chunk in jobs.chunks(CHUNK) {
+            let sql = last_words_sql(chunk.len());
+            let rows = on_pool!(self, pool => {
+                // Only numbered placeholders are put in: the values are bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for job in chunk {
+                    q = q.bind(job);
                 }
+                q.fetch_all(pool).await?.iter().map(parent_run).collect::<Result<Vec<_>, _>>()?
             });
-            out.extend(found);
+            out.extend(rows.into_iter().map(|r| (r.job.clone(), r)));
         }
         Ok(out)
     }
 
-    /// Claims the firing of `child` caused by the parents' runs `causes` as run `run_id` on
-    /// `node`: `false` when any of them fired `child` already (here or on another node).
+    /// Which of the runs `run_ids` fired which child already: `(child, parent run id)` (`*`:
+    /// a run that fires no child).
+    pub async fn fired_children(
+        &self,
+        run_ids: &[i64],
+    ) -> Result<HashSet<(String, i64)>, StoreError> {
+        let mut out = HashSet::new();
+        for chunk in run_ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT child, parent_run_id FROM run_causes WHERE parent_run_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Claims each firing of `claims` on `node`, in one transaction, each claim in a savepoint
+    /// of its own: whether each was won (`false`: one of its parents' runs fired its child
+    /// already, here or on another node). In one order on every node, so that two nodes'
+    /// claims never wait for each other's rows the other way round.
     pub async fn claim_causes(
         &self,
-        child: &str,
-        run_id: i64,
         node: &str,
-        causes: &[i64],
-    ) -> Result<bool, StoreError> {
-        let mut sorted = causes.to_vec();
-        sorted.sort_unstable();
-        // In one order on every node, so that two claims never wait for each other's rows.
-        Ok(on_pool!(self, pool => {
+        claims: &[CauseClaim],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut order: Vec<usize> = (0..claims.len()).collect();
+        order.sort_by(|a, b| {
+            (&claims[*a].child, &claims[*a].causes).cmp(&(&claims[*b].child, &claims[*b].causes))
+        });
+        let mut won = vec![false; claims.len()];
+        on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let mut all = true;
-            for parent_run_id in &sorted {
-                let done = sqlx::query(
-                    "INSERT INTO run_causes (child, parent_run_id, run_id, node) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(child)
-                .bind(parent_run_id)
-                .bind(run_id)
-                .bind(node)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if done == 0 {
-                    all = false;
-                    break;
+            for i in &order {
+                let claim = &claims[*i];
+                let mut sorted = claim.causes.clone();
+                sorted.sort_unstable();
+                let mut sp = sqlx::Acquire::begin(&mut *tx).await?;
+                let mut all = true;
+                for parent_run_id in &sorted {
+                    let done = sqlx::query(
+                        "INSERT INTO run_causes (child, parent_run_id, run_id, node) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&claim.child)
+                    .bind(parent_run_id)
+                    .bind(claim.run_id)
+                    .bind(node)
+                    .execute(&mut *sp)
+                    .await?
+                    .rows_affected();
+                    if done == 0 {
+                        all = false;
+                        break;
+                    }
                 }
+                if all {
+                    sp.commit().await?;
+                } else {
+                    sp.rollback().await?;
+                }
+                won[*i] = all;
             }
-            if all {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            all
-        }))
+            tx.commit().await?;
+        });
+        Ok(won)
     }
 
     /// Marks run `run_id` as firing none of the jobs that run after it (`--no-deps`): claimed
     /// for every child (`*`, a name no job has) and for no run.
     pub async fn fire_no_child(&self, run_id: i64, node: &str) -> Result<(), StoreError> {
-        self.claim_causes("*", 0, node, &[run_id]).await.map(|_| ())
+        let claim = CauseClaim {
+            child: "*".into(),
+            run_id: 0,
+            causes: vec![run_id],
+        };
+        self.claim_causes(node, &[claim]).await.map(|_| ())
     }
 
     /// The dependent firings `node` claimed whose run has no row (the daemon died between

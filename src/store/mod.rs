@@ -43,7 +43,7 @@ mod writer;
 
 pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
-pub use dependencies::{ChildRun, Lineage, Newest, ParentRun, RunDetail};
+pub use dependencies::{CauseClaim, ChildRun, Lineage, Newest, ParentRun, RunDetail};
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents, GroupHolder};
 pub use records::*;
@@ -868,37 +868,72 @@ mod tests {
                 ])
                 .await
                 .unwrap();
-            let parents = ["p".to_string(), "q".to_string()];
-            let newest = store.newest_parent_runs("c", &parents).await.unwrap();
-            let seen: Vec<(i64, bool)> = newest.iter().map(|(r, used)| (r.run_id, *used)).collect();
-            assert_eq!(
-                seen,
-                [(1, false), (3, false)],
-                "the retried attempt is no last word"
-            );
-            assert_eq!(newest[1].0.status, RunStatus::Succeeded);
-            assert!(store.claim_causes("c", 10, "n1", &[3, 1]).await.unwrap());
-            assert!(!store.claim_causes("c", 11, "n2", &[3]).await.unwrap());
-            assert!(!store.claim_causes("c", 12, "n2", &[1, 3]).await.unwrap());
-            let newest = store.newest_parent_runs("c", &parents).await.unwrap();
-            assert!(newest.iter().all(|(_, used)| *used));
+            let parents = ["p".to_string(), "q".to_string(), "never".to_string()];
+            let last = store.last_words(&parents).await.unwrap();
+            assert_eq!(last.len(), 2, "a job that never ended has no last word");
+            assert_eq!(last["p"].run_id, 1, "the retried attempt is no last word");
+            assert_eq!(last["q"].run_id, 3);
+            assert_eq!(last["q"].status, RunStatus::Succeeded);
+            assert!(store.fired_children(&[1, 3]).await.unwrap().is_empty());
+            let claim = |child: &str, run_id: i64, causes: &[i64]| CauseClaim {
+                child: child.into(),
+                run_id,
+                causes: causes.to_vec(),
+            };
+            let won = store
+                .claim_causes("n1", &[claim("c", 10, &[3, 1]), claim("e", 13, &[3])])
+                .await
+                .unwrap();
+            assert_eq!(won, [true, true]);
+            // A claim whose causes fired the child already is lost whole, the others won.
+            let won = store
+                .claim_causes(
+                    "n2",
+                    &[
+                        claim("c", 11, &[3]),
+                        claim("c", 12, &[1, 99]),
+                        claim("f", 14, &[1]),
+                    ],
+                )
+                .await
+                .unwrap();
+            assert_eq!(won, [false, false, true]);
+            let fired = store.fired_children(&[1, 3, 99]).await.unwrap();
+            let mut fired: Vec<(String, i64)> = fired.into_iter().collect();
+            fired.sort();
+            let want = [("c", 1), ("c", 3), ("e", 3), ("f", 1)].map(|(c, i)| (c.to_string(), i));
+            assert_eq!(fired, want, "run 99 of the lost claim was not kept");
             // Held back: claimed for no run; not to start, not a child.
-            assert!(store.claim_causes("d", 0, "n1", &[1]).await.unwrap());
+            assert_eq!(
+                store
+                    .claim_causes("n1", &[claim("d", 0, &[1])])
+                    .await
+                    .unwrap(),
+                [true]
+            );
             let unstarted = store.unstarted_dependents("n1").await.unwrap();
-            assert_eq!(unstarted.len(), 1);
+            assert_eq!(unstarted.len(), 2, "c and e, not the held-back d");
             assert_eq!((unstarted[0].0.as_str(), unstarted[0].1), ("c", 10));
             let ids: Vec<i64> = unstarted[0].2.iter().map(|p| p.run_id).collect();
             assert_eq!(ids, [1, 3]);
-            assert!(store.unstarted_dependents("n2").await.unwrap().is_empty());
+            let n2: Vec<i64> = store
+                .unstarted_dependents("n2")
+                .await
+                .unwrap()
+                .iter()
+                .map(|u| u.1)
+                .collect();
+            assert_eq!(n2, [14]);
             let of_parent = store.lineage(1).await.unwrap();
-            assert_eq!(of_parent.children.len(), 1);
-            assert_eq!(of_parent.children[0].run_id, 10);
+            let children: Vec<i64> = of_parent.children.iter().map(|c| c.run_id).collect();
+            assert_eq!(children, [10, 14]);
             assert_eq!(of_parent.children[0].status, None);
             store
                 .write_batch(&[Record::Started(start(10, "c", "2026-01-01T00:00:05.000Z"))])
                 .await
                 .unwrap();
-            assert!(store.unstarted_dependents("n1").await.unwrap().is_empty());
+            let unstarted = store.unstarted_dependents("n1").await.unwrap();
+            assert_eq!(unstarted.iter().map(|u| u.1).collect::<Vec<_>>(), [13]);
             let of_child = store.lineage(10).await.unwrap();
             let ids: Vec<i64> = of_child.parents.iter().map(|p| p.run_id).collect();
             assert_eq!(ids, [1, 3]);
