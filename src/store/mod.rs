@@ -849,25 +849,8 @@ mod tests {
     #[tokio::test]
     async fn dependencies_answer_the_same_on_both_backends() {
         let (stores, _dir) = stores("deps").await;
-        let ended = |id: i64, job: &str, status: RunStatus, secs: i64, retried: bool| {
-            let mut e = end(id, status, "");
-            e.job = job.into();
-            e.finished_at += chrono::TimeDelta::seconds(secs);
-            e.retried = retried;
-            Record::Finished(e)
-        };
         for store in &stores {
-            store
-                .write_batch(&[
-                    Record::Started(start(1, "p", "2026-01-01T00:00:00.000Z")),
-                    ended(1, "p", RunStatus::Succeeded, 0, false),
-                    Record::Started(start(2, "p", "2026-01-01T00:00:10.000Z")),
-                    ended(2, "p", RunStatus::Failed, 10, true),
-                    Record::Started(start(3, "q", "2026-01-01T00:00:00.000Z")),
-                    ended(3, "q", RunStatus::Succeeded, 5, false),
-                ])
-                .await
-                .unwrap();
+            write_parents(store).await;
             let parents = ["p".to_string(), "q".to_string(), "never".to_string()];
             let last = store.last_words(&parents).await.unwrap();
             assert_eq!(last.len(), 2, "a job that never ended has no last word");
@@ -903,44 +886,75 @@ mod tests {
             fired.sort();
             let want = [("c", 1), ("c", 3), ("e", 3), ("f", 1)].map(|(c, i)| (c.to_string(), i));
             assert_eq!(fired, want, "run 99 of the lost claim was not kept");
-            // Held back: claimed for no run; not to start, not a child.
-            assert_eq!(
-                store
-                    .claim_causes("n1", &[claim("d", 0, &[1])])
-                    .await
-                    .unwrap(),
-                [true]
-            );
-            let unstarted = store.unstarted_dependents("n1").await.unwrap();
-            assert_eq!(unstarted.len(), 2, "c and e, not the held-back d");
-            assert_eq!((unstarted[0].0.as_str(), unstarted[0].1), ("c", 10));
-            let ids: Vec<i64> = unstarted[0].2.iter().map(|p| p.run_id).collect();
-            assert_eq!(ids, [1, 3]);
-            let n2: Vec<i64> = store
-                .unstarted_dependents("n2")
-                .await
-                .unwrap()
-                .iter()
-                .map(|u| u.1)
-                .collect();
-            assert_eq!(n2, [14]);
-            let of_parent = store.lineage(1).await.unwrap();
-            let children: Vec<i64> = of_parent.children.iter().map(|c| c.run_id).collect();
-            assert_eq!(children, [10, 14]);
-            assert_eq!(of_parent.children[0].status, None);
-            store
-                .write_batch(&[Record::Started(start(10, "c", "2026-01-01T00:00:05.000Z"))])
-                .await
-                .unwrap();
-            let unstarted = store.unstarted_dependents("n1").await.unwrap();
-            assert_eq!(unstarted.iter().map(|u| u.1).collect::<Vec<_>>(), [13]);
-            let of_child = store.lineage(10).await.unwrap();
-            let ids: Vec<i64> = of_child.parents.iter().map(|p| p.run_id).collect();
-            assert_eq!(ids, [1, 3]);
-            assert_eq!(
-                store.lineage(1).await.unwrap().children[0].status,
-                Some(RunStatus::Running)
-            );
+            claimed_runs_and_lineage(store, &claim).await;
         }
+    }
+
+    /// Runs 1 (`p`, succeeded), 2 (`p`, failed, a retry follows) and 3 (`q`, succeeded).
+    async fn write_parents(store: &Store) {
+        let ended = |id: i64, job: &str, status: RunStatus, secs: i64, retried: bool| {
+            let mut e = end(id, status, "");
+            e.job = job.into();
+            e.finished_at += chrono::TimeDelta::seconds(secs);
+            e.retried = retried;
+            Record::Finished(e)
+        };
+        store
+            .write_batch(&[
+                Record::Started(start(1, "p", "2026-01-01T00:00:00.000Z")),
+                ended(1, "p", RunStatus::Succeeded, 0, false),
+                Record::Started(start(2, "p", "2026-01-01T00:00:10.000Z")),
+                ended(2, "p", RunStatus::Failed, 10, true),
+                Record::Started(start(3, "q", "2026-01-01T00:00:00.000Z")),
+                ended(3, "q", RunStatus::Succeeded, 5, false),
+            ])
+            .await
+            .unwrap();
+    }
+
+    /// What `dependencies_answer_the_same_on_both_backends` claimed, seen again: the runs
+    /// not started, a held-back child claimed for no run, each run's lineage.
+    async fn claimed_runs_and_lineage(
+        store: &Store,
+        claim: &impl Fn(&str, i64, &[i64]) -> CauseClaim,
+    ) {
+        // Held back: claimed for no run; not to start, not a child.
+        assert_eq!(
+            store
+                .claim_causes("n1", &[claim("d", 0, &[1])])
+                .await
+                .unwrap(),
+            [true]
+        );
+        let unstarted = store.unstarted_dependents("n1").await.unwrap();
+        assert_eq!(unstarted.len(), 2, "c and e, not the held-back d");
+        assert_eq!((unstarted[0].0.as_str(), unstarted[0].1), ("c", 10));
+        let ids: Vec<i64> = unstarted[0].2.iter().map(|p| p.run_id).collect();
+        assert_eq!(ids, [1, 3]);
+        let n2: Vec<i64> = store
+            .unstarted_dependents("n2")
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.1)
+            .collect();
+        assert_eq!(n2, [14]);
+        let of_parent = store.lineage(1).await.unwrap();
+        let children: Vec<i64> = of_parent.children.iter().map(|c| c.run_id).collect();
+        assert_eq!(children, [10, 14]);
+        assert_eq!(of_parent.children[0].status, None);
+        store
+            .write_batch(&[Record::Started(start(10, "c", "2026-01-01T00:00:05.000Z"))])
+            .await
+            .unwrap();
+        let unstarted = store.unstarted_dependents("n1").await.unwrap();
+        assert_eq!(unstarted.iter().map(|u| u.1).collect::<Vec<_>>(), [13]);
+        let of_child = store.lineage(10).await.unwrap();
+        let ids: Vec<i64> = of_child.parents.iter().map(|p| p.run_id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(
+            store.lineage(1).await.unwrap().children[0].status,
+            Some(RunStatus::Running)
+        );
     }
 }
