@@ -256,21 +256,124 @@ pub(crate) fn problems_of<'a>(
         .clone()
         .map(|spec| (spec.name.as_str(), spec.after.as_ref()))
         .collect();
+    let specs: BTreeMap<&str, &super::JobSpec> = jobs
+        .clone()
+        .map(|spec| (spec.name.as_str(), spec))
+        .collect();
     let files: BTreeMap<&str, &std::path::Path> = jobs
         .map(|spec| (spec.name.as_str(), &*spec.source))
         .collect();
+    let at = |job: &str| {
+        files
+            .get(job)
+            .map(|p| crate::problem::display_path(p, base))
+            .unwrap_or_default()
+    };
     for (job, message) in graph_problems(&graph) {
         problems.push(crate::problem::Problem {
-            file: files
-                .get(job.as_str())
-                .map(|p| crate::problem::display_path(p, base))
-                .unwrap_or_default(),
+            file: at(&job),
             job: Some(job),
             field: Some("after".into()),
             message,
             warning: false,
         });
     }
+    for (job, message) in within_warnings(&specs, chrono::Utc::now()) {
+        problems.push(crate::problem::Problem {
+            file: at(&job),
+            job: Some(job),
+            field: Some("after.within".into()),
+            message,
+            warning: true,
+        });
+    }
+}
+
+/// Occurrences looked at to find how close two schedules come.
+const LOOKED_AT: usize = 500;
+
+/// The children whose `within` is shorter than the closest two of their parents are ever due
+/// (both on a schedule, neither after other jobs): their runs end within it only when the
+/// earlier one runs long. `(child, message)`.
+pub(crate) fn within_warnings(
+    specs: &BTreeMap<&str, &super::JobSpec>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for spec in specs.values() {
+        let Some(after) = &spec.after else { continue };
+        let Some(within) = after.within else { continue };
+        let due: Vec<(&str, Vec<chrono::DateTime<chrono::Utc>>)> = after
+            .parents
+            .iter()
+            .filter_map(|p| specs.get(p.as_str()))
+            .filter(|p| p.after.is_none())
+            .map(|p| (p.name.as_str(), occurrences(p, now)))
+            .filter(|(_, times)| !times.is_empty())
+            .collect();
+        let mut worst: Option<(&str, &str, chrono::TimeDelta)> = None;
+        for (i, (a, ta)) in due.iter().enumerate() {
+            for (b, tb) in &due[i + 1..] {
+                let gap = closest(ta, tb);
+                if worst.is_none_or(|w| gap > w.2) {
+                    worst = Some((a, b, gap));
+                }
+            }
+        }
+        if let Some((a, b, gap)) = worst
+            && gap.to_std().unwrap_or_default() > within
+        {
+            let (gap, within) = (words(gap.to_std().unwrap_or_default()), words(within));
+            out.push((
+                spec.name.clone(),
+                format!(
+                    "is {within}, but {a} and {b} are due {gap} apart at the closest: their runs end \
+                     within {within} of each other only when the earlier one runs long; \
+                     expected at least {gap}"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn words(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// `spec`'s next occurrences from `now` (at most [`LOOKED_AT`]).
+fn occurrences(
+    spec: &super::JobSpec,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let mut out = Vec::new();
+    let mut t = now;
+    while out.len() < LOOKED_AT {
+        let Some(next) = spec.next_fire_after(t) else {
+            break;
+        };
+        out.push(next);
+        t = next;
+    }
+    out
+}
+
+/// The least distance between a time of `a` and a time of `b` (both sorted).
+fn closest(
+    a: &[chrono::DateTime<chrono::Utc>],
+    b: &[chrono::DateTime<chrono::Utc>],
+) -> chrono::TimeDelta {
+    let (mut i, mut j) = (0, 0);
+    let mut best = chrono::TimeDelta::MAX;
+    while i < a.len() && j < b.len() {
+        best = best.min((a[i] - b[j]).abs());
+        if a[i] < b[j] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    best
 }
 
 /// What is wrong with the dependency graph of `jobs` (each job's name and its `after`, if
@@ -453,5 +556,53 @@ mod tests {
         // a runs after c, c after b, b after a.
         assert!(texts[0].contains("a → c → b → a"), "{texts:?}");
         assert!(texts[1].contains("x → y → x"), "{texts:?}");
+    }
+
+    /// A window shorter than the closest two scheduled parents ever come is warned of; one
+    /// that fits is not; a parent that runs after others (any time) is left out.
+    #[test]
+    fn a_window_the_schedules_cannot_meet_is_warned_of() {
+        let cron = |expr: &str| {
+            let mut cache = crate::schedule::CronCache::default();
+            crate::schedule::Schedule::Cron {
+                expr: expr.into(),
+                cron: cache.parse(expr).unwrap(),
+                tz: chrono_tz::Tz::UTC,
+            }
+        };
+        let child = |within: u64| {
+            let mut s = super::super::JobSpec::test_command(
+                "load",
+                crate::schedule::Schedule::Unscheduled,
+                &["true"],
+            );
+            s.after = Some(After {
+                parents: vec!["extract".into(), "rates".into()],
+                when: When::AllSucceeded,
+                within: Some(Duration::from_secs(within)),
+            });
+            s
+        };
+        let extract =
+            super::super::JobSpec::test_command("extract", cron("0 0 1 * * *"), &["true"]);
+        let rates = super::super::JobSpec::test_command("rates", cron("0 0 5 * * *"), &["true"]);
+        let now = chrono::Utc::now();
+        for (within, warned) in [(3600, true), (5 * 3600, false)] {
+            let load = child(within);
+            let specs: BTreeMap<&str, &super::super::JobSpec> =
+                [("extract", &extract), ("rates", &rates), ("load", &load)]
+                    .into_iter()
+                    .collect();
+            let found = within_warnings(&specs, now);
+            assert_eq!(found.len(), usize::from(warned), "{found:?}");
+            if warned {
+                assert!(
+                    found[0]
+                        .1
+                        .contains("extract and rates are due 4h apart at the closest"),
+                    "{found:?}"
+                );
+            }
+        }
     }
 }
