@@ -165,6 +165,28 @@ pub fn parent_env(parents: &[ParentRun]) -> Vec<(String, String)> {
     env
 }
 
+/// What an HTTP job's request tells of its run's parents (the newest, whose end ran it):
+/// `Hourglass-Parents`, `Hourglass-Parent-Job`, `-Run-Id`, `-Status`, `-Exit-Code`.
+pub fn parent_headers(parents: &[ParentRun]) -> Vec<(&'static str, String)> {
+    let Some(newest) = parents.last() else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = parents.iter().map(|p| p.job.as_str()).collect();
+    vec![
+        ("Hourglass-Parents", names.join(" ")),
+        ("Hourglass-Parent-Job", newest.job.clone()),
+        ("Hourglass-Parent-Run-Id", newest.run_id.to_string()),
+        (
+            "Hourglass-Parent-Status",
+            newest.status.as_str().to_string(),
+        ),
+        (
+            "Hourglass-Parent-Exit-Code",
+            newest.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+        ),
+    ]
+}
+
 /// Whether the parents' newest runs (`newest`: each parent's newest last word and whether
 /// the child ran after it already) fire the child under `after`: the parents' runs that do
 /// (its causes, oldest end first), or `None`.

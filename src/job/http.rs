@@ -76,6 +76,9 @@ impl HttpJob {
             Err(e) => return Outcome::failed(e, true),
         };
         let mut req = client.request(self.method.clone(), self.url.clone());
+        for (k, v) in super::after::parent_headers(ctx.parents) {
+            req = req.header(k, v);
+        }
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }

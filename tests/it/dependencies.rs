@@ -556,3 +556,40 @@ fn manual_runs_count_no_deps_fires_nothing_and_a_running_child_follows_its_polic
     d.wait_exit(Duration::from_secs(20));
     assert_eq!(d.runs_of("t").len(), 1);
 }
+
+/// An HTTP job that runs after a parent tells the receiver which run of which job fired it
+/// (`Hourglass-Parent-*` headers), beside its own headers.
+#[test]
+fn an_http_child_names_its_parent_run_in_its_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = crate::servers::Http::start(tmp.path());
+    let jobs = format!(
+        "[jobs.p]\nat = \"2099-01-01T00:00:00Z\"\ncommand = \"exit 0\"\n\
+         [jobs.hook]\nafter = \"p\"\n[jobs.hook.http]\nmethod = \"POST\"\nurl = \"{}\"\nbody = '{{\"a\": 1}}'\n",
+        http.url("/hook")
+    );
+    let mut d = Daemon::start("", &jobs);
+    assert!(d.cli(&["trigger", "p"]).status.success());
+    let p = d.wait_runs("p", Duration::from_secs(30), "p", |r| {
+        r.iter().any(crate::harness::finished)
+    })[0]
+        .clone();
+    d.wait_runs("hook", Duration::from_secs(30), "the hook", |r| {
+        r.iter().any(crate::harness::finished)
+    });
+    let headers = http.headers(1);
+    for want in [
+        "Hourglass-Parents: p".to_string(),
+        "Hourglass-Parent-Job: p".to_string(),
+        format!("Hourglass-Parent-Run-Id: {}", p.id),
+        "Hourglass-Parent-Status: succeeded".to_string(),
+        "Hourglass-Parent-Exit-Code: 0".to_string(),
+    ] {
+        assert!(
+            headers.to_lowercase().contains(&want.to_lowercase()),
+            "{want} in {headers}"
+        );
+    }
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+}
