@@ -478,3 +478,32 @@ fn a_runaway_template_fails_its_run_within_its_timeout_and_never_wedges_the_daem
     d.signal(Signal::SIGTERM);
     assert!(d.wait_exit(10 * SEC).success());
 }
+
+/// An email job that runs after a failed parent gets the parent's run in its template
+/// (`parent`, `parents`): the failure path's message names what failed.
+#[test]
+fn an_email_after_a_failed_parent_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = Smtp::start(tmp.path(), PASSWORD);
+    let jobs = "[jobs.backup]\nat = \"2099-01-01T00:00:00Z\"\ncommand = \"exit 3\"\n\
+         [jobs.alarm]\nafter = { jobs = [\"backup\"], when = \"any_failed\" }\n[jobs.alarm.email]\n\
+         from = \"a@example.com\"\nto = [\"ops@example.com\"]\n\
+         subject = \"{{ parent.job }} {{ parent.status }}\"\n\
+         body = \"run {{ parent.run_id }} exit {{ parent.exit_code }}; {{ parents | length }} parent\"\n";
+    let d = start_with(&smtp.config("main", "SMTP_PASSWORD", ""), jobs, PASSWORD);
+    assert!(d.cli(&["trigger", "backup"]).status.success());
+    let backup =
+        d.wait_runs("backup", 30 * SEC, "the backup", |r| r.iter().any(finished))[0].clone();
+    let runs = d.wait_runs("alarm", 30 * SEC, "the alarm", |r| r.iter().any(finished));
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{}", d.log());
+    let msgs = smtp.wait_messages(1, 10 * SEC);
+    assert_eq!(
+        header(&msgs[0], "Subject").as_deref(),
+        Some("backup failed")
+    );
+    assert!(
+        msgs[0].contains(&format!("run {} exit 3; 1 parent", backup.id)),
+        "{}",
+        msgs[0]
+    );
+}
