@@ -593,3 +593,27 @@ fn an_http_child_names_its_parent_run_in_its_request() {
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
 }
+
+/// The daemon stops (SIGTERM) while a parent runs: the parent finishes within the grace, its
+/// child does not start during the stop, and the next start fires the child once.
+#[test]
+fn a_parent_ending_during_a_stop_fires_its_child_at_the_next_start() {
+    let jobs = "[jobs.p]\nat = \"2099-01-01T00:00:00Z\"\ncommand = \"sleep 2\"\n\
+                [jobs.c]\nafter = \"p\"\ncommand = \"true\"\n";
+    let mut d = Daemon::start("", jobs);
+    assert!(d.cli(&["trigger", "p"]).status.success());
+    d.wait_runs("p", Duration::from_secs(30), "p running", |r| !r.is_empty());
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(30));
+    let p = d.runs_of("p");
+    assert_eq!(p[0].status, RunStatus::Succeeded, "it finished within the grace: {p:#?}");
+    assert!(d.runs_of("c").is_empty(), "nothing starts once the stop has begun");
+    d.spawn_ready();
+    d.wait_runs("c", Duration::from_secs(30), "the child", |r| r.iter().any(crate::harness::finished));
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(Duration::from_secs(20));
+    let c = d.runs_of("c");
+    assert_eq!(c.len(), 1, "{c:#?}");
+    let parents = on_store(&d.path("history.db"), async |s| s.lineage(c[0].id).await.unwrap()).parents;
+    assert_eq!(parents.iter().map(|p| p.run_id).collect::<Vec<_>>(), [p[0].id]);
+}
