@@ -44,6 +44,9 @@ pub struct JobSummary {
     pub waiting: usize,
     /// Its newest run.
     pub last_run: Option<RunRow>,
+    /// What it runs after, in words (`after extract and rates succeed`), if anything.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 impl JobSummary {
@@ -65,6 +68,7 @@ impl JobSummary {
             active_run: view.active_run,
             waiting: view.waiting,
             last_run: last,
+            after: spec.after.as_ref().map(crate::job::after::After::in_words),
         }
     }
 }

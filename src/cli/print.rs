@@ -60,6 +60,7 @@ impl Listed {
                         _ => t,
                     }
                 });
+                let next = next.or_else(|| j.after.filter(|_| j.enabled));
                 Self {
                     name: j.name,
                     kind: j.kind,

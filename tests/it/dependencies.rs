@@ -606,14 +606,29 @@ fn a_parent_ending_during_a_stop_fires_its_child_at_the_next_start() {
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(30));
     let p = d.runs_of("p");
-    assert_eq!(p[0].status, RunStatus::Succeeded, "it finished within the grace: {p:#?}");
-    assert!(d.runs_of("c").is_empty(), "nothing starts once the stop has begun");
+    assert_eq!(
+        p[0].status,
+        RunStatus::Succeeded,
+        "it finished within the grace: {p:#?}"
+    );
+    assert!(
+        d.runs_of("c").is_empty(),
+        "nothing starts once the stop has begun"
+    );
     d.spawn_ready();
-    d.wait_runs("c", Duration::from_secs(30), "the child", |r| r.iter().any(crate::harness::finished));
+    d.wait_runs("c", Duration::from_secs(30), "the child", |r| {
+        r.iter().any(crate::harness::finished)
+    });
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
     let c = d.runs_of("c");
     assert_eq!(c.len(), 1, "{c:#?}");
-    let parents = on_store(&d.path("history.db"), async |s| s.lineage(c[0].id).await.unwrap()).parents;
-    assert_eq!(parents.iter().map(|p| p.run_id).collect::<Vec<_>>(), [p[0].id]);
+    let parents = on_store(&d.path("history.db"), async |s| {
+        s.lineage(c[0].id).await.unwrap()
+    })
+    .parents;
+    assert_eq!(
+        parents.iter().map(|p| p.run_id).collect::<Vec<_>>(),
+        [p[0].id]
+    );
 }

@@ -159,6 +159,12 @@ fn the_readmes_chain_takes_its_failure_path_when_a_step_fails() {
         "{list}"
     );
     d.spawn_ready();
+    // The same through the running daemon's API.
+    let list = String::from_utf8_lossy(&d.cli(&["list"]).stdout).to_string();
+    assert!(
+        list.contains("after extract and fetch-rates succeed (within 1h)"),
+        "{list}"
+    );
     let trigger = d.cli(&["trigger", "extract"]);
     assert!(trigger.status.success(), "started: {trigger:?}");
     let failed = d.wait_runs(
