@@ -25,7 +25,8 @@
 //!   over from dead nodes), `stale` (the stale-job watch), `systemd` (notify protocol),
 //!   `memory` (the allocator, jemalloc, and handing freed memory back).
 //! - [`dashboard`]: the web pages served beside the API (jobs, one job with plots, one run
-//!   with live output, nodes; sign-in and the actions behind `dashboard_actions`).
+//!   with live output, the dependency graph, nodes; sign-in and the actions behind
+//!   `dashboard_actions`).
 //! - [`api`]: the HTTP API (axum; unix socket, TCP with a bearer token): jobs, actions
 //!   (trigger, pause, resume, written to the events log), runs and their live output (SSE),
 //!   health, status, metrics.
@@ -49,7 +50,8 @@
 //! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
 //!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
 //!   execution; `attempt` (what an attempt knows and returns), `output`, `template`, `shell`
-//!   (what runs a command line).
+//!   (what runs a command line), `after` (a job's parents, the graph's checks, what fires a
+//!   child), `graph` (the dependency graph in layers and as text).
 //! - [`problem`]: problems located by file, job and field, and the shared field parsers
 //!   (config and the job kinds both use them); [`smtp`]: configured SMTP servers.
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter;

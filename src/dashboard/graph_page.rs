@@ -150,26 +150,28 @@ pub(super) fn upstream_downstream(graph: &Graph, job: &str) -> Markup {
                     @if !parents.is_empty() {
                         dt { "Runs after" }
                         dd data-upstream=(parents.join(" ")) {
-                            @for (i, p) in parents.iter().enumerate() {
-                                @if i > 0 { ", " }
-                                a href={ "/jobs/" (super::path_segment(p)) } { (p) }
-                            }
+                            (job_links(&parents))
                             @if let Some(c) = graph.condition.get(job) { " (" (c) ")" }
                         }
                     }
                     @if !children.is_empty() {
                         dt { "Runs before" }
-                        dd data-downstream=(children.join(" ")) {
-                            @for (i, c) in children.iter().enumerate() {
-                                @if i > 0 { ", " }
-                                a href={ "/jobs/" (super::path_segment(c)) } { (c) }
-                            }
-                        }
+                        dd data-downstream=(children.join(" ")) { (job_links(&children)) }
                     }
                     dt { "Graph" }
                     dd { a href="/graph" { "all dependencies" } }
                 }
             }
+        }
+    }
+}
+
+/// Jobs as links to their pages, comma-separated.
+fn job_links(jobs: &[&str]) -> Markup {
+    html! {
+        @for (i, job) in jobs.iter().enumerate() {
+            @if i > 0 { ", " }
+            a href={ "/jobs/" (super::path_segment(job)) } { (job) }
         }
     }
 }

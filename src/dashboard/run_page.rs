@@ -42,37 +42,37 @@ pub(super) async fn page(
 
 /// The parents' runs that fired this run and the runs it fired, linked.
 fn lineage_links(lineage: &Lineage) -> Markup {
+    let parents: Vec<(&str, i64, Option<RunStatus>)> = lineage
+        .parents
+        .iter()
+        .map(|p| (p.job.as_str(), p.run_id, Some(p.status)))
+        .collect();
+    let children: Vec<(&str, i64, Option<RunStatus>)> = lineage
+        .children
+        .iter()
+        .map(|c| (c.job.as_str(), c.run_id, c.status))
+        .collect();
     html! {
-        @if !lineage.parents.is_empty() || !lineage.children.is_empty() {
+        @if !parents.is_empty() || !children.is_empty() {
             section aria-labelledby="lineage" {
                 h2 id="lineage" { "Parents and children" }
                 dl.facts {
-                    @if !lineage.parents.is_empty() {
-                        dt { "Ran after" }
-                        dd {
-                            ul.runs-list {
-                                @for p in &lineage.parents {
-                                    li data-parent-run=(p.run_id) {
-                                        a href={ "/runs/" (p.run_id) } { (p.job) " #" (p.run_id) }
-                                        " " (status_badge(p.status))
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    @if !lineage.children.is_empty() {
-                        dt { "Fired" }
-                        dd {
-                            ul.runs-list {
-                                @for c in &lineage.children {
-                                    li data-child-run=(c.run_id) {
-                                        a href={ "/runs/" (c.run_id) } { (c.job) " #" (c.run_id) }
-                                        " " @match c.status { Some(s) => (status_badge(s)), None => "not started" }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    @if !parents.is_empty() { dt { "Ran after" } dd { (run_list("parents", &parents)) } }
+                    @if !children.is_empty() { dt { "Fired" } dd { (run_list("children", &children)) } }
+                }
+            }
+        }
+    }
+}
+
+/// Runs as links with their status (`class` names the list).
+fn run_list(class: &str, runs: &[(&str, i64, Option<RunStatus>)]) -> Markup {
+    html! {
+        ul class={ "runs-list " (class) } {
+            @for (job, id, status) in runs {
+                li data-run=(id) {
+                    a href={ "/runs/" (id) } { (job) " #" (id) }
+                    " " @match status { Some(s) => (status_badge(*s)), None => "not started" }
                 }
             }
         }

@@ -14,7 +14,7 @@ use crate::harness::{Daemon, at_in, on_store, wait_for};
 /// (exit 3), and fails its first attempt then succeeds on its retry when it is 0 mod 5.
 /// `load` runs after both succeed (within 5 s), `report` after `load`, `on_fail` after
 /// `rates` fails.
-const CHAIN: &str = r#"
+pub(crate) const CHAIN: &str = r#"
 [jobs.extract]
 every = "1s"
 command = "echo extracted"
@@ -422,81 +422,6 @@ fn a_paused_child_lets_runs_pass_and_a_reload_adds_a_parent() {
     d.wait_exit(Duration::from_secs(20));
 }
 
-/// The dashboard in Chromium with the chain running: the graph draws exactly the config's
-/// jobs and edges, each job with its last status, without a console error; a job's page
-/// names its upstream and downstream jobs; a run's page links the parents' runs that fired it.
-#[test]
-fn the_dashboard_draws_the_graph_the_config_says() {
-    use crate::browser::Chromium;
-    use crate::dashboard::{TOKEN, browser_sign_in, visit};
-    let port = crate::harness::free_port();
-    let api = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken = {{ env = \"HOURGLASS_TEST_DASHBOARD_TOKEN\" }}\n"
-    );
-    let mut d = Daemon::prepare(&api, CHAIN);
-    d.extra_env
-        .push(("HOURGLASS_TEST_DASHBOARD_TOKEN".into(), TOKEN.into()));
-    d.spawn_ready();
-    let load = d.wait_runs("report", Duration::from_secs(30), "a report", |r| {
-        !r.is_empty()
-    });
-    let base = format!("http://127.0.0.1:{port}");
-    let b = Chromium::launch();
-    browser_sign_in(&b, &base);
-    visit(&b, &base, "/graph", "graph");
-    let edges: Vec<(String, String)> = b.eval(
-        "[...document.querySelectorAll('path.edge')].map(e => [e.dataset.from, e.dataset.to]).sort()",
-    );
-    let want: Vec<(String, String)> = [
-        ("extract", "load"),
-        ("load", "report"),
-        ("rates", "load"),
-        ("rates", "on_fail"),
-    ]
-    .iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    assert_eq!(edges, want);
-    let jobs: Vec<(String, String)> = b.eval(
-        "[...document.querySelectorAll('g.job')].map(g => [g.dataset.job, g.dataset.status]).sort()",
-    );
-    let names: Vec<&str> = jobs.iter().map(|(j, _)| j.as_str()).collect();
-    assert_eq!(names, ["extract", "load", "on_fail", "rates", "report"]);
-    // Each box's status is the job's last run's, as the history had it when the page was made.
-    for (job, status) in &jobs {
-        let last = d.runs_of(job).last().map(|r| r.status.as_str().to_string());
-        assert!(
-            status == "never" && last.is_none()
-                || last.is_some() && ["succeeded", "failed", "running"].contains(&status.as_str()),
-            "{job}: {status} ({last:?})"
-        );
-    }
-    assert_eq!(
-        jobs.iter().find(|(j, _)| j == "report").unwrap().1,
-        "succeeded"
-    );
-    visit(&b, &base, "/jobs/load", "job-after");
-    assert_eq!(
-        b.eval::<String>("document.querySelector('[data-upstream]').dataset.upstream"),
-        "extract rates"
-    );
-    assert_eq!(
-        b.eval::<String>("document.querySelector('[data-downstream]').dataset.downstream"),
-        "report"
-    );
-    let report = &load[0];
-    let parents = on_store(&d.path("history.db"), async |s| {
-        s.lineage(report.id).await.unwrap()
-    })
-    .parents;
-    visit(&b, &base, &format!("/runs/{}", report.id), "run-after");
-    let shown: Vec<i64> = b
-        .eval("[...document.querySelectorAll('[data-parent-run]')].map(l => +l.dataset.parentRun)");
-    assert_eq!(shown, parents.iter().map(|p| p.run_id).collect::<Vec<_>>());
-    d.signal(Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(20));
-}
-
 /// Manual runs of a parent count (`trigger`), one with `--no-deps` fires nothing, a child
 /// still running when its parent ends again follows its overlap policy (`skip`: recorded
 /// `skipped`, naming the active run), and a parent that timed out is a failure
@@ -555,43 +480,6 @@ fn manual_runs_count_no_deps_fires_nothing_and_a_running_child_follows_its_polic
     d.signal(Signal::SIGTERM);
     d.wait_exit(Duration::from_secs(20));
     assert_eq!(d.runs_of("t").len(), 1);
-}
-
-/// An HTTP job that runs after a parent tells the receiver which run of which job fired it
-/// (`Hourglass-Parent-*` headers), beside its own headers.
-#[test]
-fn an_http_child_names_its_parent_run_in_its_request() {
-    let tmp = tempfile::tempdir().unwrap();
-    let http = crate::servers::Http::start(tmp.path());
-    let jobs = format!(
-        "[jobs.p]\nat = \"2099-01-01T00:00:00Z\"\ncommand = \"exit 0\"\n\
-         [jobs.hook]\nafter = \"p\"\n[jobs.hook.http]\nmethod = \"POST\"\nurl = \"{}\"\nbody = '{{\"a\": 1}}'\n",
-        http.url("/hook")
-    );
-    let mut d = Daemon::start("", &jobs);
-    assert!(d.cli(&["trigger", "p"]).status.success());
-    let p = d.wait_runs("p", Duration::from_secs(30), "p", |r| {
-        r.iter().any(crate::harness::finished)
-    })[0]
-        .clone();
-    d.wait_runs("hook", Duration::from_secs(30), "the hook", |r| {
-        r.iter().any(crate::harness::finished)
-    });
-    let headers = http.headers(1);
-    for want in [
-        "Hourglass-Parents: p".to_string(),
-        "Hourglass-Parent-Job: p".to_string(),
-        format!("Hourglass-Parent-Run-Id: {}", p.id),
-        "Hourglass-Parent-Status: succeeded".to_string(),
-        "Hourglass-Parent-Exit-Code: 0".to_string(),
-    ] {
-        assert!(
-            headers.to_lowercase().contains(&want.to_lowercase()),
-            "{want} in {headers}"
-        );
-    }
-    d.signal(Signal::SIGTERM);
-    d.wait_exit(Duration::from_secs(20));
 }
 
 /// The daemon stops (SIGTERM) while a parent runs: the parent finishes within the grace, its
