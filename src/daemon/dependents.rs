@@ -30,21 +30,29 @@ pub(super) async fn follow(
             return;
         }
         // What arrived meanwhile, each job once.
-        if news.contains(&Ended::All) {
+        let (mut jobs, mut children) = (Vec::new(), Vec::new());
+        let mut all = false;
+        for e in news.drain(..) {
+            match e {
+                Ended::Jobs(j) => jobs.extend(j),
+                Ended::Children(c) => children.extend(c),
+                Ended::All => all = true,
+            }
+        }
+        if all {
             scheduler.parents_ended(None);
-        } else {
-            let mut jobs: Vec<String> = news
-                .drain(..)
-                .flat_map(|e| match e {
-                    Ended::Jobs(j) => j,
-                    Ended::All => Vec::new(),
-                })
-                .collect();
-            jobs.sort_unstable();
-            jobs.dedup();
+            continue;
+        }
+        for list in [&mut jobs, &mut children] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        if !jobs.is_empty() {
             scheduler.parents_ended(Some(&jobs));
         }
-        news.clear();
+        if !children.is_empty() {
+            scheduler.look_at(&children);
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::history::recorder::Ended;
 use crate::store::{Cluster, ClusterEvent};
 
 /// How long the listener waits before it connects again after a failure.
@@ -24,6 +25,8 @@ pub struct Routes {
     pub triggers: Arc<Notify>,
     /// The heartbeat: a node joined, came back or left.
     pub beat: Arc<Notify>,
+    /// Who looks at the jobs that run after others: children another node named.
+    pub ended: mpsc::UnboundedSender<Ended>,
 }
 
 impl Routes {
@@ -32,9 +35,13 @@ impl Routes {
         match event {
             ClusterEvent::Triggers => self.triggers.notify_one(),
             ClusterEvent::Nodes => self.beat.notify_one(),
+            ClusterEvent::Children(jobs) => {
+                let _ = self.ended.send(Ended::Children(jobs));
+            }
             ClusterEvent::Missed => {
                 self.triggers.notify_one();
                 self.beat.notify_one();
+                let _ = self.ended.send(Ended::All);
                 let _ = self.daemon.send(ClusterEvent::Missed).await;
             }
             event @ (ClusterEvent::Pauses | ClusterEvent::Replace(_)) => {

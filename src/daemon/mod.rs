@@ -132,7 +132,7 @@ impl Running {
         let (store, instance, ids, last_fired) = open_history(&settings, &jobs, shutdown).await?;
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (ended_tx, ended) = mpsc::unbounded_channel();
-        let (recorder, writer) = Recorder::start(&store, Some(ended_tx));
+        let (recorder, writer) = Recorder::start(&store, Some(ended_tx.clone()));
         let recorder = recorder.with_metrics(Arc::clone(&metrics));
         let (successes_tx, successes) = mpsc::unbounded_channel();
         let ctx = Arc::new(context(
@@ -151,8 +151,14 @@ impl Running {
         scheduler.apply(jobs, alerts, &last_fired);
         memory::release_freed();
         let background = CancellationToken::new();
-        let (mut tasks, triggers, lost, heard) =
-            spawn_background(&settings, &store, &ids, &ctx, loaded_rx, &background);
+        let to_children = ended_tx.clone();
+        let (mut tasks, triggers, lost, heard) = spawn_background(
+            &settings,
+            &store,
+            (&ids, &ctx),
+            (loaded_rx, to_children),
+            &background,
+        );
         let node = settings.node.clone();
         let followers = (
             scheduler.clone(),
@@ -504,9 +510,11 @@ type Background = (
 fn spawn_background(
     settings: &Settings,
     store: &Store,
-    ids: &Arc<RunIds>,
-    ctx: &Arc<Context>,
-    loaded: watch::Receiver<Arc<LoadedJobs>>,
+    (ids, ctx): (&Arc<RunIds>, &Arc<Context>),
+    (loaded, ended): (
+        watch::Receiver<Arc<LoadedJobs>>,
+        mpsc::UnboundedSender<crate::history::recorder::Ended>,
+    ),
     cancel: &CancellationToken,
 ) -> Background {
     let mut tasks = JoinSet::new();
@@ -525,6 +533,7 @@ fn spawn_background(
         daemon: heard_tx,
         triggers: Arc::default(),
         beat: Arc::default(),
+        ended,
     };
     // With the API, `hourglass trigger` asks this daemon directly: the requests table is read
     // once at start (requests made while it was down), and all along without a listener. On

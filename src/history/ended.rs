@@ -10,6 +10,9 @@ pub enum Ended {
     Jobs(Vec<String>),
     /// Records kept through an outage are written: any job's may be among them.
     All,
+    /// Another node wrote these children's parents' ends and may not run them (`run_on`):
+    /// the nodes that may look at them.
+    Children(Vec<String>),
 }
 
 /// The jobs whose runs end for good in `batch` (each once).

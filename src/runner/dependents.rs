@@ -35,8 +35,16 @@ pub struct Dependent {
 /// Looks at the parents of `children` and fires those whose condition is met, all in one
 /// task: the parents' last words in one statement, which children they fired in another, the
 /// claims in one transaction. While the database does not answer it looks again (1 s,
-/// doubling to 30 s) until it does or the daemon stops.
-pub fn consider(ctx: &Arc<Context>, children: Vec<Dependent>) {
+/// doubling to 30 s) until it does or the daemon stops. On a shared database, the children
+/// this node may not run (`run_on`) are named to the other nodes when `tell` (they look at
+/// them), not looked at here.
+pub fn consider(ctx: &Arc<Context>, children: Vec<Dependent>, tell: bool) {
+    let (children, elsewhere): (Vec<Dependent>, Vec<Dependent>) = children
+        .into_iter()
+        .partition(|c| c.spec.run_on.iter().all(|t| ctx.tags.contains(t)));
+    if tell && !elsewhere.is_empty() {
+        tell_others(ctx, &elsewhere);
+    }
     if children.is_empty() {
         return;
     }
@@ -55,6 +63,20 @@ pub fn consider(ctx: &Arc<Context>, children: Vec<Dependent>) {
                 () = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(RETRY_MOST);
+        }
+    });
+}
+
+/// Names `children` to the other nodes of the shared database (in a task; a lost
+/// notification is made up by their next start or reload, said in the README).
+fn tell_others(ctx: &Arc<Context>, children: &[Dependent]) {
+    let Some(cluster) = ctx.cluster.clone() else {
+        return;
+    };
+    let names: Vec<String> = children.iter().map(|c| c.spec.name.clone()).collect();
+    ctx.tracker.spawn(async move {
+        if let Err(e) = cluster.name_children(&names).await {
+            tracing::warn!(jobs = ?names, error = %e, "cannot tell the other nodes to look at jobs this node may not run (run_on)");
         }
     });
 }

@@ -38,10 +38,21 @@ impl Scheduler {
         out
     }
 
+    /// Looks at the parents of `children` (named by another node, which may not run them):
+    /// those this node may run; none is named to the other nodes again.
+    pub fn look_at(&self, children: &[String]) {
+        let named: Vec<Dependent> = self
+            .dependents(None)
+            .into_iter()
+            .filter(|d| children.contains(&d.spec.name))
+            .collect();
+        crate::runner::consider(&self.ctx, named, false);
+    }
+
     /// Looks at the parents of the jobs that run after any of `ended` (every such job when
     /// `None`), all in one task, and fires those whose condition is met.
     pub fn parents_ended(&self, ended: Option<&[String]>) {
-        crate::runner::consider(&self.ctx, self.dependents(ended));
+        crate::runner::consider(&self.ctx, self.dependents(ended), true);
     }
 
     /// Fires run `run_id` of `job`, claimed for its parents' runs `causes` by a daemon that

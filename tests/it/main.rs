@@ -24,6 +24,7 @@ mod dashboard;
 mod dashboard_actions;
 mod dashboard_nodes;
 mod dependencies;
+mod dependencies_cluster;
 mod dependencies_shown;
 mod edges;
 mod email;

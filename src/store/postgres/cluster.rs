@@ -244,6 +244,24 @@ impl Cluster {
         Ok((!inserted).then_some((node, held_for)))
     }
 
+    /// Names `children` to every node (`look a b c`): they look at those they may run. In
+    /// notifications of at most about 7,000 bytes each.
+    pub async fn name_children(&self, children: &[String]) -> Result<(), StoreError> {
+        let mut payload = String::from("look");
+        for (i, child) in children.iter().enumerate() {
+            payload.push(' ');
+            payload.push_str(child);
+            if payload.len() > 7_000 || i + 1 == children.len() {
+                sqlx::query("SELECT pg_notify('hourglass', $1)")
+                    .bind(&payload)
+                    .execute(&self.0.pool)
+                    .await?;
+                payload = String::from("look");
+            }
+        }
+        Ok(())
+    }
+
     /// The jobs whose run on this node another node asked to replace.
     pub async fn replace_requests(&self, me: &str) -> Result<Vec<String>, StoreError> {
         Ok(

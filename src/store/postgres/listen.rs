@@ -21,6 +21,8 @@ pub enum ClusterEvent {
     Replace(String),
     /// A node joined, came back or left.
     Nodes,
+    /// A node wrote the ends of these jobs' parents' runs and may not run them (`run_on`).
+    Children(Vec<String>),
     /// The listening connection was lost and made again: notifications sent meanwhile are
     /// gone, so everything is read again.
     Missed,
@@ -30,6 +32,7 @@ impl ClusterEvent {
     fn parse(payload: &str) -> Self {
         match payload.split_once(' ') {
             Some(("replace", node)) => Self::Replace(node.to_string()),
+            Some(("look", jobs)) => Self::Children(jobs.split(' ').map(String::from).collect()),
             _ => match payload {
                 "pauses" => Self::Pauses,
                 "triggers" => Self::Triggers,
@@ -83,6 +86,10 @@ mod tests {
         assert_eq!(
             ClusterEvent::parse("replace n 2"),
             ClusterEvent::Replace("n 2".into())
+        );
+        assert_eq!(
+            ClusterEvent::parse("look load report"),
+            ClusterEvent::Children(vec!["load".into(), "report".into()])
         );
         assert_eq!(ClusterEvent::parse("later"), ClusterEvent::Missed);
     }
