@@ -133,8 +133,8 @@ impl Running {
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let (ended_tx, ended) = mpsc::unbounded_channel();
         let (recorder, writer) = Recorder::start(&store, Some(ended_tx.clone()));
-        let recorder = recorder.with_metrics(Arc::clone(&metrics));
         let (successes_tx, successes) = mpsc::unbounded_channel();
+        let recorder = recorder.with_metrics(Arc::clone(&metrics));
         let ctx = Arc::new(context(
             &settings,
             &store,
@@ -151,12 +151,11 @@ impl Running {
         scheduler.apply(jobs, alerts, &last_fired);
         memory::release_freed();
         let background = CancellationToken::new();
-        let to_children = ended_tx.clone();
         let (mut tasks, triggers, lost, heard) = spawn_background(
             &settings,
             &store,
             (&ids, &ctx),
-            (loaded_rx, to_children),
+            (loaded_rx, ended_tx),
             &background,
         );
         let node = settings.node.clone();
@@ -202,14 +201,19 @@ impl Running {
             in_force,
             _instance: instance,
         };
+        daemon.announce();
+        Ok(daemon)
+    }
+
+    /// Says the daemon is up: in the log, and to systemd (READY=1 with the status line).
+    fn announce(&self) {
         tracing::info!(
-            jobs = daemon.scheduler.len(),
-            database = %daemon.settings.database,
-            node = %daemon.settings.node,
+            jobs = self.scheduler.len(),
+            database = %self.settings.database,
+            node = %self.settings.node,
             "hourglass started"
         );
-        systemd::ready(&daemon.status());
-        Ok(daemon)
+        systemd::ready(&self.status());
     }
 
     /// The systemd status line.
