@@ -11,13 +11,14 @@ use crate::harness::{Daemon, wait_for};
 /// Three nodes on PostgreSQL; `pa` runs only on n1 and `pb` only on n2 (by tags), both
 /// every second and ending together (`sleep 0.2`), so that each node writes one parent's
 /// end at the same instant and looks at the child's condition after its own write. The
-/// child runs once per round, on whichever node claims it.
+/// child runs once per round, on whichever node claims it, and the third step once after it.
 #[test]
 fn parents_ending_together_on_two_nodes_fire_their_child_once() {
     let url = crate::cluster::fresh_database("deps");
     let jobs = "[jobs.pa]\nevery = \"1s\"\ncommand = \"sleep 0.2\"\nrun_on = [\"a\"]\n\
                 [jobs.pb]\nevery = \"1s\"\ncommand = \"sleep 0.2\"\nrun_on = [\"b\"]\n\
-                [jobs.child]\nafter = { jobs = [\"pa\", \"pb\"], within = \"800ms\" }\ncommand = \"true\"\n";
+                [jobs.child]\nafter = { jobs = [\"pa\", \"pb\"], within = \"800ms\" }\ncommand = \"true\"\n\
+                [jobs.grand]\nafter = \"child\"\ncommand = \"true\"\n";
     let mut nodes: Vec<Daemon> = [("n1", "\"a\""), ("n2", "\"b\""), ("n3", "")]
         .iter()
         .map(|(node, tags)| {
@@ -75,6 +76,9 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
         assert_eq!(child.len(), 1);
         assert_eq!(child[0].status, RunStatus::Succeeded);
         nodes_seen.insert(child[0].node.clone());
+        // The third step: once after the child.
+        let grand = rt.block_on(store.lineage(child[0].id)).unwrap().children;
+        assert_eq!(grand.len(), 1, "the third step once: {grand:?}");
     }
     let all_children = runs.iter().filter(|r| r.job == "child").count();
     let rounds_done = runs.iter().filter(|r| r.job == "pa").count();
