@@ -86,16 +86,20 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The newest last word of each job of an `IN` list: not running, not skipped, no retry
-/// following it (one indexed look per job).
+/// The newest last word of each of `n` jobs (a `VALUES` list, whose column both backends
+/// name `column1`): not running, not skipped, no retry following it; one look per job down
+/// the `(job, finished_at)` index, whatever the size of the history.
 fn last_words_sql(n: usize) -> String {
     format!(
         "SELECT r.id, r.job, r.status, r.exit_code, r.finished_at FROM runs r WHERE r.id IN \
-         (SELECT (SELECT r2.id FROM runs r2 WHERE r2.job = j.job AND r2.finished_at IS NOT NULL \
+         (SELECT (SELECT r2.id FROM runs r2 WHERE r2.job = j.column1 AND r2.finished_at IS NOT NULL \
          AND r2.status NOT IN ('running', 'skipped') AND NOT r2.retried \
          ORDER BY r2.finished_at DESC, r2.id DESC LIMIT 1) \
-         FROM (SELECT DISTINCT job FROM runs WHERE job IN ({})) j)",
-        placeholders(1, n)
+         FROM (VALUES {}) AS j)",
+        (1..=n)
+            .map(|i| format!("(${i})"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
