@@ -8,6 +8,44 @@ use hourglass::store::{RunRow, RunStatus};
 
 use crate::harness::{Daemon, wait_for};
 
+/// Starts a node per `(name, tags)` on `url` with `jobs`, runs them until `job` has `n` runs,
+/// stops them; the runs, and a reader of the database on a runtime of its own.
+fn run_nodes(
+    url: &str,
+    nodes: &[(&str, &str)],
+    jobs: &str,
+    (job, n): (&str, usize),
+) -> (
+    Vec<RunRow>,
+    tokio::runtime::Runtime,
+    hourglass::store::Store,
+) {
+    let mut daemons: Vec<Daemon> = nodes
+        .iter()
+        .map(|(node, tags)| {
+            let main = crate::cluster::node_main(url, node, &format!("tags = [{tags}]"));
+            let mut d = Daemon::prepare_main(&main, jobs);
+            d.spawn_ready();
+            d
+        })
+        .collect();
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} runs of {job}"),
+        || {
+            let runs = crate::cluster::all_runs(url);
+            (runs.iter().filter(|r| r.job == job).count() >= n).then_some(())
+        },
+    );
+    crate::cluster::stop_all(&mut daemons);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(crate::cluster::connect(url));
+    (crate::cluster::all_runs(url), rt, store)
+}
+
 /// Three nodes on PostgreSQL; `pa` runs only on n1 and `pb` only on n2 (by tags), both
 /// every second and ending together (`sleep 0.2`), so that each node writes one parent's
 /// end at the same instant and looks at the child's condition after its own write. The
@@ -19,26 +57,8 @@ fn parents_ending_together_on_two_nodes_fire_their_child_once() {
                 [jobs.pb]\nevery = \"1s\"\ncommand = \"sleep 0.2\"\nrun_on = [\"b\"]\n\
                 [jobs.child]\nafter = { jobs = [\"pa\", \"pb\"], within = \"800ms\" }\ncommand = \"true\"\n\
                 [jobs.grand]\nafter = \"child\"\ncommand = \"true\"\n";
-    let mut nodes: Vec<Daemon> = [("n1", "\"a\""), ("n2", "\"b\""), ("n3", "")]
-        .iter()
-        .map(|(node, tags)| {
-            let main = crate::cluster::node_main(&url, node, &format!("tags = [{tags}]"));
-            let mut d = Daemon::prepare_main(&main, jobs);
-            d.spawn_ready();
-            d
-        })
-        .collect();
-    wait_for(Duration::from_secs(60), "16 rounds", || {
-        let runs = crate::cluster::all_runs(&url);
-        (runs.iter().filter(|r| r.job == "pb").count() >= 16).then_some(())
-    });
-    crate::cluster::stop_all(&mut nodes);
-    let runs = crate::cluster::all_runs(&url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt.block_on(crate::cluster::connect(&url));
+    let nodes = [("n1", "\"a\""), ("n2", "\"b\""), ("n3", "")];
+    let (runs, rt, store) = run_nodes(&url, &nodes, jobs, ("pb", 16));
     // The rounds both parents had (the nodes start one after another), but the last two.
     let mut rounds: Vec<_> = runs
         .iter()
@@ -98,26 +118,8 @@ fn a_child_only_another_node_may_run_runs_there() {
     let url = crate::cluster::fresh_database("deps_run_on");
     let jobs = "[jobs.p]\nevery = \"1s\"\ncommand = \"true\"\nrun_on = [\"a\"]\n\
                 [jobs.c]\nafter = \"p\"\ncommand = \"true\"\nrun_on = [\"b\"]\n";
-    let mut nodes: Vec<Daemon> = [("n1", "\"a\""), ("n2", "\"b\"")]
-        .iter()
-        .map(|(node, tags)| {
-            let main = crate::cluster::node_main(&url, node, &format!("tags = [{tags}]"));
-            let mut d = Daemon::prepare_main(&main, jobs);
-            d.spawn_ready();
-            d
-        })
-        .collect();
-    wait_for(Duration::from_secs(60), "8 children", || {
-        let runs = crate::cluster::all_runs(&url);
-        (runs.iter().filter(|r| r.job == "c").count() >= 8).then_some(())
-    });
-    crate::cluster::stop_all(&mut nodes);
-    let runs = crate::cluster::all_runs(&url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt.block_on(crate::cluster::connect(&url));
+    let nodes = [("n1", "\"a\""), ("n2", "\"b\"")];
+    let (runs, rt, store) = run_nodes(&url, &nodes, jobs, ("c", 8));
     let children: Vec<&RunRow> = runs.iter().filter(|r| r.job == "c").collect();
     let mut causes = Vec::new();
     for c in &children {
