@@ -156,7 +156,7 @@ pub(super) async fn claim_with_turn(
     scheduled_for: DateTime<Utc>,
     turn: bool,
 ) -> (Claimed, bool) {
-    if !spec.run_on.iter().all(|t| ctx.tags.contains(t)) {
+    if !ctx.may_run(spec) {
         return (Claimed::NotMine, false);
     }
     let Some(cluster) = &ctx.cluster else {

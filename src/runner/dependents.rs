@@ -10,12 +10,10 @@ use std::time::Duration;
 use super::{Context, JobSlot, dispatch};
 use crate::job::JobSpec;
 use crate::job::after::met;
-use crate::store::{CauseClaim, Newest, ParentRun, StoreError, Trigger};
+use crate::store::{CauseClaim, EVERY_CHILD, NO_RUN, Newest, ParentRun, StoreError, Trigger};
 
 use super::firing::Firing;
 
-/// The run id a parent's run is claimed for when its child was held back (no run).
-pub(super) const NO_RUN: i64 = 0;
 /// First wait before looking again when the database did not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between two looks while the database does not answer.
@@ -39,9 +37,8 @@ pub struct Dependent {
 /// this node may not run (`run_on`) are named to the other nodes when `tell` (they look at
 /// them), not looked at here.
 pub fn consider(ctx: &Arc<Context>, children: Vec<Dependent>, tell: bool) {
-    let (children, elsewhere): (Vec<Dependent>, Vec<Dependent>) = children
-        .into_iter()
-        .partition(|c| c.spec.run_on.iter().all(|t| ctx.tags.contains(t)));
+    let (children, elsewhere): (Vec<Dependent>, Vec<Dependent>) =
+        children.into_iter().partition(|c| ctx.may_run(&c.spec));
     if tell && !elsewhere.is_empty() {
         tell_others(ctx, &elsewhere);
     }
@@ -111,7 +108,7 @@ async fn look(ctx: &Arc<Context>, children: &[Dependent]) -> Result<(), StoreErr
             .filter_map(|p| last.get(p))
             .map(|r| {
                 let used = fired.contains(&(child.spec.name.clone(), r.run_id))
-                    || fired.contains(&("*".to_string(), r.run_id));
+                    || fired.contains(&(EVERY_CHILD.to_string(), r.run_id));
                 (r.clone(), used)
             })
             .collect();

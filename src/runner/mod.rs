@@ -198,6 +198,11 @@ impl Context {
         self.ids.next()
     }
 
+    /// Whether this node may run `spec`: its tags hold every one of the job's `run_on`.
+    fn may_run(&self, spec: &JobSpec) -> bool {
+        spec.run_on.iter().all(|t| self.tags.contains(t))
+    }
+
     /// Whether the daemon is stopping its runs (grace over, or a second signal).
     fn stopping(&self) -> bool {
         self.stop.soft.is_cancelled() || self.stop.hard.is_cancelled()

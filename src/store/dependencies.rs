@@ -75,15 +75,20 @@ pub struct CauseClaim {
     pub causes: Vec<i64>,
 }
 
+/// The child a run claimed for every child names (`--no-deps`): no job can be called so.
+pub const EVERY_CHILD: &str = "*";
+
+/// The run id a parent's run is claimed for when no run follows: its child was held back
+/// (disabled, paused), or the run fires no child (`--no-deps`). Rows with it have no run to
+/// start and no child to show (`run_id <> 0` below).
+pub const NO_RUN: i64 = 0;
+
 /// Most jobs or runs named in one statement.
 const CHUNK: usize = 500;
 
-/// `$1, $2, ...` for `n` values (from `$first`).
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `$1, $2, ...` for `n` values, each written by `each` (`"(${i})"` for a `VALUES` row).
+fn placeholders(n: usize, each: impl Fn(usize) -> String) -> String {
+    (1..=n).map(each).collect::<Vec<_>>().join(", ")
 }
 
 /// The newest last word of each of `n` jobs (a `VALUES` list, whose column both backends
@@ -96,10 +101,7 @@ fn last_words_sql(n: usize) -> String {
          AND r2.status NOT IN ('running', 'skipped') AND NOT r2.retried \
          ORDER BY r2.finished_at DESC, r2.id DESC LIMIT 1) \
          FROM (VALUES {}) AS j)",
-        (1..=n)
-            .map(|i| format!("(${i})"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        placeholders(n, |i| format!("(${i})"))
     )
 }
 
@@ -158,7 +160,7 @@ impl Store {
         for chunk in run_ids.chunks(CHUNK) {
             let sql = format!(
                 "SELECT child, parent_run_id FROM run_causes WHERE parent_run_id IN ({})",
-                placeholders(1, chunk.len())
+                placeholders(chunk.len(), |i| format!("${i}"))
             );
             let rows: Vec<(String, i64)> = on_pool!(self, pool => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
@@ -227,8 +229,8 @@ impl Store {
     /// for every child (`*`, a name no job has) and for no run.
     pub async fn fire_no_child(&self, run_id: i64, node: &str) -> Result<(), StoreError> {
         let claim = CauseClaim {
-            child: "*".into(),
-            run_id: 0,
+            child: EVERY_CHILD.into(),
+            run_id: NO_RUN,
             causes: vec![run_id],
         };
         self.claim_causes(node, &[claim]).await.map(|_| ())

@@ -43,7 +43,9 @@ mod writer;
 
 pub use actions::{Event, Pause};
 pub use dashboard::{NotificationRow, RunDot};
-pub use dependencies::{CauseClaim, ChildRun, Lineage, Newest, ParentRun, RunDetail};
+pub use dependencies::{
+    CauseClaim, ChildRun, EVERY_CHILD, Lineage, NO_RUN, Newest, ParentRun, RunDetail,
+};
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents, GroupHolder};
 pub use records::*;
