@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use super::Scheduler;
+use crate::job::JobSpec;
+use crate::job::after::After;
 use crate::runner::Dependent;
 use crate::store::ParentRun;
 
 impl Scheduler {
-    /// The jobs that run after any of `ended`, or every job that runs after others (`None`):
-    /// each with its slot, definition, and whether it is held back now (disabled, paused).
-    pub fn dependents(&self, ended: Option<&[String]>) -> Vec<Dependent> {
+    /// The jobs that run after others and that `which` picks: each with its slot, definition,
+    /// and whether it is held back now (disabled, paused).
+    fn dependents(&self, which: impl Fn(&JobSpec, &After) -> bool) -> Vec<Dependent> {
         let now = self.ctx.clock().now();
         let mut t = self.shared.lock();
         let paused: Vec<String> = t
@@ -25,7 +27,7 @@ impl Scheduler {
             let Some(after) = &entry.spec.after else {
                 continue;
             };
-            if ended.is_some_and(|e| !after.parents.iter().any(|p| e.contains(p))) {
+            if !which(&entry.spec, after) {
                 continue;
             }
             let held = !entry.spec.enabled || paused.contains(&entry.spec.name);
@@ -41,28 +43,23 @@ impl Scheduler {
     /// Looks at the parents of `children` (named by another node, which may not run them):
     /// those this node may run; none is named to the other nodes again.
     pub fn look_at(&self, children: &[String]) {
-        let named: Vec<Dependent> = self
-            .dependents(None)
-            .into_iter()
-            .filter(|d| children.contains(&d.spec.name))
-            .collect();
+        let named = self.dependents(|spec, _| children.contains(&spec.name));
         crate::runner::consider(&self.ctx, named, false);
     }
 
     /// Looks at the parents of the jobs that run after any of `ended` (every such job when
     /// `None`), all in one task, and fires those whose condition is met.
     pub fn parents_ended(&self, ended: Option<&[String]>) {
-        crate::runner::consider(&self.ctx, self.dependents(ended), true);
+        let children = self.dependents(|_, after| {
+            ended.is_none_or(|e| after.parents.iter().any(|p| e.contains(p)))
+        });
+        crate::runner::consider(&self.ctx, children, true);
     }
 
     /// Fires run `run_id` of `job`, claimed for its parents' runs `causes` by a daemon that
     /// died before it started; `false` if the job is no longer here or runs after no job.
     pub fn fire_claimed(&self, job: &str, run_id: i64, causes: Vec<ParentRun>) -> bool {
-        let Some(child) = self
-            .dependents(None)
-            .into_iter()
-            .find(|d| d.spec.name == job)
-        else {
+        let Some(child) = self.dependents(|spec, _| spec.name == job).pop() else {
             return false;
         };
         crate::runner::fire_dependent(&self.ctx, &child.slot, &child.spec, causes, run_id);
