@@ -301,21 +301,29 @@ pub const MAX_CONCURRENT_RUNS: usize = 100_000;
 
 /// Parses `"64KiB"`, `"1MiB"`, `"1000"` (bytes).
 pub fn parse_size(s: &str) -> Result<usize, String> {
+    let max = u64::try_from(MAX_SIZE).unwrap_or(u64::MAX);
+    parse_size_up_to(s, max, "\"1GiB\"").map(|n| usize::try_from(n).unwrap_or(MAX_SIZE))
+}
+
+/// Parses a size (`"64KiB"`, `"10GiB"`, `"1000"` bytes) of at most `max` (`max_text` in words).
+pub fn parse_size_up_to(s: &str, max: u64, max_text: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        "p" | "pb" | "pib" => 1 << 50,
         _ => 0,
     };
-    match num.parse::<usize>() {
+    match num.parse::<u64>() {
         Ok(n) if mult > 0 => n
             .checked_mul(mult)
-            .filter(|&b| b <= MAX_SIZE)
-            .ok_or_else(|| format!("{s:?} is larger than the largest size allowed, \"1GiB\"")),
+            .filter(|&b| b <= max)
+            .ok_or_else(|| format!("{s:?} is larger than the largest size allowed, {max_text}")),
         _ => Err(format!(
             "{s:?} is not a size; expected e.g. \"64KiB\", \"1MiB\" or a number of bytes"
         )),

@@ -52,6 +52,16 @@ pub fn records(runs: usize, shape: Shape) -> Vec<Record> {
             output: Some("backup done: 1234 files, 56 MiB\n".into()),
             details: None,
             retried: false,
+            // What a command's row carries since runs are accounted.
+            usage: Some(hourglass::store::Usage {
+                cpu_user_us: 12_345,
+                cpu_system_us: 6_789,
+                peak_rss_bytes: Some(64 << 20),
+                blocks_read: 0,
+                blocks_written: 8,
+                voluntary_switches: 12,
+                involuntary_switches: 3,
+            }),
         });
         match shape {
             Shape::Quick => out.push(end),

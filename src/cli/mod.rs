@@ -174,6 +174,10 @@ pub enum Command {
 
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
+    // A command run's limits are set by the daemon's own binary, before anything else starts.
+    if let Some(code) = crate::job::command::limits::wrapper_main() {
+        return code;
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

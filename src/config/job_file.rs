@@ -13,10 +13,10 @@ use super::table_keys::TableKeys;
 use super::{AlertPolicies, Settings};
 use crate::alert::AlertPolicy;
 use crate::alert::{RawNotify, notify_policy};
+use crate::job::command::limits::RawLimitSettings;
 use crate::job::command::{self, CommandLine, RawCommand};
 use crate::job::email::{self, RawEmail};
 use crate::job::http::{self, RawHttp};
-use crate::job::shell::Shell;
 use crate::job::upload::{self, RawUpload};
 use crate::job::{CatchUp, JobKind, JobSpec, NodeLoss, Overlap, RetryPolicy};
 use crate::problem::parse_duration;
@@ -55,6 +55,10 @@ pub(crate) struct RawJob {
     pub(crate) umask: Option<String>,
     pub(crate) clean_env: Option<bool>,
     pub(crate) shell: Option<crate::job::shell::RawShell>,
+    pub(crate) limits: Option<crate::job::command::limits::RawLimits>,
+    pub(crate) nice: Option<i64>,
+    pub(crate) io_class: Option<String>,
+    pub(crate) io_level: Option<i64>,
     pub(crate) email: Option<RawEmail>,
     pub(crate) http: Option<RawHttp>,
     pub(crate) upload: Option<RawUpload>,
@@ -439,9 +443,17 @@ fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<J
             || raw.user.is_some()
             || raw.umask.is_some()
             || raw.clean_env.is_some()
-            || raw.shell.is_some());
+            || raw.shell.is_some()
+            || raw.limits.is_some()
+            || raw.nice.is_some()
+            || raw.io_class.is_some()
+            || raw.io_level.is_some());
+    let defaults = command::CommandDefaults {
+        shell: &settings.shell,
+        limits: &settings.limits,
+    };
     let arms = [
-        ("command", command_arm(raw, &settings.shell)),
+        ("command", command_arm(raw, defaults)),
         (
             "email",
             raw.email.take().map(|e| -> KindArm<'_> {
@@ -473,14 +485,17 @@ fn kind(raw: &mut RawJob, settings: &Settings, at: &mut Located<'_>) -> Option<J
     if command_fields_alone {
         at.push(
             None,
-            "`env`, `working_dir`, `user`, `umask`, `clean_env` and `shell` apply to `command` jobs only",
+            "`env`, `working_dir`, `user`, `umask`, `clean_env`, `shell`, `limits`, `nice`, `io_class` and `io_level` apply to `command` jobs only (email, HTTP and upload jobs run inside the daemon)",
         );
     }
     first.and_then(|arm| arm(at))
 }
 
 /// The `command` kind's arm: its fields sit beside the common ones in the job's table.
-fn command_arm<'s>(raw: &mut RawJob, default_shell: &'s Shell) -> Option<KindArm<'s>> {
+fn command_arm<'s>(
+    raw: &mut RawJob,
+    defaults: command::CommandDefaults<'s>,
+) -> Option<KindArm<'s>> {
     let line = raw.command.take()?;
     let fields = RawCommand {
         line,
@@ -490,13 +505,17 @@ fn command_arm<'s>(raw: &mut RawJob, default_shell: &'s Shell) -> Option<KindArm
         umask: raw.umask.take(),
         clean_env: raw.clean_env,
         shell: raw.shell.take(),
+        limits: RawLimitSettings {
+            limits: raw.limits.take(),
+            nice: raw.nice,
+            io_class: raw.io_class.take(),
+            io_level: raw.io_level,
+        },
     };
     Some(Box::new(move |at| {
-        Some(JobKind::Command(command::from_raw(
-            fields,
-            default_shell,
-            at,
-        )))
+        Some(JobKind::Command(Box::new(command::from_raw(
+            fields, &defaults, at,
+        ))))
     }))
 }
 

@@ -41,6 +41,10 @@ pub(crate) struct RawDaemon {
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) output_limit: Option<String>,
     pub(crate) shell: Option<crate::job::shell::RawShell>,
+    pub(crate) limits: Option<crate::job::command::limits::RawLimits>,
+    pub(crate) nice: Option<i64>,
+    pub(crate) io_class: Option<String>,
+    pub(crate) io_level: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +76,18 @@ pub(crate) fn local_tz() -> Tz {
         .unwrap_or(Tz::UTC)
 }
 
+/// The limits of command runs unless a job says otherwise (`[daemon] limits`, `nice`,
+/// `io_class`, `io_level`).
+fn daemon_limits(raw: &mut RawDaemon, at: &mut Located<'_>) -> crate::job::command::Limits {
+    let settings = crate::job::command::limits::RawLimitSettings {
+        limits: raw.limits.take(),
+        nice: raw.nice,
+        io_class: raw.io_class.take(),
+        io_level: raw.io_level,
+    };
+    crate::job::command::limits::limits(&settings, "daemon.", at)
+}
+
 /// The jobs folder when `daemon.jobs_dir` is not set (beside the main file).
 const DEFAULT_JOBS_DIR: &str = "jobs.d";
 /// `database.retention` when not set: 90 days.
@@ -90,7 +106,7 @@ pub(crate) fn load_settings(
     found: &mut Findings,
 ) -> Option<Settings> {
     let mut at = found.at(main_name, None);
-    let raw = raw_main(main_tree(config_path, &mut at)?, &mut at);
+    let mut raw = raw_main(main_tree(config_path, &mut at)?, &mut at);
     if let Some(level) = raw.log.level.as_deref()
         && let Err(e) = check_log_level(level)
     {
@@ -136,7 +152,7 @@ pub(crate) fn load_settings(
             DEFAULT_SHUTDOWN_GRACE,
         ),
         node,
-        tags: node_tags(raw.daemon.tags.unwrap_or_default(), &mut at),
+        tags: node_tags(raw.daemon.tags.take().unwrap_or_default(), &mut at),
         lease,
         max_clock_skew,
         fallback_poll,
@@ -154,6 +170,7 @@ pub(crate) fn load_settings(
             .map_or_else(Default::default, |s| {
                 crate::job::shell::shell(s, "daemon.shell", &mut at)
             }),
+        limits: daemon_limits(&mut raw.daemon, &mut at),
         smtp: BTreeMap::new(),
         notify: None,
         groups: BTreeMap::new(),

@@ -100,6 +100,9 @@ pub struct Settings {
     pub output_limit: usize,
     /// The shell of command lines unless a job says otherwise.
     pub shell: crate::job::shell::Shell,
+    /// Limits on command runs unless a job says otherwise (`[daemon] limits`, `nice`,
+    /// `io_class`).
+    pub limits: crate::job::command::Limits,
     /// SMTP servers by name.
     pub smtp: BTreeMap<String, SmtpServer>,
     /// Default notification policy of jobs without their own.

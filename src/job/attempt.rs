@@ -73,6 +73,8 @@ pub struct Outcome {
     pub retryable: bool,
     /// Kind-specific facts for the history (`details` column, JSON).
     pub details: Option<serde_json::Value>,
+    /// What a command's processes cost (`None` for the kinds that run in the daemon).
+    pub usage: Option<crate::store::Usage>,
 }
 
 impl Outcome {
@@ -85,6 +87,7 @@ impl Outcome {
             output: None,
             retryable,
             details: None,
+            usage: None,
         }
     }
 }

@@ -225,6 +225,7 @@ impl EmailJob {
                     "message_id": message_id,
                     "recipients": recipients,
                 })),
+                usage: None,
             },
             Err(e) => Outcome {
                 retryable: e.is_transient(),

@@ -129,6 +129,7 @@ impl HttpJob {
                     // Server errors and throttling may pass; other statuses will not.
                     retryable: status >= 500 || status == 429 || status == 408,
                     details: Some(serde_json::json!({ "status": status })),
+                    usage: None,
                 }
             }
             Err(e) => Outcome::failed(

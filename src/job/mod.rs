@@ -134,7 +134,7 @@ impl JobSpec {
                 backoff_max: Duration::from_secs(1),
             },
             output_limit: 1024,
-            kind: JobKind::Command(CommandJob {
+            kind: JobKind::Command(Box::new(CommandJob {
                 line: command::CommandLine::Argv(argv.iter().map(ToString::to_string).collect()),
                 env: Default::default(),
                 working_dir: None,
@@ -142,7 +142,8 @@ impl JobSpec {
                 umask: None,
                 clean_env: false,
                 shell: shell::Shell::Sh,
-            }),
+                limits: command::Limits::default(),
+            })),
             enabled: true,
             after: None,
             group: None,
@@ -158,7 +159,7 @@ impl JobSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobKind {
     /// Run a program or a shell command line.
-    Command(CommandJob),
+    Command(Box<CommandJob>),
     /// Send an email. (The rarer, larger kinds are boxed: a command job, the common case,
     /// should not carry an email's size; with 100,000 jobs that is 20 MB.)
     Email(Box<EmailJob>),

@@ -213,6 +213,7 @@ impl Firing {
                 output: None,
                 details,
                 retried: false,
+                usage: None,
             },
         ));
     }
@@ -439,6 +440,7 @@ impl Firing {
             output: outcome.output.clone(),
             details: outcome.details.as_ref().map(ToString::to_string),
             retried: retries(job, attempt, status, outcome),
+            usage: outcome.usage,
         }));
     }
 

@@ -672,7 +672,7 @@ mod tests {
         let (mut sched, mut rx) = scheduler_at("2026-01-01T00:00:00Z").await;
         let mut spec = job("s", Schedule::Every(Duration::from_secs(10)));
         spec.overlap = Overlap::Skip;
-        spec.kind = JobKind::Command(CommandJob {
+        spec.kind = JobKind::Command(Box::new(CommandJob {
             line: crate::job::command::CommandLine::Argv(vec!["sleep".into(), "30".into()]),
             env: Default::default(),
             working_dir: None,
@@ -680,7 +680,8 @@ mod tests {
             umask: None,
             clean_env: false,
             shell: crate::job::shell::Shell::Sh,
-        });
+            limits: crate::job::command::Limits::default(),
+        }));
         sched.apply(vec![spec.clone()], &AlertPolicies::new(), &HashMap::new());
         loop {
             if let Some(Record::Started(_)) = rx.recv().await {

@@ -83,6 +83,7 @@ fn write_missed(ctx: &Arc<Context>, spec: &Arc<JobSpec>, m: Missed) {
                 output: None,
                 details: Some(details),
                 retried: false,
+                usage: None,
             },
         ));
     });

@@ -8,6 +8,29 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+/// The run columns [`RunRow::from_columns`] reads, from `runs_timed` or `last_runs`, with the
+/// output column named by `$output` (written once for every query that reads runs).
+macro_rules! run_columns {
+    ($output:literal) => {
+        concat!(
+            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
+             exit_code, error, ",
+            $output,
+            ", node, lateness_ms, duration_ms, details, ",
+            usage_columns!(),
+            " "
+        )
+    };
+}
+
+/// The usage columns of `runs`, in the order [`Usage::from_columns`] reads them.
+macro_rules! usage_columns {
+    () => {
+        "cpu_user_us, cpu_system_us, peak_rss_bytes, blocks_read, blocks_written, \
+         voluntary_switches, involuntary_switches"
+    };
+}
+
 /// Runs `$body` on the backend's pool, named `$pool`: one statement text (with `$N`
 /// placeholders and [`Ts`] timestamps) written once for both backends.
 macro_rules! on_pool {
@@ -435,6 +458,17 @@ mod tests {
         }
     }
 
+    /// A command's usage, every column its own value.
+    const USAGE: Usage = Usage {
+        cpu_user_us: 2_000_001,
+        cpu_system_us: 30_002,
+        peak_rss_bytes: Some(210 << 20),
+        blocks_read: 8,
+        blocks_written: 16,
+        voluntary_switches: 40,
+        involuntary_switches: 7,
+    };
+
     fn end(id: i64, status: RunStatus, output: &str) -> RunEnd {
         RunEnd {
             id,
@@ -446,6 +480,7 @@ mod tests {
             output: Some(output.into()),
             details: None,
             retried: false,
+            usage: None,
         }
     }
 
@@ -560,6 +595,7 @@ mod tests {
                     output: Some("hi\n".into()),
                     details: Some(r#"{"k":1}"#.into()),
                     retried: false,
+                    usage: Some(USAGE),
                 }),
                 Record::Fired {
                     job: "a".into(),
@@ -574,6 +610,7 @@ mod tests {
         assert_eq!(one.duration_ms, Some(2000));
         assert_eq!(one.output.as_deref(), Some("hi\n"));
         assert_eq!(one.details, Some(serde_json::json!({"k": 1})));
+        assert_eq!(one.usage, Some(USAGE));
         assert_eq!(store.take_run_ids(0, 1).await.unwrap(), (3, 3));
         if store.cluster().is_some() {
             // Another node's restart leaves this node's runs alone.

@@ -5,19 +5,6 @@ use std::collections::HashMap;
 
 use super::{Backend, RunRow, Store, StoreError};
 
-/// The run columns [`RunRow::from_columns`] reads, from `runs_timed` or `last_runs`, with the
-/// output column named by `$output`.
-macro_rules! run_columns {
-    ($output:literal) => {
-        concat!(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, ",
-            $output,
-            ", node, lateness_ms, duration_ms, details "
-        )
-    };
-}
-
 impl Store {
     /// The newest run of each job, by job name.
     pub async fn last_runs(&self) -> Result<HashMap<String, RunRow>, StoreError> {

@@ -153,13 +153,12 @@ impl SqliteStore {
 
     /// Runs matching `filter`, newest first.
     pub(super) async fn history(&self, filter: &HistoryFilter) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-             exit_code, error, NULL AS output, node, lateness_ms, duration_ms, details FROM runs_timed \
-             WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
+        let rows = sqlx::query(concat!(
+            run_columns!("NULL AS output"),
+            "FROM runs_timed WHERE (?1 IS NULL OR job = ?1) AND (?2 IS NULL OR status = ?2) \
              AND (?3 IS NULL OR scheduled_for >= ?3) AND (?5 IS NULL OR id < ?5) \
-             ORDER BY id DESC LIMIT ?4",
-        )
+             ORDER BY id DESC LIMIT ?4"
+        ))
         .bind(filter.job.as_deref())
         .bind(filter.status.map(RunStatus::as_str))
         .bind(filter.since.map(format_ts))

@@ -211,10 +211,12 @@ pub(crate) async fn insert_runs(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     rows: &[(&RunStart, Option<&RunEnd>)],
 ) -> Result<(), sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new(
+    let mut q = QueryBuilder::<Sqlite>::new(concat!(
         "INSERT INTO runs (id, job, scheduled_for, started_at, finished_at, status, attempt, \
-         trigger, exit_code, error, output, node, details, pid, retried) ",
-    );
+             trigger, exit_code, error, output, node, details, pid, retried, ",
+        usage_columns!(),
+        ") "
+    ));
     q.push_values(rows, |mut row, (s, end)| {
         row.push_bind(s.id)
             .push_bind(s.job.clone())
@@ -231,12 +233,20 @@ pub(crate) async fn insert_runs(
             .push_bind(end.and_then(|e| e.details.clone()))
             .push_bind(s.pid)
             .push_bind(end.is_some_and(|e| e.retried));
+        for value in usage_values(end.and_then(|e| e.usage)) {
+            row.push_bind(value);
+        }
     });
     // A row written before (a replayed record) only takes an end it did not have.
     q.push(
         " ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
          status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
-         output = excluded.output, details = excluded.details, retried = excluded.retried \
+         output = excluded.output, details = excluded.details, retried = excluded.retried, \
+         cpu_user_us = excluded.cpu_user_us, cpu_system_us = excluded.cpu_system_us, \
+         peak_rss_bytes = excluded.peak_rss_bytes, blocks_read = excluded.blocks_read, \
+         blocks_written = excluded.blocks_written, \
+         voluntary_switches = excluded.voluntary_switches, \
+         involuntary_switches = excluded.involuntary_switches \
          WHERE excluded.status <> 'running'",
     );
     q.build().persistent(false).execute(&mut **tx).await?;
@@ -249,7 +259,10 @@ pub(crate) async fn update_runs(
 ) -> Result<(), sqlx::Error> {
     let mut q = QueryBuilder::<Sqlite>::new(
         "UPDATE runs SET finished_at = v.column2, status = v.column3, exit_code = v.column4, \
-         error = v.column5, output = v.column6, details = v.column7, retried = v.column8 FROM (",
+         error = v.column5, output = v.column6, details = v.column7, retried = v.column8, \
+         cpu_user_us = v.column9, cpu_system_us = v.column10, peak_rss_bytes = v.column11, \
+         blocks_read = v.column12, blocks_written = v.column13, \
+         voluntary_switches = v.column14, involuntary_switches = v.column15 FROM (",
     );
     q.push_values(ends, |mut row, e| {
         row.push_bind(e.id)
@@ -260,8 +273,16 @@ pub(crate) async fn update_runs(
             .push_bind(e.output.clone())
             .push_bind(e.details.clone())
             .push_bind(e.retried);
+        for value in usage_values(e.usage) {
+            row.push_bind(value);
+        }
     });
     q.push(") AS v WHERE runs.id = v.column1");
     q.build().persistent(false).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// A run's usage columns, in their stored order (NULL each when it has none).
+fn usage_values(usage: Option<super::Usage>) -> [Option<i64>; 7] {
+    usage.map_or([None; 7], |u| u.columns())
 }

@@ -421,6 +421,7 @@ impl UploadJob {
             output: Some(summary),
             retryable: true,
             details: Some(details),
+            usage: None,
         }
     }
 }

@@ -16,25 +16,38 @@ use crate::store::{RunEnd, RunStart, RunStatus};
 /// nodes' batches never wait for each other's rows the other way round.
 const BATCH: &str = "WITH inserted AS (INSERT INTO runs (id, job, scheduled_for, started_at, \
      finished_at, status, attempt, trigger, exit_code, error, output, node, details, pid, \
-     retried) \
+     retried, cpu_user_us, cpu_system_us, peak_rss_bytes, blocks_read, blocks_written, \
+     voluntary_switches, involuntary_switches) \
      SELECT v.* FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], \
      $5::timestamptz[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::text[], \
-     $11::text[], $12::text[], $13::text[], $14::bigint[], $27::boolean[]) \
+     $11::text[], $12::text[], $13::text[], $14::bigint[], $27::boolean[], $29::bigint[], \
+     $30::bigint[], $31::bigint[], $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) \
      AS v (id, job, scheduled_for, started_at, finished_at, status, attempt, trigger, \
-     exit_code, error, output, node, details, pid, retried) \
+     exit_code, error, output, node, details, pid, retried, cpu_user_us, cpu_system_us, \
+     peak_rss_bytes, blocks_read, blocks_written, voluntary_switches, involuntary_switches) \
      WHERE v.trigger IN ('manual', 'dependency') OR NOT EXISTS (SELECT 1 FROM claims c \
      WHERE c.job = v.job AND c.scheduled_for = v.scheduled_for \
      AND (c.node <> v.node OR c.reaped_by IS NOT NULL)) \
      ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, \
      status = excluded.status, exit_code = excluded.exit_code, error = excluded.error, \
-     output = excluded.output, details = excluded.details, retried = excluded.retried \
+     output = excluded.output, details = excluded.details, retried = excluded.retried, \
+     cpu_user_us = excluded.cpu_user_us, cpu_system_us = excluded.cpu_system_us, \
+     peak_rss_bytes = excluded.peak_rss_bytes, blocks_read = excluded.blocks_read, \
+     blocks_written = excluded.blocks_written, voluntary_switches = excluded.voluntary_switches, \
+     involuntary_switches = excluded.involuntary_switches \
      WHERE excluded.status <> 'running' AND runs.status = 'running' RETURNING 1), \
      ended AS (UPDATE runs SET finished_at = e.finished_at, status = e.status, \
      exit_code = e.exit_code, error = e.error, output = e.output, details = e.details, \
-     retried = e.retried \
+     retried = e.retried, cpu_user_us = e.cpu_user_us, cpu_system_us = e.cpu_system_us, \
+     peak_rss_bytes = e.peak_rss_bytes, blocks_read = e.blocks_read, \
+     blocks_written = e.blocks_written, voluntary_switches = e.voluntary_switches, \
+     involuntary_switches = e.involuntary_switches \
      FROM unnest($15::bigint[], $16::timestamptz[], $17::text[], $18::bigint[], $19::text[], \
-     $20::text[], $21::text[], $28::boolean[]) \
-     AS e (id, finished_at, status, exit_code, error, output, details, retried) \
+     $20::text[], $21::text[], $28::boolean[], $36::bigint[], $37::bigint[], $38::bigint[], \
+     $39::bigint[], $40::bigint[], $41::bigint[], $42::bigint[]) \
+     AS e (id, finished_at, status, exit_code, error, output, details, retried, cpu_user_us, \
+     cpu_system_us, peak_rss_bytes, blocks_read, blocks_written, voluntary_switches, \
+     involuntary_switches) \
      WHERE runs.id = e.id AND runs.status = 'running' RETURNING 1), \
      fired AS (INSERT INTO job_state (job, last_fired_for, updated_at) \
      SELECT f.job, f.at, now() FROM unnest($22::text[], $23::timestamptz[]) AS f (job, at) \
@@ -93,6 +106,20 @@ struct NewRows<'a> {
     details: Vec<Option<&'a str>>,
     pid: Vec<Option<i64>>,
     retried: Vec<bool>,
+    usage: UsageColumns,
+}
+
+/// The usage columns of a batch's rows, each an array (in their stored order).
+#[derive(Default)]
+struct UsageColumns([Vec<Option<i64>>; 7]);
+
+impl UsageColumns {
+    fn push(&mut self, usage: Option<crate::store::Usage>) {
+        let values = usage.map_or([None; 7], |u| u.columns());
+        for (column, value) in self.0.iter_mut().zip(values) {
+            column.push(value);
+        }
+    }
 }
 
 impl<'a> NewRows<'a> {
@@ -114,6 +141,7 @@ impl<'a> NewRows<'a> {
         self.details.push(end.and_then(|e| e.details.as_deref()));
         self.pid.push(s.pid.map(i64::from));
         self.retried.push(end.is_some_and(|e| e.retried));
+        self.usage.push(end.and_then(|e| e.usage));
     }
 }
 
@@ -128,6 +156,7 @@ struct Ends<'a> {
     output: Vec<Option<&'a str>>,
     details: Vec<Option<&'a str>>,
     retried: Vec<bool>,
+    usage: UsageColumns,
 }
 
 fn batch_statement<'q>(
@@ -147,6 +176,7 @@ fn batch_statement<'q>(
         ends.output.push(e.output.as_deref());
         ends.details.push(e.details.as_deref());
         ends.retried.push(e.retried);
+        ends.usage.push(e.usage);
     }
     let mut fired: Vec<(&str, DateTime<Utc>)> = plan.fired.iter().map(|(j, t)| (*j, *t)).collect();
     fired.sort_unstable();
@@ -159,7 +189,7 @@ fn batch_statement<'q>(
         given.1.push(at);
         given.2.push(node);
     }
-    sqlx::query(BATCH)
+    let mut q = sqlx::query(BATCH)
         .bind(rows.id)
         .bind(rows.job)
         .bind(rows.scheduled_for)
@@ -187,5 +217,9 @@ fn batch_statement<'q>(
         .bind(given.1)
         .bind(given.2)
         .bind(rows.retried)
-        .bind(ends.retried)
+        .bind(ends.retried);
+    for column in rows.usage.0.into_iter().chain(ends.usage.0) {
+        q = q.bind(column);
+    }
+    q
 }

@@ -46,12 +46,13 @@ pub(in crate::store) struct PgStore {
 
 /// The runs the CLI reads, a page in keyset order (intended time to the millisecond, then
 /// id).
-const HISTORY: &str = "SELECT id, job, scheduled_for, started_at, finished_at, status, attempt, \
-     trigger, exit_code, error, NULL::text, node, lateness_ms, duration_ms, details FROM runs_timed \
-     WHERE ($1::text IS NULL OR job = $1) \
+const HISTORY: &str = concat!(
+    run_columns!("NULL::text"),
+    "FROM runs_timed WHERE ($1::text IS NULL OR job = $1) \
      AND ($2::text IS NULL OR status = $2) AND ($3::timestamptz IS NULL OR scheduled_for >= $3) \
      AND ($5::timestamptz IS NULL OR (date_trunc('milliseconds', scheduled_for), id) < ($5, $6)) \
-     ORDER BY date_trunc('milliseconds', scheduled_for) DESC, id DESC LIMIT $4";
+     ORDER BY date_trunc('milliseconds', scheduled_for) DESC, id DESC LIMIT $4"
+);
 
 impl PgStore {
     /// Connects and migrates.

@@ -14,19 +14,35 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock, RwLock};
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+
+use crate::store::Usage;
+
+pub mod wait;
 
 /// The variable naming the history database a job's daemon writes to.
 pub const DATABASE_ID_VAR: &str = "HOURGLASS_DATABASE_ID";
 /// The variable naming a job's run.
 pub const RUN_ID_VAR: &str = "HOURGLASS_RUN_ID";
 
+/// The runs with a process going, and what the daemon reaped for them.
+#[derive(Debug, Default)]
+struct Runs {
+    /// Each running command's main process (which leads its process group) → its run.
+    leaders: HashMap<Pid, Run>,
+    /// What the processes a sweep reaped for a run still going cost, by run id (taken by
+    /// [`Leader::finish`]).
+    reaped: HashMap<i64, Usage>,
+    /// Processes re-parented to the daemon that carry the id of a run still going, by pid: a
+    /// zombie's environment can no longer be read when it is reaped.
+    escaped: HashMap<Pid, i64>,
+}
+
 /// The command processes of one daemon.
 #[derive(Debug, Default)]
 pub struct Processes {
-    /// Each running command's main process (which leads its process group) → its run.
-    leaders: Mutex<HashMap<Pid, Run>>,
+    /// The runs with a process going.
+    runs: Mutex<Runs>,
     /// Held for reading from a spawn until its leader is registered; for writing while a sweep
     /// acts, so that it never takes a leader not yet registered for an escaped process.
     spawning: RwLock<()>,
@@ -55,15 +71,33 @@ pub struct Leader<'a> {
     pid: Pid,
 }
 
+impl Leader<'_> {
+    /// Forgets the leader (as dropping it does) and returns what the processes a sweep reaped
+    /// for its run cost (they had left the run's group, or their parent died).
+    pub fn finish(self) -> Usage {
+        self.forget()
+    }
+
+    fn forget(&self) -> Usage {
+        let Ok(mut runs) = self.processes.runs.lock() else {
+            return Usage::default();
+        };
+        let reaped = runs
+            .leaders
+            .remove(&self.pid)
+            .and_then(|run| runs.reaped.remove(&run.id));
+        if runs.leaders.is_empty() {
+            // A burst's thousands of runs leave no table behind.
+            runs.leaders.shrink_to(KEPT_CAPACITY);
+            runs.reaped.shrink_to(KEPT_CAPACITY);
+        }
+        reaped.unwrap_or_default()
+    }
+}
+
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if let Ok(mut l) = self.processes.leaders.lock() {
-            l.remove(&self.pid);
-            if l.is_empty() {
-                // A burst's thousands of runs leave no table behind.
-                l.shrink_to(KEPT_CAPACITY);
-            }
-        }
+        self.forget();
     }
 }
 
@@ -128,8 +162,8 @@ impl Processes {
             .and_then(|p| i32::try_from(p).ok())
             .map(|p| {
                 let pid = Pid::from_raw(p);
-                if let Ok(mut l) = self.leaders.lock() {
-                    l.insert(pid, run);
+                if let Ok(mut runs) = self.runs.lock() {
+                    runs.leaders.insert(pid, run);
                 }
                 Leader {
                     processes: self,
@@ -141,8 +175,8 @@ impl Processes {
 
     /// Sends `sig` to every running command's process group; returns how many there were.
     pub fn signal_all(&self, sig: Signal) -> usize {
-        let groups: Vec<Pid> = match self.leaders.lock() {
-            Ok(l) => l.keys().copied().collect(),
+        let groups: Vec<Pid> = match self.runs.lock() {
+            Ok(runs) => runs.leaders.keys().copied().collect(),
             Err(_) => Vec::new(),
         };
         for p in &groups {
@@ -153,7 +187,9 @@ impl Processes {
 
     /// Whether runs with a process are going.
     pub fn has_runs(&self) -> bool {
-        self.leaders.lock().map_or(true, |l| !l.is_empty())
+        self.runs
+            .lock()
+            .map_or(true, |runs| !runs.leaders.is_empty())
     }
 
     /// Asks for a sweep soon: a run ended; what it left behind in its group comes back to the
@@ -168,16 +204,17 @@ impl Processes {
         self.ended.notified().await;
     }
 
-    /// Reaps the daemon's exited re-parented children and kills those whose run has ended
-    /// (all of them when `stopping`). A process whose run id cannot be read (another user's,
-    /// without `CAP_SYS_PTRACE`, or one that cleared its environment) is killed once no run of
-    /// its user is going on. Reads `/proc`: call it on a blocking thread.
+    /// Reaps the daemon's exited re-parented children (what they cost goes to their run while
+    /// it goes on) and kills those whose run has ended (all of them when `stopping`). A process
+    /// whose run id cannot be read (another user's, without `CAP_SYS_PTRACE`, or one that
+    /// cleared its environment) is killed once no run of its user is going on. Reads `/proc`:
+    /// call it on a blocking thread.
     pub fn sweep(&self, stopping: bool) -> Swept {
         let me = nix::unistd::getpid();
         // Read without the lock (it can take milliseconds), act under it after a fresh look:
         // a process seen here may have been a leader whose spawn was not yet registered.
         let candidates: Vec<Pid> = {
-            let leaders = self.leaders.lock().map(|l| l.clone()).unwrap_or_default();
+            let leaders = self.leaders();
             children_of(me)
                 .into_iter()
                 .filter(|p| !leaders.contains_key(p))
@@ -188,7 +225,7 @@ impl Processes {
             return swept;
         }
         let _guard = self.spawning.write();
-        let leaders = self.leaders.lock().map(|l| l.clone()).unwrap_or_default();
+        let leaders = self.leaders();
         let live_runs: HashSet<i64> = leaders.values().map(|r| r.id).collect();
         let live_users: HashSet<u32> = leaders.values().map(|r| r.uid).collect();
         let my_group = nix::unistd::getpgrp();
@@ -203,8 +240,9 @@ impl Processes {
                 continue;
             }
             if stat.state == 'Z' {
-                if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
+                if let Some(usage) = wait::reap(pid) {
                     swept.reaped += 1;
+                    self.count_for_run(pid, stat.pgrp, &usage);
                 }
                 continue;
             }
@@ -224,9 +262,38 @@ impl Processes {
                 swept.killed += 1;
             } else {
                 swept.left += 1;
+                if let (Some(id), Ok(mut runs)) = (run, self.runs.lock()) {
+                    runs.escaped.insert(pid, id);
+                }
             }
         }
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.escaped.retain(|_, id| live_runs.contains(id));
+        }
         swept
+    }
+
+    /// The leaders now, by pid.
+    fn leaders(&self) -> HashMap<Pid, Run> {
+        self.runs
+            .lock()
+            .map(|runs| runs.leaders.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds what a reaped process cost to its run, if that run is still going: the run of its
+    /// process group's leader, else the one it carried when a sweep saw it alive.
+    fn count_for_run(&self, pid: Pid, group: Pid, usage: &Usage) {
+        let Ok(mut runs) = self.runs.lock() else {
+            return;
+        };
+        let escaped = runs.escaped.remove(&pid);
+        let run = runs.leaders.get(&group).map(|r| r.id).or(escaped);
+        if let Some(id) = run
+            && runs.leaders.values().any(|r| r.id == id)
+        {
+            runs.reaped.entry(id).or_default().add(usage);
+        }
     }
 }
 
