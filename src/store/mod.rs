@@ -62,6 +62,7 @@ mod triggers;
 mod ts;
 mod upkeep;
 mod uploads;
+mod usage;
 mod writer;
 
 pub use actions::{Event, Pause};
@@ -72,6 +73,7 @@ pub use dependencies::{
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents, GroupHolder};
 pub use records::*;
+pub use usage::Usage;
 use sqlite::SqliteStore;
 pub use stale_watch::StaleState;
 pub use stats::JobStats;
