@@ -25,6 +25,10 @@ pub struct Metrics {
     registry: Registry,
     duration: Histogram,
     lateness: Histogram,
+    /// CPU time of command runs, across jobs (a job's own figures are in `stats`).
+    cpu: Histogram,
+    /// Peak memory of command runs whose peak was measured, across jobs.
+    peak_memory: Histogram,
     /// Runs in progress (set at each scrape).
     pub running: IntGauge,
     /// Firings waiting for a run slot or their turn (set at each scrape).
@@ -89,6 +93,23 @@ impl Metrics {
                 )
                 .buckets(exponential_buckets(0.001, 2.0, 17)?),
             )?,
+            // 1 ms to ~4.6 h.
+            cpu: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hourglass_run_cpu_seconds",
+                    "CPU time (user and system) of command runs, their processes together",
+                )
+                .buckets(exponential_buckets(0.001, 4.0, 13)?),
+            )?,
+            // 1 MiB to 64 GiB.
+            peak_memory: Histogram::with_opts(
+                HistogramOpts::new(
+                    "hourglass_run_peak_memory_bytes",
+                    "Peak resident memory of command runs (the largest of their processes), \
+                     where measured",
+                )
+                .buckets(exponential_buckets(1_048_576.0, 2.0, 17)?),
+            )?,
             running: IntGauge::new("hourglass_runs_running", "Runs in progress")?,
             waiting: IntGauge::new(
                 "hourglass_runs_waiting",
@@ -135,6 +156,8 @@ impl Metrics {
         r.register(Box::new(build))?;
         r.register(Box::new(self.duration.clone()))?;
         r.register(Box::new(self.lateness.clone()))?;
+        r.register(Box::new(self.cpu.clone()))?;
+        r.register(Box::new(self.peak_memory.clone()))?;
         r.register(Box::new(self.running.clone()))?;
         r.register(Box::new(self.waiting.clone()))?;
         r.register(Box::new(self.pending_records.clone()))?;
@@ -200,6 +223,12 @@ impl Metrics {
         if let Some(at) = started {
             let took = (e.finished_at - at).num_milliseconds().max(0);
             self.duration.observe(took as f64 / 1000.0);
+        }
+        if let Some(u) = &e.usage {
+            self.cpu.observe(u.cpu_us() as f64 / 1e6);
+            if let Some(peak) = u.peak_rss_bytes {
+                self.peak_memory.observe(peak as f64);
+            }
         }
         let Ok(mut jobs) = self.jobs.lock() else {
             return;

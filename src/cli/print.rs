@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::JobSummary;
 use crate::config::Config;
-use crate::store::{Lineage, Pause, RunRow, format_ts};
+use crate::store::{Lineage, Pause, RunRow, bytes_in_words, cpu_in_words, format_ts};
 
 /// One line of `list`: a job as the files on disk define it, or as the daemon runs it.
 #[derive(Debug)]
@@ -107,8 +107,17 @@ pub(super) fn print_table(rows: &[RunRow]) {
 /// The header of `history`'s table.
 pub(super) fn print_header() {
     println!(
-        "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10}  ERROR",
-        "ID", "JOB", "SCHEDULED (UTC)", "STATUS", "TRIGGER", "TRY", "LATE(ms)", "TOOK(ms)"
+        "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10} {:>9} {:>9}  ERROR",
+        "ID",
+        "JOB",
+        "SCHEDULED (UTC)",
+        "STATUS",
+        "TRIGGER",
+        "TRY",
+        "LATE(ms)",
+        "TOOK(ms)",
+        "CPU",
+        "PEAK MEM"
     );
 }
 
@@ -117,8 +126,15 @@ pub(super) fn print_row(r: &RunRow) {
     {
         let opt = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
         let err = r.error.as_deref().map(shortened).unwrap_or_default();
+        let cpu = r
+            .usage
+            .map_or_else(|| "-".to_string(), |u| cpu_in_words(u.cpu_us()));
+        let peak = r
+            .usage
+            .and_then(|u| u.peak_rss_bytes)
+            .map_or_else(|| "-".to_string(), |p| bytes_in_words(p.unsigned_abs()));
         println!(
-            "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10}  {err}",
+            "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10} {cpu:>9} {peak:>9}  {err}",
             r.id,
             r.job,
             format_ts(r.scheduled_for),
@@ -172,6 +188,18 @@ pub(super) fn print_run(r: &RunRow, lineage: &Lineage) {
     }
     if let Some(c) = r.exit_code {
         println!("  exit code:     {c}");
+    }
+    if let Some(u) = &r.usage {
+        println!("  cpu:           {}", u.cpu_in_words());
+        println!("  peak memory:   {}", u.peak_in_words());
+        println!(
+            "  disk:          {} blocks read, {} written (512 bytes each)",
+            u.blocks_read, u.blocks_written
+        );
+        println!(
+            "  switches:      {} voluntary, {} involuntary",
+            u.voluntary_switches, u.involuntary_switches
+        );
     }
     println!("  node:          {}", r.node);
     if !lineage.parents.is_empty() {

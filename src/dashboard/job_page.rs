@@ -69,14 +69,17 @@ pub(super) async fn page(
     let plots = tokio::task::spawn_blocking({
         let recent = recent.clone();
         move || {
-            (
+            [
                 plot::svg(&recent, Measure::Duration),
                 plot::svg(&recent, Measure::Lateness),
-            )
+                plot::svg(&recent, Measure::Cpu),
+                plot::svg(&recent, Measure::PeakMemory),
+            ]
         }
     })
     .await
-    .unwrap_or((None, None));
+    .unwrap_or_default();
+    let [duration, lateness, cpu, memory] = plots;
     let body = html! {
         h1 { (name) (marker_list(view.pause.is_some(), stale, !view.spec.enabled)) }
         @if let Some(d) = &view.spec.description { p.lead { (d) } }
@@ -87,8 +90,15 @@ pub(super) async fn page(
         (upcoming(&view))
         section aria-labelledby="plots" {
             h2 id="plots" { "Duration and lateness of the last " (recent.len()) " runs" }
-            (figure("Duration of each run over time", plots.0))
-            (figure("Lateness of each run (start minus intended time) over time", plots.1))
+            (figure("Duration of each run over time", duration))
+            (figure("Lateness of each run (start minus intended time) over time", lateness))
+        }
+        @if cpu.is_some() || memory.is_some() {
+            section aria-labelledby="cost" {
+                h2 id="cost" { "CPU time and peak memory of the last " (recent.len()) " runs" }
+                (figure("CPU time (user and system) of each run over time", cpu))
+                (figure("Peak memory of each run over time (empty: below the daemon's own, not measured)", memory))
+            }
         }
         (streaks(&recent))
         (runs_table(&name, &runs, after.is_some()))
@@ -285,6 +295,8 @@ fn runs_table(name: &str, runs: &[RunRow], paged: bool) -> Markup {
                     th scope="col" { "Why" }
                     th scope="col" { "Duration" }
                     th scope="col" { "Lateness" }
+                    th scope="col" { "CPU" }
+                    th scope="col" { "Peak memory" }
                     th scope="col" { "Node" }
                 } }
                 tbody { @for r in runs { tr data-run=(r.id) {
@@ -295,6 +307,8 @@ fn runs_table(name: &str, runs: &[RunRow], paged: bool) -> Markup {
                     td { (r.trigger.as_str().replace('_', " ")) }
                     td { (layout::maybe_millis(r.duration_ms)) }
                     td { (layout::maybe_millis(r.lateness_ms)) }
+                    td data-cpu-us=[r.usage.map(|u| u.cpu_us())] { (cpu_text(r)) }
+                    td data-peak-bytes=[r.usage.and_then(|u| u.peak_rss_bytes)] { (peak_text(r)) }
                     td { (r.node) }
                 } } }
             } }
@@ -306,6 +320,22 @@ fn runs_table(name: &str, runs: &[RunRow], paged: bool) -> Markup {
     }
 }
 
+/// A run's CPU time in words, or a dash.
+pub(super) fn cpu_text(r: &RunRow) -> String {
+    r.usage.map_or_else(
+        || "—".to_string(),
+        |u| crate::store::cpu_in_words(u.cpu_us()),
+    )
+}
+
+/// A run's peak memory in words, or a dash.
+pub(super) fn peak_text(r: &RunRow) -> String {
+    r.usage.and_then(|u| u.peak_rss_bytes).map_or_else(
+        || "—".to_string(),
+        |p| crate::store::bytes_in_words(p.unsigned_abs()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +343,8 @@ mod tests {
     #[test]
     fn streaks_count_consecutive_failures_newest_first_skips_aside() {
         let d = |id, status: &str| RunDot {
+            cpu_us: None,
+            peak_rss_bytes: None,
             id,
             scheduled_for: Utc::now(),
             status: status.parse().unwrap(),

@@ -19,13 +19,20 @@ const OTHER: RGBColor = RGBColor(191, 135, 0);
 pub(super) enum Measure {
     Duration,
     Lateness,
+    /// User and system CPU time.
+    Cpu,
+    /// Peak resident memory.
+    PeakMemory,
 }
 
 impl Measure {
-    fn of(self, d: &RunDot) -> Option<i64> {
+    /// The figure in the axis's unit.
+    fn of(self, d: &RunDot) -> Option<f64> {
         match self {
-            Measure::Duration => d.duration_ms,
-            Measure::Lateness => d.lateness_ms,
+            Measure::Duration => d.duration_ms.map(|v| v as f64),
+            Measure::Lateness => d.lateness_ms.map(|v| v as f64),
+            Measure::Cpu => d.cpu_us.map(|v| v as f64 / 1e6),
+            Measure::PeakMemory => d.peak_rss_bytes.map(|v| v as f64 / f64::from(1u32 << 20)),
         }
     }
 
@@ -33,6 +40,8 @@ impl Measure {
         match self {
             Measure::Duration => "duration (ms)",
             Measure::Lateness => "lateness (ms)",
+            Measure::Cpu => "CPU time (s)",
+            Measure::PeakMemory => "peak memory (MiB)",
         }
     }
 }
@@ -44,11 +53,7 @@ pub(super) fn svg(dots: &[RunDot], measure: Measure) -> Option<String> {
         .iter()
         .filter_map(|d| {
             let v = measure.of(d)?;
-            Some((
-                d.scheduled_for.timestamp() as f64,
-                v as f64,
-                colour(d.status),
-            ))
+            Some((d.scheduled_for.timestamp() as f64, v, colour(d.status)))
         })
         .collect();
     if points.is_empty() {
@@ -97,7 +102,13 @@ fn draw(out: &mut String, points: &[(f64, f64, RGBColor)], measure: Measure) -> 
         .x_labels(5)
         .y_labels(5)
         .x_label_formatter(&|x| time_label(*x, span))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| {
+            if y_hi < 10.0 {
+                format!("{y:.2}")
+            } else {
+                format!("{y:.0}")
+            }
+        })
         .y_desc(measure.axis())
         .label_style(label.clone())
         .axis_desc_style(label)
@@ -138,6 +149,8 @@ mod tests {
             attempt: 1,
             duration_ms: Some(ms),
             lateness_ms: None,
+            cpu_us: Some(ms * 1000),
+            peak_rss_bytes: None,
         }
     }
 
@@ -154,5 +167,9 @@ mod tests {
         assert_eq!(svg.matches("fill=\"#D73A49\"").count(), 1, "{svg}");
         assert!(svg.contains("duration (ms)"));
         assert_eq!(super::svg(&dots, Measure::Lateness), None);
+        let cpu = super::svg(&dots, Measure::Cpu).unwrap();
+        assert_eq!(cpu.matches("<circle").count(), 3);
+        assert!(cpu.contains("CPU time (s)"));
+        assert_eq!(super::svg(&dots, Measure::PeakMemory), None);
     }
 }

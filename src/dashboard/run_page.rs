@@ -97,6 +97,12 @@ fn fields(r: &RunRow) -> Markup {
                 dt { "Attempt" } dd { (r.attempt) }
                 dt { "Why it ran" } dd { (r.trigger.as_str().replace('_', " ")) }
                 dt { "Exit code" } dd { (r.exit_code.map_or_else(|| "—".to_string(), |c| c.to_string())) }
+                @if let Some(u) = &r.usage {
+                    dt { "CPU time" } dd #run-cpu data-cpu-us=(u.cpu_us()) { (u.cpu_in_words()) }
+                    dt { "Peak memory" } dd #run-peak data-peak-bytes=[u.peak_rss_bytes] { (u.peak_in_words()) }
+                    dt { "Disk" } dd { (u.blocks_read) " blocks read, " (u.blocks_written) " written (512 bytes each)" }
+                    dt { "Context switches" } dd { (u.voluntary_switches) " voluntary, " (u.involuntary_switches) " involuntary" }
+                }
                 dt { "Node" } dd { (r.node) }
                 dt { "Error" } dd { @match &r.error { Some(e) => pre.error { (e) }, None => "—" } }
                 @if let Some(d) = &r.details {

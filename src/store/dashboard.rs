@@ -1,5 +1,5 @@
 //! What the dashboard reads beyond the history pages: a job's newest runs as dots (status,
-//! duration, lateness), its runs by status over a stretch, the attempts of one firing, a
+//! duration, lateness, CPU time, peak memory), its runs by status over a stretch, the attempts of one firing, a
 //! run's notification attempts, and which jobs are stale.
 
 use std::collections::HashSet;
@@ -24,6 +24,10 @@ pub struct RunDot {
     pub duration_ms: Option<i64>,
     /// started_at − scheduled_for.
     pub lateness_ms: Option<i64>,
+    /// User and system CPU time (command runs).
+    pub cpu_us: Option<i64>,
+    /// Peak memory (command runs whose peak was measured).
+    pub peak_rss_bytes: Option<i64>,
 }
 
 /// One notification attempt of a run.
@@ -39,18 +43,37 @@ pub struct NotificationRow {
     pub error: Option<String>,
 }
 
-type DotRow = (i64, Ts, RunStatus, i64, Option<i64>, Option<i64>);
+type DotRow = (
+    i64,
+    Ts,
+    RunStatus,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The columns of a dot, in [`DotRow`]'s order, of a job's runs (the job's parameter next).
+macro_rules! dots_of_job {
+    () => {
+        "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms, \
+         cpu_user_us + cpu_system_us, peak_rss_bytes FROM runs_timed WHERE job = "
+    };
+}
 
 fn dots(rows: Vec<DotRow>) -> Vec<RunDot> {
     rows.into_iter()
         .map(
-            |(id, at, status, attempt, duration_ms, lateness_ms)| RunDot {
+            |(id, at, status, attempt, duration_ms, lateness_ms, cpu_us, peak_rss_bytes)| RunDot {
                 id,
                 scheduled_for: at.0,
                 status,
                 attempt,
                 duration_ms,
                 lateness_ms,
+                cpu_us,
+                peak_rss_bytes,
             },
         )
         .collect()
@@ -61,20 +84,17 @@ impl Store {
     pub async fn recent_dots(&self, job: &str, limit: u32) -> Result<Vec<RunDot>, StoreError> {
         let rows: Vec<DotRow> = match &self.0 {
             Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
-                     FROM runs_timed WHERE job = ?1 ORDER BY id DESC LIMIT ?2",
-                )
-                .bind(job)
-                .bind(i64::from(limit))
-                .fetch_all(&s.pool)
-                .await?
+                sqlx::query_as(concat!(dots_of_job!(), "?1 ORDER BY id DESC LIMIT ?2"))
+                    .bind(job)
+                    .bind(i64::from(limit))
+                    .fetch_all(&s.pool)
+                    .await?
             }
             Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
-                     FROM runs_timed WHERE job = $1 ORDER BY scheduled_for DESC, id DESC LIMIT $2",
-                )
+                sqlx::query_as(concat!(
+                    dots_of_job!(),
+                    "$1 ORDER BY scheduled_for DESC, id DESC LIMIT $2"
+                ))
                 .bind(job)
                 .bind(i64::from(limit))
                 .fetch_all(&p.pool)

@@ -73,11 +73,11 @@ pub use dependencies::{
 use postgres::PgStore;
 pub use postgres::{Cluster, ClusterEvent, ClusterEvents, GroupHolder};
 pub use records::*;
-pub use usage::Usage;
 use sqlite::SqliteStore;
 pub use stale_watch::StaleState;
 pub use stats::JobStats;
 pub use ts::Ts;
+pub use usage::{Usage, bytes_in_words, cpu_in_words};
 use writer::SqliteWriter;
 
 use crate::secret::Secret;

@@ -72,3 +72,94 @@ impl Usage {
         })
     }
 }
+
+impl Usage {
+    /// CPU time in words: "1.93 s (user 1.80 s, system 0.13 s)".
+    pub fn cpu_in_words(&self) -> String {
+        format!(
+            "{} (user {}, system {})",
+            cpu_in_words(self.cpu_us()),
+            cpu_in_words(self.cpu_user_us),
+            cpu_in_words(self.cpu_system_us)
+        )
+    }
+
+    /// The peak in words: "210 MiB", or why there is none.
+    pub fn peak_in_words(&self) -> String {
+        self.peak_rss_bytes.map_or_else(
+            || "not measured (below the daemon's own)".to_string(),
+            |p| bytes_in_words(u64::try_from(p).unwrap_or(0)),
+        )
+    }
+}
+
+/// CPU time (microseconds) as a person says it: "12 ms", "1.93 s", "2 min 5 s".
+pub fn cpu_in_words(us: i64) -> String {
+    match us {
+        us if us < 1_000 => format!("{us} µs"),
+        us if us < 1_000_000 => format!("{} ms", us / 1_000),
+        us if us < 60_000_000 => format!("{:.2} s", us as f64 / 1e6),
+        us => format!(
+            "{} min {} s",
+            us / 60_000_000,
+            (us % 60_000_000) / 1_000_000
+        ),
+    }
+}
+
+/// Bytes as a person says them: "512 MiB", "3.1 GiB".
+pub fn bytes_in_words(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_as_people_say_them() {
+        assert_eq!(bytes_in_words(512 << 20), "512 MiB");
+        assert_eq!(bytes_in_words(3_328_599_654), "3.1 GiB");
+        assert_eq!(bytes_in_words(100), "100 bytes");
+        assert_eq!(cpu_in_words(999), "999 µs");
+        assert_eq!(cpu_in_words(12_345), "12 ms");
+        assert_eq!(cpu_in_words(1_934_000), "1.93 s");
+        assert_eq!(cpu_in_words(125_000_000), "2 min 5 s");
+    }
+
+    #[test]
+    fn processes_add_up_and_the_peak_is_the_largest() {
+        let mut a = Usage {
+            cpu_user_us: 1,
+            peak_rss_bytes: None,
+            blocks_read: 2,
+            ..Usage::default()
+        };
+        a.add(&Usage {
+            cpu_user_us: 10,
+            peak_rss_bytes: Some(5),
+            blocks_read: 3,
+            ..Usage::default()
+        });
+        assert_eq!(
+            (a.cpu_user_us, a.peak_rss_bytes, a.blocks_read),
+            (11, Some(5), 5)
+        );
+        a.add(&Usage {
+            peak_rss_bytes: Some(4),
+            ..Usage::default()
+        });
+        assert_eq!(a.peak_rss_bytes, Some(5));
+    }
+}

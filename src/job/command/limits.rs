@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::problem::{Located, parse_duration};
+use crate::store::bytes_in_words;
 
 /// The argument that makes the daemon's binary the limits wrapper.
 pub const WRAPPER_ARG: &str = "__limits";
@@ -353,22 +354,6 @@ fn cpu_seconds(text: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
-/// Bytes as a person says them: "512 MiB", "3.1 GiB".
-pub fn bytes_in_words(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// Whole seconds as a person says them: "10 min", "90 s", "1 h".
 fn seconds_in_words(s: u64) -> String {
     match s {
@@ -557,9 +542,6 @@ mod tests {
 
     #[test]
     fn sizes_and_times_read_as_people_say_them() {
-        assert_eq!(bytes_in_words(512 << 20), "512 MiB");
-        assert_eq!(bytes_in_words(3_328_599_654), "3.1 GiB");
-        assert_eq!(bytes_in_words(100), "100 bytes");
         assert_eq!(seconds_in_words(600), "10 min");
         assert_eq!(seconds_in_words(1), "1 s");
         assert_eq!(cpu_seconds("10m"), Ok(600));
