@@ -111,11 +111,20 @@ fn wait4(pid: i32, options: libc::c_int) -> io::Result<Option<(Pid, ExitStatus, 
     }
 }
 
-/// The largest resident set this process has had, bytes: what the kernel counts in the peak of
-/// every program it spawns.
+/// The largest resident set this process's memory has had (`VmHWM`), bytes: what the kernel
+/// counts in the peak of every program it spawns. (`getrusage` would add the peak of whatever
+/// spawned the daemon.)
 pub fn own_peak_rss() -> Option<i64> {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
-    Some(usage.max_rss().saturating_mul(1024))
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 /// The kernel's `rusage` as the history keeps it (`ru_maxrss` is in KiB on Linux).

@@ -112,21 +112,20 @@ impl Store {
     ) -> Result<Vec<RunDot>, StoreError> {
         let rows: Vec<DotRow> = match &self.0 {
             Backend::Sqlite(s) => {
-                sqlx::query_as(
-                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
-                     FROM runs_timed WHERE job = ?1 AND scheduled_for = ?2 ORDER BY attempt, id",
-                )
+                sqlx::query_as(concat!(
+                    dots_of_job!(),
+                    "?1 AND scheduled_for = ?2 ORDER BY attempt, id"
+                ))
                 .bind(job)
                 .bind(Ts(scheduled_for))
                 .fetch_all(&s.pool)
                 .await?
             }
             Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT id, scheduled_for, status, attempt, duration_ms, lateness_ms \
-                     FROM runs_timed WHERE job = $1 \
-                     AND date_trunc('milliseconds', scheduled_for) = $2 ORDER BY attempt, id",
-                )
+                sqlx::query_as(concat!(
+                    dots_of_job!(),
+                    "$1 AND date_trunc('milliseconds', scheduled_for) = $2 ORDER BY attempt, id"
+                ))
                 .bind(job)
                 .bind(scheduled_for)
                 .fetch_all(&p.pool)

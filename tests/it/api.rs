@@ -15,7 +15,7 @@ use hourglass::store::{RunStatus, Trigger};
 const SEC: Duration = Duration::from_secs(1);
 
 /// Runs `promtool check metrics` (Debian package `prometheus`) on `text`; its complaints.
-fn promtool(text: &str) -> Result<(), String> {
+pub(crate) fn promtool(text: &str) -> Result<(), String> {
     use std::io::Write as _;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -43,7 +43,7 @@ fn promtool(text: &str) -> Result<(), String> {
 }
 
 /// The value of one sample line (`name{labels} value`) of the metrics text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
