@@ -48,8 +48,9 @@
 //! - [`alert`]: failure/recovery (and stale/recovered) alerts by email and webhook (the
 //!   `notify` settings), knowing jobs by name only.
 //! - [`job`]: validated job definitions (`JobSpec`) and the kinds of work, one room each
-//!   (`command`, `email`, `http`, `upload/`), each owning its table's validation and its
-//!   execution; `attempt` (what an attempt knows and returns), `output`, `template`, `shell`
+//!   (`command/`: its fields, `run` (a run's process, output, stop and cost), `limits` (rlimits,
+//!   nice and I/O class, set by the daemon's own binary before the job starts); `email`,
+//!   `http`, `upload/`), each owning its table's validation and its execution; `attempt` (what an attempt knows and returns), `output`, `template`, `shell`
 //!   (what runs a command line), `after` (a job's parents, the graph's checks, what fires a
 //!   child), `graph` (the dependency graph in layers and as text).
 //! - [`problem`]: problems located by file, job and field, and the shared field parsers
@@ -57,7 +58,7 @@
 //! - [`schedule`]: cron/interval/one-shot occurrences in a job's time zone, DST rules, jitter;
 //!   [`clock`]: the scheduler's wall clock, testable with `tokio::time::pause()`.
 //! - [`processes`]: the commands' processes (groups, the marker they carry, the daemon as
-//!   their subreaper, sweeps); [`http_client`]: the shared HTTP clients, crypto provider,
+//!   their subreaper, sweeps; `wait`: reaping with what a process cost, by pidfd and `wait4`); [`http_client`]: the shared HTTP clients, crypto provider,
 //!   error chains and redacted URLs.
 //! - [`history`]: the run history off the firing path: `recorder` (the batched writer on a
 //!   thread of its own; `health`: whether its writes fail; `ended`: whose runs a batch ended,
@@ -67,7 +68,8 @@
 //! - [`store`]: all SQL, behind one `Store` on SQLite or PostgreSQL: typed rows (`records`,
 //!   `Ts` timestamps, statuses and triggers read as types), each statement written once for
 //!   both backends where the SQL is the same (`actions`, `dashboard`: what the dashboard
-//!   reads, `stats`, `stale_watch`, `triggers`, `uploads`, `runs`, `upkeep`), per backend only
+//!   reads, `stats`, `stale_watch`, `triggers`, `uploads`, `runs`, `upkeep`; `usage`: what a
+//!   run cost, and its figures in words), per backend only
 //!   where it differs (`sqlite`, `postgres`: the writer's batches, keyset order, run-id
 //!   blocks); `Cluster` holds the statements only a shared PostgreSQL database has (claims,
 //!   turns, leases, nodes); [`secret`]: secret

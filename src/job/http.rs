@@ -94,21 +94,14 @@ impl HttpJob {
             req = req.body(b.clone());
         }
         let limit = ctx.job.output_limit;
-        let work = async {
-            let mut resp = req.send().await?;
-            let status = resp.status().as_u16();
-            let mut tail = Tail::new(limit);
-            while let Some(chunk) = resp.chunk().await? {
-                tail.push(&chunk);
-            }
-            Ok::<_, reqwest::Error>((status, tail.finish()))
-        };
+        let sent = self.body.as_ref().map_or(0, String::len);
+        let work = exchange(req, limit, sent);
         let result = tokio::select! {
             r = work => r,
             () = stop.soft.cancelled() => return Outcome::failed("request stopped", true),
         };
         match result {
-            Ok((status, body)) => {
+            Ok((status, body, details)) => {
                 let ok = self.accepts(status);
                 Outcome {
                     success: ok,
@@ -128,7 +121,7 @@ impl HttpJob {
                     output: body,
                     // Server errors and throttling may pass; other statuses will not.
                     retryable: status >= 500 || status == 429 || status == 408,
-                    details: Some(serde_json::json!({ "status": status })),
+                    details: Some(details),
                     usage: None,
                 }
             }
@@ -143,6 +136,34 @@ impl HttpJob {
             ),
         }
     }
+}
+
+/// Sends the request and reads the answer: its status, the tail of its body, and what the
+/// exchange cost (bytes each way, time to the answer and to its end), as a run in the daemon
+/// can tell it (no process of its own).
+async fn exchange(
+    req: reqwest::RequestBuilder,
+    limit: usize,
+    sent: usize,
+) -> Result<(u16, Option<String>, serde_json::Value), reqwest::Error> {
+    let began = std::time::Instant::now();
+    let mut resp = req.send().await?;
+    let answered = began.elapsed();
+    let status = resp.status().as_u16();
+    let mut tail = Tail::new(limit);
+    let mut received = 0usize;
+    while let Some(chunk) = resp.chunk().await? {
+        received += chunk.len();
+        tail.push(&chunk);
+    }
+    let details = serde_json::json!({
+        "status": status,
+        "bytes_sent": sent,
+        "bytes_received": received,
+        "response_ms": answered.as_millis(),
+        "transfer_ms": (began.elapsed() - answered).as_millis(),
+    });
+    Ok((status, tail.finish(), details))
 }
 
 #[derive(Debug, Deserialize)]

@@ -82,16 +82,27 @@ impl Leader<'_> {
         let Ok(mut runs) = self.processes.runs.lock() else {
             return Usage::default();
         };
-        let reaped = runs
-            .leaders
-            .remove(&self.pid)
-            .and_then(|run| runs.reaped.remove(&run.id));
+        let Some(run) = runs.leaders.remove(&self.pid) else {
+            return Usage::default();
+        };
+        let mut usage = runs.reaped.remove(&run.id).unwrap_or_default();
+        // Processes of the run a sweep saw alive after they left its group: reaped now if
+        // they have exited since (those still alive are killed by the next sweep).
+        runs.escaped.retain(|pid, id| {
+            if *id != run.id {
+                return true;
+            }
+            if let Some(u) = wait::reap(*pid) {
+                usage.add(&u);
+            }
+            false
+        });
         if runs.leaders.is_empty() {
             // A burst's thousands of runs leave no table behind.
             runs.leaders.shrink_to(KEPT_CAPACITY);
             runs.reaped.shrink_to(KEPT_CAPACITY);
         }
-        reaped.unwrap_or_default()
+        usage
     }
 }
 

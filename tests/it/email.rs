@@ -364,6 +364,15 @@ fn http_jobs_check_the_status() {
     let shown = d.cli(&["show", &expected.id.to_string(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(v["output"], "status 404 for POST /status/404\n");
+    // What the request cost, in place of a process's usage (which an HTTP run has none of).
+    let details = &v["details"];
+    assert_eq!(details["bytes_sent"], 8, "{v}");
+    assert_eq!(details["bytes_received"], 32, "{v}");
+    assert!(
+        details["response_ms"].is_u64() && details["transfer_ms"].is_u64(),
+        "{v}"
+    );
+    assert_eq!(v["usage"], serde_json::Value::Null, "{v}");
     let refused = get("refused");
     assert_eq!(refused.status, RunStatus::Failed);
     assert!(

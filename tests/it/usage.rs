@@ -164,3 +164,23 @@ fn shown_by_the_dashboard(port: u16, runs: &[RunRow]) {
         assert!(plots.contains("CPU time (s)") && plots.contains("peak memory (MiB)"));
     }
 }
+
+/// A process that leaves the run's group (`setsid`) and its parent (so the daemon, its
+/// subreaper, reaps it) still counts for the run when it ends while the run goes on.
+#[test]
+fn a_process_that_escaped_its_run_counts_for_it() {
+    // Alive longer than the daemon's sweeps are apart (3 s, and up to a second to the middle
+    // of one), so that one sees it and knows its run; it burns CPU all along.
+    let jobs = format!(
+        "[jobs.escape]\nat = \"{}\"\n\
+         command = \"(setsid timeout 4.5 sh -c 'while :; do :; done' &); sleep 6\"\n",
+        at_in(2)
+    );
+    let d = Daemon::start("", &jobs);
+    let runs = d.wait_runs("escape", 30 * SEC, "the run's end", |r| {
+        r.len() == 1 && finished(&r[0])
+    });
+    let u = usage_of(&runs[0]);
+    // The job's own shell and sleep take milliseconds; the escaped burner seconds.
+    assert!(u.cpu_us() >= 2_000_000, "{u:?}\n{}", d.log());
+}
