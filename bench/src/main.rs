@@ -7,6 +7,7 @@
 //! `--only burst,scale` picks scenarios. The history writer's own harness is
 //! `cargo bench -p bench` ([`divan`], `benches/history.rs`).
 
+mod accounting;
 mod burst;
 mod chains;
 mod cluster;
@@ -46,12 +47,15 @@ struct Args {
     #[arg(long, global = true)]
     bin: Option<PathBuf>,
     /// Only the scenarios whose name contains one of these (seed, isolation, spawn, burst,
-    /// http, scale, reload, history, idle, memory, api, dashboard, cluster).
+    /// http, scale, reload, history, idle, memory, api, dashboard, chains, accounting, cluster).
     #[arg(long, global = true, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds per compared scenario (medians are over rounds).
     #[arg(long, global = true)]
     rounds: Option<usize>,
+    /// A daemon binary of the previous release, for the accounting scenario's comparison.
+    #[arg(long, global = true)]
+    previous: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -80,6 +84,8 @@ struct Row {
 struct Bench {
     bin: PathBuf,
     me: PathBuf,
+    /// The previous release's binary (`--previous`).
+    previous: Option<PathBuf>,
     rounds: usize,
     rows: Vec<Row>,
 }
@@ -271,6 +277,10 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
             dashboard::pages(b, 10_000, 100, 1_000_000, 200)?;
         }
     }
+    if want("accounting") {
+        let n = if smoke { 50 } else { 10_000 };
+        accounting::accounting(b, n, b.previous.clone().as_deref())?;
+    }
     if want("chains") {
         chains::chains(b, if smoke { 20 } else { 1000 })?;
     }
@@ -302,6 +312,7 @@ fn main() -> Result<()> {
     let mut b = Bench {
         bin,
         me,
+        previous: args.previous,
         rounds: args.rounds.unwrap_or(if smoke { 1 } else { 3 }),
         rows: Vec::new(),
     };

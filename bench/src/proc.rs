@@ -66,6 +66,11 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
+/// The process's CPU time so far (user + system), milliseconds (100 ticks/s).
+pub(crate) fn cpu_ms(pid: u32) -> u64 {
+    cpu_ticks(pid) * 10
+}
+
 /// The process's CPU use over the next `span`, in percent of one core (100 ticks/s).
 pub(crate) fn cpu_percent_over(pid: u32, span: Duration) -> f64 {
     let (ticks, t0) = (cpu_ticks(pid), Instant::now());

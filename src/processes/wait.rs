@@ -22,9 +22,12 @@ use crate::store::Usage;
 pub async fn wait_exit(pid: Pid, before_reap: impl FnOnce()) -> io::Result<(ExitStatus, Usage)> {
     let raw = rustix::process::Pid::from_raw(pid.as_raw())
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
-    // Readable once the process has exited (a zombie, for `wait4` to reap).
-    let exited = readiness(pidfd)?;
+    let exited = match rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) {
+        // Readable once the process has exited (a zombie, for `wait4` to reap).
+        Ok(pidfd) => readiness(pidfd)?,
+        // No pidfd (a kernel before 5.3, no descriptor left): it is looked at instead.
+        Err(_) => return poll_exit(pid, before_reap).await,
+    };
     let _ = exited.readable().await?;
     before_reap();
     loop {
@@ -33,6 +36,22 @@ pub async fn wait_exit(pid: Pid, before_reap: impl FnOnce()) -> io::Result<(Exit
         }
         exited.readable().await?.clear_ready();
     }
+}
+
+/// [`wait_exit`] without a pidfd: whether it has exited is asked (without reaping it) every
+/// 5 ms at first, then less often, up to every 250 ms.
+async fn poll_exit(pid: Pid, before_reap: impl FnOnce()) -> io::Result<(ExitStatus, Usage)> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    let mut every = std::time::Duration::from_millis(5);
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    while waitid(Id::Pid(pid), flags).map_err(io::Error::from)? == WaitStatus::StillAlive {
+        tokio::time::sleep(every).await;
+        every = (every * 2).min(std::time::Duration::from_millis(250));
+    }
+    before_reap();
+    wait4(pid.as_raw(), 0)?
+        .map(|(_, status, usage)| (status, usage))
+        .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
 }
 
 /// The pidfd registered with the runtime, to be told when it is readable.
@@ -162,6 +181,21 @@ mod tests {
         assert!(usage.cpu_us() > 10_000, "{usage:?}");
         // Reaped: a second wait finds no such child.
         assert!(wait_exit(pid, || ()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_pidfd_the_exit_is_looked_at_and_reaped_the_same() {
+        #[allow(clippy::zombie_processes, reason = "reaped by `poll_exit`")]
+        let child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 0.1; exit 4"])
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        let mut told = false;
+        let (status, usage) = poll_exit(pid, || told = true).await.unwrap();
+        assert!(told);
+        assert_eq!(status.code(), Some(4));
+        assert!(usage.voluntary_switches > 0, "{usage:?}");
     }
 
     #[test]
