@@ -253,6 +253,12 @@ fn run_scenarios(b: &mut Bench, smoke: bool, only: &[String]) -> Result<()> {
             scale(b, 100_000, 30)?;
         }
     }
+    run_operations(b, smoke, &want)
+}
+
+/// The scenarios of a daemon in operation: idle, memory, the API, the dashboard, chains of
+/// jobs, accounting, several nodes.
+fn run_operations(b: &mut Bench, smoke: bool, want: &dyn Fn(&str) -> bool) -> Result<()> {
     if want("idle") {
         idle(b, if smoke { 2 } else { 60 })?;
     }
