@@ -76,8 +76,9 @@ limits = {{ open_files = 64 }}
         error_of(cpu).starts_with("used its 1 s of CPU time (limits.cpu_time)"),
         "{cpu:?}"
     );
+    // Stopped at its limit (the kernel's own tallies of the two differ by a few percent).
     let used = cpu.usage.map(|u| u.cpu_us()).unwrap_or_default();
-    assert!((1_000_000..3_000_000).contains(&used), "{cpu:?}");
+    assert!((800_000..3_000_000).contains(&used), "{cpu:?}");
     let file = &runs["file"];
     assert_eq!(file.status, RunStatus::Failed, "{file:?}");
     assert!(

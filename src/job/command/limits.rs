@@ -375,8 +375,10 @@ pub(super) fn stopped_by(
 ) -> Option<String> {
     use nix::sys::signal::Signal;
     let cpu_limit = limits.cpu_time;
+    // At its limit, as the accounting tells it (which can be a few percent under the count the
+    // kernel stops a process at).
     let used_cpu =
-        |l: u64| usage.cpu_us() >= i64::try_from(l.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        |l: u64| usage.cpu_us() >= i64::try_from(l.saturating_mul(900_000)).unwrap_or(i64::MAX);
     match (signal, cpu_limit, limits.file_size, limits.memory) {
         (Some(Signal::SIGXCPU), Some(l), ..) => Some(format!(
             "used its {} of CPU time (limits.cpu_time)",
