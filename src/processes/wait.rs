@@ -131,9 +131,32 @@ fn wait4(pid: i32, options: libc::c_int) -> io::Result<Option<(Pid, ExitStatus, 
 }
 
 /// The largest resident set this process's memory has had (`VmHWM`), bytes: what the kernel
-/// counts in the peak of every program it spawns. (`getrusage` would add the peak of whatever
-/// spawned the daemon.)
+/// counts in the peak of every program it spawns. Cheaply when it can be: `getrusage`'s peak is
+/// the larger of it and the peak the daemon's own start inherited from whatever spawned it
+/// (fixed for the daemon's life), so once above that it is `VmHWM` itself; until then
+/// `/proc/self/status` is read (measured: 1.4 µs against 32 µs).
 pub fn own_peak_rss() -> Option<i64> {
+    static INHERITED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let rusage_peak = || {
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .ok()
+            .map(|u| u.max_rss().saturating_mul(1024))
+    };
+    let inherited = *INHERITED.get_or_init(|| {
+        // Read together: a getrusage peak above VmHWM is the inherited one.
+        match (rusage_peak(), high_water_mark()) {
+            (Some(g), Some(h)) if g > h => g,
+            _ => 0,
+        }
+    });
+    match rusage_peak() {
+        Some(g) if g > inherited => Some(g),
+        _ => high_water_mark(),
+    }
+}
+
+/// `VmHWM` of `/proc/self/status`, bytes.
+fn high_water_mark() -> Option<i64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: i64 = status
         .lines()
@@ -196,6 +219,15 @@ mod tests {
         assert!(told);
         assert_eq!(status.code(), Some(4));
         assert!(usage.voluntary_switches > 0, "{usage:?}");
+    }
+
+    #[test]
+    fn the_own_peak_is_the_memory_s_high_water_mark() {
+        // Whichever way it was read, it is the mark of its moment (the mark only grows).
+        let before = high_water_mark().unwrap();
+        let peak = own_peak_rss().unwrap();
+        let after = high_water_mark().unwrap();
+        assert!(before <= peak && peak <= after, "{before} {peak} {after}");
     }
 
     #[test]
