@@ -181,3 +181,22 @@ fn a_niced_burner_gets_less_cpu_than_its_twin_on_the_same_cpu() {
     assert!(plain > 1_000_000, "plain {plain} µs");
     assert!(niced * 3 < plain, "niced {niced} µs, plain {plain} µs");
 }
+
+/// The wrapper a limited run goes through, as the daemon starts it: a ceiling above the one the
+/// daemon itself has is the daemon's (no run fails for it), one below is the job's.
+#[test]
+fn a_limit_above_the_daemon_s_own_is_the_daemon_s() {
+    let run = |files: u32| {
+        let out = std::process::Command::new("prlimit")
+            .args(["--nofile=256:512", "--"])
+            .arg(crate::harness::BIN)
+            .args(["__limits", &format!("files={files}"), "sh", "-c"])
+            .arg("ulimit -n; ulimit -Hn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(100_000), "512\n512\n");
+    assert_eq!(run(64), "64\n64\n");
+}

@@ -467,17 +467,18 @@ pub fn wrapper_main() -> Option<ExitCode> {
 
 /// Sets `limits` on this process (inherited by what it executes and starts).
 fn apply(limits: &Limits) -> Result<(), String> {
-    use rustix::process::{Resource, Rlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let set = |what: &str, resource: Resource, soft: Option<u64>, hard: Option<u64>| {
         let Some(soft) = soft else { return Ok(()) };
-        setrlimit(
-            resource,
-            Rlimit {
-                current: Some(soft),
-                maximum: hard.or(Some(soft)),
-            },
-        )
-        .map_err(|e| format!("{what}: {e}"))
+        // A ceiling above the one the daemon already has (its unit's LimitNOFILE=, say) is
+        // the daemon's: only a privileged process could raise it, and it would bound nothing.
+        let most = getrlimit(resource).maximum.unwrap_or(u64::MAX);
+        let hard = hard.unwrap_or(soft).min(most);
+        let limit = Rlimit {
+            current: Some(soft.min(hard)),
+            maximum: Some(hard),
+        };
+        setrlimit(resource, limit).map_err(|e| format!("{what}: {e}"))
     };
     set("memory", Resource::As, limits.memory, None)?;
     // SIGXCPU at the limit, SIGKILL a second later for a process that ignores it.
