@@ -193,3 +193,27 @@ fn the_readmes_chain_takes_its_failure_path_when_a_step_fails() {
         "load ran after a failed extract"
     );
 }
+
+/// The README's job with limits, copied as written: `check` accepts it, and run by hand it
+/// succeeds under them, its row saying what it cost.
+#[test]
+fn the_readmes_job_with_limits_runs_under_them() {
+    let job = block_after("## What a run costs, and limits");
+    assert!(job.contains("limits = {"), "{job}");
+    let mut d = Daemon::prepare("", &job);
+    let check = d.cli(&["check"]);
+    assert!(check.status.success(), "{check:?}");
+    d.spawn_ready();
+    let trigger = d.cli(&["trigger", "big-files"]);
+    assert!(trigger.status.success(), "{trigger:?}");
+    let runs = d.wait_runs("big-files", Duration::from_secs(60), "the run", |r| {
+        r.iter().any(finished)
+    });
+    assert_eq!(
+        runs[0].status,
+        RunStatus::Succeeded,
+        "{runs:?}\n{}",
+        d.log()
+    );
+    assert!(runs[0].usage.is_some_and(|u| u.cpu_us() > 0), "{runs:?}");
+}
