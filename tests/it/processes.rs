@@ -356,10 +356,14 @@ fn user_jobs_work_under_the_units_capabilities() {
         eprintln!("skipped: needs root (CI runs as root)");
         return;
     }
+    // Beside it, a root job with a negative nice (the unit keeps CAP_SYS_NICE for it) and
+    // limits: the limits wrapper works under the same bounds.
+    let at = soon();
     let jobs = format!(
-        "[jobs.who]\nat = \"{}\"\nuser = \"nobody\"\n\
-         command = \"id -un; setsid sleep 1000 > /dev/null 2>&1 & echo $!\"\n",
-        soon()
+        "[jobs.who]\nat = \"{at}\"\nuser = \"nobody\"\n\
+         command = \"id -un; setsid sleep 1000 > /dev/null 2>&1 & echo $!\"\n\
+         [jobs.first]\nat = \"{at}\"\nnice = -5\nlimits = {{ open_files = 100 }}\n\
+         command = \"cut -d' ' -f19 /proc/self/stat; ulimit -n\"\n"
     );
     let mut d = Daemon::prepare("", &jobs);
     d.wrap = vec![
@@ -393,6 +397,13 @@ fn user_jobs_work_under_the_units_capabilities() {
         bounding, "000001ffffffffff",
         "setpriv did not bound the daemon"
     );
+    let first = d.wait_runs("first", 20 * SEC, "the niced run", |r| {
+        r.len() == 1 && crate::harness::finished(&r[0])
+    });
+    let shown = d.cli(&["show", &first[0].id.to_string(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(shown["output"], "-5\n100\n", "{shown}");
 }
 
 /// How long before a `kill -9` a run's start or end may have come and still lack its record
