@@ -22,15 +22,15 @@ const PERIOD_S: i64 = 4;
 
 /// A process of a run, read from `/proc`.
 #[derive(Debug, Clone)]
-struct RunProcess {
+pub(crate) struct RunProcess {
     pid: i32,
-    run_id: i64,
+    pub(crate) run_id: i64,
     job: String,
     scheduled_for: String,
 }
 
 /// Every live process carrying `database_id`.
-fn run_processes(database_id: &str) -> Vec<RunProcess> {
+pub(crate) fn run_processes(database_id: &str) -> Vec<RunProcess> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
@@ -63,7 +63,7 @@ fn run_processes(database_id: &str) -> Vec<RunProcess> {
     found
 }
 
-fn database_id(d: &Daemon) -> String {
+pub(crate) fn database_id(d: &Daemon) -> String {
     crate::harness::on_store(&d.path(&d.db), async |store| {
         store.database_id().await.unwrap()
     })
