@@ -10,7 +10,7 @@ struct Round {
     /// The last run's end after the burst's time.
     finished_ms: i64,
     /// The daemon's own CPU time from just before the burst to its last run's end.
-    daemon_cpu_ms: u64,
+    daemon_cpu_ms: i64,
 }
 
 /// The limits every job of the limited burst gets (generous: none is hit).
@@ -34,7 +34,7 @@ fn round(bin: &Path, n: usize, limited: bool) -> Result<Round> {
     wait_until(Duration::from_secs(300), || {
         Ok(d.runs()?.iter().filter(|r| r.finished_at.is_some()).count() >= n)
     })?;
-    let daemon_cpu_ms = proc::cpu_ms(d.pid()).saturating_sub(cpu);
+    let daemon_cpu_ms = i64::try_from(proc::cpu_ms(d.pid()).saturating_sub(cpu))?;
     let runs = d.runs()?;
     d.stop()?;
     if limited
@@ -52,13 +52,19 @@ fn round(bin: &Path, n: usize, limited: bool) -> Result<Round> {
 
 fn medians(rounds: &[Round]) -> (i64, i64) {
     let mut done: Vec<i64> = rounds.iter().map(|r| r.finished_ms).collect();
-    let mut cpu: Vec<i64> = rounds
-        .iter()
-        .map(|r| i64::try_from(r.daemon_cpu_ms).unwrap_or(i64::MAX))
-        .collect();
+    let mut cpu: Vec<i64> = rounds.iter().map(|r| r.daemon_cpu_ms).collect();
     done.sort_unstable();
     cpu.sort_unstable();
     (percentile(&done, 0.5), percentile(&cpu, 0.5))
+}
+
+/// A binary's control pair: its first two rounds' end of the burst and daemon CPU.
+fn control_pair(rounds: &[Round]) -> String {
+    format!(
+        "{}; {}",
+        spread(rounds, |r| r.finished_ms),
+        spread(rounds, |r| r.daemon_cpu_ms)
+    )
 }
 
 /// The two first rounds' difference, in percent of the first: the noise of one binary.
@@ -110,21 +116,13 @@ pub(crate) fn accounting(b: &mut Bench, n: usize, previous: Option<&Path>) -> Re
         b.row(
             &label,
             "control pair: the previous release's first two rounds (finished after; daemon CPU)",
-            format!(
-                "{}; {}",
-                spread(&old, |r| r.finished_ms),
-                spread(&old, |r| i64::try_from(r.daemon_cpu_ms).unwrap_or(0))
-            ),
+            control_pair(&old),
         );
     }
     b.row(
         &label,
         "control pair: this build's first two rounds (finished after; daemon CPU)",
-        format!(
-            "{}; {}",
-            spread(&new, |r| r.finished_ms),
-            spread(&new, |r| i64::try_from(r.daemon_cpu_ms).unwrap_or(0))
-        ),
+        control_pair(&new),
     );
     let (lim_done, lim_cpu) = medians(&limited);
     b.compare(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::JobSummary;
 use crate::config::Config;
-use crate::store::{Lineage, Pause, RunRow, bytes_in_words, cpu_in_words, format_ts};
+use crate::store::{Lineage, Pause, RunRow, cpu_in_words, format_ts};
 
 /// One line of `list`: a job as the files on disk define it, or as the daemon runs it.
 #[derive(Debug)]
@@ -131,8 +131,8 @@ pub(super) fn print_row(r: &RunRow) {
             .map_or_else(|| "-".to_string(), |u| cpu_in_words(u.cpu_us()));
         let peak = r
             .usage
-            .and_then(|u| u.peak_rss_bytes)
-            .map_or_else(|| "-".to_string(), |p| bytes_in_words(p.unsigned_abs()));
+            .and_then(|u| u.peak_words())
+            .unwrap_or_else(|| "-".to_string());
         println!(
             "{:>6}  {:<24} {:<24} {:<11} {:<10} {:>4} {:>9} {:>10} {cpu:>9} {peak:>9}  {err}",
             r.id,

@@ -330,10 +330,9 @@ pub(super) fn cpu_text(r: &RunRow) -> String {
 
 /// A run's peak memory in words, or a dash.
 pub(super) fn peak_text(r: &RunRow) -> String {
-    r.usage.and_then(|u| u.peak_rss_bytes).map_or_else(
-        || "—".to_string(),
-        |p| crate::store::bytes_in_words(p.unsigned_abs()),
-    )
+    r.usage
+        .and_then(|u| u.peak_words())
+        .unwrap_or_else(|| "—".to_string())
 }
 
 #[cfg(test)]

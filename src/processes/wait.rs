@@ -31,8 +31,8 @@ pub async fn wait_exit(pid: Pid, before_reap: impl FnOnce()) -> io::Result<(Exit
     let _ = exited.readable().await?;
     before_reap();
     loop {
-        if let Some((_, status, usage)) = wait4(pid.as_raw(), libc::WNOHANG)? {
-            return Ok((status, usage));
+        if let Some(exit) = wait4(pid.as_raw(), libc::WNOHANG)? {
+            return Ok(exit);
         }
         exited.readable().await?.clear_ready();
     }
@@ -49,9 +49,7 @@ async fn poll_exit(pid: Pid, before_reap: impl FnOnce()) -> io::Result<(ExitStat
         every = (every * 2).min(std::time::Duration::from_millis(250));
     }
     before_reap();
-    wait4(pid.as_raw(), 0)?
-        .map(|(_, status, usage)| (status, usage))
-        .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+    wait4(pid.as_raw(), 0)?.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
 }
 
 /// The pidfd registered with the runtime, to be told when it is readable.
@@ -79,7 +77,7 @@ pub fn reap_group(pgid: Pid) -> GroupReaped {
     let mut found = GroupReaped::default();
     loop {
         match wait4(-pgid.as_raw(), libc::WNOHANG) {
-            Ok(Some((_, _, usage))) => {
+            Ok(Some((_, usage))) => {
                 found.usage.add(&usage);
                 found.reaped += 1;
             }
@@ -98,12 +96,12 @@ pub(super) fn reap(pid: Pid) -> Option<Usage> {
     wait4(pid.as_raw(), libc::WNOHANG)
         .ok()
         .flatten()
-        .map(|(_, _, usage)| usage)
+        .map(|(_, usage)| usage)
 }
 
 /// `wait4(2)`: `None` when `WNOHANG` found no exited child; retried on `EINTR`.
 #[allow(unsafe_code)]
-fn wait4(pid: i32, options: libc::c_int) -> io::Result<Option<(Pid, ExitStatus, Usage)>> {
+fn wait4(pid: i32, options: libc::c_int) -> io::Result<Option<(ExitStatus, Usage)>> {
     loop {
         let mut status: libc::c_int = 0;
         let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
@@ -114,11 +112,7 @@ fn wait4(pid: i32, options: libc::c_int) -> io::Result<Option<(Pid, ExitStatus, 
             (got, ru.assume_init())
         };
         if got > 0 {
-            return Ok(Some((
-                Pid::from_raw(got),
-                ExitStatus::from_raw(status),
-                usage_of(&ru),
-            )));
+            return Ok(Some((ExitStatus::from_raw(status), usage_of(&ru))));
         }
         if got == 0 {
             return Ok(None);

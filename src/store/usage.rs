@@ -86,10 +86,14 @@ impl Usage {
 
     /// The peak in words: "210 MiB", or why there is none.
     pub fn peak_in_words(&self) -> String {
-        self.peak_rss_bytes.map_or_else(
-            || "not measured (below the daemon's own)".to_string(),
-            |p| bytes_in_words(u64::try_from(p).unwrap_or(0)),
-        )
+        self.peak_words()
+            .unwrap_or_else(|| "not measured (below the daemon's own)".to_string())
+    }
+
+    /// The peak in words ("210 MiB"), when it was measured.
+    pub fn peak_words(&self) -> Option<String> {
+        self.peak_rss_bytes
+            .map(|p| bytes_in_words(u64::try_from(p).unwrap_or(0)))
     }
 }
 

@@ -380,14 +380,16 @@ pub(super) fn stopped_by(
     let used_cpu =
         |l: u64| usage.cpu_us() >= i64::try_from(l.saturating_mul(900_000)).unwrap_or(i64::MAX);
     match (signal, cpu_limit, limits.file_size, limits.memory) {
-        (Some(Signal::SIGXCPU), Some(l), ..) => Some(format!(
-            "used its {} of CPU time (limits.cpu_time)",
-            seconds_in_words(l)
-        )),
-        (Some(Signal::SIGKILL), Some(l), ..) if !killed_by_daemon && used_cpu(l) => Some(format!(
-            "used its {} of CPU time (limits.cpu_time)",
-            seconds_in_words(l)
-        )),
+        // SIGKILL a second after an ignored SIGXCPU.
+        (Some(s), Some(l), ..)
+            if s == Signal::SIGXCPU
+                || (s == Signal::SIGKILL && !killed_by_daemon && used_cpu(l)) =>
+        {
+            Some(format!(
+                "used its {} of CPU time (limits.cpu_time)",
+                seconds_in_words(l)
+            ))
+        }
         (Some(Signal::SIGXFSZ), _, Some(l), _) => Some(format!(
             "wrote past its file size limit of {} (limits.file_size)",
             bytes_in_words(l)
@@ -402,10 +404,7 @@ pub(super) fn stopped_by(
         )),
         (Some(Signal::SIGKILL), ..) if !killed_by_daemon => Some(format!(
             "killed by SIGKILL: probably the kernel's out-of-memory killer (peak {})",
-            usage.peak_rss_bytes.map_or_else(
-                || "not measured".to_string(),
-                |p| bytes_in_words(u64::try_from(p).unwrap_or(0))
-            )
+            usage.peak_in_words()
         )),
         _ => None,
     }

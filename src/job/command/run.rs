@@ -168,18 +168,14 @@ impl CommandJob {
         };
         let status = watched.watch(pid, ctx, stop, group).await;
         let Watched {
-            mut reading,
-            stopped,
-            ..
+            reading, stopped, ..
         } = watched;
         let drain_until = Instant::now() + DRAIN_AFTER_EXIT;
         let (left, ()) = tokio::join!(reap_left(pid, drain_until), async {
             if reading {
                 read_rest(&mut reader, &mut buf, &tail, drain_until).await;
-                reading = false;
             }
         });
-        let _ = reading;
         let swept = leader.map(crate::processes::Leader::finish);
         // A sweep after every run (folded into one for a burst): an idle daemon sweeps only
         // when asked.
@@ -300,10 +296,9 @@ async fn read_rest(
     }
 }
 
-/// Signals a process group; whether any process was left in it.
-fn signal_group(pgid: Option<Pid>, sig: Signal) -> bool {
-    // ESRCH (group already gone) is the normal case after exit.
-    pgid.is_some_and(|p| killpg(p, sig).is_ok())
+/// Signals a process group (ESRCH, the group already gone, is the normal case after exit).
+fn signal_group(pgid: Pid, sig: Signal) {
+    let _ = killpg(pgid, sig);
 }
 
 /// Kills a run's process group when dropped before its main process was reaped (the run was
@@ -312,7 +307,9 @@ struct GroupGuard(Option<Pid>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
+        if let Some(pgid) = self.0 {
+            signal_group(pgid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -340,7 +337,7 @@ impl Watched<'_> {
     ) -> std::io::Result<(std::process::ExitStatus, Usage)> {
         let exited = wait_exit(pid, || {
             group.0 = None;
-            signal_group(Some(pid), Signal::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
         });
         tokio::pin!(exited);
         let mut killed = false;
@@ -355,16 +352,16 @@ impl Watched<'_> {
                 () = stop.soft.cancelled(), if !self.stopped => {
                     self.stopped = true;
                     kill_at = Instant::now() + ctx.job.kill_grace;
-                    signal_group(Some(pid), Signal::SIGTERM);
+                    signal_group(pid, Signal::SIGTERM);
                 }
                 () = stop.hard.cancelled(), if !killed => {
                     killed = true;
                     self.stopped = true;
-                    signal_group(Some(pid), Signal::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                 }
                 () = sleep_until(kill_at), if self.stopped && !killed => {
                     killed = true;
-                    signal_group(Some(pid), Signal::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                 }
             }
         }
