@@ -90,12 +90,44 @@ limits = {{ open_files = 64 }}
     assert_eq!(output_of(&d, shown.id), "19\nidle\n64\n", "{shown:?}");
 }
 
+/// A system user of this test's own, removed at its end: `processes` counts every process of
+/// the user, and other tests run jobs as `nobody` (with 5 of them alive, the bomb's shell could
+/// not fork at all).
+struct OwnUser(&'static str);
+
+impl OwnUser {
+    fn add(name: &'static str) -> Self {
+        let known = std::process::Command::new("id").arg(name).output().unwrap();
+        if !known.status.success() {
+            let added = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(name)
+                .output()
+                .unwrap();
+            assert!(added.status.success(), "useradd {name}: {added:?}");
+        }
+        Self(name)
+    }
+}
+
+impl Drop for OwnUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("userdel").arg(self.0).output();
+    }
+}
+
 #[test]
 fn a_fork_bomb_under_a_process_limit_is_contained_and_the_schedule_goes_on() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run a job as nobody (CI runs as root)");
+        eprintln!("skipped: needs root to add a user and run a job as it (CI runs as root)");
         return;
     }
+    let user = OwnUser::add("hg-test-bomb");
     let jobs = format!(
         r#"
 [jobs.tick]
@@ -104,12 +136,13 @@ command = "true"
 
 [jobs.bomb]
 at = "{}"
-user = "nobody"
+user = "{}"
 timeout = "6s"
 command = "f() {{ f | f & }}; f; sleep 5"
 limits = {{ processes = 5 }}
 "#,
-        at_in(2)
+        at_in(2),
+        user.0
     );
     let d = Daemon::start("", &jobs);
     let bomb = d.wait_runs("bomb", 20 * SEC, "the bomb's start", |r| !r.is_empty());

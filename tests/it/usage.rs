@@ -169,18 +169,26 @@ fn shown_by_the_dashboard(port: u16, runs: &[RunRow]) {
 /// subreaper, reaps it) still counts for the run when it ends while the run goes on.
 #[test]
 fn a_process_that_escaped_its_run_counts_for_it() {
-    // Alive longer than the daemon's sweeps are apart (3 s, and up to a second to the middle
-    // of one), so that one sees it and knows its run; it burns CPU all along.
+    // It lives longer than the daemon's sweeps are apart (3 s, and up to a second to the
+    // middle of one), so that one sees it and knows its run, then burns exactly one second of
+    // CPU (`ulimit -t 1`: SIGXCPU), however busy the machine. The run waits until it is gone
+    // (reaped), up to 60 s.
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("pid");
+    let pid = pid.display();
     let jobs = format!(
-        "[jobs.escape]\nat = \"{}\"\n\
-         command = \"(setsid timeout 4.5 sh -c 'while :; do :; done' &); sleep 6\"\n",
+        "[jobs.escape]\nat = \"{}\"\ntimeout = \"90s\"\n\
+         command = \"\"\"(setsid sh -c 'echo $$ > {pid}; sleep 4; ulimit -t 1; while :; do :; done' &)\n\
+         for i in $(seq 300); do [ -s {pid} ] && ! kill -0 $(cat {pid}) 2>/dev/null && break; sleep 0.2; done\n\
+         \"\"\"\n",
         at_in(2)
     );
     let d = Daemon::start("", &jobs);
-    let runs = d.wait_runs("escape", 30 * SEC, "the run's end", |r| {
+    let runs = d.wait_runs("escape", 90 * SEC, "the run's end", |r| {
         r.len() == 1 && finished(&r[0])
     });
+    assert_eq!(runs[0].status, RunStatus::Succeeded, "{:?}", runs[0]);
     let u = usage_of(&runs[0]);
-    // The job's own shell and sleep take milliseconds; the escaped burner seconds.
-    assert!(u.cpu_us() >= 2_000_000, "{u:?}\n{}", d.log());
+    // The job's own shells and sleeps take milliseconds; the escaped burner a second.
+    assert!(u.cpu_us() >= 950_000, "{u:?}\n{}", d.log());
 }
