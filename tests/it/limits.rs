@@ -198,7 +198,9 @@ fn a_niced_burner_gets_less_cpu_than_its_twin_on_the_same_cpu() {
     let runs = ended(&d, 2);
     let cpu = |job: &str| runs[job].usage.map(|u| u.cpu_us()).unwrap_or_default();
     let (niced, plain) = (cpu("niced"), cpu("plain"));
-    assert!(plain > 1_000_000, "plain {plain} µs");
+    // Other tests may share CPU 0: the plain one's share is not known, their ratio is (nice 19
+    // weighs 15 against nice 0's 1024).
+    assert!(plain > 300_000, "plain {plain} µs");
     assert!(niced * 3 < plain, "niced {niced} µs, plain {plain} µs");
 }
 
