@@ -63,9 +63,12 @@ fn the_dashboard_draws_the_graph_the_config_says() {
             "{job}: {status}"
         );
     }
-    assert_eq!(
-        jobs.iter().find(|(j, _)| j == "report").unwrap().1,
-        "succeeded"
+    // `report` (an echo) only succeeds, and fires every second: as the page was made its last
+    // run may have been under way.
+    let report_status = &jobs.iter().find(|(j, _)| j == "report").unwrap().1;
+    assert!(
+        ["succeeded", "running"].contains(&report_status.as_str()),
+        "{report_status}"
     );
     visit(&b, &base, "/jobs/load", "job-after");
     assert_eq!(
