@@ -138,12 +138,15 @@ command = "true"
 at = "{}"
 user = "{}"
 timeout = "6s"
-command = "f() {{ f | f & }}; f; sleep 5"
+command = "f() {{ f | f & }}; sleep 5 & s=$!; (f) & wait $s"
 limits = {{ processes = 5 }}
 "#,
         at_in(2),
         user.0
     );
+    // The job's own shell forks twice (its sleep, then the bomb's first subshell) before the
+    // bomb fills the user's 5 and then only waits: a shell that cannot fork exits, and one that
+    // went on forking (`f; sleep 5`) ended at once about half of the time.
     let d = Daemon::start("", &jobs);
     let bomb = d.wait_runs("bomb", 20 * SEC, "the bomb's start", |r| !r.is_empty());
     let id = bomb[0].id;
