@@ -495,6 +495,20 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
+        // `spawn` returns once the child's exec has let go of this process's memory, but the
+        // kernel sets the new program's environment in place a moment later (until then
+        // `/proc/<pid>/environ` reads empty): both are looked at once their environment shows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for child in [&ours, &other] {
+            let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+            while environ(pid).is_none_or(|env| var(&env, DATABASE_ID_VAR).is_none()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no environment for {pid}"
+                );
+                std::thread::yield_now();
+            }
+        }
         let found = stop_orphans(&marker);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, ours.id());
