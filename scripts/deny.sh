@@ -29,4 +29,7 @@ if [ -d "$db/.git" ]; then
 else
     echo "deny.sh: WARNING: no RustSec advisory database could be fetched: advisories NOT checked" >&2
 fi
+# Every crate the lock file names, for every platform (cargo-deny reads them all; a build
+# fetches only this platform's, so a fresh machine lacks the rest): from crates.io.
+cargo fetch --locked -q
 cargo deny --offline check --hide-inclusion-graph --show-stats "${checks[@]}"
