@@ -416,8 +416,7 @@ fn runs_as_another_user_with_json_logs() {
     let runs = d.wait_runs("who", 20 * SEC, "the run", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
-    let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let run = d.show_json(runs[0].id);
     if nix::unistd::geteuid().is_root() {
         assert_eq!(run["status"], "succeeded", "{run}");
         assert!(
@@ -457,8 +456,7 @@ fn a_clean_env_job_sees_only_the_minimal_environment() {
     let runs = d.wait_runs("clean", 20 * SEC, "the run", |r| {
         r.len() == 1 && finished(&r[0])
     });
-    let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
-    let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let run = d.show_json(runs[0].id);
     assert_eq!(run["status"], "succeeded", "{run}");
     let names: Vec<&str> = run["output"]
         .as_str()
@@ -501,8 +499,7 @@ fn secrets_named_by_the_config_reach_no_job() {
         let runs = d.wait_runs(job, 20 * SEC, "the run", |r| {
             r.len() == 1 && finished(&r[0])
         });
-        let shown = d.cli(&["show", &runs[0].id.to_string(), "--json"]);
-        let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let run = d.show_json(runs[0].id);
         assert_eq!(run["status"], "succeeded", "{run}");
         run["output"].as_str().unwrap().to_string()
     };

@@ -361,8 +361,7 @@ fn http_jobs_check_the_status() {
     );
     let expected = get("expected");
     assert_eq!(expected.status, RunStatus::Succeeded, "{expected:?}");
-    let shown = d.cli(&["show", &expected.id.to_string(), "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let v = d.show_json(expected.id);
     assert_eq!(v["output"], "status 404 for POST /status/404\n");
     // What the request cost, in place of a process's usage (which an HTTP run has none of).
     let details = &v["details"];

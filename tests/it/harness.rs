@@ -266,6 +266,17 @@ impl Daemon {
         cli(&self.config(), args)
     }
 
+    /// Run `id` as `hourglass show <id> --json` prints it.
+    pub fn show_json(&self, id: i64) -> serde_json::Value {
+        let shown = self.cli(&["show", &id.to_string(), "--json"]);
+        serde_json::from_slice(&shown.stdout).unwrap_or_else(|e| {
+            panic!(
+                "show {id} --json: {e}: {}",
+                String::from_utf8_lossy(&shown.stderr)
+            )
+        })
+    }
+
     pub fn write_jobs(&self, file: &str, text: &str) {
         let tmp = self.path(&format!("jobs.d/.{file}.tmp"));
         std::fs::write(&tmp, text).unwrap();

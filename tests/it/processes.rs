@@ -377,8 +377,7 @@ fn user_jobs_work_under_the_units_capabilities() {
     });
     let run = &runs[0];
     assert_eq!(run.status, RunStatus::Succeeded, "{run:?}\n{}", d.log());
-    let shown = d.cli(&["show", &run.id.to_string(), "--json"]);
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let shown = d.show_json(run.id);
     let output = shown["output"].as_str().unwrap_or_default().to_string();
     let mut lines = output.lines();
     assert_eq!(lines.next(), Some("nobody"), "{run:?}\n{}", d.log());
@@ -400,8 +399,7 @@ fn user_jobs_work_under_the_units_capabilities() {
     let first = d.wait_runs("first", 20 * SEC, "the niced run", |r| {
         r.len() == 1 && crate::harness::finished(&r[0])
     });
-    let shown = d.cli(&["show", &first[0].id.to_string(), "--json"]);
-    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let shown = d.show_json(first[0].id);
     assert_eq!(shown["status"], "succeeded", "{shown}");
     assert_eq!(shown["output"], "-5\n100\n", "{shown}");
 }
